@@ -1,0 +1,5 @@
+"""Run the gridlb command line as `python -m gridlb`."""
+
+from gridlb.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The `gridlb` command line."""

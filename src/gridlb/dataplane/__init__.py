@@ -1,0 +1,1 @@
+"""Dataplanes: kernel IPVS, userspace direct routing and the userspace TCP proxy."""

@@ -1,0 +1,1 @@
+"""The director: composes config, health, schedulers, dataplane, VRRP and the control API."""

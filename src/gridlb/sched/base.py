@@ -1,0 +1,90 @@
+"""The scheduler interface and the registry that finds an algorithm by its ipvsadm name."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from gridlb.table import IPAddress, RealKey
+
+
+@dataclass(frozen=True, slots=True)
+class DestView:
+    """What a scheduler may read of one destination, in kernel list order (newest first)."""
+
+    key: RealKey
+    weight: int
+    active: int = 0
+    inactive: int = 0
+    overloaded: bool = False  # IP_VS_DEST_F_OVERLOAD (upper threshold reached)
+    last_weight: int = -1  # latest non-zero weight (mh); -1 = same as weight
+    available: bool = True  # IP_VS_DEST_F_AVAILABLE (false once deleted but still referenced)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """The packet being scheduled: client address/port and virtual address/port."""
+
+    client: IPAddress
+    client_port: int
+    vaddr: IPAddress
+    vport: int
+
+
+class Scheduler(ABC):
+    """One service's scheduler: `update` on every change of the destination list, `pick` per new flow.
+
+    Implementations mirror net/netfilter/ipvs/ip_vs_<name>.c: same candidates, same order,
+    same tie-breaking, weight 0 = quiesced, overloaded destinations skipped.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
+        self.flags = flags
+
+    def update(self, dests: Sequence[DestView]) -> None:  # noqa: B027 - optional hook
+        """React to a destination being added, removed or edited (kernel add/del/upd_dest hooks)."""
+
+    @abstractmethod
+    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+        """Return the destination for a new flow, or None when no destination may take it."""
+
+
+_REGISTRY: dict[str, type[Scheduler]] = {}
+_MODULES = ("rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh")
+S = TypeVar("S", bound=type[Scheduler])
+
+
+def register_scheduler(cls: S) -> S:
+    """Class decorator: make `cls` available under `cls.name`."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        try:
+            importlib.import_module(f"gridlb.sched.{mod}")
+        except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is missing
+            if exc.name != f"gridlb.sched.{mod}":
+                raise
+
+
+def scheduler_names() -> list[str]:
+    """Return the ipvsadm names of every registered scheduler."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def create_scheduler(name: str, flags: frozenset[str] = frozenset()) -> Scheduler:
+    """Return a new scheduler for the ipvsadm name `name`; KeyError names the valid ones."""
+    _load_all()
+    try:
+        factory: Callable[[frozenset[str]], Scheduler] = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown scheduler {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+    return factory(flags)

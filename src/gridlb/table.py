@@ -1,0 +1,381 @@
+"""The IPVS table model: keyed services and destinations, observed counters, and `diff` into ops.
+
+Every dataplane (kernel IPVS, userspace DR, proxy) dumps an `IpvsTable` and applies `Op`s;
+the director builds the desired table purely and programs only the difference.
+Destination order inside a service is the kernel's list order: most recently added first.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class Proto(enum.Enum):
+    """Transport protocol of a virtual service, named as ipvsadm prints it."""
+
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ForwardMethod(enum.Enum):
+    """IPVS packet-forwarding method; values are the kernel's IP_VS_CONN_F_* numbers."""
+
+    MASQ = 0
+    LOCAL = 1
+    TUNNEL = 2
+    ROUTE = 3
+
+    @property
+    def ipvsadm_name(self) -> str:
+        """Return the `Forward` column text of `ipvsadm -L`."""
+        return {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route"}[self.value]
+
+    @property
+    def keepalived_name(self) -> str:
+        """Return the keepalived `lvs_method` keyword (LOCAL has none; it is shown as DR)."""
+        return {0: "NAT", 1: "DR", 2: "TUN", 3: "DR"}[self.value]
+
+
+def parse_address(text: str) -> IPAddress:
+    """Return the address in `text`, accepting IPv6 in brackets."""
+    return ip_address(text.strip().removeprefix("[").removesuffix("]"))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """Identity of a virtual service: (protocol, address, port) or a firewall mark (with its family)."""
+
+    proto: Proto
+    addr: IPAddress | None
+    port: int
+    fwmark: int = 0
+    af: int = 4  # 4 or 6; taken from addr when addr is set
+
+    def __post_init__(self) -> None:
+        if self.addr is not None and self.af != self.addr.version:
+            object.__setattr__(self, "af", self.addr.version)
+
+    def __str__(self) -> str:
+        if self.fwmark:
+            return f"FWM {self.fwmark}" + (" IPv6" if self.af == 6 else "")
+        assert self.addr is not None
+        host = f"[{self.addr}]" if self.addr.version == 6 else str(self.addr)
+        return f"{self.proto} {host}:{self.port}"
+
+    @classmethod
+    def tcp(cls, addr: str, port: int) -> ServiceKey:
+        """Return the key of a TCP service at `addr`:`port`."""
+        return cls(Proto.TCP, parse_address(addr), port)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RealKey:
+    """Identity of a real server (destination) inside a service."""
+
+    addr: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.addr}]" if self.addr.version == 6 else str(self.addr)
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str, default_port: int | None = None) -> RealKey:
+        """Return the key written as `ADDR:PORT`, `[V6]:PORT` or bare `ADDR` (with `default_port`)."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            host, port_text = text, ""
+        if not port_text:
+            if default_port is None:
+                raise ValueError(f"{text!r}: a port is required")
+            return cls(parse_address(host), default_port)
+        return cls(parse_address(host), int(port_text))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """What is configurable on a service (`ipvsadm -A/-E`)."""
+
+    scheduler: str = "wlc"
+    persistence_timeout_s: int = 0  # 0 = not persistent
+    netmask: str = ""  # persistence granularity; "" = host (/32 or /128)
+    flags: frozenset[str] = frozenset()  # scheduler flags: sh-fallback, sh-port, mh-fallback, mh-port
+    one_packet: bool = False  # -o / ops
+    pe_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DestSpec:
+    """What is configurable on a destination (`ipvsadm -a/-e`)."""
+
+    weight: int = 1
+    forward: ForwardMethod = ForwardMethod.ROUTE
+    u_threshold: int = 0  # 0 = unset
+    l_threshold: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Traffic counters and rates as IPVS keeps them (per service and per destination)."""
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DestCounters:
+    """Connection counters of one destination (observed, never desired)."""
+
+    active: int = 0
+    inactive: int = 0
+    persistent: int = 0
+    overloaded: bool = False
+    stats: Stats = Stats()
+
+
+@dataclass(frozen=True, slots=True)
+class Dest:
+    """One destination of a service: its key, its spec and what was observed on it."""
+
+    key: RealKey
+    spec: DestSpec = DestSpec()
+    counters: DestCounters = DestCounters()
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One virtual service with its destinations in kernel order (most recently added first)."""
+
+    key: ServiceKey
+    spec: ServiceSpec = ServiceSpec()
+    dests: tuple[Dest, ...] = ()
+    stats: Stats = Stats()
+
+    def dest(self, key: RealKey) -> Dest | None:
+        """Return the destination with `key`, or None."""
+        for d in self.dests:
+            if d.key == key:
+                return d
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`); kernel defaults."""
+
+    tcp: int = 900
+    tcpfin: int = 120
+    udp: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ConnEntry:
+    """One connection-table entry as `ipvsadm -Lc` shows it."""
+
+    proto: Proto
+    expire_s: int
+    state: str
+    client: RealKey
+    virtual: RealKey
+    dest: RealKey
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsTable:
+    """A whole table: services in kernel order, timeouts and (observed) connection entries."""
+
+    services: tuple[Service, ...] = ()
+    timeouts: Timeouts = Timeouts()
+    connections: tuple[ConnEntry, ...] = ()
+
+    def service(self, key: ServiceKey) -> Service | None:
+        """Return the service with `key`, or None."""
+        for s in self.services:
+            if s.key == key:
+                return s
+        return None
+
+    def with_service(self, svc: Service) -> IpvsTable:
+        """Return a copy with `svc` replacing the service of the same key (or appended)."""
+        out = [s for s in self.services if s.key != svc.key]
+        index = next((i for i, s in enumerate(self.services) if s.key == svc.key), len(out))
+        out.insert(index, svc)
+        return replace(self, services=tuple(out))
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddService:
+    key: ServiceKey
+    spec: ServiceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class EditService:
+    key: ServiceKey
+    spec: ServiceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DelService:
+    key: ServiceKey
+
+
+@dataclass(frozen=True, slots=True)
+class AddDest:
+    service: ServiceKey
+    key: RealKey
+    spec: DestSpec
+
+
+@dataclass(frozen=True, slots=True)
+class EditDest:
+    service: ServiceKey
+    key: RealKey
+    spec: DestSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DelDest:
+    service: ServiceKey
+    key: RealKey
+
+
+Op = AddService | EditService | DelService | AddDest | EditDest | DelDest
+
+
+def diff(observed: IpvsTable, desired: IpvsTable) -> list[Op]:
+    """Return the ops that turn `observed` into `desired` (specs only; counters are ignored).
+
+    Order: services that go away lose their destinations first, then are deleted; kept
+    services are edited, lose stale destinations, gain new ones (added in the desired table's
+    reverse kernel order so that the kernel ends with the desired order), and have changed
+    destinations edited; new services are added before their destinations.
+    """
+    ops: list[Op] = []
+    desired_keys = {s.key for s in desired.services}
+    for svc in observed.services:
+        if svc.key not in desired_keys:
+            ops.extend(DelDest(svc.key, d.key) for d in svc.dests)
+            ops.append(DelService(svc.key))
+    for want in desired.services:
+        have = observed.service(want.key)
+        if have is None:
+            ops.append(AddService(want.key, want.spec))
+            ops.extend(_dest_ops(want.key, (), want.dests))
+            continue
+        if have.spec != want.spec:
+            ops.append(EditService(want.key, want.spec))
+        ops.extend(_dest_ops(want.key, have.dests, want.dests))
+    return ops
+
+
+def _dest_ops(service: ServiceKey, have: Sequence[Dest], want: Sequence[Dest]) -> Iterable[Op]:
+    have_by_key = {d.key: d for d in have}
+    want_keys = {d.key for d in want}
+    for d in have:
+        if d.key not in want_keys:
+            yield DelDest(service, d.key)
+    for d in reversed(want):  # kernel adds at the head: add oldest first
+        if d.key not in have_by_key:
+            yield AddDest(service, d.key, d.spec)
+    for d in want:
+        old = have_by_key.get(d.key)
+        if old is not None and old.spec != d.spec:
+            yield EditDest(service, d.key, d.spec)
+
+
+def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
+    """Return `table` with `ops` applied as the kernel would (pure; used by fakes and table files).
+
+    Raises KeyError/ValueError with ipvsadm's wording when an op is impossible
+    ("Service already exists", "No such service", "Destination already exists", "No such destination").
+    """
+    services = list(table.services)
+
+    def find(key: ServiceKey) -> int:
+        for i, s in enumerate(services):
+            if s.key == key:
+                return i
+        raise KeyError("No such service")
+
+    for op in ops:
+        if isinstance(op, AddService):
+            if any(s.key == op.key for s in services):
+                raise ValueError("Service already exists")
+            services.append(Service(op.key, op.spec))
+        elif isinstance(op, EditService):
+            i = find(op.key)
+            services[i] = replace(services[i], spec=op.spec)
+        elif isinstance(op, DelService):
+            del services[find(op.key)]
+        else:
+            i = find(op.service)
+            svc = services[i]
+            if isinstance(op, AddDest):
+                if svc.dest(op.key) is not None:
+                    raise ValueError("Destination already exists")
+                services[i] = replace(svc, dests=(Dest(op.key, op.spec), *svc.dests))
+            elif isinstance(op, EditDest):
+                old = svc.dest(op.key)
+                if old is None:
+                    raise KeyError("No such destination")
+                new = replace(old, spec=op.spec)
+                services[i] = replace(svc, dests=tuple(new if d.key == op.key else d for d in svc.dests))
+            else:
+                if svc.dest(op.key) is None:
+                    raise KeyError("No such destination")
+                services[i] = replace(svc, dests=tuple(d for d in svc.dests if d.key != op.key))
+    return replace(table, services=tuple(services))
+
+
+__all__ = [
+    "AddDest",
+    "AddService",
+    "ConnEntry",
+    "DelDest",
+    "DelService",
+    "Dest",
+    "DestCounters",
+    "DestSpec",
+    "EditDest",
+    "EditService",
+    "ForwardMethod",
+    "IPAddress",
+    "IpvsTable",
+    "Op",
+    "Proto",
+    "RealKey",
+    "Service",
+    "ServiceKey",
+    "ServiceSpec",
+    "Stats",
+    "Timeouts",
+    "apply_ops",
+    "diff",
+    "parse_address",
+]
