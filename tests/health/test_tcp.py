@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -40,10 +41,8 @@ def full_backlog() -> Iterator[RealKey]:
     for _ in range(4):
         s = socket.socket()
         s.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             s.connect(addr)
-        except BlockingIOError:
-            pass
         fillers.append(s)
     yield RealKey.parse(f"{addr[0]}:{addr[1]}")
     for s in fillers:
