@@ -14,6 +14,7 @@ import pytest
 from gridlb.health.base import Verdict, create_checker
 from gridlb.health.script import ScriptChecker, verdict_for_status
 from gridlb.table import RealKey
+from tests.support import need_root
 
 RS = RealKey.parse("127.0.0.61:2811")
 
@@ -149,3 +150,12 @@ async def test_cancelled_check_kills_the_script(tmp_path: Path) -> None:
         assert wait_gone(shell)
     finally:
         kill_quietly(shell)
+
+
+async def test_user_option() -> None:
+    need_root()
+    result = await ScriptChecker(path="id -un", user="nobody").check(RS, timeout_s=5)
+    assert (result.verdict, result.reason) == (Verdict.UP, "id: exit 0: nobody")
+    result = await ScriptChecker(path="id -un", user="glbH-no-such-user").check(RS, timeout_s=5)
+    assert result.verdict is Verdict.DOWN
+    assert result.reason.startswith("id: cannot run: ") and "glbH-no-such-user" in result.reason
