@@ -25,6 +25,9 @@ Paths into the data are tuples of canonical keys and list indexes, e.g.
 returns the `Location` of the longest known prefix and `SourceMap.key(path)` the key as the user
 wrote it (`keepalived::virtual_servers.red-gridftp-v4.real_servers[4].ip_address`).
 
+Errors about a file as a whole (missing, unreadable, empty, not a mapping) are reported at line 1
+so that every message parses as `file:line: ...`.
+
 Top-level keys: see `schema.TOP_LEVEL_KEYS`. Keys of other puppet classes (`ntp::servers`, any
 `NAME::...` not under `keepalived::`) are ignored, as Hiera files mix classes; any other unknown
 key is an error with a did-you-mean. YAML is read as YAML 1.2 (Hiera's `yes`/`no` stay strings and
@@ -213,15 +216,17 @@ def load_file(path: str | Path) -> SiteFile:
     """Read and validate one site file."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError("no such file", location=Location(name)) from None
+        raise ConfigError("no such file", location=Location(name, 1)) from None
     except IsADirectoryError:
-        raise ConfigError("is a directory, not a site file", location=Location(name)) from None
+        raise ConfigError("is a directory, not a site file", location=Location(name, 1)) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(name, 1)) from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(name, line)) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", location=Location(name)) from None
+        raise ConfigError(f"cannot read: {exc.strerror}", location=Location(name, 1)) from None
     return parse_text(text, name)
 
 
