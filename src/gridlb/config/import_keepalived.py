@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridlb.config import defaults as D
 from gridlb.config.keepalived_conf import Node, parse_file, parse_text
 from gridlb.config.load import ConfigErrors, Site, did_you_mean, site_from_mapping
 from gridlb.errors import ConfigError, Location
@@ -360,7 +361,7 @@ class _Reader:
         real_servers = []
         for i, rs in enumerate(real_nodes):
             self.mark(f"{base}.real_servers[{i}]", rs)
-            real_servers.append(self.real_server(rs, f"{base}.real_servers[{i}]"))
+            real_servers.append(self.real_server(rs, f"{base}.real_servers[{i}]", data))
         data["real_servers"] = real_servers
         return name, data
 
@@ -385,7 +386,7 @@ class _Reader:
             sorry["port"] = _number(node.args[1])
         return "sorry_server", sorry
 
-    def real_server(self, node: Node, base: str) -> dict[str, Any]:
+    def real_server(self, node: Node, base: str, vs: Mapping[str, Any]) -> dict[str, Any]:
         if len(node.args) not in (1, 2) or not node.is_block:
             raise self.error(node, "expects `real_server IP [PORT] { ... }`")
         data: dict[str, Any] = {"ip_address": node.args[0]}
@@ -406,7 +407,21 @@ class _Reader:
             ):
                 raise self.error(child, f"only one {child.keyword} per real server is supported")
         self.fill(data, base, node, h, "real_server")
+        if "gridftp_check" in data:
+            self._normalise_gridftp(data, vs)
         return data
+
+    def _normalise_gridftp(self, rs: dict[str, Any], vs: Mapping[str, Any]) -> None:
+        """Drop what the renderer spelled out only because the command needs it: the target when it
+        is the real server itself and the timeout when it is the inherited one."""
+        check = rs["gridftp_check"]
+        if str(check.get("connect_ip")) == str(rs["ip_address"]):
+            check.pop("connect_ip")
+        if check.get("connect_port") == rs.get("port", vs.get("port")):
+            check.pop("connect_port")
+        inherited = rs.get("connect_timeout", vs.get("connect_timeout", D.CHECK_CONNECT_TIMEOUT_S))
+        if check.get("connect_timeout") == inherited:
+            check.pop("connect_timeout")
 
     def _timing_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h: dict[str, Callable[[Node], tuple[str, Any]]] = {}

@@ -351,7 +351,7 @@ def build(
         ]
         out.append((notes, _vrrp_instance(name, inst)))
     for name, vs in view.virtual_servers.items():
-        notes = [f"{name}"]
+        notes = [f"virtual server {name}"]
         dropped = len(vs.real_servers) - len(unique_real_servers(vs))
         if dropped:
             notes.append(f"{dropped} repeated real server(s) written once")
