@@ -7,7 +7,8 @@ The mapping uses the seed's keys (`keepalived::vrrp_instances`, `keepalived::vir
 What is read (keepalived 2.2 keywords; old spellings `lb_algo`, `lb_kind`, `nb_get_retry` too):
 
 * `global_defs`: `router_id` (becomes `gridlb.director_name`), `vrrp_version` (the default of each
-  instance's `version`), `script_user`, `enable_script_security` (always rendered); other global
+  instance's `version`), `script_user`, `enable_script_security` (always rendered),
+  `lvs_sync_daemon IF [inst] INSTANCE` (that instance's `lvs_sync_daemon_interface`); other global
   settings are daemon tuning that a site file does not carry: they are dropped with a warning.
 * `vrrp_script NAME { script interval timeout weight rise fall user init_fail }`.
 * `vrrp_instance NAME { ... }`: the fields of `schema.VrrpInstance` with blocks `virtual_ipaddress`,
@@ -114,6 +115,7 @@ class _Reader:
 
     def __init__(self, source: str) -> None:
         self.out = Imported(source=source, mapping={})
+        self.sync_daemon: tuple[str, str, Node] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def error(self, node: Node, message: str) -> ConfigError:
@@ -219,6 +221,13 @@ class _Reader:
                 vrrp_version = int(word)
             elif kw == "enable_script_security":
                 self.flag(child)
+            elif kw == "lvs_sync_daemon":
+                words = [w for w in child.args if w != "inst"]
+                if len(words) != 2 or child.is_block:
+                    raise self.error(
+                        child, "only `lvs_sync_daemon INTERFACE [inst] VRRP_INSTANCE` is supported"
+                    )
+                self.sync_daemon = (words[0], words[1], child)
             else:
                 self.warn(child, "global setting not kept in the site (gridlb renders its own global_defs)")
         return vrrp_version
@@ -227,7 +236,13 @@ class _Reader:
     def vrrp_script(self, node: Node) -> dict[str, Any]:
         base = f"{VRRP_SCRIPTS}.{node.args[0]}"
         data: dict[str, Any] = {}
-        handlers: dict[str, Callable[[Node], tuple[str, Any]]] = {
+        self.fill(data, base, node, self._script_handlers(), "vrrp_script")
+        if "script" not in data:
+            raise self.error(node, "vrrp_script has no script")
+        return data
+
+    def _script_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
+        return {
             "script": self.scripted("script"),
             "interval": self.scalar("interval"),
             "timeout": self.scalar("timeout"),
@@ -237,15 +252,20 @@ class _Reader:
             "user": self.scalar("user", number=False),
             "init_fail": self.boolean("init_fail"),
         }
-        self.fill(data, base, node, handlers, "vrrp_script")
-        if "script" not in data:
-            raise self.error(node, "vrrp_script has no script")
-        return data
 
     # -- vrrp_instance -------------------------------------------------------------------------
     def vrrp_instance(self, node: Node, vrrp_version: int | None) -> dict[str, Any]:
         base = f"{VRRP_INSTANCES}.{node.args[0]}"
         data: dict[str, Any] = {}
+        self.fill(data, base, node, self._instance_handlers(base), "vrrp_instance")
+        auth = data.pop("authentication", None)
+        if auth:
+            data.update(auth)
+        if vrrp_version is not None and "version" not in data:
+            data["version"] = vrrp_version
+        return data
+
+    def _instance_handlers(self, base: str) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h: dict[str, Callable[[Node], tuple[str, Any]]] = {}
         for kw in (
             "virtual_router_id",
@@ -273,13 +293,7 @@ class _Reader:
             h[kw] = self._lines_handler(kw, base)
         h["unicast_peer"] = lambda n: ("unicast_peers", self._peers(n, base))
         h["authentication"] = lambda n: ("authentication", self._auth(n, base))
-        self.fill(data, base, node, h, "vrrp_instance")
-        auth = data.pop("authentication", None)
-        if auth:
-            data.update(auth)
-        if vrrp_version is not None and "version" not in data:
-            data["version"] = vrrp_version
-        return data
+        return h
 
     def _lines_handler(self, name: str, base: str) -> Callable[[Node], tuple[str, Any]]:
         def handle(node: Node) -> tuple[str, Any]:
@@ -300,12 +314,14 @@ class _Reader:
 
     def _auth(self, node: Node, base: str) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        handlers = {
+        self.fill(data, base, node, self._auth_handlers(), "authentication")
+        return data
+
+    def _auth_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
+        return {
             "auth_type": self.scalar("auth_type", number=False),
             "auth_pass": self.scalar("auth_pass", number=False),
         }
-        self.fill(data, base, node, handlers, "authentication")
-        return data
 
     # -- virtual_server ------------------------------------------------------------------------
     def _inherited_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
@@ -329,21 +345,7 @@ class _Reader:
             raise self.error(node, "virtual_server group is not supported; list the services one by one")
         else:
             raise self.error(node, "expects `virtual_server IP [PORT]` or `virtual_server fwmark N`")
-        h = self._inherited_handlers()
-        for kw in ("protocol", "persistence_granularity", "virtualhost", "ip_family"):
-            h[kw] = self.scalar(kw, number=False)
-        for kw in ("quorum", "hysteresis"):
-            h[kw] = self.scalar(kw)
-        h["lvs_sched"] = h["lb_algo"] = self.scalar("lb_algo", number=False)
-        h["lvs_method"] = h["lb_kind"] = self._method("lb_kind")
-        h["persistence_timeout"] = self._persistence
-        for kw in ("quorum_up", "quorum_down"):
-            h[kw] = self.scripted(kw)
-        h["sorry_server"] = self._sorry
-        for kw in ("sorry_server_inhibit", "omega", "ha_suspend", "ops"):
-            h[kw] = self.boolean(kw)
-        for kw in ("sh-port", "sh-fallback", "mh-port", "mh-fallback"):
-            h[kw] = self.boolean(kw.replace("-", "_"))
+        h = self._vs_handlers()
         real_nodes = [c for c in self.block(node) if c.keyword == "real_server"]
         other = Node(
             node.keyword, node.args, tuple(c for c in self.block(node) if c.keyword != "real_server")
@@ -364,6 +366,24 @@ class _Reader:
             real_servers.append(self.real_server(rs, f"{base}.real_servers[{i}]", data))
         data["real_servers"] = real_servers
         return name, data
+
+    def _vs_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
+        h = self._inherited_handlers()
+        for kw in ("protocol", "persistence_granularity", "virtualhost", "ip_family"):
+            h[kw] = self.scalar(kw, number=False)
+        for kw in ("quorum", "hysteresis"):
+            h[kw] = self.scalar(kw)
+        h["lvs_sched"] = h["lb_algo"] = self.scalar("lb_algo", number=False)
+        h["lvs_method"] = h["lb_kind"] = self._method("lb_kind")
+        h["persistence_timeout"] = self._persistence
+        for kw in ("quorum_up", "quorum_down"):
+            h[kw] = self.scripted(kw)
+        h["sorry_server"] = self._sorry
+        for kw in ("sorry_server_inhibit", "omega", "ha_suspend", "ops"):
+            h[kw] = self.boolean(kw)
+        for kw in ("sh-port", "sh-fallback", "mh-port", "mh-fallback"):
+            h[kw] = self.boolean(kw.replace("-", "_"))
+        return h
 
     def _method(self, name: str) -> Callable[[Node], tuple[str, Any]]:
         def handle(node: Node) -> tuple[str, Any]:
@@ -392,24 +412,27 @@ class _Reader:
         data: dict[str, Any] = {"ip_address": node.args[0]}
         if len(node.args) == 2:
             data["port"] = _number(node.args[1])
-        h = self._inherited_handlers()
-        for kw in ("weight", "uthreshold", "lthreshold"):
-            h[kw] = self.scalar(kw)
-        h["lvs_method"] = h["lb_kind"] = self._method("lb_kind")
-        for kw in ("notify_up", "notify_down"):
-            h[kw] = self.scripted(kw)
-        h["TCP_CHECK"] = lambda n: ("tcp_check", self._tcp_check(n, f"{base}.tcp_check"))
-        h["MISC_CHECK"] = lambda n: self._misc_check(n, base)
         for child in self.block(node):
             if (
                 child.keyword in ("TCP_CHECK", "MISC_CHECK")
                 and sum(1 for c in self.block(node) if c.keyword == child.keyword) > 1
             ):
                 raise self.error(child, f"only one {child.keyword} per real server is supported")
-        self.fill(data, base, node, h, "real_server")
+        self.fill(data, base, node, self._rs_handlers(base), "real_server")
         if "gridftp_check" in data:
             self._normalise_gridftp(data, vs)
         return data
+
+    def _rs_handlers(self, base: str) -> dict[str, Callable[[Node], tuple[str, Any]]]:
+        h = self._inherited_handlers()
+        for kw in ("weight", "uthreshold", "lthreshold"):
+            h[kw] = self.scalar(kw)
+        h["lvs_method"] = self._method("lb_kind")
+        for kw in ("notify_up", "notify_down"):
+            h[kw] = self.scripted(kw)
+        h["TCP_CHECK"] = lambda n: ("tcp_check", self._tcp_check(n, f"{base}.tcp_check"))
+        h["MISC_CHECK"] = lambda n: self._misc_check(n, base)
+        return h
 
     def _normalise_gridftp(self, rs: dict[str, Any], vs: Mapping[str, Any]) -> None:
         """Drop what the renderer spelled out only because the command needs it: the target when it
@@ -432,23 +455,29 @@ class _Reader:
         return h
 
     def _tcp_check(self, node: Node, base: str) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        self.fill(data, base, node, self._tcp_handlers(), "TCP_CHECK")
+        return data
+
+    def _tcp_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h = self._timing_handlers()
         for kw in ("connect_ip", "bindto", "bind_if"):
             h[kw] = self.scalar(kw, number=False)
         for kw in ("connect_port", "bind_port", "connect_timeout"):
             h[kw] = self.scalar(kw)
-        data: dict[str, Any] = {}
-        self.fill(data, base, node, h, "TCP_CHECK")
-        return data
+        return h
 
-    def _misc_check(self, node: Node, rs_base: str) -> tuple[str, Any]:
+    def _misc_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h = self._timing_handlers()
         h["misc_path"] = self.scripted("misc_path")
         h["misc_timeout"] = self.scalar("misc_timeout")
         h["misc_dynamic"] = self.boolean("misc_dynamic")
         h["user"] = self.scalar("user", number=False)
+        return h
+
+    def _misc_check(self, node: Node, rs_base: str) -> tuple[str, Any]:
         data: dict[str, Any] = {}
-        self.fill(data, f"{rs_base}.misc_check", node, h, "MISC_CHECK")
+        self.fill(data, f"{rs_base}.misc_check", node, self._misc_handlers(), "MISC_CHECK")
         if "misc_path" not in data:
             raise self.error(node, "MISC_CHECK has no misc_path")
         gridftp = gridftp_check_from_command(data["misc_path"])
@@ -506,6 +535,12 @@ class _Reader:
             else:
                 hint = did_you_mean(kw, ("global_defs", "vrrp_script", "vrrp_instance", "virtual_server"))
                 raise self.error(node, f"unknown or unsupported top-level block{hint}")
+        if self.sync_daemon is not None:
+            interface, instance, node = self.sync_daemon
+            if instance not in instances:
+                raise self.error(node, f"no vrrp_instance named {instance}")
+            instances[instance]["lvs_sync_daemon_interface"] = interface
+            self.mark(f"{VRRP_INSTANCES}.{instance}.lvs_sync_daemon_interface", node)
         if scripts:
             mapping[VRRP_SCRIPTS] = scripts
         if instances:
@@ -554,6 +589,35 @@ def gridftp_check_from_command(command: str) -> dict[str, Any] | None:
         else:
             return None
     return data
+
+
+#: keepalived's global_defs keywords the importer keeps (others are dropped with a warning).
+GLOBAL_DEFS_KEYWORDS = frozenset(
+    {"router_id", "script_user", "vrrp_version", "enable_script_security", "lvs_sync_daemon"}
+)
+
+#: Old spellings read for old files that keepalived 2.2.7 itself rejects or warns about (`-t` exits 5).
+DEPRECATED_KEYWORDS = {
+    "vrrp_instance": frozenset({"lvs_sync_daemon_interface"}),
+    "TCP_CHECK": frozenset({"nb_get_retry"}),
+    "MISC_CHECK": frozenset({"nb_get_retry"}),
+}
+
+
+def supported_keywords() -> dict[str, frozenset[str]]:
+    """Every keyword the importer reads, per block (top-level block names under "")."""
+    r = _Reader("<keywords>")
+    return {
+        "": frozenset({"global_defs", "vrrp_script", "vrrp_instance", "virtual_server"}),
+        "global_defs": GLOBAL_DEFS_KEYWORDS,
+        "vrrp_script": frozenset(r._script_handlers()),
+        "vrrp_instance": frozenset(r._instance_handlers("")),
+        "authentication": frozenset(r._auth_handlers()),
+        "virtual_server": frozenset({*r._vs_handlers(), "real_server"}),
+        "real_server": frozenset(r._rs_handlers("")),
+        "TCP_CHECK": frozenset(r._tcp_handlers()),
+        "MISC_CHECK": frozenset(r._misc_handlers()),
+    }
 
 
 def import_nodes(nodes: Sequence[Node], source: str) -> Imported:

@@ -71,6 +71,13 @@ class _Block:
     def add(self, keyword: str, *args: object) -> None:
         self.items.append(Node(keyword, tuple(fmt(a) for a in args)))
 
+    def tristate(self, keyword: str, value: bool | None) -> None:
+        """A flag that may be written off on purpose: bare when on, `off` when off, absent when None."""
+        if value is True:
+            self.add(keyword)
+        elif value is False:
+            self.add(keyword, False)
+
     def opt(self, keyword: str, value: object, default: object = None) -> None:
         """Add `keyword value` unless the value is None or the default."""
         if value is None or value == default:
@@ -94,6 +101,10 @@ def _global_defs(view: DirectorView) -> Node:
     b.add("router_id", view.name)
     b.add("enable_script_security")
     b.add("script_user", view.gridlb.script_user)
+    for name, inst in view.vrrp_instances.items():
+        if inst.lvs_sync_daemon_interface is not None:
+            b.add("lvs_sync_daemon", inst.lvs_sync_daemon_interface, name)
+            break  # keepalived runs one sync daemon
     return b.node("global_defs")
 
 
@@ -152,7 +163,6 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
     b.opt("garp_master_refresh_repeat", inst.garp_master_refresh_repeat, D.VRRP_GARP_MASTER_REFRESH_REPEAT)
     b.opt("garp_lower_prio_delay", inst.garp_lower_prio_delay)
     b.opt("garp_lower_prio_repeat", inst.garp_lower_prio_repeat)
-    b.opt("lvs_sync_daemon_interface", inst.lvs_sync_daemon_interface)
     if inst.auth_type is not None:
         auth = [_kv("auth_type", inst.auth_type)]
         if inst.auth_pass is not None:
@@ -181,8 +191,7 @@ def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck) -> None:
     b.opt("delay_before_retry", c.delay_before_retry)
     b.opt("delay_loop", c.delay_loop)
     b.opt("warmup", c.warmup)
-    if c.alpha is not None:
-        b.add("alpha", c.alpha)
+    b.tristate("alpha", c.alpha)
 
 
 def _resolved(vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings) -> CheckSpec:
@@ -253,10 +262,8 @@ def _inherited(b: _Block, x: VirtualServer | RealServer) -> None:
     b.opt("delay_before_retry", x.delay_before_retry)
     b.opt("delay_loop", x.delay_loop)
     b.opt("warmup", x.warmup)
-    if x.alpha is not None:
-        b.add("alpha", x.alpha)
-    if x.inhibit_on_failure is not None:
-        b.add("inhibit_on_failure", x.inhibit_on_failure)
+    b.tristate("alpha", x.alpha)
+    b.tristate("inhibit_on_failure", x.inhibit_on_failure)
 
 
 def unique_real_servers(vs: VirtualServer) -> list[RealServer]:
