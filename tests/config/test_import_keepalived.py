@@ -209,7 +209,8 @@ def test_errors_name_file_line_and_keyword(text: str, expected: str) -> None:
 
 def test_gridftp_command_parsing() -> None:
     assert gridftp_check_from_command(
-        "/usr/local/bin/gridlb check gridftp --level canary --canary /store/x --no-data-address 10.0.0.1 2811"
+        "/usr/local/bin/gridlb check gridftp --level canary --canary /store/x --no-data-address-check "
+        "--vip 10.0.0.100 --misc-dynamic-weight 5 10.0.0.1:2811"
     ) == {
         "connect_ip": "10.0.0.1",
         "connect_port": 2811,
@@ -217,7 +218,18 @@ def test_gridftp_command_parsing() -> None:
         "canary_path": "/store/x",
         "check_data_address": False,
     }
-    assert gridftp_check_from_command("/usr/bin/gridlb check tcp 10.0.0.1 2811") is None
+    assert gridftp_check_from_command("gridlb check gridftp --timeout 2.5 [fd00::1]:2812") == {
+        "connect_ip": "fd00::1",
+        "connect_port": 2812,
+        "connect_timeout": 2.5,
+    }
+    assert gridftp_check_from_command("gridlb check gridftp 10.0.0.1") == {
+        "connect_ip": "10.0.0.1",
+        "connect_port": 2811,
+    }
+    assert gridftp_check_from_command("/usr/bin/gridlb check tcp 10.0.0.1:2811") is None
     assert gridftp_check_from_command("/usr/local/bin/check gridftp a b c") is None
-    assert gridftp_check_from_command("gridlb check gridftp --frobnicate 10.0.0.1 2811") is None
+    assert gridftp_check_from_command("gridlb check gridftp --frobnicate 10.0.0.1:2811") is None
+    assert gridftp_check_from_command("gridlb check gridftp --level login") is None
+    assert gridftp_check_from_command("gridlb check gridftp a:1 b:2") is None
     assert gridftp_check_from_command("gridlb 'unbalanced") is None

@@ -178,12 +178,14 @@ def test_gridftp_check_renders_as_misc_check_and_imports_back() -> None:
     check = first.first("MISC_CHECK")
     assert check is not None and check.first("misc_dynamic") is not None
     assert _arg(check.first("misc_path")) == (
-        "/usr/local/bin/gridlb check gridftp --level login --timeout 4 --user probe 10.0.0.11 2811"
+        "/usr/local/bin/gridlb check gridftp --level login --timeout 4 --user probe --vip 10.0.0.100 "
+        "--misc-dynamic-weight 1 10.0.0.11:2811"
     )
     assert _arg(check.first("misc_timeout")) == "12"
     check2 = second.first("MISC_CHECK")
     assert check2 is not None
-    assert _arg(check2.first("misc_path")).endswith("--timeout 2 10.0.0.12 2812")
+    assert _arg(check2.first("misc_path")).endswith("--misc-dynamic-weight 1 10.0.0.12:2812")
+    assert " --timeout 2 " in _arg(check2.first("misc_path"))
     back = import_text(text, "gftp.conf").site()
     rs1, rs2 = back.virtual_servers["tcp-10.0.0.100-2811"].real_servers
     assert rs1.gridftp_check is not None and rs1.gridftp_check.level == "login"

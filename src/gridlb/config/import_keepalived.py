@@ -14,8 +14,8 @@ What is read (keepalived 2.2 keywords; old spellings `lb_algo`, `lb_kind`, `nb_g
 * `vrrp_instance NAME { ... }`: the fields of `schema.VrrpInstance` with blocks `virtual_ipaddress`,
   `virtual_ipaddress_excluded`, `unicast_peer`, `track_interface`, `track_script`, `authentication`.
 * `virtual_server IP PORT | fwmark N { ... real_server IP [PORT] { ... TCP_CHECK|MISC_CHECK { ... } } }`.
-  A `MISC_CHECK` whose `misc_path` runs `gridlb check gridftp ...` (what the renderer writes for a
-  GridFTP check) comes back as a `gridftp_check`.
+  A `MISC_CHECK` whose `misc_path` runs `gridlb check gridftp ... TARGET` (what the renderer writes
+  for a GridFTP check) comes back as a `gridftp_check`.
 
 Anything else is an error naming the file, line and keyword (with a did-you-mean), never dropped
 silently. Virtual servers have no names in keepalived.conf; they are named `PROTO-ADDRESS-PORT`
@@ -43,6 +43,9 @@ GRIDLB = "gridlb"
 
 #: The argv the renderer writes for a GridFTP check: `<path>/gridlb check gridftp [options] HOST PORT`.
 GRIDFTP_CHECK_ARGV = ("check", "gridftp")
+
+#: The port `gridlb check gridftp` assumes when its target has none.
+GRIDFTP_DEFAULT_PORT = 2811
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,42 +555,68 @@ class _Reader:
         return self.out
 
 
+def _split_target(text: str) -> tuple[str, int | float | str] | None:
+    """`ADDR:PORT`, `[V6]:PORT` or a bare address (GridFTP's port 2811)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    return (host, _number(port) if port else GRIDFTP_DEFAULT_PORT) if host else None
+
+
 def gridftp_check_from_command(command: str) -> dict[str, Any] | None:
-    """The `gridftp_check` a `gridlb check gridftp ... HOST PORT` command line stands for, else None."""
+    """The `gridftp_check` a `gridlb check gridftp [options] TARGET` command line stands for, else None.
+
+    `--vip` and `--misc-dynamic-weight` are left out: the renderer derives them from the service's
+    address and the real server's weight.
+    """
     try:
         argv = shlex.split(command)
     except ValueError:
         return None
-    if len(argv) < 5 or Path(argv[0]).name != "gridlb" or tuple(argv[1:3]) != GRIDFTP_CHECK_ARGV:
+    if len(argv) < 4 or Path(argv[0]).name != "gridlb" or tuple(argv[1:3]) != GRIDFTP_CHECK_ARGV:
         return None
-    opts = argv[3:-2]
-    host, port = argv[-2], argv[-1]
-    data: dict[str, Any] = {"connect_ip": host, "connect_port": _number(port)}
-    flags = {
-        "--no-data-address": ("check_data_address", False),
-        "--data-address": ("check_data_address", True),
-    }
+    data: dict[str, Any] = {}
     valued = {
         "--level": "level",
         "--timeout": "connect_timeout",
         "--user": "user",
         "--password": "password",
         "--canary": "canary_path",
-        "--bind": "bindto",
+        "--bindto": "bindto",
+        "--connect-ip": "connect_ip",
+        "--connect-port": "connect_port",
+        "--vip": "",
+        "--misc-dynamic-weight": "",
     }
+    target: tuple[str, Any] | None = None
+    words = argv[3:]
     i = 0
-    while i < len(opts):
-        opt = opts[i]
-        if opt in flags:
-            key, value = flags[opt]
-            data[key] = value
+    while i < len(words):
+        word = words[i]
+        if word == "--no-data-address-check":
+            data["check_data_address"] = False
             i += 1
-        elif opt in valued and i + 1 < len(opts):
-            value_word = opts[i + 1]
-            data[valued[opt]] = _number(value_word) if opt == "--timeout" else value_word
+        elif word in valued and i + 1 < len(words):
+            if valued[word]:
+                value = words[i + 1]
+                numeric = word in ("--timeout", "--connect-port")
+                data[valued[word]] = _number(value) if numeric else value
             i += 2
+        elif not word.startswith("-") and target is None:
+            target = _split_target(word)
+            if target is None:
+                return None
+            i += 1
         else:
             return None
+    if target is None:
+        return None
+    data.setdefault("connect_ip", target[0])
+    data.setdefault("connect_port", target[1])
     return data
 
 

@@ -10,8 +10,9 @@ Choices (see docs/keepalived.md):
 * a checker written on the service (the seed's `tcp_check`) is written into every real server that
   has none of its own, since keepalived only has checkers inside `real_server`;
 * a real server listed twice in one service is written once (the first);
-* a GridFTP check becomes `MISC_CHECK { misc_path "<gridlb> check gridftp [options] HOST PORT";
-  misc_dynamic }`: exit 0 up, 1 down, 2 = up but refusing (weight 0, drained);
+* a GridFTP check becomes `MISC_CHECK { misc_path "<gridlb> check gridftp [options] ADDR:PORT";
+  misc_dynamic }` running gridlb's own checker: exit weight+2 up, 1 down, 2 = up but refusing
+  (421/422: weight 0, drained);
 * a fwmark service is written without `protocol` and its real servers without ports (keepalived
   warns, and `-t` exits 5, otherwise);
 * values equal to keepalived's defaults are left out, except the ones an operator looks for
@@ -200,10 +201,18 @@ def _resolved(vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: 
     return vs.checks_for(alone, settings)[0]
 
 
+#: keepalived's misc_dynamic turns exit status N into weight N-2, so weights above this cannot be carried.
+MISC_DYNAMIC_MAX_WEIGHT = 253
+
+
 def gridftp_command(
     vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings, gridlb_command: str
 ) -> str:
-    """The command line keepalived runs for a GridFTP check of `rs` (exit 0 up, 1 down, 2 refusing)."""
+    """The `gridlb check gridftp` command line keepalived runs for a GridFTP check of `rs`.
+
+    With `--misc-dynamic-weight W` (the server's weight) the check exits W+2 when up (weight W),
+    2 when the server is up but refusing (421/422: weight 0, drained) and 1 when down.
+    """
     spec = _resolved(vs, rs, check, settings)
     argv = [gridlb_command, "check", "gridftp"]
     if spec.gridftp_level != D.GRIDFTP_CHECK_LEVEL:
@@ -215,11 +224,15 @@ def gridftp_command(
         argv += ["--password", spec.gridftp_password]
     if spec.gridftp_canary_path:
         argv += ["--canary", spec.gridftp_canary_path]
-    if spec.gridftp_check_data_address != D.GRIDFTP_CHECK_DATA_ADDRESS:
-        argv.append("--data-address" if spec.gridftp_check_data_address else "--no-data-address")
+    if not spec.gridftp_check_data_address:
+        argv.append("--no-data-address-check")
     if spec.bindto is not None:
-        argv += ["--bind", str(spec.bindto)]
-    argv += [str(spec.target.addr), str(spec.target.port)]
+        argv += ["--bindto", str(spec.bindto)]
+    if vs.ip_address is not None:
+        argv += ["--vip", str(vs.ip_address)]
+    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
+        argv += ["--misc-dynamic-weight", str(rs.weight)]
+    argv.append(str(spec.target))
     return shlex.join(argv)
 
 
@@ -251,7 +264,7 @@ def _checker(
     timeout = _resolved(vs, rs, c, settings).connect_timeout_s
     b.add("misc_path", command)
     b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))
-    b.add("misc_dynamic")
+    b.opt("misc_dynamic", rs.weight <= MISC_DYNAMIC_MAX_WEIGHT)
     _timing(b, c)
     return b.node("MISC_CHECK")
 
