@@ -72,7 +72,7 @@ def test_seed_renders_both_directors() -> None:
     assert peer_peers is not None and peer_peers.children == (Node("129.93.239.133"),)
 
 
-def test_two_director_files_are_rendered_as_written(tmp_path: Path) -> None:
+def _two_files(tmp_path: Path) -> Site:
     text = SEED.read_text()
     (tmp_path / "red-lvs1.yaml").write_text(text)
     second = (
@@ -83,7 +83,11 @@ def test_two_director_files_are_rendered_as_written(tmp_path: Path) -> None:
         .replace("priority: '100'", "priority: '90'")
     )
     (tmp_path / "red-lvs2.yaml").write_text(second)
-    site = load_site([tmp_path / "red-lvs1.yaml", tmp_path / "red-lvs2.yaml"])
+    return load_site([tmp_path / "red-lvs1.yaml", tmp_path / "red-lvs2.yaml"])
+
+
+def test_two_director_files_are_rendered_as_written(tmp_path: Path) -> None:
+    site = _two_files(tmp_path)
     configs = render_site(site)
     assert list(configs) == ["red-lvs1", "red-lvs2"]
     (vi2,) = _top(configs["red-lvs2"], "vrrp_instance")
@@ -203,6 +207,16 @@ def test_gridftp_check_renders_as_misc_check_and_imports_back() -> None:
 @pytest.mark.privileged
 def test_keepalived_accepts_both_seed_configs(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
     for name, text in render_site(load_site([SEED])).items():
+        path = tmp_path / f"{name}.conf"
+        path.write_text(text)
+        assert keepalived_netns.check(path) == (0, "")
+
+
+@pytest.mark.privileged
+def test_keepalived_accepts_a_director_pair(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
+    configs = render_site(_two_files(tmp_path))
+    assert len(configs) == 2
+    for name, text in configs.items():
         path = tmp_path / f"{name}.conf"
         path.write_text(text)
         assert keepalived_netns.check(path) == (0, "")
