@@ -399,7 +399,8 @@ class _Reader:
     def _persistence(self, node: Node) -> tuple[str, Any]:
         if node.is_block or len(node.args) > 1:
             raise self.error(node, "expects at most one value")
-        return "persistence_timeout", _number(node.args[0]) if node.args else True
+        # keepalived's bare `persistence_timeout` means its default, 6 minutes
+        return "persistence_timeout", _number(node.args[0]) if node.args else D.VS_PERSISTENCE_TIMEOUT_S
 
     def _sorry(self, node: Node) -> tuple[str, Any]:
         if node.is_block or len(node.args) not in (1, 2):
