@@ -6,6 +6,8 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridlb.config.import_keepalived import (
     DEPRECATED_KEYWORDS,
@@ -14,9 +16,10 @@ from gridlb.config.import_keepalived import (
     import_text,
     supported_keywords,
 )
-from gridlb.config.keepalived_conf import Node, parse_file
+from gridlb.config.keepalived_conf import Node, emit, parse_file, parse_text
 from gridlb.config.schema import InitialState
 from gridlb.errors import ConfigError
+from gridlb.render.keepalived import render_site
 from gridlb.table import Proto
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "keepalived"
@@ -233,3 +236,115 @@ def test_gridftp_command_parsing() -> None:
     assert gridftp_check_from_command("gridlb check gridftp --level login") is None
     assert gridftp_check_from_command("gridlb check gridftp a:1 b:2") is None
     assert gridftp_check_from_command("gridlb 'unbalanced") is None
+
+
+_KEYWORDS = supported_keywords()
+_LINE_BLOCKS = {
+    "virtual_ipaddress",
+    "virtual_ipaddress_excluded",
+    "unicast_peer",
+    "track_interface",
+    "track_script",
+}
+_ARGS = st.sampled_from(
+    [
+        "1",
+        "0",
+        "-5",
+        "2.5",
+        "300",
+        "x",
+        "10.0.0.1",
+        "fd00::1",
+        "10.0.0.1/24",
+        "dev",
+        "em1",
+        "weight",
+        "on",
+        "fwmark",
+        "group",
+        "TCP",
+        "DR",
+        "wlc",
+        "gridlb check gridftp 10.0.0.1:2811",
+        "",
+        "VI_1",
+        "s",
+    ]
+)
+
+
+@st.composite
+def _configs(draw: st.DrawFn, block: str = "", depth: int = 0) -> tuple[Node, ...]:
+    """Random statements of `block`, mostly made of the keywords the importer knows there."""
+    vocab = sorted(_KEYWORDS.get(block, frozenset())) or ["10.0.0.2", "eth1 weight 5", "chk"]
+    nodes = []
+    for _ in range(draw(st.integers(0, 5))):
+        keyword = draw(st.sampled_from(vocab) | st.sampled_from(["bogus", "real_server", "TCP_CHECK"]))
+        args = tuple(draw(st.lists(_ARGS, max_size=3)))
+        opens = keyword in _KEYWORDS or keyword in _LINE_BLOCKS or keyword == "real_server"
+        children = None
+        if depth < 4 and (opens or draw(st.integers(0, 9)) == 0) and draw(st.integers(0, 9)) > 0:
+            children = draw(_configs(keyword, depth + 1))
+        nodes.append(Node(keyword, args, children))
+    return tuple(nodes)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_configs())
+def test_any_config_imports_or_gives_one_config_error(nodes: tuple[Node, ...]) -> None:
+    """Random keepalived.conf made of the supported keywords: a site, or a ConfigError with file:line."""
+    text = emit(nodes)
+    try:
+        import_text(text, "fuzz.conf").site()
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.conf")
+
+
+def _mutate(nodes: tuple[Node, ...], path: list[int], change: str, arg: str) -> tuple[Node, ...]:
+    """The tree with one statement (found by walking `path` modulo each level's size) changed."""
+    if not nodes:
+        return nodes
+    i = path[0] % len(nodes)
+    node = nodes[i]
+    if len(path) > 1 and node.children:
+        node = Node(node.keyword, node.args, _mutate(node.children, path[1:], change, arg))
+        return (*nodes[:i], node, *nodes[i + 1 :])
+    if change == "drop":
+        return (*nodes[:i], *nodes[i + 1 :])
+    if change == "twice":
+        return (*nodes[: i + 1], node, *nodes[i + 1 :])
+    if change == "args":
+        return (*nodes[:i], Node(node.keyword, (arg,), node.children), *nodes[i + 1 :])
+    if change == "noargs":
+        return (*nodes[:i], Node(node.keyword, (), node.children), *nodes[i + 1 :])
+    return (
+        *nodes[:i],
+        Node(node.keyword, node.args, None if node.children is not None else ()),
+        *nodes[i + 1 :],
+    )
+
+
+_CORPUS_TREES = [parse_file(str(p)) for p in CORPUS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(range(len(_CORPUS_TREES))),
+    st.lists(st.integers(0, 50), min_size=1, max_size=4),
+    st.sampled_from(["drop", "twice", "args", "noargs", "block"]),
+    _ARGS,
+)
+def test_mutated_corpus_imports_or_gives_one_config_error(
+    index: int, path: list[int], change: str, arg: str
+) -> None:
+    """One change to a valid corpus file: a site (which renders), or a ConfigError naming the file."""
+    text = emit(_mutate(_CORPUS_TREES[index], path, change, arg))
+    try:
+        site = import_text(text, "fuzz.conf").site()
+        configs = render_site(site)
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.conf")
+        return
+    for view_text in configs.values():
+        parse_text(view_text)

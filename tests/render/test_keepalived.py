@@ -111,8 +111,9 @@ def test_peer_needs_a_unicast_source() -> None:
         },
         source="one.yaml",
     )
-    with pytest.raises(ConfigError, match="cannot be derived"):
+    with pytest.raises(ConfigError, match="cannot be derived") as info:
         director_views(site)
+    assert str(info.value).startswith("one.yaml: error: keepalived::vrrp_instances.VI_1.unicast_peers:")
 
 
 def test_multicast_peer_drops_source_and_keeps_vips() -> None:

@@ -97,6 +97,15 @@ def director_views(site: Site) -> list[DirectorView]:
         return [_view(site.for_director(n), n) for n in names]
     if len(names) == 1:
         own = _view(site.for_director(names[0]), names[0])
+        for name, inst in own.vrrp_instances.items():
+            if inst.unicast_peers and inst.unicast_source_ip is None:
+                origin = site.origin("vrrp_instances", name)
+                raise ConfigError(
+                    "unicast peers but no unicast_source_ip, so the peer director's config cannot be "
+                    "derived; add unicast_source_ip or give both director files",
+                    location=origin.locate("vrrp_instances", name, "unicast_peers"),
+                    key=origin.key("vrrp_instances", name, "unicast_peers"),
+                )
         return [own, peer_view(own)]
     name = site.gridlb.director_name or (site.files[0].director if site.files else "director")
     return [_view(site, name)]
