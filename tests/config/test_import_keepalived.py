@@ -290,7 +290,7 @@ def _configs(draw: st.DrawFn, block: str = "", depth: int = 0) -> tuple[Node, ..
     return tuple(nodes)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_configs())
 def test_any_config_imports_or_gives_one_config_error(nodes: tuple[Node, ...]) -> None:
     """Random keepalived.conf made of the supported keywords: a site, or a ConfigError with file:line."""
@@ -328,7 +328,7 @@ def _mutate(nodes: tuple[Node, ...], path: list[int], change: str, arg: str) -> 
 _CORPUS_TREES = [parse_file(str(p)) for p in CORPUS]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.sampled_from(range(len(_CORPUS_TREES))),
     st.lists(st.integers(0, 50), min_size=1, max_size=4),

@@ -193,7 +193,7 @@ def _trees(draw: st.DrawFn, depth: int = 0) -> tuple[Node, ...]:
     return tuple(out)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_trees())
 def test_emit_then_parse_is_identity(tree: tuple[Node, ...]) -> None:
     assume(not any(_has_unsupported(n) for n in tree))
