@@ -101,14 +101,14 @@ class Opt(enum.IntEnum):
 
 # commands_v_options from ipvsadm.c: '+' compulsory, 'x' illegal, '1' exclusive, ' ' optional.
 COMMANDS_V_OPTIONS = (
-    "xx+   xxxxxxxxxxxxxxxxx   xxxxxxxxxx",  # ADD
-    "xx+   xxxxxxxxxxxxxxxxx   xxxxxxxxxx",  # EDIT
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  # DEL
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",  # ADD
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",  # EDIT
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  # DEL
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  # FLUSH
     " 11xxxxxxxxx11       xxxxxxx xxxxx",  # LIST
-    "xx+xxx+    xxxxxxxxxxxxxxxxxxx     ",  # ADDSRV
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",  # ADDSRV
     "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",  # DELSRV
-    "xx+xxx+    xxxxxxxxxxxxxxxxxxx     ",  # EDITSRV
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",  # EDITSRV
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  # TIMEOUT
     "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",  # STARTD
     "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",  # STOPD
@@ -116,6 +116,8 @@ COMMANDS_V_OPTIONS = (
     " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  # SAVE
     "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  # ZERO
 )
+
+assert all(len(row) == len(OPTNAMES) for row in COMMANDS_V_OPTIONS)
 
 TUNNAMES = ("ipip", "gue", "gre")
 TUN_FLAG_NAMES = ("nocsum", "csum", "remcsum")  # IP_VS_TUNNEL_ENCAP_FLAG_* values 0, 1, 2
