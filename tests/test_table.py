@@ -14,6 +14,7 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     IpvsTable,
+    Proto,
     RealKey,
     Service,
     ServiceKey,
@@ -132,3 +133,10 @@ def test_keys_print_as_ipvsadm_names_them() -> None:
     assert str(VS6) == "TCP [fd00::1]:2811"
     assert str(ServiceKey(Proto.TCP, None, 0, fwmark=5, af=6)) == "FWM 5 IPv6"
     assert DestSpec().tun_type == "ipip" and DestSpec().tun_flags == "nocsum"
+
+
+def test_keys_sort_across_families_and_protocols() -> None:
+    keys = [RealKey.parse("[fd00::1]:1"), RealKey.parse("10.0.0.2:1"), RealKey.parse("10.0.0.1:2")]
+    assert [str(k) for k in sorted(keys)] == ["10.0.0.1:2", "10.0.0.2:1", "[fd00::1]:1"]
+    svcs = [VS6, VS, ServiceKey(Proto.UDP, VS.addr, 2811)]
+    assert sorted(svcs)[0] == VS and sorted(svcs)[-1] == VS6

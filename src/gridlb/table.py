@@ -8,6 +8,7 @@ Destination order inside a service is the kernel's list order: most recently add
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -50,7 +51,8 @@ def parse_address(text: str) -> IPAddress:
     return ip_address(text.strip().removeprefix("[").removesuffix("]"))
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
 class ServiceKey:
     """Identity of a virtual service: (protocol, address, port) or a firewall mark (with its family)."""
 
@@ -63,6 +65,15 @@ class ServiceKey:
     def __post_init__(self) -> None:
         if self.addr is not None and self.af != self.addr.version:
             object.__setattr__(self, "af", self.addr.version)
+
+    def _order(self) -> tuple[int, int, str, int, int]:
+        addr = (self.addr.version, int(self.addr)) if self.addr is not None else (self.af, 0)
+        return (self.fwmark, addr[0], self.proto.value, addr[1], self.port)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, ServiceKey):
+            return NotImplemented
+        return self._order() < other._order()
 
     def __str__(self) -> str:
         if self.fwmark:
@@ -77,12 +88,22 @@ class ServiceKey:
         return cls(Proto.TCP, parse_address(addr), port)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
 class RealKey:
     """Identity of a real server (destination) inside a service."""
 
     addr: IPAddress
     port: int
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, RealKey):
+            return NotImplemented
+        return (self.addr.version, int(self.addr), self.port) < (
+            other.addr.version,
+            int(other.addr),
+            other.port,
+        )
 
     def __str__(self) -> str:
         host = f"[{self.addr}]" if self.addr.version == 6 else str(self.addr)
