@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data-address",
         type=_address,
-        help="address advertised in PASV/SPAS and bound by data connections (required with a wildcard --listen)",
+        help="address advertised in PASV/SPAS and bound by data sockets (needed with a wildcard --listen)",
     )
     p.add_argument("--port-range", type=_port_range, help="passive data ports A-B (default: any free port)")
     p.add_argument("--max-connections", type=int, default=100, help="beyond this, 421 (default 100)")
@@ -127,7 +127,8 @@ async def _serve(server: GridftpServer) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc.strerror or exc}", key="--listen") from None
     print(
-        f"gridftp-server: listening on {server.config.host}:{server.port}, data address {server.data_address}",
+        f"gridftp-server: listening on {server.config.host}:{server.port}, "
+        f"data address {server.data_address}",
         file=sys.stderr,
         flush=True,
     )
