@@ -197,6 +197,8 @@ class GridftpServer:
             finally:
                 self._sessions.discard(session)
                 session.cleanup()
+        except asyncio.CancelledError:
+            pass  # server shutdown; ending quietly keeps asyncio's stream callback from logging it
         except Exception:  # a session must never take the server down
             log.exception("session crashed")
         finally:
@@ -413,6 +415,10 @@ class Session:
             raise
         return socks
 
+    def _require_stream_route(self) -> None:
+        if self.listener is None and not self.active:
+            raise Reject(425, "No data connection: send PASV or PORT first.")
+
     async def _stream_sock(self) -> socket.socket:
         if self.listener is not None:
             return await dc.accept(
@@ -440,6 +446,7 @@ class Session:
                     raise
                 self.cache, self.cache_role = socks, "send"
             else:
+                self._require_stream_route()
                 await self.reply(150, "Beginning transfer.")
                 sock = await self._stream_sock()
                 try:
@@ -483,6 +490,7 @@ class Session:
                 )
                 self.cache, self.cache_role = res.reusable, "recv"
             else:
+                self._require_stream_route()
                 await self.reply(150, "Beginning transfer.")
                 sock = await self._stream_sock()
                 try:
