@@ -114,6 +114,7 @@ class GridftpServer:
         self.refused_busy = 0
         self.refused_disabled = 0
         self.bad_commands = 0
+        self.crashes = 0  # sessions that ended with an unexpected exception (a bug)
 
     @property
     def root(self) -> str:
@@ -200,6 +201,7 @@ class GridftpServer:
         except asyncio.CancelledError:
             pass  # server shutdown; ending quietly keeps asyncio's stream callback from logging it
         except Exception:  # a session must never take the server down
+            self.crashes += 1
             log.exception("session crashed")
         finally:
             with contextlib.suppress(Exception):
