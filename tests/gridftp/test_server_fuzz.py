@@ -19,7 +19,8 @@ MIN_LINES = 5000
 EXAMPLES = int(os.environ.get("GLBE_FUZZ_EXAMPLES", "170"))
 LINES_PER_EXAMPLE = (30, 40)
 
-VERBS = sorted(v for v in COMMANDS if v != "QUIT") + [
+VERBS = [
+    *sorted(v for v in COMMANDS if v != "QUIT"),
     "ABOR",
     "XYZ",
     "SITE",
