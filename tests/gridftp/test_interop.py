@@ -87,3 +87,26 @@ def test_guc_verify_checksum_and_listing(
     assert proc.returncode == 0, proc.stderr
     assert md5(dest / "a.bin") == md5(files["mib1"])
     assert (dest / "b.bin").read_bytes() == b"b"
+
+
+def test_guc_reuses_modee_data_connections_across_files(ours: ThreadedServer, tmp_path: Path) -> None:
+    """globus-url-copy -fast -p 2 moves 4 files per direction over the same 2 cached data connections."""
+    need_tool("globus-url-copy")
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {f"f{i}.bin": bytes([i]) * (300_000 + i) for i in range(4)}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+    ours.server.data_connections = 0
+    proc = guc("-fast", "-p", "2", "-r", "-cd", f"file://{src}/", f"{ours.url}/up/")
+    assert proc.returncode == 0, proc.stderr
+    assert ours.server.data_connections == 2
+    for name, data in blobs.items():
+        assert (Path(ours.config.root) / "up" / name).read_bytes() == data
+    ours.server.data_connections = 0
+    out = tmp_path / "out"
+    proc = guc("-fast", "-p", "2", "-r", "-cd", f"{ours.url}/up/", f"file://{out}/")
+    assert proc.returncode == 0, proc.stderr
+    assert ours.server.data_connections == 2
+    for name, data in blobs.items():
+        assert (out / name).read_bytes() == data
