@@ -110,3 +110,24 @@ def test_guc_reuses_modee_data_connections_across_files(ours: ThreadedServer, tm
     assert ours.server.data_connections == 2
     for name, data in blobs.items():
         assert (out / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+def test_guc_ipv6_epsv_eprt(files: dict[str, Path], tmp_path: Path, streams: int) -> None:
+    """globus-url-copy -ipv6 against ours on ::1 (EPSV for uploads, EPRT for MODE E downloads)."""
+    need_tool("globus-url-copy")
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = ThreadedServer(root, host="::1", data_address="::1").start()
+    try:
+        url = f"ftp://[::1]:{srv.port}"
+        p = ["-p", str(streams)] if streams > 1 else []
+        proc = guc("-ipv6", *p, f"file://{files['mib1']}", f"{url}/up.bin")
+        assert proc.returncode == 0, proc.stderr
+        assert md5(root / "up.bin") == md5(files["mib1"])
+        out = tmp_path / "down.bin"
+        proc = guc("-ipv6", *p, f"{url}/up.bin", f"file://{out}")
+        assert proc.returncode == 0, proc.stderr
+        assert md5(out) == md5(files["mib1"])
+    finally:
+        srv.stop()
