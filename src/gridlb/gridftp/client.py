@@ -352,21 +352,24 @@ class GridftpClient:
             f.close()
 
     async def _with_replies(self, what: str, data: asyncio.Future[_T]) -> _T:
-        """Wait for the data task and the final reply together; an error on either cancels the other."""
+        """Wait for the data task and the final reply together; an error on either cancels the other.
+
+        The data side has its own idle timeouts; once it is done the final reply must follow within
+        the client's timeout.
+        """
         final = asyncio.ensure_future(self._final(what, None))
         try:
-            waited: set[asyncio.Future[object]] = {data, final}  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_EXCEPTION)
-            if final in done and final.exception() is not None:
-                raise final.exception()  # type: ignore[misc]
-            if data in done and data.exception() is not None:
-                exc = data.exception()
-                assert exc is not None
-                if isinstance(exc, dc.DataChannelError):
-                    raise ClientError(f"{self.name}: {what}: data channel: {exc.text}")
-                raise exc
-            result = await data
-            await final
+            while not data.done():
+                both: set[asyncio.Future[object]] = {data, final}  # type: ignore[arg-type]
+                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                if final.done():
+                    final.result()  # raises the server's error reply
+                    await asyncio.wait({data})
+            exc = data.exception()
+            if isinstance(exc, dc.DataChannelError):
+                raise ClientError(f"{self.name}: {what}: data channel: {exc.text}")
+            result = data.result()
+            await asyncio.wait_for(final, self.timeout_s)
             return result
         finally:
             for t in (data, final):
@@ -410,7 +413,12 @@ async def third_party_copy(
 
 
 async def transfer(
-    source: str, dest: str, *, parallel: int = 1, timeout_s: float = 30.0
+    source: str,
+    dest: str,
+    *,
+    parallel: int = 1,
+    timeout_s: float = 30.0,
+    transfer_timeout_s: float = 3600.0,
 ) -> TransferResult | None:
     """Copy between URLs: ftp→file (get), file→ftp (put) or ftp→ftp (third party); ValueError for bad URLs."""
     s, d = parse_url(source), parse_url(dest)
@@ -426,7 +434,7 @@ async def transfer(
             return res
     if s.scheme is Scheme.FTP and d.scheme is Scheme.FTP:
         async with await _open(s, timeout_s) as a, await _open(d, timeout_s) as b:
-            await third_party_copy(a, s.path, b, d.path, parallel=parallel)
+            await third_party_copy(a, s.path, b, d.path, parallel=parallel, timeout_s=transfer_timeout_s)
             await a.quit()
             await b.quit()
             return None
