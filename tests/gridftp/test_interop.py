@@ -131,3 +131,18 @@ def test_guc_ipv6_epsv_eprt(files: dict[str, Path], tmp_path: Path, streams: int
         assert md5(out) == md5(files["mib1"])
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+def test_guc_partial_download_uses_eret(
+    ours: ThreadedServer, files: dict[str, Path], tmp_path: Path, streams: int
+) -> None:
+    """globus-url-copy -off/-len sends ERET P; the part lands at its offset in the local file."""
+    need_tool("globus-url-copy")
+    data = files["mib1"].read_bytes()
+    (Path(ours.config.root) / "p.bin").write_bytes(data)
+    out = tmp_path / "part.bin"
+    proc = guc("-p", str(streams), "-off", "1000", "-len", "300000", f"{ours.url}/p.bin", f"file://{out}")
+    assert proc.returncode == 0, proc.stderr
+    got = out.read_bytes()
+    assert len(got) == 301000 and got[1000:] == data[1000:301000]
