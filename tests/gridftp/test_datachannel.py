@@ -114,3 +114,14 @@ async def test_stream_round_trip_with_offset(tmp_path: Path) -> None:
         os.close(fd)
         b.close()
     assert target.read_bytes() == bytes(100) + b"3456789"
+
+
+async def test_send_to_a_receiver_that_stopped_reading_fails_with_426() -> None:
+    (a,), (b,) = pairs(1)
+    src = dc.Source.of_bytes(bytes(20 << 20))
+    with pytest.raises(dc.DataChannelError, match="stalled") as ei:
+        await dc.send_stream(a, src, idle_timeout_s=0.3)
+    assert ei.value.code == 426
+    with pytest.raises(dc.DataChannelError, match="stalled"):
+        await dc.send_modee([a], src, idle_timeout_s=0.3)
+    dc.close_all([a, b])

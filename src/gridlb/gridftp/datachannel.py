@@ -146,38 +146,66 @@ class Source:
         return sum(b - a for a, b in self.ranges)
 
 
-async def _send_payload(sock: socket.socket, src: Source, offset: int, count: int) -> None:
+#: A send that makes no progress for this long fails (the receiver stopped reading).
+SEND_IDLE_TIMEOUT_S = 60.0
+#: Stream-mode payloads go out in sendfile calls of at most this many bytes (each under the idle timeout).
+SEND_CHUNK_BYTES = 8 << 20
+
+
+async def _send_payload(
+    sock: socket.socket, src: Source, offset: int, count: int, idle_timeout_s: float = SEND_IDLE_TIMEOUT_S
+) -> None:
     loop = asyncio.get_running_loop()
-    if count <= 0:
-        return
-    if src.file is None:
-        await loop.sock_sendall(sock, memoryview(src.data)[offset : offset + count])
-        return
-    sent = await loop.sock_sendfile(sock, src.file, offset, count, fallback=True)
-    if sent != count:
-        raise DataChannelError(426, f"short send: {sent} of {count} bytes (file changed?)")
+    end = offset + count
+    pos = offset
+    while pos < end:
+        n = min(SEND_CHUNK_BYTES, end - pos)
+        try:
+            if src.file is None:
+                await asyncio.wait_for(
+                    loop.sock_sendall(sock, memoryview(src.data)[pos : pos + n]), idle_timeout_s
+                )
+                sent = n
+            else:
+                sent = await asyncio.wait_for(
+                    loop.sock_sendfile(sock, src.file, pos, n, fallback=True), idle_timeout_s
+                )
+        except TimeoutError:
+            raise DataChannelError(426, "Data connection stalled: the receiver stopped reading.") from None
+        if sent != n:
+            raise DataChannelError(426, f"short send: {sent} of {n} bytes (file changed?)")
+        pos += n
 
 
-async def _send_header(sock: socket.socket, header: bytes) -> None:
+async def _sendall(sock: socket.socket, data: bytes, idle_timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(sock, data), idle_timeout_s)
+    except TimeoutError:
+        raise DataChannelError(426, "Data connection stalled: the receiver stopped reading.") from None
+
+
+async def _send_header(sock: socket.socket, header: bytes, idle_timeout_s: float) -> None:
     """Send a block header, corked with the payload that follows (MSG_MORE) when it goes out at once."""
     try:
         n = sock.send(header, socket.MSG_MORE)
     except (BlockingIOError, InterruptedError):
         n = 0
     if n < len(header):
-        await asyncio.get_running_loop().sock_sendall(sock, header[n:])
+        await _sendall(sock, header[n:], idle_timeout_s)
 
 
 # --------------------------------------------------------------------------------------------------
 # Stream mode
 
 
-async def send_stream(sock: socket.socket, src: Source) -> int:
+async def send_stream(
+    sock: socket.socket, src: Source, *, idle_timeout_s: float = SEND_IDLE_TIMEOUT_S
+) -> int:
     """Send `src` over one stream-mode connection (the caller closes it to mark EOF); return bytes sent."""
     total = 0
     try:
         for a, b in src.ranges:
-            await _send_payload(sock, src, a, b - a)
+            await _send_payload(sock, src, a, b - a, idle_timeout_s)
             total += b - a
     except OSError as exc:
         raise DataChannelError(426, f"Data connection broke: {exc}") from None
@@ -220,6 +248,7 @@ async def send_modee(
     *,
     block_size: int = modee.DEFAULT_BLOCK_SIZE,
     offset_shift: int = 0,
+    idle_timeout_s: float = SEND_IDLE_TIMEOUT_S,
 ) -> int:
     """Send `src` in MODE E over every socket in `socks`; return payload bytes sent.
 
@@ -236,12 +265,12 @@ async def send_modee(
     async def worker(sock: socket.socket) -> None:
         nonlocal remaining, sent
         for off, n in plan:
-            await _send_header(sock, modee.encode_header(0, n, off - offset_shift))
-            await _send_payload(sock, src, off, n)
+            await _send_header(sock, modee.encode_header(0, n, off - offset_shift), idle_timeout_s)
+            await _send_payload(sock, src, off, n, idle_timeout_s)
             sent += n
         remaining -= 1
         last = modee.eof_block(len(socks)) if remaining == 0 else modee.eod_block()
-        await asyncio.get_running_loop().sock_sendall(sock, last)
+        await _sendall(sock, last, idle_timeout_s)
 
     tasks = [asyncio.ensure_future(worker(s)) for s in socks]
     try:

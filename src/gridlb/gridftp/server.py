@@ -453,7 +453,13 @@ class Session:
                 socks = await self._sender_socks(self.parallelism)
                 await self.reply(150, "Beginning transfer.")
                 try:
-                    await dc.send_modee(socks, src, block_size=self.cfg.block_size, offset_shift=offset_shift)
+                    await dc.send_modee(
+                        socks,
+                        src,
+                        block_size=self.cfg.block_size,
+                        offset_shift=offset_shift,
+                        idle_timeout_s=self.cfg.data_idle_timeout_s,
+                    )
                 except BaseException:
                     dc.close_all(socks)
                     raise
@@ -463,7 +469,7 @@ class Session:
                 await self.reply(150, "Beginning transfer.")
                 sock = await self._stream_sock()
                 try:
-                    await dc.send_stream(sock, src)
+                    await dc.send_stream(sock, src, idle_timeout_s=self.cfg.data_idle_timeout_s)
                 finally:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_WR)
