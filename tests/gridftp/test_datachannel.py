@@ -1,0 +1,127 @@
+"""Data-channel I/O: listeners in a port range, connect failures, stream and MODE E transfers over
+socket pairs, reuse of cached connections, and broken streams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from gridlb.gridftp import datachannel as dc
+from gridlb.gridftp import modee
+from gridlb.gridftp.protocol import HostPort
+from tests.gridftp.helpers import free_port
+
+
+def test_listener_port_range() -> None:
+    lo = free_port()
+    a = dc.open_listener("127.0.0.1", (lo, lo))
+    assert a.getsockname()[1] == lo
+    with pytest.raises(dc.DataChannelError) as ei:
+        dc.open_listener("127.0.0.1", (lo, lo))  # the only port is taken
+    assert ei.value.code == 425
+    a.close()
+
+
+async def test_connect_refused_is_425() -> None:
+    with pytest.raises(dc.DataChannelError) as ei:
+        await dc.connect(HostPort("127.0.0.1", free_port()), timeout_s=2)
+    assert ei.value.code == 425
+
+
+def pairs(n: int) -> tuple[list[socket.socket], list[socket.socket]]:
+    a, b = [], []
+    for _ in range(n):
+        x, y = socket.socketpair()
+        dc.tune(x)
+        dc.tune(y)
+        a.append(x)
+        b.append(y)
+    return a, b
+
+
+async def test_modee_round_trip_from_a_file_and_reuse(tmp_path: Path) -> None:
+    data = os.urandom(3_000_001)
+    src_path = tmp_path / "src"
+    src_path.write_bytes(data)
+    senders, receivers = pairs(3)
+    out = bytearray(len(data))
+
+    def write(view: memoryview, off: int) -> None:
+        out[off : off + len(view)] = view
+
+    for _ in range(2):  # the second transfer reuses the same connections
+        with open(src_path, "rb", buffering=0) as f:
+            src = dc.Source(f, ranges=[(0, len(data))])
+            tx = asyncio.ensure_future(dc.send_modee(senders, src, block_size=65536))
+            res = await dc.recv_modee(receivers, write, accept_more=None, idle_timeout_s=10)
+            assert await tx == len(data)
+        assert res.bytes == len(data) and bytes(out) == data
+        assert len(res.reusable) == 3
+    dc.close_all(senders + receivers)
+
+
+async def test_modee_idle_cached_connection_closed_by_peer_is_not_an_error() -> None:
+    senders, receivers = pairs(2)
+    senders[1].close()  # the peer dropped one cached connection
+    got = bytearray()
+
+    def write(view: memoryview, off: int) -> None:
+        got.extend(view)
+
+    tx = asyncio.ensure_future(dc.send_modee(senders[:1], dc.Source.of_bytes(b"abc")))
+    res = await dc.recv_modee(receivers, write, accept_more=None, idle_timeout_s=10)
+    await tx
+    assert bytes(got) == b"abc" and res.reusable == [receivers[0]]
+    dc.close_all(senders + receivers)
+
+
+async def test_modee_broken_and_idle_streams_fail_with_426() -> None:
+    senders, receivers = pairs(1)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(senders[0], modee.encode_header(0, 10, 0) + b"abc")
+    senders[0].close()
+    with pytest.raises(dc.DataChannelError) as ei:
+        await dc.recv_modee(receivers, lambda v, o: None, accept_more=None, idle_timeout_s=5)
+    assert ei.value.code == 426
+    senders, receivers = pairs(1)
+    with pytest.raises(dc.DataChannelError, match="idle"):
+        await dc.recv_modee(receivers, lambda v, o: None, accept_more=None, idle_timeout_s=0.1)
+    dc.close_all(senders)
+
+
+async def test_stream_round_trip_with_offset(tmp_path: Path) -> None:
+    (a,), (b,) = pairs(1)
+    src = dc.Source.of_bytes(b"0123456789")
+    src.ranges = [(3, 10)]
+    target = tmp_path / "t"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT)
+    try:
+
+        async def send() -> int:
+            try:
+                return await dc.send_stream(a, src)
+            finally:
+                a.close()
+
+        tx = asyncio.ensure_future(send())
+        n = await dc.recv_stream(b, fd, 100, idle_timeout_s=5)
+        assert await tx == 7 and n == 7
+    finally:
+        os.close(fd)
+        b.close()
+    assert target.read_bytes() == bytes(100) + b"3456789"
+
+
+async def test_send_to_a_receiver_that_stopped_reading_fails_with_426() -> None:
+    (a,), (b,) = pairs(1)
+    src = dc.Source.of_bytes(bytes(20 << 20))
+    with pytest.raises(dc.DataChannelError, match="stalled") as ei:
+        await dc.send_stream(a, src, idle_timeout_s=0.3)
+    assert ei.value.code == 426
+    with pytest.raises(dc.DataChannelError, match="stalled"):
+        await dc.send_modee([a], src, idle_timeout_s=0.3)
+    dc.close_all([a, b])
