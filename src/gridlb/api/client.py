@@ -147,7 +147,9 @@ class ControlClient:
         result: dict[str, Any] = self.call(AddRequest(real, service, weight))
         return result
 
-    def remove(self, real: str, service: str = "", drain: bool = False, timeout_s: float = 0.0) -> dict[str, Any]:
+    def remove(
+        self, real: str, service: str = "", drain: bool = False, timeout_s: float = 0.0
+    ) -> dict[str, Any]:
         """Remove `real` (from `service`, or from all); with `drain`, once idle."""
         result: dict[str, Any] = self.call(RemoveRequest(real, service, drain, timeout_s))
         return result

@@ -49,6 +49,7 @@ class ErrorCode(enum.Enum):
     INVALID_ARGUMENT = "invalid-argument"
     NOT_FOUND = "not-found"
     CONFIG = "config-error"
+    DATAPLANE = "dataplane-error"
     TOO_LONG = "too-long"
     INTERNAL = "internal"
 
@@ -180,7 +181,7 @@ def _check_type(op: str, name: str, value: Any, want: type) -> Any:
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise ApiError(ErrorCode.INVALID_ARGUMENT, f"{op}: {name}: expected {want.__name__}")
-    if want is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ApiError(ErrorCode.INVALID_ARGUMENT, f"{op}: {name}: expected a finite number")
     return value
 
@@ -295,16 +296,25 @@ def _has_port(text: str) -> bool:
 
 
 def parse_service(text: str) -> ServiceKey:
-    """Return the TCP service written ``VIP:PORT`` or ``[V6]:PORT``; ApiError if bad."""
+    """Return the service written ``[tcp|udp|sctp] VIP:PORT`` (also ``TCP:VIP:PORT``); ApiError if bad."""
+    proto = Proto.TCP
+    body = text.strip()
+    head, sep, rest = (
+        body.replace(":", " ", 1).partition(" ")
+        if body[:4].upper() in ("TCP:", "UDP:")
+        else (body.partition(" "))
+    )
+    if sep and head.upper() in ("TCP", "UDP", "SCTP"):
+        proto, body = Proto(head.upper()), rest.strip()
     try:
-        if not _has_port(text):
+        if not _has_port(body):
             raise ValueError("a port is required")
-        rk = RealKey.parse(text)
+        rk = RealKey.parse(body)
     except ValueError as exc:
         raise ApiError(ErrorCode.INVALID_ARGUMENT, f"{text!r} is not VIP:PORT ({exc})") from None
     if not 0 < rk.port < 65536:
         raise ApiError(ErrorCode.INVALID_ARGUMENT, f"{text!r}: port out of range")
-    return ServiceKey(Proto.TCP, rk.addr, rk.port)
+    return ServiceKey(proto, rk.addr, rk.port)
 
 
 # --- tables as JSON -------------------------------------------------------------------------------

@@ -218,7 +218,9 @@ class ApiServer:
             return error_reply(envelope.id, exc)
         except Exception as exc:
             log.exception("control API: %s failed", request.op)
-            return error_reply(envelope.id, ApiError(ErrorCode.INTERNAL, f"{request.op}: internal error: {exc}"))
+            return error_reply(
+                envelope.id, ApiError(ErrorCode.INTERNAL, f"{request.op}: internal error: {exc}")
+            )
         return ok_reply(envelope.id, result)
 
 

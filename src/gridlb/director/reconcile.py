@@ -26,6 +26,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gridlb.config.load import Site
+from gridlb.config.schema import CheckSpec
 from gridlb.director.overrides import Overrides
 from gridlb.table import Dest, DestSpec, ForwardMethod, IpvsTable, RealKey, Service, ServiceKey, ServiceSpec
 
@@ -56,7 +58,7 @@ class RealPlan:
     """One configured real server of a service."""
 
     key: RealKey
-    spec: DestSpec = DestSpec()
+    spec: DestSpec = field(default_factory=DestSpec)
     inhibit_on_failure: bool = False
     alpha: bool = False  # keepalived `alpha`: starts down until its first successful check
 
@@ -76,7 +78,7 @@ class ServicePlan:
     """One configured virtual service: its spec, real servers and keepalived quorum settings."""
 
     key: ServiceKey
-    spec: ServiceSpec = ServiceSpec()
+    spec: ServiceSpec = field(default_factory=ServiceSpec)
     reals: tuple[RealPlan, ...] = ()
     quorum: int = 1
     hysteresis: int = 0
@@ -266,3 +268,44 @@ def _forward(plan: ServicePlan) -> ForwardMethod:
 def configured_pairs(plans: Sequence[ServicePlan]) -> frozenset[HealthKey]:
     """Return every (service, real server) pair the plans configure (sorry servers excluded)."""
     return frozenset((p.key, r.key) for p in plans for r in p.reals)
+
+
+def plan_site(site: Site) -> tuple[tuple[ServicePlan, ...], dict[HealthKey, tuple[CheckSpec, ...]]]:
+    """Return the service plans and the resolved health checks of every (service, real) pair of `site`.
+
+    Services keep site order; a real server listed twice in one service counts once (the first
+    listing wins, as lint reports). Checks follow keepalived's inheritance (`VirtualServer.checks_for`).
+    """
+    plans: list[ServicePlan] = []
+    checks: dict[HealthKey, tuple[CheckSpec, ...]] = {}
+    for vs in site.virtual_servers.values():
+        skey = vs.service_key()
+        reals: list[RealPlan] = []
+        seen: set[RealKey] = set()
+        for rs in vs.real_servers:
+            rkey = rs.real_key(vs)
+            if rkey in seen:
+                continue
+            seen.add(rkey)
+            specs = vs.checks_for(rs, site.gridlb)
+            inhibit = vs.check_for(rs, site.gridlb).inhibit_on_failure
+            alpha = any(c.alpha for c in specs)
+            reals.append(RealPlan(rkey, rs.dest_spec(vs), inhibit_on_failure=inhibit, alpha=alpha))
+            checks[(skey, rkey)] = specs
+        sorry = None
+        if vs.sorry_server is not None:
+            port = vs.sorry_server.port if vs.sorry_server.port is not None else (vs.port or 0)
+            sorry = SorryServer(
+                RealKey(vs.sorry_server.ip_address, port), vs.forward, inhibit=vs.sorry_server_inhibit
+            )
+        plans.append(
+            ServicePlan(
+                skey,
+                vs.service_spec(),
+                tuple(reals),
+                quorum=vs.quorum,
+                hysteresis=vs.hysteresis,
+                sorry=sorry,
+            )
+        )
+    return tuple(plans), checks
