@@ -25,6 +25,9 @@ Paths into the data are tuples of canonical keys and list indexes, e.g.
 returns the `Location` of the longest known prefix and `SourceMap.key(path)` the key as the user
 wrote it (`keepalived::virtual_servers.red-gridftp-v4.real_servers[4].ip_address`).
 
+Errors about a file as a whole (missing, unreadable, empty, not a mapping) are reported at line 1
+so that every message parses as `file:line: ...`.
+
 Top-level keys: see `schema.TOP_LEVEL_KEYS`. Keys of other puppet classes (`ntp::servers`, any
 `NAME::...` not under `keepalived::`) are ignored, as Hiera files mix classes; any other unknown
 key is an error with a did-you-mean. YAML is read as YAML 1.2 (Hiera's `yes`/`no` stay strings and
@@ -213,15 +216,17 @@ def load_file(path: str | Path) -> SiteFile:
     """Read and validate one site file."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError("no such file", location=Location(name)) from None
+        raise ConfigError("no such file", location=Location(name, 1)) from None
     except IsADirectoryError:
-        raise ConfigError("is a directory, not a site file", location=Location(name)) from None
+        raise ConfigError("is a directory, not a site file", location=Location(name, 1)) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(name, 1)) from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(name, line)) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", location=Location(name)) from None
+        raise ConfigError(f"cannot read: {exc.strerror}", location=Location(name, 1)) from None
     return parse_text(text, name)
 
 
@@ -262,7 +267,7 @@ def _one_line(text: str) -> str:
 
 def _validate(doc: Any, source: str) -> SiteFile:
     if not isinstance(doc, Mapping):
-        kind = "a list" if isinstance(doc, list) else f"a {type(doc).__name__}"
+        kind = "a list" if isinstance(doc, list) else "a string" if isinstance(doc, str) else repr(doc)
         raise ConfigError(
             f"the top level must be a mapping of site keys, not {kind}", location=Location(source, 1)
         )
@@ -405,10 +410,52 @@ def _convert(exc: ValidationError, smap: SourceMap) -> list[ConfigError]:
             message = "required key is missing"
             out.append(ConfigError(message, location=smap.locate(loc[:-1]), key=smap.key(loc)))
             continue
+        elif kind in _RANGE_ERRORS and (bounds := _field_range(loc)) is not None:
+            message = f"{err.get('input')} is out of range {bounds}"
         else:
             message = _clean_message(err["msg"], err.get("input"), kind)
         out.append(ConfigError(message, location=smap.locate(loc), key=smap.key(loc)))
     return out
+
+
+_RANGE_ERRORS = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
+
+
+def _field_range(loc: KeyPath) -> str | None:
+    """Return `LO..HI` (or `>= LO`, `<= HI`) of the numeric field at `loc`, from its constraints."""
+    model = _model_at(SiteData, loc[:-1])
+    if model is None or not isinstance(loc[-1], str) or loc[-1] not in model.model_fields:
+        return None
+    lo = hi = None
+    for meta in _constraints(model.model_fields[loc[-1]].annotation, model.model_fields[loc[-1]].metadata):
+        lo = getattr(meta, "ge", lo)
+        hi = getattr(meta, "le", hi)
+    if lo is not None and hi is not None:
+        return f"{lo:g}..{hi:g}"
+    if lo is not None:
+        return f">= {lo:g}"
+    return f"<= {hi:g}" if hi is not None else None
+
+
+def _constraints(annotation: Any, metadata: list[Any]) -> list[Any]:
+    found = list(metadata)
+    stack = [annotation]
+    while stack:
+        tp = stack.pop()
+        if typing.get_origin(tp) is typing.Annotated:
+            args = typing.get_args(tp)
+            found.extend(args[1:])
+            stack.append(args[0])
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+            stack.extend(typing.get_args(tp))
+    return found
+
+
+_PLAIN = {
+    "should be a valid integer, unable to parse string as an integer": "should be an integer",
+    "should be a valid number, unable to parse string as a number": "should be a number",
+    "should be a valid boolean, unable to interpret input": "should be true or false",
+}
 
 
 def _clean_message(msg: str, value: Any, kind: str) -> str:
@@ -417,6 +464,7 @@ def _clean_message(msg: str, value: Any, kind: str) -> str:
     msg = msg.replace("a valid dictionary", "a mapping")
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         msg = "should be a mapping"
+    msg = _PLAIN.get(msg, msg)
     if isinstance(value, str | int | float | bool) and repr(value) not in msg:
         msg = f"{msg} (got {value!r})"
     return msg

@@ -128,6 +128,26 @@ TrackWeight = Annotated[int, Field(ge=D.VRRP_TRACK_WEIGHT_MIN, le=D.VRRP_TRACK_W
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: object) -> object:
+        """Rename keepalived spellings when a model is built directly (load.py has done it already)."""
+        if isinstance(value, Mapping) and any(k in KEY_ALIASES for k in value):
+            out: dict[str, object] = {}
+            for k, v in value.items():
+                canon = KEY_ALIASES.get(k, k) if isinstance(k, str) else k
+                if canon in cls.model_fields and canon in value and canon != k:
+                    raise ValueError(f"{k} and {canon} are the same setting; keep one")
+                out[canon if canon in cls.model_fields else k] = v
+            return out
+        return value
+
+
+def _int_or_same(value: object) -> object:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
 
 class InitialState(enum.Enum):
     """A VRRP instance's configured start state (`state`)."""
@@ -285,7 +305,9 @@ class VrrpInstance(_Model):
     advert_int: Annotated[float, Field(ge=D.VRRP_ADVERT_INT_MIN_S, le=D.VRRP_ADVERT_INT_MAX_S)] = (
         D.VRRP_ADVERT_INT_S
     )
-    version: Literal[2, 3] | None = None  # None = 2, or 3 for IPv6 (see `vrrp_version`)
+    version: Annotated[Literal[2, 3] | None, BeforeValidator(_int_or_same)] = (
+        None  # None = 2, or 3 for IPv6 (see `vrrp_version`)
+    )
     native_ipv6: bool = False
     virtual_ipaddress: Annotated[tuple[Vip, ...], BeforeValidator(_listify)] = ()
     virtual_ipaddress_excluded: Annotated[tuple[Vip, ...], BeforeValidator(_listify)] = ()

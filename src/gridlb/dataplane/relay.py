@@ -1,0 +1,772 @@
+"""The proxy's fast path: one thread running a select.epoll loop that accepts, connects and relays bytes.
+
+Design (see docs/proxy.md): no asyncio and no coroutine per connection. Level-triggered epoll with
+per-socket interest masks; a connection is two directions, each moving bytes with `os.splice`
+through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
+pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
+both directions have ended. The control side talks to the engine through `call()`: a command queue
+drained by the engine thread after an eventfd wake-up, so every piece of state below is only ever
+touched by the engine thread. Scheduling and counters are the pure `ProxyState`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fcntl
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from ipaddress import IPv4Address, ip_address
+from typing import Any, Final, TypeVar
+
+from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
+from gridlb.sched.base import Flow
+from gridlb.table import ConnEntry, IPAddress, Proto, RealKey, ServiceKey, Timeouts
+
+T = TypeVar("T")
+
+EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
+EPOLLRDHUP: Final = select.EPOLLRDHUP
+EPOLLERR: Final = select.EPOLLERR
+EPOLLHUP: Final = select.EPOLLHUP
+EPOLLET: Final = select.EPOLLET
+READ_MASK: Final = EPOLLIN | EPOLLRDHUP
+IDLE_MASK: Final = EPOLLET  # nothing wanted: an edge-triggered empty mask reports ERR/HUP once, not forever
+
+ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness between listeners)
+POLL_BATCH: Final = 512
+DEFAULT_PIPE_SIZE: Final = 1 << 20
+DEFAULT_COPY_SIZE: Final = 1 << 18
+ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
+
+_SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+class RelayMode(enum.Enum):
+    """How bytes are moved: zero-copy splice, a userspace copy loop, or splice when the kernel allows."""
+
+    AUTO = "auto"
+    SPLICE = "splice"
+    COPY = "copy"
+
+
+class ConnState(enum.IntEnum):
+    """Life of one proxied connection inside the engine."""
+
+    CONNECTING = 0  # client accepted, connect to the real server in flight (no byte relayed yet)
+    OPEN = 1  # relaying
+    CLOSED = 2  # sockets closed, counted inactive in ProxyState
+
+
+_CONNECTING: Final = ConnState.CONNECTING
+_OPEN: Final = ConnState.OPEN
+_CLOSED: Final = ConnState.CLOSED
+
+FailureCallback = Callable[[ServiceKey, RealKey, str], None]
+
+
+def splice_available() -> bool:
+    """Return True when os.splice can move bytes from a TCP-like socket into a pipe here."""
+    splice = getattr(os, "splice", None)
+    if splice is None:
+        return False
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        a.send(b"x")
+        return bool(splice(b.fileno(), w, 1, flags=_SPLICE_FLAGS) == 1)
+    except OSError:
+        return False
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+class PipePool:
+    """Idle pipes kept for reuse so that no connection pays pipe2 + fcntl on its path."""
+
+    def __init__(self, size: int, keep: int = 256) -> None:
+        self.size = size
+        self.keep = keep
+        self.idle: list[tuple[int, int, int]] = []
+        self.created = 0
+
+    def get(self) -> tuple[int, int, int]:
+        """Return (read fd, write fd, capacity) of an empty pipe."""
+        if self.idle:
+            return self.idle.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Above /proc/sys/fs/pipe-max-size or the user's pipe quota: keep the default size.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, _F_SETPIPE_SZ, self.size)
+        cap = fcntl.fcntl(w, _F_GETPIPE_SZ)
+        self.created += 1
+        return r, w, cap
+
+    def put(self, r: int, w: int, cap: int) -> None:
+        """Take back an empty pipe."""
+        if len(self.idle) < self.keep:
+            self.idle.append((r, w, cap))
+        else:
+            os.close(r)
+            os.close(w)
+
+    def close(self) -> None:
+        """Close every idle pipe."""
+        for r, w, _ in self.idle:
+            os.close(r)
+            os.close(w)
+        self.idle.clear()
+
+
+class _Dir:
+    """One direction of a relay: bytes read from `src` are written to `dst`."""
+
+    __slots__ = ("buf", "cap", "dst", "eof", "inbound", "mv", "off", "pend", "pr", "pw", "sfd", "shut", "src")
+
+    def __init__(self, src: socket.socket, dst: socket.socket, inbound: bool) -> None:
+        self.src = src
+        self.dst = dst
+        self.sfd = src.fileno()
+        self.inbound = inbound  # client -> real server
+        self.pr = -1  # pipe read end (splice) / -1
+        self.pw = -1
+        self.cap = 0
+        self.buf: bytearray | None = None  # copy mode
+        self.mv: memoryview | None = None
+        self.off = 0
+        self.pend = 0  # bytes read from src not yet written to dst
+        self.eof = False  # src reached EOF
+        self.shut = False  # EOF passed on to dst
+
+
+class _Conn:
+    """One client connection and the real-server connection it is relayed to."""
+
+    __slots__ = (
+        "attempt",
+        "b",
+        "bfd",
+        "bmask",
+        "c",
+        "caddr",
+        "cfd",
+        "cmask",
+        "dest",
+        "down",
+        "flow",
+        "state",
+        "svc",
+        "tried",
+        "up",
+    )
+
+    def __init__(self, c: socket.socket, caddr: tuple[Any, ...], svc: ServiceState, flow: Flow) -> None:
+        self.c = c
+        self.cfd = c.fileno()
+        self.caddr = caddr
+        self.svc = svc
+        self.flow = flow
+        self.b: socket.socket | None = None
+        self.bfd = -1
+        self.dest: DestState | None = None
+        self.state = _CONNECTING
+        self.attempt = 0
+        self.tried = 0
+        self.cmask = 0
+        self.bmask = 0
+        self.up: _Dir | None = None
+        self.down: _Dir | None = None
+
+
+class _Listener:
+    """The listening socket of one virtual service."""
+
+    __slots__ = ("fd", "paused", "sock", "svc")
+
+    def __init__(self, sock: socket.socket, svc: ServiceState) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.svc = svc
+        self.paused = False
+
+
+class _Waker:
+    """The eventfd the control side writes to when it queued a command."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+def listen_socket(key: ServiceKey, backlog: int) -> socket.socket:
+    """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY)."""
+    assert key.addr is not None
+    family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Bind an address this host does not hold (yet): a backup director listens on the VIP.
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_FREEBIND", 78), 1)
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        sock.bind((str(key.addr), key.port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RelayEngine:
+    """The relay thread: owns the epoll set, every socket and pipe, and the `ProxyState`."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        mode: RelayMode = RelayMode.AUTO,
+        connect_timeout_s: float = 3.0,
+        pipe_size: int = DEFAULT_PIPE_SIZE,
+        copy_size: int = DEFAULT_COPY_SIZE,
+        backlog: int = 4096,
+        on_failure: FailureCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: int | None = None,
+        name: str = "gridlb-relay",
+    ) -> None:
+        if mode is RelayMode.AUTO:
+            mode = RelayMode.SPLICE if splice_available() else RelayMode.COPY
+        elif mode is RelayMode.SPLICE and not splice_available():
+            raise OSError(errno.ENOSYS, "os.splice is not available on this system")
+        self.mode = mode
+        self.state = ProxyState(timeouts)
+        self.connect_timeout_s = connect_timeout_s
+        self.backlog = backlog
+        self.copy_size = copy_size
+        self.on_failure = on_failure
+        self.clock = clock
+        self.cpu = cpu
+        self.pipes = PipePool(pipe_size)
+        self.buffers: list[bytearray] = []
+        self.errors: dict[str, int] = {}  # reason -> count (accept/connect/relay errors)
+        self.relayed = 0  # connections that reached OPEN
+        self.listeners: dict[ServiceKey, _Listener] = {}
+        self._ep = select.epoll()
+        self._fdmap: dict[int, _Conn | _Listener | _Waker] = {}
+        self._waker = _Waker()
+        self._ep.register(self._waker.fd, EPOLLIN)
+        self._fdmap[self._waker.fd] = self._waker
+        self._commands: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._lock = threading.Lock()
+        self._connecting: deque[tuple[float, _Conn, int]] = deque()  # (deadline, conn, attempt)
+        self._paused: deque[tuple[float, _Listener]] = deque()
+        self._next_expiry = 0.0
+        self._stop_at: float | None = None
+        self._stopped = False
+        self._ipcache: dict[str, IPAddress] = {}
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    # --- control side (any thread) ----------------------------------------------------------------
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` in the engine thread; the returned future carries its result or exception."""
+        fut: Future[T] = Future()
+        with self._lock:
+            if self._stopped:
+                fut.set_exception(RuntimeError("the relay engine is stopped"))
+                return fut
+            self._commands.append((fn, fut))
+        os.eventfd_write(self._waker.fd, 1)
+        return fut
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for the engine thread to end (after `stop`)."""
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        """Return True while the engine thread runs."""
+        return self._thread.is_alive()
+
+    # --- engine-thread operations (run through `call`) ---------------------------------------------
+
+    def open_listener(self, svc: ServiceState) -> None:
+        """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
+        sock = listen_socket(svc.key, self.backlog)
+        lst = _Listener(sock, svc)
+        self.listeners[svc.key] = lst
+        self._fdmap[lst.fd] = lst
+        self._ep.register(lst.fd, EPOLLIN)
+
+    def close_listener(self, key: ServiceKey) -> None:
+        """Stop accepting for `key`; connections already accepted go on."""
+        lst = self.listeners.pop(key, None)
+        if lst is not None:
+            self._fdmap.pop(lst.fd, None)
+            lst.sock.close()  # closing removes it from the epoll set
+
+    def rebind_listener(self, svc: ServiceState) -> None:
+        """Point the listener of `svc.key` at a (new) ServiceState object."""
+        lst = self.listeners.get(svc.key)
+        if lst is not None:
+            lst.svc = svc
+
+    def stop(self, grace_s: float) -> None:
+        """Close every listener now; let open relays finish for up to `grace_s`, then close them."""
+        for key in list(self.listeners):
+            self.close_listener(key)
+        self._stop_at = self.clock() + grace_s
+
+    def connections(self) -> list[ConnEntry]:
+        """Return the connection table (`ipvsadm -Lc`): open relays and inactive ones."""
+        now = self.clock()
+        self.state.expire(now)
+        out = []
+        seen: set[int] = set()
+        for h in self._fdmap.values():
+            if isinstance(h, _Conn) and id(h) not in seen and h.dest is not None:
+                seen.add(id(h))
+                svc_key = h.svc.key
+                assert svc_key.addr is not None
+                out.append(
+                    ConnEntry(
+                        Proto.TCP,
+                        self.state.timeouts.tcp if h.state is _OPEN else 0,
+                        "ESTABLISHED" if h.state is _OPEN else "SYN_SENT",
+                        RealKey(ip_address(h.caddr[0]), h.caddr[1]),
+                        RealKey(svc_key.addr, svc_key.port),
+                        h.dest.key,
+                    )
+                )
+        for expires, dest, host, port in self.state.closed:
+            vkey = dest.service.key
+            assert vkey.addr is not None
+            out.append(
+                ConnEntry(
+                    Proto.TCP,
+                    max(0, round(expires - now)),
+                    "FIN_WAIT",
+                    RealKey(ip_address(host), port),
+                    RealKey(vkey.addr, vkey.port),
+                    dest.key,
+                )
+            )
+        return out
+
+    def open_count(self) -> int:
+        """Return the number of client connections currently held (connecting or relaying)."""
+        return len({id(h) for h in self._fdmap.values() if isinstance(h, _Conn)})
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})  # 0 = this thread
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        ep = self._ep
+        fdmap = self._fdmap
+        clock = self.clock
+        conn_event = self._conn_event
+        while True:
+            now = clock()
+            timeout = self._timers(now)
+            if self._stop_at is not None and (now >= self._stop_at or not self.open_count()):
+                return
+            try:
+                events = ep.poll(timeout, POLL_BATCH)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries poll itself
+                continue
+            for fd, ev in events:
+                h = fdmap.get(fd)
+                if h is None:
+                    continue
+                if type(h) is _Conn:
+                    conn_event(h, fd, ev)
+                elif type(h) is _Listener:
+                    self._accept(h)
+                else:
+                    self._run_commands()
+
+    def _timers(self, now: float) -> float:
+        """Handle connect timeouts, FIN-timeout expiry, paused listeners; return the poll timeout."""
+        wait = 1.0
+        pending = self._connecting
+        while pending:
+            deadline, conn, attempt = pending[0]
+            if conn.state is not _CONNECTING or conn.attempt != attempt:
+                pending.popleft()
+                continue
+            if deadline > now:
+                wait = min(wait, deadline - now)
+                break
+            pending.popleft()
+            self._connect_failed(conn, "timeout")
+        if now >= self._next_expiry:
+            nxt = self.state.expire(now)
+            self._next_expiry = nxt if nxt is not None else now + 1.0
+        wait = min(wait, max(0.0, self._next_expiry - now))
+        while self._paused and self._paused[0][0] <= now:
+            _, lst = self._paused.popleft()
+            if lst.paused and self.listeners.get(lst.svc.key) is lst:
+                lst.paused = False
+                self._ep.modify(lst.fd, EPOLLIN)
+        if self._paused:
+            wait = min(wait, max(0.0, self._paused[0][0] - now))
+        if self._stop_at is not None:
+            wait = min(wait, max(0.0, self._stop_at - now))
+        return wait
+
+    def _run_commands(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._waker.fd)
+        while True:
+            with self._lock:
+                if not self._commands:
+                    return
+                fn, fut = self._commands.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                self._next_expiry = 0.0  # commands may read counters: expire first
+                self.state.expire(self.clock())
+                fut.set_result(fn())
+            except BaseException as exc:  # reported to the caller, never kills the engine
+                fut.set_exception(exc)
+
+    def _count(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            self._stopped = True
+            commands = list(self._commands)
+            self._commands.clear()
+        for _, fut in commands:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(RuntimeError("the relay engine is stopped"))
+        for key in list(self.listeners):
+            self.close_listener(key)
+        conns = {id(h): h for h in self._fdmap.values() if isinstance(h, _Conn)}
+        for conn in conns.values():
+            self._close(conn, aborted=True)
+        self._fdmap.clear()
+        self.pipes.close()
+        self._ep.close()
+        os.close(self._waker.fd)
+
+    # --- accept and connect -----------------------------------------------------------------------
+
+    def _accept(self, lst: _Listener) -> None:
+        ls = lst.sock
+        svc = lst.svc
+        vaddr = svc.key.addr
+        vport = svc.key.port
+        assert vaddr is not None
+        ipcache = self._ipcache
+        for _ in range(ACCEPT_BATCH):
+            try:
+                c, caddr = ls.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._count(f"accept: {errno.errorcode.get(exc.errno or 0, exc)}")
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    lst.paused = True
+                    self._ep.modify(lst.fd, 0)
+                    self._paused.append((self.clock() + ACCEPT_PAUSE_S, lst))
+                return
+            c.setblocking(False)
+            host = caddr[0]
+            ip = ipcache.get(host)
+            if ip is None:
+                if len(ipcache) > 4096:
+                    ipcache.clear()
+                ip = ipcache[host] = ip_address(host)
+            conn = _Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport))
+            self._connect(conn, self.clock())
+
+    def _connect(self, conn: _Conn, now: float) -> None:
+        """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
+        svc = conn.svc
+        state = self.state
+        limit = len(svc.dests) + 1
+        while True:
+            d = state.pick(svc, conn.flow) if conn.tried < limit else None
+            if d is None:
+                self._count("no destination")
+                conn.state = _CLOSED
+                conn.c.close()
+                return
+            conn.tried += 1
+            conn.attempt += 1
+            conn.dest = d
+            key = d.key
+            if type(key.addr) is IPv4Address:
+                b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            else:
+                b = socket.socket(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            err = b.connect_ex((str(key.addr), key.port))
+            if err == errno.EINPROGRESS or err == 0:
+                conn.b = b
+                conn.bfd = bfd = b.fileno()
+                self._fdmap[bfd] = conn
+                self._ep.register(bfd, EPOLLOUT)
+                conn.bmask = EPOLLOUT
+                self._connecting.append((now + self.connect_timeout_s, conn, conn.attempt))
+                return
+            b.close()
+            self._failed_attempt(conn, d, _reason(err))
+
+    def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
+        self._count(f"connect: {reason}")
+        if self.state.connect_failed(d, mark_down=True) and self.on_failure is not None:
+            try:
+                self.on_failure(conn.svc.key, d.key, reason)
+            except Exception:  # a faulty callback must not take the relay down
+                self._count("failure callback raised")
+        conn.dest = None
+
+    def _connect_failed(self, conn: _Conn, reason: str) -> None:
+        b = conn.b
+        assert b is not None and conn.dest is not None
+        self._fdmap.pop(conn.bfd, None)
+        b.close()
+        conn.b = None
+        conn.bfd = -1
+        self._failed_attempt(conn, conn.dest, reason)
+        self._connect(conn, self.clock())
+
+    def _established(self, conn: _Conn, ev: int) -> None:
+        b = conn.b
+        c = conn.c
+        assert b is not None
+        if ev & (EPOLLERR | EPOLLHUP):
+            err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self._connect_failed(conn, _reason(err or errno.ECONNREFUSED))
+            return
+        conn.state = _OPEN
+        self.relayed += 1
+        conn.up = _Dir(c, b, True)
+        conn.down = _Dir(b, c, False)
+        self._ep.register(conn.cfd, READ_MASK)
+        self._fdmap[conn.cfd] = conn
+        conn.cmask = READ_MASK
+        self._ep.modify(conn.bfd, READ_MASK)
+        conn.bmask = READ_MASK
+        if ev & EPOLLIN:  # the server spoke first (FTP banner): relay it now
+            self._conn_event(conn, conn.bfd, ev & ~EPOLLOUT)
+
+    # --- relay ------------------------------------------------------------------------------------
+
+    def _conn_event(self, conn: _Conn, fd: int, ev: int) -> None:
+        state = conn.state
+        if state is not _OPEN:
+            if state is _CONNECTING and fd == conn.bfd:
+                self._established(conn, ev)
+            return
+        up = conn.up
+        down = conn.down
+        assert up is not None and down is not None
+        if fd == conn.cfd:
+            out_d, in_d = up, down
+        else:
+            out_d, in_d = down, up
+        splice = self.mode is RelayMode.SPLICE
+        try:
+            if ev & EPOLLERR:
+                raise ConnectionResetError(errno.ECONNRESET, "socket error")
+            if ev & EPOLLOUT and in_d.pend:
+                if splice:
+                    self._flush_splice(conn, in_d)
+                    if not in_d.pend and not in_d.eof:
+                        self._pump_splice(conn, in_d, 0)
+                else:
+                    self._flush_copy(conn, in_d)
+                    if not in_d.pend and not in_d.eof:
+                        self._pump_copy(conn, in_d, 0)
+            if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP) and not out_d.eof and not out_d.pend:
+                if splice:
+                    self._pump_splice(conn, out_d, ev & EPOLLRDHUP)
+                else:
+                    self._pump_copy(conn, out_d, ev & EPOLLRDHUP)
+        except OSError as exc:
+            self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
+            self._close(conn, aborted=True)
+            return
+        if up.shut and down.shut:
+            self._close(conn, aborted=False)
+            return
+        # interest: read src while its pipe is empty; wait for writability while bytes are pending
+        cm = (READ_MASK if not up.eof and not up.pend else 0) | (EPOLLOUT if down.pend else 0)
+        bm = (READ_MASK if not down.eof and not down.pend else 0) | (EPOLLOUT if up.pend else 0)
+        cm = cm or IDLE_MASK
+        bm = bm or IDLE_MASK
+        if cm != conn.cmask:
+            conn.cmask = cm
+            self._ep.modify(conn.cfd, cm)
+        if bm != conn.bmask:
+            conn.bmask = bm
+            self._ep.modify(conn.bfd, bm)
+
+    def _account(self, conn: _Conn, d: _Dir, n: int) -> None:
+        dest = conn.dest
+        assert dest is not None
+        if d.inbound:
+            dest.traffic.inbytes += n
+            conn.svc.traffic.inbytes += n
+        else:
+            dest.traffic.outbytes += n
+            conn.svc.traffic.outbytes += n
+
+    def _pump_splice(self, conn: _Conn, d: _Dir, rdhup: int) -> None:
+        """Move src -> pipe -> dst until src is drained, dst is full or src ends."""
+        if d.pr < 0:
+            d.pr, d.pw, d.cap = self.pipes.get()
+        splice = os.splice
+        sfd, pr, pw, cap = d.sfd, d.pr, d.pw, d.cap
+        dfd = d.dst.fileno()
+        try:
+            while True:
+                n = splice(sfd, pw, cap, flags=_SPLICE_FLAGS)
+                if not n:
+                    d.eof = True
+                    break
+                self._account(conn, d, n)
+                d.pend = n
+                m = splice(pr, dfd, n, flags=_SPLICE_FLAGS)
+                d.pend = n - m
+                if m < n:
+                    return  # dst full: wait for EPOLLOUT
+                if n < cap and not rdhup:
+                    return  # short read: src is drained; level-triggered epoll calls again
+        except BlockingIOError:
+            return
+        d.dst.shutdown(socket.SHUT_WR)
+        d.shut = True
+
+    def _flush_splice(self, conn: _Conn, d: _Dir) -> None:
+        try:
+            m = os.splice(d.pr, d.dst.fileno(), d.pend, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            return
+        d.pend -= m
+        if not d.pend and d.eof and not d.shut:
+            d.dst.shutdown(socket.SHUT_WR)
+            d.shut = True
+
+    def _pump_copy(self, conn: _Conn, d: _Dir, rdhup: int) -> None:
+        """Copy src -> buffer -> dst until src is drained, dst is full or src ends."""
+        if d.buf is None:
+            d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
+            d.mv = memoryview(d.buf)
+        buf, mv = d.buf, d.mv
+        assert mv is not None
+        src, dst = d.src, d.dst
+        cap = len(buf)
+        try:
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    d.eof = True
+                    break
+                self._account(conn, d, n)
+                m = dst.send(mv[:n])
+                if m < n:
+                    d.off = m
+                    d.pend = n - m
+                    return
+                if n < cap and not rdhup:
+                    return
+        except BlockingIOError:
+            return
+        dst.shutdown(socket.SHUT_WR)
+        d.shut = True
+
+    def _flush_copy(self, conn: _Conn, d: _Dir) -> None:
+        assert d.mv is not None
+        try:
+            m = d.dst.send(d.mv[d.off : d.off + d.pend])
+        except BlockingIOError:
+            return
+        d.off += m
+        d.pend -= m
+        if not d.pend and d.eof and not d.shut:
+            d.dst.shutdown(socket.SHUT_WR)
+            d.shut = True
+
+    def _close(self, conn: _Conn, *, aborted: bool) -> None:
+        """Close both sockets, give pipes/buffers back and count the connection inactive."""
+        if conn.state is _CLOSED:
+            return
+        was_open = conn.state is _OPEN
+        conn.state = _CLOSED
+        fdmap = self._fdmap
+        fdmap.pop(conn.cfd, None)
+        if conn.b is not None:
+            fdmap.pop(conn.bfd, None)
+            conn.b.close()
+        conn.c.close()
+        for d in (conn.up, conn.down):
+            if d is None:
+                continue
+            if d.pr >= 0:
+                if d.pend:
+                    os.close(d.pr)
+                    os.close(d.pw)
+                else:
+                    self.pipes.put(d.pr, d.pw, d.cap)
+                d.pr = d.pw = -1
+            if d.buf is not None:
+                if len(self.buffers) < 64:
+                    self.buffers.append(d.buf)
+                d.buf = None
+                d.mv = None
+        dest = conn.dest
+        if dest is not None:
+            if was_open:
+                self.state.closed_conn(dest, self.clock(), conn.caddr[0], conn.caddr[1])
+            else:  # aborted while connecting (engine stop): never established
+                self.state.connect_failed(dest, mark_down=False)
+            conn.dest = None
+
+
+def _reason(err: int) -> str:
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    if err == errno.ETIMEDOUT:
+        return "timeout"
+    if err in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    return errno.errorcode.get(err, str(err)).lower()
+
+
+__all__ = [
+    "ConnState",
+    "FailureCallback",
+    "PipePool",
+    "RelayEngine",
+    "RelayMode",
+    "listen_socket",
+    "splice_available",
+]
