@@ -108,6 +108,7 @@ class CheckReport:
     weight: int | None = None  # dynamic weight (MISC_CHECK misc_dynamic), when set
     kind: str = ""
     at: float = 0.0  # monotonic time the result arrived (0 = when queued)
+    started: float = -1.0  # monotonic time the check began (negative = unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,13 +277,20 @@ class Director:
         self,
         pair: HealthKey,
         result: CheckResult,
-        state: HealthState | None,
-        *,
+        state: HealthState | None = None,
         weight: int | None = None,
         kind: str = "",
+        started: float | None = None,
     ) -> None:
-        """Queue a health check result (the health monitor's callback)."""
-        self.submit(CheckReport(pair[0], pair[1], result, state, weight, kind, self.clock()))
+        """Queue a health check result (the health monitor's callback).
+
+        `state` is the tracker's new state when this result changed it (then `weight` is the new
+        dynamic weight); `started` is when the check began (None: now minus its latency; negative:
+        unknown, which never clears a passive failure).
+        """
+        now = self.clock()
+        begun = now - result.latency_s if started is None else started
+        self.submit(CheckReport(pair[0], pair[1], result, state, weight, kind, now, begun))
 
     def passive_failure(self, real: RealKey, service: ServiceKey | None = None, reason: str = "") -> None:
         """Queue a failed dataplane connect (the dataplane's callback)."""
@@ -435,15 +443,13 @@ class Director:
         at = report.at or self.clock()
         self.last_check[pair] = LastCheck(report.result, at, report.kind)
         mark = self.passive.get(pair)
-        if mark is not None and report.result.ok and at - report.result.latency_s > mark.at:
+        if mark is not None and report.result.ok and report.started > mark.at:
             del self.passive[pair]
             log.info("%s: check passed after a passive failure; back in service", _fmt_pair(pair))
         if pair not in self.config.checks and pair not in self.health:
             return ""
         old = self.health.get(pair) or self._initial(pair)
-        state = report.state if report.state is not None else old.state
-        weight = report.weight if report.weight is not None else old.weight
-        new = RealHealth(state, weight)
+        new = old if report.state is None else RealHealth(report.state, report.weight)
         if new != old:
             log.info("%s: health %s -> %s (%s)", _fmt_pair(pair), old.state, new.state, report.result.reason)
             self.health[pair] = new
