@@ -173,9 +173,19 @@ async def test_unknown_real_server_is_refused(h: Harness) -> None:
 async def test_add_and_remove_now(h: Harness) -> None:
     await h.director.call(AddRequest("127.0.0.5", "127.0.0.1:2811", weight=4))
     assert h.weights()[str(D)] == 4
+    # the added server is checked like the service's others
+    (spec,) = h.health.targets[(SVC, D)]
+    assert spec.target == D and spec.kind == h.health.targets[(SVC, A)][0].kind
+    h.check(D, DOWN_RESULT, HealthState.DOWN)
+    await h.settle()
+    assert str(D) not in h.weights()
+    h.check(D, UP, HealthState.UP)
+    await h.settle()
     assert h.dp.table.service(SVC).dests[0].key == D  # type: ignore[union-attr]
     await h.director.call(RemoveRequest(str(A)))
     assert str(A) not in h.weights()
+    await h.director.call(RemoveRequest(str(D)))
+    assert (SVC, D) not in h.health.targets
     # health reports for a removed server change nothing
     h.check(A, UP, HealthState.UP)
     await h.settle()

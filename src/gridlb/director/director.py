@@ -51,7 +51,18 @@ from gridlb.director.reconcile import (
 )
 from gridlb.errors import GridlbError
 from gridlb.health.base import CheckResult, Verdict
-from gridlb.table import IpvsTable, Op, RealKey, ServiceKey, diff
+from gridlb.table import (
+    AddDest,
+    AddService,
+    DelService,
+    EditDest,
+    EditService,
+    IpvsTable,
+    Op,
+    RealKey,
+    ServiceKey,
+    diff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +228,17 @@ def _op_name(op: Op) -> str:
     return type(op).__name__
 
 
+def describe_op(op: Op) -> str:
+    """Return `op` in a few words, e.g. ``AddDest TCP 10.0.0.1:2811 -> 10.0.1.1:2811 weight 1``."""
+    if isinstance(op, AddService | EditService):
+        return f"{_op_name(op)} {op.key} scheduler {op.spec.scheduler}"
+    if isinstance(op, DelService):
+        return f"DelService {op.key}"
+    if isinstance(op, AddDest | EditDest):
+        return f"{_op_name(op)} {op.service} -> {op.key} weight {op.spec.weight}"
+    return f"DelDest {op.service} -> {op.key}"
+
+
 def _fmt_pair(pair: HealthKey) -> str:
     return f"{pair[0]} -> {pair[1]}"
 
@@ -255,6 +277,7 @@ class Director:
         self.overrides = Overrides()
         self.quorum_up: dict[ServiceKey, bool] = {}
         self.ghost_plans: dict[ServiceKey, ServicePlan] = {}  # services a reload dropped, still retiring
+        self.runtime_checks: dict[HealthKey, tuple[CheckSpec, ...]] = {}  # for servers added at run time
         self.desired = Desired(IpvsTable())
         self.observed = IpvsTable()
         self.history: deque[Change] = deque(maxlen=200)
@@ -320,8 +343,7 @@ class Director:
         for pair in self.config.checks:
             self.health.setdefault(pair, self._initial(pair))
         await self._reconcile("start")
-        if self.health_monitor is not None:
-            self.health_monitor.set_targets(self._check_targets())
+        self._sync_checks()
         self._spawn(self._loop())
         self._spawn(self._ticker())
         self._ready.set()
@@ -391,7 +413,8 @@ class Director:
                 continue
             if cause:
                 causes.append(cause)
-        errors = await self._reconcile("; ".join(causes[:5]) or "resync")
+        needs_pass = bool(causes or replies) or any(isinstance(i, Resync) for i in batch)
+        errors = await self._reconcile("; ".join(causes[:5]) or "resync") if needs_pass else ()
         for fut, value in replies:
             if fut.done():
                 continue
@@ -446,7 +469,7 @@ class Director:
         if mark is not None and report.result.ok and report.started > mark.at:
             del self.passive[pair]
             log.info("%s: check passed after a passive failure; back in service", _fmt_pair(pair))
-        if pair not in self.config.checks and pair not in self.health:
+        if pair not in self.config.checks and pair not in self.runtime_checks:
             return ""
         old = self.health.get(pair) or self._initial(pair)
         new = old if report.state is None else RealHealth(report.state, report.weight)
@@ -472,7 +495,7 @@ class Director:
         pairs.extend(p for p in self.config.checks if p not in seen)
         return pairs
 
-    def _effective_health(self) -> dict[HealthKey, RealHealth]:
+    def effective_health(self) -> dict[HealthKey, RealHealth]:
         health = dict(self.health)
         for pair in self.passive:
             health[pair] = RealHealth(HealthState.DOWN, health.get(pair, RealHealth()).weight)
@@ -530,6 +553,10 @@ class Director:
             self.overrides = self.overrides.add(skey, rkey, request.weight)
             self.health.pop((skey, rkey), None)
             self.passive.pop((skey, rkey), None)
+            template = next((v for k, v in self.config.checks.items() if k[0] == skey and v), ())
+            if template and (skey, rkey) not in self.config.checks:
+                self.runtime_checks[(skey, rkey)] = tuple(replace(t, target=rkey) for t in template)
+                self._sync_checks()
             log.info("operator: add %s to %s weight %d", rkey, skey, request.weight)
             return {"added": str(rkey), "service": str(skey), "weight": request.weight}
         if isinstance(request, RemoveRequest):
@@ -542,6 +569,7 @@ class Director:
                     self.overrides = self.overrides.retire(skey, rkey, deadline=deadline)
                 else:
                     self.overrides = self.overrides.remove(skey, rkey)
+                    self._forget_runtime((skey, rkey))
             log.info(
                 "operator: remove%s %s", " --drain" if request.drain else "", ", ".join(map(_fmt_pair, pairs))
             )
@@ -608,8 +636,8 @@ class Director:
         self.passive = {p: m for p, m in self.passive.items() if p in new.checks}
         self.quorum_up = {k: v for k, v in self.quorum_up.items() if k in new_service_keys}
         self.generation += 1
-        if self.health_monitor is not None:
-            self.health_monitor.set_targets(self._check_targets())
+        self.runtime_checks = {}
+        self._sync_checks()
         log.info(
             "reloaded %s: %d services, %d added, %d retiring, %d with new checks",
             ", ".join(new.paths),
@@ -627,7 +655,12 @@ class Director:
         }
 
     def _check_targets(self) -> dict[HealthKey, tuple[CheckSpec, ...]]:
-        return {pair: specs for pair, specs in self.config.checks.items() if specs}
+        checks = {**self.config.checks, **self.runtime_checks}
+        return {pair: specs for pair, specs in checks.items() if specs}
+
+    def _sync_checks(self) -> None:
+        if self.health_monitor is not None:
+            self.health_monitor.set_targets(self._check_targets())
 
     # --- reconcile --------------------------------------------------------------------------------
 
@@ -635,9 +668,7 @@ class Director:
         """Dump, diff against the desired table, apply, record; finish retirements. Returns op errors."""
         errors: list[OpResult] = []
         for _ in range(4):  # a finished retirement changes the desired table once more
-            self.desired = build_table(
-                self._plans(), self._effective_health(), self.overrides, self.quorum_up
-            )
+            self.desired = build_table(self._plans(), self.effective_health(), self.overrides, self.quorum_up)
             self.quorum_up = dict(self.desired.quorum_up)
             observed = await self.dataplane.dump()
             ops = diff(observed, self.desired.table)
@@ -646,16 +677,20 @@ class Director:
                 results = tuple(await self.dataplane.apply(ops))
                 self.counters.ops_applied += len(results)
                 failed = tuple(r for r in results if not r.ok)
+                known = {(r.op, r.error) for r in self.last_errors}
                 for r in failed:
                     name = _op_name(r.op)
                     self.counters.op_errors[name] = self.counters.op_errors.get(name, 0) + 1
-                    log.error("dataplane %s: %s failed: %s", self.dataplane.name, r.op, r.error)
+                    level = logging.DEBUG if (r.op, r.error) in known else logging.ERROR
+                    log.log(
+                        level, "dataplane %s refused %s: %s", self.dataplane.name, describe_op(r.op), r.error
+                    )
                 errors.extend(failed)
                 self.last_errors = failed
                 self.history.append(Change(self.wall_clock(), cause, results))
                 for r in results:
                     if r.ok:
-                        log.debug("applied %s (%s)", r.op, cause)
+                        log.info("applied %s (%s)", describe_op(r.op), cause)
                 observed = await self.dataplane.dump()
             elif cause == "resync":
                 self.last_errors = ()
@@ -678,8 +713,13 @@ class Director:
                 log.info("%s: retired (%s; %s)", _fmt_pair(r.pair), r.reason, why)
                 self.overrides = self.overrides.retired(r.service, r.key)
                 self.health.pop(r.pair, None)
+                self._forget_runtime(r.pair)
                 changed = True
         return changed
+
+    def _forget_runtime(self, pair: HealthKey) -> None:
+        if self.runtime_checks.pop(pair, None) is not None:
+            self._sync_checks()
 
     def _drop_ghosts(self) -> bool:
         dropped = False
@@ -704,7 +744,7 @@ class Director:
         """Return the status snapshot served to `gridlb status` (JSON-ready)."""
         table = await self.refresh()
         now = self.clock()
-        effective = self._effective_health()
+        effective = self.effective_health()
         services = []
         for plan in self._plans():
             svc = table.service(plan.key)
@@ -771,7 +811,7 @@ class Director:
             "role": self.role,
             "role_reason": self.role_reason,
             "degraded": bool(self.last_errors),
-            "last_errors": [{"op": str(r.op), "error": r.error} for r in self.last_errors],
+            "last_errors": [{"op": describe_op(r.op), "error": r.error} for r in self.last_errors],
             "counters": {
                 "reconciles": self.counters.reconciles,
                 "ops_applied": self.counters.ops_applied,
