@@ -139,7 +139,7 @@ def _last_check(real: dict[str, Any]) -> str:
         return "-"
     latency_ms = last["latency_s"] * 1000
     text = f"{last['verdict']} {latency_ms:.1f}ms {_age(last['age_s'])} ago"
-    if last.get("reason"):
+    if last.get("reason") and last["verdict"] != "up":
         text += f": {last['reason']}"
     return text
 
@@ -180,7 +180,7 @@ def render_status(status: dict[str, Any]) -> Group:
         ("Last check", "left"),
         ("State", "left"),
     ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        table.add_column(col, justify=just, no_wrap=col != "Last check")  # type: ignore[arg-type]
     table.add_row("  -> RemoteAddress:Port", "", "", "", "", "", "", "", style="bold")
     for svc in status["services"]:
         flags = []
@@ -224,7 +224,7 @@ def run_status(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(client.status(), indent=2, sort_keys=True))
                 return EXIT_OK
-            console = Console()
+            console = Console() if sys.stdout.isatty() else Console(width=400)
             if args.watch is None:
                 console.print(render_status(client.status()), soft_wrap=False)
                 return EXIT_OK
