@@ -146,6 +146,11 @@ class DirectorDaemon:
             f", metrics http://{self.metrics_listen}/metrics" if self.metrics_listen else "",
         )
 
+    @property
+    def stopping(self) -> bool:
+        """Return True once a stop was requested."""
+        return self._stop.is_set()
+
     def request_stop(self) -> None:
         """Ask `run` to stop (as SIGTERM does)."""
         self._stop.set()
