@@ -18,6 +18,7 @@ from gridlb.table import (
     EditDest,
     RealKey,
     ServiceKey,
+    ServiceSpec,
     Timeouts,
 )
 from tests.dataplane import testsched
