@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gridlb.config import defaults as D
 from gridlb.config.schema import (
+    KEY_ALIASES,
     CheckKind,
+    GridftpCheck,
+    GridftpCheckSettings,
     GridlbSettings,
     InitialState,
+    MiscCheck,
+    ProxySettings,
     RealServer,
+    TcpCheck,
     Vip,
     VirtualServer,
     VrrpInstance,
+    VrrpScript,
 )
 from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
 
@@ -212,3 +220,32 @@ def test_models_are_frozen() -> None:
     v = vs()
     with pytest.raises(ValidationError):
         v.port = 1
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        VrrpInstance,
+        VrrpScript,
+        VirtualServer,
+        RealServer,
+        TcpCheck,
+        MiscCheck,
+        GridftpCheck,
+        GridlbSettings,
+        GridftpCheckSettings,
+        ProxySettings,
+    ],
+)
+def test_every_field_is_documented(model: type[BaseModel]) -> None:
+    text = DOCS.read_text()
+    missing = [name for name in model.model_fields if f"`{name}`" not in text and f".{name}`" not in text]
+    assert missing == []
+
+
+def test_every_alias_is_documented() -> None:
+    text = DOCS.read_text()
+    assert [a for a in KEY_ALIASES if f"`{a}`" not in text and f"{a}`" not in text] == []

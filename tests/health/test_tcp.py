@@ -12,6 +12,7 @@ import pytest
 from gridlb.health.base import Verdict, create_checker
 from gridlb.health.tcp import TcpChecker
 from gridlb.table import RealKey
+from tests.support import need_root
 
 
 @pytest.fixture
@@ -113,3 +114,11 @@ def test_bad_options() -> None:
         create_checker("tcp", misc_path="x")
     with pytest.raises(KeyError, match="known: gridftp, script, tcp"):
         create_checker("http")
+
+
+async def test_bind_if(listener: tuple[RealKey, list[str]]) -> None:
+    need_root()  # SO_BINDTODEVICE needs CAP_NET_RAW
+    target, _ = listener
+    assert (await TcpChecker(bind_if="lo").check(target, timeout_s=2)).verdict is Verdict.UP
+    result = await TcpChecker(bind_if="glbHnone0").check(target, timeout_s=2)
+    assert result.verdict is Verdict.DOWN and "No such device" in result.reason

@@ -735,6 +735,7 @@ class GridlbSettings(_Model):
 
     dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE  # type: ignore[assignment]
     director_name: str | None = None  # names the director this file describes (default: file stem)
+    script_user: str = "root"  # keepalived global_defs script_user (rendered with enable_script_security)
     control_socket: str = D.GRIDLB_CONTROL_SOCKET
     control_group: str | None = None  # group allowed to change things over the control socket
     metrics_listen: str | None = None  # "ADDR:PORT" for Prometheus metrics; None = off

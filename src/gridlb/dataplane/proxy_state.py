@@ -86,11 +86,25 @@ class Traffic:
 class DestState:
     """One destination of one service, with its live counters."""
 
-    __slots__ = ("active", "down", "inactive", "key", "overloaded", "service", "spec", "traffic", "view")
+    __slots__ = (
+        "active",
+        "down",
+        "inactive",
+        "key",
+        "overloaded",
+        "service",
+        "sockaddr",
+        "spec",
+        "traffic",
+        "version",
+        "view",
+    )
 
     def __init__(self, service: ServiceState, key: RealKey, spec: DestSpec) -> None:
         self.service = service
         self.key = key
+        self.sockaddr = (str(key.addr), key.port)  # what connect() takes, computed once
+        self.version = key.addr.version
         self.spec = spec
         self.active = 0
         self.inactive = 0
@@ -307,7 +321,7 @@ class ProxyState:
         d: DestState | None = None
         if key is not None:
             for cand in svc.dests:
-                if cand.key == key and not cand.down:
+                if (cand.key is key or cand.key == key) and not cand.down:
                     d = cand
                     break
         if d is None:

@@ -11,6 +11,7 @@ touched by the engine thread. Scheduling and counters are the pure `ProxyState`.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import enum
 import errno
@@ -23,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 from typing import Any, Final, TypeVar
 
 from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
@@ -38,8 +39,10 @@ EPOLLRDHUP: Final = select.EPOLLRDHUP
 EPOLLERR: Final = select.EPOLLERR
 EPOLLHUP: Final = select.EPOLLHUP
 EPOLLET: Final = select.EPOLLET
-READ_MASK: Final = EPOLLIN | EPOLLRDHUP
-IDLE_MASK: Final = EPOLLET  # nothing wanted: an edge-triggered empty mask reports ERR/HUP once, not forever
+# Edge-triggered interest, set once per socket: no epoll_ctl(MOD) on the connection path. A socket is
+# read until EAGAIN or EOF; OUT is added only after a partial write.
+CLIENT_MASK: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
+BACKEND_MASK: Final = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 
 ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness between listeners)
 POLL_BATCH: Final = 512
@@ -50,6 +53,11 @@ ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_INET: Final = int(socket.AF_INET)
+_INET6: Final = int(socket.AF_INET6)
+_STREAM: Final = int(socket.SOCK_STREAM)
+_STREAM_NB: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_SHUT_WR: Final = int(socket.SHUT_WR)
 
 
 class RelayMode(enum.Enum):
@@ -134,14 +142,30 @@ class PipePool:
 class _Dir:
     """One direction of a relay: bytes read from `src` are written to `dst`."""
 
-    __slots__ = ("buf", "cap", "dst", "eof", "inbound", "mv", "off", "pend", "pr", "pw", "sfd", "shut", "src")
+    __slots__ = (
+        "buf",
+        "cap",
+        "dfd",
+        "dst",
+        "eof",
+        "inbound",
+        "mv",
+        "off",
+        "pend",
+        "pr",
+        "pw",
+        "sfd",
+        "shut",
+        "src",
+    )
 
-    def __init__(self, src: socket.socket, dst: socket.socket, inbound: bool) -> None:
+    def __init__(self, src: _socket.socket, dst: _socket.socket, inbound: bool) -> None:
         self.src = src
         self.dst = dst
         self.sfd = src.fileno()
+        self.dfd = dst.fileno()
         self.inbound = inbound  # client -> real server
-        self.pr = -1  # pipe read end (splice) / -1
+        self.pr = -1  # pipe read end (splice mode), -1 while none is held
         self.pw = -1
         self.cap = 0
         self.buf: bytearray | None = None  # copy mode
@@ -173,13 +197,13 @@ class _Conn:
         "up",
     )
 
-    def __init__(self, c: socket.socket, caddr: tuple[Any, ...], svc: ServiceState, flow: Flow) -> None:
+    def __init__(self, c: _socket.socket, caddr: tuple[Any, ...], svc: ServiceState, flow: Flow) -> None:
         self.c = c
         self.cfd = c.fileno()
         self.caddr = caddr
         self.svc = svc
         self.flow = flow
-        self.b: socket.socket | None = None
+        self.b: _socket.socket | None = None
         self.bfd = -1
         self.dest: DestState | None = None
         self.state = _CONNECTING
@@ -478,15 +502,18 @@ class RelayEngine:
     # --- accept and connect -----------------------------------------------------------------------
 
     def _accept(self, lst: _Listener) -> None:
-        ls = lst.sock
+        # the C-level accept: (fd, address) without building a Python socket object and its enums
+        accept: Callable[[], tuple[int, Any]] = lst.sock._accept  # type: ignore[attr-defined]
         svc = lst.svc
         vaddr = svc.key.addr
         vport = svc.key.port
         assert vaddr is not None
+        family = lst.sock.family
         ipcache = self._ipcache
+        new_socket = _socket.socket
         for _ in range(ACCEPT_BATCH):
             try:
-                c, caddr = ls.accept()
+                fd, caddr = accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -496,6 +523,7 @@ class RelayEngine:
                     self._ep.modify(lst.fd, 0)
                     self._paused.append((self.clock() + ACCEPT_PAUSE_S, lst))
                 return
+            c = new_socket(family, _STREAM, 0, fd)
             c.setblocking(False)
             host = caddr[0]
             ip = ipcache.get(host)
@@ -503,8 +531,7 @@ class RelayEngine:
                 if len(ipcache) > 4096:
                     ipcache.clear()
                 ip = ipcache[host] = ip_address(host)
-            conn = _Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport))
-            self._connect(conn, self.clock())
+            self._connect(_Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport)), self.clock())
 
     def _connect(self, conn: _Conn, now: float) -> None:
         """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
@@ -521,18 +548,14 @@ class RelayEngine:
             conn.tried += 1
             conn.attempt += 1
             conn.dest = d
-            key = d.key
-            if type(key.addr) is IPv4Address:
-                b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            else:
-                b = socket.socket(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            err = b.connect_ex((str(key.addr), key.port))
+            b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
+            err = b.connect_ex(d.sockaddr)
             if err == errno.EINPROGRESS or err == 0:
                 conn.b = b
                 conn.bfd = bfd = b.fileno()
                 self._fdmap[bfd] = conn
-                self._ep.register(bfd, EPOLLOUT)
-                conn.bmask = EPOLLOUT
+                self._ep.register(bfd, BACKEND_MASK)
+                conn.bmask = BACKEND_MASK
                 self._connecting.append((now + self.connect_timeout_s, conn, conn.attempt))
                 return
             b.close()
@@ -569,12 +592,10 @@ class RelayEngine:
         self.relayed += 1
         conn.up = _Dir(c, b, True)
         conn.down = _Dir(b, c, False)
-        self._ep.register(conn.cfd, READ_MASK)
         self._fdmap[conn.cfd] = conn
-        conn.cmask = READ_MASK
-        self._ep.modify(conn.bfd, READ_MASK)
-        conn.bmask = READ_MASK
-        if ev & EPOLLIN:  # the server spoke first (FTP banner): relay it now
+        self._ep.register(conn.cfd, CLIENT_MASK)  # reports at once if the client already sent
+        conn.cmask = CLIENT_MASK
+        if ev & (EPOLLIN | EPOLLRDHUP):  # the server spoke first (FTP banner): relay it now
             self._conn_event(conn, conn.bfd, ev & ~EPOLLOUT)
 
     # --- relay ------------------------------------------------------------------------------------
@@ -592,90 +613,94 @@ class RelayEngine:
             out_d, in_d = up, down
         else:
             out_d, in_d = down, up
-        splice = self.mode is RelayMode.SPLICE
         try:
             if ev & EPOLLERR:
                 raise ConnectionResetError(errno.ECONNRESET, "socket error")
-            if ev & EPOLLOUT and in_d.pend:
-                if splice:
+            if self.mode is RelayMode.SPLICE:
+                if ev & EPOLLOUT and in_d.pend:
                     self._flush_splice(conn, in_d)
                     if not in_d.pend and not in_d.eof:
-                        self._pump_splice(conn, in_d, 0)
-                else:
+                        self._pump_splice(conn, in_d)  # resume the reads skipped while it was full
+                if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
+                    self._pump_splice(conn, out_d)
+            else:
+                if ev & EPOLLOUT and in_d.pend:
                     self._flush_copy(conn, in_d)
                     if not in_d.pend and not in_d.eof:
-                        self._pump_copy(conn, in_d, 0)
-            if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP) and not out_d.eof and not out_d.pend:
-                if splice:
-                    self._pump_splice(conn, out_d, ev & EPOLLRDHUP)
-                else:
-                    self._pump_copy(conn, out_d, ev & EPOLLRDHUP)
+                        self._pump_copy(conn, in_d)
+                if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
+                    self._pump_copy(conn, out_d)
         except OSError as exc:
             self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
             self._close(conn, aborted=True)
             return
         if up.shut and down.shut:
             self._close(conn, aborted=False)
-            return
-        # interest: read src while its pipe is empty; wait for writability while bytes are pending
-        cm = (READ_MASK if not up.eof and not up.pend else 0) | (EPOLLOUT if down.pend else 0)
-        bm = (READ_MASK if not down.eof and not down.pend else 0) | (EPOLLOUT if up.pend else 0)
-        cm = cm or IDLE_MASK
-        bm = bm or IDLE_MASK
-        if cm != conn.cmask:
-            conn.cmask = cm
-            self._ep.modify(conn.cfd, cm)
-        if bm != conn.bmask:
-            conn.bmask = bm
-            self._ep.modify(conn.bfd, bm)
 
-    def _account(self, conn: _Conn, d: _Dir, n: int) -> None:
-        dest = conn.dest
-        assert dest is not None
+    def _want_out(self, conn: _Conn, d: _Dir) -> None:
+        """`d.dst` took only part of a write: add EPOLLOUT to its interest (once per socket)."""
         if d.inbound:
-            dest.traffic.inbytes += n
-            conn.svc.traffic.inbytes += n
-        else:
-            dest.traffic.outbytes += n
-            conn.svc.traffic.outbytes += n
+            if not conn.bmask & EPOLLOUT:
+                conn.bmask |= EPOLLOUT
+                self._ep.modify(conn.bfd, conn.bmask)
+        elif not conn.cmask & EPOLLOUT:
+            conn.cmask |= EPOLLOUT
+            self._ep.modify(conn.cfd, conn.cmask)
 
-    def _pump_splice(self, conn: _Conn, d: _Dir, rdhup: int) -> None:
+    def _pass_eof(self, d: _Dir) -> None:
+        d.shut = True
+        try:
+            d.dst.shutdown(_SHUT_WR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:  # the peer is already gone: nothing left to tell it
+                raise
+
+    def _pump_splice(self, conn: _Conn, d: _Dir) -> None:
         """Move src -> pipe -> dst until src is drained, dst is full or src ends."""
         if d.pr < 0:
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
-        sfd, pr, pw, cap = d.sfd, d.pr, d.pw, d.cap
-        dfd = d.dst.fileno()
+        sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
+        dest = conn.dest
+        assert dest is not None
+        dtr = dest.traffic
+        str_ = conn.svc.traffic
         try:
             while True:
-                n = splice(sfd, pw, cap, flags=_SPLICE_FLAGS)
+                n = splice(sfd, pw, cap, None, None, _SPLICE_FLAGS)
                 if not n:
                     d.eof = True
                     break
-                self._account(conn, d, n)
-                d.pend = n
-                m = splice(pr, dfd, n, flags=_SPLICE_FLAGS)
-                d.pend = n - m
+                if d.inbound:
+                    dtr.inbytes += n
+                    str_.inbytes += n
+                else:
+                    dtr.outbytes += n
+                    str_.outbytes += n
+                try:
+                    m = splice(pr, dfd, n, None, None, _SPLICE_FLAGS)
+                except BlockingIOError:
+                    m = 0
                 if m < n:
-                    return  # dst full: wait for EPOLLOUT
-                if n < cap and not rdhup:
-                    return  # short read: src is drained; level-triggered epoll calls again
+                    d.pend = n - m
+                    self._want_out(conn, d)
+                    return  # dst full: its EPOLLOUT edge resumes us
+                # Edge-triggered: go on until EAGAIN. A short read does not prove src drained
+                # (a pipe also fills by slots), and no new edge would come for data already queued.
         except BlockingIOError:
             return
-        d.dst.shutdown(socket.SHUT_WR)
-        d.shut = True
+        self._pass_eof(d)
 
     def _flush_splice(self, conn: _Conn, d: _Dir) -> None:
         try:
-            m = os.splice(d.pr, d.dst.fileno(), d.pend, flags=_SPLICE_FLAGS)
+            m = os.splice(d.pr, d.dfd, d.pend, None, None, _SPLICE_FLAGS)
         except BlockingIOError:
             return
         d.pend -= m
         if not d.pend and d.eof and not d.shut:
-            d.dst.shutdown(socket.SHUT_WR)
-            d.shut = True
+            self._pass_eof(d)
 
-    def _pump_copy(self, conn: _Conn, d: _Dir, rdhup: int) -> None:
+    def _pump_copy(self, conn: _Conn, d: _Dir) -> None:
         """Copy src -> buffer -> dst until src is drained, dst is full or src ends."""
         if d.buf is None:
             d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
@@ -683,25 +708,34 @@ class RelayEngine:
         buf, mv = d.buf, d.mv
         assert mv is not None
         src, dst = d.src, d.dst
-        cap = len(buf)
+        dest = conn.dest
+        assert dest is not None
+        dtr = dest.traffic
+        str_ = conn.svc.traffic
         try:
             while True:
                 n = src.recv_into(buf)
                 if not n:
                     d.eof = True
                     break
-                self._account(conn, d, n)
-                m = dst.send(mv[:n])
+                if d.inbound:
+                    dtr.inbytes += n
+                    str_.inbytes += n
+                else:
+                    dtr.outbytes += n
+                    str_.outbytes += n
+                try:
+                    m = dst.send(mv[:n])
+                except BlockingIOError:
+                    m = 0
                 if m < n:
                     d.off = m
                     d.pend = n - m
-                    return
-                if n < cap and not rdhup:
+                    self._want_out(conn, d)
                     return
         except BlockingIOError:
             return
-        dst.shutdown(socket.SHUT_WR)
-        d.shut = True
+        self._pass_eof(d)
 
     def _flush_copy(self, conn: _Conn, d: _Dir) -> None:
         assert d.mv is not None
@@ -712,8 +746,7 @@ class RelayEngine:
         d.off += m
         d.pend -= m
         if not d.pend and d.eof and not d.shut:
-            d.dst.shutdown(socket.SHUT_WR)
-            d.shut = True
+            self._pass_eof(d)
 
     def _close(self, conn: _Conn, *, aborted: bool) -> None:
         """Close both sockets, give pipes/buffers back and count the connection inactive."""

@@ -269,6 +269,7 @@ class GridftpChecker(Checker):
         connect_port: int | None = None,
         bindto: str | None = None,
         bind_port: int = 0,
+        bind_if: str | None = None,
     ) -> None:
         vip_list = [v for v in (vips.replace(",", " ").split() if isinstance(vips, str) else vips) if v]
         super().__init__(
@@ -286,6 +287,7 @@ class GridftpChecker(Checker):
             connect_port=connect_port,
             bindto=bindto,
             bind_port=bind_port,
+            bind_if=bind_if,
         )
         if level not in LEVELS:
             raise ValueError(f"level {level!r} is not one of {', '.join(LEVELS)}")
@@ -307,7 +309,7 @@ class GridftpChecker(Checker):
         self.canary_algorithm = canary_algorithm.upper()
         self.canary_checksum = canary_checksum.lower() if canary_checksum else None
         self.canary_max_bytes = int(canary_max_bytes)
-        self.conn = ConnectOptions(connect_ip, connect_port, bindto, bind_port)
+        self.conn = ConnectOptions(connect_ip, connect_port, bindto, bind_port, bind_if)
 
     async def check(self, target: RealKey, *, timeout_s: float) -> CheckResult:
         """Run the configured level against `target` within `timeout_s` (never raises)."""
@@ -422,7 +424,9 @@ class GridftpChecker(Checker):
         addr = pasv[0] if pasv[0] is not None else dest.addr
         stage.waiting_for = f"data connection to {addr}:{pasv[1]}"
         try:
-            data_sock = await connect_socket(addr, pasv[1], timeout_s=3600.0, bindto=self.conn.bindto)
+            data_sock = await connect_socket(
+                addr, pasv[1], timeout_s=3600.0, bindto=self.conn.bindto, bind_if=self.conn.bind_if
+            )
         except OSError as exc:
             raise _Outcome(
                 Verdict.DOWN, f"data connection to {addr}:{pasv[1]}: {describe_os_error(exc)}"

@@ -4,7 +4,8 @@ Exit 0 is UP and 1 is DOWN. With `dynamic` (keepalived `misc_dynamic`), exit 2..
 = status - 2 (so 2 drains the server with weight 0); without it any status but 0 is DOWN, as is death by
 a signal. The command (option `path`, keepalived `misc_path`) is split like a shell word list but run
 without a shell; it runs in its own process group, and when it outlives the check's timeout (keepalived
-`misc_timeout`) the whole group gets SIGTERM, then SIGKILL after `kill_grace_s`. The real server is passed
+`misc_timeout`) the whole group gets SIGTERM, then SIGKILL after `kill_grace_s`. Option `user` (keepalived's
+MISC_CHECK `user`) runs it as that user (the director must be root). The real server is passed
 in the environment as GRIDLB_REAL (ADDR:PORT), GRIDLB_REAL_ADDR and GRIDLB_REAL_PORT. The last line the
 command printed (stdout and stderr, first 4 KiB) is put in the reason.
 """
@@ -72,11 +73,13 @@ class ScriptChecker(Checker):
         path: str | Sequence[str],
         dynamic: bool = False,
         kill_grace_s: float = 1.0,
+        user: str | None = None,
     ) -> None:
         argv = shlex.split(path) if isinstance(path, str) else [str(a) for a in path]
         if not argv:
             raise ValueError("path (misc_path) is empty")
-        super().__init__(path=tuple(argv), dynamic=dynamic, kill_grace_s=kill_grace_s)
+        super().__init__(path=tuple(argv), dynamic=dynamic, kill_grace_s=kill_grace_s, user=user)
+        self.user = user or None
         self.argv = argv
         self.dynamic = bool(dynamic)
         self.kill_grace_s = float(kill_grace_s)
@@ -99,9 +102,11 @@ class ScriptChecker(Checker):
                     stderr=out,
                     start_new_session=True,
                     env=env,
+                    user=self.user,
                 )
-            except OSError as exc:
-                return CheckResult(Verdict.DOWN, f"{name}: cannot run: {exc.strerror or exc}", 0.0)
+            except (OSError, KeyError) as exc:  # KeyError: no such user
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip("'\"")
+                return CheckResult(Verdict.DOWN, f"{name}: cannot run: {why}", 0.0)
             try:
                 async with asyncio.timeout(timeout_s):
                     status = await proc.wait()

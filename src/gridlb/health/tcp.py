@@ -2,8 +2,8 @@
 
 Success means only that the listener exists (a GridFTP server answering `421` passes; see the `gridftp`
 checker). Options, named as keepalived's: `connect_ip`, `connect_port` (check another address or port than
-the real server's), `bindto`, `bind_port` (source address and port; check from the director's own address,
-never from the VIP).
+the real server's), `bindto`, `bind_port`, `bind_if` (source address, port and interface; check from the
+director's own address, never from the VIP).
 """
 
 from __future__ import annotations
@@ -39,12 +39,15 @@ async def connect_socket(
     timeout_s: float,
     bindto: IPAddress | None = None,
     bind_port: int = 0,
+    bind_if: str | None = None,
 ) -> socket.socket:
     """Return a connected non-blocking TCP socket; raises TimeoutError or OSError (the socket is closed)."""
     family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        if bind_if:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind_if.encode())
         if bindto is not None or bind_port:
             if bindto is not None and bindto.version != addr.version:
                 raise OSError(errno.EAFNOSUPPORT, f"bindto {bindto} is not of the family of {addr}")
@@ -68,7 +71,9 @@ class ConnectOptions:
         connect_port: int | None = None,
         bindto: str | None = None,
         bind_port: int = 0,
+        bind_if: str | None = None,
     ) -> None:
+        self.bind_if = bind_if or None
         self.connect_ip: IPAddress | None = parse_address(connect_ip) if connect_ip else None
         self.connect_port = connect_port
         self.bindto: IPAddress | None = parse_address(bindto) if bindto else None
@@ -89,7 +94,12 @@ class ConnectOptions:
         """Connect to `target` (or connect_ip/connect_port) from bindto/bind_port."""
         dest = self.destination(target)
         return await connect_socket(
-            dest.addr, dest.port, timeout_s=timeout_s, bindto=self.bindto, bind_port=self.bind_port
+            dest.addr,
+            dest.port,
+            timeout_s=timeout_s,
+            bindto=self.bindto,
+            bind_port=self.bind_port,
+            bind_if=self.bind_if,
         )
 
 
@@ -106,9 +116,16 @@ class TcpChecker(Checker):
         connect_port: int | None = None,
         bindto: str | None = None,
         bind_port: int = 0,
+        bind_if: str | None = None,
     ) -> None:
-        super().__init__(connect_ip=connect_ip, connect_port=connect_port, bindto=bindto, bind_port=bind_port)
-        self.conn = ConnectOptions(connect_ip, connect_port, bindto, bind_port)
+        super().__init__(
+            connect_ip=connect_ip,
+            connect_port=connect_port,
+            bindto=bindto,
+            bind_port=bind_port,
+            bind_if=bind_if,
+        )
+        self.conn = ConnectOptions(connect_ip, connect_port, bindto, bind_port, bind_if)
 
     async def check(self, target: RealKey, *, timeout_s: float) -> CheckResult:
         """Connect, close, and report."""
