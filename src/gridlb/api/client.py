@@ -158,3 +158,23 @@ class ControlClient:
         """Make the director re-read and switch to its site files."""
         result: dict[str, Any] = self.call(ReloadRequest())
         return result
+
+
+class DirectorTableSource:
+    """`gridlb ipvsadm --socket PATH`: the running director's table (read-only) as an ipvsadm table source."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> IpvsTable:
+        """Return the dataplane's table with counters, rates and connections."""
+        with ControlClient(self.path) as client:
+            return client.table(connections=True)
+
+    def save(self, table: IpvsTable) -> None:
+        """Refuse: a running director is changed with gridlb add/remove/drain/enable/reload."""
+        del table
+        raise GridlbError(
+            "a running director's table is not edited with ipvsadm commands; use gridlb add, remove, "
+            "drain, enable or edit the site file and gridlb reload"
+        )
