@@ -107,11 +107,15 @@ async def test_300_concurrent_downloads_spread_as_wlc_predicts(lb: Loopback) -> 
     out.mkdir()
     all_connected = asyncio.Event()
     connected = 0
+    served_by: dict[str, int] = {}
 
     async def one(i: int) -> bool:
         nonlocal connected
         client = await GridftpClient.connect(lb.vip, PORT, timeout_s=60)
         try:
+            assert client.banner is not None
+            server = f"{client.banner.text.split()[0]}:{PORT}"  # each real server greets with its address
+            served_by[server] = served_by.get(server, 0) + 1
             connected += 1
             if connected == 300:
                 all_connected.set()
@@ -132,6 +136,7 @@ async def test_300_concurrent_downloads_spread_as_wlc_predicts(lb: Loopback) -> 
         for d in after.service(service).dests  # type: ignore[union-attr]
     }
     assert got == expected
+    assert served_by == expected  # the clients' own view agrees with the director's counters
     assert sum(got.values()) == 300
     assert expected == {lb.servers[lb.addr(i)].key: n for i, n in ((2, 50), (3, 100), (4, 150))}
 
