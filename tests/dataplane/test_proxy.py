@@ -463,3 +463,27 @@ async def test_close_stops_accepting(make_proxy: Factory, backends: list[HashBac
         assert s.connect_ex(("127.0.0.1", svc.port)) != 0
     with pytest.raises(RuntimeError):
         await dp.dump()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_slow_receiver_pauses_and_resumes_without_loss(
+    make_proxy: Factory, backends: list[HashBackend], mode: RelayMode
+) -> None:
+    size = 24 << 20
+    (a,) = await start(backends, HashBackend("a", reply_size=size))
+    dp = make_proxy(options=ProxyOptions(relay=mode))
+    svc = await service(dp, "127.0.0.1", [(rkey(a), DestSpec())])
+    r, w = await asyncio.open_connection("127.0.0.1", svc.port, limit=1 << 16)
+    assert await r.readline() == b"HELLO a\n"
+    w.write_eof()
+    assert (await r.readline()).strip() == hashlib.sha256(b"").hexdigest().encode()
+    got = hashlib.sha256()
+    n = 0
+    while chunk := await asyncio.wait_for(r.read(1 << 16), 10):
+        got.update(chunk)
+        n += len(chunk)
+        if n < 4 << 20:
+            await asyncio.sleep(0.002)  # slower than the sender: the proxy's writes to us fill up
+    w.close()
+    assert n == size and got.hexdigest() == hashlib.sha256(payload(1, size)).hexdigest()
+    assert dp._engine.pauses > 0

@@ -1,7 +1,7 @@
 """The proxy's fast path: one thread running a select.epoll loop that accepts, connects and relays bytes.
 
-Design (see docs/proxy.md): no asyncio and no coroutine per connection. Level-triggered epoll with
-per-socket interest masks; a connection is two directions, each moving bytes with `os.splice`
+Design (see docs/proxy.md): no asyncio and no coroutine per connection. Edge-triggered epoll with
+interest set once per socket; a connection is two directions, each moving bytes with `os.splice`
 through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
 pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
 both directions have ended. The control side talks to the engine through `call()`: a command queue
@@ -16,6 +16,7 @@ import contextlib
 import enum
 import errno
 import fcntl
+import logging
 import os
 import select
 import socket
@@ -32,6 +33,7 @@ from gridlb.sched.base import Flow
 from gridlb.table import ConnEntry, IPAddress, Proto, RealKey, ServiceKey, Timeouts
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 EPOLLIN: Final = select.EPOLLIN
 EPOLLOUT: Final = select.EPOLLOUT
@@ -289,6 +291,7 @@ class RelayEngine:
         self.buffers: list[bytearray] = []
         self.errors: dict[str, int] = {}  # reason -> count (accept/connect/relay errors)
         self.relayed = 0  # connections that reached OPEN
+        self.pauses = 0  # times a direction waited for a full receiver (reads from its sender paused)
         self.listeners: dict[ServiceKey, _Listener] = {}
         self._ep = select.epoll()
         self._fdmap: dict[int, _Conn | _Listener | _Waker] = {}
@@ -425,12 +428,19 @@ class RelayEngine:
                 h = fdmap.get(fd)
                 if h is None:
                     continue
-                if type(h) is _Conn:
-                    conn_event(h, fd, ev)
-                elif type(h) is _Listener:
-                    self._accept(h)
-                else:
-                    self._run_commands()
+                try:
+                    if type(h) is _Conn:
+                        conn_event(h, fd, ev)
+                    elif type(h) is _Listener:
+                        self._accept(h)
+                    else:
+                        self._run_commands()
+                except Exception:  # a bug must cost one connection, not every relay of the process
+                    log.exception("proxy relay: internal error on fd %d", fd)
+                    self._count("internal error")
+                    if type(h) is _Conn:
+                        with contextlib.suppress(Exception):
+                            self._close(h, aborted=True)
 
     def _timers(self, now: float) -> float:
         """Handle connect timeouts, FIN-timeout expiry, paused listeners; return the poll timeout."""
@@ -617,19 +627,16 @@ class RelayEngine:
             if ev & EPOLLERR:
                 raise ConnectionResetError(errno.ECONNRESET, "socket error")
             if self.mode is RelayMode.SPLICE:
-                if ev & EPOLLOUT and in_d.pend:
-                    self._flush_splice(conn, in_d)
-                    if not in_d.pend and not in_d.eof:
-                        self._pump_splice(conn, in_d)  # resume the reads skipped while it was full
-                if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
-                    self._pump_splice(conn, out_d)
+                pump, flush = self._pump_splice, self._flush_splice
             else:
-                if ev & EPOLLOUT and in_d.pend:
-                    self._flush_copy(conn, in_d)
-                    if not in_d.pend and not in_d.eof:
-                        self._pump_copy(conn, in_d)
-                if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
-                    self._pump_copy(conn, out_d)
+                pump, flush = self._pump_copy, self._flush_copy
+            if ev & EPOLLOUT and in_d.pend:
+                flush(in_d)
+                # the other side's reads were paused while this one was full: resume them
+                if not in_d.pend and not in_d.eof and pump(conn, in_d):
+                    self._resume_reading(conn, in_d)
+            if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
+                pump(conn, out_d)
         except OSError as exc:
             self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
             self._close(conn, aborted=True)
@@ -637,15 +644,33 @@ class RelayEngine:
         if up.shut and down.shut:
             self._close(conn, aborted=False)
 
-    def _want_out(self, conn: _Conn, d: _Dir) -> None:
-        """`d.dst` took only part of a write: add EPOLLOUT to its interest (once per socket)."""
+    def _blocked(self, conn: _Conn, d: _Dir) -> None:
+        """`d.dst` took only part of a write: wait for its EPOLLOUT, stop waking up for `d.src`.
+
+        Without the second half every segment arriving on a fast sender would wake the loop
+        (edge-triggered) while nothing can be done with it.
+        """
+        self.pauses += 1
+        if d.inbound:  # client -> real server
+            cm, bm = conn.cmask & ~EPOLLIN, conn.bmask | EPOLLOUT
+        else:
+            cm, bm = conn.cmask | EPOLLOUT, conn.bmask & ~EPOLLIN
+        if cm != conn.cmask:
+            conn.cmask = cm
+            self._ep.modify(conn.cfd, cm)
+        if bm != conn.bmask:
+            conn.bmask = bm
+            self._ep.modify(conn.bfd, bm)
+
+    def _resume_reading(self, conn: _Conn, d: _Dir) -> None:
+        """`d.src` was drained after a pause: want its EPOLLIN edges again (MOD reports data queued since)."""
         if d.inbound:
-            if not conn.bmask & EPOLLOUT:
-                conn.bmask |= EPOLLOUT
-                self._ep.modify(conn.bfd, conn.bmask)
-        elif not conn.cmask & EPOLLOUT:
-            conn.cmask |= EPOLLOUT
-            self._ep.modify(conn.cfd, conn.cmask)
+            if not conn.cmask & EPOLLIN:
+                conn.cmask |= EPOLLIN
+                self._ep.modify(conn.cfd, conn.cmask)
+        elif not conn.bmask & EPOLLIN:
+            conn.bmask |= EPOLLIN
+            self._ep.modify(conn.bfd, conn.bmask)
 
     def _pass_eof(self, d: _Dir) -> None:
         d.shut = True
@@ -655,8 +680,8 @@ class RelayEngine:
             if exc.errno != errno.ENOTCONN:  # the peer is already gone: nothing left to tell it
                 raise
 
-    def _pump_splice(self, conn: _Conn, d: _Dir) -> None:
-        """Move src -> pipe -> dst until src is drained, dst is full or src ends."""
+    def _pump_splice(self, conn: _Conn, d: _Dir) -> bool:
+        """Move src -> pipe -> dst until src is drained, dst is full or src ends; True if drained."""
         if d.pr < 0:
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
@@ -683,15 +708,16 @@ class RelayEngine:
                     m = 0
                 if m < n:
                     d.pend = n - m
-                    self._want_out(conn, d)
-                    return  # dst full: its EPOLLOUT edge resumes us
+                    self._blocked(conn, d)
+                    return False  # dst full: its EPOLLOUT edge resumes us
                 # Edge-triggered: go on until EAGAIN. A short read does not prove src drained
                 # (a pipe also fills by slots), and no new edge would come for data already queued.
         except BlockingIOError:
-            return
+            return True
         self._pass_eof(d)
+        return False
 
-    def _flush_splice(self, conn: _Conn, d: _Dir) -> None:
+    def _flush_splice(self, d: _Dir) -> None:
         try:
             m = os.splice(d.pr, d.dfd, d.pend, None, None, _SPLICE_FLAGS)
         except BlockingIOError:
@@ -700,8 +726,8 @@ class RelayEngine:
         if not d.pend and d.eof and not d.shut:
             self._pass_eof(d)
 
-    def _pump_copy(self, conn: _Conn, d: _Dir) -> None:
-        """Copy src -> buffer -> dst until src is drained, dst is full or src ends."""
+    def _pump_copy(self, conn: _Conn, d: _Dir) -> bool:
+        """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained."""
         if d.buf is None:
             d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
             d.mv = memoryview(d.buf)
@@ -731,13 +757,14 @@ class RelayEngine:
                 if m < n:
                     d.off = m
                     d.pend = n - m
-                    self._want_out(conn, d)
-                    return
+                    self._blocked(conn, d)
+                    return False
         except BlockingIOError:
-            return
+            return True
         self._pass_eof(d)
+        return False
 
-    def _flush_copy(self, conn: _Conn, d: _Dir) -> None:
+    def _flush_copy(self, d: _Dir) -> None:
         assert d.mv is not None
         try:
             m = d.dst.send(d.mv[d.off : d.off + d.pend])

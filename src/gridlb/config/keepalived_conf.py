@@ -1,0 +1,390 @@
+"""keepalived.conf as a keyword tree with file and line numbers: tokenizer, parser (with include), emitter.
+
+The grammar follows keepalived's own reader (lib/parser.c in keepalived 2.2): a statement is one line of
+words; `#` and `!` start a comment anywhere outside double quotes (`\\#` and `\\!` are literal); words are
+separated by white space and may be quoted with `"` or `'` (quotes are removed, backslash escapes are
+honoured inside them); `{` and `}` outside quotes are words of their own wherever they stand, so
+`unicast_peer { 10.0.0.2 }` on one line is the same as three lines. A statement followed by `{` (on its
+line or the next one) opens a block that ends at the matching `}`. `include PATTERN` (exactly two words,
+also inside blocks) splices in every file the glob pattern matches, relative to the including file's
+directory, in sorted order; csh-style `{a,b}` braces are expanded as keepalived's GLOB_BRACE does.
+
+Not supported (reported as errors, never silently misread): `$NAME=` parameter definitions and `$NAME`
+substitution, `@SYSTEM_ID` conditional lines and `~SEQ` loops.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from gridlb.errors import ConfigError, Location
+
+#: Include keywords keepalived knows (the variants only add checks that we always make).
+INCLUDE_KEYWORDS = frozenset({"include", "includer", "includem", "includew", "includeb", "includea"})
+
+_WHITE = " \t\f\v\r"
+_BOB = "{"
+_EOB = "}"
+_MAX_INCLUDE_DEPTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One statement: its keyword, the words after it, its block (None when it has none), and where it is."""
+
+    keyword: str
+    args: tuple[str, ...] = ()
+    children: tuple[Node, ...] | None = None
+    file: str = field(default="<string>", compare=False)
+    line: int = field(default=0, compare=False)
+
+    @property
+    def location(self) -> Location:
+        """Where this statement was read."""
+        return Location(self.file, self.line)
+
+    @property
+    def is_block(self) -> bool:
+        """True when the statement carries a `{ ... }` block (possibly empty)."""
+        return self.children is not None
+
+    def find(self, keyword: str) -> list[Node]:
+        """The direct children with this keyword, in file order."""
+        return [c for c in self.children or () if c.keyword == keyword]
+
+    def first(self, keyword: str) -> Node | None:
+        """The first direct child with this keyword, or None."""
+        for c in self.children or ():
+            if c.keyword == keyword:
+                return c
+        return None
+
+    def words(self) -> tuple[str, ...]:
+        """The keyword followed by its arguments."""
+        return (self.keyword, *self.args)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    quoted: bool
+    file: str
+    line: int
+
+
+_ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_UNSUPPORTED_LINE = re.compile(r"^(\$[A-Za-z_][A-Za-z0-9_]*\s*=|@\^?\S|~SEQ)")
+_STD_DEFINITION = re.compile(r"\$\{?_(PWD|INSTANCE|RANDOM)\b")
+
+
+def _decomment(text: str, loc: Location) -> str:
+    """Drop a trailing comment (`#` or `!` outside double quotes); `\\#` and `\\!` become literal."""
+    out: list[str] = []
+    quote = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if not quote and nxt in "#!":
+                out.append("\\" + nxt)  # kept escaped so the word splitter sees a literal character
+            else:
+                out.append(ch + nxt)
+            i += 2
+            continue
+        if ch == '"':
+            quote = not quote
+        elif not quote and ch in "#!":
+            break
+        out.append(ch)
+        i += 1
+    if quote:
+        raise ConfigError("unterminated double quote", location=loc, key=text.strip().split(" ", 1)[0])
+    return "".join(out).strip(_WHITE)
+
+
+def _unescape(text: str, i: int) -> tuple[str, int]:
+    """Decode the backslash escape at text[i] (the backslash itself); return (char, next index)."""
+    nxt = text[i + 1]
+    if nxt == "x" and i + 2 < len(text) and text[i + 2] in "0123456789abcdefABCDEF":
+        j = i + 2
+        while j < len(text) and text[j] in "0123456789abcdefABCDEF":
+            j += 1
+        return chr(int(text[i + 2 : j], 16) & 0xFF), j
+    if nxt in "01234567":
+        j = i + 1
+        while j < len(text) and j < i + 4 and text[j] in "01234567":
+            j += 1
+        return chr(int(text[i + 1 : j], 8) & 0xFF), j
+    if nxt == "c" and i + 2 < len(text):
+        return chr(ord(text[i + 2]) & 0x1F), i + 3
+    return _ESCAPES.get(nxt, nxt), i + 2
+
+
+def _split_words(text: str, file: str, line: int) -> list[_Token]:
+    """Split one decommented line into words and brace tokens."""
+    loc = Location(file, line)
+    tokens: list[_Token] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        if text[i] in " \t\f\v\r\n":
+            i += 1
+            continue
+        if text[i] in _BOB + _EOB:
+            tokens.append(_Token(text[i], False, file, line))
+            i += 1
+            continue
+        buf: list[str] = []
+        quoted = False
+        quote = ""
+        while i < n:
+            ch = text[i]
+            if quote:
+                if ch == "\\" and i + 1 < n:
+                    decoded, i = _unescape(text, i)
+                    buf.append(decoded)
+                    continue
+                if ch == quote:
+                    quote = ""
+                    i += 1
+                    continue
+                buf.append(ch)
+                i += 1
+                continue
+            if ch in " \t\f\v\r\n" or ch in _BOB + _EOB:
+                break
+            if ch in "\"'":
+                quote = ch
+                quoted = True
+                i += 1
+                continue
+            if ch == "\\" and i + 1 < n:
+                buf.append(text[i + 1])
+                i += 2
+                continue
+            buf.append(ch)
+            i += 1
+        if quote:
+            raise ConfigError(f"missing terminating {quote}", location=loc, key=text.split(" ", 1)[0])
+        tokens.append(_Token("".join(buf), quoted, file, line))
+    return tokens
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    """Expand csh-style `{a,b}` alternatives (nested allowed), as glob(3) with GLOB_BRACE does."""
+    depth = 0
+    start = -1
+    for i, ch in enumerate(pattern):
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                inner = pattern[start + 1 : i]
+                parts: list[str] = []
+                level = 0
+                cur: list[str] = []
+                for c in inner:
+                    if c == "," and level == 0:
+                        parts.append("".join(cur))
+                        cur = []
+                        continue
+                    level += (c == "{") - (c == "}")
+                    cur.append(c)
+                parts.append("".join(cur))
+                head, tail = pattern[:start], pattern[i + 1 :]
+                out: list[str] = []
+                for part in parts:
+                    out.extend(_expand_braces(head + part + tail))
+                return out
+    return [pattern]
+
+
+def _include_paths(pattern: str, base_dir: str, loc: Location) -> list[str]:
+    """The files an include pattern names, relative to `base_dir`, sorted within each brace alternative."""
+    matches: list[str] = []
+    has_magic = False
+    for alt in _expand_braces(pattern):
+        full = alt if os.path.isabs(alt) else os.path.join(base_dir, alt)
+        if glob.has_magic(full):
+            has_magic = True
+            matches.extend(p for p in sorted(glob.glob(full)) if os.path.isfile(p))
+        elif os.path.isfile(full):
+            matches.append(full)
+        else:
+            raise ConfigError(f"included file {full} does not exist", location=loc, key="include")
+    if not matches and not has_magic:
+        raise ConfigError(f"include pattern {pattern!r} matches no file", location=loc, key="include")
+    return matches
+
+
+def _include_target(body: str, loc: Location) -> str | None:
+    """The pattern of an `include PATTERN` line (two words split on white space only, as keepalived
+    does before it looks at braces), or None when the line is something else."""
+    parts = body.split(None, 1)
+    if len(parts) != 2 or parts[0] not in INCLUDE_KEYWORDS:
+        return None
+    rest = parts[1]
+    if rest.startswith('"') and rest.endswith('"') and len(rest) >= 2 and '"' not in rest[1:-1]:
+        return rest[1:-1]
+    if any(ch in rest for ch in " \t\"'"):
+        return None
+    del loc
+    return rest
+
+
+def _read(path: str, loc: Location | None) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", location=loc or Location(path)) from None
+
+
+def _lines(text: str, file: str, base_dir: str | None, stack: tuple[str, ...]) -> Iterator[list[_Token]]:
+    """Yield the tokens of each non-empty line, with includes spliced in (when base_dir is given)."""
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        loc = Location(file, lineno)
+        stripped = raw.strip(_WHITE)
+        if not stripped:
+            continue
+        body = _decomment(stripped, loc)
+        if not body:
+            continue
+        if _UNSUPPORTED_LINE.match(body):
+            raise ConfigError(
+                "parameter definitions, @conditional lines and ~SEQ are not supported; expand them first",
+                location=loc,
+                key=body.split()[0],
+            )
+        target = _include_target(body, loc)
+        if target is not None:
+            if base_dir is None:
+                raise ConfigError("include is only allowed when reading a file", location=loc, key="include")
+            if len(stack) >= _MAX_INCLUDE_DEPTH:
+                raise ConfigError("includes nested too deeply", location=loc, key="include")
+            for path in _include_paths(target, base_dir, loc):
+                real = os.path.realpath(path)
+                if real in stack:
+                    raise ConfigError(f"include loop: {path} includes itself", location=loc, key="include")
+                yield from _lines(_read(path, loc), path, os.path.dirname(path) or ".", (*stack, real))
+            continue
+        tokens = _split_words(body, file, lineno)
+        if _STD_DEFINITION.search(body):
+            raise ConfigError(
+                "parameter substitution ($NAME) is not supported", location=loc, key=tokens[0].text
+            )
+        yield tokens
+
+
+def _parse_tokens(lines: Iterable[list[_Token]]) -> tuple[Node, ...]:
+    """Build the keyword tree from lines of tokens."""
+    # Each open block: (keyword token, args, children list)
+    stack: list[tuple[_Token, tuple[str, ...], list[Node]]] = []
+    top: list[Node] = []
+    # The last statement, which may still get its `{` on a later line.
+    pending: tuple[_Token, tuple[str, ...]] | None = None
+
+    def flush_pending() -> None:
+        nonlocal pending
+        if pending is not None:
+            tok, args = pending
+            (stack[-1][2] if stack else top).append(Node(tok.text, args, None, tok.file, tok.line))
+            pending = None
+
+    for tokens in lines:
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i]
+            if tok.text == _BOB and not tok.quoted:
+                if pending is None:
+                    raise ConfigError(
+                        "'{' without a keyword before it", location=Location(tok.file, tok.line)
+                    )
+                stack.append((pending[0], pending[1], []))
+                pending = None
+                i += 1
+                continue
+            flush_pending()
+            if tok.text == _EOB and not tok.quoted:
+                if not stack:
+                    raise ConfigError("extra '}' found", location=Location(tok.file, tok.line), key="}")
+                kw, args, children = stack.pop()
+                (stack[-1][2] if stack else top).append(
+                    Node(kw.text, args, tuple(children), kw.file, kw.line)
+                )
+                i += 1
+                continue
+            j = i + 1
+            while j < len(tokens) and (tokens[j].quoted or tokens[j].text not in (_BOB, _EOB)):
+                j += 1
+            pending = (tok, tuple(t.text for t in tokens[i + 1 : j]))
+            i = j
+        # end of line: a pending statement may still open a block on the next line
+    flush_pending()
+    if stack:
+        kw = stack[-1][0]
+        raise ConfigError(
+            "block is never closed (missing '}')", location=Location(kw.file, kw.line), key=kw.text
+        )
+    return tuple(top)
+
+
+def parse_text(text: str, file: str = "<string>", *, base_dir: str | None = None) -> tuple[Node, ...]:
+    """Parse keepalived.conf text into top-level nodes; `include` needs `base_dir` (the file's directory)."""
+    return _parse_tokens(_lines(text, file, base_dir, ()))
+
+
+def parse_file(path: str) -> tuple[Node, ...]:
+    """Parse a keepalived.conf file and everything it includes."""
+    real = os.path.realpath(path)
+    text = _read(path, None)
+    return _parse_tokens(_lines(text, path, os.path.dirname(path) or ".", (real,)))
+
+
+# ----------------------------------------------------------------------------------------------- emitter
+
+_SAFE_WORD = re.compile(r"^[^\s\"'\\#!{}$@~][^\s\"'\\#!{}]*$")
+
+
+def quote(word: str) -> str:
+    """Spell one word so that keepalived reads it back unchanged (double quotes only when needed)."""
+    if _SAFE_WORD.match(word):
+        return word
+    out = ['"']
+    for ch in word:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def emit_lines(nodes: Sequence[Node], indent: str = "    ", level: int = 0) -> Iterator[str]:
+    """Yield the text lines (without newline) of `nodes`, blocks indented by `indent` per level."""
+    pad = indent * level
+    for node in nodes:
+        head = " ".join(quote(w) for w in node.words())
+        if node.children is None:
+            yield pad + head
+        else:
+            yield pad + head + " {"
+            yield from emit_lines(node.children, indent, level + 1)
+            yield pad + "}"
+
+
+def emit(nodes: Sequence[Node], indent: str = "    ") -> str:
+    """keepalived.conf text for `nodes`."""
+    return "".join(line + "\n" for line in emit_lines(nodes, indent))

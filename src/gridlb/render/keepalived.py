@@ -1,0 +1,409 @@
+"""Render one director's view of a site as keepalived.conf text that keepalived 2.2.7 `-t` accepts.
+
+Choices (see docs/keepalived.md):
+
+* modern keywords: `lvs_sched`, `lvs_method`, `unicast_src_ip`, `unicast_peer`, `retry`;
+* `global_defs` names the director (`router_id`) and turns on `enable_script_security` with
+  `script_user` (keepalived refuses to run scripts as root otherwise);
+* `track_interface` of the instance's own interface is left out (keepalived 2.2.7 warns and `-t`
+  exits 5 on it; the interface is tracked anyway);
+* a checker written on the service (the seed's `tcp_check`) is written into every real server that
+  has none of its own, since keepalived only has checkers inside `real_server`;
+* a real server listed twice in one service is written once (the first);
+* a GridFTP check becomes `MISC_CHECK { misc_path "<gridlb> check gridftp [options] ADDR:PORT";
+  misc_dynamic }` running gridlb's own checker: exit weight+2 up, 1 down, 2 = up but refusing
+  (421/422: weight 0, drained);
+* a fwmark service is written without `protocol` and its real servers without ports (keepalived
+  warns, and `-t` exits 5, otherwise);
+* values equal to keepalived's defaults are left out, except the ones an operator looks for
+  (state, priority, advert_int, lvs_sched, lvs_method, protocol, weight).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv6Address
+
+from gridlb.config import defaults as D
+from gridlb.config.keepalived_conf import Node, emit_lines
+from gridlb.config.load import Site
+from gridlb.config.schema import (
+    CheckSpec,
+    GridftpCheck,
+    GridlbSettings,
+    MiscCheck,
+    RealServer,
+    TcpCheck,
+    Vip,
+    VirtualServer,
+    VrrpInstance,
+    VrrpScript,
+)
+from gridlb.render import DirectorView, director_view, director_views
+
+#: The gridlb program keepalived runs for a GridFTP check (`--gridlb-command` changes it).
+DEFAULT_GRIDLB_COMMAND = "/usr/local/bin/gridlb"
+
+#: How much longer keepalived lets the GridFTP check run than the check's own timeout.
+GRIDFTP_MISC_TIMEOUT_FACTOR = 3
+
+
+def fmt(value: object) -> str:
+    """A number or address as keepalived reads it (`1.0` → `1`, `0.5` → `0.5`)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _kv(keyword: str, value: object) -> Node:
+    return Node(keyword, (fmt(value),))
+
+
+class _Block:
+    """Collects the statements of one block."""
+
+    def __init__(self) -> None:
+        self.items: list[Node] = []
+
+    def add(self, keyword: str, *args: object) -> None:
+        self.items.append(Node(keyword, tuple(fmt(a) for a in args)))
+
+    def tristate(self, keyword: str, value: bool | None) -> None:
+        """A flag that may be written off on purpose: bare when on, `off` when off, absent when None."""
+        if value is True:
+            self.add(keyword)
+        elif value is False:
+            self.add(keyword, False)
+
+    def opt(self, keyword: str, value: object, default: object = None) -> None:
+        """Add `keyword value` unless the value is None or the default."""
+        if value is None or value == default:
+            return
+        if value is True:
+            self.add(keyword)
+        elif value is False:
+            return
+        else:
+            self.add(keyword, value)
+
+    def sub(self, keyword: str, children: list[Node], *args: object) -> None:
+        self.items.append(Node(keyword, tuple(fmt(a) for a in args), tuple(children)))
+
+    def node(self, keyword: str, *args: object) -> Node:
+        return Node(keyword, tuple(fmt(a) for a in args), tuple(self.items))
+
+
+def _global_defs(view: DirectorView) -> Node:
+    b = _Block()
+    b.add("router_id", view.name)
+    b.add("enable_script_security")
+    b.add("script_user", view.gridlb.script_user)
+    for name, inst in view.vrrp_instances.items():
+        if inst.lvs_sync_daemon_interface is not None:
+            b.add("lvs_sync_daemon", inst.lvs_sync_daemon_interface, name)
+            break  # keepalived runs one sync daemon
+    return b.node("global_defs")
+
+
+def _vrrp_script(name: str, s: VrrpScript) -> Node:
+    b = _Block()
+    b.add("script", s.script)
+    b.add("interval", s.interval)
+    b.opt("timeout", s.timeout)
+    b.opt("weight", s.weight, D.VRRP_SCRIPT_WEIGHT)
+    b.opt("rise", s.rise, D.VRRP_SCRIPT_RISE)
+    b.opt("fall", s.fall, D.VRRP_SCRIPT_FALL)
+    b.opt("user", s.user)
+    b.opt("init_fail", s.init_fail)
+    return b.node("vrrp_script", name)
+
+
+def _vip_line(vip: Vip) -> Node:
+    words = [str(vip)]
+    for opt in ("dev", "label", "scope", "brd"):
+        value = getattr(vip, opt)
+        if value is not None:
+            words += [opt, str(value)]
+    return Node(words[0], tuple(words[1:]))
+
+
+def _track_line(name: str, weight: int | None, reverse: bool) -> Node:
+    args: list[str] = []
+    if weight is not None:
+        args += ["weight", str(weight)]
+    if reverse:
+        args.append("reverse")
+    return Node(name, tuple(args))
+
+
+def own_interface_tracks(inst: VrrpInstance) -> list[str]:
+    """The `track_interface` entries naming the instance's own interface (left out when rendering)."""
+    return [t.name for t in inst.track_interface if t.name == inst.interface]
+
+
+def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
+    b = _Block()
+    b.add("state", inst.state.value)
+    b.add("interface", inst.interface)
+    b.add("virtual_router_id", inst.virtual_router_id)
+    b.add("priority", inst.priority)
+    b.add("advert_int", inst.advert_int)
+    b.opt("version", inst.version)
+    b.opt("native_ipv6", inst.native_ipv6)
+    b.opt("dont_track_primary", inst.dont_track_primary)
+    b.opt("nopreempt", inst.nopreempt)
+    b.opt("preempt", inst.preempt)
+    b.opt("preempt_delay", inst.preempt_delay, D.VRRP_PREEMPT_DELAY_S)
+    b.opt("garp_master_delay", inst.garp_master_delay, D.VRRP_GARP_MASTER_DELAY_S)
+    b.opt("garp_master_repeat", inst.garp_master_repeat, D.VRRP_GARP_MASTER_REPEAT)
+    b.opt("garp_master_refresh", inst.garp_master_refresh, D.VRRP_GARP_MASTER_REFRESH_S)
+    b.opt("garp_master_refresh_repeat", inst.garp_master_refresh_repeat, D.VRRP_GARP_MASTER_REFRESH_REPEAT)
+    b.opt("garp_lower_prio_delay", inst.garp_lower_prio_delay)
+    b.opt("garp_lower_prio_repeat", inst.garp_lower_prio_repeat)
+    if inst.auth_type is not None:
+        auth = [_kv("auth_type", inst.auth_type)]
+        if inst.auth_pass is not None:
+            auth.append(_kv("auth_pass", inst.auth_pass))
+        b.sub("authentication", auth)
+    b.opt("unicast_src_ip", inst.unicast_source_ip)
+    if inst.unicast_peers:
+        b.sub("unicast_peer", [Node(str(p)) for p in inst.unicast_peers])
+    b.opt("mcast_src_ip", inst.multicast_source_ip)
+    if inst.virtual_ipaddress:
+        b.sub("virtual_ipaddress", [_vip_line(v) for v in inst.virtual_ipaddress])
+    if inst.virtual_ipaddress_excluded:
+        b.sub("virtual_ipaddress_excluded", [_vip_line(v) for v in inst.virtual_ipaddress_excluded])
+    tracks = [t for t in inst.track_interface if t.name != inst.interface]
+    if tracks:
+        b.sub("track_interface", [_track_line(t.name, t.weight, t.reverse) for t in tracks])
+    if inst.track_script:
+        b.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in inst.track_script])
+    for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
+        b.opt(kw, getattr(inst, kw))
+    return b.node("vrrp_instance", name)
+
+
+def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck) -> None:
+    b.opt("retry", c.retry)
+    b.opt("delay_before_retry", c.delay_before_retry)
+    b.opt("delay_loop", c.delay_loop)
+    b.opt("warmup", c.warmup)
+    b.tristate("alpha", c.alpha)
+
+
+def _resolved(vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings) -> CheckSpec:
+    """The check as keepalived's inheritance resolves it for `rs` (service → real server → checker)."""
+    alone = rs.model_copy(update={"gridftp_check": check, "tcp_check": None, "misc_check": None})
+    return vs.checks_for(alone, settings)[0]
+
+
+#: keepalived's misc_dynamic turns exit status N into weight N-2, so weights above this cannot be carried.
+MISC_DYNAMIC_MAX_WEIGHT = 253
+
+
+def gridftp_command(
+    vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings, gridlb_command: str
+) -> str:
+    """The `gridlb check gridftp` command line keepalived runs for a GridFTP check of `rs`.
+
+    With `--misc-dynamic-weight W` (the server's weight) the check exits W+2 when up (weight W),
+    2 when the server is up but refusing (421/422: weight 0, drained) and 1 when down.
+    """
+    spec = _resolved(vs, rs, check, settings)
+    argv = [gridlb_command, "check", "gridftp"]
+    if spec.gridftp_level != D.GRIDFTP_CHECK_LEVEL:
+        argv += ["--level", spec.gridftp_level]
+    argv += ["--timeout", fmt(spec.connect_timeout_s)]
+    if spec.gridftp_user != D.GRIDFTP_CHECK_USER:
+        argv += ["--user", spec.gridftp_user]
+    if spec.gridftp_password != D.GRIDFTP_CHECK_PASSWORD:
+        argv += ["--password", spec.gridftp_password]
+    if spec.gridftp_canary_path:
+        argv += ["--canary", spec.gridftp_canary_path]
+    if not spec.gridftp_check_data_address:
+        argv.append("--no-data-address-check")
+    if spec.bindto is not None:
+        argv += ["--bindto", str(spec.bindto)]
+    if vs.ip_address is not None:
+        argv += ["--vip", str(vs.ip_address)]
+    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
+        argv += ["--misc-dynamic-weight", str(rs.weight)]
+    argv.append(str(spec.target))
+    return shlex.join(argv)
+
+
+def _checker(
+    vs: VirtualServer,
+    rs: RealServer,
+    c: TcpCheck | MiscCheck | GridftpCheck,
+    settings: GridlbSettings,
+    gridlb_command: str,
+) -> Node:
+    b = _Block()
+    if isinstance(c, TcpCheck):
+        b.opt("connect_ip", c.connect_ip)
+        b.opt("connect_port", c.connect_port)
+        b.opt("bindto", c.bindto)
+        b.opt("bind_port", c.bind_port)
+        b.opt("bind_if", c.bind_if)
+        b.opt("connect_timeout", c.connect_timeout)
+        _timing(b, c)
+        return b.node("TCP_CHECK")
+    if isinstance(c, MiscCheck):
+        b.add("misc_path", c.misc_path)
+        b.opt("misc_timeout", c.misc_timeout)
+        b.opt("misc_dynamic", c.misc_dynamic)
+        b.opt("user", c.user)
+        _timing(b, c)
+        return b.node("MISC_CHECK")
+    command = gridftp_command(vs, rs, c, settings, gridlb_command)
+    timeout = _resolved(vs, rs, c, settings).connect_timeout_s
+    b.add("misc_path", command)
+    b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))
+    b.opt("misc_dynamic", rs.weight <= MISC_DYNAMIC_MAX_WEIGHT)
+    _timing(b, c)
+    return b.node("MISC_CHECK")
+
+
+def _inherited(b: _Block, x: VirtualServer | RealServer) -> None:
+    b.opt("connect_timeout", x.connect_timeout)
+    b.opt("retry", x.retry)
+    b.opt("delay_before_retry", x.delay_before_retry)
+    b.opt("delay_loop", x.delay_loop)
+    b.opt("warmup", x.warmup)
+    b.tristate("alpha", x.alpha)
+    b.tristate("inhibit_on_failure", x.inhibit_on_failure)
+
+
+def unique_real_servers(vs: VirtualServer) -> list[RealServer]:
+    """The service's real servers with repeats of the same address and port left out (first kept)."""
+    seen: set[tuple[IPv4Address | IPv6Address, int]] = set()
+    out = []
+    for rs in vs.real_servers:
+        key = rs.real_key(vs)
+        ident = (key.addr, key.port)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        out.append(rs)
+    return out
+
+
+def _real_server(vs: VirtualServer, rs: RealServer, settings: GridlbSettings, gridlb_command: str) -> Node:
+    b = _Block()
+    b.add("weight", rs.weight)
+    b.opt("lvs_method", rs.lb_kind)
+    b.opt("uthreshold", rs.uthreshold)
+    b.opt("lthreshold", rs.lthreshold)
+    b.opt("notify_up", rs.notify_up)
+    b.opt("notify_down", rs.notify_down)
+    _inherited(b, rs)
+    for c in rs.checkers or vs.checkers:
+        b.items.append(_checker(vs, rs, c, settings, gridlb_command))
+    if vs.fwmark is not None:
+        return b.node("real_server", rs.ip_address)
+    port = rs.port if rs.port is not None else vs.port
+    return b.node("real_server", rs.ip_address, *(() if port is None else (port,)))
+
+
+def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command: str) -> Node:
+    b = _Block()
+    b.opt("ip_family", vs.ip_family)
+    b.add("lvs_sched", vs.lb_algo)
+    b.add("lvs_method", vs.lb_kind)
+    if vs.fwmark is None:
+        b.add("protocol", vs.protocol.value)
+    for flag, on in (
+        ("sh-port", vs.sh_port),
+        ("sh-fallback", vs.sh_fallback),
+        ("mh-port", vs.mh_port),
+        ("mh-fallback", vs.mh_fallback),
+        ("ops", vs.ops),
+    ):
+        b.opt(flag, on)
+    _inherited(b, vs)
+    b.opt("persistence_timeout", vs.persistence_timeout)
+    b.opt("persistence_granularity", vs.persistence_granularity)
+    b.opt("quorum", vs.quorum, D.VS_QUORUM)
+    b.opt("hysteresis", vs.hysteresis, D.VS_HYSTERESIS)
+    b.opt("quorum_up", vs.quorum_up)
+    b.opt("quorum_down", vs.quorum_down)
+    if vs.sorry_server is not None:
+        s = vs.sorry_server
+        b.add("sorry_server", s.ip_address, *(() if s.port is None else (s.port,)))
+    b.opt("sorry_server_inhibit", vs.sorry_server_inhibit)
+    b.opt("omega", vs.omega)
+    b.opt("ha_suspend", vs.ha_suspend)
+    b.opt("virtualhost", vs.virtualhost)
+    for rs in unique_real_servers(vs):
+        b.items.append(_real_server(vs, rs, settings, gridlb_command))
+    if vs.fwmark is not None:
+        return b.node("virtual_server", "fwmark", vs.fwmark)
+    assert vs.ip_address is not None
+    return b.node("virtual_server", vs.ip_address, *(() if vs.port is None else (vs.port,)))
+
+
+def _comments(view: DirectorView) -> Iterator[str]:
+    yield f"keepalived.conf of director {view.name}, rendered by gridlb from {', '.join(view.sources)}"
+    if view.derived_from is not None:
+        yield (
+            f"derived from director {view.derived_from}: every instance BACKUP at a lower priority, "
+            "unicast source and peer swapped"
+        )
+
+
+def build(
+    view: DirectorView, *, gridlb_command: str = DEFAULT_GRIDLB_COMMAND
+) -> list[tuple[list[str], Node]]:
+    """The top-level statements of the director's keepalived.conf, each with the comments before it."""
+    out: list[tuple[list[str], Node]] = [(list(_comments(view)), _global_defs(view))]
+    for name, script in view.vrrp_scripts.items():
+        out.append(([], _vrrp_script(name, script)))
+    for name, inst in view.vrrp_instances.items():
+        notes = [
+            f"track_interface {t} left out: it is the instance's own interface, tracked anyway "
+            "(keepalived 2.2.7 -t exits 5 on it)"
+            for t in own_interface_tracks(inst)
+        ]
+        out.append((notes, _vrrp_instance(name, inst)))
+    for name, vs in view.virtual_servers.items():
+        notes = [f"virtual server {name}"]
+        dropped = len(vs.real_servers) - len(unique_real_servers(vs))
+        if dropped:
+            notes.append(f"{dropped} repeated real server(s) written once")
+        if any(isinstance(c, GridftpCheck) for rs in vs.real_servers for c in (rs.checkers or vs.checkers)):
+            notes.append(
+                "GridFTP checks run `gridlb check gridftp` (exit 0 up, 1 down, 2 refusing: weight 0)"
+            )
+        out.append((notes, _virtual_server(vs, view.gridlb, gridlb_command)))
+    return out
+
+
+def render_view(view: DirectorView, *, gridlb_command: str = DEFAULT_GRIDLB_COMMAND) -> str:
+    """The keepalived.conf text of one director."""
+    lines: list[str] = []
+    for i, (notes, node) in enumerate(build(view, gridlb_command=gridlb_command)):
+        if i:
+            lines.append("")
+        lines += [f"# {n}" for n in notes]
+        lines += list(emit_lines([node]))
+    return "\n".join(lines) + "\n"
+
+
+def render_site(
+    site: Site, *, director: str | None = None, gridlb_command: str = DEFAULT_GRIDLB_COMMAND
+) -> dict[str, str]:
+    """keepalived.conf text per director name (all directors, or only `director`), in file order."""
+    views = director_views(site)
+    if director is not None:
+        views = [director_view(site, director)]
+    return {v.name: render_view(v, gridlb_command=gridlb_command) for v in views}
+
+
+def render_keepalived(site: Site, director: str) -> str:
+    """The keepalived.conf text of one director of `site`."""
+    return render_site(site, director=director)[director]
