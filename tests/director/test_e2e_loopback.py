@@ -155,8 +155,8 @@ async def test_real_server_killed_and_restarted_under_load(lb: Loopback) -> None
     stop = asyncio.Event()
     runner = asyncio.ensure_future(load(lb, 20, stop))
     await asyncio.sleep(1.5)
+    await asyncio.to_thread(victim.kill)  # SIGKILL, and reaped: from here on its port refuses
     killed_at = time.monotonic()
-    await asyncio.to_thread(victim.kill)
     await asyncio.sleep(3.0)
     down = await asyncio.to_thread(lb.real, victim.addr)
     assert down is not None and down["health"] == "down" and not down["in_table"]
