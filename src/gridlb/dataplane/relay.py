@@ -455,7 +455,13 @@ class RelayEngine:
                 wait = min(wait, deadline - now)
                 break
             pending.popleft()
-            self._connect_failed(conn, "timeout")
+            try:
+                self._connect_failed(conn, "timeout")
+            except Exception:  # same guard as the event loop: lose this connection only
+                log.exception("proxy relay: internal error after a connect timeout")
+                self._count("internal error")
+                with contextlib.suppress(Exception):
+                    self._close(conn, aborted=True)
         if now >= self._next_expiry:
             nxt = self.state.expire(now)
             self._next_expiry = nxt if nxt is not None else now + 1.0
@@ -558,7 +564,15 @@ class RelayEngine:
             conn.tried += 1
             conn.attempt += 1
             conn.dest = d
-            b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
+            try:
+                b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
+            except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
+                self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
+                state.connect_failed(d, mark_down=False)
+                conn.dest = None
+                conn.state = _CLOSED
+                conn.c.close()
+                return
             err = b.connect_ex(d.sockaddr)
             if err == errno.EINPROGRESS or err == 0:
                 conn.b = b
