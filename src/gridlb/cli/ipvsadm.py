@@ -2,8 +2,8 @@
 
 Options are ipvsadm's own (see `gridlb ipvsadm -h`), plus `--table FILE` (anywhere on the line)
 choosing the table file; the default is $GRIDLB_IPVSADM_TABLE, else ./ipvs-table.json. The table
-comes from a `TableSource`: today a JSON file; a running director's control socket can provide
-another implementation of the same two methods.
+comes from a `TableSource`: a JSON file, or with `--socket PATH` a running director's control
+socket (read-only: `gridlb ipvsadm -Ln --stats --socket /run/gridlb/control.sock`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class FileTableSource:
         tablefile.save(self.path, table)
 
 
-def split_table_option(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+def split_table_option(argv: Sequence[str], option: str = "--table") -> tuple[str | None, list[str]]:
     """Remove `--table FILE` / `--table=FILE` from argv (before a `--`); return (file, the rest)."""
     rest: list[str] = []
     table: str | None = None
@@ -60,13 +60,13 @@ def split_table_option(argv: Sequence[str]) -> tuple[str | None, list[str]]:
         if word == "--":
             rest.extend(args[i:])
             break
-        if word == "--table":
+        if word == option:
             if i + 1 >= len(args):
-                raise GridlbError("--table needs a file name")
+                raise GridlbError(f"{option} needs a file name")
             table = args[i + 1]
             i += 2
             continue
-        if word.startswith("--table="):
+        if word.startswith(f"{option}="):
             table = word.split("=", 1)[1]
             i += 1
             continue
@@ -86,6 +86,11 @@ def main(
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         table_path, args = split_table_option(args)
+        socket_path, args = split_table_option(args, "--socket")
+        if source is None and socket_path is not None:
+            from gridlb.api.client import DirectorTableSource
+
+            source = DirectorTableSource(socket_path)
         if source is None:
             source = FileTableSource(table_path or os.environ.get(ENV_TABLE) or DEFAULT_TABLE)
         session = Session(
