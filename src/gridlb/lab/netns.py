@@ -58,7 +58,9 @@ def default_prefix(tag: str = "glbL") -> str:
     return f"{tag}-{os.getpid()}"
 
 
-def _run(argv: Sequence[str], *, timeout_s: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: Sequence[str], *, timeout_s: float = 30.0, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)}: rc={proc.returncode}: {proc.stderr.strip()}")
@@ -132,7 +134,9 @@ class Lab:
         """Create the bridge namespace, every node namespace, their veths and addresses."""
         lan = self.lan_ns
         self._add_ns(lan)
-        _run(["ip", "-n", lan, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+        _run(
+            ["ip", "-n", lan, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]
+        )
         self.sysctl(lan, {"net.ipv6.conf.all.disable_ipv6": "1"})
         _run(["ip", "-n", lan, "link", "set", "br0", "up"])
         for name, host in self.node_specs():

@@ -57,39 +57,109 @@ def conf(case: dict[str, object], lab: Lab) -> str:
 
 
 CASES: list[dict[str, object]] = [
-    dict(name="v2-ipv4-multicast", version=2, family=4, vrid=51, priority=100, advert_int=1, unicast=False,
-         vips=["10.77.1.100/24"]),
-    dict(name="v2-ipv4-unicast-pass", version=2, family=4, vrid=7, priority=200, advert_int=2, unicast=True,
-         vips=["10.77.1.100/24", "10.77.1.101/24"], auth_pass="gridlb-secret"),
-    dict(name="v3-ipv4-unicast", version=3, family=4, vrid=51, priority=150, advert_int=0.1, unicast=True,
-         vips=["10.77.1.100/24"]),
-    dict(name="v3-ipv4-multicast", version=3, family=4, vrid=9, priority=254, advert_int=1.5, unicast=False,
-         vips=["10.77.1.100/24", "10.77.1.101/24", "10.77.1.102/24"]),
-    dict(name="v3-ipv6-multicast", version=3, family=6, vrid=51, priority=100, advert_int=1, unicast=False,
-         vips=["fd00:4d:1::100/64"]),
-    dict(name="v3-ipv6-unicast", version=3, family=6, vrid=52, priority=120, advert_int=0.5, unicast=True,
-         vips=["fd00:4d:1::100/64", "fd00:4d:1::101/64"]),
+    dict(
+        name="v2-ipv4-multicast",
+        version=2,
+        family=4,
+        vrid=51,
+        priority=100,
+        advert_int=1,
+        unicast=False,
+        vips=["10.77.1.100/24"],
+    ),
+    dict(
+        name="v2-ipv4-unicast-pass",
+        version=2,
+        family=4,
+        vrid=7,
+        priority=200,
+        advert_int=2,
+        unicast=True,
+        vips=["10.77.1.100/24", "10.77.1.101/24"],
+        auth_pass="gridlb-secret",
+    ),
+    dict(
+        name="v3-ipv4-unicast",
+        version=3,
+        family=4,
+        vrid=51,
+        priority=150,
+        advert_int=0.1,
+        unicast=True,
+        vips=["10.77.1.100/24"],
+    ),
+    dict(
+        name="v3-ipv4-multicast",
+        version=3,
+        family=4,
+        vrid=9,
+        priority=254,
+        advert_int=1.5,
+        unicast=False,
+        vips=["10.77.1.100/24", "10.77.1.101/24", "10.77.1.102/24"],
+    ),
+    dict(
+        name="v3-ipv6-multicast",
+        version=3,
+        family=6,
+        vrid=51,
+        priority=100,
+        advert_int=1,
+        unicast=False,
+        vips=["fd00:4d:1::100/64"],
+    ),
+    dict(
+        name="v3-ipv6-unicast",
+        version=3,
+        family=6,
+        vrid=52,
+        priority=120,
+        advert_int=0.5,
+        unicast=True,
+        vips=["fd00:4d:1::100/64", "fd00:4d:1::101/64"],
+    ),
 ]
 
 
 def main() -> None:
     out = []
     for case in CASES:
-        with Lab(LabSpec(prefix=f"glbV-g{os.getpid()}", realservers=0)) as lab, tempfile.TemporaryDirectory() as tmp:
+        with (
+            Lab(LabSpec(prefix=f"glbV-g{os.getpid()}", realservers=0)) as lab,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
             text = conf(case, lab)
             path = Path(tmp, "keepalived.conf")
             path.write_text(text)
-            sniff = lab.spawn("dir2", [sys.executable, "-c", SNIFF, "3", "15"], stdout=subprocess.PIPE, text=True)
+            sniff = lab.spawn(
+                "dir2", [sys.executable, "-c", SNIFF, "3", "15"], stdout=subprocess.PIPE, text=True
+            )
             time.sleep(0.3)
             ka = lab.spawn(
                 "dir1",
-                ["keepalived", "-n", "-l", "-G", "-P", "-f", str(path), "-p", f"{tmp}/k.pid",
-                 "-r", f"{tmp}/v.pid", "-c", f"{tmp}/c.pid"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "keepalived",
+                    "-n",
+                    "-l",
+                    "-G",
+                    "-P",
+                    "-f",
+                    str(path),
+                    "-p",
+                    f"{tmp}/k.pid",
+                    "-r",
+                    f"{tmp}/v.pid",
+                    "-c",
+                    f"{tmp}/c.pid",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             frames, _ = sniff.communicate(timeout=30)
             # A clean stop sends the priority-0 advert: capture it too.
-            sniff = lab.spawn("dir2", [sys.executable, "-c", SNIFF, "1", "5", "stop"], stdout=subprocess.PIPE, text=True)
+            sniff = lab.spawn(
+                "dir2", [sys.executable, "-c", SNIFF, "1", "5", "stop"], stdout=subprocess.PIPE, text=True
+            )
             time.sleep(0.3)
             ka.send_signal(signal.SIGTERM)
             stop, _ = sniff.communicate(timeout=30)
@@ -98,12 +168,19 @@ def main() -> None:
             record = dict(case)
             record.update(
                 keepalived_conf=text,
-                lab=dict(dir1_ipv4=str(d1.ipv4), dir1_ipv6=str(d1.ipv6), dir1_mac=d1.mac,
-                         dir2_ipv4=str(lab.node("dir2").ipv4), dir2_ipv6=str(lab.node("dir2").ipv6)),
+                lab=dict(
+                    dir1_ipv4=str(d1.ipv4),
+                    dir1_ipv6=str(d1.ipv6),
+                    dir1_mac=d1.mac,
+                    dir2_ipv4=str(lab.node("dir2").ipv4),
+                    dir2_ipv6=str(lab.node("dir2").ipv6),
+                ),
                 frames=frames.split(),
                 stop_frames=stop.split(),
             )
-            print(case["name"], len(record["frames"]), "frames", len(record["stop_frames"]), "stop", flush=True)
+            print(
+                case["name"], len(record["frames"]), "frames", len(record["stop_frames"]), "stop", flush=True
+            )
             out.append(record)
     Path(__file__).with_name("goldens.json").write_text(json.dumps(out, indent=1) + "\n")
 
