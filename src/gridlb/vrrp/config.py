@@ -170,7 +170,8 @@ def config_from_mapping(
         "garp_master_delay", "garp_master_repeat", "garp_master_refresh", "garp_master_refresh_repeat",
         "garp_lower_prio_repeat", "lower_prio_no_advert", "auth_type", "auth_pass", "notify_script_master",
         "notify_master", "notify_script_backup", "notify_backup", "notify_script_fault", "notify_fault",
-        "notify_script_stop", "notify_stop", "notify_script", "notify", "down_timer_adverts", "ipv6_deprecated",
+        "notify_script_stop", "notify_stop", "notify_script", "notify", "down_timer_adverts",
+        "ipv6_deprecated",
         "vrrp_scripts",
     }  # fmt: skip
     for key in raw:

@@ -243,9 +243,7 @@ class VrrpMachine:
         prio = self.base_priority
         for t in self._tracked():
             up = self._tracked_up[t.name] ^ t.reverse
-            if t.weight > 0 and up:
-                prio += t.weight
-            elif t.weight < 0 and not up:
+            if (t.weight > 0 and up) or (t.weight < 0 and not up):
                 prio += t.weight
         return max(1, min(254, prio))
 

@@ -1,4 +1,4 @@
-"""Captures VRRP adverts from the real keepalived into goldens.json (run as root: `python capture_goldens.py`).
+"""Captures VRRP adverts from the real keepalived into goldens.json (run as root).
 
 For each case a namespace lab is built, keepalived (`-P`, VRRP only) runs in dir1 with the case's
 keepalived.conf, and an AF_PACKET sniffer in dir2 records the first Ethernet frames carrying IP
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
 
-from gridlb.lab.netns import Lab, LabSpec  # noqa: E402
+from gridlb.lab.netns import Lab, LabSpec
 
 SNIFF = r"""
 import socket, sys, time
