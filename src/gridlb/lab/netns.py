@@ -145,8 +145,23 @@ class Lab:
             self._add_ns(ns)
             port = f"p-{name}"
             _run(
-                ["ip", "link", "add", "eth0", "netns", ns, "address", node.mac, "type", "veth"]
-                + ["peer", "name", port, "netns", lan]
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    ns,
+                    "address",
+                    node.mac,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    port,
+                    "netns",
+                    lan,
+                ]
             )
             _run(["ip", "-n", lan, "link", "set", port, "master", "br0", "up"])
             self.sysctl(
