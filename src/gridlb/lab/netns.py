@@ -144,25 +144,8 @@ class Lab:
             node = Node(name, ns, "eth0", self.mac(host), self.addr4(host), self.addr6(host))
             self._add_ns(ns)
             port = f"p-{name}"
-            _run(
-                [
-                    "ip",
-                    "link",
-                    "add",
-                    "eth0",
-                    "netns",
-                    ns,
-                    "address",
-                    node.mac,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    port,
-                    "netns",
-                    lan,
-                ]
-            )
+            veth = f"add eth0 netns {ns} address {node.mac} type veth peer name {port} netns {lan}"
+            _run(["ip", "link", *veth.split()])
             _run(["ip", "-n", lan, "link", "set", port, "master", "br0", "up"])
             self.sysctl(
                 ns,
