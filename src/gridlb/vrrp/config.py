@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gridlb.errors import ConfigError, Location
@@ -268,3 +269,55 @@ def config_from_mapping(
     if not cfg.interface:
         raise ConfigError("missing", location=where, key=f"{name}.interface")
     return cfg.validate(where)
+
+
+def load_site(path: str | Path) -> list[VrrpConfig]:
+    """Every VRRP instance of a site YAML file (`keepalived::vrrp_instances`, as in the seed's Hiera data).
+
+    `keepalived::vrrp_scripts` defines track scripts; `keepalived::global_defs: {vrrp_version: 3}`
+    sets the default version. Errors name the file, line and key.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(exc.strerror or str(exc), location=Location(str(path))) from None
+    try:
+        doc = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        raise ConfigError(str(getattr(exc, "problem", exc)), location=Location(str(path), line)) from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError("not a mapping", location=Location(str(path), 1))
+
+    def line_of(mapping: Any, key: str) -> int:
+        try:
+            return int(mapping.lc.key(key)[0]) + 1
+        except Exception:
+            return 0
+
+    key = "keepalived::vrrp_instances" if "keepalived::vrrp_instances" in doc else "vrrp_instances"
+    instances = doc.get(key)
+    if not isinstance(instances, Mapping) or not instances:
+        raise ConfigError(
+            "no VRRP instances", location=Location(str(path), 1), key="keepalived::vrrp_instances"
+        )
+    scripts = doc.get("keepalived::vrrp_scripts") or {}
+    globals_ = doc.get("keepalived::global_defs") or {}
+    version = globals_.get("vrrp_version") if isinstance(globals_, Mapping) else None
+    out = []
+    for name, raw in instances.items():
+        where = Location(str(path), line_of(instances, name))
+        if not isinstance(raw, Mapping):
+            raise ConfigError("not a mapping", location=where, key=str(name))
+        merged = dict(raw)
+        if scripts and "track_script" in merged:
+            merged["vrrp_scripts"] = scripts
+        out.append(
+            config_from_mapping(str(name), merged, version=int(version) if version else None, where=where)
+        )
+    return out
