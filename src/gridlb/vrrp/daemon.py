@@ -255,7 +255,10 @@ class VrrpDaemon:
                 await runner.start()
                 started.append(runner)
             self.write_status()
-            await stop.wait()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                self.write_status()
         finally:
             for runner in started:
                 await runner.stop()
