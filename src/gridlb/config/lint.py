@@ -1,0 +1,423 @@
+"""Semantic checks of a validated site: what keepalived accepts but an operator did not mean.
+
+`lint_site(site)` returns `Finding`s, each printed as `file:line: severity: key: message`. Type and
+range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are caught earlier by
+`gridlb.config.load` as `ConfigError`s; this module looks at relations between values:
+
+* per service: a real server listed twice (both lines named); a service defined twice; DR with a
+  real-server port other than the service port (DR cannot rewrite ports); a service address no
+  VRRP instance holds.
+* per instance: mixed address families among the VIPs or between VIPs and unicast addresses;
+  tracking its own interface (keepalived 2.2.7 warns and `keepalived -t` exits 5); its own
+  `unicast_source_ip` among its peers; a VIP outside its interface's subnet; advert_int not whole
+  seconds with VRRPv2, or >= 40.96 s with VRRPv3; authentication with VRRPv3; an auth_pass longer
+  than 8 characters; a `track_script` naming no `vrrp_scripts` entry.
+* per director file: a virtual_router_id used twice on one interface (same family); a VIP held
+  by two instances.
+* across director files (files that define the same instance name): both MASTER at equal
+  priority; unicast peers not mutual; different virtual_router_id or VIPs for the same instance;
+  the same virtual server defined differently.
+
+What "VIP outside its interface's subnet" can infer: gridlb does not read the host's interfaces.
+The only address known to be on an instance's interface is its `unicast_source_ip` (adverts leave
+from it). When a VIP is written with a prefix (`129.93.239.157/26`) on that interface (no other
+`dev`), the source address must lie in the VIP's subnet; a VIP without a prefix (/32, /128) says
+nothing about the subnet and is not checked. Unicast peers outside that subnet are also reported
+(as warnings: peers may be routed).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+
+from gridlb.config import defaults as D
+from gridlb.config.load import Site, SiteFile
+from gridlb.config.schema import InitialState, VrrpInstance
+from gridlb.errors import Location
+from gridlb.table import ForwardMethod, RealKey
+
+VS = "virtual_servers"
+VI = "vrrp_instances"
+
+
+class Severity(enum.Enum):
+    """How bad a finding is; both make `gridlb lint` exit 1."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One lint result at one place in one file."""
+
+    location: Location
+    severity: Severity
+    key: str
+    message: str
+    code: str  # stable short name, e.g. "duplicate-real-server"
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.severity}: {self.key}: {self.message}"
+
+
+def lint_site(site: Site) -> list[Finding]:
+    """Return every finding about `site`, ordered by file (as given) then line."""
+    found: list[Finding] = []
+    for f in site.files:
+        found.extend(_services(f, site))
+        for name, inst in f.vrrp_instances.items():
+            found.extend(_instance(f, name, inst, site))
+        found.extend(_per_director(f))
+    found.extend(_across_files(site))
+    order = {f.path: i for i, f in enumerate(site.files)}
+    unique = list(dict.fromkeys(found))
+    unique.sort(key=lambda x: (order.get(x.location.file, len(order)), x.location.line, x.code))
+    return unique
+
+
+def _at(f: SiteFile, path: tuple[str | int, ...], sev: Severity, code: str, message: str) -> Finding:
+    return Finding(f.locate(*path), sev, f.key(*path), message, code)
+
+
+def _line(f: SiteFile, *path: str | int) -> str:
+    loc = f.locate(*path)
+    return f"line {loc.line}" if loc.line else "elsewhere"
+
+
+# ----------------------------------------------------------------------------------- services
+
+
+def _services(f: SiteFile, site: Site) -> Iterator[Finding]:
+    held = {vip.address for sf in site.files for inst in sf.vrrp_instances.values() for vip in inst.vips}
+    seen_service: dict[object, str] = {}
+    for name, vs in f.virtual_servers.items():
+        key = vs.service_key()
+        if key in seen_service:
+            other = seen_service[key]
+            yield _at(
+                f,
+                (VS, name),
+                Severity.ERROR,
+                "duplicate-service",
+                f"service {key} is also defined as {other} ({_line(f, VS, other)})",
+            )
+        else:
+            seen_service[key] = name
+        first: dict[RealKey, int] = {}
+        for i, rs in enumerate(vs.real_servers):
+            rk = rs.real_key(vs)
+            if rk in first:
+                j = first[rk]
+                yield _at(
+                    f,
+                    (VS, name, "real_servers", i),
+                    Severity.ERROR,
+                    "duplicate-real-server",
+                    f"real server {rk} is listed twice: {_line(f, VS, name, 'real_servers', j)} "
+                    f"and {_line(f, VS, name, 'real_servers', i)}",
+                )
+            else:
+                first[rk] = i
+            dr = rs.forward(vs) is ForwardMethod.ROUTE
+            if dr and rs.port is not None and vs.port and rs.port != vs.port:
+                yield _at(
+                    f,
+                    (VS, name, "real_servers", i, "port"),
+                    Severity.WARNING,
+                    "dr-port",
+                    f"direct routing cannot change the port: real server port {rs.port} "
+                    f"differs from the service port {vs.port}",
+                )
+            if rs.ip_address.version != vs.family and vs.lb_kind != "NAT":
+                yield _at(
+                    f,
+                    (VS, name, "real_servers", i, "ip_address"),
+                    Severity.ERROR,
+                    "rs-family",
+                    f"real server {rs.ip_address} is IPv{rs.ip_address.version} but the service is "
+                    f"IPv{vs.family} (only NAT can translate between families)",
+                )
+        if held and vs.ip_address is not None and vs.ip_address not in held:
+            yield _at(
+                f,
+                (VS, name, "ip_address"),
+                Severity.WARNING,
+                "vip-not-held",
+                f"no VRRP instance holds {vs.ip_address}: no director will answer for it",
+            )
+
+
+# ---------------------------------------------------------------------------------- instances
+
+
+def _instance(f: SiteFile, name: str, inst: VrrpInstance, site: Site) -> Iterator[Finding]:
+    p = (VI, name)
+    families = {vip.address.version for vip in inst.virtual_ipaddress}
+    if len(families) > 1:
+        yield _at(
+            f,
+            (*p, "virtual_ipaddress"),
+            Severity.ERROR,
+            "mixed-family",
+            "virtual_ipaddress mixes IPv4 and IPv6; keepalived needs one family per instance "
+            "(put the other family under virtual_ipaddress_excluded or in its own instance)",
+        )
+    if inst.virtual_ipaddress:
+        fam = inst.virtual_ipaddress[0].address.version
+        for field in ("unicast_source_ip", "multicast_source_ip"):
+            addr = getattr(inst, field)
+            if addr is not None and addr.version != fam:
+                yield _at(
+                    f,
+                    (*p, field),
+                    Severity.ERROR,
+                    "mixed-family",
+                    f"{addr} is IPv{addr.version} but the instance's VIPs are IPv{fam}; keepalived "
+                    "needs one family per instance (move the VIPs to virtual_ipaddress_excluded "
+                    "of an instance of this family, or give this one addresses of their family)",
+                )
+        for i, peer in enumerate(inst.unicast_peers):
+            if peer.version != fam:
+                yield _at(
+                    f,
+                    (*p, "unicast_peers", i),
+                    Severity.ERROR,
+                    "mixed-family",
+                    f"unicast peer {peer} is IPv{peer.version} but the instance's VIPs are IPv{fam}",
+                )
+    for i, track in enumerate(inst.track_interface):
+        if track.name == inst.interface:
+            yield _at(
+                f,
+                (*p, "track_interface", i),
+                Severity.WARNING,
+                "track-own-interface",
+                f"the instance tracks its own interface {inst.interface}; keepalived warns "
+                "and `keepalived -t` exits 5 (the interface is tracked anyway: drop this entry)",
+            )
+    if inst.unicast_source_ip is not None and inst.unicast_source_ip in inst.unicast_peers:
+        i = inst.unicast_peers.index(inst.unicast_source_ip)
+        yield _at(
+            f,
+            (*p, "unicast_peers", i),
+            Severity.ERROR,
+            "peer-is-self",
+            f"{inst.unicast_source_ip} is this director's own unicast_source_ip, not a peer",
+        )
+    yield from _subnet(f, name, inst)
+    version = inst.vrrp_version
+    if version == 2 and inst.advert_int != int(inst.advert_int):
+        yield _at(
+            f,
+            (*p, "advert_int"),
+            Severity.WARNING,
+            "advert-int",
+            f"VRRPv2 advert_int must be whole seconds; keepalived rounds {inst.advert_int:g} "
+            f"to {round(inst.advert_int)} (use version 3 for sub-second adverts)",
+        )
+    if version == 3 and inst.advert_int > D.VRRP_V3_ADVERT_INT_MAX_S:
+        yield _at(
+            f,
+            (*p, "advert_int"),
+            Severity.ERROR,
+            "advert-int",
+            f"VRRPv3 advert_int must be below 40.96 s (12 bits of centiseconds), got {inst.advert_int:g}",
+        )
+    if inst.auth_type is not None and version == 3:
+        yield _at(
+            f,
+            (*p, "auth_type"),
+            Severity.ERROR,
+            "auth-v3",
+            "VRRPv3 has no authentication; remove auth_type/auth_pass or use version 2",
+        )
+    if inst.auth_pass is not None and len(inst.auth_pass) > D.VRRP_AUTH_PASS_MAX_LEN:
+        yield _at(
+            f,
+            (*p, "auth_pass"),
+            Severity.WARNING,
+            "auth-pass-length",
+            f"only the first {D.VRRP_AUTH_PASS_MAX_LEN} characters of auth_pass are sent",
+        )
+    if inst.auth_type is not None and inst.auth_pass is None:
+        yield _at(f, (*p, "auth_type"), Severity.ERROR, "auth-pass", "auth_type needs auth_pass")
+    for i, ts in enumerate(inst.track_script):
+        if ts.name not in site.vrrp_scripts:
+            yield _at(
+                f,
+                (*p, "track_script", i),
+                Severity.ERROR,
+                "unknown-script",
+                f"no vrrp_scripts entry named {ts.name!r}",
+            )
+    if inst.nopreempt and inst.state is InitialState.MASTER:
+        yield _at(
+            f,
+            (*p, "nopreempt"),
+            Severity.WARNING,
+            "nopreempt-master",
+            "nopreempt only works when the initial state is BACKUP (keepalived.conf(5))",
+        )
+
+
+def _subnet(f: SiteFile, name: str, inst: VrrpInstance) -> Iterator[Finding]:
+    src = inst.unicast_source_ip
+    if src is None:
+        return
+    p = (VI, name)
+    for i, vip in enumerate(inst.virtual_ipaddress):
+        net: IPv4Network | IPv6Network | None = vip.network
+        if net is None or vip.dev not in (None, inst.interface) or vip.address.version != src.version:
+            continue
+        if src not in net:
+            yield _at(
+                f,
+                (*p, "virtual_ipaddress", i),
+                Severity.ERROR,
+                "vip-subnet",
+                f"VIP {vip} is outside the subnet of {inst.interface}: this director's address "
+                f"there (unicast_source_ip {src}) is not in {net}",
+            )
+            continue
+        for j, peer in enumerate(inst.unicast_peers):
+            if peer.version == net.version and peer not in net:
+                yield _at(
+                    f,
+                    (*p, "unicast_peers", j),
+                    Severity.WARNING,
+                    "peer-subnet",
+                    f"unicast peer {peer} is outside the VIP's subnet {net} (fine only if routed)",
+                )
+
+
+def _per_director(f: SiteFile) -> Iterator[Finding]:
+    by_vrid: dict[tuple[str, int, int], str] = {}
+    by_vip: dict[object, str] = {}
+    for name, inst in f.vrrp_instances.items():
+        slot = (inst.interface, inst.virtual_router_id, inst.family)
+        if slot in by_vrid:
+            other = by_vrid[slot]
+            yield _at(
+                f,
+                (VI, name, "virtual_router_id"),
+                Severity.ERROR,
+                "duplicate-vrid",
+                f"virtual_router_id {inst.virtual_router_id} on {inst.interface} is also used by "
+                f"{other} ({_line(f, VI, other, 'virtual_router_id')})",
+            )
+        else:
+            by_vrid[slot] = name
+        for i, vip in enumerate(inst.vips):
+            if vip.address in by_vip and by_vip[vip.address] != name:
+                yield _at(
+                    f,
+                    (VI, name, *_vip_path(inst, i)),
+                    Severity.ERROR,
+                    "duplicate-vip",
+                    f"VIP {vip.address} is also held by instance {by_vip[vip.address]}",
+                )
+            by_vip.setdefault(vip.address, name)
+
+
+def _vip_path(inst: VrrpInstance, i: int) -> tuple[str, int]:
+    n = len(inst.virtual_ipaddress)
+    return ("virtual_ipaddress", i) if i < n else ("virtual_ipaddress_excluded", i - n)
+
+
+# ------------------------------------------------------------------------------- across files
+
+
+def _across_files(site: Site) -> Iterator[Finding]:
+    holders: dict[str, list[SiteFile]] = defaultdict(list)
+    for f in site.files:
+        for name in f.vrrp_instances:
+            holders[name].append(f)
+    for name, files in holders.items():
+        for i, a in enumerate(files):
+            for b in files[i + 1 :]:
+                yield from _pair(name, a, b)
+    yield from _service_mismatch(site)
+
+
+def _pair(name: str, a: SiteFile, b: SiteFile) -> Iterator[Finding]:
+    ia, ib = a.vrrp_instances[name], b.vrrp_instances[name]
+    p = (VI, name)
+    where_a = f"{a.path}:{a.locate(*p, 'state').line}"
+    if ia.state is InitialState.MASTER and ib.state is InitialState.MASTER and ia.priority == ib.priority:
+        for me, other, where in ((a, b, f"{b.path}:{b.locate(*p, 'state').line}"), (b, a, where_a)):
+            yield _at(
+                me,
+                (*p, "state"),
+                Severity.ERROR,
+                "two-masters",
+                f"{me.director} and {other.director} are both MASTER at priority {ia.priority} "
+                f"(other: {where}); the tie goes to the higher address and both claim the VIP at "
+                "start: make one BACKUP with a lower priority",
+            )
+    if ia.virtual_router_id != ib.virtual_router_id:
+        yield _at(
+            b,
+            (*p, "virtual_router_id"),
+            Severity.ERROR,
+            "vrid-mismatch",
+            f"virtual_router_id {ib.virtual_router_id} here but {ia.virtual_router_id} in {a.path} "
+            f"({_line(a, *p, 'virtual_router_id')}): the directors will not see each other",
+        )
+    if {v.address for v in ia.vips} != {v.address for v in ib.vips}:
+        yield _at(
+            b,
+            (*p, "virtual_ipaddress"),
+            Severity.ERROR,
+            "vip-mismatch",
+            f"VIPs differ from {a.path} ({', '.join(map(str, ia.vips))} there, "
+            f"{', '.join(map(str, ib.vips))} here)",
+        )
+    for me, other in ((a, b), (b, a)):
+        im, io = me.vrrp_instances[name], other.vrrp_instances[name]
+        if io.unicast_source_ip is None or not (im.unicast_peers or im.unicast_source_ip):
+            continue
+        if io.unicast_source_ip not in im.unicast_peers:
+            path = (*p, "unicast_peers") if me.source.has((*p, "unicast_peers")) else p
+            yield _at(
+                me,
+                path,
+                Severity.ERROR,
+                "peers-not-mutual",
+                f"unicast peers are not mutual: {other.director} ({other.path}) sends from "
+                f"{io.unicast_source_ip}, which is not among {me.director}'s unicast_peers "
+                f"({', '.join(map(str, im.unicast_peers)) or 'none'})",
+            )
+    if ia.unicast_source_ip is not None and ia.unicast_source_ip == ib.unicast_source_ip:
+        yield _at(
+            b,
+            (*p, "unicast_source_ip"),
+            Severity.ERROR,
+            "same-source",
+            f"{a.director} and {b.director} both send from {ia.unicast_source_ip}: "
+            "each director's file needs its own unicast_source_ip",
+        )
+
+
+def _service_mismatch(site: Site) -> Iterator[Finding]:
+    first: dict[str, SiteFile] = {}
+    for f in site.files:
+        for name, vs in f.virtual_servers.items():
+            if name not in first:
+                first[name] = f
+            elif first[name].virtual_servers[name] != vs:
+                yield _at(
+                    f,
+                    (VS, name),
+                    Severity.WARNING,
+                    "service-mismatch",
+                    f"differs from the definition in {first[name].path} "
+                    f"({_line(first[name], VS, name)}), which is the one used",
+                )

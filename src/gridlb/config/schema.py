@@ -1,0 +1,772 @@
+"""The typed site model: VRRP instances, virtual servers, checkers and the `gridlb:` section.
+
+Every model is a frozen pydantic model that forbids unknown keys. Field names are the seed's Hiera
+names (arioch/puppet-keepalived: `lb_algo`, `lb_kind`, `unicast_source_ip`, `unicast_peers`,
+`tcp_check`, ...); keepalived's own keywords are accepted as aliases (`KEY_ALIASES`, applied by
+`gridlb.config.load` before validation so that error lines still point at the key as written).
+Defaults are keepalived's and live in `gridlb.config.defaults`; a `None` field means "not written,
+inherit" where keepalived has an inheritance chain (service → real server → checker).
+
+One file validates into `SiteData` (the sections of that file); `gridlb.config.load` wraps it into
+`SiteFile` (with its path and line map) and several files into `Site`.
+
+Helpers for other modules live on the models:
+
+* `VirtualServer.service_key()`, `.scheduler`, `.forward`, `.service_spec()`;
+* `RealServer.real_key(vs)`, `.forward(vs)`, `.dest_spec(vs)`;
+* `VirtualServer.checks_for(rs, settings)` / `.check_for(rs, settings)` → `CheckSpec` with
+  keepalived's inheritance and defaults applied;
+* `VrrpInstance.family`, `.vrrp_version`, `.vips`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from gridlb.config import defaults as D
+from gridlb.table import (
+    DestSpec,
+    ForwardMethod,
+    IPAddress,
+    Proto,
+    RealKey,
+    ServiceKey,
+    ServiceSpec,
+    parse_address,
+)
+
+#: keepalived / puppet spellings accepted for a canonical field name (context-free: the same
+#: alias never means two different fields). `gridlb.config.load` renames them before validation.
+KEY_ALIASES: dict[str, str] = {
+    "lvs_sched": "lb_algo",
+    "lvs_method": "lb_kind",
+    "unicast_src_ip": "unicast_source_ip",
+    "unicast_peer": "unicast_peers",
+    "mcast_src_ip": "multicast_source_ip",
+    "nb_get_retry": "retry",
+    "TCP_CHECK": "tcp_check",
+    "MISC_CHECK": "misc_check",
+    "GRIDFTP_CHECK": "gridftp_check",
+    "notify_script_master": "notify_master",
+    "notify_script_backup": "notify_backup",
+    "notify_script_fault": "notify_fault",
+    "notify_script_stop": "notify_stop",
+    "notify_script": "notify",
+    "lvs_interface": "lvs_sync_daemon_interface",
+    "sh-port": "sh_port",
+    "sh-fallback": "sh_fallback",
+    "mh-port": "mh_port",
+    "mh-fallback": "mh_fallback",
+}
+
+#: Top-level keys of a site file and the `SiteData` field each one fills.
+TOP_LEVEL_KEYS: dict[str, str] = {
+    "keepalived::vrrp_instances": "vrrp_instances",
+    "keepalived::vrrp_instance": "vrrp_instances",
+    "vrrp_instances": "vrrp_instances",
+    "keepalived::virtual_servers": "virtual_servers",
+    "keepalived::lvs::virtual_servers": "virtual_servers",
+    "virtual_servers": "virtual_servers",
+    "keepalived::vrrp_scripts": "vrrp_scripts",
+    "keepalived::vrrp_script": "vrrp_scripts",
+    "vrrp_scripts": "vrrp_scripts",
+    "gridlb": "gridlb",
+}
+
+#: ipvsadm scheduler names keepalived accepts for `lb_algo` / `lvs_sched`.
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos")
+
+Scheduler = Literal[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos"
+]
+LbKind = Literal["NAT", "DR", "TUN"]
+
+_FORWARD = {"NAT": ForwardMethod.MASQ, "DR": ForwardMethod.ROUTE, "TUN": ForwardMethod.TUNNEL}
+
+
+def _to_ip(value: object) -> object:
+    if isinstance(value, IPv4Address | IPv6Address):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+    raise ValueError(f"expected an IP address, got {value!r}")
+
+
+def _listify(value: object) -> object:
+    """Accept one item where a list is expected (Hiera writes `virtual_ipaddress: 'a/26'`)."""
+    if value is None:
+        return ()
+    if isinstance(value, str | Mapping):
+        return (value,)
+    return value
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+IpAddr = Annotated[IPv4Address | IPv6Address, BeforeValidator(_to_ip)]
+Port = Annotated[int, Field(ge=D.PORT_MIN, le=D.PORT_MAX)]
+Seconds = Annotated[float, Field(ge=0)]
+TrackWeight = Annotated[int, Field(ge=D.VRRP_TRACK_WEIGHT_MIN, le=D.VRRP_TRACK_WEIGHT_MAX)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: object) -> object:
+        """Rename keepalived spellings when a model is built directly (load.py has done it already)."""
+        if isinstance(value, Mapping) and any(k in KEY_ALIASES for k in value):
+            out: dict[str, object] = {}
+            for k, v in value.items():
+                canon = KEY_ALIASES.get(k, k) if isinstance(k, str) else k
+                if canon in cls.model_fields and canon in value and canon != k:
+                    raise ValueError(f"{k} and {canon} are the same setting; keep one")
+                out[canon if canon in cls.model_fields else k] = v
+            return out
+        return value
+
+
+def _int_or_same(value: object) -> object:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+class InitialState(enum.Enum):
+    """A VRRP instance's configured start state (`state`)."""
+
+    MASTER = "MASTER"
+    BACKUP = "BACKUP"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CheckKind(enum.Enum):
+    """Which checker watches a real server; values are the `gridlb.health` registry names."""
+
+    TCP = "tcp"
+    GRIDFTP = "gridftp"
+    SCRIPT = "script"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# --------------------------------------------------------------------------------------- VRRP
+
+
+class Vip(_Model):
+    """One `virtual_ipaddress` entry: `ADDR[/PREFIX] [dev IF] [label L] [scope S] [brd B]`."""
+
+    address: IpAddr
+    prefixlen: int | None = None  # None = keepalived's default, /32 or /128
+    dev: str | None = None
+    label: str | None = None
+    scope: str | None = None
+    brd: IpAddr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            data = dict(value)
+            if "ip" in data and "address" not in data:
+                data["address"] = data.pop("ip")
+            value = data
+        elif isinstance(value, str):
+            words = value.split()
+            if not words:
+                raise ValueError("empty virtual address")
+            data = {"address": words[0]}
+            rest = words[1:]
+            if len(rest) % 2:
+                raise ValueError(f"{value!r}: expected 'ADDR[/PREFIX] [dev IF] [label L] [scope S] [brd B]'")
+            for opt, arg in zip(rest[::2], rest[1::2], strict=True):
+                if opt not in ("dev", "label", "scope", "brd", "broadcast"):
+                    raise ValueError(f"{value!r}: unknown option {opt!r}")
+                data["brd" if opt == "broadcast" else opt] = arg
+            value = data
+        else:
+            return value
+        addr = value.get("address")
+        if isinstance(addr, str) and "/" in addr:
+            host, _, prefix = addr.partition("/")
+            if not prefix.isdigit():
+                raise ValueError(f"{addr!r}: prefix length must be a number")
+            value["address"] = host
+            value.setdefault("prefixlen", int(prefix))
+        return value
+
+    @model_validator(mode="after")
+    def _check_prefix(self) -> Vip:
+        limit = 32 if self.address.version == 4 else 128
+        if self.prefixlen is not None and not 0 <= self.prefixlen <= limit:
+            raise ValueError(f"prefix length {self.prefixlen} out of range 0..{limit}")
+        return self
+
+    @property
+    def network(self) -> IPv4Network | IPv6Network | None:
+        """Return the subnet the prefix length gives, or None when no prefix was written."""
+        if self.prefixlen is None:
+            return None
+        return ip_interface(f"{self.address}/{self.prefixlen}").network
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen}" if self.prefixlen is not None else str(self.address)
+
+
+class TrackInterface(_Model):
+    """One `track_interface` entry: `IF [weight W [reverse]]` or a mapping."""
+
+    name: str
+    weight: TrackWeight | None = None
+    reverse: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        if isinstance(value, Mapping) and "interface" in value and "name" not in value:
+            data = dict(value)
+            data["name"] = data.pop("interface")
+            return data
+        if isinstance(value, str):
+            return _parse_track_words(value)
+        return value
+
+
+class TrackScript(_Model):
+    """One `track_script` entry: `NAME [weight W [reverse]]` naming a `vrrp_scripts` entry."""
+
+    name: str
+    weight: TrackWeight | None = None
+    reverse: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        return _parse_track_words(value) if isinstance(value, str) else value
+
+
+def _parse_track_words(text: str) -> dict[str, object]:
+    words = text.split()
+    if not words:
+        raise ValueError("empty entry")
+    data: dict[str, object] = {"name": words[0]}
+    rest = words[1:]
+    if rest[:1] == ["weight"] and len(rest) >= 2:
+        data["weight"] = rest[1]
+        rest = rest[2:]
+    if rest == ["reverse"]:
+        data["reverse"] = True
+    elif rest:
+        raise ValueError(f"{text!r}: expected 'NAME [weight W [reverse]]'")
+    return data
+
+
+class VrrpScript(_Model):
+    """A `vrrp_script` block: a command whose exit status adjusts an instance's priority."""
+
+    script: str
+    interval: Seconds = D.VRRP_SCRIPT_INTERVAL_S
+    timeout: Seconds | None = None  # None = interval
+    weight: TrackWeight = D.VRRP_SCRIPT_WEIGHT
+    rise: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_RISE
+    fall: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_FALL
+    user: str | None = None
+    init_fail: bool = False
+
+
+class VrrpInstance(_Model):
+    """A `vrrp_instance`: who holds the VIPs on one interface (seed's `keepalived::vrrp_instances`)."""
+
+    interface: str
+    state: InitialState = InitialState(D.VRRP_STATE)
+    virtual_router_id: Annotated[int, Field(ge=D.VRID_MIN, le=D.VRID_MAX)]
+    priority: Annotated[int, Field(ge=D.VRRP_PRIORITY_MIN, le=D.VRRP_PRIORITY_MAX)] = D.VRRP_PRIORITY
+    advert_int: Annotated[float, Field(ge=D.VRRP_ADVERT_INT_MIN_S, le=D.VRRP_ADVERT_INT_MAX_S)] = (
+        D.VRRP_ADVERT_INT_S
+    )
+    version: Annotated[Literal[2, 3] | None, BeforeValidator(_int_or_same)] = (
+        None  # None = 2, or 3 for IPv6 (see `vrrp_version`)
+    )
+    native_ipv6: bool = False
+    virtual_ipaddress: Annotated[tuple[Vip, ...], BeforeValidator(_listify)] = ()
+    virtual_ipaddress_excluded: Annotated[tuple[Vip, ...], BeforeValidator(_listify)] = ()
+    track_interface: Annotated[tuple[TrackInterface, ...], BeforeValidator(_listify)] = ()
+    track_script: Annotated[tuple[TrackScript, ...], BeforeValidator(_listify)] = ()
+    dont_track_primary: bool = False
+    unicast_source_ip: IpAddr | None = None
+    unicast_peers: Annotated[tuple[IpAddr, ...], BeforeValidator(_listify)] = ()
+    multicast_source_ip: IpAddr | None = None
+    nopreempt: bool = False
+    preempt: bool = False  # keepalived accepts it "for backwards compatibility"; no effect
+    preempt_delay: Annotated[float, Field(ge=0, le=D.VRRP_PREEMPT_DELAY_MAX_S)] = D.VRRP_PREEMPT_DELAY_S
+    garp_master_delay: Seconds = D.VRRP_GARP_MASTER_DELAY_S
+    garp_master_repeat: Annotated[int, Field(ge=1)] = D.VRRP_GARP_MASTER_REPEAT
+    garp_master_refresh: Seconds = D.VRRP_GARP_MASTER_REFRESH_S
+    garp_master_refresh_repeat: Annotated[int, Field(ge=1)] = D.VRRP_GARP_MASTER_REFRESH_REPEAT
+    garp_lower_prio_delay: Seconds | None = None  # None = garp_master_delay
+    garp_lower_prio_repeat: Annotated[int, Field(ge=0)] | None = None  # None = garp_master_repeat
+    auth_type: Literal["PASS", "AH"] | None = None
+    auth_pass: str | None = None
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+    notify: str | None = None
+    lvs_sync_daemon_interface: str | None = None
+
+    _upper_state = field_validator("state", "auth_type", mode="before")(_upper)
+
+    @property
+    def vips(self) -> tuple[Vip, ...]:
+        """Return every address the instance manages (`virtual_ipaddress` then `_excluded`)."""
+        return self.virtual_ipaddress + self.virtual_ipaddress_excluded
+
+    @property
+    def family(self) -> int:
+        """Return 4 or 6: the family of the first VIP, else of the unicast addresses, else 4."""
+        if self.virtual_ipaddress:
+            return self.virtual_ipaddress[0].address.version
+        if self.native_ipv6:
+            return 6
+        for addr in (self.unicast_source_ip, *self.unicast_peers, self.multicast_source_ip):
+            if addr is not None:
+                return addr.version
+        return 4
+
+    @property
+    def vrrp_version(self) -> int:
+        """Return the VRRP version spoken: `version` if written, else 3 for IPv6 and 2 for IPv4."""
+        if self.family == 6:
+            return 3
+        return self.version if self.version is not None else D.VRRP_VERSION
+
+
+# ------------------------------------------------------------------------------------ checkers
+
+
+class _CheckTiming(_Model):
+    """Keys every checker shares with its real server and service (None = inherit)."""
+
+    retry: Annotated[int, Field(ge=0)] | None = None
+    delay_before_retry: Seconds | None = None
+    delay_loop: Seconds | None = None
+    warmup: Seconds | None = None
+    alpha: bool | None = None
+
+
+class _ConnectCheck(_CheckTiming):
+    connect_ip: IpAddr | None = None
+    connect_port: Port | None = None
+    bindto: IpAddr | None = None
+    bind_port: Port | None = None
+    bind_if: str | None = None
+    connect_timeout: Seconds | None = None
+
+
+class TcpCheck(_ConnectCheck):
+    """keepalived `TCP_CHECK`: up when a TCP connect completes within `connect_timeout`."""
+
+
+class MiscCheck(_CheckTiming):
+    """keepalived `MISC_CHECK`: run `misc_path`; exit 0 up, 1 down, 2..255 = weight+2 if dynamic."""
+
+    misc_path: str
+    misc_timeout: Seconds | None = None  # None = delay_loop
+    misc_dynamic: bool = False
+    user: str | None = None
+
+
+class GridftpCheck(_ConnectCheck):
+    """gridlb `GRIDFTP_CHECK`: banner (220 up, 421/422 refusing), login or canary transfer."""
+
+    level: Literal["banner", "login", "canary"] | None = None  # None = gridlb.gridftp_check.level
+    canary_path: str | None = None
+    check_data_address: bool | None = None
+    user: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """One resolved health check of one real server: kind, target and keepalived-inherited timing."""
+
+    kind: CheckKind
+    target: RealKey
+    connect_timeout_s: float = D.CHECK_CONNECT_TIMEOUT_S
+    delay_loop_s: float = D.CHECK_DELAY_LOOP_S
+    retry: int = D.CHECK_RETRY
+    delay_before_retry_s: float = D.CHECK_DELAY_BEFORE_RETRY_S
+    warmup_s: float | None = None  # None = keepalived: random delay up to delay_loop_s
+    alpha: bool = D.CHECK_ALPHA
+    inhibit_on_failure: bool = D.CHECK_INHIBIT_ON_FAILURE
+    bindto: IPAddress | None = None
+    bind_port: int | None = None
+    bind_if: str | None = None
+    script: str | None = None  # SCRIPT: the command line (misc_path)
+    script_timeout_s: float | None = None
+    script_dynamic: bool = False
+    script_user: str | None = None
+    gridftp_level: str = D.GRIDFTP_CHECK_LEVEL
+    gridftp_canary_path: str | None = None
+    gridftp_check_data_address: bool = D.GRIDFTP_CHECK_DATA_ADDRESS
+    gridftp_user: str = D.GRIDFTP_CHECK_USER
+    gridftp_password: str = D.GRIDFTP_CHECK_PASSWORD
+
+
+# ------------------------------------------------------------------------------- virtual servers
+
+
+class _Inherited(_Model):
+    """Checker keys a service or real server sets as the default for what is below it."""
+
+    connect_timeout: Seconds | None = None
+    retry: Annotated[int, Field(ge=0)] | None = None
+    delay_before_retry: Seconds | None = None
+    delay_loop: Seconds | None = None
+    warmup: Seconds | None = None
+    alpha: bool | None = None
+    inhibit_on_failure: bool | None = None
+    tcp_check: TcpCheck | None = None
+    misc_check: MiscCheck | None = None
+    gridftp_check: GridftpCheck | None = None
+
+    @property
+    def checkers(self) -> tuple[TcpCheck | MiscCheck | GridftpCheck, ...]:
+        """Return the checker blocks written here, in a fixed order (tcp, misc, gridftp)."""
+        return tuple(c for c in (self.tcp_check, self.misc_check, self.gridftp_check) if c is not None)
+
+
+class RealServer(_Inherited):
+    """A `real_server` (Hiera: an item of `real_servers`); `port` defaults to the service's port."""
+
+    ip_address: IpAddr
+    port: Port | None = None
+    weight: Annotated[int, Field(ge=D.RS_WEIGHT_MIN, le=D.RS_WEIGHT_MAX)] = D.RS_WEIGHT
+    lb_kind: LbKind | None = None  # None = the service's
+    uthreshold: Annotated[int, Field(ge=0)] | None = None
+    lthreshold: Annotated[int, Field(ge=0)] | None = None
+    notify_up: str | None = None
+    notify_down: str | None = None
+
+    _upper_kind = field_validator("lb_kind", mode="before")(_upper)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ip_alias(cls, value: object) -> object:
+        if isinstance(value, Mapping) and "ip" in value and "ip_address" not in value:
+            data = dict(value)
+            data["ip_address"] = data.pop("ip")
+            return data
+        return value
+
+    def real_key(self, vs: VirtualServer) -> RealKey:
+        """Return this server's destination key in `vs` (port defaults to the service's port)."""
+        port = self.port if self.port is not None else (vs.port or 0)
+        return RealKey(self.ip_address, port)
+
+    def forward(self, vs: VirtualServer) -> ForwardMethod:
+        """Return the forwarding method: this server's `lb_kind`, else the service's."""
+        return _FORWARD[self.lb_kind or vs.lb_kind]
+
+    def dest_spec(self, vs: VirtualServer, weight: int | None = None) -> DestSpec:
+        """Return the IPVS destination spec (optionally with a weight other than the configured one)."""
+        return DestSpec(
+            weight=self.weight if weight is None else weight,
+            forward=self.forward(vs),
+            u_threshold=self.uthreshold or 0,
+            l_threshold=self.lthreshold or 0,
+        )
+
+
+class SorryServer(_Model):
+    """The server that replaces all real servers while the quorum is lost."""
+
+    ip_address: IpAddr
+    port: Port | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        if isinstance(value, str):
+            words = value.split()
+            if len(words) not in (1, 2):
+                raise ValueError(f"{value!r}: expected 'IP [PORT]'")
+            return {"ip_address": words[0], **({"port": words[1]} if len(words) == 2 else {})}
+        if isinstance(value, Mapping) and "ip" in value and "ip_address" not in value:
+            data = dict(value)
+            data["ip_address"] = data.pop("ip")
+            return data
+        return value
+
+
+class VirtualServer(_Inherited):
+    """A `virtual_server` (seed: `keepalived::virtual_servers`): `ip_address`+`port` or `fwmark`."""
+
+    ip_address: IpAddr | None = None
+    port: Port | None = None
+    fwmark: Annotated[int, Field(ge=D.FWMARK_MIN, le=D.FWMARK_MAX)] | None = None
+    ip_family: Literal["inet", "inet6"] | None = None
+    protocol: Proto = Proto(D.VS_PROTOCOL)
+    lb_algo: Scheduler = D.VS_SCHEDULER  # type: ignore[assignment]
+    lb_kind: LbKind = D.VS_LB_KIND  # type: ignore[assignment]
+    persistence_timeout: Annotated[int, Field(ge=0)] | None = None
+    persistence_granularity: str | None = None
+    quorum: Annotated[int, Field(ge=0)] = D.VS_QUORUM
+    hysteresis: Annotated[int, Field(ge=0)] = D.VS_HYSTERESIS
+    quorum_up: str | None = None
+    quorum_down: str | None = None
+    sorry_server: SorryServer | None = None
+    sorry_server_inhibit: bool = False
+    omega: bool = False
+    ha_suspend: bool = False
+    virtualhost: str | None = None
+    sh_port: bool = False
+    sh_fallback: bool = False
+    mh_port: bool = False
+    mh_fallback: bool = False
+    ops: bool = False
+    real_servers: Annotated[tuple[RealServer, ...], BeforeValidator(_listify)] = ()
+
+    _upper_fields = field_validator("protocol", "lb_kind", mode="before")(_upper)
+    _lower_fields = field_validator("lb_algo", "ip_family", mode="before")(_lower)
+
+    @field_validator("persistence_timeout", mode="before")
+    @classmethod
+    def _bare_persistence(cls, value: object) -> object:
+        if value is True:
+            return D.VS_PERSISTENCE_TIMEOUT_S
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_identity(self) -> VirtualServer:
+        if self.fwmark is not None:
+            if self.ip_address is not None:
+                raise ValueError("give either ip_address (and port) or fwmark, not both")
+        elif self.ip_address is None:
+            raise ValueError("a virtual server needs ip_address and port, or fwmark")
+        elif self.port is None and not self.persistence_timeout:
+            raise ValueError("port is required (only a persistent service may leave it out)")
+        return self
+
+    @property
+    def scheduler(self) -> str:
+        """Return the ipvsadm scheduler name (`lb_algo` / `lvs_sched`)."""
+        return self.lb_algo
+
+    @property
+    def forward(self) -> ForwardMethod:
+        """Return the service's forwarding method (`lb_kind` / `lvs_method`)."""
+        return _FORWARD[self.lb_kind]
+
+    @property
+    def family(self) -> int:
+        """Return 4 or 6: from the address, else `ip_family`, else the first real server's."""
+        if self.ip_address is not None:
+            return self.ip_address.version
+        if self.ip_family is not None:
+            return 6 if self.ip_family == "inet6" else 4
+        if self.real_servers:
+            return self.real_servers[0].ip_address.version
+        return 4
+
+    def service_key(self) -> ServiceKey:
+        """Return the IPVS service key (protocol, address, port) or (fwmark, family)."""
+        if self.fwmark is not None:
+            return ServiceKey(self.protocol, None, 0, fwmark=self.fwmark, af=self.family)
+        assert self.ip_address is not None
+        return ServiceKey(self.protocol, self.ip_address, self.port or 0)
+
+    def service_spec(self) -> ServiceSpec:
+        """Return the IPVS service spec (scheduler, persistence, scheduler flags)."""
+        flags = {
+            name
+            for name, on in (
+                ("sh-port", self.sh_port),
+                ("sh-fallback", self.sh_fallback),
+                ("mh-port", self.mh_port),
+                ("mh-fallback", self.mh_fallback),
+            )
+            if on
+        }
+        return ServiceSpec(
+            scheduler=self.lb_algo,
+            persistence_timeout_s=self.persistence_timeout or 0,
+            netmask=self.persistence_granularity or "",
+            flags=frozenset(flags),
+            one_packet=self.ops,
+        )
+
+    def checks_for(self, rs: RealServer, settings: GridlbSettings | None = None) -> tuple[CheckSpec, ...]:
+        """Return the resolved checks of `rs`: its own checker blocks, else the service's; may be empty.
+
+        Inheritance is keepalived's: the service's value is the default for the real server, the real
+        server's for its checkers; keys nobody wrote take keepalived's defaults.
+        """
+        blocks = rs.checkers or self.checkers
+        return tuple(self._resolve(rs, block, settings or GridlbSettings()) for block in blocks)
+
+    def check_for(self, rs: RealServer, settings: GridlbSettings | None = None) -> CheckSpec:
+        """Return the first resolved check of `rs`, or a `CheckKind.NONE` spec when it has none."""
+        checks = self.checks_for(rs, settings)
+        if checks:
+            return checks[0]
+        return CheckSpec(
+            kind=CheckKind.NONE,
+            target=rs.real_key(self),
+            inhibit_on_failure=_first(rs.inhibit_on_failure, self.inhibit_on_failure)
+            or D.CHECK_INHIBIT_ON_FAILURE,
+        )
+
+    def _resolve(
+        self, rs: RealServer, block: TcpCheck | MiscCheck | GridftpCheck, settings: GridlbSettings
+    ) -> CheckSpec:
+        def pick(name: str, default: Any) -> Any:
+            value = _first(getattr(block, name, None), getattr(rs, name), getattr(self, name))
+            return default if value is None else value
+
+        key = rs.real_key(self)
+        kind = {TcpCheck: CheckKind.TCP, MiscCheck: CheckKind.SCRIPT, GridftpCheck: CheckKind.GRIDFTP}[
+            type(block)
+        ]
+        delay_loop = float(pick("delay_loop", D.CHECK_DELAY_LOOP_S))
+        common: dict[str, Any] = {
+            "kind": kind,
+            "target": key,
+            "connect_timeout_s": float(pick("connect_timeout", D.CHECK_CONNECT_TIMEOUT_S)),
+            "delay_loop_s": delay_loop,
+            "retry": int(pick("retry", D.CHECK_RETRY_MISC if kind is CheckKind.SCRIPT else D.CHECK_RETRY)),
+            "delay_before_retry_s": float(pick("delay_before_retry", D.CHECK_DELAY_BEFORE_RETRY_S)),
+            "warmup_s": pick("warmup", None),
+            "alpha": bool(pick("alpha", D.CHECK_ALPHA)),
+            "inhibit_on_failure": bool(
+                _first(rs.inhibit_on_failure, self.inhibit_on_failure) or D.CHECK_INHIBIT_ON_FAILURE
+            ),
+        }
+        if isinstance(block, MiscCheck):
+            common.update(
+                script=block.misc_path,
+                script_timeout_s=block.misc_timeout if block.misc_timeout is not None else delay_loop,
+                script_dynamic=block.misc_dynamic,
+                script_user=block.user,
+            )
+            return CheckSpec(**common)
+        common.update(
+            target=RealKey(
+                block.connect_ip or key.addr,
+                block.connect_port if block.connect_port is not None else key.port,
+            ),
+            bindto=block.bindto,
+            bind_port=block.bind_port,
+            bind_if=block.bind_if,
+        )
+        if isinstance(block, GridftpCheck):
+            g = settings.gridftp_check
+            common.update(
+                gridftp_level=block.level or g.level,
+                gridftp_canary_path=block.canary_path or g.canary_path,
+                gridftp_check_data_address=_first(block.check_data_address, g.check_data_address),
+                gridftp_user=block.user or g.user,
+                gridftp_password=block.password or g.password,
+            )
+        return CheckSpec(**common)
+
+
+def _first(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+# -------------------------------------------------------------------------------- gridlb section
+
+
+class GridftpCheckSettings(_Model):
+    """Site-wide defaults of `GRIDFTP_CHECK` blocks."""
+
+    level: Literal["banner", "login", "canary"] = D.GRIDFTP_CHECK_LEVEL  # type: ignore[assignment]
+    canary_path: str | None = None  # file read by the canary level (a small RETR)
+    check_data_address: bool = D.GRIDFTP_CHECK_DATA_ADDRESS  # report a PASV reply naming the VIP
+    user: str = D.GRIDFTP_CHECK_USER
+    password: str = D.GRIDFTP_CHECK_PASSWORD
+
+    @model_validator(mode="after")
+    def _canary_needs_path(self) -> GridftpCheckSettings:
+        if self.level == "canary" and not self.canary_path:
+            raise ValueError("level 'canary' needs canary_path")
+        return self
+
+
+class ProxySettings(_Model):
+    """Settings of the userspace proxy dataplane."""
+
+    fin_timeout_s: Seconds = D.PROXY_FIN_TIMEOUT_S
+    connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
+
+
+_LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d+)$")
+
+
+class GridlbSettings(_Model):
+    """The `gridlb:` section: what keepalived has no words for."""
+
+    dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE  # type: ignore[assignment]
+    director_name: str | None = None  # names the director this file describes (default: file stem)
+    script_user: str = "root"  # keepalived global_defs script_user (rendered with enable_script_security)
+    control_socket: str = D.GRIDLB_CONTROL_SOCKET
+    control_group: str | None = None  # group allowed to change things over the control socket
+    metrics_listen: str | None = None  # "ADDR:PORT" for Prometheus metrics; None = off
+    gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
+    proxy: ProxySettings = ProxySettings()
+
+    _lower_dataplane = field_validator("dataplane", mode="before")(_lower)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        m = _LISTEN_RE.match(value)
+        if not m or not 0 < int(m.group(2)) <= D.PORT_MAX:
+            raise ValueError(f"{value!r}: expected ADDR:PORT, e.g. 127.0.0.1:9100 or [::1]:9100")
+        return value
+
+
+# ------------------------------------------------------------------------------------ one file
+
+
+class SiteData(_Model):
+    """What one site file says (top-level keys renamed through `TOP_LEVEL_KEYS`)."""
+
+    vrrp_instances: dict[str, VrrpInstance] = {}
+    virtual_servers: dict[str, VirtualServer] = {}
+    vrrp_scripts: dict[str, VrrpScript] = {}
+    gridlb: GridlbSettings | None = None
+
+    @field_validator("vrrp_instances", "virtual_servers", "vrrp_scripts", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
