@@ -126,6 +126,9 @@ class DestSpec:
     forward: ForwardMethod = ForwardMethod.ROUTE
     u_threshold: int = 0  # 0 = unset
     l_threshold: int = 0
+    tun_type: str = "ipip"  # with TUNNEL: ipip, gue or gre (ipvsadm --tun-type)
+    tun_port: int = 0  # gue destination port
+    tun_flags: str = "nocsum"  # gue/gre checksum: nocsum, csum or remcsum
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gridlb.cli.demo",
     "gridlb.cli.realserver",
     "gridlb.cli.lab",
+    "gridlb.cli.check",
 )
 
 #: Subcommands that parse their own argv (ipvsadm's option grammar is not argparse's).

@@ -1,0 +1,595 @@
+"""Benchmark of the proxy dataplane against haproxy (default and 256 KiB buffers) and a direct connection.
+
+Placement (as in research/perf-anchors.md): the proxy under test runs alone on CPU 1; the
+backends and the load generator run on CPU 0. Every system balances least-connection over 3
+banner backends ("220 ..." then close, like an FTP greeting) and 3 bulk senders (the client sends
+`<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time is read from
+/proc/PID/stat before and after each load run, so "µs per connection" and "CPU-s per GB" do not
+depend on the load side's ceiling. haproxy runs from a config in a temp dir, started and killed by
+PID. All traffic is on 127.0.0.1. Rounds interleave the systems; throughput is best-of-rounds,
+CPU costs are medians.
+
+    python bench/proxy.py            # full run (3 rounds, > 100,000 connections through gridlb)
+    python bench/proxy.py --quick    # < 1 minute
+
+Internal roles (the bench runs itself in subprocesses): --role backends|proxy|loadgen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+BANNER = b"220 gridlb-bench GridFTP-like ready\r\n"
+HZ = os.sysconf("SC_CLK_TCK")
+LOAD_CPU = 0
+PROXY_CPU = 1
+HOST = "127.0.0.1"
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+def pin(cpu: int) -> None:
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {cpu})
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def cpu_s(pid: int) -> tuple[float, float]:
+    """Return (user, system) CPU seconds of process `pid` (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return int(fields[11]) / HZ, int(fields[12]) / HZ
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((HOST, port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# --- role: backends (CPU 0) ---------------------------------------------------------------------------
+
+
+def run_backends(banner_ports: Sequence[int], bulk_ports: Sequence[int], duration_s: float) -> None:
+    """Serve banner ports from one epoll loop and bulk ports with a thread per stream."""
+    pin(LOAD_CPU)
+    ep = select.epoll()
+    kinds: dict[int, tuple[socket.socket, bool]] = {}
+    for ports, bulk in ((banner_ports, False), (bulk_ports, True)):
+        for port in ports:
+            ls = socket.socket()
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind((HOST, port))
+            ls.listen(4096)
+            ls.setblocking(False)
+            kinds[ls.fileno()] = (ls, bulk)
+            ep.register(ls.fileno(), select.EPOLLIN)
+    chunk = b"x" * (1 << 20)
+
+    def bulk_stream(c: socket.socket) -> None:
+        with c:
+            try:
+                line = b""
+                while not line.endswith(b"\n") and len(line) < 32:
+                    part = c.recv(32)
+                    if not part:
+                        return
+                    line += part
+                for _ in range(int(line)):
+                    c.sendall(chunk)
+            except (OSError, ValueError):
+                pass
+
+    end = time.monotonic() + duration_s
+    while time.monotonic() < end:
+        for fd, _ in ep.poll(1.0):
+            ls, bulk = kinds[fd]
+            for _ in range(256):
+                try:
+                    c, _ = ls.accept()
+                except BlockingIOError:
+                    break
+                if bulk:
+                    threading.Thread(target=bulk_stream, args=(c,), daemon=True).start()
+                else:
+                    with contextlib.suppress(OSError):
+                        c.send(BANNER)
+                    c.close()
+
+
+# --- role: load generator (CPU 0) ---------------------------------------------------------------------
+
+
+def loadgen_banner(port: int, conc: int, duration_s: float, max_conns: int) -> dict[str, Any]:
+    """Keep `conc` connections in flight: connect, read to EOF (check 220), close, repeat."""
+    pin(LOAD_CPU)
+    ep = select.epoll()
+    conns: dict[int, tuple[socket.socket, float, bytearray]] = {}
+    lat: list[float] = []
+    errors = bad = started = 0
+    dst = (HOST, port)
+    t0 = time.monotonic()
+    t_end = t0 + duration_s
+
+    def start() -> None:
+        nonlocal started, errors
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        t = time.monotonic()
+        err = s.connect_ex(dst)
+        if err not in (0, 115):  # EINPROGRESS
+            errors += 1
+            s.close()
+            return
+        started += 1
+        conns[s.fileno()] = (s, t, bytearray())
+        ep.register(s.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+
+    for _ in range(conc):
+        if started < max_conns:
+            start()
+    buf = bytearray(4096)
+    while conns:
+        now = time.monotonic()
+        if now > t_end + 30:
+            errors += len(conns)
+            break
+        for fd, _ in ep.poll(0.5):
+            s, t, got = conns[fd]
+            done = 0
+            while True:
+                try:
+                    n = s.recv_into(buf)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    done = 2
+                    break
+                if not n:
+                    done = 1
+                    break
+                got += buf[:n]
+            if not done:
+                continue
+            now = time.monotonic()
+            del conns[fd]
+            s.close()
+            if done == 2 or not got:
+                errors += 1
+            else:
+                if not got.startswith(b"220"):
+                    bad += 1
+                lat.append(now - t)
+            if now < t_end and started < max_conns:
+                start()
+    elapsed = time.monotonic() - t0
+    lat.sort()
+    n = len(lat)
+    return {
+        "conns": n,
+        "errors": errors,
+        "bad": bad,
+        "elapsed": elapsed,
+        "cps": n / elapsed if elapsed else 0.0,
+        "p50_us": lat[n // 2] * 1e6 if n else 0.0,
+        "p99_us": lat[n * 99 // 100] * 1e6 if n else 0.0,
+    }
+
+
+def loadgen_bulk(port: int, streams: int, mib: int, timeout_s: float) -> dict[str, Any]:
+    """Open `streams` streams, ask each for `mib` MiB, read everything; report MB/s."""
+    pin(LOAD_CPU)
+    ep = select.epoll()
+    socks: dict[int, socket.socket] = {}
+    got: dict[int, int] = {}
+    errors = 0
+    t0 = time.monotonic()
+    for _ in range(streams):
+        s = socket.create_connection((HOST, port), 10)
+        s.sendall(f"{mib}\n".encode())
+        s.setblocking(False)
+        socks[s.fileno()] = s
+        got[s.fileno()] = 0
+        ep.register(s.fileno(), select.EPOLLIN)
+    buf = bytearray(1 << 18)
+    total = 0
+    while socks and time.monotonic() - t0 < timeout_s:
+        for fd, _ in ep.poll(0.5):
+            s = socks[fd]
+            try:
+                n = s.recv_into(buf)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = -1
+            if n > 0:
+                got[fd] += n
+                continue
+            if n < 0 or got[fd] != mib << 20:
+                errors += 1
+            total += got[fd]
+            del socks[fd]
+            s.close()
+    errors += len(socks)
+    elapsed = time.monotonic() - t0
+    return {"bytes": total, "errors": errors, "elapsed": elapsed, "MBps": total / elapsed / 1e6}
+
+
+# --- role: our proxy (CPU 1) --------------------------------------------------------------------------
+
+
+def ensure_wlc() -> str:
+    """Return the scheduler name to use: the shared 'wlc' when present, else a local copy of its rule."""
+    from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler, register_scheduler
+    from gridlb.table import RealKey
+
+    try:
+        create_scheduler("wlc")
+        return "wlc"
+    except KeyError:
+        pass
+
+    @register_scheduler
+    class BenchWlc(Scheduler):
+        """Kernel ip_vs_wlc rule (overhead = active*256 + inactive), used until gridlb.sched.wlc lands."""
+
+        name = "bench-wlc"
+
+        def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+            best: DestView | None = None
+            boh = 0
+            for d in dests:
+                if d.overloaded or d.weight <= 0:
+                    continue
+                oh = d.active * 256 + d.inactive
+                if best is None or boh * d.weight > oh * best.weight:
+                    best, boh = d, oh
+            return None if best is None else best.key
+
+    return "bench-wlc"
+
+
+def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str) -> None:
+    from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
+    from gridlb.dataplane.relay import RelayMode
+    from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
+
+    pin(PROXY_CPU)
+    sched = ensure_wlc()
+
+    async def main() -> None:
+        dp = ProxyDataplane(options=ProxyOptions(relay=RelayMode(mode)))
+        ops: list[Any] = []
+        for port, pool in zip(listen, pools, strict=True):
+            key = ServiceKey.tcp(HOST, port)
+            ops.append(AddService(key, ServiceSpec(scheduler=sched)))
+            ops.extend(AddDest(key, RealKey.parse(f"{HOST}:{p}"), DestSpec()) for p in pool)
+        results = await dp.apply(ops)
+        bad = [r.error for r in results if not r.ok]
+        if bad:
+            raise SystemExit(f"apply failed: {bad}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        print(json.dumps({"ready": True, "scheduler": sched, "relay": dp.relay_mode.value}), flush=True)
+        await stop.wait()
+        errors = await dp.errors()
+        print(json.dumps({"errors": errors}), flush=True)
+        await dp.close()
+
+    asyncio.run(main())
+
+
+# --- orchestration ------------------------------------------------------------------------------------
+
+
+class System:
+    """One system under test: how to start it and where its banner and bulk listeners are."""
+
+    def __init__(self, name: str, banner: int, bulk: int) -> None:
+        self.name = name
+        self.banner = banner
+        self.bulk = bulk
+        self.proc: subprocess.Popen[str] | None = None
+        self.extra: dict[str, Any] = {}
+
+    def start(self, tmp: Path, pools: tuple[list[int], list[int]]) -> None:
+        if self.name == "direct":
+            return
+        if self.name.startswith("haproxy"):
+            cfg = tmp / f"{self.name}.cfg"
+            cfg.write_text(haproxy_cfg(self, pools, tuned=self.name.endswith("256k")))
+            cmd = ["taskset", "-c", str(PROXY_CPU), "haproxy", "-f", str(cfg), "-db"]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        else:
+            cmd = [sys.executable, __file__, "--role", "proxy", "--listen", f"{self.banner},{self.bulk}"]
+            cmd += ["--pools", ";".join(",".join(map(str, p)) for p in pools), "--mode", self.extra["mode"]]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(
+                    f"{self.name} did not start: {self.proc.stderr.read() if self.proc.stderr else ''}"
+                )
+            self.extra.update(json.loads(line))
+        if not (wait_port(self.banner) and wait_port(self.bulk)):
+            self.stop()
+            raise SystemExit(f"{self.name} is not listening")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        self.proc = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        for line in (out or "").splitlines():
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if "errors" in msg:
+                    self.extra["dataplane_errors"] = msg["errors"]
+
+
+def haproxy_cfg(sys_: System, pools: tuple[list[int], list[int]], *, tuned: bool) -> str:
+    lines = ["global", "    nbthread 1", "    maxconn 9000"]
+    if tuned:
+        lines.append("    tune.bufsize 262144")
+    lines += ["defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 30s"]
+    lines += ["    timeout server 30s", "    maxconn 9000"]
+    for label, port, pool in (("banner", sys_.banner, pools[0]), ("bulk", sys_.bulk, pools[1])):
+        lines += [f"frontend fe_{label}", f"    bind {HOST}:{port}", f"    default_backend be_{label}"]
+        lines += [f"backend be_{label}", "    balance leastconn"]
+        lines += [f"    server s{i} {HOST}:{p}" for i, p in enumerate(pool)]
+    return "\n".join(lines) + "\n"
+
+
+def loadgen(args: list[str], timeout_s: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--role", "loadgen", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def measure(sys_: System, test: str, args: list[str], timeout_s: float) -> dict[str, Any]:
+    pid = sys_.pid
+    before = cpu_s(pid) if pid else (0.0, 0.0)
+    res = loadgen(args, timeout_s)
+    after = cpu_s(pid) if pid else (0.0, 0.0)
+    res["cpu_user_s"] = after[0] - before[0]
+    res["cpu_sys_s"] = after[1] - before[1]
+    res["cpu_s"] = res["cpu_user_s"] + res["cpu_sys_s"]
+    res["test"] = test
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short run, under a minute")
+    ap.add_argument("--rounds", type=int, default=0)
+    ap.add_argument("--mode", default="auto", help="relay mode of gridlb: auto, splice or copy")
+    ap.add_argument("--role", choices=["backends", "proxy", "loadgen"])
+    ap.add_argument("--listen", default="")
+    ap.add_argument("--pools", default="")
+    ap.add_argument("rest", nargs="*")
+    a = ap.parse_args(argv)
+    if a.role == "backends":
+        ports = [list(map(int, x.split(","))) for x in a.pools.split(";")]
+        run_backends(ports[0], ports[1], float(a.rest[0]))
+        return 0
+    if a.role == "proxy":
+        run_proxy(
+            [int(x) for x in a.listen.split(",")],
+            [list(map(int, x.split(","))) for x in a.pools.split(";")],
+            a.mode,
+        )
+        return 0
+    if a.role == "loadgen":
+        kind, port, n, *more = a.rest
+        if kind == "banner":
+            res = loadgen_banner(int(port), int(n), float(more[0]), int(more[1]))
+        else:
+            res = loadgen_bulk(int(port), int(n), int(more[0]), float(more[1]))
+        print(json.dumps(res))
+        return 0
+    return orchestrate(a.quick, a.rounds or (1 if a.quick else 3), a.mode)
+
+
+def orchestrate(quick: bool, rounds: int, mode: str) -> int:
+    if os.cpu_count() is None or len(os.sched_getaffinity(0)) < 2:
+        print("needs 2 CPUs (proxy on CPU 1, load on CPU 0)", file=sys.stderr)
+        return 2
+    have_haproxy = shutil.which("haproxy") is not None
+    ports = free_ports(6 + 8)
+    pools = (ports[0:3], ports[3:6])
+    names = ["direct", *(["haproxy", "haproxy-256k"] if have_haproxy else []), "gridlb"]
+    systems = [System(n, ports[6 + 2 * i], ports[7 + 2 * i]) for i, n in enumerate(names)]
+    systems[0].banner, systems[0].bulk = pools[0][0], pools[1][0]
+    systems[-1].extra["mode"] = mode
+    c1 = ("1", "1.5", "20000") if quick else ("1", "3", "40000")
+    c64 = ("64", "2", "30000") if quick else ("64", "30", "40000")
+    bulk1 = ("1", "256" if quick else "2048")
+    bulk8 = ("8", "32" if quick else "256")
+    total_s = 600.0
+    pool_arg = ";".join(",".join(map(str, p)) for p in pools)
+    backend = subprocess.Popen(
+        [sys.executable, __file__, "--role", "backends", "--pools", pool_arg, str(total_s)]
+    )
+    results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+    try:
+        for p in (*pools[0], *pools[1]):
+            if not wait_port(p):
+                raise SystemExit(f"backend port {p} is not listening")
+        with tempfile.TemporaryDirectory(prefix="gridlb-bench-") as tmpd:
+            tmp = Path(tmpd)
+            for rnd in range(rounds):
+                for s in systems:
+                    s.start(tmp, pools)
+                    try:
+                        time.sleep(0.2)
+                        runs = [
+                            measure(s, "c1", ["banner", str(s.banner), *c1], 120),
+                            measure(s, "c64", ["banner", str(s.banner), *c64], 180),
+                            measure(s, "bulk1", ["bulk", str(s.bulk), *bulk1, "120"], 180),
+                            measure(s, "bulk8", ["bulk", str(s.bulk), *bulk8, "120"], 180),
+                        ]
+                    finally:
+                        s.stop()
+                    for r in runs:
+                        r["round"] = rnd
+                        r["dataplane_errors"] = s.extra.get("dataplane_errors", {})
+                    results[s.name].extend(runs)
+                    print(f"# round {rnd} {s.name}: " + json.dumps(runs), file=sys.stderr, flush=True)
+    finally:
+        for s in systems:
+            s.stop()
+        backend.send_signal(signal.SIGTERM)
+        try:
+            backend.wait(5)
+        except subprocess.TimeoutExpired:
+            backend.kill()
+            backend.wait()
+    return report(results, systems[-1].extra)
+
+
+def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) -> int:
+    def runs(name: str, test: str) -> list[dict[str, Any]]:
+        return [r for r in results.get(name, []) if r["test"] == test]
+
+    rows: dict[str, dict[str, float]] = {}
+    for name in results:
+        c1 = runs(name, "c1")
+        c64 = runs(name, "c64")
+        b1 = runs(name, "bulk1")
+        b8 = runs(name, "bulk8")
+        best_c1 = max(c1, key=lambda r: r["cps"])
+        row = {
+            "us_conn": statistics.median(r["cpu_s"] * 1e6 / max(1, r["conns"]) for r in c64),
+            "cps1": best_c1["cps"],
+            "cps64": max(r["cps"] for r in c64),
+            "p50": statistics.median(r["p50_us"] for r in c1),
+            "p99": statistics.median(r["p99_us"] for r in c1),
+            "mb1": max(r["MBps"] for r in b1),
+            "mb8": max(r["MBps"] for r in b8),
+            "gb1": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) for r in b1),
+            "gb8": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) for r in b8),
+            "conns": sum(r["conns"] for r in c1 + c64),
+            "errors": sum(r["errors"] + r.get("bad", 0) for r in c1 + c64 + b1 + b8),
+            "user_share": statistics.median(r["cpu_user_s"] / r["cpu_s"] if r["cpu_s"] else 0.0 for r in c64),
+        }
+        rows[name] = row
+    d = rows["direct"]
+    h = rows.get("haproxy")
+    ht = rows.get("haproxy-256k")
+    g = rows["gridlb"]
+    hdr = (
+        f"{'system':<13} {'µs/conn':>8} {'cap×hap':>8} {'conn/s c1':>10} {'conn/s c64':>10} "
+        f"{'p50 c1':>7} {'p99 c1':>7} {'+p50':>6} {'MB/s 1':>7} {'MB/s 8':>7} {'CPUs/GB 1/8':>12} "
+        f"{'usr%':>5} {'conns':>7} {'errors':>6}"
+    )
+    print(hdr)
+    for name, r in rows.items():
+        us = f"{r['us_conn']:.0f}" if name != "direct" else "-"
+        cap = f"{h['us_conn'] / r['us_conn']:.2f}" if h and name != "direct" and r["us_conn"] else "-"
+        gb = f"{r['gb1']:.2f}/{r['gb8']:.2f}" if name != "direct" else "-"
+        usr = f"{100 * r['user_share']:.0f}" if name != "direct" else "-"
+        print(
+            f"{name:<13} {us:>8} {cap:>8} {r['cps1']:>10.0f} {r['cps64']:>10.0f} {r['p50']:>7.0f} "
+            f"{r['p99']:>7.0f} {r['p50'] - d['p50']:>+6.0f} {r['mb1']:>7.0f} {r['mb8']:>7.0f} {gb:>12} "
+            f"{usr:>5} {r['conns']:>7.0f} {r['errors']:>6.0f}"
+        )
+    dp_errors: dict[str, int] = {}
+    for r in results["gridlb"]:
+        for k, v in r.get("dataplane_errors", {}).items():
+            dp_errors[k] = max(dp_errors.get(k, 0), v)
+    print(
+        f"gridlb: scheduler={ours_info.get('scheduler')} relay={ours_info.get('relay')} "
+        f"dataplane errors={dp_errors or 0}"
+    )
+    kv: dict[str, str] = {
+        "us_conn": f"{g['us_conn']:.0f}",
+        "cps_c1": f"{g['cps1']:.0f}",
+        "cps_c64": f"{g['cps64']:.0f}",
+        "p50_us": f"{g['p50']:.0f}",
+        "p99_us": f"{g['p99']:.0f}",
+        "added_p50_us": f"{g['p50'] - d['p50']:.0f}",
+        "mbps_1": f"{g['mb1']:.0f}",
+        "mbps_8": f"{g['mb8']:.0f}",
+        "cpu_s_per_gb": f"{(g['gb1'] + g['gb8']) / 2:.2f}",
+        "conns": f"{g['conns']:.0f}",
+        "errors": f"{g['errors']:.0f}",  # seen by clients: failed or short connections, bad banners
+        "dataplane_errors": f"{sum(dp_errors.values())}",  # counted inside gridlb (incl. peer resets)
+    }
+    ok = g["errors"] == 0
+    if h and ht:
+        goals = {
+            "capacity_ratio": (h["us_conn"] / g["us_conn"], 0.6, ">="),
+            "added_p50_vs_haproxy_us": ((g["p50"] - d["p50"]) - (h["p50"] - d["p50"]), 100, "<="),
+            "p99_c1_us": (g["p99"], 1000, "<="),
+            "mb1_vs_haproxy": (g["mb1"] / h["mb1"], 1.0, ">="),
+            "mb8_vs_haproxy": (g["mb8"] / h["mb8"], 1.0, ">="),
+            "mb1_vs_haproxy_256k": (g["mb1"] / ht["mb1"], 0.8, ">="),
+            "mb8_vs_haproxy_256k": (g["mb8"] / ht["mb8"], 0.8, ">="),
+            "cpu_gb_vs_haproxy_256k": ((g["gb1"] + g["gb8"]) / (ht["gb1"] + ht["gb8"]), 0.5, "<="),
+        }
+        print("goals:")
+        for goal, (val, lim, op) in goals.items():
+            met = val >= lim if op == ">=" else val <= lim
+            ok = ok and met
+            print(f"  {goal:<26} {val:8.2f} {op} {lim:<6} {'ok' if met else 'MISSED'}")
+            kv[goal] = f"{val:.2f}"
+        print(
+            f"  {'errors':<26} {int(kv['errors']):8d} == 0      {'ok' if kv['errors'] == '0' else 'MISSED'}"
+        )
+    kv["goals_met"] = "yes" if ok else "no"
+    print("RESULT proxy " + " ".join(f"{k}={v}" for k, v in kv.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

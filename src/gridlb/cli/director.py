@@ -1,0 +1,105 @@
+"""`gridlb director run SITE.yaml [MORE.yaml ...]`: run the director in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from gridlb.director.daemon import DaemonOptions, DirectorDaemon
+from gridlb.director.director import DEFAULT_RESYNC_INTERVAL_S, DirectorConfig
+from gridlb.errors import ConfigError
+
+
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0660") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a permission mode (0000-0777)")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `gridlb director run`."""
+    p = subparsers.add_parser(
+        "director",
+        help="run the director (balancing, health checks, control socket, metrics)",
+        description=__doc__,
+    )
+    sub = p.add_subparsers(dest="director_command", metavar="ACTION", required=True)
+    run_p = sub.add_parser(
+        "run",
+        help="run in the foreground until SIGTERM/SIGINT; SIGHUP reloads the site files",
+        description=(
+            "Program the dataplane from the site files, check the real servers, serve the control "
+            "socket (gridlb status/drain/enable/add/remove/reload) and, if configured, Prometheus "
+            "metrics. SIGHUP (or `gridlb reload`) re-reads and validates the files before switching; "
+            "SIGTERM stops accepting and lets open connections finish for --grace seconds."
+        ),
+    )
+    run_p.add_argument("site", nargs="+", metavar="SITE.yaml", help="site files (one director's view)")
+    run_p.add_argument("--socket", metavar="PATH", help="control socket (default: gridlb.control_socket)")
+    run_p.add_argument(
+        "--socket-mode",
+        type=_mode,
+        default=0o660,
+        metavar="MODE",
+        help="control socket permissions (0660: root and the group; 0666 lets anyone read status)",
+    )
+    run_p.add_argument(
+        "--group", metavar="GROUP", help="group that may change state (default: gridlb.control_group)"
+    )
+    run_p.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="Prometheus listener ('' = off; default: gridlb.metrics_listen)",
+    )
+    run_p.add_argument(
+        "--resync",
+        type=float,
+        default=DEFAULT_RESYNC_INTERVAL_S,
+        metavar="S",
+        help="drift-repair period (5 s)",
+    )
+    run_p.add_argument(
+        "--grace", type=float, default=5.0, metavar="S", help="shutdown grace for open connections (5 s)"
+    )
+    run_p.add_argument("-v", "--verbose", action="store_true", help="log every change")
+    run_p.set_defaults(func=run)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log to stderr, one line per event."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the director until stopped."""
+    setup_logging(args.verbose)
+    config = DirectorConfig.load(args.site)
+    if args.resync <= 0:
+        raise ConfigError("must be > 0", key="--resync")
+    options = DaemonOptions(
+        socket_path=args.socket,
+        socket_mode=args.socket_mode,
+        socket_group=args.group,
+        metrics_listen=args.metrics,
+        resync_interval_s=args.resync,
+        grace_s=max(0.0, args.grace),
+    )
+
+    async def main() -> None:
+        daemon = DirectorDaemon(config, options)
+        await daemon.run()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise ConfigError(str(exc), key="director") from None
+    return 0

@@ -1,0 +1,428 @@
+"""Pure bookkeeping of the proxy dataplane: services, destinations, IPVS-like counters, thresholds, picks.
+
+No sockets and no clock here: the relay engine passes `now` (seconds, monotonic) and calls
+`pick` / `connect_failed` / `closed` / `expire` as connections come and go. The rules follow
+the kernel (net/netfilter/ipvs/ip_vs_conn.c, ip_vs_ctl.c):
+
+* a connection is bound to its destination when scheduled: `active += 1`, `conns += 1`, and the
+  destination becomes OVERLOADED when `u_threshold` is set and `active + inactive >= u_threshold`;
+* a proxied connection is active while its relay is open; once both directions are closed it
+  counts as inactive for the FIN timeout (`Timeouts.tcpfin`), then it is unbound;
+* on unbind the OVERLOAD flag is cleared when `active + inactive < l_threshold` (lower set), else
+  when `(active + inactive) * 4 < u_threshold * 3` (only upper set), else unconditionally;
+* editing a destination clears OVERLOAD when the new upper threshold is 0 or higher than before;
+* a destination deleted while connections still reference it keeps counting in a trash list and is
+  revived, counters included, when the same key is added back (as the kernel's dest trash does);
+* a passive failure (refused or timed-out connect) takes the destination out of scheduling at once
+  until the control side says it is up again (`mark_up`, or any AddDest/EditDest of it).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterable
+
+from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler
+from gridlb.table import (
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
+    Dest,
+    DestCounters,
+    DestSpec,
+    EditDest,
+    EditService,
+    IpvsTable,
+    Op,
+    Proto,
+    RealKey,
+    Service,
+    ServiceKey,
+    ServiceSpec,
+    Stats,
+    Timeouts,
+)
+
+#: The EWMA estimator period and weight the kernel uses for the rate columns (ip_vs_est.c: 2 s, 1/4).
+RATE_PERIOD_S = 2.0
+
+
+class Traffic:
+    """Mutable traffic counters of a service or destination (bytes are payload bytes, pkts unknown)."""
+
+    __slots__ = ("conns", "cps", "inbps", "inbytes", "last", "outbps", "outbytes")
+
+    def __init__(self) -> None:
+        self.conns = 0
+        self.inbytes = 0  # client -> real server
+        self.outbytes = 0  # real server -> client
+        self.last = (0, 0, 0)  # (conns, inbytes, outbytes) at the previous rate sample
+        self.cps = 0.0
+        self.inbps = 0.0
+        self.outbps = 0.0
+
+    def sample(self, period_s: float) -> None:
+        """Fold the last period into the rates: EWMA with weight 1/4, like the kernel estimator."""
+        c0, i0, o0 = self.last
+        self.cps += ((self.conns - c0) / period_s - self.cps) / 4
+        self.inbps += ((self.inbytes - i0) * 8 / period_s - self.inbps) / 4
+        self.outbps += ((self.outbytes - o0) * 8 / period_s - self.outbps) / 4
+        self.last = (self.conns, self.inbytes, self.outbytes)
+
+    def stats(self) -> Stats:
+        """Return the counters as the table's frozen `Stats` (packet counts are not observed: 0)."""
+        return Stats(
+            conns=self.conns,
+            inbytes=self.inbytes,
+            outbytes=self.outbytes,
+            cps=round(self.cps),
+            inbps=round(self.inbps),
+            outbps=round(self.outbps),
+        )
+
+
+class DestState:
+    """One destination of one service, with its live counters."""
+
+    __slots__ = (
+        "active",
+        "down",
+        "inactive",
+        "key",
+        "overloaded",
+        "service",
+        "sockaddr",
+        "spec",
+        "traffic",
+        "version",
+        "view",
+    )
+
+    def __init__(self, service: ServiceState, key: RealKey, spec: DestSpec) -> None:
+        self.service = service
+        self.key = key
+        self.sockaddr = (str(key.addr), key.port)  # what connect() takes, computed once
+        self.version = key.addr.version
+        self.spec = spec
+        self.active = 0
+        self.inactive = 0
+        self.overloaded = False
+        self.down = False  # passive health: a connect to it failed
+        self.traffic = Traffic()
+        self.view: DestView | None = None  # cached scheduler view; None = stale
+
+    def bind(self) -> None:
+        """Count a new connection scheduled to this destination (kernel ip_vs_bind_dest)."""
+        self.active += 1
+        self.traffic.conns += 1
+        self.service.traffic.conns += 1
+        u = self.spec.u_threshold
+        if u and self.active + self.inactive >= u:
+            self.overloaded = True
+        self.view = None
+        self.service.views = None
+
+    def unbind_check(self) -> None:
+        """Re-evaluate OVERLOAD after a connection went away (kernel ip_vs_unbind_dest)."""
+        total = self.active + self.inactive
+        lo, up = self.spec.l_threshold, self.spec.u_threshold
+        if lo:
+            if total < lo:
+                self.overloaded = False
+        elif up:
+            if total * 4 < up * 3:
+                self.overloaded = False
+        else:
+            self.overloaded = False
+        self.view = None
+        self.service.views = None
+
+    def make_view(self) -> DestView:
+        """Return (and cache) what the scheduler sees of this destination."""
+        view = self.view
+        if view is None:
+            view = self.view = DestView(
+                key=self.key,
+                weight=self.spec.weight,
+                active=self.active,
+                inactive=self.inactive,
+                overloaded=self.overloaded,
+            )
+        return view
+
+    def counters(self) -> DestCounters:
+        """Return the observed counters for `dump()`."""
+        return DestCounters(
+            active=self.active,
+            inactive=self.inactive,
+            overloaded=self.overloaded,
+            stats=self.traffic.stats(),
+        )
+
+
+class ServiceState:
+    """One virtual service: spec, scheduler, destinations in kernel order (newest first)."""
+
+    __slots__ = ("dests", "fallback", "key", "scheduler", "spec", "traffic", "trash", "views")
+
+    def __init__(self, key: ServiceKey, spec: ServiceSpec, scheduler: Scheduler) -> None:
+        self.key = key
+        self.spec = spec
+        self.scheduler = scheduler
+        self.dests: list[DestState] = []
+        self.trash: dict[RealKey, DestState] = {}  # deleted but still referenced by connections
+        self.fallback: DestState | None = None  # used when the scheduler finds no destination
+        self.traffic = Traffic()
+        self.views: list[DestView] | None = None  # scheduler input; None = stale
+
+    def dest(self, key: RealKey) -> DestState | None:
+        """Return the live destination `key`, or None."""
+        for d in self.dests:
+            if d.key == key:
+                return d
+        return None
+
+    def candidate_views(self) -> list[DestView]:
+        """Return the scheduler's input: every destination not passively marked down, kernel order."""
+        views = self.views
+        if views is None:
+            views = self.views = [d.make_view() for d in self.dests if not d.down]
+        return views
+
+    def notify_scheduler(self) -> None:
+        """Tell the scheduler the destination list changed (kernel add/del/upd_dest hooks)."""
+        self.views = None
+        self.scheduler.update(self.candidate_views())
+
+
+#: A finished connection counted inactive until `expires`: (expires, dest, client host, client port).
+ClosedConn = tuple[float, "DestState", str, int]
+
+
+def _expires(entry: ClosedConn) -> float:
+    return entry[0]
+
+
+class ProxyState:
+    """Every service of one proxy dataplane, the inactive-connection queue and the timeouts."""
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.services: dict[ServiceKey, ServiceState] = {}
+        self.order: list[ServiceKey] = []  # services in the order they were added (ipvsadm order)
+        self.timeouts = timeouts or Timeouts()
+        self.closed: deque[ClosedConn] = deque()  # ordered by `expires`
+        self.next_rate_sample = 0.0
+
+    # --- ops --------------------------------------------------------------------------------------
+
+    def check(self, op: Op) -> None:
+        """Raise ValueError/KeyError (ipvsadm's wording) when `op` cannot be applied; change nothing."""
+        if isinstance(op, AddService):
+            if op.key in self.services:
+                raise ValueError("Service already exists")
+            _check_service(op.key, op.spec)
+        elif isinstance(op, EditService | DelService):
+            if op.key not in self.services:
+                raise KeyError("No such service")
+            if isinstance(op, EditService):
+                _check_service(op.key, op.spec)
+        else:
+            svc = self.services.get(op.service)
+            if svc is None:
+                raise KeyError("No such service")
+            have = svc.dest(op.key)
+            if isinstance(op, AddDest) and have is not None:
+                raise ValueError("Destination already exists")
+            if isinstance(op, EditDest | DelDest) and have is None:
+                raise KeyError("No such destination")
+            if isinstance(op, AddDest | EditDest):
+                _check_dest(op.spec)
+
+    def apply(self, op: Op) -> None:
+        """Apply one op (after `check`); listeners are the engine's business."""
+        self.check(op)
+        if isinstance(op, AddService):
+            sched = create_scheduler(op.spec.scheduler, op.spec.flags)
+            self.services[op.key] = ServiceState(op.key, op.spec, sched)
+            self.order.append(op.key)
+            self.services[op.key].notify_scheduler()
+        elif isinstance(op, EditService):
+            svc = self.services[op.key]
+            if op.spec.scheduler != svc.spec.scheduler or op.spec.flags != svc.spec.flags:
+                svc.scheduler = create_scheduler(op.spec.scheduler, op.spec.flags)
+            svc.spec = op.spec
+            svc.notify_scheduler()
+        elif isinstance(op, DelService):
+            svc = self.services.pop(op.key)
+            self.order.remove(op.key)
+            svc.dests.clear()
+            svc.views = None
+        elif isinstance(op, AddDest):
+            svc = self.services[op.service]
+            d = svc.trash.pop(op.key, None)
+            if d is None:
+                d = DestState(svc, op.key, op.spec)
+            else:
+                self._edit(d, op.spec)
+                d.down = False
+            svc.dests.insert(0, d)
+            svc.notify_scheduler()
+        elif isinstance(op, EditDest):
+            svc = self.services[op.service]
+            d = svc.dest(op.key)
+            assert d is not None
+            self._edit(d, op.spec)
+            d.down = False
+            svc.notify_scheduler()
+        else:
+            svc = self.services[op.service]
+            d = svc.dest(op.key)
+            assert d is not None
+            svc.dests.remove(d)
+            if d.active or d.inactive:
+                svc.trash[d.key] = d
+            svc.notify_scheduler()
+
+    @staticmethod
+    def _edit(d: DestState, spec: DestSpec) -> None:
+        if spec.u_threshold == 0 or spec.u_threshold > d.spec.u_threshold:
+            d.overloaded = False
+        d.spec = spec
+        d.view = None
+
+    def set_fallback(self, service: ServiceKey, real: RealKey | None) -> None:
+        """Use `real` for new connections of `service` whenever the scheduler finds no destination."""
+        svc = self.services.get(service)
+        if svc is None:
+            raise KeyError("No such service")
+        if real is None:
+            svc.fallback = None
+        elif svc.fallback is None or svc.fallback.key != real:
+            svc.fallback = DestState(svc, real, DestSpec(weight=1))
+
+    def mark_up(self, service: ServiceKey, real: RealKey) -> bool:
+        """Put a passively failed destination back into scheduling; False when it is unknown."""
+        svc = self.services.get(service)
+        d = svc.dest(real) if svc is not None else None
+        if d is None:
+            return False
+        if d.down:
+            d.down = False
+            svc.notify_scheduler()  # type: ignore[union-attr]
+        return True
+
+    # --- connections ------------------------------------------------------------------------------
+
+    def pick(self, svc: ServiceState, flow: Flow) -> DestState | None:
+        """Schedule a new connection and bind it; the fallback destination when none is available."""
+        key = svc.scheduler.pick(svc.candidate_views(), flow)
+        d: DestState | None = None
+        if key is not None:
+            for cand in svc.dests:
+                if (cand.key is key or cand.key == key) and not cand.down:
+                    d = cand
+                    break
+        if d is None:
+            d = svc.fallback
+            if d is None:
+                return None
+        d.bind()
+        return d
+
+    def connect_failed(self, d: DestState, *, mark_down: bool) -> bool:
+        """Unbind a connection whose connect failed; optionally mark `d` down. True if newly down."""
+        d.active -= 1
+        d.unbind_check()
+        if not mark_down or d.down or d is d.service.fallback:
+            self._collect(d)
+            return False
+        d.down = True
+        svc = d.service
+        if svc.dest(d.key) is d:
+            svc.notify_scheduler()
+        return True
+
+    def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
+        """Move a finished relay from active to inactive for the FIN timeout."""
+        d.active -= 1
+        d.inactive += 1
+        d.view = None
+        d.service.views = None
+        entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
+        closed = self.closed
+        if closed and closed[-1][0] > entry[0]:
+            bisect.insort(closed, entry, key=_expires)  # the FIN timeout was lowered meanwhile
+        else:
+            closed.append(entry)
+
+    def expire(self, now: float) -> float | None:
+        """Drop inactive connections whose FIN timeout ran out; return the next deadline, if any."""
+        closed = self.closed
+        while closed and closed[0][0] <= now:
+            d = closed.popleft()[1]
+            d.inactive -= 1
+            d.unbind_check()
+            self._collect(d)
+        if now >= self.next_rate_sample:
+            if self.next_rate_sample:
+                for svc in self.services.values():
+                    svc.traffic.sample(RATE_PERIOD_S)
+                    for d in svc.dests:
+                        d.traffic.sample(RATE_PERIOD_S)
+            self.next_rate_sample = now + RATE_PERIOD_S
+        head = closed[0][0] if closed else None
+        return self.next_rate_sample if head is None else min(head, self.next_rate_sample)
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Change the timeouts; a new FIN timeout applies to connections that close from now on."""
+        self.timeouts = timeouts
+
+    @staticmethod
+    def _collect(d: DestState) -> None:
+        svc = d.service
+        if not d.active and not d.inactive and svc.trash.get(d.key) is d:
+            del svc.trash[d.key]
+
+    # --- dump -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> IpvsTable:
+        """Return the table with specs and counters (services in the order they were added)."""
+        services = []
+        for key in self.order:
+            svc = self.services[key]
+            dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
+            services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
+        return IpvsTable(services=tuple(services), timeouts=self.timeouts)
+
+
+def _check_service(key: ServiceKey, spec: ServiceSpec) -> None:
+    if key.fwmark or key.addr is None:
+        raise ValueError("the proxy dataplane cannot serve firewall-mark services")
+    if key.proto is not Proto.TCP:
+        raise ValueError(f"the proxy dataplane relays TCP only, not {key.proto}")
+    if not 0 < key.port < 65536:
+        raise ValueError("the proxy dataplane needs a service port (1-65535)")
+    create_scheduler(spec.scheduler, spec.flags)  # KeyError names the known schedulers
+
+
+def _check_dest(spec: DestSpec) -> None:
+    if spec.weight < 0:
+        raise ValueError("weight must be >= 0")
+    if spec.u_threshold < 0 or spec.l_threshold < 0:
+        raise ValueError("thresholds must be >= 0")
+    if spec.l_threshold > spec.u_threshold:  # the kernel refuses this with ERANGE
+        raise ValueError("lower threshold is higher than upper threshold")
+
+
+def apply_all(state: ProxyState, ops: Iterable[Op]) -> list[str]:
+    """Apply `ops` in order; return one error string per op ('' on success). For tests and tools."""
+    errors = []
+    for op in ops:
+        try:
+            state.apply(op)
+            errors.append("")
+        except (KeyError, ValueError) as exc:
+            errors.append(str(exc.args[0]) if exc.args else type(exc).__name__)
+    return errors

@@ -1,0 +1,832 @@
+"""The proxy's fast path: one thread running a select.epoll loop that accepts, connects and relays bytes.
+
+Design (see docs/proxy.md): no asyncio and no coroutine per connection. Edge-triggered epoll with
+interest set once per socket; a connection is two directions, each moving bytes with `os.splice`
+through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
+pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
+both directions have ended. The control side talks to the engine through `call()`: a command queue
+drained by the engine thread after an eventfd wake-up, so every piece of state below is only ever
+touched by the engine thread. Scheduling and counters are the pure `ProxyState`.
+"""
+
+from __future__ import annotations
+
+import _socket
+import contextlib
+import enum
+import errno
+import fcntl
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from ipaddress import ip_address
+from typing import Any, Final, TypeVar
+
+from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
+from gridlb.sched.base import Flow
+from gridlb.table import ConnEntry, IPAddress, Proto, RealKey, ServiceKey, Timeouts
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
+EPOLLRDHUP: Final = select.EPOLLRDHUP
+EPOLLERR: Final = select.EPOLLERR
+EPOLLHUP: Final = select.EPOLLHUP
+EPOLLET: Final = select.EPOLLET
+# Edge-triggered interest, set once per socket: no epoll_ctl(MOD) on the connection path. A socket is
+# read until EAGAIN or EOF; OUT is added only after a partial write.
+CLIENT_MASK: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
+BACKEND_MASK: Final = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+
+ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness between listeners)
+POLL_BATCH: Final = 512
+DEFAULT_PIPE_SIZE: Final = 1 << 20
+DEFAULT_COPY_SIZE: Final = 1 << 18
+ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
+
+_SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_INET: Final = int(socket.AF_INET)
+_INET6: Final = int(socket.AF_INET6)
+_STREAM: Final = int(socket.SOCK_STREAM)
+_STREAM_NB: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_SHUT_WR: Final = int(socket.SHUT_WR)
+
+
+class RelayMode(enum.Enum):
+    """How bytes are moved: zero-copy splice, a userspace copy loop, or splice when the kernel allows."""
+
+    AUTO = "auto"
+    SPLICE = "splice"
+    COPY = "copy"
+
+
+class ConnState(enum.IntEnum):
+    """Life of one proxied connection inside the engine."""
+
+    CONNECTING = 0  # client accepted, connect to the real server in flight (no byte relayed yet)
+    OPEN = 1  # relaying
+    CLOSED = 2  # sockets closed, counted inactive in ProxyState
+
+
+_CONNECTING: Final = ConnState.CONNECTING
+_OPEN: Final = ConnState.OPEN
+_CLOSED: Final = ConnState.CLOSED
+
+FailureCallback = Callable[[ServiceKey, RealKey, str], None]
+
+
+def splice_available() -> bool:
+    """Return True when os.splice can move bytes from a TCP-like socket into a pipe here."""
+    splice = getattr(os, "splice", None)
+    if splice is None:
+        return False
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        a.send(b"x")
+        return bool(splice(b.fileno(), w, 1, flags=_SPLICE_FLAGS) == 1)
+    except OSError:
+        return False
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+class PipePool:
+    """Idle pipes kept for reuse so that no connection pays pipe2 + fcntl on its path."""
+
+    def __init__(self, size: int, keep: int = 256) -> None:
+        self.size = size
+        self.keep = keep
+        self.idle: list[tuple[int, int, int]] = []
+        self.created = 0
+
+    def get(self) -> tuple[int, int, int]:
+        """Return (read fd, write fd, capacity) of an empty pipe."""
+        if self.idle:
+            return self.idle.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Above /proc/sys/fs/pipe-max-size or the user's pipe quota: keep the default size.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, _F_SETPIPE_SZ, self.size)
+        cap = fcntl.fcntl(w, _F_GETPIPE_SZ)
+        self.created += 1
+        return r, w, cap
+
+    def put(self, r: int, w: int, cap: int) -> None:
+        """Take back an empty pipe."""
+        if len(self.idle) < self.keep:
+            self.idle.append((r, w, cap))
+        else:
+            os.close(r)
+            os.close(w)
+
+    def close(self) -> None:
+        """Close every idle pipe."""
+        for r, w, _ in self.idle:
+            os.close(r)
+            os.close(w)
+        self.idle.clear()
+
+
+class _Dir:
+    """One direction of a relay: bytes read from `src` are written to `dst`."""
+
+    __slots__ = (
+        "buf",
+        "cap",
+        "dfd",
+        "dst",
+        "eof",
+        "inbound",
+        "mv",
+        "off",
+        "pend",
+        "pr",
+        "pw",
+        "sfd",
+        "shut",
+        "src",
+    )
+
+    def __init__(self, src: _socket.socket, dst: _socket.socket, inbound: bool) -> None:
+        self.src = src
+        self.dst = dst
+        self.sfd = src.fileno()
+        self.dfd = dst.fileno()
+        self.inbound = inbound  # client -> real server
+        self.pr = -1  # pipe read end (splice mode), -1 while none is held
+        self.pw = -1
+        self.cap = 0
+        self.buf: bytearray | None = None  # copy mode
+        self.mv: memoryview | None = None
+        self.off = 0
+        self.pend = 0  # bytes read from src not yet written to dst
+        self.eof = False  # src reached EOF
+        self.shut = False  # EOF passed on to dst
+
+
+class _Conn:
+    """One client connection and the real-server connection it is relayed to."""
+
+    __slots__ = (
+        "attempt",
+        "b",
+        "bfd",
+        "bmask",
+        "c",
+        "caddr",
+        "cfd",
+        "cmask",
+        "dest",
+        "down",
+        "flow",
+        "state",
+        "svc",
+        "tried",
+        "up",
+    )
+
+    def __init__(self, c: _socket.socket, caddr: tuple[Any, ...], svc: ServiceState, flow: Flow) -> None:
+        self.c = c
+        self.cfd = c.fileno()
+        self.caddr = caddr
+        self.svc = svc
+        self.flow = flow
+        self.b: _socket.socket | None = None
+        self.bfd = -1
+        self.dest: DestState | None = None
+        self.state = _CONNECTING
+        self.attempt = 0
+        self.tried = 0
+        self.cmask = 0
+        self.bmask = 0
+        self.up: _Dir | None = None
+        self.down: _Dir | None = None
+
+
+class _Listener:
+    """The listening socket of one virtual service."""
+
+    __slots__ = ("fd", "paused", "sock", "svc")
+
+    def __init__(self, sock: socket.socket, svc: ServiceState) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.svc = svc
+        self.paused = False
+
+
+class _Waker:
+    """The eventfd the control side writes to when it queued a command."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+def listen_socket(key: ServiceKey, backlog: int) -> socket.socket:
+    """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY)."""
+    assert key.addr is not None
+    family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Bind an address this host does not hold (yet): a backup director listens on the VIP.
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_FREEBIND", 78), 1)
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        sock.bind((str(key.addr), key.port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RelayEngine:
+    """The relay thread: owns the epoll set, every socket and pipe, and the `ProxyState`."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        mode: RelayMode = RelayMode.AUTO,
+        connect_timeout_s: float = 3.0,
+        pipe_size: int = DEFAULT_PIPE_SIZE,
+        copy_size: int = DEFAULT_COPY_SIZE,
+        backlog: int = 4096,
+        on_failure: FailureCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: int | None = None,
+        name: str = "gridlb-relay",
+    ) -> None:
+        if mode is RelayMode.AUTO:
+            mode = RelayMode.SPLICE if splice_available() else RelayMode.COPY
+        elif mode is RelayMode.SPLICE and not splice_available():
+            raise OSError(errno.ENOSYS, "os.splice is not available on this system")
+        self.mode = mode
+        self.state = ProxyState(timeouts)
+        self.connect_timeout_s = connect_timeout_s
+        self.backlog = backlog
+        self.copy_size = copy_size
+        self.on_failure = on_failure
+        self.clock = clock
+        self.cpu = cpu
+        self.pipes = PipePool(pipe_size)
+        self.buffers: list[bytearray] = []
+        self.errors: dict[str, int] = {}  # reason -> count (accept/connect/relay errors)
+        self.relayed = 0  # connections that reached OPEN
+        self.pauses = 0  # times a direction waited for a full receiver (reads from its sender paused)
+        self.listeners: dict[ServiceKey, _Listener] = {}
+        self._ep = select.epoll()
+        self._fdmap: dict[int, _Conn | _Listener | _Waker] = {}
+        self._waker = _Waker()
+        self._ep.register(self._waker.fd, EPOLLIN)
+        self._fdmap[self._waker.fd] = self._waker
+        self._commands: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._lock = threading.Lock()
+        self._connecting: deque[tuple[float, _Conn, int]] = deque()  # (deadline, conn, attempt)
+        self._paused: deque[tuple[float, _Listener]] = deque()
+        self._next_expiry = 0.0
+        self._stop_at: float | None = None
+        self._stopped = False
+        self._ipcache: dict[str, IPAddress] = {}
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    # --- control side (any thread) ----------------------------------------------------------------
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` in the engine thread; the returned future carries its result or exception."""
+        fut: Future[T] = Future()
+        with self._lock:
+            if self._stopped:
+                fut.set_exception(RuntimeError("the relay engine is stopped"))
+                return fut
+            self._commands.append((fn, fut))
+        os.eventfd_write(self._waker.fd, 1)
+        return fut
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for the engine thread to end (after `stop`)."""
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        """Return True while the engine thread runs."""
+        return self._thread.is_alive()
+
+    # --- engine-thread operations (run through `call`) ---------------------------------------------
+
+    def open_listener(self, svc: ServiceState) -> None:
+        """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
+        sock = listen_socket(svc.key, self.backlog)
+        lst = _Listener(sock, svc)
+        self.listeners[svc.key] = lst
+        self._fdmap[lst.fd] = lst
+        self._ep.register(lst.fd, EPOLLIN)
+
+    def close_listener(self, key: ServiceKey) -> None:
+        """Stop accepting for `key`; connections already accepted go on."""
+        lst = self.listeners.pop(key, None)
+        if lst is not None:
+            self._fdmap.pop(lst.fd, None)
+            lst.sock.close()  # closing removes it from the epoll set
+
+    def rebind_listener(self, svc: ServiceState) -> None:
+        """Point the listener of `svc.key` at a (new) ServiceState object."""
+        lst = self.listeners.get(svc.key)
+        if lst is not None:
+            lst.svc = svc
+
+    def stop(self, grace_s: float) -> None:
+        """Close every listener now; let open relays finish for up to `grace_s`, then close them."""
+        for key in list(self.listeners):
+            self.close_listener(key)
+        self._stop_at = self.clock() + grace_s
+
+    def connections(self) -> list[ConnEntry]:
+        """Return the connection table (`ipvsadm -Lc`): open relays and inactive ones."""
+        now = self.clock()
+        self.state.expire(now)
+        out = []
+        seen: set[int] = set()
+        for h in self._fdmap.values():
+            if isinstance(h, _Conn) and id(h) not in seen and h.dest is not None:
+                seen.add(id(h))
+                svc_key = h.svc.key
+                assert svc_key.addr is not None
+                out.append(
+                    ConnEntry(
+                        Proto.TCP,
+                        self.state.timeouts.tcp if h.state is _OPEN else 0,
+                        "ESTABLISHED" if h.state is _OPEN else "SYN_SENT",
+                        RealKey(ip_address(h.caddr[0]), h.caddr[1]),
+                        RealKey(svc_key.addr, svc_key.port),
+                        h.dest.key,
+                    )
+                )
+        for expires, dest, host, port in self.state.closed:
+            vkey = dest.service.key
+            assert vkey.addr is not None
+            out.append(
+                ConnEntry(
+                    Proto.TCP,
+                    max(0, round(expires - now)),
+                    "FIN_WAIT",
+                    RealKey(ip_address(host), port),
+                    RealKey(vkey.addr, vkey.port),
+                    dest.key,
+                )
+            )
+        return out
+
+    def open_count(self) -> int:
+        """Return the number of client connections currently held (connecting or relaying)."""
+        return len({id(h) for h in self._fdmap.values() if isinstance(h, _Conn)})
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})  # 0 = this thread
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        ep = self._ep
+        fdmap = self._fdmap
+        clock = self.clock
+        conn_event = self._conn_event
+        while True:
+            now = clock()
+            timeout = self._timers(now)
+            if self._stop_at is not None and (now >= self._stop_at or not self.open_count()):
+                return
+            try:
+                events = ep.poll(timeout, POLL_BATCH)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries poll itself
+                continue
+            for fd, ev in events:
+                h = fdmap.get(fd)
+                if h is None:
+                    continue
+                try:
+                    if type(h) is _Conn:
+                        conn_event(h, fd, ev)
+                    elif type(h) is _Listener:
+                        self._accept(h)
+                    else:
+                        self._run_commands()
+                except Exception:  # a bug must cost one connection, not every relay of the process
+                    log.exception("proxy relay: internal error on fd %d", fd)
+                    self._count("internal error")
+                    if type(h) is _Conn:
+                        with contextlib.suppress(Exception):
+                            self._close(h, aborted=True)
+
+    def _timers(self, now: float) -> float:
+        """Handle connect timeouts, FIN-timeout expiry, paused listeners; return the poll timeout."""
+        wait = 1.0
+        pending = self._connecting
+        while pending:
+            deadline, conn, attempt = pending[0]
+            if conn.state is not _CONNECTING or conn.attempt != attempt:
+                pending.popleft()
+                continue
+            if deadline > now:
+                wait = min(wait, deadline - now)
+                break
+            pending.popleft()
+            self._connect_failed(conn, "timeout")
+        if now >= self._next_expiry:
+            nxt = self.state.expire(now)
+            self._next_expiry = nxt if nxt is not None else now + 1.0
+        wait = min(wait, max(0.0, self._next_expiry - now))
+        while self._paused and self._paused[0][0] <= now:
+            _, lst = self._paused.popleft()
+            if lst.paused and self.listeners.get(lst.svc.key) is lst:
+                lst.paused = False
+                self._ep.modify(lst.fd, EPOLLIN)
+        if self._paused:
+            wait = min(wait, max(0.0, self._paused[0][0] - now))
+        if self._stop_at is not None:
+            wait = min(wait, max(0.0, self._stop_at - now))
+        return wait
+
+    def _run_commands(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._waker.fd)
+        while True:
+            with self._lock:
+                if not self._commands:
+                    return
+                fn, fut = self._commands.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                self._next_expiry = 0.0  # commands may read counters: expire first
+                self.state.expire(self.clock())
+                fut.set_result(fn())
+            except BaseException as exc:  # reported to the caller, never kills the engine
+                fut.set_exception(exc)
+
+    def _count(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            self._stopped = True
+            commands = list(self._commands)
+            self._commands.clear()
+        for _, fut in commands:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(RuntimeError("the relay engine is stopped"))
+        for key in list(self.listeners):
+            self.close_listener(key)
+        conns = {id(h): h for h in self._fdmap.values() if isinstance(h, _Conn)}
+        for conn in conns.values():
+            self._close(conn, aborted=True)
+        self._fdmap.clear()
+        self.pipes.close()
+        self._ep.close()
+        os.close(self._waker.fd)
+
+    # --- accept and connect -----------------------------------------------------------------------
+
+    def _accept(self, lst: _Listener) -> None:
+        # the C-level accept: (fd, address) without building a Python socket object and its enums
+        accept: Callable[[], tuple[int, Any]] = lst.sock._accept  # type: ignore[attr-defined]
+        svc = lst.svc
+        vaddr = svc.key.addr
+        vport = svc.key.port
+        assert vaddr is not None
+        family = lst.sock.family
+        ipcache = self._ipcache
+        new_socket = _socket.socket
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, caddr = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._count(f"accept: {errno.errorcode.get(exc.errno or 0, exc)}")
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    lst.paused = True
+                    self._ep.modify(lst.fd, 0)
+                    self._paused.append((self.clock() + ACCEPT_PAUSE_S, lst))
+                return
+            c = new_socket(family, _STREAM, 0, fd)
+            c.setblocking(False)
+            host = caddr[0]
+            ip = ipcache.get(host)
+            if ip is None:
+                if len(ipcache) > 4096:
+                    ipcache.clear()
+                ip = ipcache[host] = ip_address(host)
+            self._connect(_Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport)), self.clock())
+
+    def _connect(self, conn: _Conn, now: float) -> None:
+        """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
+        svc = conn.svc
+        state = self.state
+        limit = len(svc.dests) + 1
+        while True:
+            d = state.pick(svc, conn.flow) if conn.tried < limit else None
+            if d is None:
+                self._count("no destination")
+                conn.state = _CLOSED
+                conn.c.close()
+                return
+            conn.tried += 1
+            conn.attempt += 1
+            conn.dest = d
+            b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
+            err = b.connect_ex(d.sockaddr)
+            if err == errno.EINPROGRESS or err == 0:
+                conn.b = b
+                conn.bfd = bfd = b.fileno()
+                self._fdmap[bfd] = conn
+                self._ep.register(bfd, BACKEND_MASK)
+                conn.bmask = BACKEND_MASK
+                self._connecting.append((now + self.connect_timeout_s, conn, conn.attempt))
+                return
+            b.close()
+            self._failed_attempt(conn, d, _reason(err))
+
+    def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
+        self._count(f"connect: {reason}")
+        if self.state.connect_failed(d, mark_down=True) and self.on_failure is not None:
+            try:
+                self.on_failure(conn.svc.key, d.key, reason)
+            except Exception:  # a faulty callback must not take the relay down
+                self._count("failure callback raised")
+        conn.dest = None
+
+    def _connect_failed(self, conn: _Conn, reason: str) -> None:
+        b = conn.b
+        assert b is not None and conn.dest is not None
+        self._fdmap.pop(conn.bfd, None)
+        b.close()
+        conn.b = None
+        conn.bfd = -1
+        self._failed_attempt(conn, conn.dest, reason)
+        self._connect(conn, self.clock())
+
+    def _established(self, conn: _Conn, ev: int) -> None:
+        b = conn.b
+        c = conn.c
+        assert b is not None
+        if ev & (EPOLLERR | EPOLLHUP):
+            err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self._connect_failed(conn, _reason(err or errno.ECONNREFUSED))
+            return
+        conn.state = _OPEN
+        self.relayed += 1
+        conn.up = _Dir(c, b, True)
+        conn.down = _Dir(b, c, False)
+        self._fdmap[conn.cfd] = conn
+        self._ep.register(conn.cfd, CLIENT_MASK)  # reports at once if the client already sent
+        conn.cmask = CLIENT_MASK
+        if ev & (EPOLLIN | EPOLLRDHUP):  # the server spoke first (FTP banner): relay it now
+            self._conn_event(conn, conn.bfd, ev & ~EPOLLOUT)
+
+    # --- relay ------------------------------------------------------------------------------------
+
+    def _conn_event(self, conn: _Conn, fd: int, ev: int) -> None:
+        state = conn.state
+        if state is not _OPEN:
+            if state is _CONNECTING and fd == conn.bfd:
+                self._established(conn, ev)
+            return
+        up = conn.up
+        down = conn.down
+        assert up is not None and down is not None
+        if fd == conn.cfd:
+            out_d, in_d = up, down
+        else:
+            out_d, in_d = down, up
+        try:
+            if ev & EPOLLERR:
+                raise ConnectionResetError(errno.ECONNRESET, "socket error")
+            if self.mode is RelayMode.SPLICE:
+                pump, flush = self._pump_splice, self._flush_splice
+            else:
+                pump, flush = self._pump_copy, self._flush_copy
+            if ev & EPOLLOUT and in_d.pend:
+                flush(in_d)
+                # the other side's reads were paused while this one was full: resume them
+                if not in_d.pend and not in_d.eof and pump(conn, in_d):
+                    self._resume_reading(conn, in_d)
+            if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
+                pump(conn, out_d)
+        except OSError as exc:
+            self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
+            self._close(conn, aborted=True)
+            return
+        if up.shut and down.shut:
+            self._close(conn, aborted=False)
+
+    def _blocked(self, conn: _Conn, d: _Dir) -> None:
+        """`d.dst` took only part of a write: wait for its EPOLLOUT, stop waking up for `d.src`.
+
+        Without the second half every segment arriving on a fast sender would wake the loop
+        (edge-triggered) while nothing can be done with it.
+        """
+        self.pauses += 1
+        if d.inbound:  # client -> real server
+            cm, bm = conn.cmask & ~EPOLLIN, conn.bmask | EPOLLOUT
+        else:
+            cm, bm = conn.cmask | EPOLLOUT, conn.bmask & ~EPOLLIN
+        if cm != conn.cmask:
+            conn.cmask = cm
+            self._ep.modify(conn.cfd, cm)
+        if bm != conn.bmask:
+            conn.bmask = bm
+            self._ep.modify(conn.bfd, bm)
+
+    def _resume_reading(self, conn: _Conn, d: _Dir) -> None:
+        """`d.src` was drained after a pause: want its EPOLLIN edges again (MOD reports data queued since)."""
+        if d.inbound:
+            if not conn.cmask & EPOLLIN:
+                conn.cmask |= EPOLLIN
+                self._ep.modify(conn.cfd, conn.cmask)
+        elif not conn.bmask & EPOLLIN:
+            conn.bmask |= EPOLLIN
+            self._ep.modify(conn.bfd, conn.bmask)
+
+    def _pass_eof(self, d: _Dir) -> None:
+        d.shut = True
+        try:
+            d.dst.shutdown(_SHUT_WR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:  # the peer is already gone: nothing left to tell it
+                raise
+
+    def _pump_splice(self, conn: _Conn, d: _Dir) -> bool:
+        """Move src -> pipe -> dst until src is drained, dst is full or src ends; True if drained."""
+        if d.pr < 0:
+            d.pr, d.pw, d.cap = self.pipes.get()
+        splice = os.splice
+        sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
+        dest = conn.dest
+        assert dest is not None
+        dtr = dest.traffic
+        str_ = conn.svc.traffic
+        try:
+            while True:
+                n = splice(sfd, pw, cap, None, None, _SPLICE_FLAGS)
+                if not n:
+                    d.eof = True
+                    break
+                if d.inbound:
+                    dtr.inbytes += n
+                    str_.inbytes += n
+                else:
+                    dtr.outbytes += n
+                    str_.outbytes += n
+                try:
+                    m = splice(pr, dfd, n, None, None, _SPLICE_FLAGS)
+                except BlockingIOError:
+                    m = 0
+                if m < n:
+                    d.pend = n - m
+                    self._blocked(conn, d)
+                    return False  # dst full: its EPOLLOUT edge resumes us
+                # Edge-triggered: go on until EAGAIN. A short read does not prove src drained
+                # (a pipe also fills by slots), and no new edge would come for data already queued.
+        except BlockingIOError:
+            return True
+        self._pass_eof(d)
+        return False
+
+    def _flush_splice(self, d: _Dir) -> None:
+        try:
+            m = os.splice(d.pr, d.dfd, d.pend, None, None, _SPLICE_FLAGS)
+        except BlockingIOError:
+            return
+        d.pend -= m
+        if not d.pend and d.eof and not d.shut:
+            self._pass_eof(d)
+
+    def _pump_copy(self, conn: _Conn, d: _Dir) -> bool:
+        """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained."""
+        if d.buf is None:
+            d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
+            d.mv = memoryview(d.buf)
+        buf, mv = d.buf, d.mv
+        assert mv is not None
+        src, dst = d.src, d.dst
+        dest = conn.dest
+        assert dest is not None
+        dtr = dest.traffic
+        str_ = conn.svc.traffic
+        try:
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    d.eof = True
+                    break
+                if d.inbound:
+                    dtr.inbytes += n
+                    str_.inbytes += n
+                else:
+                    dtr.outbytes += n
+                    str_.outbytes += n
+                try:
+                    m = dst.send(mv[:n])
+                except BlockingIOError:
+                    m = 0
+                if m < n:
+                    d.off = m
+                    d.pend = n - m
+                    self._blocked(conn, d)
+                    return False
+        except BlockingIOError:
+            return True
+        self._pass_eof(d)
+        return False
+
+    def _flush_copy(self, d: _Dir) -> None:
+        assert d.mv is not None
+        try:
+            m = d.dst.send(d.mv[d.off : d.off + d.pend])
+        except BlockingIOError:
+            return
+        d.off += m
+        d.pend -= m
+        if not d.pend and d.eof and not d.shut:
+            self._pass_eof(d)
+
+    def _close(self, conn: _Conn, *, aborted: bool) -> None:
+        """Close both sockets, give pipes/buffers back and count the connection inactive."""
+        if conn.state is _CLOSED:
+            return
+        was_open = conn.state is _OPEN
+        conn.state = _CLOSED
+        fdmap = self._fdmap
+        fdmap.pop(conn.cfd, None)
+        if conn.b is not None:
+            fdmap.pop(conn.bfd, None)
+            conn.b.close()
+        conn.c.close()
+        for d in (conn.up, conn.down):
+            if d is None:
+                continue
+            if d.pr >= 0:
+                if d.pend:
+                    os.close(d.pr)
+                    os.close(d.pw)
+                else:
+                    self.pipes.put(d.pr, d.pw, d.cap)
+                d.pr = d.pw = -1
+            if d.buf is not None:
+                if len(self.buffers) < 64:
+                    self.buffers.append(d.buf)
+                d.buf = None
+                d.mv = None
+        dest = conn.dest
+        if dest is not None:
+            if was_open:
+                self.state.closed_conn(dest, self.clock(), conn.caddr[0], conn.caddr[1])
+            else:  # aborted while connecting (engine stop): never established
+                self.state.connect_failed(dest, mark_down=False)
+            conn.dest = None
+
+
+def _reason(err: int) -> str:
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    if err == errno.ETIMEDOUT:
+        return "timeout"
+    if err in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    return errno.errorcode.get(err, str(err)).lower()
+
+
+__all__ = [
+    "ConnState",
+    "FailureCallback",
+    "PipePool",
+    "RelayEngine",
+    "RelayMode",
+    "listen_socket",
+    "splice_available",
+]

@@ -1,0 +1,186 @@
+"""Composition of a running director: dataplane, health runner, director, control API and metrics.
+
+This is the one place that picks real implementations (`gridlb director run` and `gridlb demo` use
+it; unit tests build a `Director` with fakes instead). Signals: SIGHUP reloads, SIGTERM and SIGINT
+stop cleanly (listeners close at once, established connections get `grace_s` to finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gridlb import __version__
+from gridlb.api.messages import Ping, Request, StatusRequest, TableRequest, table_to_json
+from gridlb.api.server import ApiServer, PeerCred
+from gridlb.dataplane.base import Dataplane
+from gridlb.director.director import Director, DirectorConfig
+from gridlb.director.health import RunnerMonitor
+from gridlb.errors import ConfigError
+from gridlb.metrics import Metrics, parse_listen
+from gridlb.table import RealKey, ServiceKey, Timeouts
+
+log = logging.getLogger(__name__)
+
+FailureCallback = Callable[[ServiceKey, RealKey, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """Run-time choices that are not part of the site file (or override it)."""
+
+    socket_path: str | None = None  # None = gridlb.control_socket
+    socket_mode: int = 0o660
+    socket_group: str | None = None  # None = gridlb.control_group
+    metrics_listen: str | None = None  # None = gridlb.metrics_listen ("" = off)
+    resync_interval_s: float = 5.0
+    grace_s: float = 5.0
+    install_signals: bool = True
+
+
+def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Dataplane:
+    """Return the dataplane the site asks for (`gridlb.dataplane`)."""
+    settings = config.settings
+    name = settings.dataplane
+    if name == "proxy":
+        from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
+
+        return ProxyDataplane(
+            timeouts=Timeouts(tcpfin=max(1, round(settings.proxy.fin_timeout_s))),
+            options=ProxyOptions(connect_timeout_s=settings.proxy.connect_timeout_s),
+            on_backend_failure=on_failure,
+        )
+    try:
+        module = importlib.import_module(f"gridlb.dataplane.{name}")
+    except ModuleNotFoundError:
+        module = None
+    factory = getattr(module, "create_dataplane", None) if module is not None else None
+    if factory is None:
+        raise ConfigError(
+            f"the {name!r} dataplane is not available in this build (use 'proxy')", key="gridlb.dataplane"
+        )
+    dataplane: Dataplane = factory(settings, on_failure)
+    return dataplane
+
+
+class DirectorDaemon:
+    """Everything `gridlb director run` runs, started and stopped together."""
+
+    def __init__(
+        self,
+        config: DirectorConfig,
+        options: DaemonOptions | None = None,
+        *,
+        dataplane: Dataplane | None = None,
+    ) -> None:
+        self.config = config
+        self.options = opts = options or DaemonOptions()
+        self.director: Director | None = None
+        self.dataplane = dataplane or make_dataplane(config, self._on_failure)
+        vips = tuple(str(p.key.addr) for p in config.plans if p.key.addr is not None)
+        self.monitor = RunnerMonitor(self._on_report, vips=vips)
+        self.director = Director(
+            config, self.dataplane, health=self.monitor, resync_interval_s=opts.resync_interval_s
+        )
+        self.socket_path = opts.socket_path or config.settings.control_socket
+        group = opts.socket_group if opts.socket_group is not None else config.settings.control_group
+        self.api = ApiServer(self.socket_path, self.handle, mode=opts.socket_mode, group=group)
+        listen = opts.metrics_listen if opts.metrics_listen is not None else config.settings.metrics_listen
+        self.metrics_listen = listen or None
+        self.metrics = Metrics(self.director)
+        self.metrics_address: tuple[str, int] | None = None
+        self._stop = asyncio.Event()
+        self.started_at = time.time()
+
+    def _on_failure(self, service: ServiceKey, real: RealKey, reason: str) -> None:
+        if self.director is not None:
+            self.director.passive_failure(real, service, reason)
+
+    def _on_report(self, *args: Any) -> None:
+        if self.director is not None:
+            self.director.report_check(*args)
+
+    async def handle(self, request: Request, peer: PeerCred) -> Any:
+        """Answer one control request (the API server checked who may ask)."""
+        director = self.director
+        assert director is not None
+        if isinstance(request, Ping):
+            return {"version": __version__, "uptime_s": round(time.time() - self.started_at, 3)}
+        if isinstance(request, StatusRequest):
+            return await director.status()
+        if isinstance(request, TableRequest):
+            table = await director.refresh()
+            data = table_to_json(table)
+            conns = getattr(self.dataplane, "connections", None)
+            if request.connections and conns is not None:
+                data = table_to_json(replace(table, connections=tuple(await conns())))
+            return data
+        return await director.call(request)
+
+    async def start(self) -> None:
+        """Start the director (programs the table), then the checks, the API and metrics."""
+        assert self.director is not None
+        await self.director.start()
+        await self.api.start()
+        if self.metrics_listen:
+            host, port = parse_listen(self.metrics_listen)
+            self.metrics_address = await self.metrics.start(host, port)
+        if self.options.install_signals:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self.director.request_reload)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+        log.info(
+            "director running: %d services, dataplane %s, control socket %s%s",
+            len(self.config.plans),
+            self.dataplane.name,
+            self.socket_path,
+            f", metrics http://{self.metrics_listen}/metrics" if self.metrics_listen else "",
+        )
+
+    @property
+    def stopping(self) -> bool:
+        """Return True once a stop was requested."""
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Ask `run` to stop (as SIGTERM does)."""
+        self._stop.set()
+
+    async def wait(self) -> None:
+        """Return once a stop was requested."""
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, stop checks and the API, and close the dataplane with the grace period."""
+        if self.options.install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+        assert self.director is not None
+        await self.director.stop()
+        await self.api.close()
+        await self.metrics.close()
+        close: Any = self.dataplane.close
+        if "grace_s" in inspect.signature(close).parameters:
+            await close(grace_s=self.options.grace_s)
+        else:
+            await close()
+        log.info("director stopped")
+
+    async def run(self) -> None:
+        """Start, run until a stop is requested, and stop."""
+        await self.start()
+        try:
+            await self.wait()
+        finally:
+            await self.stop()

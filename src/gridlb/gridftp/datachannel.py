@@ -1,0 +1,393 @@
+"""Data-channel I/O shared by server and client: listeners, connects, stream mode and MODE E transfers.
+
+Sockets are plain non-blocking sockets driven with the event loop's ``sock_*`` calls: stream-mode and
+MODE E payloads leave through ``sendfile`` and arrive with ``recv_into`` into one large buffer per
+connection, written with ``pwrite`` at the block's offset (no per-chunk copies or coroutines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from gridlb.gridftp import modee
+from gridlb.gridftp.protocol import HostPort
+
+log = logging.getLogger(__name__)
+
+#: User-space receive buffer per data connection.
+RECV_BUFFER_BYTES = 1 << 20
+
+
+class DataChannelError(Exception):
+    """A data connection could not be made or broke during a transfer (reply 425/426)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def tune(sock: socket.socket, buffer_bytes: int | None = None) -> None:
+    """Make `sock` a non-blocking data socket: TCP_NODELAY, and SO_SNDBUF/SO_RCVBUF when asked (SBUF)."""
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if buffer_bytes:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
+def open_listener(
+    host: str, port_range: tuple[int, int] | None = None, *, backlog: int = 64
+) -> socket.socket:
+    """Return a non-blocking listening socket on `host`, on a free port of `port_range` (any if None)."""
+    fam = _family(host)
+    if port_range is None:
+        candidates: list[int] = [0]
+    else:
+        lo, hi = port_range
+        candidates = list(range(lo, hi + 1))
+        start = random.randrange(len(candidates))
+        candidates = candidates[start:] + candidates[:start]
+    last: OSError | None = None
+    for port in candidates:
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                break
+    raise DataChannelError(425, f"Cannot open a passive data port on {host}: {last}")
+
+
+async def connect(
+    target: HostPort,
+    *,
+    source_host: str | None = None,
+    timeout_s: float = 30.0,
+    buffer_bytes: int | None = None,
+) -> socket.socket:
+    """Connect a data socket to `target` (from `source_host` when given and routable); 425 on failure."""
+    loop = asyncio.get_running_loop()
+    fam = _family(target.host)
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        tune(sock, buffer_bytes)
+        if source_host and _family(source_host) == fam:
+            src_lo = ipaddress.ip_address(source_host).is_loopback
+            if src_lo == ipaddress.ip_address(target.host).is_loopback:
+                sock.bind((source_host, 0))
+        await asyncio.wait_for(loop.sock_connect(sock, (target.host, target.port)), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        sock.close()
+        raise DataChannelError(425, f"Cannot open data connection to {target}: {exc or 'timeout'}") from None
+    return sock
+
+
+async def accept(
+    listener: socket.socket, *, timeout_s: float, buffer_bytes: int | None = None
+) -> socket.socket:
+    """Accept one data connection on `listener` within `timeout_s`; 425 on timeout."""
+    loop = asyncio.get_running_loop()
+    try:
+        sock, _ = await asyncio.wait_for(loop.sock_accept(listener), timeout_s)
+    except TimeoutError:
+        raise DataChannelError(425, "Timed out waiting for the data connection.") from None
+    except OSError as exc:
+        raise DataChannelError(425, f"Cannot accept data connection: {exc}") from None
+    tune(sock, buffer_bytes)
+    return sock
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    """Close every socket in `socks` (errors ignored)."""
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.close()
+
+
+@dataclass
+class Source:
+    """What a sender sends: byte ranges of an open file, or an in-memory payload (listings)."""
+
+    file: BinaryIO | None = None
+    data: bytes = b""
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> Source:
+        """Return a source sending `data` whole."""
+        return cls(None, data, [(0, len(data))])
+
+    @property
+    def total(self) -> int:
+        """Return the number of payload bytes to send."""
+        return sum(b - a for a, b in self.ranges)
+
+
+async def _send_payload(sock: socket.socket, src: Source, offset: int, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    if count <= 0:
+        return
+    if src.file is None:
+        await loop.sock_sendall(sock, memoryview(src.data)[offset : offset + count])
+        return
+    sent = await loop.sock_sendfile(sock, src.file, offset, count, fallback=True)
+    if sent != count:
+        raise DataChannelError(426, f"short send: {sent} of {count} bytes (file changed?)")
+
+
+async def _send_header(sock: socket.socket, header: bytes) -> None:
+    """Send a block header, corked with the payload that follows (MSG_MORE) when it goes out at once."""
+    try:
+        n = sock.send(header, socket.MSG_MORE)
+    except (BlockingIOError, InterruptedError):
+        n = 0
+    if n < len(header):
+        await asyncio.get_running_loop().sock_sendall(sock, header[n:])
+
+
+# --------------------------------------------------------------------------------------------------
+# Stream mode
+
+
+async def send_stream(sock: socket.socket, src: Source) -> int:
+    """Send `src` over one stream-mode connection (the caller closes it to mark EOF); return bytes sent."""
+    total = 0
+    try:
+        for a, b in src.ranges:
+            await _send_payload(sock, src, a, b - a)
+            total += b - a
+    except OSError as exc:
+        raise DataChannelError(426, f"Data connection broke: {exc}") from None
+    return total
+
+
+async def recv_stream(sock: socket.socket, fd: int, offset: int, *, idle_timeout_s: float) -> int:
+    """Receive a stream-mode transfer until the peer closes; pwrite it at `offset` on; return bytes."""
+    loop = asyncio.get_running_loop()
+    buf = bytearray(RECV_BUFFER_BYTES)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        try:
+            n = await asyncio.wait_for(loop.sock_recv_into(sock, view), idle_timeout_s)
+        except TimeoutError:
+            raise DataChannelError(426, "Data connection idle too long.") from None
+        except OSError as exc:
+            raise DataChannelError(426, f"Data connection broke: {exc}") from None
+        if n == 0:
+            return total
+        _pwrite_all(fd, view[:n], offset + total)
+        total += n
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
+
+
+# --------------------------------------------------------------------------------------------------
+# MODE E
+
+
+async def send_modee(
+    socks: list[socket.socket],
+    src: Source,
+    *,
+    block_size: int = modee.DEFAULT_BLOCK_SIZE,
+    offset_shift: int = 0,
+) -> int:
+    """Send `src` in MODE E over every socket in `socks`; return payload bytes sent.
+
+    Blocks are pulled from one shared plan by whichever connection is free, so a slow stream takes
+    fewer. Each connection ends with EOD; the last one to finish sends EOF announcing ``len(socks)``.
+    Header offsets are the file offsets minus `offset_shift` (ERET sends offsets relative to the part).
+    """
+    if not socks:
+        raise DataChannelError(425, "No data connections.")
+    plan: Iterator[tuple[int, int]] = modee.plan_blocks(src.ranges, block_size)
+    remaining = len(socks)
+    sent = 0
+
+    async def worker(sock: socket.socket) -> None:
+        nonlocal remaining, sent
+        for off, n in plan:
+            await _send_header(sock, modee.encode_header(0, n, off - offset_shift))
+            await _send_payload(sock, src, off, n)
+            sent += n
+        remaining -= 1
+        last = modee.eof_block(len(socks)) if remaining == 0 else modee.eod_block()
+        await asyncio.get_running_loop().sock_sendall(sock, last)
+
+    tasks = [asyncio.ensure_future(worker(s)) for s in socks]
+    try:
+        await asyncio.gather(*tasks)
+    except OSError as exc:
+        raise DataChannelError(426, f"Data connection broke: {exc}") from None
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return sent
+
+
+@dataclass
+class ModeEResult:
+    """The outcome of a MODE E receive: payload bytes written and the connections fit for reuse."""
+
+    bytes: int
+    reusable: list[socket.socket]
+
+
+async def recv_modee(
+    socks: list[socket.socket],
+    write: Callable[[memoryview, int], None],
+    *,
+    accept_more: Callable[[], Awaitable[socket.socket]] | None,
+    idle_timeout_s: float,
+) -> ModeEResult:
+    """Receive one MODE E transfer on `socks` plus any connection `accept_more` yields, until EOF + EODs.
+
+    `write(data, offset)` stores each payload piece. Connections that ended with a clean EOD (no CLOSE)
+    are returned for reuse; the rest are closed. DataChannelError(426) on a broken stream or idle timeout.
+    """
+    loop = asyncio.get_running_loop()
+    tracker = modee.ReceiveTracker()
+    finished = asyncio.Event()
+    reusable: list[socket.socket] = []
+    owned: list[socket.socket] = list(socks)
+    progress = 0
+    total = 0
+    failure: list[DataChannelError] = []
+
+    def fail(err: DataChannelError) -> None:
+        if not failure:
+            failure.append(err)
+        finished.set()
+
+    decoders: dict[socket.socket, modee.BlockDecoder] = {}
+
+    async def reader(sock: socket.socket) -> None:
+        nonlocal progress, total
+        dec = modee.BlockDecoder()
+        decoders[sock] = dec
+        buf = bytearray(RECV_BUFFER_BYTES)
+        view = memoryview(buf)
+        while True:
+            try:
+                n = await loop.sock_recv_into(sock, view)
+            except OSError as exc:
+                fail(DataChannelError(426, f"Data connection broke: {exc}"))
+                return
+            if n == 0:
+                if dec.blocks == 0 and not dec.mid_block:
+                    owned.remove(sock)  # an idle cached connection the peer closed: not an error
+                    sock.close()
+                    return
+                fail(DataChannelError(426, "Data connection closed before EOD."))
+                return
+            progress += 1
+            try:
+                events = dec.feed(view[:n])
+            except modee.ModeEError as exc:
+                fail(DataChannelError(426, f"Bad MODE E stream: {exc}"))
+                return
+            for ev in events:
+                if ev.kind is modee.EventKind.DATA:
+                    assert ev.data is not None
+                    try:
+                        write(ev.data, ev.offset)
+                    except OSError as exc:
+                        fail(DataChannelError(451, f"Write failed: {exc}"))
+                        return
+                    total += len(ev.data)
+                elif ev.kind is modee.EventKind.EOF:
+                    try:
+                        tracker.on_eof(ev.count)
+                    except modee.ModeEError as exc:
+                        fail(DataChannelError(426, f"Bad MODE E stream: {exc}"))
+                        return
+                    if tracker.done:
+                        finished.set()
+                else:
+                    tracker.on_eod()
+                    if not ev.close:
+                        reusable.append(sock)
+                    if tracker.done:
+                        finished.set()
+                    return
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def start_reader(sock: socket.socket) -> None:
+        t = asyncio.ensure_future(reader(sock))
+        tasks.add(t)
+
+    async def acceptor() -> None:
+        assert accept_more is not None
+        while True:
+            try:
+                sock = await accept_more()
+            except DataChannelError:
+                continue
+            except OSError as exc:
+                fail(DataChannelError(425, f"Cannot accept data connection: {exc}"))
+                return
+            owned.append(sock)
+            start_reader(sock)
+
+    async def watchdog() -> None:
+        last = -1
+        while True:
+            await asyncio.sleep(idle_timeout_s)
+            if progress == last:
+                fail(DataChannelError(426, "Data connections idle too long."))
+                return
+            last = progress
+
+    for s in socks:
+        start_reader(s)
+    helpers = [asyncio.ensure_future(watchdog())]
+    if accept_more is not None:
+        helpers.append(asyncio.ensure_future(acceptor()))
+    try:
+        await finished.wait()
+    finally:
+        for t in [*helpers, *tasks]:
+            t.cancel()
+        await asyncio.gather(*helpers, *tasks, return_exceptions=True)
+    if failure:
+        close_all(owned)
+        raise failure[0]
+    # Reusable: ended with a clean EOD, or a cached connection the sender did not use this time.
+    keep = [
+        s
+        for s in owned
+        if s in reusable or (s in decoders and decoders[s].blocks == 0 and not decoders[s].mid_block)
+    ]
+    close_all([s for s in owned if s not in keep])
+    return ModeEResult(total, keep)

@@ -1,0 +1,466 @@
+"""The `gridftp` checker: classifies a GridFTP server by its banner, a login, a canary and its data address.
+
+Levels (option `level`), cheapest first (research/gridftp.md §5):
+
+- `banner`: read the greeting within the timeout. `220` is UP; `421` (connection limit) and `422`
+  (connections disabled) are REFUSING: alive but refusing work, so the director gives it weight 0 (drain);
+  anything else, a malformed reply, a closed connection or a timeout is DOWN. Then `QUIT`.
+- `login`: also anonymous `USER`/`PASS` (230) and `NOOP` (200); then the data-address check.
+- `canary`: also `CKSM <alg> 0 -1 <canary_path>` (213) or, with `canary_method="retr"`, a small
+  `RETR` over a PASV data connection, compared with `canary_checksum` when given.
+
+Data-address check (login and canary, option `data_address_check`, on by default): `PASV` after login.
+A server advertising one of the `vips` sends its data connections to the director, and one advertising a
+loopback address to a client that is not itself on loopback sends them nowhere: both are DOWN with a reason
+that names the fix (`-data-interface` / `data_interface`). On loopback a loopback address is legitimate.
+IPv6 targets get `EPSV`, which carries an address only when the server runs with `-epsv-ip`.
+
+A `421` reply at any step is REFUSING (RFC 959: service not available, closing control connection).
+The reply parser and the classification rules are pure functions; `GridftpChecker` is the asyncio adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import socket
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+
+from gridlb.errors import PeerProtocolError
+from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
+from gridlb.health.tcp import ConnectOptions, connect_socket, describe_os_error
+from gridlb.table import IPAddress, RealKey, parse_address
+
+MAX_LINE = 4096
+MAX_REPLY_LINES = 512
+LEVELS = ("banner", "login", "canary")
+CANARY_METHODS = ("cksm", "retr")
+REFUSING_CODES = frozenset({421, 422})
+
+_FIRST_LINE = re.compile(r"^(\d{3})([ -])(.*)$")
+_PASV = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+_EPSV = re.compile(r"\((.)(\d?)\1([^|()]*)\1(\d{1,5})\1\)")
+
+
+# --------------------------------------------------------------------------- pure: replies
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One (possibly multi-line) FTP reply."""
+
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The text of the first line after the code."""
+        m = _FIRST_LINE.match(self.lines[0])
+        return m.group(3) if m else self.lines[0]
+
+    def __str__(self) -> str:
+        return printable(f"{self.code} {self.text}")
+
+
+def printable(text: str, limit: int = 160) -> str:
+    """Return `text` with control characters replaced and cut to `limit` characters, for reasons."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+class ReplyReader:
+    """Splits bytes from a control connection into `Reply`s (RFC 959 §4.2 multi-line rule).
+
+    Raises `PeerProtocolError` for a line that does not start a reply, an over-long line, or a reply
+    with too many lines.
+    """
+
+    def __init__(self, peer: str = "server") -> None:
+        self.peer = peer
+        self._buf = bytearray()
+        self._lines: list[str] = []
+        self._code: int | None = None
+
+    def feed(self, data: bytes) -> list[Reply]:
+        """Add `data` and return the replies it completed."""
+        self._buf += data
+        replies: list[Reply] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE:
+                    raise PeerProtocolError(self.peer, "reply", f"line longer than {MAX_LINE} bytes")
+                return replies
+            raw = bytes(self._buf[:nl]).rstrip(b"\r")
+            del self._buf[: nl + 1]
+            if len(raw) > MAX_LINE:
+                raise PeerProtocolError(self.peer, "reply", f"line longer than {MAX_LINE} bytes")
+            reply = self._line(raw.decode("utf-8", "replace"))
+            if reply is not None:
+                replies.append(reply)
+
+    def _line(self, line: str) -> Reply | None:
+        if self._code is None:
+            m = _FIRST_LINE.match(line)
+            if m is None:
+                raise PeerProtocolError(self.peer, "reply", f"not an FTP reply: {printable(line, 60)!r}")
+            if m.group(2) == " ":
+                return Reply(int(m.group(1)), (line,))
+            self._code = int(m.group(1))
+            self._lines = [line]
+            return None
+        self._lines.append(line)
+        if len(self._lines) > MAX_REPLY_LINES:
+            raise PeerProtocolError(self.peer, "reply", f"more than {MAX_REPLY_LINES} lines")
+        if len(line) >= 4 and line[:3] == f"{self._code:03d}" and line[3] == " ":
+            reply = Reply(self._code, tuple(self._lines))
+            self._code, self._lines = None, []
+            return reply
+        return None
+
+
+# --------------------------------------------------------------------------- pure: classification
+
+
+def classify_banner(reply: Reply) -> tuple[Verdict, str]:
+    """Classify the greeting: 220 up, 421/422 refusing, anything else down."""
+    if reply.code == 220:
+        return Verdict.UP, f"banner {reply}"
+    if reply.code in REFUSING_CODES:
+        return Verdict.REFUSING, f"refusing: {reply}"
+    return Verdict.DOWN, f"unexpected banner: {reply}"
+
+
+def parse_pasv(reply: Reply) -> tuple[IPv4Address, int]:
+    """Return the address and port of a `227` reply; raises ValueError when there is none."""
+    m = _PASV.search("\n".join(reply.lines)[4:])
+    if m is None:
+        raise ValueError(f"no h1,h2,h3,h4,p1,p2 in {reply}")
+    nums = [int(g) for g in m.groups()]
+    if any(n > 255 for n in nums):
+        raise ValueError(f"number above 255 in {reply}")
+    return IPv4Address(".".join(map(str, nums[:4]))), nums[4] * 256 + nums[5]
+
+
+def parse_epsv(reply: Reply) -> tuple[IPAddress | None, int]:
+    """Return the (optional) address and port of a `229` reply (`(|||port|)` or `(|af|addr|port|)`)."""
+    m = _EPSV.search(reply.text)
+    if m is None:
+        raise ValueError(f"no (|||port|) in {reply}")
+    addr = parse_address(m.group(3)) if m.group(3) else None
+    port = int(m.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range in {reply}")
+    return addr, port
+
+
+def _is_loopback(addr: IPAddress) -> bool:
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool((mapped or addr).is_loopback)
+
+
+def data_address_fault(advertised: IPAddress, *, local: IPAddress, vips: Iterable[IPAddress] = ()) -> str:
+    """Return why advertising `advertised` to a checker at `local` is wrong, or "" when it is fine.
+
+    Wrong: a VIP (data connections would go to the director), the unspecified address, or a loopback
+    address when the client is not on loopback (the client would connect to itself).
+    """
+    fix = "set -data-interface (data_interface) to the server's own address"
+    if advertised in set(vips):
+        return f"data-address fault: PASV advertises {advertised}, a VIP address, to client {local}; {fix}"
+    if advertised.is_unspecified:
+        return f"data-address fault: PASV advertises the unspecified address {advertised}; {fix}"
+    if _is_loopback(advertised) and not _is_loopback(local):
+        return (
+            f"data-address fault: PASV advertises {advertised}, a loopback address, "
+            f"to a non-loopback client ({local}); {fix}"
+        )
+    return ""
+
+
+def checksum(algorithm: str, data: bytes) -> str:
+    """Return `data`'s checksum as GridFTP CKSM prints it (ADLER32: 8 hex digits; MD5/SHA*: hexdigest)."""
+    alg = algorithm.upper()
+    if alg == "ADLER32":
+        return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+    if alg in ("MD5", "SHA1", "SHA256", "SHA512"):
+        return hashlib.new(alg.lower(), data).hexdigest()
+    raise ValueError(f"unknown checksum algorithm {algorithm!r} (ADLER32, MD5, SHA1, SHA256, SHA512)")
+
+
+# --------------------------------------------------------------------------- asyncio adapter
+
+
+class _Outcome(Exception):
+    """Ends the dialogue early with a verdict."""
+
+    def __init__(self, verdict: Verdict, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Stage:
+    """What the dialogue is waiting for, named in the reason when the timeout strikes."""
+
+    waiting_for: str
+
+
+class _Session:
+    """One control connection: send commands, read replies, turn unexpected ones into outcomes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = ReplyReader(peer)
+        self.pending: list[Reply] = []
+
+    async def reply(self, what: str) -> Reply:
+        while not self.pending:
+            data = await self.reader.read(65536)
+            if not data:
+                raise _Outcome(Verdict.DOWN, f"connection closed by the server while waiting for {what}")
+            try:
+                self.pending.extend(self.parser.feed(data))
+            except PeerProtocolError as exc:
+                raise _Outcome(Verdict.DOWN, f"malformed {what}: {exc}") from None
+        return self.pending.pop(0)
+
+    async def command(self, line: str, *expected: int, what: str = "") -> Reply:
+        self.writer.write(line.encode() + b"\r\n")
+        await self.writer.drain()
+        verb = what or line.split(" ", 1)[0]
+        reply = await self.reply(f"the reply to {verb}")
+        while 100 <= reply.code < 200 and all(code >= 200 for code in expected):
+            reply = await self.reply(f"the reply to {verb}")  # skip preliminary replies we did not ask for
+        if reply.code in expected:
+            return reply
+        if reply.code == 421:
+            raise _Outcome(Verdict.REFUSING, f"refusing: {verb} answered {reply}")
+        raise _Outcome(Verdict.DOWN, f"{verb} failed: {reply}")
+
+
+@register_checker
+class GridftpChecker(Checker):
+    """GridFTP-aware check: banner, login, canary levels and the PASV data-address check."""
+
+    kind = "gridftp"
+
+    def __init__(
+        self,
+        *,
+        level: str = "banner",
+        user: str = "anonymous",
+        password: str = "gridlb@",
+        vips: Iterable[str] | str = (),
+        data_address_check: bool = True,
+        canary_path: str | None = None,
+        canary_method: str = "cksm",
+        canary_algorithm: str = "ADLER32",
+        canary_checksum: str | None = None,
+        canary_max_bytes: int = 1 << 20,
+        connect_ip: str | None = None,
+        connect_port: int | None = None,
+        bindto: str | None = None,
+        bind_port: int = 0,
+        bind_if: str | None = None,
+    ) -> None:
+        vip_list = [v for v in (vips.replace(",", " ").split() if isinstance(vips, str) else vips) if v]
+        super().__init__(
+            level=level,
+            user=user,
+            password=password,
+            vips=tuple(vip_list),
+            data_address_check=data_address_check,
+            canary_path=canary_path,
+            canary_method=canary_method,
+            canary_algorithm=canary_algorithm,
+            canary_checksum=canary_checksum,
+            canary_max_bytes=canary_max_bytes,
+            connect_ip=connect_ip,
+            connect_port=connect_port,
+            bindto=bindto,
+            bind_port=bind_port,
+            bind_if=bind_if,
+        )
+        if level not in LEVELS:
+            raise ValueError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+        if canary_method not in CANARY_METHODS:
+            raise ValueError(f"canary_method {canary_method!r} is not one of {', '.join(CANARY_METHODS)}")
+        if level == "canary" and not canary_path:
+            raise ValueError("level canary needs canary_path (a small file on every real server)")
+        for text in ("\r", "\n"):
+            if any(text in str(v) for v in (user, password, canary_path or "")):
+                raise ValueError("user, password and canary_path must not contain line breaks")
+        checksum(canary_algorithm, b"")  # validates the algorithm name
+        self.level = level
+        self.user = user
+        self.password = password
+        self.vips = frozenset(ip_address(v) for v in vip_list)
+        self.data_address_check = bool(data_address_check)
+        self.canary_path = canary_path
+        self.canary_method = canary_method
+        self.canary_algorithm = canary_algorithm.upper()
+        self.canary_checksum = canary_checksum.lower() if canary_checksum else None
+        self.canary_max_bytes = int(canary_max_bytes)
+        self.conn = ConnectOptions(connect_ip, connect_port, bindto, bind_port, bind_if)
+
+    async def check(self, target: RealKey, *, timeout_s: float) -> CheckResult:
+        """Run the configured level against `target` within `timeout_s` (never raises)."""
+        dest = self.conn.destination(target)
+        start = time.monotonic()
+        stage = _Stage("connection")
+        sock: socket.socket | None = None
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                sock = await self.conn.connect(target, timeout_s)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE * 4)
+                verdict, reason = await self._dialogue(reader, writer, dest, stage)
+        except TimeoutError:
+            verdict, reason = Verdict.DOWN, f"no {stage.waiting_for} from {dest} within {timeout_s:g} s"
+        except _Outcome as out:
+            verdict, reason = out.verdict, out.reason
+        except OSError as exc:
+            when = "connect" if stage.waiting_for == "connection" else f"waiting for the {stage.waiting_for}"
+            verdict, reason = Verdict.DOWN, f"{dest}: {when}: {describe_os_error(exc)}"
+        finally:
+            if writer is not None:
+                writer.transport.abort()
+            elif sock is not None:
+                sock.close()
+        return CheckResult(verdict, reason, time.monotonic() - start)
+
+    async def _dialogue(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dest: RealKey,
+        stage: _Stage,
+    ) -> tuple[Verdict, str]:
+        session = _Session(reader, writer, str(dest))
+        stage.waiting_for = "banner"
+        verdict, reason = classify_banner(await session.reply("the banner"))
+        if verdict is not Verdict.UP or self.level == "banner":
+            await self._quit(session)
+            return verdict, reason
+        notes = ["banner 220"]
+        stage.waiting_for = "login reply"
+        reply = await session.command(f"USER {self.user}", 331, 230, what="USER")
+        if reply.code == 331:
+            await session.command(f"PASS {self.password}", 230, 202, what="PASS")
+        stage.waiting_for = "NOOP reply"
+        await session.command("NOOP", 200)
+        notes.append(f"login {self.user} ok")
+        pasv: tuple[IPAddress | None, int] | None = None
+        retr = self.level == "canary" and self.canary_method == "retr"
+        if retr:
+            await session.command("TYPE I", 200, what="TYPE")  # before PASV: Globus fixes the type there
+        if self.data_address_check or retr:
+            stage.waiting_for = "PASV reply"
+            pasv = await self._passive(session, dest)
+            local = ip_address(writer.get_extra_info("sockname")[0])
+            if pasv[0] is not None:
+                notes.append(f"PASV {pasv[0]}:{pasv[1]}")
+                if self.data_address_check:
+                    fault = data_address_fault(pasv[0], local=local, vips=self.vips)
+                    if fault:
+                        await self._quit(session)
+                        return Verdict.DOWN, fault
+            else:
+                notes.append("EPSV (no address to check)")
+        if self.level == "canary":
+            assert self.canary_path is not None
+            stage.waiting_for = "canary reply"
+            if self.canary_method == "cksm":
+                got = await self._cksm(session, self.canary_path)
+            else:
+                assert pasv is not None
+                got = await self._retr(session, dest, pasv, self.canary_path, stage)
+            if self.canary_checksum is not None and got != self.canary_checksum:
+                await self._quit(session)
+                expected = self.canary_checksum
+                return (
+                    Verdict.DOWN,
+                    f"canary {self.canary_path}: {self.canary_algorithm} {got}, expected {expected}",
+                )
+            notes.append(f"canary {self.canary_algorithm} {got}")
+        await self._quit(session)
+        return Verdict.UP, ", ".join(notes)
+
+    async def _passive(self, session: _Session, dest: RealKey) -> tuple[IPAddress | None, int]:
+        if dest.addr.version == 6:
+            reply = await session.command("EPSV", 229)
+            parse = parse_epsv
+        else:
+            reply = await session.command("PASV", 227)
+            parse = parse_pasv
+        try:
+            return parse(reply)
+        except ValueError as exc:
+            raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
+
+    async def _cksm(self, session: _Session, path: str) -> str:
+        reply = await session.command(f"CKSM {self.canary_algorithm} 0 -1 {path}", 213, what="CKSM")
+        value = reply.text.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]+", value):
+            raise _Outcome(Verdict.DOWN, f"CKSM returned no checksum: {reply}")
+        return value
+
+    async def _retr(
+        self,
+        session: _Session,
+        dest: RealKey,
+        pasv: tuple[IPAddress | None, int],
+        path: str,
+        stage: _Stage,
+    ) -> str:
+        addr = pasv[0] if pasv[0] is not None else dest.addr
+        stage.waiting_for = f"data connection to {addr}:{pasv[1]}"
+        try:
+            data_sock = await connect_socket(
+                addr, pasv[1], timeout_s=3600.0, bindto=self.conn.bindto, bind_if=self.conn.bind_if
+            )
+        except OSError as exc:
+            raise _Outcome(
+                Verdict.DOWN, f"data connection to {addr}:{pasv[1]}: {describe_os_error(exc)}"
+            ) from None
+        d_reader, d_writer = await asyncio.open_connection(sock=data_sock)
+        try:
+            stage.waiting_for = "RETR reply"
+            await session.command(f"RETR {path}", 150, 125, what="RETR")
+            stage.waiting_for = "canary data"
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await d_reader.read(65536):
+                size += len(chunk)
+                if size > self.canary_max_bytes:
+                    raise _Outcome(
+                        Verdict.DOWN, f"canary {path} is larger than {self.canary_max_bytes} bytes"
+                    )
+                chunks.append(chunk)
+        finally:
+            d_writer.transport.abort()
+        stage.waiting_for = "end of the canary transfer"
+        done = await session.reply("the end of RETR")
+        if done.code not in (226, 250):
+            raise _Outcome(
+                Verdict.REFUSING if done.code == 421 else Verdict.DOWN, f"RETR {path} failed: {done}"
+            )
+        return checksum(self.canary_algorithm, b"".join(chunks))
+
+    @staticmethod
+    async def _quit(session: _Session) -> None:
+        try:
+            session.writer.write(b"QUIT\r\n")
+            async with asyncio.timeout(0.2):
+                await session.writer.drain()
+                await session.reply("the reply to QUIT")
+        except (TimeoutError, OSError, _Outcome):
+            pass

@@ -1,0 +1,267 @@
+"""Prometheus metrics of a running director, collected at scrape time, on an optional HTTP listener.
+
+A custom collector reads the director's last dump (refreshed just before each scrape), its desired
+table, health and counters, so the numbers are the dataplane's own (IPVS-like counters), never a
+second bookkeeping. Check latencies go into a histogram fed by the director's input stream. Names
+follow Prometheus conventions: `gridlb_` prefix, base units, `_total` for counters, labels
+`service` (``TCP 10.0.0.1:2811``) and `real_server` (``10.0.1.1:2811``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gridlb import __version__
+from gridlb.director.director import CheckReport, Director, DirectorInput
+from gridlb.director.reconcile import HealthState, RealHealth
+
+log = logging.getLogger(__name__)
+
+#: Check latency buckets (seconds): loopback checks take ~1 ms, WAN ones up to the connect timeout.
+CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class DirectorCollector:
+    """Yields the director's state as metric families (prometheus_client custom collector)."""
+
+    def __init__(self, director: Director) -> None:
+        self.director = director
+        self.dataplane_errors: dict[str, int] = {}  # refreshed by `Metrics.scrape`
+
+    def describe(self) -> list[Metric]:
+        """Return nothing: the metric set depends on the table (no registration-time collect)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Return every metric family, built from the director's current view."""
+        d = self.director
+        table = d.observed
+        svc_labels = ["service"]
+        rs_labels = ["service", "real_server"]
+
+        info = GaugeMetricFamily(
+            "gridlb_director_info", "The director's version and dataplane.", labels=["version", "dataplane"]
+        )
+        info.add_metric([__version__, d.dataplane.name], 1)
+        yield info
+        role = GaugeMetricFamily(
+            "gridlb_director_role", "VRRP role of this director (1 for the current one).", labels=["role"]
+        )
+        role.add_metric([d.role or "none"], 1)
+        yield role
+
+        s_active = GaugeMetricFamily(
+            "gridlb_service_active_connections", "Established connections of the service.", labels=svc_labels
+        )
+        s_inactive = GaugeMetricFamily(
+            "gridlb_service_inactive_connections",
+            "Closing connections (in their FIN timeout).",
+            labels=svc_labels,
+        )
+        s_conns = CounterMetricFamily(
+            "gridlb_service_connections", "Connections scheduled for the service.", labels=svc_labels
+        )
+        s_in = CounterMetricFamily(
+            "gridlb_service_bytes_in", "Bytes received from clients.", labels=svc_labels
+        )
+        s_out = CounterMetricFamily("gridlb_service_bytes_out", "Bytes sent to clients.", labels=svc_labels)
+        quorum = GaugeMetricFamily(
+            "gridlb_service_quorum_up",
+            "1 while the service has quorum (keepalived quorum).",
+            labels=svc_labels,
+        )
+        r_active = GaugeMetricFamily(
+            "gridlb_real_server_active_connections",
+            "Established connections to the real server.",
+            labels=rs_labels,
+        )
+        r_inactive = GaugeMetricFamily(
+            "gridlb_real_server_inactive_connections",
+            "Closing connections to the real server.",
+            labels=rs_labels,
+        )
+        r_conns = CounterMetricFamily(
+            "gridlb_real_server_connections", "Connections scheduled to the real server.", labels=rs_labels
+        )
+        r_in = CounterMetricFamily(
+            "gridlb_real_server_bytes_in", "Bytes relayed from clients to the real server.", labels=rs_labels
+        )
+        r_out = CounterMetricFamily(
+            "gridlb_real_server_bytes_out", "Bytes relayed from the real server to clients.", labels=rs_labels
+        )
+        r_weight = GaugeMetricFamily(
+            "gridlb_real_server_weight",
+            "Weight programmed in the dataplane (absent when not in the table).",
+            labels=rs_labels,
+        )
+        r_overload = GaugeMetricFamily(
+            "gridlb_real_server_overloaded",
+            "1 while the upper connection threshold is reached.",
+            labels=rs_labels,
+        )
+        decisions = CounterMetricFamily(
+            "gridlb_scheduler_decisions",
+            "New connections the scheduler sent to each real server.",
+            labels=rs_labels,
+        )
+        for svc in table.services:
+            s = str(svc.key)
+            s_active.add_metric([s], sum(x.counters.active for x in svc.dests))
+            s_inactive.add_metric([s], sum(x.counters.inactive for x in svc.dests))
+            s_conns.add_metric([s], svc.stats.conns)
+            s_in.add_metric([s], svc.stats.inbytes)
+            s_out.add_metric([s], svc.stats.outbytes)
+            for dest in svc.dests:
+                labels = [s, str(dest.key)]
+                c = dest.counters
+                r_active.add_metric(labels, c.active)
+                r_inactive.add_metric(labels, c.inactive)
+                r_conns.add_metric(labels, c.stats.conns)
+                decisions.add_metric(labels, c.stats.conns)
+                r_in.add_metric(labels, c.stats.inbytes)
+                r_out.add_metric(labels, c.stats.outbytes)
+                r_weight.add_metric(labels, dest.spec.weight)
+                r_overload.add_metric(labels, 1 if c.overloaded else 0)
+        for key, up in d.quorum_up.items():
+            quorum.add_metric([str(key)], 1 if up else 0)
+        yield from (s_active, s_inactive, s_conns, s_in, s_out, quorum)
+        yield from (r_active, r_inactive, r_conns, r_in, r_out, r_weight, r_overload, decisions)
+
+        health = GaugeMetricFamily(
+            "gridlb_real_server_health",
+            "Health state of the real server as the director uses it (1 for the current state).",
+            labels=[*rs_labels, "state"],
+        )
+        drained = GaugeMetricFamily(
+            "gridlb_real_server_drained", "1 while an operator drained the real server.", labels=rs_labels
+        )
+        passive = CounterMetricFamily(
+            "gridlb_real_server_passive_failures",
+            "Failed dataplane connects to the real server.",
+            labels=rs_labels,
+        )
+        effective = d.effective_health()
+        for dec in d.desired.decisions:
+            labels = [str(dec.service), str(dec.key)]
+            state = effective.get((dec.service, dec.key), RealHealth()).state
+            for st in HealthState:
+                health.add_metric([*labels, st.value], 1 if st is state else 0)
+            drained.add_metric(labels, 1 if dec.drained else 0)
+            passive.add_metric(labels, d.counters.passive_failures.get((dec.service, dec.key), 0))
+        yield from (health, drained, passive)
+
+        errors = CounterMetricFamily(
+            "gridlb_dataplane_errors",
+            "Dataplane errors by reason (refused ops, accept/connect/relay errors).",
+            labels=["dataplane", "reason"],
+        )
+        for op, n in sorted(d.counters.op_errors.items()):
+            errors.add_metric([d.dataplane.name, f"op {op}"], n)
+        for reason, n in sorted(self.dataplane_errors.items()):
+            errors.add_metric([d.dataplane.name, reason], n)
+        yield errors
+        reloads = CounterMetricFamily("gridlb_reloads", "Config reloads by outcome.", labels=["outcome"])
+        reloads.add_metric(["ok"], d.counters.reloads)
+        reloads.add_metric(["refused"], d.counters.reload_failures)
+        yield reloads
+        rec = CounterMetricFamily("gridlb_reconcile_passes", "Desired-versus-dataplane comparisons.")
+        rec.add_metric([], d.counters.reconciles)
+        yield rec
+        ops = CounterMetricFamily("gridlb_dataplane_ops", "Ops applied to the dataplane.")
+        ops.add_metric([], d.counters.ops_applied)
+        yield ops
+
+
+class Metrics:
+    """The metrics registry of one director, and its optional HTTP listener."""
+
+    def __init__(self, director: Director) -> None:
+        self.director = director
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = DirectorCollector(director)
+        self.registry.register(self.collector)
+        self.check_latency = Histogram(
+            "gridlb_health_check_duration_seconds",
+            "How long health checks took, by checker kind and verdict.",
+            ["real_server", "kind", "verdict"],
+            buckets=CHECK_BUCKETS,
+            registry=self.registry,
+        )
+        self._server: asyncio.Server | None = None
+        director.listeners.append(self.observe)
+
+    def observe(self, item: DirectorInput) -> None:
+        """Take one director input (a listener): check results feed the latency histogram."""
+        if isinstance(item, CheckReport) and item.state is None:
+            self.check_latency.labels(str(item.real), item.kind or "check", str(item.result.verdict)).observe(
+                max(0.0, item.result.latency_s)
+            )
+
+    async def scrape(self) -> bytes:
+        """Refresh the dataplane view and return the exposition text."""
+        await self.director.refresh()
+        errors_fn: Callable[[], Awaitable[dict[str, int]]] | None = getattr(
+            self.director.dataplane, "errors", None
+        )
+        if errors_fn is not None:
+            with contextlib.suppress(Exception):
+                self.collector.dataplane_errors = dict(await errors_fn())
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen for HTTP scrapes on host:port; return the bound address."""
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        sockname: Any = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def close(self) -> None:
+        """Stop the HTTP listener."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                request = await reader.readline()
+                while (await reader.readline()).strip():
+                    pass
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
+            elif path == "/metrics":
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, await self.scrape()
+            elif path == "/":
+                status, ctype = "200 OK", "text/html"
+                body = b'<html><body><a href="/metrics">gridlb metrics</a></body></html>\n'
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found; try /metrics\n"
+            head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+            writer.write(head.encode() + (body if parts[:1] != ["HEAD"] else b""))
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Return (host, port) of ``ADDR:PORT`` or ``[V6]:PORT``."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,27 @@
+"""Least-connection (ip_vs_lc.c): the smallest activeconns * 256 + inactconns; the first one wins ties."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gridlb.sched._kernel import conn_overhead
+from gridlb.sched.base import DestView, Flow, Scheduler, register_scheduler
+from gridlb.table import RealKey
+
+
+@register_scheduler
+class LeastConnection(Scheduler):
+    """ipvsadm `-s lc` (weights matter only as 0 = quiesced)."""
+
+    name = "lc"
+
+    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+        least: DestView | None = None
+        loh = 0
+        for d in dests:
+            if d.overloaded or d.weight == 0:
+                continue
+            doh = conn_overhead(d.active, d.inactive) & 0xFFFFFFFF  # compared as unsigned int
+            if least is None or doh < loh:
+                least, loh = d, doh
+        return least.key if least is not None else None

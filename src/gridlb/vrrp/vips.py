@@ -1,0 +1,152 @@
+"""Adds and removes the virtual addresses (pyroute2) and announces them: gratuitous ARP, unsolicited NA.
+
+IPv6 VIPs are added `nodad` and, by default, deprecated (preferred_lft 0) so the kernel never picks
+them as the source of outgoing connections (health checks leave from the real address: the seed's
+IPv6 gotcha). Announcements are built here and sent on an AF_PACKET socket: an ARP request with
+sender = target = VIP to the broadcast MAC, and an ICMPv6 neighbour advertisement with the Override
+flag and our MAC to ff02::1 (hop limit 255), which is what keepalived sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from gridlb.vrrp.packet import inet_checksum
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IFA_F_NODAD = 0x02
+INFINITY_LFT = 0xFFFFFFFF
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+ALL_NODES_MAC = bytes.fromhex("333300000001")
+BROADCAST_MAC = b"\xff" * 6
+_EEXIST = 17
+_EADDRNOTAVAIL = 99
+
+
+def garp_frame(mac: bytes, vip: ipaddress.IPv4Address) -> bytes:
+    """A gratuitous ARP request for `vip` from `mac` (Ethernet frame, broadcast)."""
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, vip.packed, b"\0" * 6, vip.packed)
+    return BROADCAST_MAC + mac + struct.pack("!H", ETH_P_ARP) + arp
+
+
+def unsolicited_na_frame(mac: bytes, vip: ipaddress.IPv6Address) -> bytes:
+    """An unsolicited neighbour advertisement (Override set) for `vip` from `mac` to all nodes."""
+    body = struct.pack("!BBHI16sBB6s", 136, 0, 0, 0x20000000, vip.packed, 2, 1, mac)
+    pseudo = vip.packed + ALL_NODES.packed + struct.pack("!I3xB", len(body), 58)
+    csum = inet_checksum(pseudo + body)
+    body = body[:2] + struct.pack("!H", csum) + body[4:]
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, vip.packed, ALL_NODES.packed)
+    return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ip6 + body
+
+
+class VipManager:
+    """Owns the VIPs of one interface: add, remove, list what is held, announce."""
+
+    def __init__(self, ifname: str, vips: Iterable[IPInterface], *, ipv6_deprecated: bool = True) -> None:
+        self.ifname = ifname
+        self.vips = tuple(vips)
+        self.ipv6_deprecated = ipv6_deprecated
+        self._ipr: Any = None
+        self._packet: socket.socket | None = None
+        self.mac = b""
+        self.announced = 0
+
+    async def open(self) -> None:
+        self._ipr = AsyncIPRoute()
+        await self._ipr.setup_endpoint()
+        self._packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        self._packet.bind((self.ifname, 0))
+        self._packet.setblocking(False)
+        self.mac = self._packet.getsockname()[4][:6]
+
+    async def close(self) -> None:
+        if self._packet is not None:
+            self._packet.close()
+            self._packet = None
+        if self._ipr is not None:
+            with contextlib.suppress(Exception):
+                await self._ipr.close()
+            self._ipr = None
+
+    async def __aenter__(self) -> VipManager:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _index(self) -> int:
+        found = await self._ipr.link_lookup(ifname=self.ifname)
+        if not found:
+            raise OSError(f"interface {self.ifname} does not exist")
+        return int(found[0])
+
+    async def held(self) -> list[IPInterface]:
+        """Those of our VIPs that are on the interface now."""
+        index = await self._index()
+        present: set[tuple[str, int]] = set()
+        async for msg in await self._ipr.addr("dump", index=index):
+            present.add((str(ipaddress.ip_address(msg.get("IFA_ADDRESS"))), int(msg["prefixlen"])))
+        return [v for v in self.vips if (str(v.ip), v.network.prefixlen) in present]
+
+    async def add(self) -> list[IPInterface]:
+        """Put every VIP on the interface (already present ones are fine); return those added."""
+        index = await self._index()
+        added = []
+        for vip in self.vips:
+            kw: dict[str, Any] = {"index": index, "address": str(vip.ip), "prefixlen": vip.network.prefixlen}
+            if vip.version == 6:
+                kw["flags"] = IFA_F_NODAD
+                if self.ipv6_deprecated:
+                    kw["IFA_CACHEINFO"] = {"ifa_preferred": 0, "ifa_valid": INFINITY_LFT}
+            try:
+                await self._ipr.addr("add", **kw)
+                added.append(vip)
+            except NetlinkError as exc:
+                if exc.code != _EEXIST:
+                    raise
+        return added
+
+    async def remove(self) -> list[IPInterface]:
+        """Take every VIP off the interface (absent ones are fine); return those removed."""
+        index = await self._index()
+        removed = []
+        for vip in self.vips:
+            try:
+                await self._ipr.addr("del", index=index, address=str(vip.ip), prefixlen=vip.network.prefixlen)
+                removed.append(vip)
+            except NetlinkError as exc:
+                if exc.code != _EADDRNOTAVAIL:
+                    raise
+        return removed
+
+    def announce(self, repeat: int = 1) -> int:
+        """Send `repeat` gratuitous ARPs / unsolicited NAs per VIP; return the number of frames sent."""
+        if self._packet is None or repeat <= 0:
+            return 0
+        frames = [
+            garp_frame(self.mac, v.ip)
+            if isinstance(v.ip, ipaddress.IPv4Address)
+            else unsolicited_na_frame(self.mac, v.ip)
+            for v in self.vips
+        ]
+        sent = 0
+        for _ in range(repeat):
+            for frame in frames:
+                try:
+                    self._packet.send(frame)
+                    sent += 1
+                except OSError:
+                    pass
+        self.announced += sent
+        return sent

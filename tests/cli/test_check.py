@@ -1,0 +1,104 @@
+"""`gridlb check`: one line of output and exit 0 (up) / 1 (down or refusing), or misc_dynamic statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from gridlb.cli.check import exit_status
+from gridlb.cli.main import main
+from gridlb.health.base import CheckResult, Verdict
+
+
+@pytest.mark.parametrize(
+    ("result", "weight", "status"),
+    [
+        (CheckResult(Verdict.UP), None, 0),
+        (CheckResult(Verdict.REFUSING), None, 1),
+        (CheckResult(Verdict.DOWN), None, 1),
+        (CheckResult(Verdict.UP), 5, 7),  # misc_dynamic: weight 5
+        (CheckResult(Verdict.UP, weight=3), 5, 5),  # a script's own weight wins
+        (CheckResult(Verdict.REFUSING), 5, 2),  # weight 0: drain
+        (CheckResult(Verdict.DOWN), 5, 1),
+    ],
+)
+def test_exit_status(result: CheckResult, weight: int | None, status: int) -> None:
+    assert exit_status(result, weight) == status
+
+
+@pytest.fixture
+def fake_gridftp() -> Iterator[tuple[str, list[bytes]]]:
+    """A GridFTP-looking server on 127.0.0.71 in a thread; the banner is set by the test."""
+    banner: list[bytes] = [b"220 ready.\r\n"]
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, asyncio.Server] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(banner[0])
+        await writer.drain()
+        await reader.readline()
+        writer.write(b"221 Goodbye.\r\n")
+        writer.close()
+
+    async def start() -> None:
+        holder["server"] = await asyncio.start_server(handle, "127.0.0.71", 0)
+        started.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()))
+    thread.start()
+    assert started.wait(10)
+    port = holder["server"].sockets[0].getsockname()[1]
+    yield f"127.0.0.71:{port}", banner
+    loop.call_soon_threadsafe(holder["server"].close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_gridftp_command(fake_gridftp: tuple[str, list[bytes]], capsys: pytest.CaptureFixture[str]) -> None:
+    target, banner = fake_gridftp
+    assert main(["check", "gridftp", target]) == 0
+    assert capsys.readouterr().out.startswith(f"up {target}: banner 220 ready. (")
+    banner[0] = b"421 Service busy.\r\n"
+    assert main(["check", "gridftp", target]) == 1
+    assert capsys.readouterr().out.startswith(f"refusing {target}: refusing: 421 Service busy.")
+    assert main(["check", "gridftp", "--misc-dynamic-weight", "10", target]) == 2
+    capsys.readouterr()
+    banner[0] = b"220 ready.\r\n"
+    assert main(["check", "gridftp", "-q", "--misc-dynamic-weight", "10", target]) == 12
+    assert capsys.readouterr().out == ""
+
+
+def test_tcp_and_script_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "tcp", "--timeout", "1", "127.0.0.72:1"]) == 1
+    assert capsys.readouterr().out.startswith(
+        "down 127.0.0.72:1: TCP connect to 127.0.0.72:1: connection refused"
+    )
+    assert (
+        main(["check", "script", "--dynamic", "127.0.0.72", "--", "sh", "-c", "echo $GRIDLB_REAL; exit 9"])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("up 127.0.0.72:2811 weight=7: sh: exit 9: weight 7")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "gridftp", "no-such-host"], "error: TARGET: 'no-such-host' is not ADDR[:PORT]"),
+        (["check", "gridftp", "--timeout", "0", "127.0.0.1"], "error: --timeout: 0.0 must be > 0"),
+        (
+            ["check", "gridftp", "--level", "canary", "127.0.0.1"],
+            "error: gridftp: level canary needs canary_path",
+        ),
+        (["check", "script", "127.0.0.1"], "error: COMMAND: no command given"),
+        (["check", "tcp", "--misc-dynamic-weight", "300", "127.0.0.1"], "error: --misc-dynamic-weight"),
+    ],
+)
+def test_user_errors_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gridlb: ") and message in err and err.count("\n") == 1, err

@@ -1,0 +1,89 @@
+"""Interop with Debian's real Globus tools: globus-url-copy against our server, third-party copies with
+globus-gridftp-server in both directions, checksums for 0 B, 1 B, 1 MiB + 1 B and 64 MiB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.gridftp.helpers import SIZES, GlobusServer, ThreadedServer, guc, md5
+from tests.support import need_tool
+
+STREAMS = (1, 4)
+
+
+def _guc(src: str, dst: str, streams: int) -> None:
+    args = ["-p", str(streams)] if streams > 1 else []
+    proc = guc(*args, src, dst)
+    assert proc.returncode == 0, f"globus-url-copy {src} {dst} rc={proc.returncode}: {proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+@pytest.mark.parametrize("name", tuple(SIZES))
+def test_guc_download_from_ours(
+    ours: ThreadedServer, files: dict[str, Path], tmp_path: Path, name: str, streams: int
+) -> None:
+    need_tool("globus-url-copy")
+    src = Path(ours.config.root) / f"{name}.bin"
+    src.write_bytes(files[name].read_bytes())
+    out = tmp_path / "out.bin"
+    _guc(f"{ours.url}/{name}.bin", f"file://{out}", streams)
+    assert out.stat().st_size == SIZES[name]
+    assert md5(out) == md5(files[name])
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+@pytest.mark.parametrize("name", tuple(SIZES))
+def test_guc_upload_to_ours(ours: ThreadedServer, files: dict[str, Path], name: str, streams: int) -> None:
+    need_tool("globus-url-copy")
+    _guc(f"file://{files[name]}", f"{ours.url}/{name}.bin", streams)
+    got = Path(ours.config.root) / f"{name}.bin"
+    assert got.stat().st_size == SIZES[name]
+    assert md5(got) == md5(files[name])
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+@pytest.mark.parametrize("name", tuple(SIZES))
+def test_third_party_ours_to_globus(
+    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path], name: str, streams: int
+) -> None:
+    (Path(ours.config.root) / f"{name}.bin").write_bytes(files[name].read_bytes())
+    dst = globus.home / f"from-ours-{name}-{streams}.bin"
+    _guc(f"{ours.url}/{name}.bin", f"{globus.url}{dst}", streams)
+    assert md5(dst) == md5(files[name])
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+@pytest.mark.parametrize("name", tuple(SIZES))
+def test_third_party_globus_to_ours(
+    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path], name: str, streams: int
+) -> None:
+    _guc(f"{globus.url}{files[name]}", f"{ours.url}/from-globus.bin", streams)
+    got = Path(ours.config.root) / "from-globus.bin"
+    assert got.stat().st_size == SIZES[name]
+    assert md5(got) == md5(files[name])
+
+
+def test_guc_verify_checksum_and_listing(
+    ours: ThreadedServer, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """globus-url-copy's checksum verification (CKSM) and a directory listing (MLSD) work against ours."""
+    need_tool("globus-url-copy")
+    root = Path(ours.config.root)
+    (root / "dir").mkdir()
+    (root / "dir" / "a.bin").write_bytes(files["mib1"].read_bytes())
+    (root / "dir" / "b.bin").write_bytes(b"b")
+    out = tmp_path / "v.bin"
+    proc = guc("-verify-checksum", f"{ours.url}/dir/a.bin", f"file://{out}")
+    assert proc.returncode == 0, proc.stderr
+    assert md5(out) == md5(files["mib1"])
+    proc = guc("-list", f"{ours.url}/dir/")
+    assert proc.returncode == 0, proc.stderr
+    assert "a.bin" in proc.stdout and "b.bin" in proc.stdout
+    # A recursive directory download uses MLSD and one data channel per file.
+    dest = tmp_path / "copy"
+    proc = guc("-r", "-cd", "-p", "2", f"{ours.url}/dir/", f"file://{dest}/")
+    assert proc.returncode == 0, proc.stderr
+    assert md5(dest / "a.bin") == md5(files["mib1"])
+    assert (dest / "b.bin").read_bytes() == b"b"

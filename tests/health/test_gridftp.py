@@ -1,0 +1,601 @@
+"""The gridftp checker: pure reply parsing and classification, odd replies from small fake servers on
+127.0.0.x, and the real globus-gridftp-server (loopback, and from another network namespace)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, ip_address
+from pathlib import Path
+
+import pytest
+
+from gridlb.errors import PeerProtocolError
+from gridlb.health.base import Verdict, create_checker
+from gridlb.health.gridftp import (
+    GridftpChecker,
+    Reply,
+    ReplyReader,
+    checksum,
+    classify_banner,
+    data_address_fault,
+    parse_epsv,
+    parse_pasv,
+)
+from gridlb.health.tcp import TcpChecker
+from tests.support import need_root, need_tool
+
+GLOBUS_BANNER = b"220 vm GridFTP Server 13.24 (gcc64, 1653033972-1) [Grid Community Toolkit 6.2] ready.\r\n"
+BUSY = b"421 Service busy: Connection limit exceeded. Please try again later. Closing control connection.\r\n"
+OFFLINE = b"422 Service temporarily offline. Closing control connection.\r\n"
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_reply_reader_multiline_and_split_feeds() -> None:
+    r = ReplyReader()
+    data = b"220-Welcome\r\n to the\r\n220-not the end\r\n220 ready.\r\n331 Password required.\r\n"
+    replies = []
+    for i in range(len(data)):  # one byte at a time
+        replies += r.feed(data[i : i + 1])
+    assert [x.code for x in replies] == [220, 331]
+    assert replies[0].lines == ("220-Welcome", " to the", "220-not the end", "220 ready.")
+    assert str(replies[1]) == "331 Password required."
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n", "not an FTP reply"),
+        (b"22 short\r\n", "not an FTP reply"),
+        (b"2200 no separator\r\n", "not an FTP reply"),
+        (b"x" * 5000, "longer than"),
+        (b"220-start\r\n" + b" more\r\n" * 600, "more than"),
+    ],
+)
+def test_reply_reader_rejects_garbage(data: bytes, message: str) -> None:
+    with pytest.raises(PeerProtocolError, match=message):
+        ReplyReader().feed(data)
+
+
+@pytest.mark.parametrize(
+    ("line", "verdict"),
+    [
+        (GLOBUS_BANNER, Verdict.UP),
+        (BUSY, Verdict.REFUSING),
+        (OFFLINE, Verdict.REFUSING),
+        (b"120 Service ready in 5 minutes.\r\n", Verdict.DOWN),
+        (b"500 What?\r\n", Verdict.DOWN),
+        (b"230 logged in already\r\n", Verdict.DOWN),
+    ],
+)
+def test_classify_banner(line: bytes, verdict: Verdict) -> None:
+    (reply,) = ReplyReader().feed(line)
+    assert classify_banner(reply)[0] is verdict
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("227 Entering Passive Mode (127,0,0,1,188,177)", ("127.0.0.1", 188 * 256 + 177)),
+        ("227 Entering Passive Mode 10,201,0,1,4,1", ("10.201.0.1", 1025)),  # no parentheses (RFC 1123)
+        ("227 =10,201,0,1,0,21", ("10.201.0.1", 21)),
+    ],
+)
+def test_parse_pasv(text: str, expected: tuple[str, int]) -> None:
+    addr, port = parse_pasv(Reply(227, (text,)))
+    assert (str(addr), port) == expected
+
+
+@pytest.mark.parametrize("text", ["227 Entering Passive Mode", "227 (300,0,0,1,1,1)", "227 (1,2,3,4,5)"])
+def test_parse_pasv_malformed(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_pasv(Reply(227, (text,)))
+
+
+def test_parse_epsv() -> None:
+    assert parse_epsv(Reply(229, ("229 Entering Extended Passive Mode (|||58637|)",))) == (None, 58637)
+    addr, port = parse_epsv(Reply(229, ("229 Entering Extended Passive Mode (|2|fd00:99::11|42885|)",)))
+    assert (str(addr), port) == ("fd00:99::11", 42885)
+    with pytest.raises(ValueError):
+        parse_epsv(Reply(229, ("229 Entering Extended Passive Mode",)))
+
+
+VIP = ip_address("10.201.0.100")
+
+
+@pytest.mark.parametrize(
+    ("advertised", "local", "fault"),
+    [
+        ("127.0.0.1", "10.201.0.2", "a loopback address, to a non-loopback client (10.201.0.2)"),
+        ("127.0.0.1", "127.0.0.1", ""),  # on loopback, loopback is legitimate
+        ("127.0.0.3", "127.0.0.9", ""),
+        ("10.201.0.1", "10.201.0.2", ""),
+        ("10.201.0.100", "10.201.0.2", "a VIP address"),
+        ("10.201.0.100", "127.0.0.1", "a VIP address"),  # the VIP is wrong from anywhere
+        ("0.0.0.0", "10.201.0.2", "the unspecified address"),
+        ("::1", "fd00::2", "a loopback address"),
+        ("::ffff:127.0.0.1", "fd00::2", "a loopback address"),
+    ],
+)
+def test_data_address_fault(advertised: str, local: str, fault: str) -> None:
+    reason = data_address_fault(ip_address(advertised), local=ip_address(local), vips=[VIP])
+    if fault:
+        assert fault in reason and reason.startswith("data-address fault: PASV advertises ")
+        assert "-data-interface" in reason
+    else:
+        assert reason == ""
+
+
+def test_checksum_matches_what_globus_prints() -> None:
+    data = b"hello\n"
+    assert checksum("ADLER32", data) == f"{zlib.adler32(data):08x}" == "084b021f"
+    assert checksum("md5", b"") == "d41d8cd98f00b204e9800998ecf8427e"
+    with pytest.raises(ValueError, match="unknown checksum"):
+        checksum("CRC32", b"")
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="level"):
+        GridftpChecker(level="deep")
+    with pytest.raises(ValueError, match="canary_path"):
+        GridftpChecker(level="canary")
+    with pytest.raises(ValueError, match="line breaks"):
+        GridftpChecker(level="canary", canary_path="/x\r\nDELE /y")
+    with pytest.raises(ValueError, match="unknown checksum"):
+        GridftpChecker(canary_algorithm="CRC")
+    assert GridftpChecker(vips="10.0.0.1, 10.0.0.2").vips == {
+        IPv4Address("10.0.0.1"),
+        IPv4Address("10.0.0.2"),
+    }
+
+
+# --------------------------------------------------------------------------- fake servers
+
+
+@dataclass
+class Fake:
+    """A scripted control-channel server: a banner (after a delay), then one reply per command verb."""
+
+    banner: bytes = GLOBUS_BANNER
+    banner_delay_s: float = 0.0
+    replies: dict[str, bytes] = field(default_factory=dict)
+    close_after_banner: bool = False
+    seen: list[str] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.sleep(self.banner_delay_s)
+            writer.write(self.banner)
+            await writer.drain()
+            if self.close_after_banner:
+                return
+            while line := await reader.readline():
+                text = line.decode().strip()
+                self.seen.append(text)
+                verb = text.split(" ", 1)[0].upper()
+                writer.write(self.replies.get(verb, b"500 Unknown command.\r\n"))
+                await writer.drain()
+                if verb == "QUIT":
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+LOGIN = {
+    "USER": b"331 Password required for anonymous.\r\n",
+    "PASS": b"230 User anonymous logged in.\r\n",
+    "NOOP": b"200 NOOP command successful.\r\n",
+    "PASV": b"227 Entering Passive Mode (127,0,0,1,188,177)\r\n",
+    "QUIT": b"221 Goodbye.\r\n",
+}
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Fake], Awaitable[str]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(fake: Fake) -> str:
+        server = await asyncio.start_server(fake.handle, "127.0.0.41", 0)
+        servers.append(server)
+        return f"127.0.0.41:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def run_check(target: str, timeout_s: float = 2.0, **options: object) -> tuple[Verdict, str]:
+    from gridlb.table import RealKey
+
+    result = await create_checker("gridftp", **options).check(RealKey.parse(target), timeout_s=timeout_s)
+    return result.verdict, result.reason
+
+
+@pytest.mark.parametrize(
+    ("fake", "verdict", "reason"),
+    [
+        (Fake(), Verdict.UP, "banner 220 vm GridFTP Server 13.24"),
+        (Fake(banner=b"220-Welcome\r\n to gridftp\r\n220 ready\r\n"), Verdict.UP, "banner 220 Welcome"),
+        (Fake(banner=BUSY), Verdict.REFUSING, "refusing: 421 Service busy: Connection limit exceeded"),
+        (Fake(banner=OFFLINE), Verdict.REFUSING, "refusing: 422 Service temporarily offline"),
+        (Fake(banner=b"HTTP/1.1 400 Bad Request\r\n\r\n"), Verdict.DOWN, "malformed the banner: "),
+        (Fake(banner=b"\x16\x03\x01\x00\xa5\x01\x00\r\n"), Verdict.DOWN, "not an FTP reply"),
+        (Fake(banner=b"500 go away\r\n"), Verdict.DOWN, "unexpected banner: 500 go away"),
+        (
+            Fake(banner=b"", close_after_banner=True),
+            Verdict.DOWN,
+            "closed by the server while waiting for the banner",
+        ),
+        (Fake(banner=b"220 no end of line", close_after_banner=True), Verdict.DOWN, "closed by the server"),
+        (Fake(banner=b"220 no end of line"), Verdict.DOWN, "no banner from 127.0.0.41:"),
+        (Fake(banner_delay_s=5.0), Verdict.DOWN, "no banner from 127.0.0.41:"),
+    ],
+)
+async def test_banner_level(
+    serve: Callable[[Fake], Awaitable[str]], fake: Fake, verdict: Verdict, reason: str
+) -> None:
+    target = await serve(fake)
+    got = await run_check(target, timeout_s=0.4)
+    assert got[0] is verdict, got
+    assert reason in got[1], got
+    if verdict is Verdict.UP:
+        assert fake.seen == ["QUIT"]
+
+
+async def test_slow_banner_reason_names_the_timeout(serve: Callable[[Fake], Awaitable[str]]) -> None:
+    target = await serve(Fake(banner_delay_s=5.0))
+    verdict, reason = await run_check(target, timeout_s=0.3)
+    assert (verdict, reason) == (Verdict.DOWN, f"no banner from {target} within 0.3 s")
+
+
+@pytest.mark.parametrize(
+    ("replies", "verdict", "reason"),
+    [
+        ({}, Verdict.UP, "banner 220, login anonymous ok, PASV 127.0.0.1:48305"),
+        ({"PASS": b"530 Login incorrect.\r\n"}, Verdict.DOWN, "PASS failed: 530 Login incorrect."),
+        ({"USER": BUSY}, Verdict.REFUSING, "refusing: USER answered 421 Service busy"),
+        ({"USER": b"230 already in\r\n"}, Verdict.UP, "login anonymous ok"),
+        ({"NOOP": b"502 no\r\n"}, Verdict.DOWN, "NOOP failed: 502 no"),
+        ({"PASV": b"227 Entering Passive Mode\r\n"}, Verdict.DOWN, "malformed 227 reply: no h1,h2"),
+        ({"PASV": b"227 (0,0,0,0,10,10)\r\n"}, Verdict.DOWN, "the unspecified address 0.0.0.0"),
+        (
+            {"PASV": b"227 (10,201,0,100,10,10)\r\n"},
+            Verdict.DOWN,
+            "PASV advertises 10.201.0.100, a VIP address",
+        ),
+        ({"PASV": b"227 (127,0,0,1,10,10)\r\n"}, Verdict.UP, "PASV 127.0.0.1:2570"),  # loopback on loopback
+        ({"PASV": b"500 no PASV here\r\n"}, Verdict.DOWN, "PASV failed: 500 no PASV here"),
+    ],
+)
+async def test_login_level(
+    serve: Callable[[Fake], Awaitable[str]], replies: dict[str, bytes], verdict: Verdict, reason: str
+) -> None:
+    target = await serve(Fake(replies=LOGIN | replies))
+    got = await run_check(target, level="login", vips=["10.201.0.100"])
+    assert got[0] is verdict, got
+    assert reason in got[1], got
+
+
+async def test_login_without_data_address_check(serve: Callable[[Fake], Awaitable[str]]) -> None:
+    fake = Fake(replies=LOGIN | {"PASV": b"227 (10,201,0,100,10,10)\r\n"})
+    target = await serve(fake)
+    got = await run_check(target, level="login", vips=["10.201.0.100"], data_address_check=False)
+    assert got == (Verdict.UP, "banner 220, login anonymous ok")
+    assert fake.seen == ["USER anonymous", "PASS gridlb@", "NOOP", "QUIT"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "verdict", "reason"),
+    [
+        (b"213 084b021f\r\n", None, Verdict.UP, "canary ADLER32 084b021f"),
+        (b"213 084b021f\r\n", "084B021F", Verdict.UP, "canary ADLER32 084b021f"),
+        (
+            b"213 deadbeef\r\n",
+            "084b021f",
+            Verdict.DOWN,
+            "canary /data/canary: ADLER32 deadbeef, expected 084b021f",
+        ),
+        (b"550 No such file\r\n", None, Verdict.DOWN, "CKSM failed: 550 No such file"),
+        (b"213 not hex!\r\n", None, Verdict.DOWN, "CKSM returned no checksum"),
+    ],
+)
+async def test_canary_cksm(
+    serve: Callable[[Fake], Awaitable[str]], reply: bytes, expected: str | None, verdict: Verdict, reason: str
+) -> None:
+    fake = Fake(replies=LOGIN | {"CKSM": reply})
+    target = await serve(fake)
+    got = await run_check(target, level="canary", canary_path="/data/canary", canary_checksum=expected)
+    assert got[0] is verdict, got
+    assert reason in got[1], got
+    assert "CKSM ADLER32 0 -1 /data/canary" in fake.seen
+
+
+# --------------------------------------------------------------------------- the real globus-gridftp-server
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _kill(pid: int) -> None:
+    for kid in _children(pid):
+        _kill(kid)
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+
+
+@dataclass
+class Globus:
+    """One globus-gridftp-server we started (anonymous, as nobody) and the files it serves."""
+
+    proc: subprocess.Popen[bytes]
+    target: str
+    root: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            _kill(self.proc.pid)
+            self.proc.wait(timeout=10)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(host: str, port: int) -> bool:
+    """True when /proc/net/tcp has a LISTEN socket on host:port (no probe connection: globus counts those)."""
+    want = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == want and fields[3] == "0A":
+            return True
+    return False
+
+
+def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"globus-gridftp-server exited with {proc.returncode}"
+        if _listening(host, port):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"globus-gridftp-server did not listen on {host}:{port}")
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A directory nobody can read (pytest's tmp_path is private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="glbH-"))
+    root.chmod(0o755)
+    (root / "canary").write_bytes(b"hello\n")
+    (root / "canary").chmod(0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def globus(scratch: Path) -> Iterator[Callable[..., Globus]]:
+    need_tool("globus-gridftp-server")
+    started: list[Globus] = []
+
+    def start(*extra: str, host: str = "127.0.0.51") -> Globus:
+        port = _free_port(host)
+        argv = ["globus-gridftp-server", "-aa", "-p", str(port), "-control-interface", host]
+        argv += ["-home-dir", str(scratch), *extra]
+        if os.geteuid() == 0:
+            argv += ["-anonymous-user", "nobody"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        g = Globus(proc, f"{host}:{port}", scratch)
+        started.append(g)
+        _wait_listening(host, port, proc)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()
+
+
+async def test_globus_up_at_every_level(globus: Callable[..., Globus]) -> None:
+    g = globus()
+    canary = str(g.root / "canary")
+    assert (await run_check(g.target))[0] is Verdict.UP
+    verdict, reason = await run_check(g.target, level="login")
+    # bound to one IPv4 address, globus advertises the address the client dialled (gridftp.md §2.2)
+    assert verdict is Verdict.UP and "PASV 127.0.0.51:" in reason, reason
+    for method in ("cksm", "retr"):
+        verdict, reason = await run_check(
+            g.target, level="canary", canary_path=canary, canary_method=method, canary_checksum="084b021f"
+        )
+        assert (verdict, reason.endswith("canary ADLER32 084b021f")) == (Verdict.UP, True), reason
+    verdict, reason = await run_check(g.target, level="canary", canary_path=str(g.root / "missing"))
+    assert verdict is Verdict.DOWN and reason.startswith("CKSM failed: 5"), reason  # 500 from globus
+    verdict, reason = await run_check(
+        g.target, level="canary", canary_path=canary, canary_method="retr", canary_checksum="00000000"
+    )
+    assert verdict is Verdict.DOWN and "expected 00000000" in reason
+
+
+async def test_globus_refusing_at_its_connection_limit(globus: Callable[..., Globus]) -> None:
+    g = globus("-connections-max", "2")
+    host, port = g.target.split(":")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            held.append(socket.create_connection((host, int(port)), timeout=5))
+            assert held[-1].recv(200).startswith(b"220 ")
+        verdict, reason = await run_check(g.target)
+        assert verdict is Verdict.REFUSING
+        assert reason.startswith("refusing: 421 Service busy: Connection limit exceeded"), reason
+        # a plain TCP_CHECK cannot tell
+        from gridlb.table import RealKey
+
+        assert (await TcpChecker().check(RealKey.parse(g.target), timeout_s=2)).verdict is Verdict.UP
+    finally:
+        for s in held:
+            s.close()
+    # the limit frees up once the held sessions end
+    deadline = time.monotonic() + 10
+    while (verdict := (await run_check(g.target))[0]) is not Verdict.UP and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert verdict is Verdict.UP
+
+
+async def test_globus_hung_is_down_by_timeout(globus: Callable[..., Globus]) -> None:
+    g = globus()
+    os.kill(g.proc.pid, signal.SIGSTOP)
+    try:
+        verdict, reason = await run_check(g.target, timeout_s=0.5)
+        assert (verdict, reason) == (Verdict.DOWN, f"no banner from {g.target} within 0.5 s")
+        from gridlb.table import RealKey
+
+        # the kernel still completes the handshake: TCP_CHECK says up
+        assert (await TcpChecker().check(RealKey.parse(g.target), timeout_s=0.5)).verdict is Verdict.UP
+    finally:
+        os.kill(g.proc.pid, signal.SIGCONT)
+    g.stop()
+
+
+async def test_globus_stopped_is_down(globus: Callable[..., Globus]) -> None:
+    g = globus()
+    assert (await run_check(g.target))[0] is Verdict.UP
+    g.stop()
+    verdict, reason = await run_check(g.target)
+    assert (verdict, reason) == (Verdict.DOWN, f"{g.target}: connect: connection refused")
+
+
+# --------------------------------------------------------------------------- data address, across namespaces
+
+SRV_ADDR, CHK_ADDR = "10.201.0.1", "10.201.0.2"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
+
+
+@dataclass
+class NetPair:
+    """Two namespaces joined by a veth pair: the server's and the checker's."""
+
+    srv: str
+    chk: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_globus(self, root: Path, *extra: str) -> subprocess.Popen[bytes]:
+        argv = ["ip", "netns", "exec", self.srv, "globus-gridftp-server", "-aa", "-anonymous-user", "nobody"]
+        argv += ["-p", "2811", "-home-dir", str(root), *extra]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)  # `ip netns exec` execs: this PID is the server's
+        return proc
+
+    def check(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `gridlb check gridftp ...` from the checker's namespace."""
+        argv = ["ip", "netns", "exec", self.chk, sys.executable, "-m", "gridlb", "check", "gridftp", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+    def wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "globus-gridftp-server exited"
+            if self.check(f"{SRV_ADDR}:2811", "--timeout", "2").returncode == 0:
+                return
+            time.sleep(0.1)
+        pytest.fail("globus-gridftp-server did not come up in the server namespace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                _kill(proc.pid)
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+
+@pytest.fixture
+def netpair() -> Iterator[NetPair]:
+    need_root()
+    need_tool("ip", "globus-gridftp-server")
+    tag = f"{os.getpid()}"
+    pair = NetPair(f"glbH-srv-{tag}", f"glbH-chk-{tag}")
+    try:
+        for ns in (pair.srv, pair.chk):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip(
+            "link",
+            "add",
+            "glbHs",
+            "netns",
+            pair.srv,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "glbHc",
+            "netns",
+            pair.chk,
+        )
+        _ip("-n", pair.srv, "addr", "add", f"{SRV_ADDR}/24", "dev", "glbHs")
+        _ip("-n", pair.chk, "addr", "add", f"{CHK_ADDR}/24", "dev", "glbHc")
+        _ip("-n", pair.srv, "link", "set", "glbHs", "up")
+        _ip("-n", pair.chk, "link", "set", "glbHc", "up")
+        yield pair
+    finally:
+        pair.stop_all()
+        for ns in (pair.srv, pair.chk):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
+            for pid in pids.stdout.split():
+                _kill(int(pid))
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+@pytest.mark.privileged
+def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Path) -> None:
+    # Without -data-interface globus advertises what its hostname resolves to: 127.0.0.1 here
+    # (/etc/hosts maps this host's name to 127.0.0.1; research/gridftp.md §2.2).
+    proc = netpair.start_globus(scratch)
+    netpair.wait_ready(proc)
+    out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--timeout", "5")
+    assert out.returncode == 1, out
+    assert out.stdout.startswith(f"down {SRV_ADDR}:2811: data-address fault: PASV advertises 127.0.0.1, ")
+    assert f"a loopback address, to a non-loopback client ({CHK_ADDR})" in out.stdout
+    # the banner level cannot see the fault
+    assert netpair.check(f"{SRV_ADDR}:2811", "--timeout", "5").returncode == 0
+    netpair.stop_all()
+
+    proc = netpair.start_globus(scratch, "-data-interface", SRV_ADDR)
+    netpair.wait_ready(proc)
+    out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--timeout", "5")
+    assert out.returncode == 0, out
+    assert f"PASV {SRV_ADDR}:" in out.stdout
+    # and the data path really works across the namespaces: a RETR canary over the advertised address
+    args = ["--level", "canary", "--canary", str(scratch / "canary"), "--canary-method", "retr"]
+    out = netpair.check(f"{SRV_ADDR}:2811", *args, "--canary-checksum", "084b021f", "--timeout", "5")
+    assert out.returncode == 0, out
+    assert "canary ADLER32 084b021f" in out.stdout

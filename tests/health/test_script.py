@@ -1,0 +1,161 @@
+"""The script checker (keepalived MISC_CHECK): exit statuses, misc_dynamic weights, timeouts, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from gridlb.health.base import Verdict, create_checker
+from gridlb.health.script import ScriptChecker, verdict_for_status
+from gridlb.table import RealKey
+from tests.support import need_root
+
+RS = RealKey.parse("127.0.0.61:2811")
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not alive(pid)
+
+
+def kill_quietly(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("status", "dynamic", "verdict", "weight"),
+    [
+        (0, False, Verdict.UP, None),
+        (1, False, Verdict.DOWN, None),
+        (2, False, Verdict.DOWN, None),  # without misc_dynamic only 0 is up
+        (0, True, Verdict.UP, None),  # keepalived: 0 keeps the configured weight
+        (1, True, Verdict.DOWN, None),
+        (2, True, Verdict.UP, 0),  # weight 0: drain
+        (12, True, Verdict.UP, 10),
+        (255, True, Verdict.UP, 253),
+        (-9, True, Verdict.DOWN, None),  # killed by a signal
+    ],
+)
+def test_verdict_for_status(status: int, dynamic: bool, verdict: Verdict, weight: int | None) -> None:
+    assert verdict_for_status(status, dynamic=dynamic) == (verdict, weight)
+
+
+@pytest.mark.parametrize(
+    ("script", "dynamic", "verdict", "weight", "reason"),
+    [
+        ("exit 0", False, Verdict.UP, None, "sh: exit 0"),
+        ("echo all good; exit 0", False, Verdict.UP, None, "sh: exit 0: all good"),
+        ("echo 'disk full' >&2; exit 1", False, Verdict.DOWN, None, "sh: exit 1: disk full"),
+        ("exit 7", False, Verdict.DOWN, None, "sh: exit 7"),
+        ("exit 7", True, Verdict.UP, 5, "sh: exit 7: weight 5 (misc_dynamic)"),
+        ("exit 2", True, Verdict.UP, 0, "sh: exit 2: weight 0 (misc_dynamic)"),
+        ("kill -9 $$", False, Verdict.DOWN, None, "sh: killed by signal 9 (SIGKILL)"),
+        (
+            'echo "$GRIDLB_REAL $GRIDLB_REAL_ADDR $GRIDLB_REAL_PORT"',
+            False,
+            Verdict.UP,
+            None,
+            "127.0.0.61:2811 127.0.0.61 2811",
+        ),
+    ],
+)
+async def test_exit_status(
+    script: str, dynamic: bool, verdict: Verdict, weight: int | None, reason: str
+) -> None:
+    result = await create_checker("script", path=["sh", "-c", script], dynamic=dynamic).check(RS, timeout_s=5)
+    assert (result.verdict, result.weight) == (verdict, weight)
+    assert result.reason == reason or result.reason.endswith(reason), result.reason
+
+
+async def test_path_is_split_like_misc_path() -> None:
+    result = await ScriptChecker(path="sh -c 'exit 3'", dynamic=True).check(RS, timeout_s=5)
+    assert (result.verdict, result.weight) == (Verdict.UP, 1)
+
+
+async def test_missing_command() -> None:
+    result = await ScriptChecker(path="/nonexistent/glbH-check").check(RS, timeout_s=5)
+    assert result.verdict is Verdict.DOWN
+    assert result.reason == "glbH-check: cannot run: No such file or directory"
+    with pytest.raises(ValueError, match="empty"):
+        ScriptChecker(path="  ")
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 30 & echo $! > {pids}; echo $$ >> {pids}; sleep 30"
+    result = await ScriptChecker(path=["sh", "-c", script]).check(RS, timeout_s=0.5)
+    assert result.verdict is Verdict.DOWN
+    assert result.reason == "sh: timed out after 0.5 s; process group killed"
+    background, shell = (int(p) for p in pids.read_text().split())
+    try:
+        assert wait_gone(shell) and wait_gone(background)
+    finally:
+        kill_quietly(background)
+
+
+async def test_sigterm_ignored_gets_sigkill(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"trap '' TERM; echo $$ > {pids}; sleep 30 & wait; sleep 30"
+    checker = ScriptChecker(path=["sh", "-c", script], kill_grace_s=0.2)
+    result = await checker.check(RS, timeout_s=0.3)
+    assert result.verdict is Verdict.DOWN and "timed out" in result.reason
+    shell = int(pids.read_text())
+    try:
+        assert wait_gone(shell)
+    finally:
+        kill_quietly(shell)
+
+
+async def test_background_child_does_not_hold_the_check(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 30 & echo $! > {pids}; echo started; exit 0"
+    try:
+        result = await ScriptChecker(path=["sh", "-c", script]).check(RS, timeout_s=3)
+        assert (result.verdict, result.reason) == (Verdict.UP, "sh: exit 0: started")
+    finally:
+        kill_quietly(int(pids.read_text()))
+
+
+async def test_cancelled_check_kills_the_script(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"echo $$ > {pids}; sleep 30"
+    task = asyncio.ensure_future(ScriptChecker(path=["sh", "-c", script]).check(RS, timeout_s=30))
+    for _ in range(250):
+        if pids.exists() and pids.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    shell = int(pids.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        assert wait_gone(shell)
+    finally:
+        kill_quietly(shell)
+
+
+async def test_user_option() -> None:
+    need_root()
+    result = await ScriptChecker(path="id -un", user="nobody").check(RS, timeout_s=5)
+    assert (result.verdict, result.reason) == (Verdict.UP, "id: exit 0: nobody")
+    result = await ScriptChecker(path="id -un", user="glbH-no-such-user").check(RS, timeout_s=5)
+    assert result.verdict is Verdict.DOWN
+    assert result.reason.startswith("id: cannot run: ") and "glbH-no-such-user" in result.reason
