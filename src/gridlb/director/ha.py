@@ -49,6 +49,8 @@ MAX_EVENTS_WAIT_S = 20.0
 MAX_FAILOVER_WAIT_S = 60.0
 #: Reason shown for the hand-over transition (the machine itself only knows "shutdown").
 FAILOVER_REASON = "operator failover: priority-0 advert sent, VIPs removed"
+#: Reason shown when the instance rejoins after a hand-over.
+REJOIN_REASON = "operator failover: rejoined as BACKUP, no preemption until restart"
 
 
 # --- site → VRRP settings (pure) -----------------------------------------------------------------
@@ -154,6 +156,8 @@ def transition_reason(event: StateChanged, handover: bool = False) -> str:
     """Return why the instance changed state, in words (the trigger and the machine's detail)."""
     if handover and event.trigger is Trigger.SHUTDOWN:
         return FAILOVER_REASON
+    if handover and event.trigger is Trigger.START:
+        return REJOIN_REASON
     return f"{event.trigger.value}: {event.detail}"
 
 
@@ -202,14 +206,14 @@ class HaJournal:
         """Record a VRRP event seen at wall-clock time `at` (`handover`: the instance is handing over)."""
         if isinstance(event, StateChanged):
             reason = transition_reason(event, handover)
+            handed = handover and event.trigger in (Trigger.SHUTDOWN, Trigger.START)
+            trigger = "failover" if handed else event.trigger.value
             self.states[event.instance] = event.new
-            self.transitions[(event.instance, event.old.value, event.new.value, event.trigger.value)] += 1
+            self.transitions[(event.instance, event.old.value, event.new.value, trigger)] += 1
             info = {
                 "from": event.old.value,
                 "to": event.new.value,
-                "trigger": "failover"
-                if handover and event.trigger is Trigger.SHUTDOWN
-                else event.trigger.value,
+                "trigger": trigger,
                 "reason": reason,
                 "priority": event.priority,
                 "at": round(at, 6),
