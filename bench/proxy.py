@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from math import inf
 from pathlib import Path
 from typing import Any
 
@@ -455,7 +456,7 @@ def orchestrate(quick: bool, rounds: int, mode: str) -> int:
     c64 = ("64", "2", "30000") if quick else ("64", "30", "40000")
     bulk1 = ("1", "256" if quick else "2048")
     bulk8 = ("8", "32" if quick else "256")
-    total_s = 600.0
+    total_s = 3600.0  # bound on the backends process; it is killed by PID when the run ends
     pool_arg = ";".join(",".join(map(str, p)) for p in pools)
     backend = subprocess.Popen(
         [sys.executable, __file__, "--role", "backends", "--pools", pool_arg, str(total_s)]
@@ -516,8 +517,8 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
             "p99": statistics.median(r["p99_us"] for r in c1),
             "mb1": max(r["MBps"] for r in b1),
             "mb8": max(r["MBps"] for r in b8),
-            "gb1": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) for r in b1),
-            "gb8": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) for r in b8),
+            "gb1": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else inf for r in b1),
+            "gb8": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else inf for r in b8),
             "conns": sum(r["conns"] for r in c1 + c64),
             "errors": sum(r["errors"] + r.get("bad", 0) for r in c1 + c64 + b1 + b8),
             "user_share": statistics.median(r["cpu_user_s"] / r["cpu_s"] if r["cpu_s"] else 0.0 for r in c64),

@@ -78,3 +78,57 @@ def test_diff_then_apply_reaches_desired(
         s.key: {d.key: d.spec for d in s.dests} for s in w.services
     }
     assert diff(got, w) == []
+
+
+# --- added by the sched-ipvsadm engineer: kernel semantics the ipvsadm views rely on --------------
+
+
+def test_apply_ops_adds_at_the_head_and_edits_in_place_keeping_counters() -> None:
+    from dataclasses import replace
+
+    from gridlb.table import DestCounters, EditService, ServiceSpec
+
+    t = apply_ops(
+        IpvsTable(),
+        [AddService(VS, ServiceSpec()), AddDest(VS, rk(1), DestSpec()), AddDest(VS, rk(2), DestSpec())],
+    )
+    svc = t.service(VS)
+    assert svc is not None and [d.key for d in svc.dests] == [rk(2), rk(1)]
+    busy = replace(svc.dests[1], counters=DestCounters(active=4))
+    t = t.with_service(replace(svc, dests=(svc.dests[0], busy)))
+    t = apply_ops(t, [EditDest(VS, rk(1), DestSpec(weight=0)), EditService(VS, ServiceSpec(scheduler="rr"))])
+    svc = t.service(VS)
+    assert svc is not None and svc.spec.scheduler == "rr"
+    assert [(d.key, d.spec.weight, d.counters.active) for d in svc.dests] == [(rk(2), 1, 0), (rk(1), 0, 4)]
+
+
+def test_apply_ops_refuses_impossible_ops_with_ipvsadm_wording() -> None:
+    import pytest
+
+    from gridlb.table import ServiceSpec
+
+    t = apply_ops(IpvsTable(), [AddService(VS, ServiceSpec())])
+    with pytest.raises(ValueError, match="Service already exists"):
+        apply_ops(t, [AddService(VS, ServiceSpec())])
+    with pytest.raises(KeyError, match="No such service"):
+        apply_ops(t, [DelService(VS6)])
+    with pytest.raises(KeyError, match="No such destination"):
+        apply_ops(t, [DelDest(VS, rk(1))])
+    with pytest.raises(ValueError, match="Destination already exists"):
+        apply_ops(t, [AddDest(VS, rk(1), DestSpec()), AddDest(VS, rk(1), DestSpec())])
+
+
+def test_diff_edits_a_changed_service_and_keeps_unchanged_ones() -> None:
+    from gridlb.table import EditService, ServiceSpec
+
+    have = table(Service(VS, ServiceSpec(scheduler="wlc")), Service(VS6))
+    want = table(Service(VS, ServiceSpec(scheduler="sh", flags=frozenset({"sh-port"}))), Service(VS6))
+    assert diff(have, want) == [EditService(VS, ServiceSpec(scheduler="sh", flags=frozenset({"sh-port"})))]
+
+
+def test_keys_print_as_ipvsadm_names_them() -> None:
+    from gridlb.table import Proto
+
+    assert str(VS6) == "TCP [fd00::1]:2811"
+    assert str(ServiceKey(Proto.TCP, None, 0, fwmark=5, af=6)) == "FWM 5 IPv6"
+    assert DestSpec().tun_type == "ipip" and DestSpec().tun_flags == "nocsum"

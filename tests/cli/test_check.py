@@ -102,3 +102,44 @@ def test_user_errors_are_one_line(argv: list[str], message: str, capsys: pytest.
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("gridlb: ") and message in err and err.count("\n") == 1, err
+
+
+def test_the_rendered_keepalived_command_runs(
+    fake_gridftp: tuple[str, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line `gridlb render keepalived` puts in a MISC_CHECK is one this command accepts."""
+    import shlex
+
+    from gridlb.config.load import Site, parse_text
+    from gridlb.render.keepalived import gridftp_command
+
+    target, banner = fake_gridftp
+    addr, port = target.split(":")
+    site = Site.from_files(
+        [
+            parse_text(
+                f"""
+keepalived::virtual_servers:
+    gridftp:
+        ip_address: '127.0.0.70'
+        port: 2811
+        lb_kind: DR
+        real_servers:
+            - ip_address: '{addr}'
+              port: {port}
+              weight: 7
+              gridftp_check: {{connect_timeout: 2}}
+""",
+                "site.yaml",
+            )
+        ]
+    )
+    vs = site.virtual_servers["gridftp"]
+    rs = vs.real_servers[0]
+    assert rs.gridftp_check is not None
+    argv = shlex.split(gridftp_command(vs, rs, rs.gridftp_check, site.gridlb, "gridlb"))
+    assert argv[:3] == ["gridlb", "check", "gridftp"] and "--vip" in argv
+    assert main(argv[1:]) == 9  # up: weight 7
+    banner[0] = b"421 Service busy.\r\n"
+    assert main(argv[1:]) == 2  # refusing: weight 0
+    capsys.readouterr()

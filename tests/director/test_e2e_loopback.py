@@ -107,11 +107,15 @@ async def test_300_concurrent_downloads_spread_as_wlc_predicts(lb: Loopback) -> 
     out.mkdir()
     all_connected = asyncio.Event()
     connected = 0
+    served_by: dict[str, int] = {}
 
     async def one(i: int) -> bool:
         nonlocal connected
         client = await GridftpClient.connect(lb.vip, PORT, timeout_s=60)
         try:
+            assert client.banner is not None
+            server = f"{client.banner.text.split()[0]}:{PORT}"  # each real server greets with its address
+            served_by[server] = served_by.get(server, 0) + 1
             connected += 1
             if connected == 300:
                 all_connected.set()
@@ -132,6 +136,7 @@ async def test_300_concurrent_downloads_spread_as_wlc_predicts(lb: Loopback) -> 
         for d in after.service(service).dests  # type: ignore[union-attr]
     }
     assert got == expected
+    assert served_by == expected  # the clients' own view agrees with the director's counters
     assert sum(got.values()) == 300
     assert expected == {lb.servers[lb.addr(i)].key: n for i, n in ((2, 50), (3, 100), (4, 150))}
 
@@ -150,8 +155,8 @@ async def test_real_server_killed_and_restarted_under_load(lb: Loopback) -> None
     stop = asyncio.Event()
     runner = asyncio.ensure_future(load(lb, 20, stop))
     await asyncio.sleep(1.5)
+    await asyncio.to_thread(victim.kill)  # SIGKILL, and reaped: from here on its port refuses
     killed_at = time.monotonic()
-    await asyncio.to_thread(victim.kill)
     await asyncio.sleep(3.0)
     down = await asyncio.to_thread(lb.real, victim.addr)
     assert down is not None and down["health"] == "down" and not down["in_table"]

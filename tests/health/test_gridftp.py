@@ -493,7 +493,7 @@ async def test_globus_stopped_is_down(globus: Callable[..., Globus]) -> None:
 
 # --------------------------------------------------------------------------- data address, across namespaces
 
-SRV_ADDR, CHK_ADDR = "10.201.0.1", "10.201.0.2"
+SRV_ADDR, CHK_ADDR, VIP_ADDR = "10.201.0.1", "10.201.0.2", "10.201.0.100"
 
 
 def _ip(*args: str) -> None:
@@ -507,6 +507,12 @@ class NetPair:
     srv: str
     chk: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def hosts_file(self, text: str) -> None:
+        """Give the server namespace its own /etc/hosts (removed with the namespace)."""
+        etc = Path("/etc/netns") / self.srv
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(text)
 
     def start_globus(self, root: Path, *extra: str) -> subprocess.Popen[bytes]:
         argv = ["ip", "netns", "exec", self.srv, "globus-gridftp-server", "-aa", "-anonymous-user", "nobody"]
@@ -573,6 +579,7 @@ def netpair() -> Iterator[NetPair]:
             for pid in pids.stdout.split():
                 _kill(int(pid))
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        shutil.rmtree(Path("/etc/netns") / pair.srv, ignore_errors=True)
 
 
 @pytest.mark.privileged
@@ -587,6 +594,20 @@ def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Pa
     assert f"a loopback address, to a non-loopback client ({CHK_ADDR})" in out.stdout
     # the banner level cannot see the fault
     assert netpair.check(f"{SRV_ADDR}:2811", "--timeout", "5").returncode == 0
+    netpair.stop_all()
+
+    # The other real-world fault: the server's host name resolves to the VIP (say its hosts file maps it
+    # to the service name's address). `ip netns exec` mounts /etc/netns/NS/hosts over /etc/hosts for the
+    # server only. The VIP sits on the server's lo as on any DR real server; the check goes to the RIP.
+    netpair.hosts_file(f"127.0.0.1 localhost\n{VIP_ADDR} {socket.gethostname()}\n")
+    _ip("-n", netpair.srv, "addr", "add", f"{VIP_ADDR}/32", "dev", "lo")
+    proc = netpair.start_globus(scratch)
+    netpair.wait_ready(proc)
+    out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--vip", VIP_ADDR, "--timeout", "5")
+    assert out.returncode == 1, out
+    assert (
+        f"data-address fault: PASV advertises {VIP_ADDR}, a VIP address, to client {CHK_ADDR}" in out.stdout
+    )
     netpair.stop_all()
 
     proc = netpair.start_globus(scratch, "-data-interface", SRV_ADDR)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-
 from ipaddress import ip_address
+from pathlib import Path
 
 from gridlb.ipvsadm.format import Format, glibc_msort, largenum
 from gridlb.ipvsadm.names import StaticResolver
@@ -17,7 +16,10 @@ SEED_S = (DATA / "seed-ipvsadm-S.txt").read_text()
 SEED_L = (DATA / "seed-ipvsadm-L.txt").read_text()
 V6_S = "".join(line for line in SEED_S.splitlines(keepends=True) if "[" in line)
 HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
-TITLES = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+TITLES = (
+    "Prot LocalAddress:Port Scheduler Flags\n"
+    "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+)
 
 
 def test_seed_ipv6_service_restores_and_saves_byte_identical() -> None:
@@ -164,7 +166,8 @@ def test_tunnel_destinations_save_their_type_and_list_tun_info() -> None:
 
 def test_sorting_keeps_libipvs_wraparound_and_nosort_keeps_kernel_order() -> None:
     table = restore(
-        "-A -t 10.0.0.1:80\n-A -t 200.0.0.1:80\n-A -u 10.0.0.1:80\n-A -t 10.0.0.1:22\n-A -f 3\n-A -t [::1]:80\n"
+        "-A -t 10.0.0.1:80\n-A -t 200.0.0.1:80\n-A -u 10.0.0.1:80\n-A -t 10.0.0.1:22\n"
+        "-A -f 3\n-A -t [::1]:80\n"
         "-a -t 10.0.0.1:80 -r 10.0.0.9\n-a -t 10.0.0.1:80 -r 10.0.0.3\n-a -t 10.0.0.1:80 -r 192.168.0.1\n"
     )
     services = [line for line in run("-L -n", table).out.splitlines() if not line.startswith(" ")][2:]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridlb.vrrp.config import config_from_mapping
+from gridlb.config.load import site_from_mapping
 from gridlb.vrrp.machine import VrrpMachine
 from gridlb.vrrp.packet import (
     Advert,
@@ -24,6 +24,7 @@ from gridlb.vrrp.packet import (
     inet_checksum,
     parse_ipv4,
 )
+from gridlb.vrrp.site import configs_from_site
 
 GOLDENS = json.loads((Path(__file__).parents[1] / "data" / "vrrp" / "goldens.json").read_text())
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -58,7 +59,8 @@ def case_config(case: dict[str, Any]) -> Any:
     if case["unicast"]:
         fam = "ipv6" if case["family"] == 6 else "ipv4"
         raw.update(unicast_source_ip=case["lab"][f"dir1_{fam}"], unicast_peers=[case["lab"][f"dir2_{fam}"]])
-    return config_from_mapping("VI_G", raw)
+    (config,) = configs_from_site(site_from_mapping({"keepalived::vrrp_instances": {"VI_G": raw}}))
+    return config
 
 
 @pytest.mark.parametrize("case", GOLDENS, ids=[c["name"] for c in GOLDENS])

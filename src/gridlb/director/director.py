@@ -289,6 +289,7 @@ class Director:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
+        self._busy = asyncio.Lock()  # held while a batch is applied: status never sees half a change
 
     # --- feeding inputs (thread: the event loop's) ------------------------------------------------
 
@@ -395,6 +396,10 @@ class Director:
             await self._process(batch)
 
     async def _process(self, batch: Sequence[DirectorInput]) -> None:
+        async with self._busy:
+            await self._process_locked(batch)
+
+    async def _process_locked(self, batch: Sequence[DirectorInput]) -> None:
         replies: list[tuple[asyncio.Future[Any], Any]] = []
         causes: list[str] = []
         for item in batch:
@@ -742,6 +747,10 @@ class Director:
 
     async def status(self) -> dict[str, Any]:
         """Return the status snapshot served to `gridlb status` (JSON-ready)."""
+        async with self._busy:
+            return await self._status()
+
+    async def _status(self) -> dict[str, Any]:
         table = await self.refresh()
         now = self.clock()
         effective = self.effective_health()

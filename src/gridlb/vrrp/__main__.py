@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `run` subcommand."""
     run_p = sub.add_parser("run", help="run the site file's VRRP instances in the foreground")
-    run_p.add_argument("site", type=Path, help="site YAML with keepalived::vrrp_instances")
+    run_p.add_argument("site", type=Path, nargs="+", help="site YAML file(s) with keepalived::vrrp_instances")
     run_p.add_argument("--instance", action="append", default=[], help="run only this instance (repeatable)")
     run_p.add_argument(
         "--listen", type=int, metavar="PORT", help="also listen on every VIP:PORT (IP_FREEBIND)"
@@ -32,15 +32,15 @@ def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from gridlb.vrrp.config import load_site
     from gridlb.vrrp.daemon import run_daemon
+    from gridlb.vrrp.site import load_configs
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    configs = load_site(args.site)
+    configs = load_configs(args.site)
     if args.instance:
         names = {c.name for c in configs}
         for wanted in args.instance:

@@ -101,14 +101,19 @@ class InstanceRunner:
         )
 
     async def stop(self) -> None:
+        """Clean stop: trackers first, then the priority-0 advert, then every resulting event handled."""
+        consumer, trackers = self._tasks[:1], self._tasks[1:]
+        for task in trackers:
+            task.cancel()
+        for task in trackers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.transport is not None:
             self.transport.stop()
-        await asyncio.sleep(0)
-        while not self._queue.empty():
-            await self._handle(self._queue.get_nowait())
-        for task in self._tasks:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 10.0)
+        for task in consumer:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(Exception):
@@ -123,6 +128,8 @@ class InstanceRunner:
                 await self._handle(event)
             except Exception:
                 log.exception("%s: handling %s", self.config.name, event)
+            finally:
+                self._queue.task_done()
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, StateChanged):
@@ -158,7 +165,8 @@ class InstanceRunner:
                 up = False
                 found = await ipr.link_lookup(ifname=tracked.name)
                 if found:
-                    links = [m async for m in await ipr.link("get", index=found[0])]
+                    reply = await ipr.link("get", index=found[0])
+                    links = list(reply) if isinstance(reply, list | tuple) else [m async for m in reply]
                     flags = int(links[0]["flags"]) if links else 0
                     up = bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
                 if initial:
