@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,14 +28,12 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gridlb.api.messages import ApiError, ErrorCode, EventsRequest, FailoverRequest
-from gridlb.config.load import Site, load_site
-from gridlb.config.schema import VrrpInstance
-from gridlb.errors import ConfigError
-from gridlb.vrrp.config import Tracked, TrackScript, VrrpConfig
+from gridlb.config.load import load_site
+from gridlb.vrrp.config import VrrpConfig
 from gridlb.vrrp.daemon import InstanceRunner
 from gridlb.vrrp.events import Announce, Event, MasterSeen, PriorityChanged, State, StateChanged, Trigger
 from gridlb.vrrp.machine import VrrpMachine
-from gridlb.vrrp.packet import AuthType
+from gridlb.vrrp.site import configs_from_site
 from gridlb.vrrp.transport import VrrpTransport
 
 log = logging.getLogger(__name__)
@@ -51,92 +48,6 @@ MAX_FAILOVER_WAIT_S = 60.0
 FAILOVER_REASON = "operator failover: priority-0 advert sent, VIPs removed"
 #: Reason shown when the instance rejoins after a hand-over.
 REJOIN_REASON = "operator failover: rejoined as BACKUP, no preemption until restart"
-
-
-# --- site → VRRP settings (pure) -----------------------------------------------------------------
-
-
-def _vip_interface(vip: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    default = 32 if vip.address.version == 4 else 128
-    plen = vip.prefixlen if vip.prefixlen is not None else default
-    return ipaddress.ip_interface(f"{vip.address}/{plen}")
-
-
-def vrrp_config(site: Site, name: str, inst: VrrpInstance) -> VrrpConfig:
-    """Return the VRRP engine's settings for instance `name` of `site` (ConfigError names file:line:key)."""
-    where = site.locate("vrrp_instances", name)
-    for i, vip in enumerate(inst.vips):
-        if vip.dev is not None and vip.dev != inst.interface:
-            raise ConfigError(
-                f"dev {vip.dev} differs from the instance's interface {inst.interface} "
-                "(gridlb puts every VIP of an instance on its interface)",
-                location=site.locate("vrrp_instances", name, "virtual_ipaddress", i),
-                key=f"vrrp_instances.{name}.virtual_ipaddress",
-            )
-    scripts = []
-    for entry in inst.track_script:
-        spec = site.vrrp_scripts.get(entry.name)
-        if spec is None:
-            raise ConfigError(
-                f"no vrrp_scripts entry named {entry.name!r}",
-                location=where,
-                key=f"vrrp_instances.{name}.track_script",
-            )
-        scripts.append(
-            TrackScript(
-                entry.name,
-                spec.script,
-                float(spec.interval),
-                float(spec.timeout or 0.0),
-                entry.weight if entry.weight is not None else spec.weight,
-                entry.reverse,
-                spec.rise,
-                spec.fall,
-            )
-        )
-    master_repeat = inst.garp_master_repeat
-    config = VrrpConfig(
-        name=name,
-        interface=inst.interface,
-        vrid=inst.virtual_router_id,
-        priority=inst.priority,
-        advert_int_s=float(inst.advert_int),
-        version=inst.vrrp_version,
-        vips=tuple(_vip_interface(v) for v in inst.vips),
-        initial_state=str(inst.state.value).upper(),
-        source_address=inst.unicast_source_ip,
-        unicast_peers=tuple(inst.unicast_peers),
-        preempt=not inst.nopreempt,
-        preempt_delay_s=float(inst.preempt_delay),
-        garp_master_delay_s=float(inst.garp_master_delay),
-        garp_master_repeat=master_repeat,
-        garp_master_refresh_s=float(inst.garp_master_refresh),
-        garp_master_refresh_repeat=inst.garp_master_refresh_repeat,
-        garp_lower_prio_repeat=(
-            inst.garp_lower_prio_repeat if inst.garp_lower_prio_repeat is not None else master_repeat
-        ),
-        auth_type=AuthType.PASS if inst.auth_type == "PASS" else AuthType.NONE,
-        auth_pass=inst.auth_pass or "",
-        track_interfaces=tuple(Tracked(t.name, t.weight or 0, t.reverse) for t in inst.track_interface),
-        track_scripts=tuple(scripts),
-        notify_master=inst.notify_master,
-        notify_backup=inst.notify_backup,
-        notify_fault=inst.notify_fault,
-        notify_stop=inst.notify_stop,
-        notify=inst.notify,
-    )
-    if inst.auth_type == "AH":
-        raise ConfigError(
-            "AH authentication is not supported (use PASS or none)",
-            location=where,
-            key=f"vrrp_instances.{name}.auth_type",
-        )
-    return config.validate(where)
-
-
-def vrrp_configs(site: Site) -> list[VrrpConfig]:
-    """Return the settings of every VRRP instance of `site`, in file order."""
-    return [vrrp_config(site, name, inst) for name, inst in site.vrrp_instances.items()]
 
 
 # --- the journal (pure) ---------------------------------------------------------------------------
@@ -329,7 +240,7 @@ class HaController:
         """Return a controller for the VRRP instances of the site files, or None when they have none."""
         if not paths:
             return None
-        configs = vrrp_configs(load_site(list(paths)))
+        configs = configs_from_site(load_site(list(paths)))
         return cls(configs, on_role=on_role) if configs else None
 
     # --- lifecycle -------------------------------------------------------------------------------
