@@ -343,3 +343,18 @@ async def test_status_snapshot_shapes(h: Harness) -> None:
     real = svc["reals"][0]
     assert real["real"] == str(A) and real["health"] == "up"
     assert real["last_check"]["verdict"] == "up" and real["last_check"]["reason"] == "220 banner"
+
+
+async def test_role_change_is_shown_and_unchanged_checks_cost_no_pass(h: Harness) -> None:
+    h.director.set_role("MASTER", "higher priority")
+    await h.settle()
+    status = await h.director.status()
+    assert (status["role"], status["role_reason"]) == ("MASTER", "higher priority")
+    assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}  # the table does not depend on the role
+    dumps = h.dp.dumps
+    for _ in range(50):
+        h.check(A, UP, None)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert h.dp.dumps == dumps  # results that change nothing do not touch the dataplane
+    assert h.director.last_check[(SVC, A)].result == UP

@@ -209,3 +209,11 @@ def test_timeout_and_connection_listing() -> None:
         "TCP 02:05  ESTABLISHED 192.0.2.7:40000    10.0.0.1:2811      10.0.0.2:2811\n"
     )
     assert run("-Lc", table, resolver=NO_DNS).out.splitlines()[2].endswith("10.0.0.2:gsiftp")
+
+
+def test_addresses_2_to_the_31_apart_keep_input_order_as_ipvsadm_does() -> None:
+    a = restore("-A -t 1.0.0.0:80\n-A -t 129.0.0.0:80\n")
+    b = restore("-A -t 129.0.0.0:80\n-A -t 1.0.0.0:80\n")
+    first = [line.split()[1] for line in run("-Ln", a).out.splitlines()[3:]]
+    second = [line.split()[1] for line in run("-Ln", b).out.splitlines()[3:]]
+    assert first == ["1.0.0.0:80", "129.0.0.0:80"] and second == ["129.0.0.0:80", "1.0.0.0:80"]

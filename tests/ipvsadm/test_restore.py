@@ -72,4 +72,5 @@ def test_save_restore_round_trip_is_lossless(table: IpvsTable) -> None:
         back = run(["-R"], stdin=saved, resolver=NO_DNS)
         assert (back.status, back.err) == (0, "")
         assert summary(back.table) == summary(table)
-        assert run(args, back.table).out == saved
+        # (saving again need not give the same text: libipvs's comparators wrap around, so addresses
+        # 2**31 apart compare "less" both ways and their order follows the input, as in ipvsadm)
