@@ -18,8 +18,9 @@ pytestmark = pytest.mark.privileged
 PORT = 2811
 
 
-def probe(lab: Lab, family: int, want: str) -> bool:
-    argv = [sys.executable, "-c", PROBE, str(vip_of(lab, family)), str(PORT), want, "10"]
+def probe(lab: Lab, family: int, node: str) -> bool:
+    want = lab.node(node).ipv4 if family == 4 else lab.node(node).ipv6
+    argv = [sys.executable, "-c", PROBE, str(vip_of(lab, family)), str(PORT), str(want), "10"]
     return lab.exec("client", argv, timeout_s=20, check=False).returncode == 0
 
 

@@ -4,9 +4,9 @@
 stop_clean, status, holds_vip, drop_vips) so the failover benchmark and tests can measure the real
 director: its site file has the same VRRP instances as `vrrp_pair.gridlb_site` plus one virtual
 server per VIP on `listen_port`, relayed by the proxy dataplane to a banner server in a real-server
-node. The banner server answers each connection with the name of the director it came from (the
-proxy connects from the director's own address), so a probe expecting a node name learns which
-director served it, exactly as with the plain listeners of the VRRP-only pair.
+node. The banner server answers each connection with the address it came from, which is the
+director's own (the proxy connects from it), so a probe expecting a director's address learns which
+director served it, as with the plain listeners of the VRRP-only pair.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from typing import Any
 from gridlb.lab.netns import Lab
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
-#: A TCP server on ADDR:PORT (each argument after the port: `IP=NAME`) answering NAME of the peer.
+#: A TCP server on ADDR:PORT answering each connection with the peer's address (the director's own).
 BANNER = r"""
-import socket, sys, threading
+import socket, sys
 fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-names = dict(a.split("=", 1) for a in sys.argv[3:])
 s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(256)
 while True:
     c, peer = s.accept()
-    try: c.sendall((names.get(peer[0], peer[0]) + "\n").encode())
+    try: c.sendall((peer[0] + "\n").encode())
     except OSError: pass
     c.close()
 """
@@ -41,12 +40,10 @@ while True:
 
 def start_banner(lab: Lab, node: str, port: int, families: tuple[int, ...]) -> list[subprocess.Popen[Any]]:
     """Start one banner server per family in `node` (tracked by the lab, killed at its close)."""
-    names = [f"{lab.node(d).ipv4}={d}" for d in ("dir1", "dir2")]
-    names += [f"{lab.node(d).ipv6}={d}" for d in ("dir1", "dir2")]
     procs = []
     for fam in families:
         addr = lab.node(node).ipv4 if fam == 4 else lab.node(node).ipv6
-        procs.append(lab.spawn(node, [sys.executable, "-c", BANNER, str(addr), str(port), *names]))
+        procs.append(lab.spawn(node, [sys.executable, "-c", BANNER, str(addr), str(port)]))
     return procs
 
 
