@@ -154,8 +154,11 @@ class Router:
     def status_file(self) -> Path:
         return self.dir / "status.json"
 
-    def start(self) -> None:
+    def start(self, spec: RouterSpec | None = None) -> None:
+        """Start (again), optionally with a changed spec (same node and implementation)."""
         assert self.proc is None or self.proc.poll() is not None
+        if spec is not None:
+            self.spec = spec
         logf = self.log.open("ab")
         if self.spec.impl == "keepalived":
             conf = self.dir / "keepalived.conf"
@@ -174,15 +177,9 @@ class Router:
             if self.spec.listen_port is not None and not self.listeners:
                 for fam in self.settings.families:
                     vip = str(vip_of(self.lab, fam))
-                    argv_l = [
-                        sys.executable,
-                        "-c",
-                        LISTENER,
-                        vip,
-                        str(self.spec.listen_port),
-                        self.spec.node,
-                        "3600",
-                    ]
+                    banner = f"listener {self.spec.node} {_addr(self.lab, self.spec.node, fam)}"
+                    port = str(self.spec.listen_port)
+                    argv_l = [sys.executable, "-c", LISTENER, vip, port, banner, "3600"]
                     self.listeners.append(self.lab.spawn(self.spec.node, argv_l))
         else:
             site = self.dir / "site.yaml"
@@ -291,9 +288,9 @@ end = time.monotonic() + limit
 while time.monotonic() < end:
     s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(0.2)
     try:
-        s.connect((host, port)); data = s.recv(100).decode().split()
-        if data and data[0] == want or (want == "*" and data):
-            print("OK", repr(time.monotonic()), data[0], flush=True); sys.exit(0)
+        s.connect((host, port)); data = s.recv(200).decode().split()
+        if want in data or (want == "*" and data):
+            print("OK", repr(time.monotonic()), " ".join(data), flush=True); sys.exit(0)
     except OSError:
         pass
     finally:

@@ -301,8 +301,8 @@ async def run_daemon(
         loop.add_signal_handler(sig, stop.set)
     servers = []
     if listen_port is not None:
-        banner = f"gridlb {socket.gethostname()} {os.getpid()}\n".encode()
         for cfg in configs:
+            banner = f"gridlb {cfg.name} {await primary_address(cfg)} {os.getpid()}\n".encode()
             for vip in cfg.vips:
                 servers.append(await listen_freebind(vip.ip, listen_port, banner))
     try:
