@@ -150,7 +150,7 @@ class Pair:
     def start_director(self, node: str) -> None:
         site = self.work / f"{node}.yaml"
         site.write_text(site_yaml(self.lab, node, self.sock(node)))
-        self.spawn(node, [*GRIDLB, "director", "run", str(site), "--resync", "1", "--grace", "0", "-v"])
+        self.spawn(node, [*GRIDLB, "director", "run", str(site), "--resync", "1", "--grace", "0"])
         wait_for(lambda: self.ready(node), 30, f"{node}'s director")
 
     def ready(self, node: str) -> bool:

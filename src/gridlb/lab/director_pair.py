@@ -110,7 +110,7 @@ class DirectorRouter:
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "gridlb", "director", "run", str(site), "--grace", "0", "-v"]
+        argv = [sys.executable, "-m", "gridlb", "director", "run", str(site), "--grace", "0"]
         with self.log.open("ab") as logf:
             self.proc = self.lab.spawn(self.spec.node, argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
 
