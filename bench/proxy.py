@@ -9,7 +9,7 @@ depend on the load side's ceiling. haproxy runs from a config in a temp dir, sta
 PID. All traffic is on 127.0.0.1. Rounds interleave the systems; throughput is best-of-rounds,
 CPU costs are medians.
 
-    python bench/proxy.py            # full run (3 rounds, > 100,000 connections through gridlb)
+    python bench/proxy.py            # full run: 3 rounds, then 100,000 connections through gridlb
     python bench/proxy.py --quick    # < 1 minute
 
 Internal roles (the bench runs itself in subprocesses): --role backends|proxy|loadgen.
@@ -486,6 +486,16 @@ def orchestrate(quick: bool, rounds: int, mode: str) -> int:
                         r["dataplane_errors"] = s.extra.get("dataplane_errors", {})
                     results[s.name].extend(runs)
                     print(f"# round {rnd} {s.name}: " + json.dumps(runs), file=sys.stderr, flush=True)
+            if not quick:  # the error goal: 100,000 connections through gridlb in one run
+                ours = systems[-1]
+                ours.start(tmp, pools)
+                try:
+                    soak = measure(ours, "soak", ["banner", str(ours.banner), "64", "150", "100000"], 240)
+                finally:
+                    ours.stop()
+                soak["dataplane_errors"] = ours.extra.get("dataplane_errors", {})
+                results[ours.name].append(soak)
+                print("# soak gridlb: " + json.dumps(soak), file=sys.stderr, flush=True)
     finally:
         for s in systems:
             s.stop()
@@ -508,6 +518,7 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
         c64 = runs(name, "c64")
         b1 = runs(name, "bulk1")
         b8 = runs(name, "bulk8")
+        soak = runs(name, "soak")
         best_c1 = max(c1, key=lambda r: r["cps"])
         row = {
             "us_conn": statistics.median(r["cpu_s"] * 1e6 / max(1, r["conns"]) for r in c64),
@@ -519,8 +530,9 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
             "mb8": max(r["MBps"] for r in b8),
             "gb1": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else inf for r in b1),
             "gb8": statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else inf for r in b8),
-            "conns": sum(r["conns"] for r in c1 + c64),
-            "errors": sum(r["errors"] + r.get("bad", 0) for r in c1 + c64 + b1 + b8),
+            "conns": sum(r["conns"] for r in c1 + c64 + soak),
+            "soak_conns": sum(r["conns"] for r in soak),
+            "errors": sum(r["errors"] + r.get("bad", 0) for r in c1 + c64 + b1 + b8 + soak),
             "user_share": statistics.median(r["cpu_user_s"] / r["cpu_s"] if r["cpu_s"] else 0.0 for r in c64),
         }
         rows[name] = row
@@ -563,6 +575,7 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
         "mbps_8": f"{g['mb8']:.0f}",
         "cpu_s_per_gb": f"{(g['gb1'] + g['gb8']) / 2:.2f}",
         "conns": f"{g['conns']:.0f}",
+        "soak_conns": f"{g['soak_conns']:.0f}",
         "errors": f"{g['errors']:.0f}",  # seen by clients: failed or short connections, bad banners
         "dataplane_errors": f"{sum(dp_errors.values())}",  # counted inside gridlb (incl. peer resets)
     }

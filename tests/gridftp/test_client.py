@@ -1,4 +1,4 @@
-"""Our client against a real globus-gridftp-server (1 and 4 streams, every acceptance size) and against ours."""
+"""Our client against a real globus-gridftp-server (1 and 4 streams, every acceptance size) and ours."""
 
 from __future__ import annotations
 

@@ -87,3 +87,47 @@ def test_guc_verify_checksum_and_listing(
     assert proc.returncode == 0, proc.stderr
     assert md5(dest / "a.bin") == md5(files["mib1"])
     assert (dest / "b.bin").read_bytes() == b"b"
+
+
+def test_guc_reuses_modee_data_connections_across_files(ours: ThreadedServer, tmp_path: Path) -> None:
+    """globus-url-copy -fast -p 2 moves 4 files per direction over the same 2 cached data connections."""
+    need_tool("globus-url-copy")
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {f"f{i}.bin": bytes([i]) * (300_000 + i) for i in range(4)}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+    ours.server.data_connections = 0
+    proc = guc("-fast", "-p", "2", "-r", "-cd", f"file://{src}/", f"{ours.url}/up/")
+    assert proc.returncode == 0, proc.stderr
+    assert ours.server.data_connections == 2
+    for name, data in blobs.items():
+        assert (Path(ours.config.root) / "up" / name).read_bytes() == data
+    ours.server.data_connections = 0
+    out = tmp_path / "out"
+    proc = guc("-fast", "-p", "2", "-r", "-cd", f"{ours.url}/up/", f"file://{out}/")
+    assert proc.returncode == 0, proc.stderr
+    assert ours.server.data_connections == 2
+    for name, data in blobs.items():
+        assert (out / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+def test_guc_ipv6_epsv_eprt(files: dict[str, Path], tmp_path: Path, streams: int) -> None:
+    """globus-url-copy -ipv6 against ours on ::1 (EPSV for uploads, EPRT for MODE E downloads)."""
+    need_tool("globus-url-copy")
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = ThreadedServer(root, host="::1", data_address="::1").start()
+    try:
+        url = f"ftp://[::1]:{srv.port}"
+        p = ["-p", str(streams)] if streams > 1 else []
+        proc = guc("-ipv6", *p, f"file://{files['mib1']}", f"{url}/up.bin")
+        assert proc.returncode == 0, proc.stderr
+        assert md5(root / "up.bin") == md5(files["mib1"])
+        out = tmp_path / "down.bin"
+        proc = guc("-ipv6", *p, f"{url}/up.bin", f"file://{out}")
+        assert proc.returncode == 0, proc.stderr
+        assert md5(out) == md5(files["mib1"])
+    finally:
+        srv.stop()

@@ -449,3 +449,11 @@ def test_pass_auth_accepted() -> None:
     data = encode(Advert(2, 51, 150, 200, (VIP.ip,), AuthType.PASS, pass_auth_data("secret-long")))
     assert m.receive_advert(data, PEER_HI, 255, T) is not None
     assert m.state is State.BACKUP
+
+
+def test_state_change_is_published_before_the_announce_it_causes() -> None:
+    """The daemon adds the VIPs on StateChanged and announces on Announce: that order matters."""
+    m = in_state(2, State.BACKUP)
+    m.handle_timer(DOWN[2])
+    kinds = [type(e).__name__ for e in drain(m)]
+    assert kinds == ["StateChanged", "Announce"]

@@ -303,6 +303,7 @@ class RelayEngine:
         self._connecting: deque[tuple[float, _Conn, int]] = deque()  # (deadline, conn, attempt)
         self._paused: deque[tuple[float, _Listener]] = deque()
         self._next_expiry = 0.0
+        self._due = 0.0  # earliest moment `_timers` has work; events that bring it closer lower it
         self._stop_at: float | None = None
         self._stopped = False
         self._ipcache: dict[str, IPAddress] = {}
@@ -359,6 +360,7 @@ class RelayEngine:
         for key in list(self.listeners):
             self.close_listener(key)
         self._stop_at = self.clock() + grace_s
+        self._due = 0.0
 
     def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays and inactive ones."""
@@ -417,7 +419,8 @@ class RelayEngine:
         conn_event = self._conn_event
         while True:
             now = clock()
-            timeout = self._timers(now)
+            # the timer work runs only when something is due (connect deadline, FIN expiry, rates, ...)
+            timeout = self._timers(now) if now >= self._due else self._due - now
             if self._stop_at is not None and (now >= self._stop_at or not self.open_count()):
                 return
             try:
@@ -455,7 +458,13 @@ class RelayEngine:
                 wait = min(wait, deadline - now)
                 break
             pending.popleft()
-            self._connect_failed(conn, "timeout")
+            try:
+                self._connect_failed(conn, "timeout")
+            except Exception:  # same guard as the event loop: lose this connection only
+                log.exception("proxy relay: internal error after a connect timeout")
+                self._count("internal error")
+                with contextlib.suppress(Exception):
+                    self._close(conn, aborted=True)
         if now >= self._next_expiry:
             nxt = self.state.expire(now)
             self._next_expiry = nxt if nxt is not None else now + 1.0
@@ -469,6 +478,7 @@ class RelayEngine:
             wait = min(wait, max(0.0, self._paused[0][0] - now))
         if self._stop_at is not None:
             wait = min(wait, max(0.0, self._stop_at - now))
+        self._due = now + wait
         return wait
 
     def _run_commands(self) -> None:
@@ -482,7 +492,7 @@ class RelayEngine:
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                self._next_expiry = 0.0  # commands may read counters: expire first
+                self._next_expiry = self._due = 0.0  # commands may read counters: expire first
                 self.state.expire(self.clock())
                 fut.set_result(fn())
             except BaseException as exc:  # reported to the caller, never kills the engine
@@ -532,6 +542,7 @@ class RelayEngine:
                     lst.paused = True
                     self._ep.modify(lst.fd, 0)
                     self._paused.append((self.clock() + ACCEPT_PAUSE_S, lst))
+                    self._due = 0.0
                 return
             c = new_socket(family, _STREAM, 0, fd)
             c.setblocking(False)
@@ -558,7 +569,15 @@ class RelayEngine:
             conn.tried += 1
             conn.attempt += 1
             conn.dest = d
-            b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
+            try:
+                b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
+            except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
+                self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
+                state.connect_failed(d, mark_down=False)
+                conn.dest = None
+                conn.state = _CLOSED
+                conn.c.close()
+                return
             err = b.connect_ex(d.sockaddr)
             if err == errno.EINPROGRESS or err == 0:
                 conn.b = b
@@ -566,7 +585,10 @@ class RelayEngine:
                 self._fdmap[bfd] = conn
                 self._ep.register(bfd, BACKEND_MASK)
                 conn.bmask = BACKEND_MASK
-                self._connecting.append((now + self.connect_timeout_s, conn, conn.attempt))
+                deadline = now + self.connect_timeout_s
+                self._connecting.append((deadline, conn, conn.attempt))
+                if deadline < self._due:
+                    self._due = deadline
                 return
             b.close()
             self._failed_attempt(conn, d, _reason(err))
@@ -805,7 +827,11 @@ class RelayEngine:
         dest = conn.dest
         if dest is not None:
             if was_open:
-                self.state.closed_conn(dest, self.clock(), conn.caddr[0], conn.caddr[1])
+                now = self.clock()
+                self.state.closed_conn(dest, now, conn.caddr[0], conn.caddr[1])
+                expires = now + self.state.timeouts.tcpfin
+                if expires < self._next_expiry:
+                    self._next_expiry = self._due = expires
             else:  # aborted while connecting (engine stop): never established
                 self.state.connect_failed(dest, mark_down=False)
             conn.dest = None

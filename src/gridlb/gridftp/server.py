@@ -114,6 +114,8 @@ class GridftpServer:
         self.refused_busy = 0
         self.refused_disabled = 0
         self.bad_commands = 0
+        self.crashes = 0  # sessions that ended with an unexpected exception (a bug)
+        self.data_connections = 0  # data connections opened (accepted or connected), reuse keeps it low
 
     @property
     def root(self) -> str:
@@ -200,6 +202,7 @@ class GridftpServer:
         except asyncio.CancelledError:
             pass  # server shutdown; ending quietly keeps asyncio's stream callback from logging it
         except Exception:  # a session must never take the server down
+            self.crashes += 1
             log.exception("session crashed")
         finally:
             with contextlib.suppress(Exception):
@@ -402,6 +405,7 @@ class Session:
         targets = [self.active[i % len(self.active)] for i in range(max(n, len(self.active)))]
         try:
             for t in targets[len(socks) :]:
+                self.server.data_connections += 1
                 socks.append(
                     await dc.connect(
                         t,
@@ -415,11 +419,20 @@ class Session:
             raise
         return socks
 
+    def require_receive_route(self) -> None:
+        """Refuse (425) a store before its file is opened when no data connection can carry it."""
+        if self.mode == "E":
+            if self.listener is None and not (self.cache_role == "recv" and self.cache):
+                raise Reject(425, "MODE E receiver listens: send PASV or SPAS first.")
+        else:
+            self._require_stream_route()
+
     def _require_stream_route(self) -> None:
         if self.listener is None and not self.active:
             raise Reject(425, "No data connection: send PASV or PORT first.")
 
     async def _stream_sock(self) -> socket.socket:
+        self.server.data_connections += 1
         if self.listener is not None:
             return await dc.accept(
                 self.listener, timeout_s=self.cfg.data_timeout_s, buffer_bytes=self.buffer_bytes
@@ -476,7 +489,9 @@ class Session:
 
                 async def accept_more() -> socket.socket:
                     assert listener is not None
-                    return await dc.accept(listener, timeout_s=3600.0, buffer_bytes=self.buffer_bytes)
+                    sock = await dc.accept(listener, timeout_s=3600.0, buffer_bytes=self.buffer_bytes)
+                    self.server.data_connections += 1
+                    return sock
 
                 def write(data: memoryview, off: int) -> None:
                     dc._pwrite_all(fd, data, off + offset)
@@ -765,6 +780,7 @@ def _writable_target(s: Session, arg: str) -> str:
 
 async def cmd_stor(s: Session, arg: str) -> None:
     path = _writable_target(s, arg)
+    s.require_receive_route()
     rest = s._take_rest()
     flags = os.O_WRONLY | os.O_CREAT
     if rest is None:
@@ -776,6 +792,7 @@ async def cmd_stor(s: Session, arg: str) -> None:
 
 async def cmd_appe(s: Session, arg: str) -> None:
     path = _writable_target(s, arg)
+    s.require_receive_route()
     s._take_rest()
     fd = s.open_checked(path, os.O_WRONLY | os.O_CREAT)
     offset = os.fstat(fd).st_size
@@ -788,6 +805,7 @@ async def cmd_esto(s: Session, arg: str) -> None:
     except ValueError as exc:
         raise Reject(501, str(exc)) from None
     path = _writable_target(s, p)
+    s.require_receive_route()
     s._take_rest()
     fd = s.open_checked(path, os.O_WRONLY | os.O_CREAT)
     await s.receive_into(fd, off)

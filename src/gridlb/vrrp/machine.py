@@ -365,6 +365,11 @@ class VrrpMachine:
         self._down_deadline = None
         self._preempt_deadline = None
         self.state = new
+        # The role change is published before anything it causes (the VIPs must be added before
+        # the Announce that follows is acted on).
+        event = StateChanged(self.config.name, old, new, trigger, detail, self.priority, now)
+        self.last_transition = event
+        self._events.append(event)
         # Enter the new state.
         if new is State.MASTER:
             self.master_address = self.source
@@ -393,6 +398,3 @@ class VrrpMachine:
             self._down_deadline = now + self._down_interval_s()
         elif new is State.INIT:
             self.master_address = None
-        event = StateChanged(self.config.name, old, new, trigger, detail, self.priority, now)
-        self.last_transition = event
-        self._events.append(event)

@@ -1,0 +1,197 @@
+"""The pure control-channel grammar: command parsing, replies, host-ports, REST/CKSM/ERET/ESTO arguments,
+virtual paths under the root, listings and URLs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridlb.gridftp import protocol as p
+
+
+def test_parse_command_basic_forms() -> None:
+    assert p.parse_command(b"RETR /a b\r\n") == p.Command("RETR", "/a b")
+    assert p.parse_command(b"noop") == p.Command("NOOP", "")
+    assert p.parse_command(b"site clientinfo appname=x;") == p.Command("SITE CLIENTINFO", "appname=x;")
+    assert p.parse_command(b"SITE HELP") == p.Command("SITE HELP", "")
+    assert p.parse_command("STOR caf\u00e9".encode()) == p.Command("STOR", "caf\u00e9")
+    raw = p.parse_command(b"STOR \xff\xfe")  # undecodable bytes survive as surrogates (round trip)
+    assert raw.arg.encode("utf-8", "surrogateescape") == b"\xff\xfe"
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"", 500),
+        (b"RETR a\x00b", 501),
+        (b"RETR a\rb", 501),
+        (b"R" * 5000, 500),
+        (b"X1 a", 500),
+        (b"TOOLONGVERB a", 500),
+        (b"SITE", 501),
+        (b"SITE !!", 501),
+    ],
+)
+def test_parse_command_refusals(line: bytes, code: int) -> None:
+    with pytest.raises(p.CommandError) as ei:
+        p.parse_command(line)
+    assert ei.value.code == code
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.integers(4090, 4100).map(lambda n: b"NOOP " + b"\xff" * n)))
+def test_parse_command_never_raises_anything_else(line: bytes) -> None:
+    try:
+        cmd = p.parse_command(line)
+    except p.CommandError as exc:
+        assert 500 <= exc.code <= 501
+        return
+    assert cmd.verb == cmd.verb.upper() and 3 <= len(cmd.verb.split(" ")[0]) <= 4
+    assert "\x00" not in cmd.arg and "\r" not in cmd.arg and "\n" not in cmd.arg
+
+
+def test_reply_format_and_parse_round_trip() -> None:
+    assert p.format_reply(200, "ok") == b"200 ok\r\n"
+    multi = p.format_reply(211, "Extensions supported", " PARALLEL", " SIZE", "End.")
+    assert multi == b"211-Extensions supported\r\n PARALLEL\r\n SIZE\r\n211 End.\r\n"
+    parser = p.ReplyParser()
+    out = [parser.feed_line(line + b"\n") for line in multi.split(b"\r\n")[:-1]]
+    assert out[:-1] == [None, None, None]
+    assert out[-1] == p.Reply(211, ("Extensions supported", " PARALLEL", " SIZE", "End."))
+    assert p.format_reply(550, "bad\r\nINJECT") == b"550 bad??INJECT\r\n"
+    with pytest.raises(ValueError):
+        p.ReplyParser().feed_line(b"hello")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(100, 599), st.lists(st.text(max_size=30), min_size=1, max_size=5))
+def test_reply_round_trip_property(code: int, lines: list[str]) -> None:
+    lines = [p.sanitize(t) for t in lines]
+    # inner lines starting with "ddd " would end the reply early; that is what the prefix is for
+    raw = p.format_reply(code, *lines)
+    parser = p.ReplyParser()
+    result = None
+    for line in raw.split(b"\r\n")[:-1]:
+        assert result is None
+        result = parser.feed_line(line)
+    assert result is not None and result.code == code
+
+
+def test_host_ports() -> None:
+    hp = p.HostPort("127.0.0.2", 50123)
+    assert p.format_hostport(hp) == "127,0,0,2,195,203"
+    assert p.parse_hostport("(127,0,0,2,195,203)") == hp
+    for bad in ("1,2,3,4,5", "1,2,3,4,256,1", "a,b,c,d,e,f", "127,0,0,1,0,0"):
+        with pytest.raises(ValueError):
+            p.parse_hostport(bad)
+    assert p.parse_pasv_reply(p.Reply(227, ("Entering Passive Mode (127,0,0,1,188,177)",))).port == 48305
+    spas = p.Reply(229, ("Entering Striped Passive Mode.", " 127,0,0,1,163,111", " 127,0,0,2,1,1", "End"))
+    assert [h.host for h in p.parse_spas_reply(spas)] == ["127.0.0.1", "127.0.0.2"]
+    assert p.parse_eprt("|1|127.0.0.1|2811|") == p.HostPort("127.0.0.1", 2811)
+    assert p.parse_eprt("|2|::1|2811|") == p.HostPort("::1", 2811)
+    assert p.format_eprt(p.HostPort("::1", 5)) == "|2|::1|5|"
+    for bad in ("|1|::1|5|", "|3|1.2.3.4|5|", "|1|1.2.3.4|0|", "x", "|1|1.2.3.4|5"):
+        with pytest.raises(ValueError):
+            p.parse_eprt(bad)
+    epsv = p.Reply(229, ("Entering Extended Passive Mode (|||58637|)",))
+    assert p.parse_epsv_reply(epsv, "127.0.0.9") == p.HostPort("127.0.0.9", 58637)
+
+
+def test_gridftp_arguments() -> None:
+    assert p.parse_opts_retr("RETR Parallelism=4,4,4;StripeLayout=Blocked;") == {
+        "parallelism": "4,4,4",
+        "stripelayout": "Blocked",
+    }
+    assert p.parse_parallelism("4,4,4") == 4
+    assert p.parse_parallelism("1000,1,1", limit=64) == 64
+    assert p.parse_parallelism("0") == 1
+    assert p.parse_rest("1000") == 1000
+    assert p.parse_rest("0-29,30-89") == ((0, 29), (30, 89))
+    for bad in ("", "5-1", "a-b", "-1"):
+        with pytest.raises(ValueError):
+            p.parse_rest(bad)
+    assert p.missing_ranges(100, ((0, 10), (20, 30))) == [(10, 20), (30, 100)]
+    assert p.missing_ranges(100, ((0, 100),)) == []
+    assert p.missing_ranges(0, ()) == []
+    assert p.parse_cksm("adler32 0 -1 /a b") == p.CksmRequest("ADLER32", 0, -1, "/a b")
+    with pytest.raises(ValueError):
+        p.parse_cksm("SHA999 0 -1 /a")
+    assert p.parse_eret("P 10 20 /x y") == (10, 20, "/x y")
+    assert p.parse_esto("A 10 /x") == (10, "/x")
+    with pytest.raises(ValueError):
+        p.parse_eret("Q 1 2 /x")
+
+
+def test_virtual_paths() -> None:
+    assert p.virtual_join("/", "a/b/../c") == "/a/c"
+    assert p.virtual_join("/x/y", "..") == "/x"
+    assert p.virtual_join("/x", "/etc/passwd") == "/etc/passwd"  # under the root, not the host's /etc
+    assert p.virtual_join("/", "./") == "/"
+    for bad in ("..", "../x", "/..", "a/../../b", "a\x00b"):
+        with pytest.raises(p.PathEscape):
+            p.virtual_join("/", bad)
+
+
+def test_real_path_resolves_symlinks_inside_only(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    out = tmp_path / "out"
+    root.mkdir()
+    out.mkdir()
+    (root / "in").symlink_to("f")
+    (root / "away").symlink_to(out)
+    (root / "dangling").symlink_to(out / "nothing")
+    assert p.real_path(str(root), "/in") == os.path.join(os.path.realpath(root), "f")
+    assert p.real_path(str(root), "/new/file") == os.path.join(os.path.realpath(root), "new", "file")
+    for v in ("/away", "/away/x", "/dangling"):
+        with pytest.raises(p.PathEscape):
+            p.real_path(str(root), v)
+    assert p.to_virtual(str(root), os.path.join(os.path.realpath(root), "a")) == "/a"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "a", "b", "", "/"]), max_size=8).map("/".join))
+def test_virtual_join_never_climbs(arg: str) -> None:
+    try:
+        v = p.virtual_join("/a", arg)
+    except p.PathEscape:
+        return
+    assert v.startswith("/") and ".." not in v.split("/")
+
+
+def test_listing_lines(tmp_path: Path) -> None:
+    f = tmp_path / "x"
+    f.write_bytes(b"12345")
+    st_ = f.stat()
+    facts = p.mlst_facts(st_, "x")
+    assert facts.startswith("Type=file;Size=5;Modify=") and facts.endswith("; x")
+    assert p.list_line(st_, "x", now_year=1999).startswith("-")
+    assert len(p.mdtm(0)) == 14 and p.mdtm(0) == "19700101000000"
+
+
+def test_urls() -> None:
+    u = p.parse_url("ftp://127.0.0.2:2811/data/f.bin")
+    assert (u.scheme, u.host, u.port, u.path, u.user) == (
+        p.Scheme.FTP,
+        "127.0.0.2",
+        2811,
+        "/data/f.bin",
+        "anonymous",
+    )
+    assert p.parse_url("ftp://[::1]:5/x").host == "::1"
+    assert p.parse_url("ftp://u:pw@h/x").password == "pw"
+    assert p.parse_url("ftp://h").port == 2811
+    assert p.parse_url("file:///tmp/x").path == "/tmp/x"
+    for bad, why in (
+        ("gsiftp://h/x", "GSI"),
+        ("http://h/x", "unsupported"),
+        ("ftp://h:x/y", "port"),
+        ("file://rel", "absolute"),
+        ("nourl", "not a URL"),
+        ("ftp://:5/x", "no host"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            p.parse_url(bad)
