@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +45,7 @@ from gridlb.errors import ConfigError
 from gridlb.vrrp.config import VrrpConfig
 from gridlb.vrrp.events import Announce, MasterSeen, PriorityChanged, State, StateChanged, Trigger
 from tests.director.fakes import FakeDataplane
+from tests.support import need_root
 
 N, B, M, F = State.INIT, State.BACKUP, State.MASTER, State.FAULT
 
@@ -292,3 +296,32 @@ async def test_cli_without_vrrp(plain_daemon: str, capsys: pytest.CaptureFixture
     code = await asyncio.to_thread(main, ["failover", "--socket", plain_daemon + ".missing"])
     _, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.privileged
+def test_director_run_with_a_missing_vrrp_interface_is_one_line(tmp_path: Path) -> None:
+    """In a fresh namespace: exit 2, one line naming the instance's interface, no control socket left."""
+    need_root()
+    ns = f"glbQ-{os.getpid()}-err"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    try:
+        sock = tmp_path / "control.sock"
+        site = tmp_path / "dir1.yaml"
+        site.write_text(
+            "keepalived::vrrp_instances:\n  VI_1:\n    interface: em9\n    virtual_router_id: 9\n"
+            "    virtual_ipaddress: ['10.1.1.100/24']\n    unicast_source_ip: 10.1.1.2\n"
+            "    unicast_peers: ['10.1.1.3']\n"
+            "virtual_servers:\n  g:\n    ip_address: 10.1.1.100\n    port: 2811\n"
+            "    real_servers:\n      - ip_address: 10.1.1.11\n"
+            f"gridlb:\n  dataplane: proxy\n  control_socket: {sock}\n"
+        )
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "gridlb", "director", "run", str(site)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        errors = [ln for ln in proc.stderr.splitlines() if " INFO " not in ln]
+        assert proc.returncode == 2
+        assert errors == [
+            "gridlb: error: vrrp_instances.VI_1.interface: cannot run on interface em9: No such device"
+        ]
+        assert not sock.exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)

@@ -154,7 +154,11 @@ class DirectorDaemon:
         await self.director.start()
         await self.api.start()
         if self.ha is not None:  # after the table: the proxy already listens on the VIPs (IP_FREEBIND)
-            await self.ha.start()
+            try:
+                await self.ha.start()
+            except BaseException:
+                await self.stop()
+                raise
         if self.metrics_listen:
             host, port = parse_listen(self.metrics_listen)
             self.metrics_address = await self.metrics.start(host, port)

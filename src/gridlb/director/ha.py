@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from gridlb.api.messages import ApiError, ErrorCode, EventsRequest, FailoverRequest
 from gridlb.config.load import load_site
+from gridlb.errors import ConfigError
 from gridlb.vrrp.config import VrrpConfig
 from gridlb.vrrp.daemon import InstanceRunner
 from gridlb.vrrp.events import Announce, Event, MasterSeen, PriorityChanged, State, StateChanged, Trigger
@@ -249,7 +250,15 @@ class HaController:
         """Start every instance: drop VIPs left from a crash, then join as BACKUP."""
         self._consumer = asyncio.create_task(self._consume())
         for inst in self.instances.values():
-            await inst.start()
+            try:
+                await inst.start()
+            except OSError as exc:
+                await inst.vips.close()
+                cfg = inst.config
+                raise ConfigError(
+                    f"cannot run on interface {cfg.interface}: {exc.strerror or exc}",
+                    key=f"vrrp_instances.{cfg.name}.interface",
+                ) from None
             self._started.append(inst)
             if inst.stale_vips_removed:
                 self._note(inst.config.name, "stale_vips_removed", vips=list(inst.stale_vips_removed))
