@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -55,6 +56,7 @@ def run_pair(lab: Lab, impl: str, settings: PairSettings, trials: int, workdir: 
     routers = {node: make_router(lab, impl, settings, node, workdir) for node in ("dir1", "dir2")}
     down_s = 3 * settings.advert_int_s + (1.0 if settings.version == 2 else settings.advert_int_s) + 2.0
     times: list[float] = []
+    rng = random.Random(f"{impl}-{settings.version}")
     try:
         routers["dir1"].start()
         routers["dir1"].wait_ready()
@@ -75,7 +77,9 @@ def run_pair(lab: Lab, impl: str, settings: PairSettings, trials: int, workdir: 
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(0.2)  # the probe is looping (answered by the current master)
+            # The probe is looping (answered by the current master); kill at a random phase of the
+            # advert cycle, or fixed sleeps would lock it and bias one pair's times.
+            time.sleep(0.2 + rng.uniform(0, settings.advert_int_s))
             t0 = time.monotonic()
             routers[master].kill_hard()
             out, _ = probe.communicate(timeout=down_s + 20)
