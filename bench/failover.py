@@ -8,7 +8,10 @@ other director (gridlb's own listener in its daemon; for keepalived a plain list
 bound with IP_FREEBIND). The killed director's VIP is removed and it is restarted as BACKUP, so the
 roles alternate and every trial measures the same thing. Run as root:
 
-    python bench/failover.py [--quick] [--trials N]
+    python bench/failover.py [--quick] [--trials N] [--director]
+
+With --director the gridlb side is the full `gridlb director run` pair (VRRP + the proxy dataplane's
+listener on the VIP, relaying to a real server that answers with the director's address).
 
 Prints median and max per setting for both pairs and their ratio (gridlb / keepalived; < 1 is faster);
 the last line is `RESULT failover key=value ...`.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from gridlb.lab.director_pair import DirectorRouter, start_banner
 from gridlb.lab.netns import Lab, LabSpec
 from gridlb.lab.vrrp_pair import PROBE, PairSettings, Router, RouterSpec, touch_neighbour, wait_for
 
@@ -39,12 +43,17 @@ SETTINGS = {
 }
 
 
+def make_router(lab: Lab, impl: str, settings: PairSettings, node: str, workdir: Path) -> Router:
+    """A router of the pair: keepalived, gridlb's VRRP daemon, or the full director ("director")."""
+    spec = RouterSpec(node, impl, 100, "BACKUP", listen_port=PORT)
+    if impl == "director":  # `gridlb director run`: VRRP + the proxy dataplane relaying to rs1
+        return DirectorRouter(lab, settings, spec, workdir / impl)  # type: ignore[return-value]
+    return Router(lab, settings, spec, workdir / impl)
+
+
 def run_pair(lab: Lab, impl: str, settings: PairSettings, trials: int, workdir: Path) -> list[float]:
     """Return the failover times (s) of `trials` crashes of the current master."""
-    routers = {
-        node: Router(lab, settings, RouterSpec(node, impl, 100, "BACKUP", listen_port=PORT), workdir / impl)
-        for node in ("dir1", "dir2")
-    }
+    routers = {node: make_router(lab, impl, settings, node, workdir) for node in ("dir1", "dir2")}
     down_s = 3 * settings.advert_int_s + (1.0 if settings.version == 2 else settings.advert_int_s) + 2.0
     times: list[float] = []
     rng = random.Random(f"{impl}-{settings.version}")
@@ -79,6 +88,8 @@ def run_pair(lab: Lab, impl: str, settings: PairSettings, trials: int, workdir: 
                 raise RuntimeError(f"{impl}: trial {i}: no connect to {backup}: {out!r}")
             times.append(float(words[1]) - t0)
             print(f"  {impl:10s} trial {i + 1:2d}/{trials}: {times[-1]:.3f} s", flush=True)
+            if i == trials - 1:
+                break  # no restart after the last trial
             # The dead director: drop its VIP (a crash leaves it), restart as BACKUP; roles swap.
             routers[master].drop_vips()
             routers[master].start()
@@ -99,6 +110,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few trials (finishes within a minute)")
     ap.add_argument("--trials", type=int, default=None, help="trials per setting and pair (default 20)")
+    ap.add_argument(
+        "--director",
+        action="store_true",
+        help="gridlb side: the full `gridlb director run` pair (VRRP + proxy listener), not the VRRP daemon",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("keepalived") is None:
         print("failover: needs root and keepalived", file=sys.stderr)
@@ -106,12 +122,18 @@ def main() -> int:
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="glbV-bench-") as tmp:
         for name, settings in SETTINGS.items():
-            trials = args.trials or ((2 if settings.version == 2 else 4) if args.quick else 20)
+            quick = 2 if settings.version == 2 or args.director else 4  # a director restarts slower
+            trials = args.trials or (quick if args.quick else 20)
             results[name] = {}
             for impl in ("gridlb", "keepalived"):
+                runs = "director" if impl == "gridlb" and args.director else impl
                 print(f"{name} {impl}: {trials} trials", flush=True)
-                with Lab(LabSpec(prefix=f"glbV-b{os.getpid()}", realservers=0)) as lab:
-                    results[name][impl] = run_pair(lab, impl, settings, trials, Path(tmp) / name)
+                with Lab(LabSpec(prefix=f"glbV-b{os.getpid()}", realservers=int(runs == "director"))) as lab:
+                    if (
+                        runs == "director"
+                    ):  # the proxy relays to rs1, which answers with the director's address
+                        start_banner(lab, "rs1", PORT, settings.families)
+                    results[name][impl] = run_pair(lab, runs, settings, trials, Path(tmp) / name)
     print()
     head = f"{'setting':9s} {'trials':>6s} {'gridlb med':>11s} {'gridlb max':>11s} {'kalived med':>11s}"
     head += f" {'kalived max':>11s} {'ratio med':>9s} {'ratio max':>9s}"
@@ -126,7 +148,7 @@ def main() -> int:
         kv += [f"{key}_gridlb_median_s={gm:.3f}", f"{key}_gridlb_max_s={gx:.3f}"]
         kv += [f"{key}_keepalived_median_s={km:.3f}", f"{key}_keepalived_max_s={kx:.3f}"]
         kv += [f"{key}_ratio_median={gm / km:.2f}", f"{key}_ratio_max={gx / kx:.2f}"]
-    print("RESULT failover " + " ".join(kv))
+    print("RESULT failover " + " ".join([f"gridlb={'director' if args.director else 'vrrp'}", *kv]))
     return 0
 
 

@@ -135,6 +135,24 @@ class ReloadRequest:
     op = "reload"
 
 
+@dataclass(frozen=True, slots=True)
+class FailoverRequest:
+    """Hand VRRP mastership to the peer (priority-0 advert); `instance` "" = every MASTER instance."""
+
+    op = "failover"
+    instance: str = ""
+    timeout_s: float = 5.0  # how long to wait for the peer's first advert as master
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRequest:
+    """VRRP events after sequence number `since`; waits up to `wait_s` for one when there is none."""
+
+    op = "events"
+    since: int = 0
+    wait_s: float = 0.0
+
+
 Request = (
     Ping
     | StatusRequest
@@ -144,6 +162,8 @@ Request = (
     | AddRequest
     | RemoveRequest
     | ReloadRequest
+    | FailoverRequest
+    | EventsRequest
 )
 
 _REQUESTS: dict[str, type[Any]] = {
@@ -157,9 +177,11 @@ _REQUESTS: dict[str, type[Any]] = {
         AddRequest,
         RemoveRequest,
         ReloadRequest,
+        FailoverRequest,
+        EventsRequest,
     )
 }
-READ_OPS = frozenset({"ping", "status", "table"})
+READ_OPS = frozenset({"ping", "status", "table", "events"})
 WRITE_OPS = frozenset(_REQUESTS) - READ_OPS
 
 

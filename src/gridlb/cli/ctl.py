@@ -166,6 +166,9 @@ def render_status(status: dict[str, Any]) -> Group:
     if status.get("role"):
         head += f", VRRP {status['role']}"
     lines: list[Any] = [Text(head)]
+    from gridlb.cli.failover import vrrp_lines  # VRRP role, peer, last transition
+
+    lines.extend(vrrp_lines(status))
     if status.get("degraded"):
         for err in status["last_errors"]:
             lines.append(Text(f"dataplane error: {err['op']}: {err['error']}", style="bold red"))

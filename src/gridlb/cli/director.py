@@ -67,6 +67,9 @@ def register(subparsers: Any) -> None:
     run_p.add_argument(
         "--grace", type=float, default=5.0, metavar="S", help="shutdown grace for open connections (5 s)"
     )
+    run_p.add_argument(
+        "--no-vrrp", action="store_true", help="do not run the site's VRRP instances (no VIPs are managed)"
+    )
     run_p.add_argument("-v", "--verbose", action="store_true", help="log every change")
     run_p.set_defaults(func=run)
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics,
         resync_interval_s=args.resync,
         grace_s=max(0.0, args.grace),
+        vrrp=not args.no_vrrp,
     )
 
     async def main() -> None:

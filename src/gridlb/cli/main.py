@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "gridlb.cli.realserver",
     "gridlb.cli.lab",
     "gridlb.cli.check",
+    "gridlb.cli.failover",
 )
 
 #: Subcommands that parse their own argv (ipvsadm's option grammar is not argparse's).

@@ -19,7 +19,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gridlb import __version__
-from gridlb.api.messages import Ping, Request, StatusRequest, TableRequest, table_to_json
+from gridlb.api.messages import (
+    ApiError,
+    ErrorCode,
+    EventsRequest,
+    FailoverRequest,
+    Ping,
+    Request,
+    StatusRequest,
+    TableRequest,
+    table_to_json,
+)
 from gridlb.api.server import ApiServer, PeerCred
 from gridlb.dataplane.base import Dataplane
 from gridlb.director.director import Director, DirectorConfig
@@ -44,6 +54,7 @@ class DaemonOptions:
     resync_interval_s: float = 5.0
     grace_s: float = 5.0
     install_signals: bool = True
+    vrrp: bool = True  # run the site's VRRP instances (False: the table only, no VIPs)
 
 
 def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Dataplane:
@@ -97,6 +108,11 @@ class DirectorDaemon:
         self.metrics_listen = listen or None
         self.metrics = Metrics(self.director)
         self.metrics_address: tuple[str, int] | None = None
+        from gridlb.director.ha import HaController  # VRRP: the VIPs follow the role
+
+        self.ha = HaController.from_paths(config.paths, on_role=self.director.set_role) if opts.vrrp else None
+        if self.ha is not None:
+            self.metrics.registry.register(self.ha.collector)
         self._stop = asyncio.Event()
         self.started_at = time.time()
 
@@ -115,7 +131,14 @@ class DirectorDaemon:
         if isinstance(request, Ping):
             return {"version": __version__, "uptime_s": round(time.time() - self.started_at, 3)}
         if isinstance(request, StatusRequest):
-            return await director.status()
+            status = await director.status()
+            if self.ha is not None:
+                status["vrrp"] = self.ha.status()
+            return status
+        if isinstance(request, FailoverRequest | EventsRequest):
+            if self.ha is None:
+                raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
+            return await self.ha.handle(request)
         if isinstance(request, TableRequest):
             table = await director.refresh()
             data = table_to_json(table)
@@ -130,6 +153,12 @@ class DirectorDaemon:
         assert self.director is not None
         await self.director.start()
         await self.api.start()
+        if self.ha is not None:  # after the table: the proxy already listens on the VIPs (IP_FREEBIND)
+            try:
+                await self.ha.start()
+            except BaseException:
+                await self.stop()
+                raise
         if self.metrics_listen:
             host, port = parse_listen(self.metrics_listen)
             self.metrics_address = await self.metrics.start(host, port)
@@ -167,6 +196,8 @@ class DirectorDaemon:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
         assert self.director is not None
+        if self.ha is not None:  # priority-0 advert and VIPs off first, while the proxy still serves
+            await self.ha.stop()
         await self.director.stop()
         await self.api.close()
         await self.metrics.close()
