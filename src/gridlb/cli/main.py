@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "gridlb.cli.lab",
     "gridlb.cli.check",
     "gridlb.cli.failover",
+    "gridlb.cli.vrrp",
 )
 
 #: Subcommands that parse their own argv (ipvsadm's option grammar is not argparse's).
