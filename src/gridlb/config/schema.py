@@ -143,6 +143,18 @@ class _Model(BaseModel):
         return value
 
 
+def _rename(value: object, old: str, new: str) -> object:
+    """A mapping with key `old` renamed to `new` (when only `old` is written); anything else as is."""
+    return _renamed(value, old, new) if isinstance(value, Mapping) else value
+
+
+def _renamed(value: Mapping[Any, Any], old: str, new: str) -> dict[Any, Any]:
+    data = dict(value)
+    if old in data and new not in data:
+        data[new] = data.pop(old)
+    return data
+
+
 def _int_or_same(value: object) -> object:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
@@ -188,15 +200,12 @@ class Vip(_Model):
     @classmethod
     def _parse(cls, value: object) -> object:
         if isinstance(value, Mapping):
-            data = dict(value)
-            if "ip" in data and "address" not in data:
-                data["address"] = data.pop("ip")
-            value = data
+            value = _renamed(value, "ip", "address")
         elif isinstance(value, str):
             words = value.split()
             if not words:
                 raise ValueError("empty virtual address")
-            data = {"address": words[0]}
+            data: dict[str, object] = {"address": words[0]}
             rest = words[1:]
             if len(rest) % 2:
                 raise ValueError(f"{value!r}: expected 'ADDR[/PREFIX] [dev IF] [label L] [scope S] [brd B]'")
@@ -234,27 +243,8 @@ class Vip(_Model):
         return f"{self.address}/{self.prefixlen}" if self.prefixlen is not None else str(self.address)
 
 
-class TrackInterface(_Model):
-    """One `track_interface` entry: `IF [weight W [reverse]]` or a mapping."""
-
-    name: str
-    weight: TrackWeight | None = None
-    reverse: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _parse(cls, value: object) -> object:
-        if isinstance(value, Mapping) and "interface" in value and "name" not in value:
-            data = dict(value)
-            data["name"] = data.pop("interface")
-            return data
-        if isinstance(value, str):
-            return _parse_track_words(value)
-        return value
-
-
-class TrackScript(_Model):
-    """One `track_script` entry: `NAME [weight W [reverse]]` naming a `vrrp_scripts` entry."""
+class _Track(_Model):
+    """A tracked thing: `NAME [weight W [reverse]]` or a mapping."""
 
     name: str
     weight: TrackWeight | None = None
@@ -264,6 +254,19 @@ class TrackScript(_Model):
     @classmethod
     def _parse(cls, value: object) -> object:
         return _parse_track_words(value) if isinstance(value, str) else value
+
+
+class TrackInterface(_Track):
+    """One `track_interface` entry: `IF [weight W [reverse]]` or a mapping (`interface:` = `name:`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _interface_key(cls, value: object) -> object:
+        return _rename(value, "interface", "name")
+
+
+class TrackScript(_Track):
+    """One `track_script` entry: `NAME [weight W [reverse]]` naming a `vrrp_scripts` entry."""
 
 
 def _parse_track_words(text: str) -> dict[str, object]:
@@ -474,11 +477,7 @@ class RealServer(_Inherited):
     @model_validator(mode="before")
     @classmethod
     def _ip_alias(cls, value: object) -> object:
-        if isinstance(value, Mapping) and "ip" in value and "ip_address" not in value:
-            data = dict(value)
-            data["ip_address"] = data.pop("ip")
-            return data
-        return value
+        return _rename(value, "ip", "ip_address")
 
     def real_key(self, vs: VirtualServer) -> RealKey:
         """Return this server's destination key in `vs` (port defaults to the service's port)."""
@@ -513,11 +512,7 @@ class SorryServer(_Model):
             if len(words) not in (1, 2):
                 raise ValueError(f"{value!r}: expected 'IP [PORT]'")
             return {"ip_address": words[0], **({"port": words[1]} if len(words) == 2 else {})}
-        if isinstance(value, Mapping) and "ip" in value and "ip_address" not in value:
-            data = dict(value)
-            data["ip_address"] = data.pop("ip")
-            return data
-        return value
+        return _rename(value, "ip", "ip_address")
 
 
 class VirtualServer(_Inherited):
@@ -599,9 +594,10 @@ class VirtualServer(_Inherited):
         assert self.ip_address is not None
         return ServiceKey(self.protocol, self.ip_address, self.port or 0)
 
-    def service_spec(self) -> ServiceSpec:
-        """Return the IPVS service spec (scheduler, persistence, scheduler flags)."""
-        flags = {
+    @property
+    def scheduler_flags(self) -> tuple[str, ...]:
+        """Return the scheduler flags turned on, in the order sh-port, sh-fallback, mh-port, mh-fallback."""
+        return tuple(
             name
             for name, on in (
                 ("sh-port", self.sh_port),
@@ -610,12 +606,15 @@ class VirtualServer(_Inherited):
                 ("mh-fallback", self.mh_fallback),
             )
             if on
-        }
+        )
+
+    def service_spec(self) -> ServiceSpec:
+        """Return the IPVS service spec (scheduler, persistence, scheduler flags)."""
         return ServiceSpec(
             scheduler=self.lb_algo,
             persistence_timeout_s=self.persistence_timeout or 0,
             netmask=self.persistence_granularity or "",
-            flags=frozenset(flags),
+            flags=frozenset(self.scheduler_flags),
             one_packet=self.ops,
         )
 
