@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import TypeVar
 
-from gridlb.ipvsadm.model import flag_bits, fwd_switch, netmask_value
+from gridlb.ipvsadm.model import flag_bits, fwd_switch, netmask_text, netmask_value
 from gridlb.ipvsadm.names import Resolver, addrport_to_anyname
 from gridlb.table import ConnEntry, Dest, IpvsTable, Proto, Service, Stats
 
@@ -222,16 +221,14 @@ def service_entry(svc: Service, fmt: Format, resolver: Resolver) -> str:
                 svc_name = svc_name[:33]
     bits = flag_bits(spec.flags)
     persistent = spec.persistence_timeout_s > 0
-    netmask = netmask_value(key, spec)
+    mask = netmask_text(key.af, netmask_value(key, spec))  # "" for a host mask
     out: list[str] = []
     if fmt.rule:
         line = f"-A {svc_name} -s {spec.scheduler}"
         if persistent:
             line += f" -p {spec.persistence_timeout_s}"
-            if key.af == 4 and netmask != 0xFFFFFFFF:
-                line += f" -M {IPv4Address(netmask)}"
-            if key.af == 6 and netmask != 128:
-                line += f" -M {netmask}"
+            if mask:
+                line += f" -M {mask}"
         if spec.pe_name:
             line += f" --pe {spec.pe_name}"
         if spec.one_packet:
@@ -246,10 +243,8 @@ def service_entry(svc: Service, fmt: Format, resolver: Resolver) -> str:
             line += f" ({_sched_flags(svc)})"
         if persistent:
             line += f" persistent {spec.persistence_timeout_s}"
-            if key.af == 4 and netmask != 0xFFFFFFFF:
-                line += f" mask {IPv4Address(netmask)}"
-            if key.af == 6 and netmask != 128:
-                line += f" mask {netmask}"
+            if mask:
+                line += f" mask {mask}"
             if spec.pe_name:
                 line += f" pe {spec.pe_name}"
         if spec.one_packet:
