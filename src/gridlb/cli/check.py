@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from typing import Any
 
 from gridlb.errors import ConfigError
@@ -152,7 +153,7 @@ def exit_status(result: CheckResult, misc_dynamic_weight: int | None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the check and print one line: verdict, target, reason, time."""
     target = _target(args.target)
-    if args.timeout <= 0:
+    if not 0 < args.timeout < math.inf:  # also refuses nan
         raise ConfigError(f"{args.timeout} must be > 0", key="--timeout")
     if args.misc_dynamic_weight is not None and not 0 <= args.misc_dynamic_weight <= 253:
         raise ConfigError(f"{args.misc_dynamic_weight} is not in 0..253", key="--misc-dynamic-weight")
