@@ -153,6 +153,21 @@ def test_all_errors_of_a_file_are_collected_in_line_order() -> None:
     assert str(info.value) == str(info.value.errors[0])
 
 
+def test_seconds_must_be_finite() -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse_text(
+            "keepalived::virtual_servers:\n"
+            "  VS:\n"
+            "    ip_address: 192.0.2.1\n"
+            "    port: 2811\n"
+            "    delay_loop: .inf\n"
+            "    tcp_check: {connect_timeout: .nan}\n",
+            "f.yaml",
+        )
+    found = [(e.location.line if e.location else None, e.message) for e in info.value.errors]
+    assert found == [(5, "should be a finite number (got inf)"), (6, "should be a finite number (got nan)")]
+
+
 def test_errors_from_several_files_are_all_reported(tmp_path: Path) -> None:
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("gridlb: {dataplane: xdp}\n")

@@ -121,7 +121,7 @@ def _lower(value: object) -> object:
 
 IpAddr = Annotated[IPv4Address | IPv6Address, BeforeValidator(_to_ip)]
 Port = Annotated[int, Field(ge=D.PORT_MIN, le=D.PORT_MAX)]
-Seconds = Annotated[float, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 TrackWeight = Annotated[int, Field(ge=D.VRRP_TRACK_WEIGHT_MIN, le=D.VRRP_TRACK_WEIGHT_MAX)]
 
 
