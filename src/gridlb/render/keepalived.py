@@ -371,9 +371,20 @@ def build(
         dropped = len(vs.real_servers) - len(unique_real_servers(vs))
         if dropped:
             notes.append(f"{dropped} repeated real server(s) written once")
-        if any(isinstance(c, GridftpCheck) for rs in vs.real_servers for c in (rs.checkers or vs.checkers)):
+        gridftp = [
+            rs
+            for rs in vs.real_servers
+            if any(isinstance(c, GridftpCheck) for c in rs.checkers or vs.checkers)
+        ]
+        if gridftp:
             notes.append(
-                "GridFTP checks run `gridlb check gridftp` (exit 0 up, 1 down, 2 refusing: weight 0)"
+                "GridFTP checks run `gridlb check gridftp` (misc_dynamic: exit W+2 up at weight W, "
+                "2 refusing: weight 0, 1 down)"
+            )
+        if any(rs.weight > MISC_DYNAMIC_MAX_WEIGHT for rs in gridftp):
+            notes.append(
+                f"real servers weighted over {MISC_DYNAMIC_MAX_WEIGHT} get no misc_dynamic: exit 0 up, "
+                "1 down or refusing"
             )
         out.append((notes, _virtual_server(vs, view.gridlb, gridlb_command)))
     return out
