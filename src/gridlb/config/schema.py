@@ -523,8 +523,8 @@ class VirtualServer(_Inherited):
     fwmark: Annotated[int, Field(ge=D.FWMARK_MIN, le=D.FWMARK_MAX)] | None = None
     ip_family: Literal["inet", "inet6"] | None = None
     protocol: Proto = Proto(D.VS_PROTOCOL)
-    lb_algo: Scheduler = D.VS_SCHEDULER  # type: ignore[assignment]
-    lb_kind: LbKind = D.VS_LB_KIND  # type: ignore[assignment]
+    lb_algo: Scheduler = D.VS_SCHEDULER
+    lb_kind: LbKind = D.VS_LB_KIND
     persistence_timeout: Annotated[int, Field(ge=0)] | None = None
     persistence_granularity: str | None = None
     quorum: Annotated[int, Field(ge=0)] = D.VS_QUORUM
@@ -706,7 +706,7 @@ def _first(*values: Any) -> Any:
 class GridftpCheckSettings(_Model):
     """Site-wide defaults of `GRIDFTP_CHECK` blocks."""
 
-    level: Literal["banner", "login", "canary"] = D.GRIDFTP_CHECK_LEVEL  # type: ignore[assignment]
+    level: Literal["banner", "login", "canary"] = D.GRIDFTP_CHECK_LEVEL
     canary_path: str | None = None  # file read by the canary level (a small RETR)
     check_data_address: bool = D.GRIDFTP_CHECK_DATA_ADDRESS  # report a PASV reply naming the VIP
     user: str = D.GRIDFTP_CHECK_USER
@@ -732,7 +732,7 @@ _LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d+)$")
 class GridlbSettings(_Model):
     """The `gridlb:` section: what keepalived has no words for."""
 
-    dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE  # type: ignore[assignment]
+    dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE
     director_name: str | None = None  # names the director this file describes (default: file stem)
     script_user: str = "root"  # keepalived global_defs script_user (rendered with enable_script_security)
     control_socket: str = D.GRIDLB_CONTROL_SOCKET

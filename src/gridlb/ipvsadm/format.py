@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from gridlb.ipvsadm.model import flag_bits, fwd_switch, netmask_text, netmask_value
 from gridlb.ipvsadm.names import Resolver, addrport_to_anyname
-from gridlb.table import ConnEntry, Dest, IpvsTable, Proto, Service, Stats
+from gridlb.table import ConnEntry, Dest, IPAddress, IpvsTable, Proto, Service, Stats
 
 HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
 AF_INET, AF_INET6 = 2, 10
@@ -75,8 +75,8 @@ def glibc_msort(items: Sequence[T], cmp: Callable[[T, T], int]) -> list[T]:
     return b
 
 
-def _words(addr: object) -> list[int]:
-    raw = addr.packed if addr is not None else bytes(16)  # type: ignore[attr-defined]
+def _words(addr: IPAddress | None) -> list[int]:
+    raw = addr.packed if addr is not None else bytes(16)
     raw = raw + bytes(16 - len(raw))
     return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4)]
 
