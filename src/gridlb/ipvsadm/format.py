@@ -81,6 +81,16 @@ def _words(addr: IPAddress | None) -> list[int]:
     return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4)]
 
 
+def _cmp_addrs(a1: IPAddress | None, a2: IPAddress | None, v6: bool) -> int:
+    """Compare addresses as libipvs does: 32-bit words as C ints (one word for IPv4, four for IPv6)."""
+    w1, w2 = _words(a1), _words(a2)
+    for i in range(4 if v6 else 1):
+        r = _int(w1[i] - w2[i])
+        if r:
+            return r
+    return 0
+
+
 def cmp_services(s1: Service, s2: Service) -> int:
     """libipvs ipvs_cmp_services(): fwmark, af, protocol, address, port; int wrap-around kept."""
     k1, k2 = s1.key, s2.key
@@ -94,33 +104,12 @@ def cmp_services(s1: Service, s2: Service) -> int:
     r = PROTO_NUMBER[k1.proto] - PROTO_NUMBER[k2.proto]
     if r:
         return r
-    w1, w2 = _words(k1.addr), _words(k2.addr)
-    if af1 == AF_INET6:
-        for i in range(4):
-            r = _int(w1[i] - w2[i])
-            if r:
-                break
-    else:
-        r = _int(w1[0] - w2[0])
-    if r:
-        return r
-    return k1.port - k2.port
+    return _cmp_addrs(k1.addr, k2.addr, af1 == AF_INET6) or k1.port - k2.port
 
 
 def cmp_dests(d1: Dest, d2: Dest) -> int:
     """libipvs ipvs_cmp_dests(): address (by d1's family), then port."""
-    w1, w2 = _words(d1.key.addr), _words(d2.key.addr)
-    r = 0
-    if d1.key.addr.version == 6:
-        for i in range(4):
-            r = _int(w1[i] - w2[i])
-            if r:
-                break
-    else:
-        r = _int(w1[0] - w2[0])
-    if r:
-        return r
-    return d1.key.port - d2.key.port
+    return _cmp_addrs(d1.key.addr, d2.key.addr, d1.key.addr.version == 6) or d1.key.port - d2.key.port
 
 
 def largenum(i: int, fmt: Format) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import shlex
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv6Address
 
 from gridlb.config import defaults as D
 from gridlb.config.keepalived_conf import Node, emit_lines
@@ -42,6 +41,7 @@ from gridlb.config.schema import (
     VrrpScript,
 )
 from gridlb.render import DirectorView, director_view, director_views
+from gridlb.table import RealKey
 
 #: The gridlb program keepalived runs for a GridFTP check (`--gridlb-command` changes it).
 DEFAULT_GRIDLB_COMMAND = "/usr/local/bin/gridlb"
@@ -283,15 +283,13 @@ def _inherited(b: _Block, x: VirtualServer | RealServer) -> None:
 
 def unique_real_servers(vs: VirtualServer) -> list[RealServer]:
     """The service's real servers with repeats of the same address and port left out (first kept)."""
-    seen: set[tuple[IPv4Address | IPv6Address, int]] = set()
+    seen: set[RealKey] = set()
     out = []
     for rs in vs.real_servers:
         key = rs.real_key(vs)
-        ident = (key.addr, key.port)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        out.append(rs)
+        if key not in seen:
+            seen.add(key)
+            out.append(rs)
     return out
 
 
