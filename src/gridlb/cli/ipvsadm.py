@@ -72,8 +72,6 @@ def split_table_option(argv: Sequence[str]) -> tuple[str | None, list[str]]:
             continue
         rest.append(word)
         i += 1
-    if table == "":
-        raise GridlbError("--table needs a file name")
     return table, rest
 
 
