@@ -40,7 +40,7 @@ from gridlb.config.schema import (
     VrrpInstance,
     VrrpScript,
 )
-from gridlb.render import DirectorView, director_view, director_views
+from gridlb.render import DirectorView, director_views, find_view
 from gridlb.table import RealKey
 
 #: The gridlb program keepalived runs for a GridFTP check (`--gridlb-command` changes it).
@@ -405,7 +405,7 @@ def render_site(
     """keepalived.conf text per director name (all directors, or only `director`), in file order."""
     views = director_views(site)
     if director is not None:
-        views = [director_view(site, director)]
+        views = [find_view(views, director)]
     return {v.name: render_view(v, gridlb_command=gridlb_command) for v in views}
 
 
