@@ -40,11 +40,6 @@ class ForwardMethod(enum.Enum):
         """Return the `Forward` column text of `ipvsadm -L`."""
         return {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route"}[self.value]
 
-    @property
-    def keepalived_name(self) -> str:
-        """Return the keepalived `lvs_method` keyword (LOCAL has none; it is shown as DR)."""
-        return {0: "NAT", 1: "DR", 2: "TUN", 3: "DR"}[self.value]
-
 
 def parse_address(text: str) -> IPAddress:
     """Return the address in `text`, accepting IPv6 in brackets."""
