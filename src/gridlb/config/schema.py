@@ -122,6 +122,7 @@ def _lower(value: object) -> object:
 IpAddr = Annotated[IPv4Address | IPv6Address, BeforeValidator(_to_ip)]
 Port = Annotated[int, Field(ge=D.PORT_MIN, le=D.PORT_MAX)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Interval = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # keepalived refuses 0 (delay_loop, timeouts)
 TrackWeight = Annotated[int, Field(ge=D.VRRP_TRACK_WEIGHT_MIN, le=D.VRRP_TRACK_WEIGHT_MAX)]
 
 
@@ -289,8 +290,8 @@ class VrrpScript(_Model):
     """A `vrrp_script` block: a command whose exit status adjusts an instance's priority."""
 
     script: str
-    interval: Seconds = D.VRRP_SCRIPT_INTERVAL_S
-    timeout: Seconds | None = None  # None = interval
+    interval: Interval = D.VRRP_SCRIPT_INTERVAL_S
+    timeout: Interval | None = None  # None = interval
     weight: TrackWeight = D.VRRP_SCRIPT_WEIGHT
     rise: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_RISE
     fall: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_FALL
@@ -373,7 +374,7 @@ class _CheckTiming(_Model):
 
     retry: Annotated[int, Field(ge=0)] | None = None
     delay_before_retry: Seconds | None = None
-    delay_loop: Seconds | None = None
+    delay_loop: Interval | None = None
     warmup: Seconds | None = None
     alpha: bool | None = None
 
@@ -384,7 +385,7 @@ class _ConnectCheck(_CheckTiming):
     bindto: IpAddr | None = None
     bind_port: Port | None = None
     bind_if: str | None = None
-    connect_timeout: Seconds | None = None
+    connect_timeout: Interval | None = None
 
 
 class TcpCheck(_ConnectCheck):
@@ -395,7 +396,7 @@ class MiscCheck(_CheckTiming):
     """keepalived `MISC_CHECK`: run `misc_path`; exit 0 up, 1 down, 2..255 = weight+2 if dynamic."""
 
     misc_path: str
-    misc_timeout: Seconds | None = None  # None = delay_loop
+    misc_timeout: Seconds | None = None  # None or 0 = delay_loop
     misc_dynamic: bool = False
     user: str | None = None
 
@@ -443,10 +444,10 @@ class CheckSpec:
 class _Inherited(_Model):
     """Checker keys a service or real server sets as the default for what is below it."""
 
-    connect_timeout: Seconds | None = None
+    connect_timeout: Interval | None = None
     retry: Annotated[int, Field(ge=0)] | None = None
     delay_before_retry: Seconds | None = None
-    delay_loop: Seconds | None = None
+    delay_loop: Interval | None = None
     warmup: Seconds | None = None
     alpha: bool | None = None
     inhibit_on_failure: bool | None = None
@@ -667,7 +668,7 @@ class VirtualServer(_Inherited):
         if isinstance(block, MiscCheck):
             common.update(
                 script=block.misc_path,
-                script_timeout_s=block.misc_timeout if block.misc_timeout is not None else delay_loop,
+                script_timeout_s=block.misc_timeout or delay_loop,  # keepalived: 0 = delay_loop
                 script_dynamic=block.misc_dynamic,
                 script_user=block.user,
             )
