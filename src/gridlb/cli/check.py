@@ -12,6 +12,7 @@ import asyncio
 import math
 from typing import Any
 
+from gridlb.config import defaults as D
 from gridlb.errors import ConfigError
 from gridlb.health.base import CheckResult, Verdict, create_checker
 from gridlb.table import RealKey
@@ -68,9 +69,9 @@ def register(subparsers: Any) -> None:
     )
     _common(gftp)
     _connect_opts(gftp)
-    gftp.add_argument("--level", choices=("banner", "login", "canary"), default="banner")
-    gftp.add_argument("--user", default="anonymous")
-    gftp.add_argument("--password", default="gridlb@")
+    gftp.add_argument("--level", choices=("banner", "login", "canary"), default=D.GRIDFTP_CHECK_LEVEL)
+    gftp.add_argument("--user", default=D.GRIDFTP_CHECK_USER)
+    gftp.add_argument("--password", default=D.GRIDFTP_CHECK_PASSWORD)
     gftp.add_argument(
         "--vip",
         action="append",
