@@ -156,6 +156,11 @@ def _renamed(value: Mapping[Any, Any], old: str, new: str) -> dict[Any, Any]:
     return data
 
 
+def _int_to_str(value: object) -> object:
+    """A YAML integer where text is expected (an IPv6 prefix length such as `64`) as its digits."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _int_or_same(value: object) -> object:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
@@ -527,7 +532,7 @@ class VirtualServer(_Inherited):
     lb_algo: Scheduler = D.VS_SCHEDULER
     lb_kind: LbKind = D.VS_LB_KIND
     persistence_timeout: Annotated[int, Field(ge=0)] | None = None
-    persistence_granularity: str | None = None
+    persistence_granularity: Annotated[str | None, BeforeValidator(_int_to_str)] = None  # mask or /len
     quorum: Annotated[int, Field(ge=0)] = D.VS_QUORUM
     hysteresis: Annotated[int, Field(ge=0)] = D.VS_HYSTERESIS
     quorum_up: str | None = None
@@ -565,6 +570,19 @@ class VirtualServer(_Inherited):
             raise ValueError("a virtual server needs ip_address and port, or fwmark")
         elif self.port is None and not self.persistence_timeout:
             raise ValueError("port is required (only a persistent service may leave it out)")
+        g = self.persistence_granularity
+        if g is not None and self.family == 6:
+            if not (g.isascii() and g.isdigit() and 1 <= int(g) <= 128):
+                raise ValueError(
+                    f"persistence_granularity {g!r}: an IPv6 service takes a prefix length 1..128"
+                )
+        elif g is not None:
+            try:
+                IPv4Address(g)
+            except ValueError:
+                raise ValueError(
+                    f"persistence_granularity {g!r}: an IPv4 service takes a netmask such as 255.255.255.0"
+                ) from None
         return self
 
     @property
