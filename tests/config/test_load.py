@@ -182,6 +182,20 @@ def test_keepalived_refuses_zero_intervals(line: str) -> None:
     assert "should be greater than 0" in info.value.message
 
 
+def test_misc_timeout_is_whole_seconds_as_keepalived_reads_it() -> None:
+    text = (
+        "keepalived::virtual_servers:\n  VS:\n    ip_address: 192.0.2.1\n    port: 2811\n"
+        "    misc_check: {misc_path: /bin/true, misc_timeout: 2.5}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_text(text, "f.yaml")
+    assert info.value.location == Location("f.yaml", 5)
+    assert "misc_timeout: should be a valid integer" in str(info.value)
+    ok = parse_text(text.replace("2.5", "3.0"), "f.yaml")
+    check = ok.virtual_servers["VS"].misc_check
+    assert check is not None and check.misc_timeout == 3
+
+
 def test_vrrp_script_interval_and_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_text("vrrp_scripts:\n  s:\n    script: /bin/true\n    interval: 0\n    timeout: 0\n", "f.yaml")

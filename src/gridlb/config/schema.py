@@ -401,7 +401,9 @@ class MiscCheck(_CheckTiming):
     """keepalived `MISC_CHECK`: run `misc_path`; exit 0 up, 1 down, 2..255 = weight+2 if dynamic."""
 
     misc_path: str
-    misc_timeout: Seconds | None = None  # None or 0 = delay_loop
+    misc_timeout: Annotated[int, Field(ge=0)] | None = (
+        None  # whole seconds, as keepalived; None or 0 = delay_loop
+    )
     misc_dynamic: bool = False
     user: str | None = None
 
