@@ -196,24 +196,6 @@ def test_misc_timeout_is_whole_seconds_as_keepalived_reads_it() -> None:
     assert check is not None and check.misc_timeout == 3
 
 
-def test_keys_keepalived_2_2_7_reads_as_integers_refuse_fractions() -> None:
-    text = (
-        "vrrp_scripts:\n  s: {script: /bin/true, interval: 1.5, timeout: 0.5}\n"
-        "vrrp_instances:\n  VI:\n    interface: em1\n    virtual_router_id: 5\n"
-        "    garp_master_delay: 1.5\n    garp_master_refresh: 2.5\n    garp_lower_prio_delay: 0.5\n"
-        "    preempt_delay: 1.5\n"
-    )
-    with pytest.raises(ConfigErrors) as info:
-        parse_text(text, "f.yaml")
-    assert [e.key.rsplit(".", 1)[-1] for e in info.value.errors] == [
-        "interval",
-        "timeout",
-        "garp_master_delay",
-        "garp_master_refresh",
-        "garp_lower_prio_delay",
-    ]
-
-
 def test_vrrp_script_interval_and_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_text("vrrp_scripts:\n  s:\n    script: /bin/true\n    interval: 0\n    timeout: 0\n", "f.yaml")

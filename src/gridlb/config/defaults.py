@@ -23,16 +23,16 @@ VRRP_V3_ADVERT_INT_MAX_S = 40.95
 VRRP_VERSION = 2  # global vrrp_version; IPv6 instances always use 3
 VRRP_PREEMPT_DELAY_S = 0.0
 VRRP_PREEMPT_DELAY_MAX_S = 1000.0
-VRRP_GARP_MASTER_DELAY_S = 5  # second burst after becoming master (0 = none)
+VRRP_GARP_MASTER_DELAY_S = 5.0  # second burst after becoming master (0 = none)
 VRRP_GARP_MASTER_REPEAT = 5
-VRRP_GARP_MASTER_REFRESH_S = 0  # 0 = no periodic refresh
+VRRP_GARP_MASTER_REFRESH_S = 0.0  # 0 = no periodic refresh
 VRRP_GARP_MASTER_REFRESH_REPEAT = 1
 VRRP_TRACK_WEIGHT_MIN = -253
 VRRP_TRACK_WEIGHT_MAX = 253
 VRRP_AUTH_PASS_MAX_LEN = 8  # v2 PASS auth carries 8 bytes
 
 # --- vrrp_script (kc5) --------------------------------------------------------------------------
-VRRP_SCRIPT_INTERVAL_S = 1
+VRRP_SCRIPT_INTERVAL_S = 1.0
 VRRP_SCRIPT_WEIGHT = 0
 VRRP_SCRIPT_RISE = 1
 VRRP_SCRIPT_FALL = 1

@@ -123,7 +123,6 @@ IpAddr = Annotated[IPv4Address | IPv6Address, BeforeValidator(_to_ip)]
 Port = Annotated[int, Field(ge=D.PORT_MIN, le=D.PORT_MAX)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Interval = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # keepalived refuses 0 (delay_loop, timeouts)
-WholeSeconds = Annotated[int, Field(ge=0)]  # keepalived 2.2.7 reads these as integers ("1.5" is refused)
 TrackWeight = Annotated[int, Field(ge=D.VRRP_TRACK_WEIGHT_MIN, le=D.VRRP_TRACK_WEIGHT_MAX)]
 
 
@@ -296,8 +295,8 @@ class VrrpScript(_Model):
     """A `vrrp_script` block: a command whose exit status adjusts an instance's priority."""
 
     script: str
-    interval: Annotated[int, Field(gt=0)] = D.VRRP_SCRIPT_INTERVAL_S  # whole seconds, as keepalived 2.2.7
-    timeout: Annotated[int, Field(gt=0)] | None = None  # None = interval
+    interval: Interval = D.VRRP_SCRIPT_INTERVAL_S
+    timeout: Interval | None = None  # None = interval
     weight: TrackWeight = D.VRRP_SCRIPT_WEIGHT
     rise: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_RISE
     fall: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_FALL
@@ -330,11 +329,11 @@ class VrrpInstance(_Model):
     nopreempt: bool = False
     preempt: bool = False  # keepalived accepts it "for backwards compatibility"; no effect
     preempt_delay: Annotated[float, Field(ge=0, le=D.VRRP_PREEMPT_DELAY_MAX_S)] = D.VRRP_PREEMPT_DELAY_S
-    garp_master_delay: WholeSeconds = D.VRRP_GARP_MASTER_DELAY_S
+    garp_master_delay: Seconds = D.VRRP_GARP_MASTER_DELAY_S
     garp_master_repeat: Annotated[int, Field(ge=1)] = D.VRRP_GARP_MASTER_REPEAT
-    garp_master_refresh: WholeSeconds = D.VRRP_GARP_MASTER_REFRESH_S
+    garp_master_refresh: Seconds = D.VRRP_GARP_MASTER_REFRESH_S
     garp_master_refresh_repeat: Annotated[int, Field(ge=1)] = D.VRRP_GARP_MASTER_REFRESH_REPEAT
-    garp_lower_prio_delay: WholeSeconds | None = None  # None = garp_master_delay
+    garp_lower_prio_delay: Seconds | None = None  # None = garp_master_delay
     garp_lower_prio_repeat: Annotated[int, Field(ge=0)] | None = None  # None = garp_master_repeat
     auth_type: Literal["PASS", "AH"] | None = None
     auth_pass: str | None = None
