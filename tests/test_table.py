@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,6 +58,14 @@ def test_weight_change_is_an_edit() -> None:
 def test_realkey_parse_forms() -> None:
     assert str(RealKey.parse("[fd00::5]:2811")) == "[fd00::5]:2811"
     assert RealKey.parse("10.0.0.5", default_port=2811) == RealKey.parse("10.0.0.5:2811")
+
+
+@pytest.mark.parametrize(
+    "text", ["10.0.0.5:65536", "10.0.0.5:-1", "10.0.0.5:1_0", "[fd00::5", "[fd00::5]2811"]
+)
+def test_realkey_parse_refuses_bad_ports_and_brackets(text: str) -> None:
+    with pytest.raises(ValueError, match=r"port|V6ADDR"):
+        RealKey.parse(text, default_port=2811)
 
 
 specs = st.builds(DestSpec, weight=st.integers(0, 5))

@@ -40,11 +40,6 @@ class ForwardMethod(enum.Enum):
         """Return the `Forward` column text of `ipvsadm -L`."""
         return {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route"}[self.value]
 
-    @property
-    def keepalived_name(self) -> str:
-        """Return the keepalived `lvs_method` keyword (LOCAL has none; it is shown as DR)."""
-        return {0: "NAT", 1: "DR", 2: "TUN", 3: "DR"}[self.value]
-
 
 def parse_address(text: str) -> IPAddress:
     """Return the address in `text`, accepting IPv6 in brackets."""
@@ -114,7 +109,9 @@ class RealKey:
         """Return the key written as `ADDR:PORT`, `[V6]:PORT` or bare `ADDR` (with `default_port`)."""
         text = text.strip()
         if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(f"{text!r}: expected [V6ADDR]:PORT")
             port_text = rest.removeprefix(":")
         elif text.count(":") == 1:
             host, _, port_text = text.partition(":")
@@ -124,6 +121,8 @@ class RealKey:
             if default_port is None:
                 raise ValueError(f"{text!r}: a port is required")
             return cls(parse_address(host), default_port)
+        if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
+            raise ValueError(f"{text!r}: port {port_text!r} is not a number in 0..65535")
         return cls(parse_address(host), int(port_text))
 
 

@@ -90,6 +90,9 @@ def test_tcp_and_script_commands(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["check", "gridftp", "no-such-host"], "error: TARGET: 'no-such-host' is not ADDR[:PORT]"),
         (["check", "gridftp", "--timeout", "0", "127.0.0.1"], "error: --timeout: 0.0 must be > 0"),
+        (["check", "tcp", "--timeout", "nan", "127.0.0.1"], "error: --timeout: nan must be > 0"),
+        (["check", "tcp", "127.0.0.1:99999"], "error: TARGET: '127.0.0.1:99999' is not ADDR[:PORT]"),
+        (["check", "tcp", "[::1"], "error: TARGET: '[::1' is not ADDR[:PORT]"),
         (
             ["check", "gridftp", "--level", "canary", "127.0.0.1"],
             "error: gridftp: level canary needs canary_path",

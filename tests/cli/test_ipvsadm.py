@@ -53,6 +53,8 @@ def test_errors_and_broken_table_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().err == "Zero port specified for non-persistent service\n"
     assert not (tmp_path / "x.json").exists()  # nothing changed, nothing written
     assert split_table_option(["-L", "--", "--table", "x"]) == (None, ["-L", "--", "--table", "x"])
+    assert main(["--table", str(tmp_path / "no-such-dir" / "t.json"), "-A", "-t", "10.0.0.1:1"]) == 2
+    assert "error: cannot write: No such file or directory" in capsys.readouterr().err
 
 
 def test_console_script_runs_ipvsadm(tmp_path: Path) -> None:

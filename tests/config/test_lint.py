@@ -186,3 +186,17 @@ def test_service_address_not_held_and_defined_twice_and_differing_across_files()
     assert ("duplicate-service", "d1.yaml", 13) in codes(lint(twice))
     changed = SERVICE.replace("port: 2812", "port: 2811")
     assert ("service-mismatch", "d2.yaml", 2) in codes(lint(SERVICE, changed))
+
+
+def test_fractions_keepalived_2_2_7_reads_as_whole_seconds() -> None:
+    extra = "    garp_master_delay: 1.5\n    garp_master_refresh: 2\n    garp_lower_prio_delay: 0.5\n"
+    scripts = "keepalived::vrrp_scripts:\n  s:\n    script: /bin/true\n    interval: 0.2\n    timeout: 1\n"
+    findings = lint(instance(extra=extra) + scripts)
+    assert codes(findings) == [
+        ("whole-seconds", "d1.yaml", 10),
+        ("whole-seconds", "d1.yaml", 12),
+        ("whole-seconds", "d1.yaml", 16),
+    ]
+    assert all(f.severity is Severity.WARNING for f in findings)
+    assert findings[0].key == "keepalived::vrrp_instances.VI_1.garp_master_delay"
+    assert findings[2].key == "keepalived::vrrp_scripts.s.interval"

@@ -153,6 +153,55 @@ def test_all_errors_of_a_file_are_collected_in_line_order() -> None:
     assert str(info.value) == str(info.value.errors[0])
 
 
+def test_seconds_must_be_finite() -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse_text(
+            "keepalived::virtual_servers:\n"
+            "  VS:\n"
+            "    ip_address: 192.0.2.1\n"
+            "    port: 2811\n"
+            "    delay_loop: .inf\n"
+            "    tcp_check: {connect_timeout: .nan}\n",
+            "f.yaml",
+        )
+    found = [(e.location.line if e.location else None, e.message) for e in info.value.errors]
+    assert found == [(5, "should be a finite number (got inf)"), (6, "should be a finite number (got nan)")]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["delay_loop: 0", "connect_timeout: 0", "tcp_check: {connect_timeout: 0}", "tcp_check: {delay_loop: 0}"],
+)
+def test_keepalived_refuses_zero_intervals(line: str) -> None:
+    text = (
+        "keepalived::virtual_servers:\n  VS:\n    ip_address: 192.0.2.1\n    port: 2811\n    " + line + "\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_text(text, "f.yaml")
+    assert info.value.location == Location("f.yaml", 5)
+    assert "should be greater than 0" in info.value.message
+
+
+def test_misc_timeout_is_whole_seconds_as_keepalived_reads_it() -> None:
+    text = (
+        "keepalived::virtual_servers:\n  VS:\n    ip_address: 192.0.2.1\n    port: 2811\n"
+        "    misc_check: {misc_path: /bin/true, misc_timeout: 2.5}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_text(text, "f.yaml")
+    assert info.value.location == Location("f.yaml", 5)
+    assert "misc_timeout: should be a valid integer" in str(info.value)
+    ok = parse_text(text.replace("2.5", "3.0"), "f.yaml")
+    check = ok.virtual_servers["VS"].misc_check
+    assert check is not None and check.misc_timeout == 3
+
+
+def test_vrrp_script_interval_and_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse_text("vrrp_scripts:\n  s:\n    script: /bin/true\n    interval: 0\n    timeout: 0\n", "f.yaml")
+    assert [e.location.line if e.location else None for e in info.value.errors] == [4, 5]
+
+
 def test_errors_from_several_files_are_all_reported(tmp_path: Path) -> None:
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("gridlb: {dataplane: xdp}\n")

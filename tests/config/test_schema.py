@@ -249,3 +249,12 @@ def test_every_field_is_documented(model: type[BaseModel]) -> None:
 def test_every_alias_is_documented() -> None:
     text = DOCS.read_text()
     assert [a for a in KEY_ALIASES if f"`{a}`" not in text and f"{a}`" not in text] == []
+
+
+def test_persistence_granularity_is_a_netmask_or_an_ipv6_prefix_length() -> None:
+    assert vs(persistence_granularity="255.255.255.0").service_spec().netmask == "255.255.255.0"
+    v6 = vs(ip_address="fd00::1", persistence_granularity=64)  # YAML writes the length as a number
+    assert v6.service_spec().netmask == "64"
+    for bad, family in (("garbage", {}), ("64", {}), ("129", {"ip_address": "fd00::1"})):
+        with pytest.raises(ValidationError, match="persistence_granularity"):
+            vs(persistence_granularity=bad, **family)

@@ -89,6 +89,14 @@ def test_no_check_means_none() -> None:
     assert from_check_spec(vs.check_for(rs, site.gridlb), real=rs.real_key(vs)) is None
 
 
+def test_misc_timeout_zero_is_the_delay_loop_as_in_keepalived() -> None:
+    site = Site.from_files([parse_text(SITE.replace("misc_timeout: 7", "misc_timeout: 0"), "site.yaml")])
+    vs = site.virtual_servers["gridftp"]
+    rs = vs.real_servers[2]
+    pair = from_check_spec(vs.check_for(rs, site.gridlb), real=rs.real_key(vs))
+    assert pair is not None and pair[1].connect_timeout_s == 10
+
+
 async def test_reload_through_the_runner_keeps_state() -> None:
     """A reload (sync with freshly resolved specs) keeps each server's state: no flapping."""
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.91", 0)

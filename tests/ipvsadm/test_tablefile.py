@@ -42,3 +42,14 @@ def test_broken_file_is_one_config_error_naming_it(tmp_path: Path, text: str, ne
     with pytest.raises(ConfigError) as exc:
         tablefile.load(path)
     assert str(exc.value).startswith(str(path)) and needle in str(exc.value)
+
+
+def test_non_utf8_file_and_unwritable_place_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        tablefile.load(path)
+    missing = tmp_path / "no-such-dir" / "t.json"
+    with pytest.raises(ConfigError, match="cannot write: No such file or directory") as exc:
+        tablefile.save(missing, IpvsTable())
+    assert str(exc.value).startswith(str(missing))

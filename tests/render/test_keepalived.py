@@ -187,6 +187,7 @@ def test_gridftp_check_renders_as_misc_check_and_imports_back() -> None:
         "--misc-dynamic-weight 1 10.0.0.11:2811"
     )
     assert _arg(check.first("misc_timeout")) == "12"
+    assert "# GridFTP checks run `gridlb check gridftp` (misc_dynamic: exit W+2 up at weight W," in text
     check2 = second.first("MISC_CHECK")
     assert check2 is not None
     assert _arg(check2.first("misc_path")).endswith("--misc-dynamic-weight 1 10.0.0.12:2812")

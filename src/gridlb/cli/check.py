@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from typing import Any
 
+from gridlb.config import defaults as D
 from gridlb.errors import ConfigError
 from gridlb.health.base import CheckResult, Verdict, create_checker
 from gridlb.table import RealKey
@@ -67,9 +69,9 @@ def register(subparsers: Any) -> None:
     )
     _common(gftp)
     _connect_opts(gftp)
-    gftp.add_argument("--level", choices=("banner", "login", "canary"), default="banner")
-    gftp.add_argument("--user", default="anonymous")
-    gftp.add_argument("--password", default="gridlb@")
+    gftp.add_argument("--level", choices=("banner", "login", "canary"), default=D.GRIDFTP_CHECK_LEVEL)
+    gftp.add_argument("--user", default=D.GRIDFTP_CHECK_USER)
+    gftp.add_argument("--password", default=D.GRIDFTP_CHECK_PASSWORD)
     gftp.add_argument(
         "--vip",
         action="append",
@@ -152,7 +154,7 @@ def exit_status(result: CheckResult, misc_dynamic_weight: int | None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the check and print one line: verdict, target, reason, time."""
     target = _target(args.target)
-    if args.timeout <= 0:
+    if not 0 < args.timeout < math.inf:  # also refuses nan
         raise ConfigError(f"{args.timeout} must be > 0", key="--timeout")
     if args.misc_dynamic_weight is not None and not 0 <= args.misc_dynamic_weight <= 253:
         raise ConfigError(f"{args.misc_dynamic_weight} is not in 0..253", key="--misc-dynamic-weight")

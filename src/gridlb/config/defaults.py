@@ -7,6 +7,8 @@ keepalived's check/vrrp parsers as summarised in research/anchors-lb.md §1.2-1.
 
 from __future__ import annotations
 
+from typing import Final
+
 # --- VRRP instance (keepalived vrrp.h / vrrp_parser.c / kc5) ---------------------------------------
 VRRP_STATE = "BACKUP"  # initial state when `state` is absent
 VRRP_PRIORITY = 100  # VRRP_PRIO_DFL
@@ -37,8 +39,8 @@ VRRP_SCRIPT_FALL = 1
 
 # --- virtual_server / real_server / checkers (kc5 §virtual_server, check_api.c) --------------------
 VS_PROTOCOL = "TCP"
-VS_SCHEDULER = "wlc"  # ipvsadm's default scheduler, used when lb_algo/lvs_sched is absent
-VS_LB_KIND = "NAT"  # keepalived: lvs_method defaults to NAT
+VS_SCHEDULER: Final = "wlc"  # ipvsadm's default scheduler, used when lb_algo/lvs_sched is absent
+VS_LB_KIND: Final = "NAT"  # keepalived: lvs_method defaults to NAT
 VS_PERSISTENCE_TIMEOUT_S = 360  # `persistence_timeout` given without a value (IPVS_SVC_PERSISTENT_TIMEOUT)
 VS_QUORUM = 1
 VS_HYSTERESIS = 0
@@ -60,9 +62,9 @@ CHECK_INHIBIT_ON_FAILURE = False  # True: a failed server stays with weight 0 in
 # warmup: None means keepalived's default, a random delay up to delay_loop before the first check.
 
 # --- gridlb: section (what keepalived has no words for) -----------------------------------------
-GRIDLB_DATAPLANE = "proxy"
+GRIDLB_DATAPLANE: Final = "proxy"
 GRIDLB_CONTROL_SOCKET = "/run/gridlb/control.sock"
-GRIDFTP_CHECK_LEVEL = "banner"
+GRIDFTP_CHECK_LEVEL: Final = "banner"
 GRIDFTP_CHECK_USER = "anonymous"
 GRIDFTP_CHECK_PASSWORD = "gridlb@"
 GRIDFTP_CHECK_DATA_ADDRESS = True

@@ -663,8 +663,3 @@ def import_text(text: str, source: str = "<string>") -> Imported:
 def import_file(path: str) -> Imported:
     """Map a keepalived.conf file (with its includes) to a site mapping."""
     return import_nodes(parse_file(path), path)
-
-
-def site_from_keepalived(path: str) -> Site:
-    """Read a keepalived.conf into a validated `Site` (one director: the file's `router_id` or stem)."""
-    return import_file(path).site()

@@ -11,9 +11,11 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
   tracking its own interface (keepalived 2.2.7 warns and `keepalived -t` exits 5); its own
   `unicast_source_ip` among its peers; a VIP outside its interface's subnet; advert_int not whole
   seconds with VRRPv2, or >= 40.96 s with VRRPv3; authentication with VRRPv3; an auth_pass longer
-  than 8 characters; a `track_script` naming no `vrrp_scripts` entry.
+  than 8 characters; a `track_script` naming no `vrrp_scripts` entry; a fractional
+  `garp_master_delay`, `garp_master_refresh` or `garp_lower_prio_delay` (keepalived 2.2.7 takes
+  whole seconds).
 * per director file: a virtual_router_id used twice on one interface (same family); a VIP held
-  by two instances.
+  by two instances; a fractional vrrp_script `interval` or `timeout` (whole seconds in 2.2.7).
 * across director files (files that define the same instance name): both MASTER at equal
   priority; unicast peers not mutual; different virtual_router_id or VIPs for the same instance;
   the same virtual server defined differently.
@@ -213,6 +215,8 @@ def _instance(f: SiteFile, name: str, inst: VrrpInstance, site: Site) -> Iterato
             f"{inst.unicast_source_ip} is this director's own unicast_source_ip, not a peer",
         )
     yield from _subnet(f, name, inst)
+    for key in ("garp_master_delay", "garp_master_refresh", "garp_lower_prio_delay"):
+        yield from _whole_seconds(f, (*p, key), getattr(inst, key))
     version = inst.vrrp_version
     if version == 2 and inst.advert_int != int(inst.advert_int):
         yield _at(
@@ -268,6 +272,19 @@ def _instance(f: SiteFile, name: str, inst: VrrpInstance, site: Site) -> Iterato
         )
 
 
+def _whole_seconds(f: SiteFile, path: tuple[str | int, ...], value: float | None) -> Iterator[Finding]:
+    """keepalived 2.2.7 reads some times as integers and ignores a fraction with an error (`-t` exits 5)."""
+    if value is not None and value != int(value):
+        yield _at(
+            f,
+            path,
+            Severity.WARNING,
+            "whole-seconds",
+            f"keepalived 2.2.7 reads {path[-1]} as whole seconds and ignores {value:g} "
+            "(`keepalived -t` exits 5); gridlb's own VRRP takes it as written",
+        )
+
+
 def _subnet(f: SiteFile, name: str, inst: VrrpInstance) -> Iterator[Finding]:
     src = inst.unicast_source_ip
     if src is None:
@@ -299,6 +316,9 @@ def _subnet(f: SiteFile, name: str, inst: VrrpInstance) -> Iterator[Finding]:
 
 
 def _per_director(f: SiteFile) -> Iterator[Finding]:
+    for sname, script in f.vrrp_scripts.items():
+        for key in ("interval", "timeout"):
+            yield from _whole_seconds(f, ("vrrp_scripts", sname, key), getattr(script, key))
     by_vrid: dict[tuple[str, int, int], str] = {}
     by_vip: dict[object, str] = {}
     for name, inst in f.vrrp_instances.items():

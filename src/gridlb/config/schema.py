@@ -121,7 +121,8 @@ def _lower(value: object) -> object:
 
 IpAddr = Annotated[IPv4Address | IPv6Address, BeforeValidator(_to_ip)]
 Port = Annotated[int, Field(ge=D.PORT_MIN, le=D.PORT_MAX)]
-Seconds = Annotated[float, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Interval = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # keepalived refuses 0 (delay_loop, timeouts)
 TrackWeight = Annotated[int, Field(ge=D.VRRP_TRACK_WEIGHT_MIN, le=D.VRRP_TRACK_WEIGHT_MAX)]
 
 
@@ -141,6 +142,23 @@ class _Model(BaseModel):
                 out[canon if canon in cls.model_fields else k] = v
             return out
         return value
+
+
+def _rename(value: object, old: str, new: str) -> object:
+    """A mapping with key `old` renamed to `new` (when only `old` is written); anything else as is."""
+    return _renamed(value, old, new) if isinstance(value, Mapping) else value
+
+
+def _renamed(value: Mapping[Any, Any], old: str, new: str) -> dict[Any, Any]:
+    data = dict(value)
+    if old in data and new not in data:
+        data[new] = data.pop(old)
+    return data
+
+
+def _int_to_str(value: object) -> object:
+    """A YAML integer where text is expected (an IPv6 prefix length such as `64`) as its digits."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _int_or_same(value: object) -> object:
@@ -188,15 +206,12 @@ class Vip(_Model):
     @classmethod
     def _parse(cls, value: object) -> object:
         if isinstance(value, Mapping):
-            data = dict(value)
-            if "ip" in data and "address" not in data:
-                data["address"] = data.pop("ip")
-            value = data
+            value = _renamed(value, "ip", "address")
         elif isinstance(value, str):
             words = value.split()
             if not words:
                 raise ValueError("empty virtual address")
-            data = {"address": words[0]}
+            data: dict[str, object] = {"address": words[0]}
             rest = words[1:]
             if len(rest) % 2:
                 raise ValueError(f"{value!r}: expected 'ADDR[/PREFIX] [dev IF] [label L] [scope S] [brd B]'")
@@ -234,27 +249,8 @@ class Vip(_Model):
         return f"{self.address}/{self.prefixlen}" if self.prefixlen is not None else str(self.address)
 
 
-class TrackInterface(_Model):
-    """One `track_interface` entry: `IF [weight W [reverse]]` or a mapping."""
-
-    name: str
-    weight: TrackWeight | None = None
-    reverse: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _parse(cls, value: object) -> object:
-        if isinstance(value, Mapping) and "interface" in value and "name" not in value:
-            data = dict(value)
-            data["name"] = data.pop("interface")
-            return data
-        if isinstance(value, str):
-            return _parse_track_words(value)
-        return value
-
-
-class TrackScript(_Model):
-    """One `track_script` entry: `NAME [weight W [reverse]]` naming a `vrrp_scripts` entry."""
+class _Track(_Model):
+    """A tracked thing: `NAME [weight W [reverse]]` or a mapping."""
 
     name: str
     weight: TrackWeight | None = None
@@ -264,6 +260,19 @@ class TrackScript(_Model):
     @classmethod
     def _parse(cls, value: object) -> object:
         return _parse_track_words(value) if isinstance(value, str) else value
+
+
+class TrackInterface(_Track):
+    """One `track_interface` entry: `IF [weight W [reverse]]` or a mapping (`interface:` = `name:`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _interface_key(cls, value: object) -> object:
+        return _rename(value, "interface", "name")
+
+
+class TrackScript(_Track):
+    """One `track_script` entry: `NAME [weight W [reverse]]` naming a `vrrp_scripts` entry."""
 
 
 def _parse_track_words(text: str) -> dict[str, object]:
@@ -286,8 +295,8 @@ class VrrpScript(_Model):
     """A `vrrp_script` block: a command whose exit status adjusts an instance's priority."""
 
     script: str
-    interval: Seconds = D.VRRP_SCRIPT_INTERVAL_S
-    timeout: Seconds | None = None  # None = interval
+    interval: Interval = D.VRRP_SCRIPT_INTERVAL_S
+    timeout: Interval | None = None  # None = interval
     weight: TrackWeight = D.VRRP_SCRIPT_WEIGHT
     rise: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_RISE
     fall: Annotated[int, Field(ge=1)] = D.VRRP_SCRIPT_FALL
@@ -370,7 +379,7 @@ class _CheckTiming(_Model):
 
     retry: Annotated[int, Field(ge=0)] | None = None
     delay_before_retry: Seconds | None = None
-    delay_loop: Seconds | None = None
+    delay_loop: Interval | None = None
     warmup: Seconds | None = None
     alpha: bool | None = None
 
@@ -381,7 +390,7 @@ class _ConnectCheck(_CheckTiming):
     bindto: IpAddr | None = None
     bind_port: Port | None = None
     bind_if: str | None = None
-    connect_timeout: Seconds | None = None
+    connect_timeout: Interval | None = None
 
 
 class TcpCheck(_ConnectCheck):
@@ -392,7 +401,9 @@ class MiscCheck(_CheckTiming):
     """keepalived `MISC_CHECK`: run `misc_path`; exit 0 up, 1 down, 2..255 = weight+2 if dynamic."""
 
     misc_path: str
-    misc_timeout: Seconds | None = None  # None = delay_loop
+    misc_timeout: Annotated[int, Field(ge=0)] | None = (
+        None  # whole seconds, as keepalived; None or 0 = delay_loop
+    )
     misc_dynamic: bool = False
     user: str | None = None
 
@@ -440,10 +451,10 @@ class CheckSpec:
 class _Inherited(_Model):
     """Checker keys a service or real server sets as the default for what is below it."""
 
-    connect_timeout: Seconds | None = None
+    connect_timeout: Interval | None = None
     retry: Annotated[int, Field(ge=0)] | None = None
     delay_before_retry: Seconds | None = None
-    delay_loop: Seconds | None = None
+    delay_loop: Interval | None = None
     warmup: Seconds | None = None
     alpha: bool | None = None
     inhibit_on_failure: bool | None = None
@@ -474,11 +485,7 @@ class RealServer(_Inherited):
     @model_validator(mode="before")
     @classmethod
     def _ip_alias(cls, value: object) -> object:
-        if isinstance(value, Mapping) and "ip" in value and "ip_address" not in value:
-            data = dict(value)
-            data["ip_address"] = data.pop("ip")
-            return data
-        return value
+        return _rename(value, "ip", "ip_address")
 
     def real_key(self, vs: VirtualServer) -> RealKey:
         """Return this server's destination key in `vs` (port defaults to the service's port)."""
@@ -513,11 +520,7 @@ class SorryServer(_Model):
             if len(words) not in (1, 2):
                 raise ValueError(f"{value!r}: expected 'IP [PORT]'")
             return {"ip_address": words[0], **({"port": words[1]} if len(words) == 2 else {})}
-        if isinstance(value, Mapping) and "ip" in value and "ip_address" not in value:
-            data = dict(value)
-            data["ip_address"] = data.pop("ip")
-            return data
-        return value
+        return _rename(value, "ip", "ip_address")
 
 
 class VirtualServer(_Inherited):
@@ -528,10 +531,10 @@ class VirtualServer(_Inherited):
     fwmark: Annotated[int, Field(ge=D.FWMARK_MIN, le=D.FWMARK_MAX)] | None = None
     ip_family: Literal["inet", "inet6"] | None = None
     protocol: Proto = Proto(D.VS_PROTOCOL)
-    lb_algo: Scheduler = D.VS_SCHEDULER  # type: ignore[assignment]
-    lb_kind: LbKind = D.VS_LB_KIND  # type: ignore[assignment]
+    lb_algo: Scheduler = D.VS_SCHEDULER
+    lb_kind: LbKind = D.VS_LB_KIND
     persistence_timeout: Annotated[int, Field(ge=0)] | None = None
-    persistence_granularity: str | None = None
+    persistence_granularity: Annotated[str | None, BeforeValidator(_int_to_str)] = None  # mask or /len
     quorum: Annotated[int, Field(ge=0)] = D.VS_QUORUM
     hysteresis: Annotated[int, Field(ge=0)] = D.VS_HYSTERESIS
     quorum_up: str | None = None
@@ -569,6 +572,19 @@ class VirtualServer(_Inherited):
             raise ValueError("a virtual server needs ip_address and port, or fwmark")
         elif self.port is None and not self.persistence_timeout:
             raise ValueError("port is required (only a persistent service may leave it out)")
+        g = self.persistence_granularity
+        if g is not None and self.family == 6:
+            if not (g.isascii() and g.isdigit() and 1 <= int(g) <= 128):
+                raise ValueError(
+                    f"persistence_granularity {g!r}: an IPv6 service takes a prefix length 1..128"
+                )
+        elif g is not None:
+            try:
+                IPv4Address(g)
+            except ValueError:
+                raise ValueError(
+                    f"persistence_granularity {g!r}: an IPv4 service takes a netmask such as 255.255.255.0"
+                ) from None
         return self
 
     @property
@@ -599,9 +615,10 @@ class VirtualServer(_Inherited):
         assert self.ip_address is not None
         return ServiceKey(self.protocol, self.ip_address, self.port or 0)
 
-    def service_spec(self) -> ServiceSpec:
-        """Return the IPVS service spec (scheduler, persistence, scheduler flags)."""
-        flags = {
+    @property
+    def scheduler_flags(self) -> tuple[str, ...]:
+        """Return the scheduler flags turned on, in the order sh-port, sh-fallback, mh-port, mh-fallback."""
+        return tuple(
             name
             for name, on in (
                 ("sh-port", self.sh_port),
@@ -610,12 +627,15 @@ class VirtualServer(_Inherited):
                 ("mh-fallback", self.mh_fallback),
             )
             if on
-        }
+        )
+
+    def service_spec(self) -> ServiceSpec:
+        """Return the IPVS service spec (scheduler, persistence, scheduler flags)."""
         return ServiceSpec(
             scheduler=self.lb_algo,
             persistence_timeout_s=self.persistence_timeout or 0,
             netmask=self.persistence_granularity or "",
-            flags=frozenset(flags),
+            flags=frozenset(self.scheduler_flags),
             one_packet=self.ops,
         )
 
@@ -668,7 +688,7 @@ class VirtualServer(_Inherited):
         if isinstance(block, MiscCheck):
             common.update(
                 script=block.misc_path,
-                script_timeout_s=block.misc_timeout if block.misc_timeout is not None else delay_loop,
+                script_timeout_s=block.misc_timeout or delay_loop,  # keepalived: 0 = delay_loop
                 script_dynamic=block.misc_dynamic,
                 script_user=block.user,
             )
@@ -707,7 +727,7 @@ def _first(*values: Any) -> Any:
 class GridftpCheckSettings(_Model):
     """Site-wide defaults of `GRIDFTP_CHECK` blocks."""
 
-    level: Literal["banner", "login", "canary"] = D.GRIDFTP_CHECK_LEVEL  # type: ignore[assignment]
+    level: Literal["banner", "login", "canary"] = D.GRIDFTP_CHECK_LEVEL
     canary_path: str | None = None  # file read by the canary level (a small RETR)
     check_data_address: bool = D.GRIDFTP_CHECK_DATA_ADDRESS  # report a PASV reply naming the VIP
     user: str = D.GRIDFTP_CHECK_USER
@@ -733,7 +753,7 @@ _LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d+)$")
 class GridlbSettings(_Model):
     """The `gridlb:` section: what keepalived has no words for."""
 
-    dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE  # type: ignore[assignment]
+    dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE
     director_name: str | None = None  # names the director this file describes (default: file stem)
     script_user: str = "root"  # keepalived global_defs script_user (rendered with enable_script_security)
     control_socket: str = D.GRIDLB_CONTROL_SOCKET

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 
+from gridlb.config import defaults as D
 from gridlb.errors import PeerProtocolError
 from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
 from gridlb.health.tcp import ConnectOptions, connect_socket, describe_os_error
@@ -255,11 +256,11 @@ class GridftpChecker(Checker):
     def __init__(
         self,
         *,
-        level: str = "banner",
-        user: str = "anonymous",
-        password: str = "gridlb@",
+        level: str = D.GRIDFTP_CHECK_LEVEL,
+        user: str = D.GRIDFTP_CHECK_USER,
+        password: str = D.GRIDFTP_CHECK_PASSWORD,
         vips: Iterable[str] | str = (),
-        data_address_check: bool = True,
+        data_address_check: bool = D.GRIDFTP_CHECK_DATA_ADDRESS,
         canary_path: str | None = None,
         canary_method: str = "cksm",
         canary_algorithm: str = "ADLER32",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gridlb.config import defaults as D
 from gridlb.health.base import CheckResult, Verdict
 from gridlb.table import RealKey
 
@@ -36,15 +37,15 @@ from gridlb.table import RealKey
 class CheckPolicy:
     """When to check a real server and how many results confirm a change (keepalived's checker keywords)."""
 
-    delay_loop_s: float = 60.0
-    connect_timeout_s: float = 5.0  # the time one check may take (misc_timeout for script checks)
-    retry: int = 1
-    delay_before_retry_s: float = 1.0
-    alpha: bool = False
+    delay_loop_s: float = D.CHECK_DELAY_LOOP_S
+    connect_timeout_s: float = D.CHECK_CONNECT_TIMEOUT_S  # one check's time limit (script: misc_timeout)
+    retry: int = D.CHECK_RETRY
+    delay_before_retry_s: float = D.CHECK_DELAY_BEFORE_RETRY_S
+    alpha: bool = D.CHECK_ALPHA
     warmup_s: float | None = None  # None: delay_loop_s, as keepalived; 0: check at once
     rise: int = 1
     fall: int | None = None  # None: retry + 1
-    inhibit_on_failure: bool = False
+    inhibit_on_failure: bool = D.CHECK_INHIBIT_ON_FAILURE
 
     def __post_init__(self) -> None:
         if self.delay_loop_s <= 0:

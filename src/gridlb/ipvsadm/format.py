@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import TypeVar
 
-from gridlb.ipvsadm.model import flag_bits, fwd_switch, netmask_value
+from gridlb.ipvsadm.model import flag_bits, fwd_switch, netmask_text, netmask_value
 from gridlb.ipvsadm.names import Resolver, addrport_to_anyname
-from gridlb.table import ConnEntry, Dest, IpvsTable, Proto, Service, Stats
+from gridlb.table import ConnEntry, Dest, IPAddress, IpvsTable, Proto, Service, Stats
 
 HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
 AF_INET, AF_INET6 = 2, 10
@@ -76,10 +75,20 @@ def glibc_msort(items: Sequence[T], cmp: Callable[[T, T], int]) -> list[T]:
     return b
 
 
-def _words(addr: object) -> list[int]:
-    raw = addr.packed if addr is not None else bytes(16)  # type: ignore[attr-defined]
+def _words(addr: IPAddress | None) -> list[int]:
+    raw = addr.packed if addr is not None else bytes(16)
     raw = raw + bytes(16 - len(raw))
     return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4)]
+
+
+def _cmp_addrs(a1: IPAddress | None, a2: IPAddress | None, v6: bool) -> int:
+    """Compare addresses as libipvs does: 32-bit words as C ints (one word for IPv4, four for IPv6)."""
+    w1, w2 = _words(a1), _words(a2)
+    for i in range(4 if v6 else 1):
+        r = _int(w1[i] - w2[i])
+        if r:
+            return r
+    return 0
 
 
 def cmp_services(s1: Service, s2: Service) -> int:
@@ -95,33 +104,12 @@ def cmp_services(s1: Service, s2: Service) -> int:
     r = PROTO_NUMBER[k1.proto] - PROTO_NUMBER[k2.proto]
     if r:
         return r
-    w1, w2 = _words(k1.addr), _words(k2.addr)
-    if af1 == AF_INET6:
-        for i in range(4):
-            r = _int(w1[i] - w2[i])
-            if r:
-                break
-    else:
-        r = _int(w1[0] - w2[0])
-    if r:
-        return r
-    return k1.port - k2.port
+    return _cmp_addrs(k1.addr, k2.addr, af1 == AF_INET6) or k1.port - k2.port
 
 
 def cmp_dests(d1: Dest, d2: Dest) -> int:
     """libipvs ipvs_cmp_dests(): address (by d1's family), then port."""
-    w1, w2 = _words(d1.key.addr), _words(d2.key.addr)
-    r = 0
-    if d1.key.addr.version == 6:
-        for i in range(4):
-            r = _int(w1[i] - w2[i])
-            if r:
-                break
-    else:
-        r = _int(w1[0] - w2[0])
-    if r:
-        return r
-    return d1.key.port - d2.key.port
+    return _cmp_addrs(d1.key.addr, d2.key.addr, d1.key.addr.version == 6) or d1.key.port - d2.key.port
 
 
 def largenum(i: int, fmt: Format) -> str:
@@ -222,16 +210,14 @@ def service_entry(svc: Service, fmt: Format, resolver: Resolver) -> str:
                 svc_name = svc_name[:33]
     bits = flag_bits(spec.flags)
     persistent = spec.persistence_timeout_s > 0
-    netmask = netmask_value(key, spec)
+    mask = netmask_text(key.af, netmask_value(key, spec))  # "" for a host mask
     out: list[str] = []
     if fmt.rule:
         line = f"-A {svc_name} -s {spec.scheduler}"
         if persistent:
             line += f" -p {spec.persistence_timeout_s}"
-            if key.af == 4 and netmask != 0xFFFFFFFF:
-                line += f" -M {IPv4Address(netmask)}"
-            if key.af == 6 and netmask != 128:
-                line += f" -M {netmask}"
+            if mask:
+                line += f" -M {mask}"
         if spec.pe_name:
             line += f" --pe {spec.pe_name}"
         if spec.one_packet:
@@ -246,10 +232,8 @@ def service_entry(svc: Service, fmt: Format, resolver: Resolver) -> str:
             line += f" ({_sched_flags(svc)})"
         if persistent:
             line += f" persistent {spec.persistence_timeout_s}"
-            if key.af == 4 and netmask != 0xFFFFFFFF:
-                line += f" mask {IPv4Address(netmask)}"
-            if key.af == 6 and netmask != 128:
-                line += f" mask {netmask}"
+            if mask:
+                line += f" mask {mask}"
             if spec.pe_name:
                 line += f" pe {spec.pe_name}"
         if spec.one_packet:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
@@ -121,14 +121,6 @@ class StaticResolver:
 
     def port_by_service(self, name: str, proto: str) -> int | None:
         return self.services.by_name.get((name, proto))
-
-
-def files_only_resolver(hosts: Mapping[str, str] | None = None) -> StaticResolver:
-    """Return a resolver using /etc/services and the given hosts (name -> address text) only."""
-    return StaticResolver(
-        {name: ip_address(a) for name, a in (hosts or {}).items()},
-        ServicesFile.load(),
-    )
 
 
 def addrport_to_anyname(addr: IPAddress, port: int, proto: str, *, numeric: bool, resolver: Resolver) -> str:

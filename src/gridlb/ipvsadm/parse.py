@@ -11,6 +11,7 @@ may appear once; the command/option table decides what is required, allowed or e
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
@@ -737,52 +738,36 @@ def _atoi(text: str) -> int:
 
 
 def _generic_opt_check(cmd: Command) -> None:
-    row = COMMANDS_V_OPTIONS[cmd.cmd - 1]
     name = CMDNAMES[cmd.cmd - 1]
-    last = 0
-    count = 0
-    for j, rule in enumerate(row):
-        if not cmd.options & (1 << j):
-            if rule == "+":
-                raise fail(2, f"You need to supply the '{OPTNAMES[j]}' option for the '{name}' command")
-        else:
-            if rule == "x":
-                raise fail(2, f"Illegal '{OPTNAMES[j]}' option with the '{name}' command")
-            if rule == "1":
-                count += 1
-                if count == 1:
-                    last = j
-                    continue
-                raise fail(
-                    2,
-                    f"The option '{OPTNAMES[j]}' conflicts with the '{OPTNAMES[last]}' option "
-                    f"in the '{name}' command",
-                )
+    _check_rules(cmd, enumerate(COMMANDS_V_OPTIONS[cmd.cmd - 1]), f"'{name}' command")
 
 
 def _tunnel_opt_check(cmd: Command) -> None:
     i = cmd.dest.tun_type
+    rules = zip(TUNOPTS, TUNNEL_TYPES_V_OPTIONS[i], strict=True)
+    _check_rules(cmd, rules, f"'{TUNNAMES[i]}' tunnel type")
+
+
+def _check_rules(cmd: Command, rules: Iterable[tuple[int, str]], what: str) -> None:
+    """Apply one row of an options table: '+' required, 'x' illegal, '1' at most one of them."""
     last = 0
     count = 0
-    for j, k in enumerate(TUNOPTS):
-        rule = TUNNEL_TYPES_V_OPTIONS[i][j]
-        if not cmd.options & (1 << k):
+    for opt, rule in rules:
+        if not cmd.options & (1 << opt):
             if rule == "+":
-                raise fail(
-                    2, f"You need to supply the '{OPTNAMES[k]}' option for the '{TUNNAMES[i]}' tunnel type"
-                )
+                raise fail(2, f"You need to supply the '{OPTNAMES[opt]}' option for the {what}")
         else:
             if rule == "x":
-                raise fail(2, f"Illegal '{OPTNAMES[k]}' option with the '{TUNNAMES[i]}' tunnel type")
+                raise fail(2, f"Illegal '{OPTNAMES[opt]}' option with the {what}")
             if rule == "1":
                 count += 1
                 if count == 1:
-                    last = k
+                    last = opt
                     continue
                 raise fail(
                     2,
-                    f"The option '{OPTNAMES[k]}' conflicts with the '{OPTNAMES[last]}' option "
-                    f"in the '{TUNNAMES[i]}' tunnel type",
+                    f"The option '{OPTNAMES[opt]}' conflicts with the '{OPTNAMES[last]}' option "
+                    f"in the {what}",
                 )
 
 

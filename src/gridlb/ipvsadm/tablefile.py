@@ -142,6 +142,8 @@ def load(path: str | Path) -> IpvsTable:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         return IpvsTable()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(str(p))) from None
     except OSError as exc:
         raise ConfigError(exc.strerror or str(exc), location=Location(str(p))) from None
     try:
@@ -158,11 +160,17 @@ def save(path: str | Path, table: IpvsTable) -> None:
     """Write a table file atomically (a temporary file renamed over it)."""
     p = Path(path)
     text = json.dumps(to_json(table), indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent or "."))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent or "."))
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", location=Location(str(p))) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", location=Location(str(p))) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

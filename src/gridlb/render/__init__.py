@@ -111,9 +111,8 @@ def director_views(site: Site) -> list[DirectorView]:
     return [_view(site, name)]
 
 
-def director_view(site: Site, name: str) -> DirectorView:
-    """The view of director `name` (a file's director or a derived `<name>-peer`)."""
-    views = director_views(site)
+def find_view(views: list[DirectorView], name: str) -> DirectorView:
+    """The view of director `name` (a file's director or a derived `<name>-peer`) among `views`."""
     for view in views:
         if view.name == name:
             return view

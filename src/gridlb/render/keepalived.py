@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import shlex
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv6Address
 
 from gridlb.config import defaults as D
 from gridlb.config.keepalived_conf import Node, emit_lines
@@ -41,7 +40,8 @@ from gridlb.config.schema import (
     VrrpInstance,
     VrrpScript,
 )
-from gridlb.render import DirectorView, director_view, director_views
+from gridlb.render import DirectorView, director_views, find_view
+from gridlb.table import RealKey
 
 #: The gridlb program keepalived runs for a GridFTP check (`--gridlb-command` changes it).
 DEFAULT_GRIDLB_COMMAND = "/usr/local/bin/gridlb"
@@ -70,7 +70,8 @@ class _Block:
         self.items: list[Node] = []
 
     def add(self, keyword: str, *args: object) -> None:
-        self.items.append(Node(keyword, tuple(fmt(a) for a in args)))
+        """Add `keyword args...`; None arguments (an optional port) are left out."""
+        self.items.append(Node(keyword, _args(args)))
 
     def tristate(self, keyword: str, value: bool | None) -> None:
         """A flag that may be written off on purpose: bare when on, `off` when off, absent when None."""
@@ -91,10 +92,14 @@ class _Block:
             self.add(keyword, value)
 
     def sub(self, keyword: str, children: list[Node], *args: object) -> None:
-        self.items.append(Node(keyword, tuple(fmt(a) for a in args), tuple(children)))
+        self.items.append(Node(keyword, _args(args), tuple(children)))
 
     def node(self, keyword: str, *args: object) -> Node:
-        return Node(keyword, tuple(fmt(a) for a in args), tuple(self.items))
+        return Node(keyword, _args(args), tuple(self.items))
+
+
+def _args(args: tuple[object, ...]) -> tuple[str, ...]:
+    return tuple(fmt(a) for a in args if a is not None)
 
 
 def _global_defs(view: DirectorView) -> Node:
@@ -187,7 +192,8 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
     return b.node("vrrp_instance", name)
 
 
-def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck) -> None:
+def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck | VirtualServer | RealServer) -> None:
+    """The timing keys a checker shares with its real server and service."""
     b.opt("retry", c.retry)
     b.opt("delay_before_retry", c.delay_before_retry)
     b.opt("delay_loop", c.delay_loop)
@@ -271,25 +277,19 @@ def _checker(
 
 def _inherited(b: _Block, x: VirtualServer | RealServer) -> None:
     b.opt("connect_timeout", x.connect_timeout)
-    b.opt("retry", x.retry)
-    b.opt("delay_before_retry", x.delay_before_retry)
-    b.opt("delay_loop", x.delay_loop)
-    b.opt("warmup", x.warmup)
-    b.tristate("alpha", x.alpha)
+    _timing(b, x)
     b.tristate("inhibit_on_failure", x.inhibit_on_failure)
 
 
 def unique_real_servers(vs: VirtualServer) -> list[RealServer]:
     """The service's real servers with repeats of the same address and port left out (first kept)."""
-    seen: set[tuple[IPv4Address | IPv6Address, int]] = set()
+    seen: set[RealKey] = set()
     out = []
     for rs in vs.real_servers:
         key = rs.real_key(vs)
-        ident = (key.addr, key.port)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        out.append(rs)
+        if key not in seen:
+            seen.add(key)
+            out.append(rs)
     return out
 
 
@@ -306,8 +306,7 @@ def _real_server(vs: VirtualServer, rs: RealServer, settings: GridlbSettings, gr
         b.items.append(_checker(vs, rs, c, settings, gridlb_command))
     if vs.fwmark is not None:
         return b.node("real_server", rs.ip_address)
-    port = rs.port if rs.port is not None else vs.port
-    return b.node("real_server", rs.ip_address, *(() if port is None else (port,)))
+    return b.node("real_server", rs.ip_address, rs.port if rs.port is not None else vs.port)
 
 
 def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command: str) -> Node:
@@ -317,14 +316,9 @@ def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command:
     b.add("lvs_method", vs.lb_kind)
     if vs.fwmark is None:
         b.add("protocol", vs.protocol.value)
-    for flag, on in (
-        ("sh-port", vs.sh_port),
-        ("sh-fallback", vs.sh_fallback),
-        ("mh-port", vs.mh_port),
-        ("mh-fallback", vs.mh_fallback),
-        ("ops", vs.ops),
-    ):
-        b.opt(flag, on)
+    for flag in vs.scheduler_flags:
+        b.add(flag)
+    b.opt("ops", vs.ops)
     _inherited(b, vs)
     b.opt("persistence_timeout", vs.persistence_timeout)
     b.opt("persistence_granularity", vs.persistence_granularity)
@@ -334,7 +328,7 @@ def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command:
     b.opt("quorum_down", vs.quorum_down)
     if vs.sorry_server is not None:
         s = vs.sorry_server
-        b.add("sorry_server", s.ip_address, *(() if s.port is None else (s.port,)))
+        b.add("sorry_server", s.ip_address, s.port)
     b.opt("sorry_server_inhibit", vs.sorry_server_inhibit)
     b.opt("omega", vs.omega)
     b.opt("ha_suspend", vs.ha_suspend)
@@ -344,7 +338,7 @@ def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command:
     if vs.fwmark is not None:
         return b.node("virtual_server", "fwmark", vs.fwmark)
     assert vs.ip_address is not None
-    return b.node("virtual_server", vs.ip_address, *(() if vs.port is None else (vs.port,)))
+    return b.node("virtual_server", vs.ip_address, vs.port)
 
 
 def _comments(view: DirectorView) -> Iterator[str]:
@@ -375,9 +369,20 @@ def build(
         dropped = len(vs.real_servers) - len(unique_real_servers(vs))
         if dropped:
             notes.append(f"{dropped} repeated real server(s) written once")
-        if any(isinstance(c, GridftpCheck) for rs in vs.real_servers for c in (rs.checkers or vs.checkers)):
+        gridftp = [
+            rs
+            for rs in vs.real_servers
+            if any(isinstance(c, GridftpCheck) for c in rs.checkers or vs.checkers)
+        ]
+        if gridftp:
             notes.append(
-                "GridFTP checks run `gridlb check gridftp` (exit 0 up, 1 down, 2 refusing: weight 0)"
+                "GridFTP checks run `gridlb check gridftp` (misc_dynamic: exit W+2 up at weight W, "
+                "2 refusing: weight 0, 1 down)"
+            )
+        if any(rs.weight > MISC_DYNAMIC_MAX_WEIGHT for rs in gridftp):
+            notes.append(
+                f"real servers weighted over {MISC_DYNAMIC_MAX_WEIGHT} get no misc_dynamic: exit 0 up, "
+                "1 down or refusing"
             )
         out.append((notes, _virtual_server(vs, view.gridlb, gridlb_command)))
     return out
@@ -400,7 +405,7 @@ def render_site(
     """keepalived.conf text per director name (all directors, or only `director`), in file order."""
     views = director_views(site)
     if director is not None:
-        views = [director_view(site, director)]
+        views = [find_view(views, director)]
     return {v.name: render_view(v, gridlb_command=gridlb_command) for v in views}
 
 

@@ -1,4 +1,4 @@
-"""Integer helpers shared by the schedulers: C int wrap-around, address folding, hash_32, hsiphash.
+"""Helpers shared by the schedulers: C int wrap-around, address folding, hash_32, hsiphash, table probing.
 
 They reproduce what the kernel computes on x86_64 (little-endian, 64-bit `unsigned long`), so that
 hash-based schedulers (sh, dh, mh) fill and probe their tables exactly as net/netfilter/ipvs does.
@@ -6,7 +6,10 @@ hash-based schedulers (sh, dh, mh) fill and probe their tables exactly as net/ne
 
 from __future__ import annotations
 
-from gridlb.table import IPAddress
+from collections.abc import Callable, Collection, Sequence
+
+from gridlb.sched.base import DestView
+from gridlb.table import IPAddress, RealKey
 
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -115,3 +118,46 @@ def siphash(data: bytes, key0: int, key1: int, c_rounds: int = 2, d_rounds: int 
 def available(weight: int, overloaded: bool) -> bool:
     """Return True unless the destination is quiesced (weight <= 0) or overloaded (sh/mh `is_unavailable`)."""
     return weight > 0 and not overloaded
+
+
+def probe_table(
+    table: Sequence[RealKey | None],
+    dests: Sequence[DestView],
+    index: Callable[[int], int],
+    *,
+    fallback: bool,
+    members: Collection[RealKey | None] = (),
+) -> RealKey | None:
+    """Return the sh/mh choice: the destination in bucket `index(0)` if available, else with `fallback`
+    the first available one in buckets `index((offset + index(0)) % len(table))`, offset = 0, 1, ...
+
+    The probe gives up at an empty bucket or one naming a destination no longer listed (the kernel's
+    `ip_vs_sh_get_fallback` / `ip_vs_mh_get_fallback`); `members` (every key in the table), when given,
+    lets it give up at once when none of them is available.
+    """
+    views = {d.key: d for d in dests}
+
+    def usable(key: RealKey | None) -> bool | None:
+        if key is None or key not in views:
+            return None
+        v = views[key]
+        return available(v.weight, v.overloaded)
+
+    ihash = index(0)
+    first = table[ihash]
+    ok = usable(first)
+    if ok:
+        return first
+    if not fallback or ok is None:
+        return None
+    if members and not any(usable(k) for k in members):
+        return None  # the probe loop below could only end empty-handed
+    size = len(table)
+    for offset in range(size):
+        key = table[index((offset + ihash) % size)]
+        ok = usable(key)
+        if ok is None:
+            return None
+        if ok:
+            return key
+    return None

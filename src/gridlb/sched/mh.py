@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from math import gcd
 
-from gridlb.sched._kernel import U32, addr_fold, available, hsiphash_u32
+from gridlb.sched._kernel import U32, addr_fold, hsiphash_u32, probe_table
 from gridlb.sched.base import DestView, Flow, Scheduler, register_scheduler
 from gridlb.table import IPAddress, RealKey
 
@@ -87,30 +87,11 @@ class MaglevHashing(Scheduler):
         self._members = frozenset(lookup)
 
     def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
-        views = {d.key: d for d in dests}
         port = flow.client_port if self.use_port else 0
-
-        def usable(key: RealKey | None) -> bool | None:
-            if key is None or key not in views:
-                return None
-            v = views[key]
-            return available(v.weight, v.overloaded)
-
-        ihash = mh_hashkey(flow.client, port, KEY1, 0) % TAB_SIZE
-        first = self.lookup[ihash]
-        ok = usable(first)
-        if ok:
-            return first
-        if not self.fallback or ok is None:
-            return None
-        if not any(usable(k) for k in self._members):
-            return None  # the probe loop below could only end empty-handed
-        for offset in range(TAB_SIZE):
-            roffset = (offset + ihash) % TAB_SIZE
-            key = self.lookup[mh_hashkey(flow.client, port, KEY1, roffset) % TAB_SIZE]
-            ok = usable(key)
-            if ok is None:
-                return None
-            if ok:
-                return key
-        return None
+        return probe_table(
+            self.lookup,
+            dests,
+            lambda offset: mh_hashkey(flow.client, port, KEY1, offset) % TAB_SIZE,
+            fallback=self.fallback,
+            members=self._members,
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gridlb.sched._kernel import U32, addr_fold, available, hash_32
+from gridlb.sched._kernel import U32, addr_fold, hash_32, probe_table
 from gridlb.sched.base import DestView, Flow, Scheduler, register_scheduler
 from gridlb.table import IPAddress, RealKey
 
@@ -51,28 +51,7 @@ class SourceHashing(Scheduler):
         self.buckets = buckets
 
     def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
-        views = {d.key: d for d in dests}
         port = flow.client_port if self.use_port else 0
-
-        def usable(key: RealKey | None) -> bool | None:
-            if key is None or key not in views:
-                return None
-            v = views[key]
-            return available(v.weight, v.overloaded)
-
-        ihash = sh_hashkey(flow.client, port, 0)
-        first = self.buckets[ihash]
-        ok = usable(first)
-        if ok:
-            return first
-        if not self.fallback or ok is None:
-            return None
-        for offset in range(TAB_SIZE):
-            roffset = (offset + ihash) % TAB_SIZE
-            key = self.buckets[sh_hashkey(flow.client, port, roffset)]
-            ok = usable(key)
-            if ok is None:
-                return None
-            if ok:
-                return key
-        return None
+        return probe_table(
+            self.buckets, dests, lambda offset: sh_hashkey(flow.client, port, offset), fallback=self.fallback
+        )
