@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridlb.dataplane.proxy_state import ProxyState, apply_all
-from gridlb.sched.base import Flow
+from gridlb.sched.base import DestView, Flow
 from gridlb.table import (
     AddDest,
     AddService,
@@ -176,3 +176,43 @@ def test_counters_never_negative_and_match_live_connections(events: list[tuple[s
         assert d.active >= 0 and d.inactive >= 0
         if d.spec.u_threshold and d.active + d.inactive < d.spec.l_threshold:
             assert not d.overloaded
+
+
+C = RealKey.parse("127.0.0.4:2811")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("pcxfuade"), st.integers(0, 2)), max_size=80))
+def test_cached_scheduler_input_equals_a_fresh_build(events: list[tuple[str, int]]) -> None:
+    """Views re-made only for changed destinations always equal the full list built from scratch."""
+    s = make((A, DestSpec(u_threshold=3, l_threshold=1)), (B, DestSpec(u_threshold=2)), (C, DestSpec()))
+    svc = s.services[SVC]
+    keys = (A, B, C)
+    live: list = []  # type: ignore[type-arg]
+    now = 0.0
+    for kind, which in events:
+        if kind == "p":
+            d = s.pick(svc, FLOW)
+            if d is not None:
+                live.append(d)
+        elif kind == "c" and live:
+            s.closed_conn(live.pop(which % len(live)), now, "127.0.0.9", 1)
+        elif kind == "x":
+            now += 60.0
+            s.expire(now)
+        elif kind == "f" and live:
+            s.connect_failed(live.pop(which % len(live)), mark_down=True)
+        elif kind == "u":
+            s.mark_up(SVC, keys[which])
+        elif kind == "a":
+            apply_all(s, [AddDest(SVC, keys[which], DestSpec(weight=which + 1))])
+        elif kind == "d":
+            apply_all(s, [DelDest(SVC, keys[which])])
+        elif kind == "e":
+            apply_all(s, [EditDest(SVC, keys[which], DestSpec(weight=which, u_threshold=4))])
+        fresh = [
+            DestView(d.key, d.spec.weight, d.active, d.inactive, d.overloaded)
+            for d in svc.dests
+            if not d.down
+        ]
+        assert svc.candidate_views() == fresh

@@ -98,6 +98,7 @@ class DestState:
         "traffic",
         "version",
         "view",
+        "vpos",
     )
 
     def __init__(self, service: ServiceState, key: RealKey, spec: DestSpec) -> None:
@@ -112,6 +113,7 @@ class DestState:
         self.down = False  # passive health: a connect to it failed
         self.traffic = Traffic()
         self.view: DestView | None = None  # cached scheduler view; None = stale
+        self.vpos = -1  # index in the service's cached scheduler input, -1 = not in it
 
     def bind(self) -> None:
         """Count a new connection scheduled to this destination (kernel ip_vs_bind_dest)."""
@@ -121,8 +123,14 @@ class DestState:
         u = self.spec.u_threshold
         if u and self.active + self.inactive >= u:
             self.overloaded = True
-        self.view = None
-        self.service.views = None
+        self.touch()
+
+    def touch(self) -> None:
+        """Counters changed: drop the cached view; the service re-makes only this entry at its next pick."""
+        if self.view is not None:
+            self.view = None
+            if self.vpos >= 0:
+                self.service.dirty.append(self)
 
     def unbind_check(self) -> None:
         """Re-evaluate OVERLOAD after a connection went away (kernel ip_vs_unbind_dest)."""
@@ -136,19 +144,14 @@ class DestState:
                 self.overloaded = False
         else:
             self.overloaded = False
-        self.view = None
-        self.service.views = None
+        self.touch()
 
     def make_view(self) -> DestView:
         """Return (and cache) what the scheduler sees of this destination."""
         view = self.view
         if view is None:
             view = self.view = DestView(
-                key=self.key,
-                weight=self.spec.weight,
-                active=self.active,
-                inactive=self.inactive,
-                overloaded=self.overloaded,
+                self.key, self.spec.weight, self.active, self.inactive, self.overloaded
             )
         return view
 
@@ -165,7 +168,18 @@ class DestState:
 class ServiceState:
     """One virtual service: spec, scheduler, destinations in kernel order (newest first)."""
 
-    __slots__ = ("dests", "fallback", "key", "scheduler", "spec", "traffic", "trash", "views")
+    __slots__ = (
+        "dests",
+        "dirty",
+        "fallback",
+        "key",
+        "members",
+        "scheduler",
+        "spec",
+        "traffic",
+        "trash",
+        "views",
+    )
 
     def __init__(self, key: ServiceKey, spec: ServiceSpec, scheduler: Scheduler) -> None:
         self.key = key
@@ -176,6 +190,8 @@ class ServiceState:
         self.fallback: DestState | None = None  # used when the scheduler finds no destination
         self.traffic = Traffic()
         self.views: list[DestView] | None = None  # scheduler input; None = stale
+        self.members: list[DestState] = []  # the destination behind each entry of `views`
+        self.dirty: list[DestState] = []  # members whose counters changed since `views` was made
 
     def dest(self, key: RealKey) -> DestState | None:
         """Return the live destination `key`, or None."""
@@ -188,7 +204,23 @@ class ServiceState:
         """Return the scheduler's input: every destination not passively marked down, kernel order."""
         views = self.views
         if views is None:
-            views = self.views = [d.make_view() for d in self.dests if not d.down]
+            for d in self.members:
+                d.vpos = -1
+            members = self.members = [d for d in self.dests if not d.down]
+            views = self.views = [d.make_view() for d in members]
+            for i, d in enumerate(members):
+                d.vpos = i
+            self.dirty.clear()
+        elif self.dirty:
+            # Only counters changed (a list change or down mark resets `views`): re-make just the
+            # changed entries, in a new list so that no scheduler ever sees its input change.
+            views = self.views = views.copy()
+            members = self.members
+            for d in self.dirty:
+                i = d.vpos
+                if i >= 0 and members[i] is d:
+                    views[i] = d.make_view()
+            self.dirty.clear()
         return views
 
     def notify_scheduler(self) -> None:
@@ -348,8 +380,7 @@ class ProxyState:
         """Move a finished relay from active to inactive for the FIN timeout."""
         d.active -= 1
         d.inactive += 1
-        d.view = None
-        d.service.views = None
+        d.touch()
         entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
         closed = self.closed
         if closed and closed[-1][0] > entry[0]:

@@ -653,7 +653,7 @@ class RelayEngine:
             else:
                 pump, flush = self._pump_copy, self._flush_copy
             if ev & EPOLLOUT and in_d.pend:
-                flush(in_d)
+                flush(conn, in_d)
                 # the other side's reads were paused while this one was full: resume them
                 if not in_d.pend and not in_d.eof and pump(conn, in_d):
                     self._resume_reading(conn, in_d)
@@ -694,8 +694,13 @@ class RelayEngine:
             conn.bmask |= EPOLLIN
             self._ep.modify(conn.bfd, conn.bmask)
 
-    def _pass_eof(self, d: _Dir) -> None:
+    def _pass_eof(self, conn: _Conn, d: _Dir) -> None:
         d.shut = True
+        other = conn.down if d.inbound else conn.up
+        if other is not None and other.shut:
+            # The other direction has ended too, so the caller closes both sockets right now, and
+            # close() sends this FIN itself (both receive queues are empty: each side read EOF).
+            return
         try:
             d.dst.shutdown(_SHUT_WR)
         except OSError as exc:
@@ -736,17 +741,17 @@ class RelayEngine:
                 # (a pipe also fills by slots), and no new edge would come for data already queued.
         except BlockingIOError:
             return True
-        self._pass_eof(d)
+        self._pass_eof(conn, d)
         return False
 
-    def _flush_splice(self, d: _Dir) -> None:
+    def _flush_splice(self, conn: _Conn, d: _Dir) -> None:
         try:
             m = os.splice(d.pr, d.dfd, d.pend, None, None, _SPLICE_FLAGS)
         except BlockingIOError:
             return
         d.pend -= m
         if not d.pend and d.eof and not d.shut:
-            self._pass_eof(d)
+            self._pass_eof(conn, d)
 
     def _pump_copy(self, conn: _Conn, d: _Dir) -> bool:
         """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained."""
@@ -783,10 +788,10 @@ class RelayEngine:
                     return False
         except BlockingIOError:
             return True
-        self._pass_eof(d)
+        self._pass_eof(conn, d)
         return False
 
-    def _flush_copy(self, d: _Dir) -> None:
+    def _flush_copy(self, conn: _Conn, d: _Dir) -> None:
         assert d.mv is not None
         try:
             m = d.dst.send(d.mv[d.off : d.off + d.pend])
@@ -795,7 +800,7 @@ class RelayEngine:
         d.off += m
         d.pend -= m
         if not d.pend and d.eof and not d.shut:
-            self._pass_eof(d)
+            self._pass_eof(conn, d)
 
     def _close(self, conn: _Conn, *, aborted: bool) -> None:
         """Close both sockets, give pipes/buffers back and count the connection inactive."""
