@@ -115,6 +115,7 @@ def main() -> int:
         action="store_true",
         help="gridlb side: the full `gridlb director run` pair (VRRP + proxy listener), not the VRRP daemon",
     )
+    ap.add_argument("--prefix", default="glbV", help="namespace name prefix (a pid is appended)")
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("keepalived") is None:
         print("failover: needs root and keepalived", file=sys.stderr)
@@ -128,7 +129,9 @@ def main() -> int:
             for impl in ("gridlb", "keepalived"):
                 runs = "director" if impl == "gridlb" and args.director else impl
                 print(f"{name} {impl}: {trials} trials", flush=True)
-                with Lab(LabSpec(prefix=f"glbV-b{os.getpid()}", realservers=int(runs == "director"))) as lab:
+                with Lab(
+                    LabSpec(prefix=f"{args.prefix}-b{os.getpid()}", realservers=int(runs == "director"))
+                ) as lab:
                     if (
                         runs == "director"
                     ):  # the proxy relays to rs1, which answers with the director's address
