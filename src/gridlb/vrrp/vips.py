@@ -74,7 +74,7 @@ def ack_errno(reply: bytes, seq: int) -> int | None:
             return None
         if kind == NLMSG_ERROR and rseq == seq and offset + _NLMSG_HDR.size + 4 <= len(reply):
             (err,) = struct.unpack_from("=i", reply, offset + _NLMSG_HDR.size)
-            return -err
+            return -int(err)
         offset += (length + 3) & ~3
     return None
 
