@@ -45,11 +45,20 @@ print("TIMEOUT", flush=True); sys.exit(1)
 """
 
 
-def counter(lab: Lab, node: str, path: str, prefix: str, name: str) -> int:
-    """One counter of /proc/net/snmp or /proc/net/netstat in the node's namespace."""
-    rows = [line.split() for line in lab.exec(node, ["cat", path]).stdout.splitlines()]
-    rows = [r for r in rows if r and r[0] == prefix]
-    return int(dict(zip(rows[0], rows[1], strict=True))[name])
+def counters(lab: Lab, node: str) -> dict[str, int]:
+    """Every counter of /proc/net/snmp and /proc/net/netstat in the node's namespace ("Ip:InAddrErrors")."""
+    out: dict[str, int] = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        rows = [line.split() for line in lab.exec(node, ["cat", path]).stdout.splitlines()]
+        for names, values in zip(rows[::2], rows[1::2], strict=True):
+            for name, value in zip(names[1:], values[1:], strict=True):
+                if value.lstrip("-").isdigit():
+                    out[names[0] + name] = int(value)
+    return out
+
+
+def deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
 def test_first_syn_after_takeover_is_answered(lab: Lab, tmp_path: Path) -> None:
@@ -68,8 +77,8 @@ def test_first_syn_after_takeover_is_answered(lab: Lab, tmp_path: Path) -> None:
         master, backup = "dir1", "dir2"
         for trial in range(TRIALS):
             assert routers[master].holds_vip() and not routers[backup].holds_vip()
-            addr_errors = counter(lab, backup, "/proc/net/snmp", "Ip:", "InAddrErrors")
-            syn_retrans = counter(lab, "client", "/proc/net/netstat", "TcpExt:", "TCPSynRetrans")
+            nodes = (master, backup, "client")
+            before = {n: counters(lab, n) for n in nodes}
             want = str(lab.node(backup).ipv4)
             probe = lab.spawn(
                 "client",
@@ -81,9 +90,13 @@ def test_first_syn_after_takeover_is_answered(lab: Lab, tmp_path: Path) -> None:
             routers[master].kill_hard()
             out, _ = probe.communicate(timeout=30)
             assert out.split()[:1] == ["OK"], (out, routers[backup].log.read_text()[-2000:])
-            lost = counter(lab, backup, "/proc/net/snmp", "Ip:", "InAddrErrors") - addr_errors
-            retrans = counter(lab, "client", "/proc/net/netstat", "TcpExt:", "TCPSynRetrans") - syn_retrans
-            assert (lost, retrans) == (0, 0), f"trial {trial}: InAddrErrors +{lost}, TCPSynRetrans +{retrans}"
+            moved = {n: deltas(before[n], counters(lab, n)) for n in nodes}
+            lost = moved[backup].get("Ip:InAddrErrors", 0)
+            retrans = moved["client"].get("TcpExt:TCPSynRetrans", 0)
+            assert (lost, retrans) == (0, 0), (
+                f"trial {trial}: {backup} (new master) InAddrErrors +{lost}, "
+                + (f"client TCPSynRetrans +{retrans}; counters moved: {moved}")
+            )
             routers[master].drop_vips()
             routers[master].start()
             routers[master].wait_ready()
