@@ -56,7 +56,8 @@ def run_pair(lab: Lab, impl: str, settings: PairSettings, trials: int, workdir: 
     routers = {node: make_router(lab, impl, settings, node, workdir) for node in ("dir1", "dir2")}
     down_s = 3 * settings.advert_int_s + (1.0 if settings.version == 2 else settings.advert_int_s) + 2.0
     times: list[float] = []
-    rng = random.Random(f"{impl}-{settings.version}")
+    # The same kill phases for both pairs (paired samples: the phase alone spans one advert interval).
+    rng = random.Random(f"failover-{settings.version}")
     try:
         routers["dir1"].start()
         routers["dir1"].wait_ready()
@@ -115,6 +116,8 @@ def main() -> int:
         action="store_true",
         help="gridlb side: the full `gridlb director run` pair (VRRP + proxy listener), not the VRRP daemon",
     )
+    ap.add_argument("--setting", choices=sorted(SETTINGS), action="append", help="only these settings")
+    ap.add_argument("--prefix", default="glbV", help="namespace name prefix (a pid is appended)")
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("keepalived") is None:
         print("failover: needs root and keepalived", file=sys.stderr)
@@ -122,13 +125,17 @@ def main() -> int:
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="glbV-bench-") as tmp:
         for name, settings in SETTINGS.items():
+            if args.setting and name not in args.setting:
+                continue
             quick = 2 if settings.version == 2 or args.director else 4  # a director restarts slower
             trials = args.trials or (quick if args.quick else 20)
             results[name] = {}
             for impl in ("gridlb", "keepalived"):
                 runs = "director" if impl == "gridlb" and args.director else impl
                 print(f"{name} {impl}: {trials} trials", flush=True)
-                with Lab(LabSpec(prefix=f"glbV-b{os.getpid()}", realservers=int(runs == "director"))) as lab:
+                with Lab(
+                    LabSpec(prefix=f"{args.prefix}-b{os.getpid()}", realservers=int(runs == "director"))
+                ) as lab:
                     if (
                         runs == "director"
                     ):  # the proxy relays to rs1, which answers with the director's address

@@ -89,3 +89,37 @@ def test_vip_manager_in_namespace(lab: Lab) -> None:
     assert second == {"removed": [v4, v6], "removed_again": [], "held2": []}
     assert proc.wait(timeout=10) == 0
     assert not lab.has_address("dir1", lab.vip4) and not lab.has_address("dir1", lab.vip6)
+
+
+def test_addr_request_encodes_rtm_newaddr_and_deladdr() -> None:
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+    from gridlb.vrrp.vips import RTM_DELADDR, RTM_NEWADDR, addr_request
+
+    data = addr_request(RTM_NEWADDR, 7, 3, ipaddress.ip_interface("10.0.0.100/24"))
+    length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data)
+    assert (length, kind, seq) == (len(data), RTM_NEWADDR, 7)
+    assert flags == 0x1 | 0x4 | 0x400 | 0x200  # REQUEST | ACK | CREATE | EXCL
+    msg = ifaddrmsg(data)
+    msg.decode()
+    assert (msg["family"], msg["prefixlen"], msg["index"]) == (2, 24, 3)
+    assert msg.get_attr("IFA_LOCAL") == msg.get_attr("IFA_ADDRESS") == "10.0.0.100"
+    v6 = ifaddrmsg(addr_request(RTM_NEWADDR, 8, 3, ipaddress.ip_interface("fd00::100/64")))
+    v6.decode()
+    assert v6["flags"] == 0x02 and v6.get_attr("IFA_CACHEINFO")["ifa_preferred"] == 0
+    gone = addr_request(RTM_DELADDR, 9, 3, ipaddress.ip_interface("fd00::100/64"))
+    assert struct.unpack_from("=IHHII", gone)[1:3] == (RTM_DELADDR, 0x1 | 0x4)
+
+
+def test_ack_errno() -> None:
+    from gridlb.vrrp.vips import ack_errno
+
+    def ack(seq: int, err: int) -> bytes:
+        return struct.pack("=IHHIIi", 36, 2, 0, seq, 0, -err) + b"\0" * 16
+
+    assert ack_errno(ack(5, 0), 5) == 0
+    assert ack_errno(ack(5, 17), 5) == 17
+    assert ack_errno(ack(4, 17) + ack(5, 99), 5) == 99
+    assert ack_errno(ack(4, 0), 5) is None
+    assert ack_errno(b"\x01\x00", 5) is None
+    assert ack_errno(struct.pack("=IHHII", 3, 2, 0, 5, 0), 5) is None

@@ -77,6 +77,8 @@ class InstanceRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._status_cb = status_cb
         self.stale_vips_removed: list[str] = []
+        self._status_pending = False
+        self._early_announce: Announce | None = None
 
     async def start(self) -> None:
         source = await primary_address(self.config)
@@ -133,6 +135,13 @@ class InstanceRunner:
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, StateChanged):
+            # The VIPs first (add_now returns once the kernel holds them), logging after: a takeover
+            # is only as fast as the path from the timer to the announcement.
+            if event.new is State.MASTER:
+                self.vips.add_now()
+                self._announce_now()
+            elif event.old is State.MASTER:
+                await self.vips.remove()
             name, old, new = self.config.name, event.old.value, event.new.value
             log.info(
                 "%s: %s -> %s (%s: %s) priority %d",
@@ -143,20 +152,38 @@ class InstanceRunner:
                 event.detail,
                 event.priority,
             )
-            if event.new is State.MASTER:
-                await self.vips.add()
-            elif event.old is State.MASTER:
-                await self.vips.remove()
             self.notifier.on_state_changed(event)
         elif isinstance(event, Announce):
-            self.vips.announce(event.repeat)
+            if event is self._early_announce:
+                self._early_announce = None  # already sent right after the VIPs were added
+            else:
+                self.vips.announce(event.repeat)
         elif isinstance(event, PriorityChanged):
             log.info("%s: priority %d -> %d", self.config.name, event.old, event.new)
         elif isinstance(event, MasterSeen):
             log.info("%s: master is %s (priority %d)", self.config.name, event.address, event.priority)
         self.out.put_nowait(event)
+        if self._status_cb is not None and not self._status_pending:
+            # Written after the events queued now are handled (a file write is not on the takeover path).
+            self._status_pending = True
+            asyncio.get_running_loop().call_soon(self._write_status)
+
+    def _write_status(self) -> None:
+        self._status_pending = False
         if self._status_cb is not None:
             self._status_cb()
+
+    def _announce_now(self) -> None:
+        """Act on the Announce that the machine queued right behind MASTER, without a loop turn."""
+        pending: list[Event] = []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for event in pending:
+            if isinstance(event, Announce) and event.reason == "master" and not self._early_announce:
+                self.vips.announce(event.repeat)
+                self._early_announce = event
+            self._queue.put_nowait(event)
+            self._queue.task_done()
 
     async def _poll_interfaces(self, initial: bool = False) -> None:
         assert self.transport is not None
