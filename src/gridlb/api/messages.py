@@ -17,20 +17,11 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from gridlb.ipvsadm import tablefile
 from gridlb.table import (
-    ConnEntry,
-    Dest,
-    DestCounters,
-    DestSpec,
-    ForwardMethod,
-    IpvsTable,
     Proto,
     RealKey,
-    Service,
     ServiceKey,
-    ServiceSpec,
-    Stats,
-    Timeouts,
     parse_address,
 )
 
@@ -341,149 +332,6 @@ def parse_service(text: str) -> ServiceKey:
 
 # --- tables as JSON -------------------------------------------------------------------------------
 
-
-def _stats_to_json(s: Stats) -> dict[str, int]:
-    return {f.name: getattr(s, f.name) for f in fields(s)}
-
-
-def _stats_from_json(obj: Mapping[str, Any]) -> Stats:
-    return Stats(**{f.name: int(obj.get(f.name, 0)) for f in fields(Stats)})
-
-
-def service_key_to_json(key: ServiceKey) -> dict[str, Any]:
-    """Return `key` as a JSON object."""
-    return {
-        "proto": key.proto.value,
-        "addr": None if key.addr is None else str(key.addr),
-        "port": key.port,
-        "fwmark": key.fwmark,
-        "af": key.af,
-    }
-
-
-def service_key_from_json(obj: Mapping[str, Any]) -> ServiceKey:
-    """Return the ServiceKey in `obj`."""
-    addr = obj.get("addr")
-    return ServiceKey(
-        Proto(obj["proto"]),
-        None if addr is None else parse_address(addr),
-        int(obj["port"]),
-        int(obj.get("fwmark", 0)),
-        int(obj.get("af", 4)),
-    )
-
-
-def _real_key_from_json(obj: Mapping[str, Any]) -> RealKey:
-    return RealKey(parse_address(obj["addr"]), int(obj["port"]))
-
-
-def table_to_json(table: IpvsTable) -> dict[str, Any]:
-    """Return `table` (specs, counters, timeouts, connections) as a JSON object."""
-    return {
-        "services": [
-            {
-                "key": service_key_to_json(s.key),
-                "spec": {
-                    "scheduler": s.spec.scheduler,
-                    "persistence_timeout_s": s.spec.persistence_timeout_s,
-                    "netmask": s.spec.netmask,
-                    "flags": sorted(s.spec.flags),
-                    "one_packet": s.spec.one_packet,
-                    "pe_name": s.spec.pe_name,
-                },
-                "stats": _stats_to_json(s.stats),
-                "dests": [
-                    {
-                        "key": {"addr": str(d.key.addr), "port": d.key.port},
-                        "spec": {
-                            "weight": d.spec.weight,
-                            "forward": d.spec.forward.name,
-                            "u_threshold": d.spec.u_threshold,
-                            "l_threshold": d.spec.l_threshold,
-                        },
-                        "counters": {
-                            "active": d.counters.active,
-                            "inactive": d.counters.inactive,
-                            "persistent": d.counters.persistent,
-                            "overloaded": d.counters.overloaded,
-                            "stats": _stats_to_json(d.counters.stats),
-                        },
-                    }
-                    for d in s.dests
-                ],
-            }
-            for s in table.services
-        ],
-        "timeouts": {"tcp": table.timeouts.tcp, "tcpfin": table.timeouts.tcpfin, "udp": table.timeouts.udp},
-        "connections": [
-            {
-                "proto": c.proto.value,
-                "expire_s": c.expire_s,
-                "state": c.state,
-                "client": str(c.client),
-                "virtual": str(c.virtual),
-                "dest": str(c.dest),
-            }
-            for c in table.connections
-        ],
-    }
-
-
-def table_from_json(obj: Mapping[str, Any]) -> IpvsTable:
-    """Return the table in `obj` (the inverse of `table_to_json`)."""
-    services = []
-    for s in obj.get("services", []):
-        spec = s["spec"]
-        dests = []
-        for d in s["dests"]:
-            ds, dc = d["spec"], d["counters"]
-            dests.append(
-                Dest(
-                    _real_key_from_json(d["key"]),
-                    DestSpec(
-                        int(ds["weight"]),
-                        ForwardMethod[ds["forward"]],
-                        int(ds.get("u_threshold", 0)),
-                        int(ds.get("l_threshold", 0)),
-                    ),
-                    DestCounters(
-                        int(dc["active"]),
-                        int(dc["inactive"]),
-                        int(dc.get("persistent", 0)),
-                        bool(dc.get("overloaded", False)),
-                        _stats_from_json(dc.get("stats", {})),
-                    ),
-                )
-            )
-        services.append(
-            Service(
-                service_key_from_json(s["key"]),
-                ServiceSpec(
-                    spec["scheduler"],
-                    int(spec.get("persistence_timeout_s", 0)),
-                    spec.get("netmask", ""),
-                    frozenset(spec.get("flags", ())),
-                    bool(spec.get("one_packet", False)),
-                    spec.get("pe_name", ""),
-                ),
-                tuple(dests),
-                _stats_from_json(s.get("stats", {})),
-            )
-        )
-    t = obj.get("timeouts", {})
-    conns = tuple(
-        ConnEntry(
-            Proto(c["proto"]),
-            int(c["expire_s"]),
-            c["state"],
-            RealKey.parse(c["client"]),
-            RealKey.parse(c["virtual"]),
-            RealKey.parse(c["dest"]),
-        )
-        for c in obj.get("connections", [])
-    )
-    return IpvsTable(
-        tuple(services),
-        Timeouts(int(t.get("tcp", 900)), int(t.get("tcpfin", 120)), int(t.get("udp", 300))),
-        conns,
-    )
+#: Tables travel in the same lossless JSON form as `gridlb ipvsadm --table` files.
+table_to_json = tablefile.to_json
+table_from_json = tablefile.from_json

@@ -28,7 +28,7 @@ from gridlb.errors import EXIT_OK
 EXIT_REFUSED = 1
 
 
-def _socket_arg(p: argparse.ArgumentParser) -> None:
+def add_socket_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--socket",
         metavar="PATH",
@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
         help="show services, real servers, connections, health and drain state",
         description="Show the running director's table like `ipvsadm -Ln`, with health and drain state.",
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.add_argument(
         "--watch",
@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
         help="set a real server to weight 0: no new connections, open ones continue",
         description="Set RS to weight 0 in every service that has it. Returns once the dataplane has it.",
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("real", metavar="RS", help="ADDR or ADDR:PORT")
     p.add_argument("--wait", action="store_true", help="then wait until RS has no active connection")
     p.add_argument(
@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_drain)
 
     p = subparsers.add_parser("enable", help="lift a drain", description="Give RS its weight back.")
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("real", metavar="RS", help="ADDR or ADDR:PORT")
     p.set_defaults(func=run_enable)
 
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
         help="add a real server to a service at run time (until the next reload)",
         description="Add RS to a service at run time; it is health-checked like the service's others.",
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("real", metavar="RS", help="ADDR[:PORT] (port defaults to the service's)")
     p.add_argument("--service", required=True, metavar="VIP:PORT", help="the virtual service")
     p.add_argument("--weight", type=int, default=1, metavar="W", help="weight (1)")
@@ -91,7 +91,7 @@ def register(subparsers: Any) -> None:
         description="Take RS out of its services (or of --service). With --drain it first goes to weight 0 "
         "and leaves once it has no active connection (or after --timeout).",
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("real", metavar="RS", help="ADDR or ADDR:PORT")
     p.add_argument("--service", default="", metavar="VIP:PORT", help="only from this service")
     p.add_argument("--drain", action="store_true", help="wait for open connections to finish first")
@@ -109,7 +109,7 @@ def register(subparsers: Any) -> None:
         help="re-read and validate the site files, then switch to them",
         description="Like SIGHUP: the director validates the whole new config first; health state is kept.",
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.set_defaults(func=run_reload)
 
 

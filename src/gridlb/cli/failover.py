@@ -19,18 +19,8 @@ from rich.text import Text
 
 from gridlb.api.client import ControlClient, default_socket
 from gridlb.api.messages import ApiError, EventsRequest, FailoverRequest
+from gridlb.cli.ctl import EXIT_REFUSED, add_socket_option
 from gridlb.errors import EXIT_OK
-
-EXIT_REFUSED = 1
-
-
-def _socket_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--socket",
-        metavar="PATH",
-        default=None,
-        help="the director's control socket (default: $GRIDLB_SOCKET or /run/gridlb/control.sock)",
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +31,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("--instance", default="", metavar="NAME", help="only this VRRP instance (default: all)")
     p.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="wait this long for the new master (5 s)"
@@ -53,7 +43,7 @@ def register(subparsers: Any) -> None:
         help="print the director's VRRP events (state changes and why, masters seen, hand-overs)",
         description="Print the running director's VRRP journal; with --follow, keep printing new events.",
     )
-    _socket_arg(p)
+    add_socket_option(p)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=run_events)
