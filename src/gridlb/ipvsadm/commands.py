@@ -232,14 +232,14 @@ class Session:
 
     def _format(self, cmd: Command) -> fmt_.Format:
         return fmt_.Format(
-            numeric=cmd.numeric,
-            stats=cmd.stats,
-            rate=cmd.rate,
-            thresholds=cmd.thresholds,
-            persistent_conn=cmd.persistent_conn,
-            nosort=cmd.nosort,
-            exact=cmd.exact,
-            tun_info=cmd.tun_info,
+            numeric=cmd.has(Opt.NUMERIC),
+            stats=cmd.has(Opt.STATS),
+            rate=cmd.has(Opt.RATE),
+            thresholds=cmd.has(Opt.THRESHOLDS),
+            persistent_conn=cmd.has(Opt.PERSISTENTCONN),
+            nosort=cmd.has(Opt.NOSORT),
+            exact=cmd.has(Opt.EXACT),
+            tun_info=cmd.has(Opt.TUN_INFO),
         )
 
     def _execute(self, cmd: Command, argv: list[str], reading_stdin: bool) -> int:

@@ -194,14 +194,11 @@ class Command:
     dest: DestArgs = field(default_factory=DestArgs)
     timeouts: tuple[int, int, int] = (0, 0, 0)
     daemon_state: str = ""
-    numeric: bool = False
-    stats: bool = False
-    rate: bool = False
-    thresholds: bool = False
-    persistent_conn: bool = False
-    nosort: bool = False
-    exact: bool = False
-    tun_info: bool = False
+
+    @property
+    def numeric(self) -> bool:
+        """Return True when -n was given (derived from the option bits, like every listing flag)."""
+        return self.has(Opt.NUMERIC)
 
     def has(self, opt: Opt) -> bool:
         return bool(self.options & (1 << opt))
@@ -648,7 +645,6 @@ def parse_command(argv: list[str], resolver: Resolver) -> Command:
             _set_option(cmd, Opt.CONNECTION)
         elif val == "n":
             _set_option(cmd, Opt.NUMERIC)
-            cmd.numeric = True
         elif val == "MCAST_INTERFACE":
             _set_option(cmd, Opt.MCAST)
         elif val == "I":
@@ -666,12 +662,6 @@ def parse_command(argv: list[str], resolver: Resolver) -> Command:
                 "TUN_INFO": Opt.TUN_INFO,
             }[val]  # fmt: skip
             _set_option(cmd, opt)
-            attr = {
-                Opt.STATS: "stats", Opt.RATE: "rate", Opt.THRESHOLDS: "thresholds",
-                Opt.PERSISTENTCONN: "persistent_conn", Opt.NOSORT: "nosort", Opt.EXACT: "exact",
-                Opt.TUN_INFO: "tun_info",
-            }[opt]  # fmt: skip
-            setattr(cmd, attr, True)
         elif val == "SORT":
             pass
         elif val == "6":
