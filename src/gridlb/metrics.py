@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -168,6 +168,19 @@ class DirectorCollector:
         for reason, n in sorted(self.dataplane_errors.items()):
             errors.add_metric([d.dataplane.name, reason], n)
         yield errors
+        faults = CounterMetricFamily(
+            "gridlb_dataplane_faults",
+            "Dataplane calls that raised, timed out or returned garbage, by method (the director retries).",
+            labels=["dataplane", "method"],
+        )
+        for method, n in sorted(d.fault.by_method.items()):
+            faults.add_metric([d.dataplane.name, method], n)
+        yield faults
+        failing = GaugeMetricFamily(
+            "gridlb_dataplane_failing", "1 while the dataplane's latest call failed.", labels=["dataplane"]
+        )
+        failing.add_metric([d.dataplane.name], 1 if d.fault.failing else 0)
+        yield failing
         reloads = CounterMetricFamily("gridlb_reloads", "Config reloads by outcome.", labels=["outcome"])
         reloads.add_metric(["ok"], d.counters.reloads)
         reloads.add_metric(["refused"], d.counters.reload_failures)
@@ -208,12 +221,9 @@ class Metrics:
     async def scrape(self) -> bytes:
         """Refresh the dataplane view and return the exposition text."""
         await self.director.refresh()
-        errors_fn: Callable[[], Awaitable[dict[str, int]]] | None = getattr(
-            self.director.dataplane, "errors", None
-        )
-        if errors_fn is not None:
-            with contextlib.suppress(Exception):
-                self.collector.dataplane_errors = dict(await errors_fn())
+        counters = await self.director.dataplane_counters()
+        if counters is not None:
+            self.collector.dataplane_errors = dict(counters.errors)
         data: bytes = generate_latest(self.registry)
         return data
 
