@@ -119,3 +119,15 @@ def test_write_atomic_that_cannot_rename_leaves_no_temporary_file(tmp_path: Path
         write_atomic(target, "text\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.conf"]
     assert (target / "inside").read_text() == "kept\n"
+
+
+def test_site_files_have_the_smaller_limit(tmp_path: Path) -> None:
+    from gridlb.config.keepalived_conf import parse_file
+    from gridlb.config.load import load_file
+    from gridlb.userfiles import MAX_SITE_BYTES
+
+    big = tmp_path / "big"
+    big.write_bytes(b"# padding\n" * (MAX_SITE_BYTES // 10 + 1))
+    for read in (load_file, parse_file):
+        with pytest.raises(ConfigError, match="larger than the 1 MiB limit"):
+            read(str(big))

@@ -1,11 +1,12 @@
 """How every command reads an operator's file (size-limited, strict UTF-8, one `file:line` error) and writes
 its output (a temporary file renamed into place, so a failure never harms an existing file).
 
-Reading: `read_text(path)` / `read_bytes(path)` read at most `MAX_INPUT_BYTES` (a larger input, or an
-endless one such as /dev/zero, is refused with the limit in the message), `read_stream` does the same
-for standard input, and `decode_utf8` names the line of the first byte that is not UTF-8. Every error
-is a `ConfigError` at `file:line` (line 1 when the file as a whole is at fault); a missing file is the
-subclass `NoSuchFile` so that callers for which absence means "empty" can say so.
+Reading: `read_text(path)` / `read_bytes(path)` read at most `MAX_INPUT_BYTES` (`MAX_SITE_BYTES` for
+site files; a larger input, or an endless one such as /dev/zero, is refused with the limit named),
+`read_stream` does the same for standard input, and `decode_utf8` names the line of the first byte
+that is not UTF-8. Every error is a `ConfigError` at `file:line` (line 1 when the file as a whole is
+at fault); a missing file is the subclass `NoSuchFile` so that callers for which absence means
+"empty" can say so.
 
 Structured text: `check_json_depth(text, limit)` refuses JSON nested deeper than `limit` before any
 parser recurses into it (Python's json raises RecursionError, which is no message for an operator).
@@ -26,9 +27,13 @@ from typing import BinaryIO
 
 from gridlb.errors import ConfigError, Location
 
-#: Largest input any command reads (site YAML, keepalived.conf, table files, ipvsadm -R input). Real
-#: ones are a few kilobytes; the largest site we know of is well under 1 MiB.
+#: Largest input a command reads unless it says otherwise (ipvsadm table files and -R input: a
+#: table of 100,000 destinations fits).
 MAX_INPUT_BYTES = 8 << 20
+
+#: Largest site file, YAML or keepalived.conf. Real ones are a few kilobytes (the seed's is 2 KiB for
+#: twelve real servers); 1 MiB already takes the YAML reader some 10 s and 150 MB.
+MAX_SITE_BYTES = 1 << 20
 
 #: Mode of a newly written output file (an existing file keeps its own).
 NEW_FILE_MODE = 0o644

@@ -62,7 +62,7 @@ async def test_hostile_reloads_are_refused_and_the_director_keeps_serving(lb: Lo
     hostile = [
         (alias_bomb(), f"{site}:5: error: YAML: aliases stand for more than"),
         ("x: " + "[" * 10_000 + "]" * 10_000 + "\n", f"{site}:1: error: YAML: nested deeper than 32 levels"),
-        (None, f"{site}:1: error: input is larger than the 8 MiB limit"),
+        (None, f"{site}:1: error: input is larger than the 1 MiB limit"),
     ]
     for text, error in hostile:
         put(site, text)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gridlb.errors import ConfigError, Location
-from gridlb.userfiles import not_utf8, read_bytes
+from gridlb.userfiles import MAX_SITE_BYTES, not_utf8, read_bytes
 
 #: Include keywords keepalived knows (the variants only add checks that we always make).
 INCLUDE_KEYWORDS = frozenset({"include", "includer", "includem", "includew", "includeb", "includea"})
@@ -244,7 +244,7 @@ def _include_target(body: str, loc: Location) -> str | None:
 def _read(path: str, loc: Location | None) -> str:
     """The file's text; bytes that are not UTF-8 survive as surrogates (refused outside comments)."""
     try:
-        return read_bytes(path).decode("utf-8", errors="surrogateescape")
+        return read_bytes(path, limit=MAX_SITE_BYTES).decode("utf-8", errors="surrogateescape")
     except ConfigError as exc:
         raise ConfigError(f"cannot read {path}: {exc.message}", location=loc or exc.location) from None
 

@@ -25,8 +25,8 @@ Paths into the data are tuples of canonical keys and list indexes, e.g.
 returns the `Location` of the longest known prefix and `SourceMap.key(path)` the key as the user
 wrote it (`keepalived::virtual_servers.red-gridftp-v4.real_servers[4].ip_address`).
 
-Errors about a file as a whole (missing, unreadable, empty, not a mapping, over the size limit of
-`gridlb.userfiles`) are reported at line 1 so that every message parses as `file:line: ...`.
+Errors about a file as a whole (missing, unreadable, empty, not a mapping, over the 1 MiB
+`userfiles.MAX_SITE_BYTES`) are reported at line 1 so that every message parses as `file:line: ...`.
 
 Hostile or broken YAML is refused while it is composed, before anything walks it: nesting deeper than
 `MAX_YAML_DEPTH` levels, an alias that refers to the node containing it, and aliases that together stand
@@ -68,7 +68,7 @@ from gridlb.config.schema import (
     VrrpScript,
 )
 from gridlb.errors import ConfigError, Location
-from gridlb.userfiles import not_utf8, read_text
+from gridlb.userfiles import MAX_SITE_BYTES, not_utf8, read_text
 
 KeyPath = tuple[str | int, ...]
 
@@ -231,7 +231,7 @@ def load_site(paths: Sequence[str | Path]) -> Site:
 
 def load_file(path: str | Path) -> SiteFile:
     """Read and validate one site file (size-limited, UTF-8; see `gridlb.userfiles`)."""
-    return parse_text(read_text(path), str(path))
+    return parse_text(read_text(path, limit=MAX_SITE_BYTES), str(path))
 
 
 def parse_text(text: str, source: str) -> SiteFile:
