@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gridlb.config.load import MAX_ALIAS_NODES, MAX_YAML_DEPTH, ConfigErrors, load_site
+from gridlb.config import load
+from gridlb.config.load import MAX_ALIAS_NODES, MAX_YAML_DEPTH, MAX_YAML_NODES, ConfigErrors, load_site
 from gridlb.errors import ConfigError
 
 
@@ -114,6 +115,18 @@ def test_nesting_up_to_the_limit_is_accepted(tmp_path: Path) -> None:
     deep = tmp_path / "deep.yaml"
     deep.write_text("other::x: " + "[" * (inner + 1) + "]" * (inner + 1) + "\n")
     assert "nested deeper than" in str(only_error(deep))
+
+
+def test_the_number_of_values_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MAX_YAML_NODES == 50_000
+    monkeypatch.setattr(load, "MAX_YAML_NODES", 100)  # the same rule, quicker to reach
+    # the document mapping, its key, the list: three nodes besides the list's scalars
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("other::x: [" + ", ".join(["1"] * 97) + "]\n")
+    load_site([ok])
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("other::x: [" + ", ".join(["1"] * 98) + "]\n")
+    assert str(only_error(wide)) == f"{wide}:1: error: YAML: more than 100 values; is this a site file?"
 
 
 def test_escaped_lone_surrogates_are_refused_at_their_line(tmp_path: Path) -> None:
