@@ -25,6 +25,8 @@ from gridlb.config.schema import (
     VirtualServer,
     VrrpInstance,
     VrrpScript,
+    XrootdCheck,
+    XrootdCheckSettings,
 )
 from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
 
@@ -235,8 +237,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         TcpCheck,
         MiscCheck,
         GridftpCheck,
+        XrootdCheck,
         GridlbSettings,
         GridftpCheckSettings,
+        XrootdCheckSettings,
         ProxySettings,
     ],
 )
