@@ -280,11 +280,7 @@ def parse_handshake(data: bytes) -> HandshakeReply:
     """Parse the 16-byte handshake reply; XrootdWireError if it is not one."""
     if len(data) != HANDSHAKE_REPLY_LEN:
         raise XrootdWireError(f"handshake reply of {len(data)} bytes, expected {HANDSHAKE_REPLY_LEN}")
-    streamid, status, dlen = _HDR.unpack_from(data)
-    if streamid != b"\0\0" or status != Status.OK or dlen != 8:
-        raise XrootdWireError(
-            f"not an XRootD handshake reply (stream id {streamid.hex()}, status {status}, dlen {dlen})"
-        )
+    parse_header_prefix(data, handshake=True)
     protover, msgval = struct.unpack_from(">ii", data, 8)
     if msgval not in (KXR_DATA_SERVER, KXR_LBAL_SERVER):
         raise XrootdWireError(f"handshake reply with server type {msgval}, expected 0 or 1")
@@ -377,10 +373,9 @@ class ReplyReader:
         """Return the handshake reply once 16 bytes are in, else None."""
         if not self._want_handshake:
             raise XrootdWireError("the handshake reply was already read")
+        if len(self._buf) >= 8:  # a server that is not XRootD often sends a text banner: show it
+            parse_header_prefix(bytes(self._buf), handshake=True)
         if len(self._buf) < HANDSHAKE_REPLY_LEN:
-            # a server that is not XRootD often sends a text banner: fail early on a bad header
-            if len(self._buf) >= 8:
-                parse_header_prefix(bytes(self._buf[:8]), handshake=True)
             return None
         data = bytes(self._buf[:HANDSHAKE_REPLY_LEN])
         del self._buf[:HANDSHAKE_REPLY_LEN]
@@ -406,12 +401,14 @@ class ReplyReader:
 
 
 def parse_header_prefix(data: bytes, *, handshake: bool) -> None:
-    """Raise XrootdWireError when the first 8 bytes cannot start a handshake reply."""
+    """Raise XrootdWireError when the first 8 bytes of `data` cannot start a handshake reply."""
     streamid, status, dlen = _HDR.unpack_from(data)
     if handshake and (streamid != b"\0\0" or status != 0 or dlen != 8):
-        preview = _text(data)
+        preview = _text(data[:80])
+        shown = f"the server sent {preview!r}" if preview.isprintable() and len(preview) >= 4 else ""
         raise XrootdWireError(
-            "not an XRootD handshake reply" + (f" (the server sent {preview!r})" if preview else "")
+            "not an XRootD handshake reply"
+            + f" ({shown or f'stream id {streamid.hex()}, status {status}, dlen {dlen}'})"
         )
 
 
