@@ -304,3 +304,31 @@ gridlb:
     assert pa.retry == 1
     with pytest.raises(ConfigError, match="1 to 8 printable bytes"):
         parse_text(text.replace("user: ops", "user: far-too-long"), "site.yaml")
+
+
+def test_a_second_checker_is_refused_not_ignored() -> None:
+    text = """
+keepalived::virtual_servers:
+    svc:
+        ip_address: '10.0.0.100'
+        port: 2811
+        lb_kind: NAT
+        tcp_check: {connect_timeout: 3}
+        gridftp_check: {level: login}
+        real_servers:
+            - ip_address: '10.0.0.11'
+            - ip_address: '10.0.0.12'
+            - ip_address: '10.0.0.13'
+              tcp_check: {}
+              XROOTD_CHECK: {}
+"""
+    site = Site.from_files([parse_text(text, "site.yaml")])
+    problems = [str(p) for p in site_check_problems(site)]
+    assert problems == [
+        "site.yaml:8: error: keepalived::virtual_servers.svc.gridftp_check: a second checker on one real "
+        "server: gridlb runs one checker per real server (keepalived would need every one to pass); keep one "
+        "(tcp_check is the first)",
+        "site.yaml:14: error: keepalived::virtual_servers.svc.real_servers[2].XROOTD_CHECK: a second checker "
+        "on one real server: gridlb runs one checker per real server (keepalived would need every one to "
+        "pass); keep one (tcp_check is the first)",
+    ]

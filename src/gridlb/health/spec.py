@@ -8,7 +8,8 @@ passed on here, and nowhere else.
 
 `site_check_problems(site)` lists the checks this host cannot run as written (a MISC_CHECK user that
 does not exist; a script keepalived's `enable_script_security` would refuse; an option the checker
-rejects), each as a `ConfigError` at its file and line: lint reports them and the director refuses to
+rejects; more than one checker block for one real server, which keepalived would all require to
+pass and gridlb does not combine), each as a `ConfigError` at its file and line: lint reports them and the director refuses to
 start (or reload) with them.
 """
 
@@ -105,8 +106,19 @@ def site_check_problems(site: Site) -> list[ConfigError]:
             base: tuple[str | int, ...] = ("virtual_servers", name)
             if rs.checkers:
                 base = (*base, "real_servers", i)
-            for block, spec in zip(holder.checkers, vs.checks_for(rs, site.gridlb), strict=True):
+            specs = vs.checks_for(rs, site.gridlb)
+            for n, (block, spec) in enumerate(zip(holder.checkers, specs, strict=True)):
                 block_path = (*base, _FIELDS[type(block).__name__])
+                if n > 0 and (holder is rs or i == 0):
+                    first = _FIELDS[type(holder.checkers[0]).__name__]
+                    message = (
+                        f"a second checker on one real server: gridlb runs one checker per real server "
+                        f"(keepalived would need every one to pass); keep one ({first} is the first)"
+                    )
+                    problems.append(
+                        ConfigError(message, location=origin.locate(*block_path), key=origin.key(*block_path))
+                    )
+                    continue
                 for key_path, message in _spec_problems(spec, block, block_path, rs.real_key(vs)):
                     f = origin
                     if key_path[0] == "gridlb":
