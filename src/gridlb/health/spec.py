@@ -9,8 +9,8 @@ passed on here, and nowhere else.
 `site_check_problems(site)` lists the checks this host cannot run as written (a MISC_CHECK user that
 does not exist; a script keepalived's `enable_script_security` would refuse; an option the checker
 rejects; more than one checker block for one real server, which keepalived would all require to
-pass and gridlb does not combine), each as a `ConfigError` at its file and line: lint reports them and the director refuses to
-start (or reload) with them.
+pass and gridlb does not combine), each as a `ConfigError` at its file and line: lint reports them
+and the director refuses to start (or reload) with them.
 """
 
 from __future__ import annotations

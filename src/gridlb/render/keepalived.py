@@ -241,6 +241,10 @@ def gridftp_command(
         argv.append("--no-data-address-check")
     if spec.bindto is not None:
         argv += ["--bindto", str(spec.bindto)]
+    if spec.bind_port:
+        argv += ["--bind-port", str(spec.bind_port)]
+    if spec.bind_if:
+        argv += ["--bind-if", spec.bind_if]
     if vs.ip_address is not None:
         argv += ["--vip", str(vs.ip_address)]
     if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
