@@ -1,4 +1,7 @@
-"""XRootD behind a director: real xrdcp through the VIP on 1094 (proxy dataplane); xrootd_check decides."""
+"""XRootD behind a director: real xrdcp through the VIP on 1094 (proxy dataplane); xrootd_check decides.
+
+The same VIP serves GridFTP on 2811 too (one site, one virtual server per protocol, each with its checker).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import pytest
 from tests.health.xrootd_server import XrootdServer
 from tests.support import need_tool
 
-VIP = "127.0.0.57"
+VIP = "127.7.12.57"
+GRIDFTP_RS = "127.7.12.58"
 GRIDLB = [sys.executable, "-m", "gridlb"]
 
 
@@ -52,6 +56,16 @@ keepalived::virtual_servers:
         real_servers:
             - ip_address: '127.0.0.1'
               port: {server.port}
+    gridftp:
+        ip_address: '{VIP}'
+        port: 2811
+        lb_algo: wlc
+        lb_kind: NAT
+        delay_loop: 0.3
+        gridftp_check: {{level: login, connect_timeout: 1, warmup: 0}}
+        real_servers:
+            - ip_address: '{GRIDFTP_RS}'
+              port: 2811
 gridlb:
     dataplane: proxy
     control_socket: '{self.socket}'
@@ -79,12 +93,14 @@ gridlb:
         except Exception:
             return None
 
-    def real(self) -> dict[str, Any] | None:
+    def real(self, port: int = 1094) -> dict[str, Any] | None:
+        """The real server of the VIP's service on `port`."""
         status = self.status()
-        if not status or not status["services"] or not status["services"][0]["reals"]:
-            return None
-        real: dict[str, Any] = status["services"][0]["reals"][0]
-        return real
+        for service in (status or {}).get("services", []):
+            if str(service.get("service", "")).endswith(f":{port}") and service["reals"]:
+                real: dict[str, Any] = service["reals"][0]
+                return real
+        return None
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -101,7 +117,14 @@ def setup() -> Iterator[tuple[XrootdServer, Director, Path]]:
     need_tool("xrdcp")
     server = XrootdServer()
     work = Path(tempfile.mkdtemp(prefix="glbH-xdir-"))
+    (work / "ftp").mkdir()
+    (work / "ftp" / "hello.txt").write_bytes(b"hello over gridftp\n")
     director: Director | None = None
+    gridftp = subprocess.Popen(
+        [*GRIDLB, "gridftp-server", "--root", str(work / "ftp"), "--listen", f"{GRIDFTP_RS}:2811"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         server.start()
         director = Director(server, work)
@@ -109,6 +132,8 @@ def setup() -> Iterator[tuple[XrootdServer, Director, Path]]:
     finally:
         if director is not None:
             director.close()
+        gridftp.kill()
+        gridftp.wait(10)
         server.close()
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
@@ -132,6 +157,18 @@ def test_xrdcp_through_the_vip_and_health_decides(setup: tuple[XrootdServer, Dir
     wait_for(
         lambda: (r := director.real()) and r.get("in_table") and r.get("health") == "up", 30, "a healthy RS"
     )
+    wait_for(lambda: (r := director.real(2811)) and r.get("health") == "up", 30, "the GridFTP RS up")
+    # GridFTP on 2811 of the same VIP, checked by its own checker
+    hello = work / "hello.txt"
+    got_ftp = subprocess.run(
+        [*GRIDLB, "gridftp-client", "get", f"ftp://{VIP}:2811/hello.txt", str(hello)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert got_ftp.returncode == 0, got_ftp.stderr
+    assert hello.read_bytes() == b"hello over gridftp\n"
     # download and upload through the VIP, checksums compared end to end
     got = work / "got.bin"
     done = xrdcp(f"root://{VIP}:1094//blob.bin", str(got))
@@ -148,3 +185,5 @@ def test_xrdcp_through_the_vip_and_health_decides(setup: tuple[XrootdServer, Dir
     server.resume()
     wait_for(lambda: (r := director.real()) and r.get("health") == "up", 20, "the RS back up")
     assert "kXR_stat /canary.txt" in str(director.real())
+    ftp_real = director.real(2811)
+    assert ftp_real is not None and ftp_real["health"] == "up"
