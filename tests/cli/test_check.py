@@ -12,6 +12,7 @@ from gridlb.cli.check import exit_status
 from gridlb.cli.main import main
 from gridlb.health.base import CheckResult, Verdict
 from tests.health.xrootd_server import XrootdServer
+from tests.support import need_root
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,10 @@ def test_tcp_and_script_commands(capsys: pytest.CaptureFixture[str]) -> None:
             "error: gridftp: level canary needs canary_path",
         ),
         (["check", "script", "127.0.0.1"], "error: COMMAND: no command given"),
+        (
+            ["check", "script", "--user", "glbH-nobody", "127.0.0.1", "true"],
+            "error: script: user 'glbH-nobody' does not exist on this host",
+        ),
         (["check", "tcp", "--misc-dynamic-weight", "300", "127.0.0.1"], "error: --misc-dynamic-weight"),
     ],
 )
@@ -177,3 +182,14 @@ def test_xrootd_command_against_real_xrootd(capsys: pytest.CaptureFixture[str]) 
     # the default port is XRootD's
     assert main(["check", "xrootd", "--timeout", "1", "127.0.0.73"]) == 1
     assert "127.0.0.73:1094" in capsys.readouterr().out
+
+
+def test_script_user(capsys: pytest.CaptureFixture[str]) -> None:
+    need_root()
+    assert (
+        main(["check", "script", "--user", "nobody:daemon", "127.0.0.72", "--", "sh", "-c", "id -u; id -gn"])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("up 127.0.0.72:2811: sh: exit 0: daemon")
+    assert main(["check", "script", "--user", "nobody", "127.0.0.72", "--", "sh", "-c", "id -u"]) == 0
+    assert capsys.readouterr().out.startswith("up 127.0.0.72:2811: sh: exit 0: 65534")

@@ -119,6 +119,9 @@ def register(subparsers: Any) -> None:
         "--dynamic", action="store_true", help="misc_dynamic: exit 2..255 = up, weight = exit-2"
     )
     script.add_argument(
+        "--user", metavar="USER[:GROUP]", help="run COMMAND as this user (MISC_CHECK `user`; needs root)"
+    )
+    script.add_argument(
         "command",
         nargs=argparse.REMAINDER,
         metavar="COMMAND ...",
@@ -165,7 +168,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             command = command[1:]
         if not command:
             raise ConfigError("no command given (gridlb check script TARGET -- COMMAND ...)", key="COMMAND")
-        opts.update(path=command, dynamic=args.dynamic)
+        user = args.user.replace(":", " ", 1) if args.user else None
+        opts.update(path=command, dynamic=args.dynamic, user=user)
     return opts
 
 

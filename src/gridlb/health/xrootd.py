@@ -158,7 +158,7 @@ class XrootdChecker(Checker):
         try:
             async with asyncio.timeout(timeout_s):
                 sock = await self.conn.connect(target, timeout_s)
-                local = parse_address(sock.getsockname()[0])
+                local = parse_address(str(sock.getsockname()[0]).split("%", 1)[0])
                 verdict, reason = await self._run(_Session(sock), local, timeout_s, steps)
         except TimeoutError:
             done = f" after {', '.join(s for s in steps if not s.startswith('protocol'))}" if steps else ""
