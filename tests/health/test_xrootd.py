@@ -41,6 +41,9 @@ async def test_levels_against_real_xrootd(xrootd: XrootdServer) -> None:
     missing = await XrootdChecker(level="canary", canary_path="/glbH-missing").check(target, timeout_s=5)
     assert missing.verdict is Verdict.DOWN
     assert "kXR_stat /glbH-missing: kXR_NotFound (3011)" in missing.reason
+    v6 = RealKey.parse(f"[::1]:{target.port}")
+    over_v6 = await XrootdChecker(level="canary", canary_path="/canary.txt").check(v6, timeout_s=5)
+    assert over_v6.verdict is Verdict.UP and over_v6.reason.startswith(f"xrootd {v6}: protocol "), over_v6
     directory = await XrootdChecker(level="canary", canary_path="/").check(target, timeout_s=5)
     assert directory.verdict is Verdict.DOWN and directory.reason.endswith("a directory, not a file")
 
