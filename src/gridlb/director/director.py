@@ -37,7 +37,15 @@ from gridlb.api.messages import (
 )
 from gridlb.config.load import ConfigErrors, Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, get_factory
+from gridlb.dataplane.base import (
+    Dataplane,
+    DataplaneCounters,
+    DataplaneFactory,
+    OpResult,
+    Role,
+    Severity,
+    get_factory,
+)
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
@@ -639,6 +647,18 @@ class Director:
         )
         self._role_applied = role
         log.info("dataplane %s follows role %s", self.dataplane.name, role)
+
+    async def dataplane_counters(self) -> DataplaneCounters | None:
+        """Return the dataplane's own error counters, or None when it fails to answer."""
+        try:
+            return await self._call_dataplane(
+                "counters",
+                self.dataplane.counters,
+                lambda v: isinstance(v, DataplaneCounters),
+                STATUS_WAIT_S,
+            )
+        except DataplaneCallError:
+            return None
 
     async def connections(self) -> list[ConnEntry]:
         """Return the dataplane's connection list (ApiError when the dataplane fails to answer)."""
