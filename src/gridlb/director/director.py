@@ -35,7 +35,7 @@ from gridlb.api.messages import (
     parse_real,
     parse_service,
 )
-from gridlb.config.load import Site, load_site
+from gridlb.config.load import ConfigErrors, Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
 from gridlb.dataplane.base import (
     Dataplane,
@@ -62,6 +62,7 @@ from gridlb.director.reconcile import (
 )
 from gridlb.errors import ConfigError, GridlbError
 from gridlb.health.base import CheckResult, Verdict
+from gridlb.health.spec import site_check_problems
 from gridlb.status import (
     CheckStatus,
     CounterStatus,
@@ -117,7 +118,10 @@ class DirectorConfig:
 
     @classmethod
     def from_site(cls, site: Site, paths: Sequence[str] = ()) -> DirectorConfig:
-        """Return the director's view of `site`."""
+        """Return the director's view of `site`; ConfigErrors when a check cannot run on this host."""
+        problems = site_check_problems(site)
+        if problems:
+            raise ConfigErrors(problems)
         plans, checks = plan_site(site)
         return cls(plans, checks, site.gridlb, tuple(paths))
 
