@@ -23,11 +23,11 @@ def site_text(lab: Lab) -> str:
     names = sorted(n for n in lab.nodes if n.startswith("rs"))
     reals4 = "".join(f"      - ip_address: '{lab.node(n).ipv4}'\n" for n in names)
     reals6 = "".join(f"      - ip_address: '{lab.node(n).ipv6}'\n" for n in names)
-    return (
-        "keepalived::virtual_servers:\n"
-        f"  gridftp4:\n    ip_address: '{lab.vip4}'\n    port: 2811\n    lb_kind: DR\n    real_servers:\n{reals4}"
-        f"  gridftp6:\n    ip_address: '{lab.vip6}'\n    port: 2811\n    lb_kind: DR\n    real_servers:\n{reals6}"
-    )
+    out = "keepalived::virtual_servers:\n"
+    for name, vip, reals in (("gridftp4", lab.vip4, reals4), ("gridftp6", lab.vip6, reals6)):
+        out += f"  {name}:\n    ip_address: '{vip}'\n    port: 2811\n    lb_kind: DR\n"
+        out += f"    real_servers:\n{reals}"
+    return out
 
 
 def gridlb(lab: Lab, node: str, *args: str) -> subprocess.CompletedProcess[str]:
