@@ -107,6 +107,17 @@ def test_lab_globus_transfers_through_the_vip_v4_and_v6_then_down_leaves_nothing
             "lab", "exec", "--name", name, "rs1", "--", "ip", "-br", "addr", "show", "dev", "lo"
         ).stdout
         assert f"{state.vip4}/32" in lo and f"{state.vip6}/128" in lo
+        rs1 = state.nodes["rs1"]
+        site = f"{state.workdir}/realserver.yaml"
+        addrs = [f"--address={rs1['ipv4']}", f"--address={rs1['ipv6']}"]
+        check = gridlb("lab", "exec", "--name", name, "rs1", "--", sys.executable, "-m", "gridlb",
+                       "realserver", "check", site, *addrs)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.stdout.splitlines() == [
+            f"ok: GridFTP on {state.vip4}:2811 advertises {rs1['ipv4']} for data connections",
+            f"ok: GridFTP on [{state.vip6}]:2811 advertises {rs1['ipv6']} for data connections",
+            f"ok: 2 VIP(s) set up ({state.vip4}, {state.vip6})",
+        ]
     finally:
         down = gridlb("lab", "down", "--name", name)
     assert down.returncode == 0, down.stderr

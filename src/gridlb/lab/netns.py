@@ -104,6 +104,11 @@ class Lab:
         return self.addr6(VIP_HOST)
 
     @property
+    def namespaces(self) -> list[str]:
+        """The namespaces created so far, in creation order."""
+        return list(self._namespaces)
+
+    @property
     def lan_ns(self) -> str:
         return f"{self.spec.prefix}-lan"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.errors import GridlbError
-from gridlb.lab.netns import Lab, LabSpec, Node
+from gridlb.lab.netns import Lab, LabSpec
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
 STATE_ROOT = Path("/run/gridlb-lab")
@@ -226,7 +226,7 @@ class _Builder:
         }
         return LabState(
             self.options,
-            list(self.lab._namespaces),
+            self.lab.namespaces,
             nodes,
             str(self.lab.vip4),
             str(self.lab.vip6),
@@ -306,16 +306,16 @@ class _Builder:
             globus = ["globus-gridftp-server", "-aa", "-anonymous-user", "nobody", "-p", str(PORT)]
             globus += ["-home-dir", f"{self.workdir}/export"]
             if self.options.ipv6:
-                # Globus takes one -data-interface, and one of the wrong family makes it advertise
-                # 127.0.0.1. Without it, it advertises what the hostname resolves to for the client's
-                # family: the namespace's own /etc/hosts (ip netns exec mounts /etc/netns/NS/hosts
-                # over /etc/hosts) names both of the server's addresses; -epsv-ip puts the address
+                # Globus takes one -data-interface, and an address of the wrong family makes it
+                # advertise 127.0.0.1 (IPv4) or the dialled address (IPv6). A name that resolves to both
+                # of the server's addresses works for both: the namespace's own /etc/hosts (ip netns
+                # exec mounts /etc/netns/NS/hosts over /etc/hosts) has it; -epsv-ip puts the address
                 # in EPSV replies.
                 hosts = Path("/etc/netns") / node.ns / "hosts"
                 hosts.parent.mkdir(parents=True, exist_ok=True)
-                me = os.uname().nodename
-                hosts.write_text(f"127.0.0.1 localhost\n{node.ipv4} {me}\n{node.ipv6} {me}\n")
-                globus.append("-epsv-ip")
+                me = os.uname().nodename  # Globus must resolve its host name to start
+                hosts.write_text(f"127.0.0.1 localhost\n{node.ipv4} {name} {me}\n{node.ipv6} {name} {me}\n")
+                globus += ["-data-interface", name, "-epsv-ip"]
             else:
                 globus += ["-data-interface", str(node.ipv4)]
             # the export directory is bind-mounted on one path in the server's own mount namespace
@@ -515,8 +515,3 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
 def exec_argv(state: LabState, node: str, argv: list[str]) -> list[str]:
     """The command line that runs `argv` inside `node`."""
     return ["ip", "netns", "exec", state.ns_of(node), *argv]
-
-
-def node_of(state: LabState, name: str) -> Node:
-    n = state.nodes[name]
-    return Node(name, n["ns"], "eth0", n["mac"], ip_address(n["ipv4"]), ip_address(n["ipv6"]))  # type: ignore[arg-type]
