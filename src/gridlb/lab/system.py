@@ -31,6 +31,7 @@ from gridlb.lab.netns import Lab, LabSpec
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
 STATE_ROOT = Path("/run/gridlb-lab")
+NETNS_ETC = Path("/etc/netns")
 PORT = 2811
 GRIDFTP_KINDS = ("globus", "gridlb")
 DATAPLANES = ("proxy",)  # `dr` joins when the dr dataplane exists
@@ -85,6 +86,7 @@ class LabState:
     vip6: str
     workdir: str
     procs: list[Proc] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # directories outside workdir the lab made
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -100,6 +102,7 @@ class LabState:
             vip6=data["vip6"],
             workdir=data["workdir"],
             procs=[Proc(**p) for p in data["procs"]],
+            created=list(data.get("created", [])),
         )
 
     def ns_of(self, node: str) -> str:
@@ -218,6 +221,7 @@ class _Builder:
             )
         )
         self.procs: list[Proc] = []
+        self.created: list[str] = []
 
     def state(self) -> LabState:
         nodes = {
@@ -232,6 +236,7 @@ class _Builder:
             str(self.lab.vip6),
             str(self.workdir),
             list(self.procs),
+            list(self.created),
         )
 
     def spawn(self, node: str, role: str, argv: list[str]) -> Proc:
@@ -311,7 +316,9 @@ class _Builder:
                 # of the server's addresses works for both: the namespace's own /etc/hosts (ip netns
                 # exec mounts /etc/netns/NS/hosts over /etc/hosts) has it; -epsv-ip puts the address
                 # in EPSV replies.
-                hosts = Path("/etc/netns") / node.ns / "hosts"
+                if not NETNS_ETC.exists():
+                    self.created.append(str(NETNS_ETC))
+                hosts = NETNS_ETC / node.ns / "hosts"
                 hosts.parent.mkdir(parents=True, exist_ok=True)
                 me = os.uname().nodename  # Globus must resolve its host name to start
                 hosts.write_text(f"127.0.0.1 localhost\n{node.ipv4} {name} {me}\n{node.ipv6} {name} {me}\n")
@@ -455,12 +462,12 @@ def down(state: LabState, *, grace_s: float = 3.0) -> list[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         done.append(f"deleted namespace {ns}")
     for ns in state.namespaces:
-        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)  # the real servers' own /etc/hosts
+        shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)  # the real servers' own /etc/hosts
     shutil.rmtree(state.workdir, ignore_errors=True)
     state_path(state.options.name).unlink(missing_ok=True)
-    for empty in (Path("/etc/netns"), STATE_ROOT):
+    for made in [*state.created, str(STATE_ROOT)]:
         with contextlib.suppress(OSError):
-            empty.rmdir()  # only when nothing else is in it
+            Path(made).rmdir()  # directories the lab created, when nothing else is in them
     return done
 
 
