@@ -213,3 +213,25 @@ def test_check_asks_the_gridftp_server_for_its_data_address(tmp_path: Path) -> N
             )
             for line in bad.stdout.splitlines()
         ), bad.stdout
+
+
+def test_check_reports_a_server_advertising_loopback(tmp_path: Path) -> None:
+    need_root()
+    with Lab(LabSpec(prefix=f"glbR-{os.getpid()}", realservers=1, net_a=83, net_b=27)) as lab:
+        site = tmp_path / "site.yaml"
+        site.write_text(site_text(lab).split("  gridftp6:")[0])  # the IPv4 service only
+        assert gridlb(lab, "rs1", "apply", str(site)).returncode == 0
+        env = "PYTHONPATH=" + SRC
+        argv = ["env", env, sys.executable, "-m", "gridlb", "gridftp-server", "--root", str(tmp_path)]
+        lab.spawn("rs1", [*argv, "--listen", "0.0.0.0:2811", "--data-address", "127.0.0.1"])
+        for _ in range(100):
+            if ":2811 " in lab.exec("rs1", ["ss", "-ltnH"]).stdout:
+                break
+            time.sleep(0.05)
+        bad = gridlb(lab, "rs1", "check", str(site))
+        assert bad.returncode == 1
+        assert bad.stdout.splitlines() == [
+            f"wrong: GridFTP on {lab.vip4}:2811: data-address fault: PASV advertises 127.0.0.1, a loopback "
+            f"address, to a non-loopback client ({lab.vip4}); set -data-interface (data_interface) to the "
+            "server's own address"
+        ]
