@@ -13,6 +13,8 @@ from gridlb.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, ConfigError
 from gridlb.realserver import host
 from gridlb.realserver.gridftp_probe import probe
 from gridlb.realserver.plan import (
+    Change,
+    IPAddress,
     LoAddress,
     Method,
     Persist,
@@ -166,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace, targets: Targets, changes: list[Any], lo: frozenset[Any]) -> int:
+def _check(
+    args: argparse.Namespace, targets: Targets, changes: list[Change], lo: frozenset[tuple[IPAddress, int]]
+) -> int:
     problems = [c.problem for c in changes]
     on_lo = {addr for addr, plen in lo if plen == LoAddress(addr).prefixlen}
     if not args.no_gridftp:
