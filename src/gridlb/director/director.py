@@ -90,6 +90,8 @@ DATAPLANE_DEADLINE_S = 5.0
 FAULT_BACKOFF_S = 0.1
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
+#: `gridlb:` settings a running director cannot change: a reload that changes one says so.
+RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -803,14 +805,24 @@ class Director:
             )
         try:
             new = await asyncio.to_thread(self.loader, paths)
+            _, warnings = new.check_dataplane()  # what a start would refuse, a reload refuses too
         except GridlbError as exc:
             self.counters.reload_failures += 1
             raise ApiError(
                 ErrorCode.CONFIG, f"reload refused, still running the previous config:\n{exc}"
             ) from None
+        restart = [
+            f"gridlb.{name}"
+            for name in RESTART_SETTINGS
+            if getattr(new.settings, name) != getattr(self.config.settings, name)
+        ]
         summary = self.apply_config(new)
         self.counters.reloads += 1
-        return summary
+        for text in warnings:
+            log.warning("reload: %s", text)
+        for name in restart:
+            log.warning("reload: %s changed; it takes effect when the director restarts", name)
+        return {**summary, "restart_needed": restart, "warnings": warnings}
 
     def apply_config(self, new: DirectorConfig) -> dict[str, Any]:
         """Switch to `new` (already validated): carry health by pair, retire what it drops."""
