@@ -46,12 +46,28 @@ def test_guc_upload_to_ours(ours: ThreadedServer, files: dict[str, Path], name: 
 @pytest.mark.parametrize("streams", STREAMS)
 @pytest.mark.parametrize("name", tuple(SIZES))
 def test_third_party_ours_to_globus(
-    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path], name: str, streams: int
+    relay: ThreadedServer, globus: GlobusServer, files: dict[str, Path], name: str, streams: int
 ) -> None:
-    (Path(ours.config.root) / f"{name}.bin").write_bytes(files[name].read_bytes())
+    """Ours sends to Globus' data address (127.0.0.9, not the client's): allowed by allow_third_party."""
+    (Path(relay.config.root) / f"{name}.bin").write_bytes(files[name].read_bytes())
     dst = globus.home / f"from-ours-{name}-{streams}.bin"
-    _guc(f"{ours.url}/{name}.bin", f"{globus.url}{dst}", streams)
+    _guc(f"{relay.url}/{name}.bin", f"{globus.url}{dst}", streams)
     assert md5(dst) == md5(files[name])
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+def test_third_party_from_ours_is_refused_by_default(
+    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path], streams: int
+) -> None:
+    """Without allow_third_party, ours refuses to send to Globus' data address (no FTP bounce)."""
+    (Path(ours.config.root) / "one.bin").write_bytes(files["one"].read_bytes())
+    dst = globus.home / f"refused-{streams}.bin"
+    args = ["-p", str(streams)] if streams > 1 else []
+    proc = guc(*args, f"{ours.url}/one.bin", f"{globus.url}{dst}")
+    assert proc.returncode != 0
+    assert "504" in proc.stderr and "third-party" in proc.stderr, proc.stderr[-2000:]
+    assert ours.server.refused_targets >= 1
+    assert not dst.exists() or dst.stat().st_size == 0
 
 
 @pytest.mark.parametrize("streams", STREAMS)

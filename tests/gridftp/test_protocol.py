@@ -3,6 +3,7 @@ virtual paths under the root, listings and URLs."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -99,6 +100,29 @@ def test_host_ports() -> None:
             p.parse_eprt(bad)
     epsv = p.Reply(229, ("Entering Extended Passive Mode (|||58637|)",))
     assert p.parse_epsv_reply(epsv, "127.0.0.9") == p.HostPort("127.0.0.9", 58637)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "peer", "allowed", "refused"),
+    [
+        ("127.0.0.1", 40000, "127.0.0.1", (), ""),
+        ("127.0.0.1", 40000, "::ffff:127.0.0.1", (), ""),  # a dual-stack listener's view of an IPv4 peer
+        ("::1", 40000, "::1", (), ""),
+        ("127.0.0.1", 1023, "127.0.0.1", (), "privileged"),
+        ("127.0.0.1", 21, "127.0.0.1", ("0.0.0.0/0",), "privileged"),
+        ("127.0.0.2", 40000, "127.0.0.1", (), "not the client's address 127.0.0.1"),
+        ("10.0.0.5", 40000, "127.0.0.1", ("10.0.0.0/24",), ""),
+        ("10.0.1.5", 40000, "127.0.0.1", ("10.0.0.0/24",), "not the client's address"),
+        ("10.0.0.5", 40000, "127.0.0.1", ("::/0",), "not the client's address"),
+        ("2001:db8::5", 40000, "2001:db8::6", ("::/0",), ""),
+    ],
+)
+def test_data_target_refusal_is_the_bounce_rule(
+    host: str, port: int, peer: str, allowed: tuple[str, ...], refused: str
+) -> None:
+    nets = tuple(ipaddress.ip_network(n) for n in allowed)
+    why = p.data_target_refusal(p.HostPort(host, port), peer, nets)
+    assert (refused in why and why) if refused else why == ""
 
 
 def test_gridftp_arguments() -> None:

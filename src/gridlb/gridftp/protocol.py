@@ -240,6 +240,40 @@ def parse_eprt(text: str) -> HostPort:
     return HostPort(str(addr), port)
 
 
+#: A network a server may send data to besides the control peer (third-party transfers).
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _plain(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Return `addr` as an address, an IPv4-mapped IPv6 address as its IPv4 form."""
+    a = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return a.ipv4_mapped
+    return a
+
+
+def data_target_refusal(target: HostPort, peer: str, allowed: tuple[IPNetwork, ...] = ()) -> str:
+    """Return why a server must not connect to `target` for a client at `peer` (PORT/EPRT/SPOR), or "".
+
+    The FTP bounce rule (RFC 2577): a privileged port (below 1024) is never a data port, and the server
+    connects only to the control connection's peer unless the target lies in one of the `allowed`
+    networks (third-party transfers, an explicit server option).
+    """
+    if target.port < 1024:
+        return f"port {target.port} is privileged (below 1024): refused as a data port"
+    try:
+        addr = _plain(target.host)
+        client = _plain(peer)
+    except ValueError:
+        return f"{sanitize(target.host[:64])} is not an IP address"
+    if addr == client or any(addr in net for net in allowed):
+        return ""
+    return (
+        f"{addr} is not the client's address {client}: third-party transfers to other hosts "
+        "are not enabled on this server"
+    )
+
+
 def parse_epsv_reply(reply: Reply, control_host: str) -> HostPort:
     """Return the endpoint of a ``229`` EPSV reply: its port on the control connection's peer address."""
     if reply.code != 229:

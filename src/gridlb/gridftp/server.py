@@ -2,7 +2,9 @@
 
 Paths are virtual: ``/`` is the server's root directory and nothing resolves outside it (``..`` above
 the root, absolute host paths and symlinks pointing out are refused with 550). PASV/SPAS/EPSV listen on,
-and advertise, the configured data address, never the address the client dialled.
+and advertise, the configured data address, never the address the client dialled. PORT/EPRT/SPOR name
+the control connection's peer (or an allowed third-party network) and an unprivileged port, never
+anything else (no FTP bounce).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import ipaddress
 import logging
 import os
 import socket
@@ -27,7 +30,9 @@ from gridlb.gridftp.protocol import (
     MAX_LINE_BYTES,
     CommandError,
     HostPort,
+    IPNetwork,
     PathEscape,
+    data_target_refusal,
     format_hostport,
     format_reply,
     list_line,
@@ -87,6 +92,9 @@ class ServerConfig:
     control_idle_timeout_s: float = 900.0
     block_size: int = modee.DEFAULT_BLOCK_SIZE
     max_parallelism: int = 64
+    # PORT/EPRT/SPOR may name the control connection's peer, or an address in these networks (CIDR
+    # strings; "0.0.0.0/0" and "::/0" allow any host). Privileged ports are always refused.
+    allow_third_party: tuple[str, ...] = ()
 
     @property
     def advertised(self) -> str:
@@ -105,6 +113,7 @@ class GridftpServer:
         self.config = config
         self._advertised = config.advertised
         self._root = os.path.realpath(config.root)
+        self.third_party = third_party_networks(config.allow_third_party)
         if not os.path.isdir(self._root):
             raise ValueError(f"root {config.root!r} is not a directory")
         self._server: asyncio.base_events.Server | None = None
@@ -116,6 +125,7 @@ class GridftpServer:
         self.bad_commands = 0
         self.crashes = 0  # sessions that ended with an unexpected exception (a bug)
         self.data_connections = 0  # data connections opened (accepted or connected), reuse keeps it low
+        self.refused_targets = 0  # PORT/EPRT/SPOR refused by the bounce rule
 
     @property
     def root(self) -> str:
@@ -210,6 +220,17 @@ class GridftpServer:
             self._tasks.discard(task)
 
 
+def third_party_networks(texts: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """Return the networks of `allow_third_party` (ValueError naming a bad one)."""
+    out = []
+    for text in texts:
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"allow_third_party: {text!r} is not an address or network (CIDR)") from None
+    return tuple(out)
+
+
 async def _refuse(writer: asyncio.StreamWriter, code: int, text: str) -> None:
     with contextlib.suppress(OSError, ConnectionError):
         writer.write(format_reply(code, text))
@@ -246,6 +267,7 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else ""
         self.user: str | None = None
         self.logged_in = False
         self.cwd = "/"
@@ -697,6 +719,12 @@ async def cmd_spas(s: Session, arg: str) -> None:
 
 
 def _set_active(s: Session, targets: list[HostPort]) -> None:
+    for t in targets:
+        why = data_target_refusal(t, s.peer_host, s.server.third_party)
+        if why:
+            s.server.refused_targets += 1
+            log.warning("%s: refused data target %s: %s", s.peer, t, why)
+            raise Reject(504, f"Refused: {why}.")
     s._drop_listener()
     if s.cache_role == "send" and s.active != targets:
         s._drop_cache()
