@@ -35,6 +35,7 @@ def test_help_says_gsi_is_out_of_scope(capsys: pytest.CaptureFixture[str]) -> No
         "--max-connections",
         "--disable-file",
         "--allow-third-party",
+        "--epsv-ip",
     ):
         assert opt in out
     assert "SIGUSR1" in out and "422" in out and "421" in out
@@ -125,6 +126,18 @@ def test_allow_third_party_reaches_the_server(tmp_path: Path) -> None:
             "PORT 127,0,0,1,156,64",
         )
         assert [r[:4] for r in replies] == [b"200 ", b"200 ", b"504 ", b"504 ", b"200 "], replies
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [((), b"(|1|127.0.0.1|"), (("--no-epsv-ip",), b"(|||")])
+def test_epsv_ip_reaches_the_server(tmp_path: Path, flag: tuple[str, ...], expected: bytes) -> None:
+    port = free_port()
+    proc = spawn(tmp_path, port, *flag)
+    try:
+        wait_banner(proc, port)
+        (epsv,) = dialogue(port, "EPSV")
+        assert epsv.startswith(b"229 ") and expected in epsv, epsv
     finally:
         stop(proc)
 

@@ -126,6 +126,36 @@ async def test_pasv_advertises_data_address_not_dialled(tmp_path: Path) -> None:
         spas = await c.expect("SPAS", 229)
         assert [hp.host for hp in parse_spas_reply(spas)] == ["127.0.0.7"]
         assert await recv_stream_via_pasv(c, "RETR /x") == b"hello"
+        # EPSV names the data address too (Globus' -epsv-ip), on by default with a data address
+        epsv = await c.expect("EPSV", 229)
+        assert epsv.text.startswith("Entering Extended Passive Mode (|1|127.0.0.7|")
+        hp = await c.epsv()
+        assert hp.host == "127.0.0.7"
+        sock = await dc.connect(hp)
+        await c.expect("RETR /x", 150)
+        assert await asyncio.get_running_loop().sock_recv(sock, 100) == b"hello"
+        sock.close()
+        assert (await c.read_reply()).code == 226
+        await c.quit()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "(|||"),  # no data address: the RFC 2428 form
+        ({"data_address": "127.0.0.1"}, "(|1|127.0.0.1|"),
+        ({"data_address": "127.0.0.1", "epsv_ip": False}, "(|||"),
+        ({"epsv_ip": True}, "(|1|127.0.0.1|"),
+    ],
+)
+async def test_epsv_ip_option(tmp_path: Path, options: dict[str, object], expected: str) -> None:
+    srv = ThreadedServer(tmp_path, **options).start()
+    try:
+        c = await GridftpClient.connect("127.0.0.1", srv.port)
+        reply = await c.expect("EPSV", 229)
+        assert expected in reply.text, reply
         await c.quit()
     finally:
         srv.stop()

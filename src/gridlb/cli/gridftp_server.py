@@ -20,7 +20,9 @@ streams, SPAS/SPOR, ERET/ESTO, CKSM, REST). GSI (gsiftp://, X.509 proxies, DCAU 
 only anonymous ftp:// logins (USER anonymous or ftp, any password) are accepted.
 
 Paths are virtual: "/" is --root, and nothing outside it can be read, written or listed.
-PASV/SPAS advertise --data-address (the real server's own address), never the address the client dialled.
+PASV/SPAS advertise --data-address (the real server's own address), never the address the client dialled;
+so does EPSV (--epsv-ip, on with --data-address): an RFC 2428 reply has no address and sends the client
+to the address it dialled, which behind a load balancer is the VIP.
 PORT/EPRT/SPOR are refused (504) for a privileged port, or for a host other than the control connection's
 peer unless --allow-third-party names it (no FTP bounce).
 
@@ -83,6 +85,13 @@ def register(subparsers: Any) -> None:
         help="address advertised in PASV/SPAS and bound by data sockets (needed with a wildcard --listen)",
     )
     p.add_argument(
+        "--epsv-ip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put the data address in EPSV replies, as Globus' -epsv-ip (breaks RFC 2428, but clients "
+        "behind a VIP reach this server, not the VIP); default: on when --data-address is given",
+    )
+    p.add_argument(
         "--allow-third-party",
         type=_network,
         action="append",
@@ -118,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             disable_file=args.disable_file,
             allow_third_party=tuple(args.allow_third_party),
+            epsv_ip=args.epsv_ip,
         )
         server = GridftpServer(cfg)
     except ValueError as exc:
@@ -146,10 +156,11 @@ async def _serve(server: GridftpServer) -> int:
         await server.start()
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc.strerror or exc}", key="--listen") from None
+    epsv = "with the address" if server.config.epsv_with_address else "port only"
     third = ", ".join(str(n) for n in server.third_party) or "none (the client only)"
     print(
         f"gridftp-server: listening on {server.config.host}:{server.port}, "
-        f"data address {server.data_address}, third-party data to {third}",
+        f"data address {server.data_address} (EPSV {epsv}), third-party data to {third}",
         file=sys.stderr,
         flush=True,
     )

@@ -33,6 +33,7 @@ from gridlb.gridftp.protocol import (
     IPNetwork,
     PathEscape,
     data_target_refusal,
+    format_eprt,
     format_hostport,
     format_reply,
     list_line,
@@ -95,6 +96,14 @@ class ServerConfig:
     # PORT/EPRT/SPOR may name the control connection's peer, or an address in these networks (CIDR
     # strings; "0.0.0.0/0" and "::/0" allow any host). Privileged ports are always refused.
     allow_third_party: tuple[str, ...] = ()
+    # EPSV replies carry the data address (|af|addr|port|), as Globus' -epsv-ip does: behind a VIP an
+    # address-less reply sends the client to the VIP. None = on when `data_address` is set.
+    epsv_ip: bool | None = None
+
+    @property
+    def epsv_with_address(self) -> bool:
+        """Return True when EPSV replies name the data address (`epsv_ip`, default: `data_address` set)."""
+        return bool(self.data_address) if self.epsv_ip is None else self.epsv_ip
 
     @property
     def advertised(self) -> str:
@@ -702,9 +711,13 @@ async def cmd_epsv(s: Session, arg: str) -> None:
         return
     s._drop_listener()
     s.active = []
-    s.listener = dc.open_listener(s.server.data_address, s.cfg.port_range)
+    addr = s.server.data_address
+    s.listener = dc.open_listener(addr, s.cfg.port_range)
     port = s.listener.getsockname()[1]
-    await s.reply(229, f"Entering Extended Passive Mode (|||{port}|)")
+    if s.cfg.epsv_with_address:
+        await s.reply(229, f"Entering Extended Passive Mode ({format_eprt(HostPort(addr, port))})")
+    else:
+        await s.reply(229, f"Entering Extended Passive Mode (|||{port}|)")
 
 
 async def cmd_spas(s: Session, arg: str) -> None:

@@ -9,11 +9,13 @@ Levels (option `level`), cheapest first (research/gridftp.md §5):
 - `canary`: also `CKSM <alg> 0 -1 <canary_path>` (213) or, with `canary_method="retr"`, a small
   `RETR` over a PASV data connection, compared with `canary_checksum` when given.
 
-Data-address check (login and canary, option `data_address_check`, on by default): `PASV` after login.
-A server advertising one of the `vips` sends its data connections to the director, and one advertising a
-loopback address to a client that is not itself on loopback sends them nowhere: both are DOWN with a reason
-that names the fix (`-data-interface` / `data_interface`). On loopback a loopback address is legitimate.
-IPv6 targets get `EPSV`, which carries an address only when the server runs with `-epsv-ip`.
+Data-address check (login and canary, option `data_address_check`, on by default): `EPSV`, then `PASV`
+(IPv4 targets) after login. A server advertising one of the `vips` sends its data connections to the
+director, and one advertising a loopback address to a client that is not itself on loopback sends them
+nowhere: both are DOWN with a reason that names the fix (`-data-interface` / `data_interface`). On loopback
+a loopback address is legitimate. An EPSV reply without an address (`(|||port|)`, Globus without
+`-epsv-ip`) sends EPSV clients to the address they dialled, the VIP: DOWN when a VIP or the target is IPv6
+(every IPv6 client uses EPSV), a note in the reason when the VIPs are IPv4 only (IPv4 clients use PASV).
 
 A `421` reply at any step is REFUSING (RFC 959: service not available, closing control connection).
 The reply parser and the classification rules are pure functions; `GridftpChecker` is the asyncio adapter.
@@ -165,23 +167,56 @@ def _is_loopback(addr: IPAddress) -> bool:
     return bool((mapped or addr).is_loopback)
 
 
-def data_address_fault(advertised: IPAddress, *, local: IPAddress, vips: Iterable[IPAddress] = ()) -> str:
-    """Return why advertising `advertised` to a checker at `local` is wrong, or "" when it is fine.
+def data_address_fault(
+    advertised: IPAddress, *, local: IPAddress, vips: Iterable[IPAddress] = (), verb: str = "PASV"
+) -> str:
+    """Return why advertising `advertised` (in the reply to `verb`) to a checker at `local` is wrong, or "".
 
     Wrong: a VIP (data connections would go to the director), the unspecified address, or a loopback
     address when the client is not on loopback (the client would connect to itself).
     """
     fix = "set -data-interface (data_interface) to the server's own address"
     if advertised in set(vips):
-        return f"data-address fault: PASV advertises {advertised}, a VIP address, to client {local}; {fix}"
+        return f"data-address fault: {verb} advertises {advertised}, a VIP address, to client {local}; {fix}"
     if advertised.is_unspecified:
-        return f"data-address fault: PASV advertises the unspecified address {advertised}; {fix}"
+        return f"data-address fault: {verb} advertises the unspecified address {advertised}; {fix}"
     if _is_loopback(advertised) and not _is_loopback(local):
         return (
-            f"data-address fault: PASV advertises {advertised}, a loopback address, "
+            f"data-address fault: {verb} advertises {advertised}, a loopback address, "
             f"to a non-loopback client ({local}); {fix}"
         )
     return ""
+
+
+EPSV_FIX = "start globus-gridftp-server with -epsv-ip and -data-interface (gridlb gridftp-server: --epsv-ip)"
+
+
+def epsv_fault(
+    epsv: tuple[IPAddress | None, int] | None,
+    *,
+    local: IPAddress,
+    vips: Iterable[IPAddress] = (),
+    epsv_clients: bool,
+) -> str:
+    """Return why the EPSV answer `epsv` (None: EPSV refused) is wrong behind `vips`, or "" when it is fine.
+
+    An EPSV reply with no address sends the client to the address it dialled: behind a VIP, the
+    director, where nothing listens for data. That breaks every client that uses EPSV, which all IPv6
+    clients do (`epsv_clients`: the target or a VIP is IPv6; those clients also need EPSV at all).
+    An address in the reply follows the PASV rules (`data_address_fault`).
+    """
+    vip_list = sorted(map(str, set(vips)))
+    if epsv is None:
+        return "data-address fault: EPSV refused, and IPv6 clients need it" if epsv_clients else ""
+    addr, _ = epsv
+    if addr is None:
+        if epsv_clients and vip_list:
+            return (
+                "data-address fault: EPSV reply carries no address, so EPSV clients (every IPv6 client) "
+                f"connect to the VIP {', '.join(vip_list)}, where nothing listens for data; {EPSV_FIX}"
+            )
+        return ""
+    return data_address_fault(addr, local=local, vips=vips, verb="EPSV")
 
 
 def checksum(algorithm: str, data: bytes) -> str:
@@ -192,6 +227,15 @@ def checksum(algorithm: str, data: bytes) -> str:
     if alg in ("MD5", "SHA1", "SHA256", "SHA512"):
         return hashlib.new(alg.lower(), data).hexdigest()
     raise ValueError(f"unknown checksum algorithm {algorithm!r} (ADLER32, MD5, SHA1, SHA256, SHA512)")
+
+
+def _epsv_note(epsv: tuple[IPAddress | None, int] | None) -> str:
+    if epsv is None:
+        return "EPSV refused"
+    addr, port = epsv
+    if addr is None:
+        return f"EPSV port {port} (no address)"
+    return f"EPSV [{addr}]:{port}" if addr.version == 6 else f"EPSV {addr}:{port}"
 
 
 # --------------------------------------------------------------------------- asyncio adapter
@@ -364,18 +408,30 @@ class GridftpChecker(Checker):
         if retr:
             await session.command("TYPE I", 200, what="TYPE")  # before PASV: Globus fixes the type there
         if self.data_address_check or retr:
-            stage.waiting_for = "PASV reply"
-            pasv = await self._passive(session, dest)
             local = ip_address(writer.get_extra_info("sockname")[0])
-            if pasv[0] is not None:
+            v6 = dest.addr.version == 6
+            epsv_clients = v6 or any(v.version == 6 for v in self.vips)
+            # EPSV first: for an IPv4 target the PASV after it opens the listener a RETR canary uses.
+            if self.data_address_check or v6:
+                stage.waiting_for = "EPSV reply"
+                epsv = await self._epsv(session, required=not self.data_address_check)
+                if self.data_address_check:
+                    fault = epsv_fault(epsv, local=local, vips=self.vips, epsv_clients=epsv_clients)
+                    if fault:
+                        await self._quit(session)
+                        return Verdict.DOWN, fault
+                    notes.append(_epsv_note(epsv))
+                pasv = epsv
+            if not v6:
+                stage.waiting_for = "PASV reply"
+                pasv = await self._pasv(session)
+                assert pasv[0] is not None
                 notes.append(f"PASV {pasv[0]}:{pasv[1]}")
                 if self.data_address_check:
                     fault = data_address_fault(pasv[0], local=local, vips=self.vips)
                     if fault:
                         await self._quit(session)
                         return Verdict.DOWN, fault
-            else:
-                notes.append("EPSV (no address to check)")
         if self.level == "canary":
             assert self.canary_path is not None
             stage.waiting_for = "canary reply"
@@ -395,15 +451,23 @@ class GridftpChecker(Checker):
         await self._quit(session)
         return Verdict.UP, ", ".join(notes)
 
-    async def _passive(self, session: _Session, dest: RealKey) -> tuple[IPAddress | None, int]:
-        if dest.addr.version == 6:
-            reply = await session.command("EPSV", 229)
-            parse = parse_epsv
-        else:
-            reply = await session.command("PASV", 227)
-            parse = parse_pasv
+    async def _pasv(self, session: _Session) -> tuple[IPAddress | None, int]:
+        reply = await session.command("PASV", 227)
         try:
-            return parse(reply)
+            return parse_pasv(reply)
+        except ValueError as exc:
+            raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
+
+    async def _epsv(self, session: _Session, *, required: bool) -> tuple[IPAddress | None, int] | None:
+        """Send EPSV; return its (address, port), or None when it is refused and not `required`."""
+        if required:
+            reply = await session.command("EPSV", 229)
+        else:
+            reply = await session.command("EPSV", 229, *range(500, 600))
+            if reply.code != 229:
+                return None
+        try:
+            return parse_epsv(reply)
         except ValueError as exc:
             raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
 
