@@ -162,3 +162,11 @@ def test_guc_partial_download_uses_eret(
     assert proc.returncode == 0, proc.stderr
     got = out.read_bytes()
     assert len(got) == 301000 and got[1000:] == data[1000:301000]
+
+
+def test_guc_listing_a_missing_directory_reports_550(ours: ThreadedServer) -> None:
+    """globus-url-copy -list of a missing directory fails with the server's 550, as against Globus."""
+    need_tool("globus-url-copy")
+    proc = guc("-list", f"{ours.url}/nope/")
+    assert proc.returncode != 0
+    assert "550 No such file or directory." in proc.stderr, proc.stderr

@@ -125,6 +125,19 @@ def test_data_target_refusal_is_the_bounce_rule(
     assert (refused in why and why) if refused else why == ""
 
 
+def test_mfmt_and_chmod_arguments() -> None:
+    assert p.parse_mfmt("20200102030405 /a b") == (1577934245.0, "/a b")
+    assert p.parse_mfmt("20200102030405.25 x") == (1577934245.25, "x")
+    assert p.parse_chmod("644 /a b") == (0o644, "/a b")
+    assert p.parse_chmod("0755 d") == (0o755, "d")
+    for bad in ("2020 x", "20200102030405", "20201302030405 x", "x20200102030405 y", ""):
+        with pytest.raises(ValueError):
+            p.parse_mfmt(bad)
+    for bad in ("8 x", "644", "4755 x", "1777 x", "07777 x", "-1 x", "rw x"):
+        with pytest.raises(ValueError):
+            p.parse_chmod(bad)
+
+
 def test_gridftp_arguments() -> None:
     assert p.parse_opts_retr("RETR Parallelism=4,4,4;StripeLayout=Blocked;") == {
         "parallelism": "4,4,4",

@@ -378,6 +378,65 @@ async def test_directory_and_file_management(ours: ThreadedServer, root: Path) -
     await c.quit()
 
 
+async def test_missing_paths_answer_550_as_globus_does(ours: ThreadedServer, root: Path) -> None:
+    c = await login(ours)
+    for line in ("MLST /nope", "SIZE /nope", "MDTM /nope", "STAT /nope"):
+        assert (await c.command(line)).code == 550, line
+    for line in ("MLSD /nope", "LIST /nope", "NLST /nope", "MLSD /nope/deeper", "LIST -la /nope"):
+        await c.expect("PASV", 227)
+        reply = await c.command(line)
+        assert reply.code == 550 and "No such file or directory" in reply.text, (line, reply)
+    await c.expect("PASV", 227)
+    assert (await c.command("MLSD /f.bin")).code == 501  # a file is not a directory: 501 (RFC 3659)
+    # the session goes on: a listing of what exists still works
+    assert b"f.bin" in await recv_stream_via_pasv(c, "NLST /")
+    await c.quit()
+
+
+async def test_site_chmod_and_mfmt(ours: ThreadedServer, root: Path) -> None:
+    (root / "d").mkdir()
+    c = await login(ours)
+    assert "MFMT" in await c.feat()
+    await c.expect("SITE CHMOD 600 /f.bin", 200)
+    assert (root / "f.bin").stat().st_mode & 0o7777 == 0o600
+    await c.expect("SITE CHMOD 0751 d", 200)
+    assert (root / "d").stat().st_mode & 0o7777 == 0o751
+    for line, code in (
+        ("SITE CHMOD 4755 /f.bin", 501),  # setuid: refused
+        ("SITE CHMOD 2755 /f.bin", 501),
+        ("SITE CHMOD 1777 /d", 501),
+        ("SITE CHMOD 9 /f.bin", 501),
+        ("SITE CHMOD 644", 501),
+        ("SITE CHMOD 644 /nope", 550),
+        ("SITE CHMOD 000 /", 550),
+        ("MFMT 2020 /f.bin", 501),
+        ("MFMT 20201399000000 /f.bin", 501),
+        ("MFMT 20200101000000", 501),
+        ("MFMT 20200101000000 /nope", 550),
+    ):
+        assert (await c.command(line)).code == code, line
+    assert (root / "f.bin").stat().st_mode & 0o7777 == 0o600
+    reply = await c.expect("MFMT 20200102030405 /f.bin", 213)
+    assert reply.text == "Modify=20200102030405; /f.bin"
+    assert (root / "f.bin").stat().st_mtime == 1577934245.0
+    assert (await c.expect("MDTM /f.bin", 213)).text == "20200102030405"
+    await c.expect("MFMT 19991231235959.5 d", 213)
+    assert (root / "d").stat().st_mtime == 946684799.5
+    await c.quit()
+
+
+@pytest.mark.parametrize("mechanism", ["GSSAPI", "TLS", "SSL", ""])
+async def test_auth_is_refused_with_534_saying_gsi_is_not_supported(
+    ours: ThreadedServer, mechanism: str
+) -> None:
+    c = await GridftpClient.connect("127.0.0.1", ours.port, login=False)
+    reply = await c.command(f"AUTH {mechanism}".strip())
+    assert reply.code == 534, reply
+    assert "GSI" in reply.text and "not supported" in reply.text and "ftp://" in reply.text
+    await c.login()  # and an anonymous login still works afterwards
+    await c.quit()
+
+
 async def test_cksm(ours: ThreadedServer, root: Path) -> None:
     c = await login(ours)
     assert await c.cksm("/f.bin", "ADLER32") == f"{zlib.adler32(DATA):08x}"

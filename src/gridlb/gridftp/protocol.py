@@ -451,6 +451,33 @@ def mdtm(mtime: float) -> str:
     return datetime.datetime.fromtimestamp(int(mtime), tz=datetime.UTC).strftime("%Y%m%d%H%M%S")
 
 
+_TIME_VAL = re.compile(r"^(\d{14})(?:\.(\d{1,3}))?$")
+
+
+def parse_mfmt(arg: str) -> tuple[float, str]:
+    """Parse ``MFMT YYYYMMDDHHMMSS[.sss] path`` (UTC, draft-somers-ftp-mfxx); return (mtime, path)."""
+    when, _, path = arg.strip().partition(" ")
+    m = _TIME_VAL.match(when)
+    if m is None or not path:
+        raise ValueError("usage: MFMT YYYYMMDDHHMMSS path")
+    try:
+        t = datetime.datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        raise ValueError(f"bad time {m.group(1)}") from None
+    return t.timestamp() + int((m.group(2) or "0").ljust(3, "0")) / 1000, path
+
+
+def parse_chmod(arg: str) -> tuple[int, str]:
+    """Parse ``SITE CHMOD <octal mode> path``; only permission bits (0..777: no setuid, setgid, sticky)."""
+    mode_s, _, path = arg.strip().partition(" ")
+    if not path or not mode_s or any(c not in "01234567" for c in mode_s) or len(mode_s) > 4:
+        raise ValueError("usage: SITE CHMOD <octal mode> path")
+    mode = int(mode_s, 8)
+    if mode > 0o777:
+        raise ValueError("only permission bits (0 to 777) can be set: no setuid, setgid or sticky")
+    return mode, path
+
+
 def mlst_facts(st: os.stat_result, name: str) -> str:
     """Return one MLST/MLSD entry: ``Type=…;Size=…;Modify=…;Perm=…;UNIX.mode=…; name``."""
     if statmod.S_ISDIR(st.st_mode):

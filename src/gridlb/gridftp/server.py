@@ -40,16 +40,19 @@ from gridlb.gridftp.protocol import (
     mdtm,
     missing_ranges,
     mlst_facts,
+    parse_chmod,
     parse_cksm,
     parse_command,
     parse_eprt,
     parse_eret,
     parse_esto,
     parse_hostport,
+    parse_mfmt,
     parse_opts_retr,
     parse_parallelism,
     parse_rest,
     real_path,
+    sanitize,
     virtual_join,
 )
 
@@ -72,6 +75,7 @@ FEATURES = (
     "SPOR",
     "REST STREAM",
     "MDTM",
+    "MFMT",
     "SBUF",
 )
 
@@ -914,9 +918,52 @@ async def cmd_nlst(s: Session, arg: str) -> None:
 
 async def cmd_mlsd(s: Session, arg: str) -> None:
     path = s.hpath(arg)
-    if not os.path.isdir(path):
+    if not statmod.S_ISDIR(os.stat(path).st_mode):  # a missing path is 550 (as Globus), a file 501
         raise Reject(501, "Not a directory.")
     await s.send_source(dc.Source.of_bytes(_listing(s, arg, "MLSD")))
+
+
+def _open_any(s: Session, arg: str) -> tuple[int, str]:
+    """Open file or directory `arg` (inside the root, no symlink) to change metadata; return (fd, vpath)."""
+    vp = s.vpath(arg)
+    return s.open_checked(real_path(s.server.root, vp), os.O_RDONLY | os.O_NONBLOCK), vp
+
+
+async def cmd_site_chmod(s: Session, arg: str) -> None:
+    try:
+        mode, p = parse_chmod(arg)
+    except ValueError as exc:
+        raise Reject(501, str(exc)) from None
+    fd, vp = _open_any(s, p)
+    try:
+        if vp == "/":
+            raise Reject(550, "Cannot change the mode of the root.")
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    await s.reply(200, "SITE CHMOD command successful.")
+
+
+async def cmd_mfmt(s: Session, arg: str) -> None:
+    try:
+        mtime, p = parse_mfmt(arg)
+    except ValueError as exc:
+        raise Reject(501, str(exc)) from None
+    fd, vp = _open_any(s, p)
+    try:
+        os.utime(fd, (os.fstat(fd).st_atime, mtime))
+    finally:
+        os.close(fd)
+    await s.reply(213, f"Modify={mdtm(mtime)}; {vp}")
+
+
+async def cmd_auth(s: Session, arg: str) -> None:
+    mech = sanitize(arg.strip()[:20]) or "(none)"
+    raise Reject(
+        534,
+        f"AUTH {mech} refused: GSI (gsiftp://, X.509) is not supported by this server; "
+        "use ftp:// with an anonymous login.",
+    )
 
 
 async def cmd_pwd(s: Session, arg: str) -> None:
@@ -1068,6 +1115,9 @@ COMMANDS: dict[str, _Spec] = {
     "ESTO": _Spec(cmd_esto),
     "SIZE": _Spec(cmd_size),
     "MDTM": _Spec(cmd_mdtm),
+    "MFMT": _Spec(cmd_mfmt),
+    "SITE CHMOD": _Spec(cmd_site_chmod),
+    "AUTH": _Spec(cmd_auth, login=False),
     "MLST": _Spec(cmd_mlst),
     "MLSD": _Spec(cmd_mlsd),
     "LIST": _Spec(cmd_list),
