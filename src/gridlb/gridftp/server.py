@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hashlib
 import ipaddress
 import logging
 import os
 import socket
 import stat as statmod
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -28,6 +26,7 @@ from gridlb.gridftp import datachannel as dc
 from gridlb.gridftp import modee
 from gridlb.gridftp.protocol import (
     MAX_LINE_BYTES,
+    Checksum,
     CommandError,
     HostPort,
     IPNetwork,
@@ -63,7 +62,7 @@ MSG_BUSY = "Service busy: Connection limit exceeded. Please try again later. Clo
 MSG_OFFLINE = "Service temporarily offline. Closing control connection."
 
 FEATURES = (
-    "CKSM ADLER32:10;MD5:10;SHA1:10;SHA256:11;CRC32:10;",
+    "CKSM ADLER32:10;MD5:10;SHA1:10;SHA256:11;SHA512:12;CRC32:10;",
     "UTF8",
     "DCAU",
     "PARALLEL",
@@ -698,41 +697,34 @@ async def cmd_prot(s: Session, arg: str) -> None:
     await s.reply(200, "Protection level set to C.")
 
 
-async def cmd_pasv(s: Session, arg: str) -> None:
+def _listen(s: Session, *, ipv4_for: str = "") -> HostPort:
+    """Open a new passive listener on the data address (replacing any earlier one or PORT target)."""
     addr = s.server.data_address
-    if ":" in addr:
-        raise Reject(522, "The data address is IPv6: use EPSV.")
+    if ipv4_for and ":" in addr:
+        raise Reject(522, f"The data address is IPv6: {ipv4_for}")
     s._drop_listener()
     s.active = []
     s.listener = dc.open_listener(addr, s.cfg.port_range)
-    port = s.listener.getsockname()[1]
-    await s.reply(227, f"Entering Passive Mode ({format_hostport(HostPort(addr, port))})")
+    return HostPort(addr, s.listener.getsockname()[1])
+
+
+async def cmd_pasv(s: Session, arg: str) -> None:
+    hp = _listen(s, ipv4_for="use EPSV.")
+    await s.reply(227, f"Entering Passive Mode ({format_hostport(hp)})")
 
 
 async def cmd_epsv(s: Session, arg: str) -> None:
     if arg.strip().upper() == "ALL":
         await s.reply(200, "EPSV ALL accepted.")
         return
-    s._drop_listener()
-    s.active = []
-    addr = s.server.data_address
-    s.listener = dc.open_listener(addr, s.cfg.port_range)
-    port = s.listener.getsockname()[1]
-    if s.cfg.epsv_with_address:
-        await s.reply(229, f"Entering Extended Passive Mode ({format_eprt(HostPort(addr, port))})")
-    else:
-        await s.reply(229, f"Entering Extended Passive Mode (|||{port}|)")
+    hp = _listen(s)
+    where = format_eprt(hp) if s.cfg.epsv_with_address else f"|||{hp.port}|"
+    await s.reply(229, f"Entering Extended Passive Mode ({where})")
 
 
 async def cmd_spas(s: Session, arg: str) -> None:
-    addr = s.server.data_address
-    if ":" in addr:
-        raise Reject(522, "The data address is IPv6: SPAS needs IPv4.")
-    s._drop_listener()
-    s.active = []
-    s.listener = dc.open_listener(addr, s.cfg.port_range)
-    port = s.listener.getsockname()[1]
-    await s.reply(229, "Entering Striped Passive Mode.", " " + format_hostport(HostPort(addr, port)), "End")
+    hp = _listen(s, ipv4_for="SPAS needs IPv4.")
+    await s.reply(229, "Entering Striped Passive Mode.", " " + format_hostport(hp), "End")
 
 
 def _set_active(s: Session, targets: list[HostPort]) -> None:
@@ -748,33 +740,34 @@ def _set_active(s: Session, targets: list[HostPort]) -> None:
     s.active = targets
 
 
-async def cmd_port(s: Session, arg: str) -> None:
-    try:
-        hp = parse_hostport(arg)
-    except ValueError as exc:
-        raise Reject(501, f"Bad PORT: {exc}") from None
-    _set_active(s, [hp])
-    await s.reply(200, "PORT Command successful.")
+def _spor_targets(arg: str) -> list[HostPort]:
+    targets = [parse_hostport(p) for p in arg.split()]
+    if not 1 <= len(targets) <= 64:
+        raise ValueError("needs 1 to 64 host-ports")
+    return targets
 
 
-async def cmd_eprt(s: Session, arg: str) -> None:
-    try:
-        hp = parse_eprt(arg)
-    except ValueError as exc:
-        raise Reject(501, f"Bad EPRT: {exc}") from None
-    _set_active(s, [hp])
-    await s.reply(200, "EPRT Command successful.")
+#: The active-mode commands and how each reads its targets.
+_ACTIVE: dict[str, Callable[[str], list[HostPort]]] = {
+    "PORT": lambda arg: [parse_hostport(arg)],
+    "EPRT": lambda arg: [parse_eprt(arg)],
+    "SPOR": _spor_targets,
+}
 
 
-async def cmd_spor(s: Session, arg: str) -> None:
-    try:
-        targets = [parse_hostport(p) for p in arg.split()]
-    except ValueError as exc:
-        raise Reject(501, f"Bad SPOR: {exc}") from None
-    if not targets or len(targets) > 64:
-        raise Reject(501, "SPOR needs 1 to 64 host-ports.")
-    _set_active(s, targets)
-    await s.reply(200, "SPOR Command successful.")
+def _active_command(verb: str) -> Handler:
+    """Return the handler of PORT, EPRT or SPOR: parse (501), check the bounce rule (504), remember."""
+    targets_of = _ACTIVE[verb]
+
+    async def handler(s: Session, arg: str) -> None:
+        try:
+            targets = targets_of(arg)
+        except ValueError as exc:
+            raise Reject(501, f"Bad {verb}: {exc}") from None
+        _set_active(s, targets)
+        await s.reply(200, f"{verb} Command successful.")
+
+    return handler
 
 
 def _regular_file(s: Session, arg: str) -> tuple[str, os.stat_result]:
@@ -1029,29 +1022,18 @@ async def cmd_rnto(s: Session, arg: str) -> None:
 
 
 def _checksum(path: str, alg: str, offset: int, length: int) -> str:
+    ck = Checksum(alg)
     with open(path, "rb") as f:
         f.seek(offset)
         left = length if length >= 0 else -1
-        if alg in ("ADLER32", "CRC32"):
-            value = 1 if alg == "ADLER32" else 0
-            fn = zlib.adler32 if alg == "ADLER32" else zlib.crc32
-            while left != 0:
-                chunk = f.read(1 << 20 if left < 0 else min(1 << 20, left))
-                if not chunk:
-                    break
-                value = fn(chunk, value)
-                if left > 0:
-                    left -= len(chunk)
-            return f"{value & 0xFFFFFFFF:08x}"
-        h = hashlib.new(alg.lower())
         while left != 0:
             chunk = f.read(1 << 20 if left < 0 else min(1 << 20, left))
             if not chunk:
                 break
-            h.update(chunk)
+            ck.update(chunk)
             if left > 0:
                 left -= len(chunk)
-        return h.hexdigest()
+    return ck.hexdigest()
 
 
 async def cmd_cksm(s: Session, arg: str) -> None:
@@ -1105,9 +1087,9 @@ COMMANDS: dict[str, _Spec] = {
     "PASV": _Spec(cmd_pasv),
     "EPSV": _Spec(cmd_epsv),
     "SPAS": _Spec(cmd_spas),
-    "PORT": _Spec(cmd_port),
-    "EPRT": _Spec(cmd_eprt),
-    "SPOR": _Spec(cmd_spor),
+    "PORT": _Spec(_active_command("PORT")),
+    "EPRT": _Spec(_active_command("EPRT")),
+    "SPOR": _Spec(_active_command("SPOR")),
     "RETR": _Spec(cmd_retr),
     "ERET": _Spec(cmd_eret),
     "STOR": _Spec(cmd_stor),

@@ -18,113 +18,37 @@ a loopback address is legitimate. An EPSV reply without an address (`(|||port|)`
 (every IPv6 client uses EPSV), a note in the reason when the VIPs are IPv4 only (IPv4 clients use PASV).
 
 A `421` reply at any step is REFUSING (RFC 959: service not available, closing control connection).
-The reply parser and the classification rules are pure functions; `GridftpChecker` is the asyncio adapter.
+Replies, PASV/EPSV endpoints and checksums come from `gridlb.gridftp.protocol` (shared with the server
+and the client); the classification rules here are pure functions; `GridftpChecker` is the asyncio adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import socket
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
 from gridlb.config import defaults as D
-from gridlb.errors import PeerProtocolError
+from gridlb.gridftp.client import ClientError, GridftpClient
+from gridlb.gridftp.protocol import (
+    MAX_LINE_BYTES,
+    Checksum,
+    HostPort,
+    Reply,
+    parse_epsv_reply,
+    parse_pasv_reply,
+)
 from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
 from gridlb.health.tcp import ConnectOptions, connect_socket, describe_os_error
 from gridlb.table import IPAddress, RealKey, parse_address
 
-MAX_LINE = 4096
-MAX_REPLY_LINES = 512
 LEVELS = ("banner", "login", "canary")
 CANARY_METHODS = ("cksm", "retr")
 REFUSING_CODES = frozenset({421, 422})
-
-_FIRST_LINE = re.compile(r"^(\d{3})([ -])(.*)$")
-_PASV = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
-_EPSV = re.compile(r"\((.)(\d?)\1([^|()]*)\1(\d{1,5})\1\)")
-
-
-# --------------------------------------------------------------------------- pure: replies
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One (possibly multi-line) FTP reply."""
-
-    code: int
-    lines: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        """The text of the first line after the code."""
-        m = _FIRST_LINE.match(self.lines[0])
-        return m.group(3) if m else self.lines[0]
-
-    def __str__(self) -> str:
-        return printable(f"{self.code} {self.text}")
-
-
-def printable(text: str, limit: int = 160) -> str:
-    """Return `text` with control characters replaced and cut to `limit` characters, for reasons."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
-
-
-class ReplyReader:
-    """Splits bytes from a control connection into `Reply`s (RFC 959 §4.2 multi-line rule).
-
-    Raises `PeerProtocolError` for a line that does not start a reply, an over-long line, or a reply
-    with too many lines.
-    """
-
-    def __init__(self, peer: str = "server") -> None:
-        self.peer = peer
-        self._buf = bytearray()
-        self._lines: list[str] = []
-        self._code: int | None = None
-
-    def feed(self, data: bytes) -> list[Reply]:
-        """Add `data` and return the replies it completed."""
-        self._buf += data
-        replies: list[Reply] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                if len(self._buf) > MAX_LINE:
-                    raise PeerProtocolError(self.peer, "reply", f"line longer than {MAX_LINE} bytes")
-                return replies
-            raw = bytes(self._buf[:nl]).rstrip(b"\r")
-            del self._buf[: nl + 1]
-            if len(raw) > MAX_LINE:
-                raise PeerProtocolError(self.peer, "reply", f"line longer than {MAX_LINE} bytes")
-            reply = self._line(raw.decode("utf-8", "replace"))
-            if reply is not None:
-                replies.append(reply)
-
-    def _line(self, line: str) -> Reply | None:
-        if self._code is None:
-            m = _FIRST_LINE.match(line)
-            if m is None:
-                raise PeerProtocolError(self.peer, "reply", f"not an FTP reply: {printable(line, 60)!r}")
-            if m.group(2) == " ":
-                return Reply(int(m.group(1)), (line,))
-            self._code = int(m.group(1))
-            self._lines = [line]
-            return None
-        self._lines.append(line)
-        if len(self._lines) > MAX_REPLY_LINES:
-            raise PeerProtocolError(self.peer, "reply", f"more than {MAX_REPLY_LINES} lines")
-        if len(line) >= 4 and line[:3] == f"{self._code:03d}" and line[3] == " ":
-            reply = Reply(self._code, tuple(self._lines))
-            self._code, self._lines = None, []
-            return reply
-        return None
 
 
 # --------------------------------------------------------------------------- pure: classification
@@ -139,27 +63,9 @@ def classify_banner(reply: Reply) -> tuple[Verdict, str]:
     return Verdict.DOWN, f"unexpected banner: {reply}"
 
 
-def parse_pasv(reply: Reply) -> tuple[IPv4Address, int]:
-    """Return the address and port of a `227` reply; raises ValueError when there is none."""
-    m = _PASV.search("\n".join(reply.lines)[4:])
-    if m is None:
-        raise ValueError(f"no h1,h2,h3,h4,p1,p2 in {reply}")
-    nums = [int(g) for g in m.groups()]
-    if any(n > 255 for n in nums):
-        raise ValueError(f"number above 255 in {reply}")
-    return IPv4Address(".".join(map(str, nums[:4]))), nums[4] * 256 + nums[5]
-
-
-def parse_epsv(reply: Reply) -> tuple[IPAddress | None, int]:
-    """Return the (optional) address and port of a `229` reply (`(|||port|)` or `(|af|addr|port|)`)."""
-    m = _EPSV.search(reply.text)
-    if m is None:
-        raise ValueError(f"no (|||port|) in {reply}")
-    addr = parse_address(m.group(3)) if m.group(3) else None
-    port = int(m.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range in {reply}")
-    return addr, port
+def _endpoint(hp: HostPort) -> tuple[IPAddress | None, int]:
+    """Return a PASV/EPSV endpoint as (address, or None when the reply named none, port)."""
+    return (parse_address(hp.host) if hp.host else None), hp.port
 
 
 def _is_loopback(addr: IPAddress) -> bool:
@@ -219,16 +125,6 @@ def epsv_fault(
     return data_address_fault(addr, local=local, vips=vips, verb="EPSV")
 
 
-def checksum(algorithm: str, data: bytes) -> str:
-    """Return `data`'s checksum as GridFTP CKSM prints it (ADLER32: 8 hex digits; MD5/SHA*: hexdigest)."""
-    alg = algorithm.upper()
-    if alg == "ADLER32":
-        return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
-    if alg in ("MD5", "SHA1", "SHA256", "SHA512"):
-        return hashlib.new(alg.lower(), data).hexdigest()
-    raise ValueError(f"unknown checksum algorithm {algorithm!r} (ADLER32, MD5, SHA1, SHA256, SHA512)")
-
-
 def _epsv_note(epsv: tuple[IPAddress | None, int] | None) -> str:
     if epsv is None:
         return "EPSV refused"
@@ -258,28 +154,28 @@ class _Stage:
 
 
 class _Session:
-    """One control connection: send commands, read replies, turn unexpected ones into outcomes."""
+    """One control connection (a `GridftpClient`): commands and replies, unexpected ones as outcomes.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.parser = ReplyReader(peer)
-        self.pending: list[Reply] = []
+    The caller's `asyncio.timeout` bounds the whole dialogue, so replies are read without a limit here.
+    """
+
+    def __init__(self, client: GridftpClient) -> None:
+        self.client = client
 
     async def reply(self, what: str) -> Reply:
-        while not self.pending:
-            data = await self.reader.read(65536)
-            if not data:
-                raise _Outcome(Verdict.DOWN, f"connection closed by the server while waiting for {what}")
-            try:
-                self.pending.extend(self.parser.feed(data))
-            except PeerProtocolError as exc:
-                raise _Outcome(Verdict.DOWN, f"malformed {what}: {exc}") from None
-        return self.pending.pop(0)
+        try:
+            return await self.client.read_reply(timeout_s=None)
+        except ClientError as exc:
+            raise _Outcome(Verdict.DOWN, f"{exc.detail} (waiting for {what})") from None
+
+    async def send(self, line: str) -> None:
+        try:
+            await self.client.send(line)
+        except ClientError as exc:
+            raise _Outcome(Verdict.DOWN, f"{exc.detail} (sending {line.split(' ', 1)[0]})") from None
 
     async def command(self, line: str, *expected: int, what: str = "") -> Reply:
-        self.writer.write(line.encode() + b"\r\n")
-        await self.writer.drain()
+        await self.send(line)
         verb = what or line.split(" ", 1)[0]
         reply = await self.reply(f"the reply to {verb}")
         while 100 <= reply.code < 200 and all(code >= 200 for code in expected):
@@ -343,7 +239,7 @@ class GridftpChecker(Checker):
         for text in ("\r", "\n"):
             if any(text in str(v) for v in (user, password, canary_path or "")):
                 raise ValueError("user, password and canary_path must not contain line breaks")
-        checksum(canary_algorithm, b"")  # validates the algorithm name
+        Checksum(canary_algorithm)  # validates the algorithm name
         self.level = level
         self.user = user
         self.password = password
@@ -366,7 +262,7 @@ class GridftpChecker(Checker):
         try:
             async with asyncio.timeout(timeout_s):
                 sock = await self.conn.connect(target, timeout_s)
-                reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE * 4)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES * 4)
                 verdict, reason = await self._dialogue(reader, writer, dest, stage)
         except TimeoutError:
             verdict, reason = Verdict.DOWN, f"no {stage.waiting_for} from {dest} within {timeout_s:g} s"
@@ -389,7 +285,7 @@ class GridftpChecker(Checker):
         dest: RealKey,
         stage: _Stage,
     ) -> tuple[Verdict, str]:
-        session = _Session(reader, writer, str(dest))
+        session = _Session(GridftpClient(reader, writer, str(dest.addr), dest.port, timeout_s=3600.0))
         stage.waiting_for = "banner"
         verdict, reason = classify_banner(await session.reply("the banner"))
         if verdict is not Verdict.UP or self.level == "banner":
@@ -454,7 +350,7 @@ class GridftpChecker(Checker):
     async def _pasv(self, session: _Session) -> tuple[IPAddress | None, int]:
         reply = await session.command("PASV", 227)
         try:
-            return parse_pasv(reply)
+            return _endpoint(parse_pasv_reply(reply))
         except ValueError as exc:
             raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
 
@@ -467,13 +363,13 @@ class GridftpChecker(Checker):
             if reply.code != 229:
                 return None
         try:
-            return parse_epsv(reply)
+            return _endpoint(parse_epsv_reply(reply))
         except ValueError as exc:
             raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
 
     async def _cksm(self, session: _Session, path: str) -> str:
         reply = await session.command(f"CKSM {self.canary_algorithm} 0 -1 {path}", 213, what="CKSM")
-        value = reply.text.strip().lower()
+        value = reply.lines[-1].strip().lower()
         if not re.fullmatch(r"[0-9a-f]+", value):
             raise _Outcome(Verdict.DOWN, f"CKSM returned no checksum: {reply}")
         return value
@@ -501,7 +397,7 @@ class GridftpChecker(Checker):
             stage.waiting_for = "RETR reply"
             await session.command(f"RETR {path}", 150, 125, what="RETR")
             stage.waiting_for = "canary data"
-            chunks: list[bytes] = []
+            ck = Checksum(self.canary_algorithm)
             size = 0
             while chunk := await d_reader.read(65536):
                 size += len(chunk)
@@ -509,7 +405,7 @@ class GridftpChecker(Checker):
                     raise _Outcome(
                         Verdict.DOWN, f"canary {path} is larger than {self.canary_max_bytes} bytes"
                     )
-                chunks.append(chunk)
+                ck.update(chunk)
         finally:
             d_writer.transport.abort()
         stage.waiting_for = "end of the canary transfer"
@@ -518,14 +414,13 @@ class GridftpChecker(Checker):
             raise _Outcome(
                 Verdict.REFUSING if done.code == 421 else Verdict.DOWN, f"RETR {path} failed: {done}"
             )
-        return checksum(self.canary_algorithm, b"".join(chunks))
+        return ck.hexdigest()
 
     @staticmethod
     async def _quit(session: _Session) -> None:
         try:
-            session.writer.write(b"QUIT\r\n")
             async with asyncio.timeout(0.2):
-                await session.writer.drain()
+                await session.send("QUIT")
                 await session.reply("the reply to QUIT")
         except (TimeoutError, OSError, _Outcome):
             pass
