@@ -130,14 +130,24 @@ def test_allow_third_party_reaches_the_server(tmp_path: Path) -> None:
         stop(proc)
 
 
-@pytest.mark.parametrize(("flag", "expected"), [((), b"(|1|127.0.0.1|"), (("--no-epsv-ip",), b"(|||")])
-def test_epsv_ip_reaches_the_server(tmp_path: Path, flag: tuple[str, ...], expected: bytes) -> None:
+@pytest.mark.parametrize(
+    ("flag", "plain", "globus"),
+    [
+        ((), b"(|||", b"(|1|127.0.0.1|"),
+        (("--epsv-ip",), b"(|1|127.0.0.1|", b"(|1|127.0.0.1|"),
+        (("--no-epsv-ip",), b"(|||", b"(|||"),
+    ],
+)
+def test_epsv_ip_reaches_the_server(
+    tmp_path: Path, flag: tuple[str, ...], plain: bytes, globus: bytes
+) -> None:
     port = free_port()
     proc = spawn(tmp_path, port, *flag)
     try:
         wait_banner(proc, port)
-        (epsv,) = dialogue(port, "EPSV")
-        assert epsv.startswith(b"229 ") and expected in epsv, epsv
+        replies = dialogue(port, "EPSV", 'SITE CLIENTINFO appname="globus-url-copy";', "EPSV")
+        assert replies[0].startswith(b"229 ") and plain in replies[0], replies
+        assert replies[2].startswith(b"229 ") and globus in replies[2], replies
     finally:
         stop(proc)
 

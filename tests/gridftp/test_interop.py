@@ -3,6 +3,7 @@ globus-gridftp-server in both directions, checksums for 0 B, 1 B, 1 MiB + 1 B an
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,37 @@ def test_guc_listing_a_missing_directory_reports_550(ours: ThreadedServer) -> No
     proc = guc("-list", f"{ours.url}/nope/")
     assert proc.returncode != 0
     assert "550 No such file or directory." in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_curl_and_guc_both_download_with_the_default_epsv(
+    files: dict[str, Path], tmp_path: Path, host: str
+) -> None:
+    """With --data-address, globus-url-copy (CLIENTINFO) gets the address in EPSV and curl the RFC 2428
+    form it insists on: both download the same file (curl uses EPSV by default, IPv4 and IPv6)."""
+    need_tool("globus-url-copy", "curl")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.bin").write_bytes(files["mib1"].read_bytes())
+    srv = ThreadedServer(root, host=host, data_address=host).start()
+    try:
+        url = f"ftp://[{host}]:{srv.port}" if ":" in host else f"ftp://{host}:{srv.port}"
+        out = tmp_path / "curl.bin"
+        proc = subprocess.run(
+            ["timeout", "-k", "5", "30", "curl", "-sS", "-v", "-o", str(out), f"{url}/f.bin"],
+            capture_output=True,
+            text=True,
+            timeout=45,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "229 Entering Extended Passive Mode (|||" in proc.stderr
+        assert md5(out) == md5(files["mib1"])
+        out2 = tmp_path / "guc.bin"
+        proc = guc("-dbg", *(["-ipv6"] if ":" in host else []), f"{url}/f.bin", f"file://{out2}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if ":" in host:  # globus-url-copy -ipv6 sends EPSV, after SITE CLIENTINFO
+            assert f"(|2|{host}|" in proc.stderr
+        assert md5(out2) == md5(files["mib1"])
+    finally:
+        srv.stop()

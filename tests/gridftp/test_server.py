@@ -126,7 +126,8 @@ async def test_pasv_advertises_data_address_not_dialled(tmp_path: Path) -> None:
         spas = await c.expect("SPAS", 229)
         assert [hp.host for hp in parse_spas_reply(spas)] == ["127.0.0.7"]
         assert await recv_stream_via_pasv(c, "RETR /x") == b"hello"
-        # EPSV names the data address too (Globus' -epsv-ip), on by default with a data address
+        # EPSV names the data address too (Globus' -epsv-ip), by default to Globus clients (CLIENTINFO)
+        await c.expect('SITE CLIENTINFO scheme=ftp;appname="globus-url-copy";', 250)
         epsv = await c.expect("EPSV", 229)
         assert epsv.text.startswith("Entering Extended Passive Mode (|1|127.0.0.7|")
         hp = await c.epsv()
@@ -142,20 +143,25 @@ async def test_pasv_advertises_data_address_not_dialled(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "expected"),
+    ("options", "plain", "globus"),
     [
-        ({}, "(|||"),  # no data address: the RFC 2428 form
-        ({"data_address": "127.0.0.1"}, "(|1|127.0.0.1|"),
-        ({"data_address": "127.0.0.1", "epsv_ip": False}, "(|||"),
-        ({"epsv_ip": True}, "(|1|127.0.0.1|"),
+        ({}, "(|||", "(|||"),  # no data address: the RFC 2428 form
+        # the default with a data address: Globus-library clients (SITE CLIENTINFO) get the address,
+        # others (curl refuses anything but the RFC form) do not
+        ({"data_address": "127.0.0.1"}, "(|||", "(|1|127.0.0.1|"),
+        ({"data_address": "127.0.0.1", "epsv_ip": False}, "(|||", "(|||"),
+        ({"epsv_ip": True}, "(|1|127.0.0.1|", "(|1|127.0.0.1|"),  # as Globus' -epsv-ip: everyone
     ],
 )
-async def test_epsv_ip_option(tmp_path: Path, options: dict[str, object], expected: str) -> None:
+async def test_epsv_ip_option(tmp_path: Path, options: dict[str, object], plain: str, globus: str) -> None:
     srv = ThreadedServer(tmp_path, **options).start()
     try:
         c = await GridftpClient.connect("127.0.0.1", srv.port)
         reply = await c.expect("EPSV", 229)
-        assert expected in reply.text, reply
+        assert plain in reply.text, reply
+        await c.expect('SITE CLIENTINFO scheme=ftp;appname="globus-url-copy";appver="10.12";', 250)
+        reply = await c.expect("EPSV", 229)
+        assert globus in reply.text, reply
         await c.quit()
     finally:
         srv.stop()

@@ -21,8 +21,9 @@ only anonymous ftp:// logins (USER anonymous or ftp, any password) are accepted.
 
 Paths are virtual: "/" is --root, and nothing outside it can be read, written or listed.
 PASV/SPAS advertise --data-address (the real server's own address), never the address the client dialled;
-so does EPSV (--epsv-ip, on with --data-address): an RFC 2428 reply has no address and sends the client
-to the address it dialled, which behind a load balancer is the VIP.
+so does EPSV (--epsv-ip): an RFC 2428 reply has no address and sends the client to the address it
+dialled, which behind a load balancer is the VIP. With --data-address, Globus clients (SITE CLIENTINFO)
+get the address by default and other clients the RFC form.
 PORT/EPRT/SPOR are refused (504) for a privileged port, or for a host other than the control connection's
 peer unless --allow-third-party names it (no FTP bounce).
 
@@ -88,8 +89,9 @@ def register(subparsers: Any) -> None:
         "--epsv-ip",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="put the data address in EPSV replies, as Globus' -epsv-ip (breaks RFC 2428, but clients "
-        "behind a VIP reach this server, not the VIP); default: on when --data-address is given",
+        help="put the data address in every EPSV reply, as Globus' -epsv-ip (breaks RFC 2428: curl refuses "
+        "it; but clients behind a VIP reach this server, not the VIP); --no-epsv-ip: never. Default with "
+        "--data-address: to the clients that sent SITE CLIENTINFO (globus-url-copy), which read it",
     )
     p.add_argument(
         "--allow-third-party",
@@ -156,7 +158,7 @@ async def _serve(server: GridftpServer) -> int:
         await server.start()
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc.strerror or exc}", key="--listen") from None
-    epsv = "with the address" if server.config.epsv_with_address else "port only"
+    epsv = server.config.epsv_mode
     third = ", ".join(str(n) for n in server.third_party) or "none (the client only)"
     print(
         f"gridftp-server: listening on {server.config.host}:{server.port}, "

@@ -100,13 +100,24 @@ class ServerConfig:
     # strings; "0.0.0.0/0" and "::/0" allow any host). Privileged ports are always refused.
     allow_third_party: tuple[str, ...] = ()
     # EPSV replies carry the data address (|af|addr|port|), as Globus' -epsv-ip does: behind a VIP an
-    # address-less reply sends the client to the VIP. None = on when `data_address` is set.
+    # address-less reply sends the client to the VIP. True: to every client. False: to none (RFC 2428).
+    # None (default): with a `data_address`, to the clients that announced themselves with SITE
+    # CLIENTINFO (Globus' client library, which reads the address); the RFC form to the others (curl
+    # refuses any other form).
     epsv_ip: bool | None = None
 
+    def epsv_names_address(self, *, globus_client: bool) -> bool:
+        """Return True when an EPSV reply names the data address (`globus_client`: CLIENTINFO was sent)."""
+        if self.epsv_ip is None:
+            return bool(self.data_address) and globus_client
+        return self.epsv_ip
+
     @property
-    def epsv_with_address(self) -> bool:
-        """Return True when EPSV replies name the data address (`epsv_ip`, default: `data_address` set)."""
-        return bool(self.data_address) if self.epsv_ip is None else self.epsv_ip
+    def epsv_mode(self) -> str:
+        """Return how EPSV replies are formed, in words (for the start-up line)."""
+        if self.epsv_ip is None:
+            return "address for SITE CLIENTINFO clients" if self.data_address else "port only (RFC 2428)"
+        return "address always (-epsv-ip)" if self.epsv_ip else "port only (RFC 2428)"
 
     @property
     def advertised(self) -> str:
@@ -292,6 +303,7 @@ class Session:
         self.cache: list[socket.socket] = []
         self.cache_role = ""  # "send" (we connected) or "recv" (we accepted)
         self.rnfr: str | None = None
+        self.clientinfo = False  # SITE CLIENTINFO seen: a Globus-library client (reads EPSV addresses)
         self._buf = bytearray()
         self._quit = False
 
@@ -613,7 +625,8 @@ async def cmd_site_help(s: Session, arg: str) -> None:
     await cmd_help(s, arg)
 
 
-async def cmd_site_ok(s: Session, arg: str) -> None:
+async def cmd_site_clientinfo(s: Session, arg: str) -> None:
+    s.clientinfo = True
     await s.reply(250, "OK.")
 
 
@@ -718,7 +731,7 @@ async def cmd_epsv(s: Session, arg: str) -> None:
         await s.reply(200, "EPSV ALL accepted.")
         return
     hp = _listen(s)
-    where = format_eprt(hp) if s.cfg.epsv_with_address else f"|||{hp.port}|"
+    where = format_eprt(hp) if s.cfg.epsv_names_address(globus_client=s.clientinfo) else f"|||{hp.port}|"
     await s.reply(229, f"Entering Extended Passive Mode ({where})")
 
 
@@ -1070,7 +1083,7 @@ COMMANDS: dict[str, _Spec] = {
     "FEAT": _Spec(cmd_feat, login=False),
     "HELP": _Spec(cmd_help, login=False),
     "SITE HELP": _Spec(cmd_site_help, login=False),
-    "SITE CLIENTINFO": _Spec(cmd_site_ok),
+    "SITE CLIENTINFO": _Spec(cmd_site_clientinfo),
     "SITE RETRBUFSIZE": _Spec(cmd_site_bufsize),
     "SITE STORBUFSIZE": _Spec(cmd_site_bufsize),
     "SITE BUFSIZE": _Spec(cmd_site_bufsize),

@@ -9,13 +9,14 @@ Levels (option `level`), cheapest first (research/gridftp.md §5):
 - `canary`: also `CKSM <alg> 0 -1 <canary_path>` (213) or, with `canary_method="retr"`, a small
   `RETR` over a PASV data connection, compared with `canary_checksum` when given.
 
-Data-address check (login and canary, option `data_address_check`, on by default): `EPSV`, then `PASV`
-(IPv4 targets) after login. A server advertising one of the `vips` sends its data connections to the
-director, and one advertising a loopback address to a client that is not itself on loopback sends them
-nowhere: both are DOWN with a reason that names the fix (`-data-interface` / `data_interface`). On loopback
-a loopback address is legitimate. An EPSV reply without an address (`(|||port|)`, Globus without
-`-epsv-ip`) sends EPSV clients to the address they dialled, the VIP: DOWN when a VIP or the target is IPv6
-(every IPv6 client uses EPSV), a note in the reason when the VIPs are IPv4 only (IPv4 clients use PASV).
+Data-address check (login and canary, option `data_address_check`, on by default): `SITE CLIENTINFO`
+(as Globus clients send it), `EPSV`, then `PASV` (IPv4 targets) after login. A server advertising one
+of the `vips` sends its data connections to the director, and one advertising a loopback address to a
+client that is not itself on loopback sends them nowhere: both are DOWN with a reason that names the fix
+(`-data-interface` / `data_interface`). On loopback a loopback address is legitimate. An EPSV reply
+without an address (`(|||port|)`, Globus without `-epsv-ip`) sends EPSV clients to the address they
+dialled, the VIP: DOWN when a VIP or the target is IPv6 (every IPv6 client uses EPSV), a note in the
+reason when the VIPs are IPv4 only (IPv4 clients use PASV).
 
 A `421` reply at any step is REFUSING (RFC 959: service not available, closing control connection).
 Replies, PASV/EPSV endpoints and checksums come from `gridlb.gridftp.protocol` (shared with the server
@@ -32,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
 
+from gridlb import __version__
 from gridlb.config import defaults as D
 from gridlb.gridftp.client import ClientError, GridftpClient
 from gridlb.gridftp.protocol import (
@@ -46,6 +48,8 @@ from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
 from gridlb.health.tcp import ConnectOptions, connect_socket, describe_os_error
 from gridlb.table import IPAddress, RealKey, parse_address
 
+CLIENTINFO = f'SITE CLIENTINFO scheme=ftp;appname="gridlb-check";appver="{__version__}";'
+_ANY_REPLY_BUT_421 = tuple(code for code in range(200, 600) if code != 421)
 LEVELS = ("banner", "login", "canary")
 CANARY_METHODS = ("cksm", "retr")
 REFUSING_CODES = frozenset({421, 422})
@@ -309,6 +313,9 @@ class GridftpChecker(Checker):
             epsv_clients = v6 or any(v.version == 6 for v in self.vips)
             # EPSV first: for an IPv4 target the PASV after it opens the listener a RETR canary uses.
             if self.data_address_check or v6:
+                # Announce a Globus-style client: gridlb's server names its EPSV address to those only.
+                stage.waiting_for = "SITE CLIENTINFO reply"
+                await session.command(CLIENTINFO, *_ANY_REPLY_BUT_421, what="SITE CLIENTINFO")
                 stage.waiting_for = "EPSV reply"
                 epsv = await self._epsv(session, required=not self.data_address_check)
                 if self.data_address_check:
