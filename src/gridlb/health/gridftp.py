@@ -193,7 +193,7 @@ class _Session:
 
 @register_checker
 class GridftpChecker(Checker):
-    """GridFTP-aware check: banner, login, canary levels and the PASV data-address check."""
+    """GridFTP-aware check: banner, login, canary levels and the PASV/EPSV data-address check."""
 
     kind = "gridftp"
 
