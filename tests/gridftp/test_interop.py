@@ -205,3 +205,31 @@ def test_curl_and_guc_both_download_with_the_default_epsv(
         assert md5(out2) == md5(files["mib1"])
     finally:
         srv.stop()
+
+
+def test_guc_epsv_and_parallel_through_a_proxy_vip() -> None:
+    """Behind the proxy dataplane's VIP, globus-url-copy -ipv6 (EPSV) reaches the real server itself:
+    its EPSV reply names the server's data address (the default with --data-address); -p 4 (the server
+    connects back to the client) works too. Before --epsv-ip the EPSV client dialled the VIP and failed."""
+    need_tool("globus-url-copy")
+    from tests.director.loopback import Loopback
+
+    lb = Loopback(240)
+    try:
+        lb.start_server(2)
+        lb.start_server(3)
+        lb.write_site([(2, 1), (3, 1)])
+        lb.start_director()
+        url = f"ftp://{lb.vip}:2811/file.bin"
+        want = md5(lb.root / "file.bin")
+        for args in (["-ipv6"], ["-ipv6", "-p", "4"], ["-p", "4"], []):
+            out = lb.dir / "out.bin"
+            out.unlink(missing_ok=True)
+            proc = guc("-dbg", *args, url, f"file://{out}")
+            assert proc.returncode == 0, (args, proc.stderr[-2000:])
+            assert md5(out) == want, args
+            if "-ipv6" in args and "-p" not in args:  # stream mode: EPSV, answered with a real server
+                assert "229 Entering Extended Passive Mode (|1|127.44.240." in proc.stderr
+                assert f"|1|{lb.vip}|" not in proc.stderr
+    finally:
+        lb.close()
