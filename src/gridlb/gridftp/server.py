@@ -17,9 +17,9 @@ import logging
 import os
 import socket
 import stat as statmod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from gridlb import __version__
 from gridlb.gridftp import datachannel as dc
@@ -56,6 +56,7 @@ from gridlb.gridftp.protocol import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ANONYMOUS_USERS = ("anonymous", "ftp")
 MSG_BUSY = "Service busy: Connection limit exceeded. Please try again later. Closing control connection."
@@ -573,6 +574,14 @@ class Session:
         return rest
 
 
+def _args(parse: Callable[[str], _T], arg: str) -> _T:
+    """Return `parse(arg)`; a ValueError becomes 501 with its text."""
+    try:
+        return parse(arg)
+    except ValueError as exc:
+        raise Reject(501, str(exc)) from None
+
+
 def _inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -679,10 +688,7 @@ async def cmd_allo(s: Session, arg: str) -> None:
 
 
 async def cmd_rest(s: Session, arg: str) -> None:
-    try:
-        s.rest = parse_rest(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    s.rest = _args(parse_rest, arg)
     await s.reply(350, "Restart Marker OK. Send STORE or RETRIEVE to initiate transfer.")
 
 
@@ -817,10 +823,7 @@ async def cmd_retr(s: Session, arg: str) -> None:
 
 
 async def cmd_eret(s: Session, arg: str) -> None:
-    try:
-        off, length, p = parse_eret(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    off, length, p = _args(parse_eret, arg)
     path, _ = _regular_file(s, p)
     await _retr(s, path, (off, length))
 
@@ -857,10 +860,7 @@ async def cmd_appe(s: Session, arg: str) -> None:
 
 
 async def cmd_esto(s: Session, arg: str) -> None:
-    try:
-        off, p = parse_esto(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    off, p = _args(parse_esto, arg)
     path = _writable_target(s, p)
     s.require_receive_route()
     s._take_rest()
@@ -929,37 +929,30 @@ async def cmd_mlsd(s: Session, arg: str) -> None:
     await s.send_source(dc.Source.of_bytes(_listing(s, arg, "MLSD")))
 
 
-def _open_any(s: Session, arg: str) -> tuple[int, str]:
-    """Open file or directory `arg` (inside the root, no symlink) to change metadata; return (fd, vpath)."""
+@contextlib.contextmanager
+def _entry(s: Session, arg: str) -> Iterator[tuple[int, str]]:
+    """Open file or directory `arg` (inside the root, no symlink) to change its metadata: (fd, vpath)."""
     vp = s.vpath(arg)
-    return s.open_checked(real_path(s.server.root, vp), os.O_RDONLY | os.O_NONBLOCK), vp
+    fd = s.open_checked(real_path(s.server.root, vp), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield fd, vp
+    finally:
+        os.close(fd)
 
 
 async def cmd_site_chmod(s: Session, arg: str) -> None:
-    try:
-        mode, p = parse_chmod(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
-    fd, vp = _open_any(s, p)
-    try:
+    mode, p = _args(parse_chmod, arg)
+    with _entry(s, p) as (fd, vp):
         if vp == "/":
             raise Reject(550, "Cannot change the mode of the root.")
         os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
     await s.reply(200, "SITE CHMOD command successful.")
 
 
 async def cmd_mfmt(s: Session, arg: str) -> None:
-    try:
-        mtime, p = parse_mfmt(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
-    fd, vp = _open_any(s, p)
-    try:
+    mtime, p = _args(parse_mfmt, arg)
+    with _entry(s, p) as (fd, vp):
         os.utime(fd, (os.fstat(fd).st_atime, mtime))
-    finally:
-        os.close(fd)
     await s.reply(213, f"Modify={mdtm(mtime)}; {vp}")
 
 
@@ -1050,10 +1043,7 @@ def _checksum(path: str, alg: str, offset: int, length: int) -> str:
 
 
 async def cmd_cksm(s: Session, arg: str) -> None:
-    try:
-        req = parse_cksm(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    req = _args(parse_cksm, arg)
     path, st = _regular_file(s, req.path)
     if req.offset > st.st_size:
         raise Reject(501, "Offset beyond the end of the file.")
