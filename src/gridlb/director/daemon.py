@@ -34,6 +34,7 @@ from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
 from gridlb.errors import ConfigError
 from gridlb.metrics import Metrics, parse_listen
+from gridlb.status import status_to_json
 from gridlb.table import RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ class DirectorDaemon:
         if isinstance(request, StatusRequest):
             status = await director.status()
             if self.ha is not None:
-                status["vrrp"] = self.ha.status()
-            return status
+                status = replace(status, vrrp=self.ha.status())
+            return status_to_json(status)
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -35,14 +35,24 @@ from gridlb.api.messages import (
     parse_real,
     parse_service,
 )
-from gridlb.config.load import Site, load_site
+from gridlb.config.load import ConfigErrors, Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, get_factory
+from gridlb.dataplane.base import (
+    Dataplane,
+    DataplaneCounters,
+    DataplaneFactory,
+    OpResult,
+    Role,
+    Severity,
+    get_factory,
+)
+from gridlb.director.guard import DATAPLANE_DEADLINE_S, DataplaneCallError, GuardedDataplane
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
     HealthKey,
     HealthState,
+    RealDecision,
     RealHealth,
     ServicePlan,
     build_table,
@@ -52,16 +62,28 @@ from gridlb.director.reconcile import (
 )
 from gridlb.errors import ConfigError, GridlbError
 from gridlb.health.base import CheckResult, Verdict
+from gridlb.health.spec import site_check_problems
+from gridlb.status import (
+    CheckStatus,
+    CounterStatus,
+    DirectorStatus,
+    FaultStatus,
+    OpErrorStatus,
+    RealStatus,
+    ServiceStatus,
+)
 from gridlb.table import (
     AddDest,
     AddService,
     ConnEntry,
     DelService,
+    DestCounters,
     EditDest,
     EditService,
     IpvsTable,
     Op,
     RealKey,
+    Service,
     ServiceKey,
     SetTimeouts,
     diff,
@@ -76,12 +98,10 @@ DEFAULT_DRAIN_TIMEOUT_S = 3600.0
 DEFAULT_RESYNC_INTERVAL_S = 5.0
 #: Resync period while a retirement waits for its last connection.
 RETIRE_POLL_S = 0.25
-#: Deadline of one dataplane call; a call that takes longer counts as a dataplane fault.
-DATAPLANE_DEADLINE_S = 5.0
-#: First retry after a dataplane fault; doubled per consecutive fault up to the resync interval.
-FAULT_BACKOFF_S = 0.1
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
+#: `gridlb:` settings a running director cannot change: a reload that changes one says so.
+RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -98,7 +118,10 @@ class DirectorConfig:
 
     @classmethod
     def from_site(cls, site: Site, paths: Sequence[str] = ()) -> DirectorConfig:
-        """Return the director's view of `site`."""
+        """Return the director's view of `site`; ConfigErrors when a check cannot run on this host."""
+        problems = site_check_problems(site)
+        if problems:
+            raise ConfigErrors(problems)
         plans, checks = plan_site(site)
         return cls(plans, checks, site.gridlb, tuple(paths))
 
@@ -261,28 +284,6 @@ class Counters:
     reload_failures: int = 0
 
 
-@dataclass(slots=True)
-class DataplaneFault:
-    """The dataplane's health as the director sees it: failed calls by method, the last one, backoff."""
-
-    total: int = 0
-    by_method: dict[str, int] = field(default_factory=dict)
-    consecutive: int = 0
-    last_error: str = ""
-    last_method: str = ""
-    since: float | None = None  # monotonic time of the first fault of the current run; None = healthy
-    retry_at: float | None = None  # monotonic time of the next retry while failing
-
-    @property
-    def failing(self) -> bool:
-        """Return True while the latest dataplane call failed."""
-        return self.since is not None
-
-
-class DataplaneCallError(Exception):
-    """A dataplane call raised, timed out or returned something that is not what the protocol says."""
-
-
 def _op_name(op: Op) -> str:
     return type(op).__name__
 
@@ -329,13 +330,10 @@ class Director:
         self.resync_interval_s = resync_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.loader = loader
-        self.dataplane_deadline_s = dataplane_deadline_s
         self.started_at = wall_clock()
         self.generation = 1
         self.role: str | None = None
         self.role_reason = ""
-        self.fault = DataplaneFault()
-        self._role_applied: Role | None = None  # the role the dataplane was last told
 
         self.health: dict[HealthKey, RealHealth] = {}
         self.last_check: dict[HealthKey, LastCheck] = {}
@@ -356,6 +354,14 @@ class Director:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()  # the ticker's schedule changed (a fault, a passive mark)
+        self.guard = GuardedDataplane(
+            dataplane,
+            clock=clock,
+            deadline_s=dataplane_deadline_s,
+            max_backoff_s=resync_interval_s,
+            on_fault=self._wake.set,
+        )
+        self._dataplane_errors: dict[str, int] = {}  # the dataplane's own counters, as last read
         self._busy = asyncio.Lock()  # held while a batch is applied: status never sees half a change
 
     # --- feeding inputs (thread: the event loop's) ------------------------------------------------
@@ -458,7 +464,8 @@ class Director:
         """Return how long until the next resync: the period, or sooner for a retry or an expiry."""
         interval = RETIRE_POLL_S if self.overrides.retiring else self.resync_interval_s
         now = self.clock()
-        due = [self.fault.retry_at] if self.fault.retry_at is not None else []
+        retry_at = self.guard.fault.retry_at
+        due = [retry_at] if retry_at is not None else []
         retry_s = self.config.settings.passive_retry_s
         due.extend(m.at + retry_s for m in self.passive.values())
         for at in due:
@@ -556,98 +563,23 @@ class Director:
             return f"role {item.role}"
         return ""
 
-    # --- guarded dataplane calls -----------------------------------------------------------------
+    # --- reading the dataplane (never blocks for long, never raises a dataplane's error) ----------
 
-    async def _call_dataplane(
-        self, method: str, call: Callable[[], Awaitable[T]], valid: Callable[[Any], bool], deadline_s: float
-    ) -> T:
-        """Run one dataplane call under a deadline; raise DataplaneCallError (recorded) on any failure."""
+    async def dataplane_counters(self) -> DataplaneCounters | None:
+        """Return the dataplane's own error counters, or None when it fails to answer."""
         try:
-            value = await asyncio.wait_for(call(), deadline_s)
-        except TimeoutError:
-            error = f"{method}: no answer within {deadline_s:g} s"
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the dataplane is broken; the director must not be
-            error = f"{method}: {type(exc).__name__}: {exc}"
-        else:
-            if valid(value):
-                return value
-            error = f"{method}: returned {type(value).__name__}, which the dataplane protocol does not allow"
-        self._record_fault(method, error)
-        raise DataplaneCallError(error)
-
-    def _record_fault(self, method: str, error: str) -> None:
-        f = self.fault
-        f.total += 1
-        f.by_method[method] = f.by_method.get(method, 0) + 1
-        f.consecutive += 1
-        now = self.clock()
-        if f.since is None:
-            f.since = now
-            log.error("dataplane %s failing: %s", self.dataplane.name, error)
-        else:
-            log.debug("dataplane %s still failing: %s", self.dataplane.name, error)
-        f.last_error, f.last_method = error, method
-        backoff = min(self.resync_interval_s, FAULT_BACKOFF_S * 2 ** min(f.consecutive - 1, 16))
-        f.retry_at = now + backoff
-        self._wake.set()
-
-    def _dataplane_recovered(self) -> None:
-        f = self.fault
-        if f.since is not None:
-            log.warning(
-                "dataplane %s recovered after %.1f s (%d failed calls)",
-                self.dataplane.name,
-                self.clock() - f.since,
-                f.consecutive,
-            )
-        f.since = f.retry_at = None
-        f.consecutive = 0
-
-    async def _dump(self, deadline_s: float | None = None) -> IpvsTable:
-        return await self._call_dataplane(
-            "dump",
-            self.dataplane.dump,
-            lambda v: isinstance(v, IpvsTable),
-            self.dataplane_deadline_s if deadline_s is None else deadline_s,
-        )
-
-    async def _apply(self, ops: Sequence[Op]) -> tuple[OpResult, ...]:
-        results = await self._call_dataplane(
-            "apply",
-            lambda: self.dataplane.apply(ops),
-            lambda v: (
-                isinstance(v, list | tuple)
-                and len(v) == len(ops)
-                and all(isinstance(r, OpResult) and r.op == op for r, op in zip(v, ops, strict=True))
-            ),
-            self.dataplane_deadline_s,
-        )
-        return tuple(results)
-
-    async def _push_role(self) -> None:
-        role = Role.STANDALONE if self.role is None else Role.from_vrrp(self.role)
-        if role is self._role_applied:
-            return
-        await self._call_dataplane(
-            "set_role", lambda: self.dataplane.set_role(role), lambda v: v is None, self.dataplane_deadline_s
-        )
-        self._role_applied = role
-        log.info("dataplane %s follows role %s", self.dataplane.name, role)
+            counters = await self.guard.counters(STATUS_WAIT_S)
+        except DataplaneCallError:
+            return None
+        self._dataplane_errors = dict(counters.errors)
+        return counters
 
     async def connections(self) -> list[ConnEntry]:
         """Return the dataplane's connection list (ApiError when the dataplane fails to answer)."""
         try:
-            conns = await self._call_dataplane(
-                "connections",
-                self.dataplane.connections,
-                lambda v: isinstance(v, list | tuple) and all(isinstance(c, ConnEntry) for c in v),
-                self.dataplane_deadline_s,
-            )
+            return await self.guard.connections()
         except DataplaneCallError as exc:
             raise ApiError(ErrorCode.DATAPLANE, f"no connection list from the dataplane: {exc}") from None
-        return list(conns)
 
     def _initial(self, pair: HealthKey) -> RealHealth:
         plan = self.config.plan(pair[0])
@@ -783,14 +715,24 @@ class Director:
             )
         try:
             new = await asyncio.to_thread(self.loader, paths)
+            _, warnings = new.check_dataplane()  # what a start would refuse, a reload refuses too
         except GridlbError as exc:
             self.counters.reload_failures += 1
             raise ApiError(
                 ErrorCode.CONFIG, f"reload refused, still running the previous config:\n{exc}"
             ) from None
+        restart = [
+            f"gridlb.{name}"
+            for name in RESTART_SETTINGS
+            if getattr(new.settings, name) != getattr(self.config.settings, name)
+        ]
         summary = self.apply_config(new)
         self.counters.reloads += 1
-        return summary
+        for text in warnings:
+            log.warning("reload: %s", text)
+        for name in restart:
+            log.warning("reload: %s changed; it takes effect when the director restarts", name)
+        return {**summary, "restart_needed": restart, "warnings": warnings}
 
     def apply_config(self, new: DirectorConfig) -> dict[str, Any]:
         """Switch to `new` (already validated): carry health by pair, retire what it drops."""
@@ -865,7 +807,7 @@ class Director:
         """
         errors: list[OpResult] = []
         cause = "; ".join(filter(None, (cause, self._expire_passive()))) or "resync"
-        await self._push_role()
+        await self.guard.set_role(Role.STANDALONE if self.role is None else Role.from_vrrp(self.role))
         for _ in range(4):  # a finished retirement changes the desired table once more
             self.desired = build_table(
                 self._plans(),
@@ -875,11 +817,11 @@ class Director:
                 self.config.settings.timeouts.table_timeouts(),
             )
             self.quorum_up = dict(self.desired.quorum_up)
-            observed = await self._dump()
+            observed = await self.guard.dump()
             ops = diff(observed, self.desired.table)
             self.counters.reconciles += 1
             if ops:
-                results = await self._apply(ops)
+                results = await self.guard.apply(ops)
                 self.counters.ops_applied += len(results)
                 failed = tuple(r for r in results if not r.ok)
                 known = {(r.op, r.error) for r in self.last_errors}
@@ -896,14 +838,14 @@ class Director:
                 for r in results:
                     if r.ok:
                         log.info("applied %s (%s)", describe_op(r.op), cause)
-                observed = await self._dump()
+                observed = await self.guard.dump()
             elif cause == "resync":
                 self.last_errors = ()
             self.observed = observed
             if not self._finish_retirements(observed) | self._drop_ghosts():
                 break
             cause = "retired"
-        self._dataplane_recovered()
+        self.guard.recovered()
         return tuple(errors)
 
     def _expire_passive(self) -> str:
@@ -952,13 +894,13 @@ class Director:
     async def refresh(self, deadline_s: float | None = None) -> IpvsTable:
         """Return a fresh dump of the dataplane, or the last one when the dataplane fails to answer."""
         with contextlib.suppress(DataplaneCallError):
-            self.observed = await self._dump(deadline_s)
+            self.observed = await self.guard.dump(deadline_s)
         return self.observed
 
     # --- status -----------------------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
-        """Return the status snapshot served to `gridlb status` (JSON-ready), even while the dataplane hangs.
+    async def status(self) -> DirectorStatus:
+        """Return the director's status, even while the dataplane hangs.
 
         It waits `STATUS_WAIT_S` at most for a batch in progress, and as long for a fresh dump; past
         either, it answers from the last table the dataplane gave.
@@ -966,99 +908,105 @@ class Director:
         try:
             await asyncio.wait_for(self._busy.acquire(), STATUS_WAIT_S)
         except TimeoutError:
-            return self._status(self.observed)
+            return self.snapshot(self.observed)
         try:
-            return self._status(await self.refresh(STATUS_WAIT_S))
+            return self.snapshot(await self.refresh(STATUS_WAIT_S))
         finally:
             self._busy.release()
 
-    def _status(self, table: IpvsTable) -> dict[str, Any]:
+    def snapshot(self, table: IpvsTable) -> DirectorStatus:
+        """Return the typed status of this director with `table` as the dataplane's view."""
         now = self.clock()
         effective = self.effective_health()
         services = []
         for plan in self._plans():
             svc = table.service(plan.key)
-            reals: list[dict[str, Any]] = []
-            for d in self.desired.decisions:
-                if d.service != plan.key:
-                    continue
-                pair = (d.service, d.key)
-                dest = svc.dest(d.key) if svc is not None else None
-                last = self.last_check.get(pair)
-                mark = self.passive.get(pair)
-                retiring = self.overrides.retiring_entry(d.service, d.key)
-                reals.append(
-                    {
-                        "real": str(d.key),
-                        "in_table": dest is not None,
-                        "weight": dest.spec.weight if dest is not None else None,
-                        "desired_weight": d.weight,
-                        "forward": (dest.spec.forward.ipvsadm_name if dest is not None else None),
-                        "active": dest.counters.active if dest is not None else 0,
-                        "inactive": dest.counters.inactive if dest is not None else 0,
-                        "connections": dest.counters.stats.conns if dest is not None else 0,
-                        "inbytes": dest.counters.stats.inbytes if dest is not None else 0,
-                        "outbytes": dest.counters.stats.outbytes if dest is not None else 0,
-                        "overloaded": dest.counters.overloaded if dest is not None else False,
-                        "health": str(effective.get(pair, RealHealth()).state),
-                        "reason": str(d.reason),
-                        "drained": d.drained,
-                        "retiring": retiring is not None,
-                        "retire_reason": retiring.reason if retiring is not None else None,
-                        "runtime_added": d.runtime_added,
-                        "passive_failure": mark.reason if mark is not None else None,
-                        "passive_failures": self.counters.passive_failures.get(pair, 0),
-                        "last_check": None
-                        if last is None
-                        else {
-                            "verdict": str(last.result.verdict),
-                            "reason": last.result.reason,
-                            "latency_s": round(last.result.latency_s, 6),
-                            "age_s": round(max(0.0, now - last.at), 3),
-                            "kind": last.kind,
-                        },
-                    }
-                )
-            services.append(
-                {
-                    "service": str(plan.key),
-                    "scheduler": plan.spec.scheduler,
-                    "in_table": svc is not None,
-                    "quorum_up": self.quorum_up.get(plan.key, True),
-                    "retiring": plan.key in self.ghost_plans,
-                    "active": sum(r["active"] for r in reals),
-                    "inactive": sum(r["inactive"] for r in reals),
-                    "connections": svc.stats.conns if svc is not None else 0,
-                    "reals": reals,
-                }
+            reals = tuple(
+                self._real_status(d, svc, effective, now)
+                for d in self.desired.decisions
+                if d.service == plan.key
             )
-        return {
-            "version": __version__,
-            "dataplane": self.dataplane.name,
-            "config": list(self.config.paths),
-            "generation": self.generation,
-            "uptime_s": round(self.wall_clock() - self.started_at, 3),
-            "role": self.role,
-            "role_reason": self.role_reason,
-            "degraded": bool(self.last_errors) or self.fault.failing,
-            "last_errors": [{"op": describe_op(r.op), "error": r.error} for r in self.last_errors],
-            "dataplane_fault": None
-            if not self.fault.failing
-            else {
-                "error": self.fault.last_error,
-                "since_s": round(now - (self.fault.since or now), 3),
-                "failed_calls": self.fault.consecutive,
-            },
-            "counters": {
-                "reconciles": self.counters.reconciles,
-                "ops_applied": self.counters.ops_applied,
-                "op_errors": dict(self.counters.op_errors),
-                "reloads": self.counters.reloads,
-                "reload_failures": self.counters.reload_failures,
-                "dataplane_faults": dict(self.fault.by_method),
-            },
-            "services": services,
-        }
+            services.append(
+                ServiceStatus(
+                    service=str(plan.key),
+                    scheduler=plan.spec.scheduler,
+                    in_table=svc is not None,
+                    quorum_up=self.quorum_up.get(plan.key, True),
+                    retiring=plan.key in self.ghost_plans,
+                    active=sum(r.active for r in reals),
+                    inactive=sum(r.inactive for r in reals),
+                    connections=svc.stats.conns if svc is not None else 0,
+                    inbytes=svc.stats.inbytes if svc is not None else 0,
+                    outbytes=svc.stats.outbytes if svc is not None else 0,
+                    reals=reals,
+                )
+            )
+        fault = self.guard.fault
+        c = self.counters
+        return DirectorStatus(
+            version=__version__,
+            dataplane=self.dataplane.name,
+            config=tuple(self.config.paths),
+            generation=self.generation,
+            uptime_s=round(self.wall_clock() - self.started_at, 3),
+            role=self.role,
+            role_reason=self.role_reason,
+            degraded=bool(self.last_errors) or fault.failing,
+            last_errors=tuple(OpErrorStatus(describe_op(r.op), r.error) for r in self.last_errors),
+            dataplane_fault=None
+            if fault.since is None
+            else FaultStatus(fault.last_error, round(now - fault.since, 3), fault.consecutive),
+            counters=CounterStatus(
+                c.reconciles,
+                c.ops_applied,
+                dict(c.op_errors),
+                c.reloads,
+                c.reload_failures,
+                dict(fault.by_method),
+                dict(self._dataplane_errors),
+            ),
+            services=tuple(services),
+        )
+
+    def _real_status(
+        self, d: RealDecision, svc: Service | None, effective: Mapping[HealthKey, RealHealth], now: float
+    ) -> RealStatus:
+        pair = (d.service, d.key)
+        dest = svc.dest(d.key) if svc is not None else None
+        counters = dest.counters if dest is not None else DestCounters()
+        last = self.last_check.get(pair)
+        mark = self.passive.get(pair)
+        retiring = self.overrides.retiring_entry(d.service, d.key)
+        return RealStatus(
+            real=str(d.key),
+            in_table=dest is not None,
+            weight=dest.spec.weight if dest is not None else None,
+            desired_weight=d.weight,
+            forward=dest.spec.forward.ipvsadm_name if dest is not None else None,
+            active=counters.active,
+            inactive=counters.inactive,
+            connections=counters.stats.conns,
+            inbytes=counters.stats.inbytes,
+            outbytes=counters.stats.outbytes,
+            overloaded=counters.overloaded,
+            health=str(effective.get(pair, RealHealth()).state),
+            reason=str(d.reason),
+            drained=d.drained,
+            retiring=retiring is not None,
+            retire_reason=retiring.reason if retiring is not None else None,
+            runtime_added=d.runtime_added,
+            passive_failure=mark.reason if mark is not None else None,
+            passive_failures=self.counters.passive_failures.get(pair, 0),
+            last_check=None
+            if last is None
+            else CheckStatus(
+                str(last.result.verdict),
+                last.result.reason,
+                round(last.result.latency_s, 6),
+                round(max(0.0, now - last.at), 3),
+                last.kind,
+            ),
+        )
 
 
 def verdict_state(verdict: Verdict) -> HealthState:
