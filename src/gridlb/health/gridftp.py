@@ -44,8 +44,15 @@ from gridlb.gridftp.protocol import (
     parse_epsv_reply,
     parse_pasv_reply,
 )
-from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
-from gridlb.health.tcp import ConnectOptions, connect_socket, describe_os_error
+from gridlb.health.base import (
+    Checker,
+    CheckResult,
+    ConnectOptions,
+    Verdict,
+    connect_socket,
+    describe_os_error,
+    register_checker,
+)
 from gridlb.table import IPAddress, RealKey, parse_address
 
 CLIENTINFO = f'SITE CLIENTINFO scheme=ftp;appname="gridlb-check";appver="{__version__}";'
