@@ -560,7 +560,7 @@ def netpair() -> Iterator[NetPair]:
 @pytest.mark.privileged
 def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Path) -> None:
     # Without -data-interface globus advertises what its hostname resolves to: 127.0.0.1 here
-    # (/etc/hosts maps this host's name to 127.0.0.1; research/gridftp.md §2.2).
+    # (/etc/hosts maps this host's name to 127.0.0.1, as on Debian).
     proc = netpair.start_globus(scratch)
     netpair.wait_ready(proc)
     out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--timeout", "5")

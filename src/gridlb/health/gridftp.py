@@ -1,6 +1,6 @@
 """The `gridftp` checker: classifies a GridFTP server by its banner, a login, a canary and its data address.
 
-Levels (option `level`), cheapest first (research/gridftp.md §5):
+Levels (option `level`), cheapest first:
 
 - `banner`: read the greeting within the timeout. `220` is UP; `421` (connection limit) and `422`
   (connections disabled) are REFUSING: alive but refusing work, so the director gives it weight 0 (drain);
