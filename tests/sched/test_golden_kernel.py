@@ -56,7 +56,7 @@ def test_picks_match_the_kernel(port: int) -> None:
         sched.update(views())
     agree = 0
     for addr, sport in order:
-        got = sched.pick(views(), Flow(ip_address(addr), int(sport), ip_address("10.0.0.1"), port))
+        got = sched.pick(views(), Flow(ip_address(addr), int(sport), ip_address("10.0.0.1"), port), 0.0)
         assert str(got) == picked[f"{addr}:{sport}"], f"{name} {sorted(flags)}: connection {agree + 1}"
         assert got is not None
         active[int(str(got.addr).rsplit(".", 1)[1])] += 1

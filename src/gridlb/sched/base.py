@@ -50,12 +50,16 @@ class Scheduler(ABC):
         """React to a destination being added, removed or edited (kernel add/del/upd_dest hooks)."""
 
     @abstractmethod
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
-        """Return the destination for a new flow, or None when no destination may take it."""
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
+        """Return the destination for a new flow, or None when no destination may take it.
+
+        `now` is a monotonic clock in seconds; only the schedulers that keep state over time
+        (lblc, lblcr) read it.
+        """
 
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
-_MODULES = ("rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh")
+_MODULES = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos")
 S = TypeVar("S", bound=type[Scheduler])
 
 
