@@ -62,10 +62,34 @@ def test_lblc_over_the_size_limit_drops_entries_unused_for_6_minutes() -> None:
     assert scripted("lblc", seq, tab_bits=0)[-1] == rk(2)
 
 
-def test_lblc_partial_gc_stops_after_the_bucket_that_reaches_its_goal() -> None:
+def test_lblc_partial_gc_stops_after_the_bucket_that_reaches_its_goal_and_moves_the_rover() -> None:
+    # Two buckets (limit 32). At 0 s, 20 addresses of bucket 1 and 30 of bucket 0; at 60 s, 10 more of
+    # bucket 1. The run at 360 s (goal min((60 - 32) * 4/3, 16) = 16) starts after the rover, at
+    # bucket 1, drops its 20 expired entries and stops: the rover stays at 1. The run at 420 s (goal 10)
+    # so starts at bucket 0 and drops its 30 entries, leaving bucket 1's newer ten, expired by now.
+    bucket: dict[int, list[int]] = {0: [], 1: []}
+    for n in range(1, 160):
+        bucket[k.hash_32(int(ip_address(f"10.0.0.{n}")), 1)].append(n)
+    ones, zeros = bucket[1], bucket[0]
+    first = [pick(vip(n)) for n in ones[:20] + zeros[:30]]
+    later = [pick(vip(n)) for n in ones[20:30]]
+    seq = [
+        INIT,
+        *first[:-1],
+        pick(vip(zeros[29]), 60.0),
+        *later[:-1],
+        pick(vip(ones[29]), 360.0),
+        ("counters", 0, 5, 0, False),  # B busy: a dropped address now goes to A
+        pick(vip(zeros[0])),
+        pick(vip(ones[20])),
+    ]
+    assert scripted("lblc", seq, tab_bits=1)[-2:] == [rk(1), rk(2)]
+
+
+def test_lblc_partial_gc_goal_is_capped_at_half_the_limit() -> None:
     # Two buckets (limit 32), 50 entries: goal min((50 - 32) * 4/3, 16) = 16. The run at 360 s empties
-    # bucket 1 (20 entries) and stops there, so bucket 0's entries stay cached.
-    bucket = {0: [], 1: []}
+    # bucket 1 (20 entries) and stops there (24 without the cap would go on), so bucket 0 stays cached.
+    bucket: dict[int, list[int]] = {0: [], 1: []}
     for n in range(1, 120):
         bucket[k.hash_32(int(ip_address(f"10.0.0.{n}")), 1)].append(n)
     ones, zeros = bucket[1][:20], bucket[0][:30]

@@ -32,6 +32,17 @@ def test_lblcr_grows_the_set_and_uses_its_least_loaded_member() -> None:
     assert s.pick([view(2, weight=10, active=5), view(1, weight=10, active=3)], flow(), 3.0) == rk(1)
 
 
+def test_lblcr_newest_member_wins_a_tie() -> None:
+    seq = [INIT, pick(), ("edit", 0, 0), pick(), ("edit", 0, 10), pick()]
+    assert scripted("lblcr", seq) == [rk(2), rk(1), rk(1)]  # A joined last: first in the set
+
+
+def test_lblcr_drops_the_first_of_equally_loaded_members() -> None:
+    # Set [A, B], both idle: the least loaded is A (first), and so is the most loaded one dropped.
+    seq = [INIT, pick(), ("edit", 0, 0), pick(21.0), ("edit", 0, 10), pick(), pick()]
+    assert scripted("lblcr", seq, expiration_s=20) == [rk(2), rk(1), rk(1), rk(2)]
+
+
 def test_lblcr_drops_the_most_loaded_member_only_after_the_expiration() -> None:
     # The set {A, B} last changed at 0 s; with a 20 s expiration the pick at 20 s keeps it (strictly
     # later is needed) and the pick at 21 s drops the most loaded member (then B) and serves A.
