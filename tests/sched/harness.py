@@ -216,7 +216,9 @@ def run_scenario(
         lblc_tab_bits=setup.tab_bits,
         lblcr_tab_bits=setup.tab_bits,
     )
-    svc = k.Service(af=k.AF_INET if af == 4 else k.AF_INET6, scheduler=name, flags=_bits(name, flags), ipvs=ipvs)
+    svc = k.Service(
+        af=k.AF_INET if af == 4 else k.AF_INET6, scheduler=name, flags=_bits(name, flags), ipvs=ipvs
+    )
     ref_dests: dict[RealKey, k.Dest] = {}
     trash: dict[RealKey, k.Dest] = {}
     seen: dict[RealKey, tuple[int, int]] = {}  # counters as the scheduler last saw them

@@ -1264,8 +1264,8 @@ def ip_vs_lblcr_schedule(svc: Service, iph: Iph) -> Dest | None:
     if en is not None:
         en.lastuse = ipvs.jiffies
         dest = ip_vs_dest_set_min(en.set)
-        if en.set.size > 1 and time_after(ipvs.jiffies, en.set.lastmod + ipvs.sysctl_lblcr_expiration):
-            if en.set.size > 1:
+        if en.set.size > 1 and time_after(ipvs.jiffies, en.set.lastmod + ipvs.sysctl_lblcr_expiration):  # noqa: SIM102
+            if en.set.size > 1:  # checked again under svc->sched_lock
                 m = ip_vs_dest_set_max(en.set)
                 if m is not None:
                     ip_vs_dest_set_erase(ipvs, en.set, m)

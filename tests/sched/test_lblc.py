@@ -1,4 +1,4 @@
-"""Locality-based least-connection: kernel-exact against the C transcription, plus scripted cache and GC edges."""
+"""Locality-based least-connection: kernel-exact against the C transcription, plus scripted GC edges."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Locality-based least-connection with replication: kernel-exact against the C transcription, plus scripted sets."""
+"""Locality-based least-connection with replication: kernel-exact against the C transcription."""
 
 from __future__ import annotations
 

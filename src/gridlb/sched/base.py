@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class Scheduler(ABC):
 
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
-_MODULES = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos")
+_PACKAGE = __name__.rpartition(".")[0]
 S = TypeVar("S", bound=type[Scheduler])
 
 
@@ -70,16 +71,16 @@ def register_scheduler(cls: S) -> S:
 
 
 def _load_all() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(f"gridlb.sched.{mod}")
-        except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is missing
-            if exc.name != f"gridlb.sched.{mod}":
-                raise
+    """Import every scheduler module of the package (each registers itself); `_private` ones are helpers."""
+    path = importlib.import_module(_PACKAGE).__path__
+    for mod in pkgutil.iter_modules(path):
+        if not mod.name.startswith("_") and mod.name != "base":
+            importlib.import_module(f"{_PACKAGE}.{mod.name}")
 
 
 def scheduler_names() -> list[str]:
-    """Return the ipvsadm names of every registered scheduler."""
+    """Return the ipvsadm names of every registered scheduler: the one list of scheduler names that
+    config validation, lint and the ipvsadm front end use."""
     _load_all()
     return sorted(_REGISTRY)
 

@@ -66,7 +66,12 @@ class LocalityBasedLeastConnection(Scheduler):
             en.lastuse = j
             cached = en.dest
             view = next((d for d in dests if d.key == cached), None)
-            if view is not None and view.available and view.weight > 0 and not locality_overloaded(view, dests):
+            if (
+                view is not None
+                and view.available
+                and view.weight > 0
+                and not locality_overloaded(view, dests)
+            ):
                 return view.key
         least = wlc_least(dests)
         if least is None:

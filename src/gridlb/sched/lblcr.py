@@ -1,4 +1,4 @@
-"""Locality-based least-connection with replication (ip_vs_lblcr.c): each destination address keeps a server set.
+"""Locality-based least-connection with replication (ip_vs_lblcr.c): each destination address keeps servers.
 
 A flow to a cached address goes to the set's weighted least-connection member (listed, weight > 0,
 not overloaded) unless that member is "overloaded" in lblc's sense (more active connections than its
@@ -54,7 +54,7 @@ class LblcrEntry(CacheEntry):
 
 
 def _set_min(members: list[DestView]) -> DestView | None:
-    """ip_vs_dest_set_min(): the least overhead/weight among listed, non-overloaded members with weight > 0."""
+    """ip_vs_dest_set_min(): the least overhead/weight among listed non-overloaded members, weight > 0."""
     least: DestView | None = None
     loh = 0
     for v in members:

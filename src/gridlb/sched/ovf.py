@@ -1,4 +1,4 @@
-"""Overflow connection (ip_vs_ovf.c): the highest-weight destination until its active count exceeds its weight.
+"""Overflow connection (ip_vs_ovf.c): the heaviest destination until its active count exceeds its weight.
 
 A destination is a candidate while it is not overloaded, has weight > 0 and activeconns <= weight;
 the candidate with the highest weight wins, the first in kernel order (the newest) on ties.
