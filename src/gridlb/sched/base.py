@@ -79,10 +79,11 @@ def _load_all() -> None:
 
 
 def scheduler_names() -> list[str]:
-    """Return the ipvsadm names of every registered scheduler: the one list of scheduler names that
-    config validation, lint and the ipvsadm front end use."""
+    """Return the ipvsadm names of the package's schedulers: the one list of scheduler names that
+    config validation and the ipvsadm front end use (ones registered from elsewhere, such as a
+    test's, can be created but are not listed)."""
     _load_all()
-    return sorted(_REGISTRY)
+    return sorted(n for n, cls in _REGISTRY.items() if cls.__module__.startswith(f"{_PACKAGE}."))
 
 
 def create_scheduler(name: str, flags: frozenset[str] = frozenset()) -> Scheduler:
