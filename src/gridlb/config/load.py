@@ -53,6 +53,7 @@ from gridlb.config.schema import (
     KEY_ALIASES,
     TOP_LEVEL_KEYS,
     GridlbSettings,
+    KeepalivedExtras,
     SiteData,
     VirtualServer,
     VrrpInstance,
@@ -115,6 +116,7 @@ class SiteFile:
     vrrp_scripts: dict[str, VrrpScript]
     gridlb: GridlbSettings | None
     source: SourceMap
+    keepalived: KeepalivedExtras = KeepalivedExtras.empty()  # sync groups, static_*, mail, ...
 
     @property
     def director(self) -> str:
@@ -141,6 +143,7 @@ class Site:
     virtual_servers: dict[str, VirtualServer]
     vrrp_scripts: dict[str, VrrpScript]
     gridlb: GridlbSettings
+    keepalived: KeepalivedExtras = KeepalivedExtras.empty()
 
     @classmethod
     def from_files(cls, files: Sequence[SiteFile]) -> Site:
@@ -149,7 +152,9 @@ class Site:
         servers: dict[str, VirtualServer] = {}
         scripts: dict[str, VrrpScript] = {}
         settings: dict[str, Any] = {}
+        extras = KeepalivedExtras.empty()
         for f in files:
+            extras = extras.merged(f.keepalived)
             for name, inst in f.vrrp_instances.items():
                 instances.setdefault(name, inst)
             for name, vs in f.virtual_servers.items():
@@ -158,7 +163,7 @@ class Site:
                 scripts.setdefault(name, script)
             if f.gridlb is not None:
                 settings.update({k: getattr(f.gridlb, k) for k in f.gridlb.model_fields_set})
-        return cls(tuple(files), instances, servers, scripts, GridlbSettings(**settings))
+        return cls(tuple(files), instances, servers, scripts, GridlbSettings(**settings), extras)
 
     @property
     def directors(self) -> tuple[str, ...]:
@@ -286,7 +291,13 @@ def _validate(doc: Any, source: str) -> SiteFile:
         raise ConfigErrors(errors)
     assert model is not None
     return SiteFile(
-        source, model.vrrp_instances, model.virtual_servers, model.vrrp_scripts, model.gridlb, smap
+        source,
+        model.vrrp_instances,
+        model.virtual_servers,
+        model.vrrp_scripts,
+        model.gridlb,
+        smap,
+        KeepalivedExtras.of(model),
     )
 
 
