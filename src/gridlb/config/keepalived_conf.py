@@ -341,7 +341,9 @@ class _LineReader:
                 if ok:
                     if name == "_RANDOM":
                         self.errors.append(
-                            ConfigError("$_RANDOM gives a different file on every read", location=loc, key=name)
+                            ConfigError(
+                                "$_RANDOM gives a different file on every read", location=loc, key=name
+                            )
                         )
                         return []
                     d = self.defs.get(name)
@@ -413,8 +415,11 @@ class _LineReader:
             self._define(m.group(1), m.group(2).lstrip(" \t"))
             return
         if body.startswith("~"):
-            self.errors.append(ConfigError("~SEQ loops are not supported; expand them first", location=loc,
-                                           key=body.split()[0]))
+            self.errors.append(
+                ConfigError(
+                    "~SEQ loops are not supported; expand them first", location=loc, key=body.split()[0]
+                )
+            )
             return
         if "$" in body:
             expanded = self._substitute(body, file, loc)
@@ -428,7 +433,9 @@ class _LineReader:
         if target is not None:
             try:
                 if base_dir is None:
-                    raise ConfigError("include is only allowed when reading a file", location=loc, key="include")
+                    raise ConfigError(
+                        "include is only allowed when reading a file", location=loc, key="include"
+                    )
                 if len(stack) >= _MAX_INCLUDE_DEPTH:
                     raise ConfigError("includes nested too deeply", location=loc, key="include")
                 paths = _include_paths(target, base_dir, loc)
@@ -488,7 +495,9 @@ def _parse_tokens(lines: Iterable[list[_Token]], errors: list[ConfigError]) -> t
             flush_pending()
             if tok.text == _EOB and not tok.quoted:
                 if not stack:
-                    errors.append(ConfigError("extra '}' found", location=Location(tok.file, tok.line), key="}"))
+                    errors.append(
+                        ConfigError("extra '}' found", location=Location(tok.file, tok.line), key="}")
+                    )
                     i += 1
                     continue
                 kw, args, children = stack.pop()
@@ -508,7 +517,9 @@ def _parse_tokens(lines: Iterable[list[_Token]], errors: list[ConfigError]) -> t
     while stack:
         kw = stack.pop()[0]
         errors.append(
-            ConfigError("block is never closed (missing '}')", location=Location(kw.file, kw.line), key=kw.text)
+            ConfigError(
+                "block is never closed (missing '}')", location=Location(kw.file, kw.line), key=kw.text
+            )
         )
     return tuple(top)
 
@@ -572,7 +583,7 @@ def quote(word: str) -> str:
     out = ['"']
     for i, ch in enumerate(word):
         nxt = word[i + 1 : i + 2]
-        if ch == "$" and nxt and (nxt.isascii() and nxt.isalpha() or nxt in "_{"):
+        if ch == "$" and nxt and ((nxt.isascii() and nxt.isalpha()) or nxt in "_{"):
             out.append("$\\")  # keeps keepalived from substituting a parameter here
             continue
         if ch in '"\\':

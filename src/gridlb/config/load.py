@@ -116,7 +116,9 @@ class SiteFile:
     vrrp_scripts: dict[str, VrrpScript]
     gridlb: GridlbSettings | None
     source: SourceMap
-    keepalived: KeepalivedExtras = KeepalivedExtras.empty()  # sync groups, static_*, mail, ...
+    keepalived: KeepalivedExtras = field(
+        default_factory=KeepalivedExtras.empty
+    )  # sync groups, static_*, mail
 
     @property
     def director(self) -> str:
@@ -143,7 +145,7 @@ class Site:
     virtual_servers: dict[str, VirtualServer]
     vrrp_scripts: dict[str, VrrpScript]
     gridlb: GridlbSettings
-    keepalived: KeepalivedExtras = KeepalivedExtras.empty()
+    keepalived: KeepalivedExtras = field(default_factory=KeepalivedExtras.empty)
 
     @classmethod
     def from_files(cls, files: Sequence[SiteFile]) -> Site:

@@ -530,9 +530,10 @@ class HttpCheck(_ConnectCheck):
     @property
     def gridlb_only(self) -> bool:
         """Return True when a setting keepalived's HTTP_GET/SSL_GET cannot express is used."""
-        return any(
-            v is not None for v in (self.level, self.canary_path, self.ca_file, self.cert_warn_days)
-        ) or self.tls_verify is not None
+        return (
+            any(v is not None for v in (self.level, self.canary_path, self.ca_file, self.cert_warn_days))
+            or self.tls_verify is not None
+        )
 
 
 class SmtpHost(_Model):
@@ -612,7 +613,15 @@ CHECKER_BLOCKS: dict[str, tuple[str, type[_Model]]] = {
 UNSUPPORTED_CHECKERS = ("smtp_check", "dns_check", "udp_check", "ping_check", "file_check", "bfd_check")
 
 AnyChecker = (
-    TcpCheck | MiscCheck | GridftpCheck | HttpCheck | SmtpCheck | DnsCheck | UdpCheck | PingCheck | FileCheck
+    TcpCheck
+    | MiscCheck
+    | GridftpCheck
+    | HttpCheck
+    | SmtpCheck
+    | DnsCheck
+    | UdpCheck
+    | PingCheck
+    | FileCheck
     | BfdCheck
 )
 
@@ -710,8 +719,11 @@ class _Inherited(_Model):
     @property
     def unsupported_checkers(self) -> tuple[str, ...]:
         """Return the keepalived keywords of the checkers written here that gridlb does not run."""
-        return tuple(kw for kw, (key, _m) in CHECKER_BLOCKS.items() if key in UNSUPPORTED_CHECKERS
-                     and getattr(self, key) is not None)
+        return tuple(
+            kw
+            for kw, (key, _m) in CHECKER_BLOCKS.items()
+            if key in UNSUPPORTED_CHECKERS and getattr(self, key) is not None
+        )
 
 
 class RealServer(_Inherited):
@@ -1158,8 +1170,15 @@ class KeepalivedExtras:
 
     def __bool__(self) -> bool:
         return any(
-            (self.vrrp_sync_groups, self.global_defs, self.static_ipaddress, self.static_routes,
-             self.static_rules, self.track_files, self.bfd_instances)
+            (
+                self.vrrp_sync_groups,
+                self.global_defs,
+                self.static_ipaddress,
+                self.static_routes,
+                self.static_rules,
+                self.track_files,
+                self.bfd_instances,
+            )
         )
 
 
@@ -1182,7 +1201,12 @@ class SiteData(_Model):
     bfd_instances: dict[str, BfdInstance] = {}
 
     @field_validator(
-        "vrrp_instances", "virtual_servers", "vrrp_scripts", "vrrp_sync_groups", "track_files", "bfd_instances",
+        "vrrp_instances",
+        "virtual_servers",
+        "vrrp_scripts",
+        "vrrp_sync_groups",
+        "track_files",
+        "bfd_instances",
         mode="before",
     )
     @classmethod

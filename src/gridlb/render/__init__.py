@@ -16,7 +16,7 @@ director file (the seed's own text) also yields the peer director's view, derive
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gridlb.config.load import Site
 from gridlb.config.schema import (
@@ -47,7 +47,9 @@ class DirectorView:
     vrrp_scripts: Mapping[str, VrrpScript]
     gridlb: GridlbSettings
     derived_from: str | None = None  # the director this peer view was derived from
-    keepalived: KeepalivedExtras = KeepalivedExtras.empty()  # sync groups, static_*, mail settings
+    keepalived: KeepalivedExtras = field(
+        default_factory=KeepalivedExtras.empty
+    )  # sync groups, static_*, mail
 
 
 def peer_priority(priority: int) -> int:
