@@ -190,6 +190,7 @@ class _Reader:
     def __init__(self, source: str) -> None:
         self.out = Imported(source=source, mapping={})
         self.sync_daemon: tuple[str, str, Node] | None = None
+        self.rule_preference = RULE_PREFERENCE_START  # keepalived numbers rules without one downwards
 
     # -- helpers -------------------------------------------------------------------------------
     def error(self, node: Node, message: str) -> ConfigError:
@@ -428,6 +429,11 @@ class _Reader:
             if not _route_destination_ok(words):
                 self.warn(child, "keepalived cannot read this route's destination and skips it; dropped")
                 continue
+            words = _modern_route(words)
+            if name == "virtual_routes" and "dev" not in words and "no_track" not in words:
+                self.warn(child, "a route without dev is not tracked by keepalived; written with no_track")
+                at = words.index("nexthop") if "nexthop" in words else len(words)
+                words = (*words[:at], "no_track", *words[at:])
             self.mark(f"{base}.{name}[{len(out)}]", child)
             out.append(" ".join(words))
         return out
@@ -447,6 +453,10 @@ class _Reader:
             if bad:
                 self.warn(child, f"keepalived cannot read the address {bad[0]} and skips this rule; dropped")
                 continue
+            if not {"preference", "prio", "priority"} & set(words):
+                words = (*words, "preference", str(self.rule_preference))
+                self.warn(child, f"no preference: keepalived gives this rule {self.rule_preference}; written out")
+                self.rule_preference -= 1
             self.mark(f"{base}.{name}[{len(out)}]", child)
             out.append(" ".join(words))
         return out
@@ -1088,15 +1098,31 @@ class _Reader:
         if name in servers:
             raise self.error(node, "this virtual server is defined twice")
         if group is not None and "fwmark" in data:
-            for rs in data.get("real_servers", []):
-                if rs.pop("port", None) is not None:
-                    self.warn(
-                        node,
-                        f"group {group}: a fwmark service's real servers take no port; dropped for {name}",
-                    )
-                    break
+            dropped = [rs.pop("port") for rs in data.get("real_servers", []) if "port" in rs]
+            if dropped:
+                self.warn(
+                    node, f"group {group}: a fwmark service's real servers take no port; dropped for {name}"
+                )
         self.mark(f"{VIRTUAL_SERVERS}.{name}", node)
         servers[name] = data
+
+
+#: The preference keepalived gives the first rule written without one (then one less each time).
+RULE_PREFERENCE_START = 16384
+
+
+def _modern_route(words: Sequence[str]) -> tuple[str, ...]:
+    """keepalived's deprecated route words as it reads them: `gw` is `via`, `A or B` is two nexthops."""
+    out = ["via" if w == "gw" else w for w in words]
+    if "or" in out and "via" in out:
+        i = out.index("via")
+        hops = [out[i + 1]]
+        j = i + 2
+        while j + 1 < len(out) and out[j] == "or":
+            hops.append(out[j + 1])
+            j += 2
+        out = out[:i] + [w for h in hops for w in ("nexthop", "via", h)] + out[j:]
+    return tuple(out)
 
 
 def _prefix_ok(word: str) -> bool:
