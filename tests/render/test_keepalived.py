@@ -18,11 +18,12 @@ from tests.render.conftest import KeepalivedTest
 DATA = Path(__file__).resolve().parents[1] / "data"
 SEED = DATA / "seed-hiera.yaml"
 CORPUS = sorted((DATA / "keepalived").glob("*.conf"))
+SAMPLES = sorted(Path("/usr/share/doc/keepalived/samples").glob("keepalived.conf.*"))
 
 
 def sections(site: Site) -> list[tuple[Any, ...]]:
     """What a site says, file by file, without where it was read from."""
-    return [(f.vrrp_instances, f.virtual_servers, f.vrrp_scripts, f.gridlb) for f in site.files]
+    return [(f.vrrp_instances, f.virtual_servers, f.vrrp_scripts, f.gridlb, f.keepalived) for f in site.files]
 
 
 def _top(text: str, keyword: str) -> list[Node]:
@@ -267,3 +268,38 @@ def test_keepalived_accepts_a_gridftp_check(keepalived_netns: KeepalivedTest, tm
     path = tmp_path / "gftp.conf"
     path.write_text(render_keepalived(site_from_mapping(GRIDFTP_SITE, source="gftp.yaml"), "gftp"))
     assert keepalived_netns.check(path) == (0, "")
+
+
+# ---------------------------------------------------------------------- keepalived's own samples
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_samples_round_trip(path: Path) -> None:
+    """import(render(x)) is x for every sample keepalived 2.2.7 ships, for each director rendered."""
+    site = import_file(str(path)).site()
+    for text in render_site(site).values():
+        again = import_text(text, str(path)).site()
+        if again.vrrp_instances == site.vrrp_instances:  # the director itself (not the derived peer)
+            assert sections(again) == sections(site)
+            assert text in render_site(again).values()  # and rendering is stable
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_keepalived_accepts_the_samples_renders(
+    path: Path, keepalived_netns: KeepalivedTest, tmp_path: Path
+) -> None:
+    """keepalived -t is clean on every rendering (the samples themselves: 4 of them exit 5)."""
+    configs = render_site(import_file(str(path)).site())
+    assert configs
+    for name, text in configs.items():
+        out = tmp_path / f"{name}.conf"
+        out.write_text(text)
+        assert keepalived_netns.check(out) == (0, ""), text
+
+
+@pytest.mark.privileged
+def test_keepalived_t_can_fail_on_a_sample(keepalived_netns: KeepalivedTest) -> None:
+    """The check above can fail: the rules sample as shipped makes keepalived -t exit 5."""
+    rc, output = keepalived_netns.check(Path("/usr/share/doc/keepalived/samples/keepalived.conf.vrrp.rules"))
+    assert rc == 5 and "invalid IP 192.168.100./24" in output

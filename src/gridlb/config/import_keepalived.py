@@ -455,7 +455,9 @@ class _Reader:
                 continue
             if not {"preference", "prio", "priority"} & set(words):
                 words = (*words, "preference", str(self.rule_preference))
-                self.warn(child, f"no preference: keepalived gives this rule {self.rule_preference}; written out")
+                self.warn(
+                    child, f"no preference: keepalived gives this rule {self.rule_preference}; written out"
+                )
                 self.rule_preference -= 1
             self.mark(f"{base}.{name}[{len(out)}]", child)
             out.append(" ".join(words))
@@ -637,7 +639,6 @@ class _Reader:
         h["http_protocol"] = self.scalar("http_protocol", number=False)
         h["enable_sni"] = self.boolean("enable_sni")
         h["fast_recovery"] = self.boolean("fast_recovery")
-        h["smtp_alert"] = self.boolean("smtp_alert")
         h["url"] = lambda n: ("url", n)  # collected by _http_check (several urls)
         return h
 
@@ -697,7 +698,6 @@ class _Reader:
         data: dict[str, Any] = {}
         h = self._tcp_handlers()
         h["helo_name"] = self.scalar("helo_name", number=False)
-        h["smtp_alert"] = self.boolean("smtp_alert")
         self.fill(data, base, other, h, "SMTP_CHECK")
         host_list = []
         for host in hosts:
@@ -733,16 +733,13 @@ class _Reader:
     def _file_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         return {
             "track_file": self.scalar("track_file", number=False),
-            "file": self.scalar("track_file", number=False),
             "weight": self._weight_words,
-            "dynamic": self.boolean("dynamic"),
         }
 
     def _bfd_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         return {
             "name": self.scalar("name", number=False),
-            "bfd_name": self.scalar("name", number=False),
-            "weight": self._weight_words,
+            "alpha": self.boolean("alpha"),
         }
 
     def _normalise_gridftp(self, rs: dict[str, Any], vs: Mapping[str, Any]) -> None:
@@ -780,7 +777,7 @@ class _Reader:
 
     def _fix_weights(self, data: dict[str, Any]) -> None:
         """`weight W [reverse]` words of FILE_CHECK / BFD_CHECK into the model's fields."""
-        for key in ("file_check", "bfd_check"):
+        for key in ("file_check",):
             block = data.get(key)
             if isinstance(block, dict) and isinstance(block.get("weight"), tuple):
                 words = block.pop("weight")
@@ -1265,6 +1262,8 @@ DEPRECATED_KEYWORDS = {
     "vrrp_instance": frozenset({"lvs_sync_daemon_interface"}),
     "TCP_CHECK": frozenset({"nb_get_retry"}),
     "MISC_CHECK": frozenset({"nb_get_retry"}),
+    "vrrp_sync_group": frozenset({"global_tracking"}),
+    "": frozenset({"vrrp_track_file"}),
 }
 
 
@@ -1299,7 +1298,7 @@ def supported_keywords() -> dict[str, frozenset[str]]:
         "HTTP_GET": frozenset(r._http_handlers("")),
         "SSL_GET": frozenset(r._http_handlers("")),
         "url": frozenset(r._url_handlers()),
-        "SMTP_CHECK": frozenset({*r._tcp_handlers(), "helo_name", "smtp_alert", "host"}),
+        "SMTP_CHECK": frozenset({*r._tcp_handlers(), "helo_name", "host"}),
         "DNS_CHECK": frozenset(r._dns_handlers()),
         "UDP_CHECK": frozenset(r._udp_handlers()),
         "PING_CHECK": frozenset(r._tcp_handlers()),

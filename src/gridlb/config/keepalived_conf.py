@@ -584,7 +584,7 @@ def quote(word: str) -> str:
     for i, ch in enumerate(word):
         nxt = word[i + 1 : i + 2]
         if ch == "$" and nxt and ((nxt.isascii() and nxt.isalpha()) or nxt in "_{"):
-            out.append("$\\")  # keeps keepalived from substituting a parameter here
+            out.append('$""')  # a quote after `$` keeps keepalived from substituting a parameter here
             continue
         if ch in '"\\':
             out.append("\\" + ch)

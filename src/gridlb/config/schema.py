@@ -508,7 +508,6 @@ class HttpCheck(_ConnectCheck):
     http_protocol: Literal["1.0", "1.0C", "1.1"] | None = None
     enable_sni: bool | None = None
     fast_recovery: bool | None = None
-    smtp_alert: bool | None = None
     # gridlb's own (rendered as `gridlb check http|https` for keepalived)
     level: Literal["get", "options", "canary", "propfind"] | None = None  # None = get
     canary_path: str | None = None
@@ -583,15 +582,13 @@ class FileCheck(_Model):
     track_file: str
     weight: int | None = None
     reverse: bool = False
-    dynamic: bool = False
 
 
 class BfdCheck(_Model):
     """keepalived `BFD_CHECK`: the state of a `bfd_instance` (gridlb does not run it)."""
 
     name: str
-    weight: int | None = None
-    reverse: bool = False
+    alpha: bool | None = None
 
 
 #: keepalived checker keyword → (site key, model), in the order the renderer writes them.

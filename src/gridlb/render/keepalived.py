@@ -35,15 +35,15 @@ from gridlb.config.schema import (
     DnsCheck,
     FileCheck,
     GridftpCheck,
+    GridlbSettings,
     HttpCheck,
     KeepalivedExtras,
-    PingCheck,
-    SmtpCheck,
-    UdpCheck,
-    GridlbSettings,
     MiscCheck,
+    PingCheck,
     RealServer,
+    SmtpCheck,
     TcpCheck,
+    UdpCheck,
     Vip,
     VirtualServer,
     VrrpInstance,
@@ -292,7 +292,6 @@ def _http(c: HttpCheck, keyword: str) -> Node:
     b.opt("http_protocol", c.http_protocol)
     b.opt("enable_sni", c.enable_sni)
     b.opt("fast_recovery", c.fast_recovery)
-    b.tristate("smtp_alert", c.smtp_alert)
     for url in c.url:
         u = _Block()
         u.add("path", url.path)
@@ -355,12 +354,10 @@ def _other(key: str, c: AnyChecker) -> Node:
         b.add("track_file", c.track_file)
         if c.weight is not None:
             b.add("weight", c.weight, "reverse" if c.reverse else None)
-        b.opt("dynamic", c.dynamic)
         return b.node("FILE_CHECK")
     assert isinstance(c, BfdCheck), key
     b.add("name", c.name)
-    if c.weight is not None:
-        b.add("weight", c.weight, "reverse" if c.reverse else None)
+    b.tristate("alpha", c.alpha)
     return b.node("BFD_CHECK")
 
 
