@@ -24,6 +24,7 @@ silently. Virtual servers have no names in keepalived.conf; they are named `PROT
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -370,7 +371,8 @@ class _Reader:
             ):
                 self.warn(
                     node,
-                    "initial state MASTER is incompatible with AH authentication: BACKUP, as keepalived clears it",
+                    "initial state MASTER is incompatible with AH authentication: BACKUP, "
+                    "as keepalived clears it",
                 )
                 data["state"] = "BACKUP"
         if vrrp_version is not None and "version" not in data:
@@ -420,7 +422,7 @@ class _Reader:
     def _routes(self, node: Node, base: str, name: str) -> list[str]:
         """Route lines, kept as written; a line whose destination keepalived cannot read is dropped
         with a warning, as keepalived drops it."""
-        out = []
+        out: list[str] = []
         for child in self.block(node):
             if child.is_block:
                 self.out.errors.append(self.error(child, f"unexpected block inside {node.keyword}"))
@@ -441,15 +443,13 @@ class _Reader:
     def _rules(self, node: Node, base: str, name: str) -> list[str]:
         """Rule lines, kept as written; a `from`/`to` address keepalived cannot read drops the line
         with a warning, as keepalived skips it."""
-        out = []
+        out: list[str] = []
         for child in self.block(node):
             if child.is_block:
                 self.out.errors.append(self.error(child, f"unexpected block inside {node.keyword}"))
                 continue
             words = child.words()
-            bad = [
-                w for k, w in zip(words, words[1:], strict=False) if k in ("from", "to") and not _prefix_ok(w)
-            ]
+            bad = [w for k, w in itertools.pairwise(words) if k in ("from", "to") and not _prefix_ok(w)]
             if bad:
                 self.warn(child, f"keepalived cannot read the address {bad[0]} and skips this rule; dropped")
                 continue
@@ -514,7 +514,8 @@ class _Reader:
         else:
             raise self.error(
                 node,
-                "expects `virtual_server IP [PORT]`, `virtual_server fwmark N` or `virtual_server group NAME`",
+                "expects `virtual_server IP [PORT]`, `virtual_server fwmark N` "
+                "or `virtual_server group NAME`",
             )
         h = self._vs_handlers()
         real_nodes = [c for c in self.block(node) if c.keyword == "real_server"]
@@ -666,7 +667,7 @@ class _Reader:
         )
         data: dict[str, Any] = {}
         self.fill(data, base, other, self._http_handlers(base), node.keyword)
-        url_list = []
+        url_list: list[dict[str, Any]] = []
         for u in urls:
             udata: dict[str, Any] = {}
             ubase = f"{base}.url[{len(url_list)}]"
@@ -699,7 +700,7 @@ class _Reader:
         h = self._tcp_handlers()
         h["helo_name"] = self.scalar("helo_name", number=False)
         self.fill(data, base, other, h, "SMTP_CHECK")
-        host_list = []
+        host_list: list[dict[str, Any]] = []
         for host in hosts:
             hdata: dict[str, Any] = {}
             hh = {k: v for k, v in self._tcp_handlers().items() if k.startswith(("connect", "bind"))}
@@ -1013,16 +1014,16 @@ class _Reader:
         kw = node.keyword
         if kw in ("global_defs", "virtual_server_group"):
             return
-        if kw in (
+        named = (
             "vrrp_instance",
             "vrrp_script",
             "vrrp_sync_group",
             "track_file",
             "vrrp_track_file",
             "bfd_instance",
-        ):
-            if len(node.args) != 1 or not node.is_block:
-                raise self.error(node, f"expects `{kw} NAME {{ ... }}`")
+        )
+        if kw in named and (len(node.args) != 1 or not node.is_block):
+            raise self.error(node, f"expects `{kw} NAME {{ ... }}`")
         if kw in ("vrrp_instance", "vrrp_script"):
             table, section = (instances, VRRP_INSTANCES) if kw == "vrrp_instance" else (scripts, VRRP_SCRIPTS)
             name = node.args[0]

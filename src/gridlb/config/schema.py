@@ -472,8 +472,9 @@ class HttpUrl(_Model):
             value = (str(value),)
         elif isinstance(value, str):
             value = tuple(value.split())
+        items = _listify(value)
         out = []
-        for item in _listify(value) or ():  # type: ignore[union-attr]
+        for item in items if isinstance(items, tuple | list) else ():
             text = str(item)
             low, _, high = text.partition("-")
             try:

@@ -59,6 +59,20 @@ DEFAULT_GRIDLB_COMMAND = "/usr/local/bin/gridlb"
 GRIDFTP_MISC_TIMEOUT_FACTOR = 3
 
 
+AnyTiming = (
+    TcpCheck
+    | MiscCheck
+    | GridftpCheck
+    | HttpCheck
+    | SmtpCheck
+    | DnsCheck
+    | UdpCheck
+    | PingCheck
+    | VirtualServer
+    | RealServer
+)
+
+
 def fmt(value: object) -> str:
     """A number or address as keepalived reads it (`1.0` → `1`, `0.5` → `0.5`)."""
     if isinstance(value, bool):
@@ -225,7 +239,7 @@ def _line(text: str) -> Node:
     return Node(words[0], tuple(words[1:]))
 
 
-def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck | VirtualServer | RealServer) -> None:
+def _timing(b: _Block, c: AnyTiming) -> None:
     """The timing keys a checker shares with its real server and service."""
     b.opt("retry", c.retry)
     b.opt("delay_before_retry", c.delay_before_retry)
