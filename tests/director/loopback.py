@@ -120,8 +120,8 @@ class Site:
             "gridlb:\n"
             "  dataplane: proxy\n"
             f"  control_socket: {self.socket}\n"
-            "  proxy:\n"
-            "    fin_timeout_s: 2\n"
+            "  timeouts:\n"
+            "    tcpfin: 2\n"
         )
 
 

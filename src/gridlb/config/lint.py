@@ -7,6 +7,9 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
 * per service: a real server listed twice (both lines named); a service defined twice; DR with a
   real-server port other than the service port (DR cannot rewrite ports); a service address no
   VRRP instance holds.
+* per service, against the dataplane a site file names (`gridlb.dataplane`): what it cannot do
+  (a scheduler, persistence, a firewall mark: errors, refused at start too), or does differently
+  (a forwarding method it replaces: a warning saying what happens instead).
 * per instance: mixed address families among the VIPs or between VIPs and unicast addresses;
   tracking its own interface (keepalived 2.2.7 warns and `keepalived -t` exits 5); its own
   `unicast_source_ip` among its peers; a VIP outside its interface's subnet; advert_int not whole
@@ -75,6 +78,7 @@ def lint_site(site: Site) -> list[Finding]:
     found: list[Finding] = []
     for f in site.files:
         found.extend(_services(f, site))
+        found.extend(_dataplane(f, site))
         for name, inst in f.vrrp_instances.items():
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
@@ -209,6 +213,21 @@ def _keepalived_only(f: SiteFile) -> Iterator[Finding]:
 
 
 # ----------------------------------------------------------------------------------- services
+
+
+def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
+    from gridlb.dataplane.base import Severity as Level
+    from gridlb.dataplane.base import get_factory
+
+    if not any(sf.gridlb is not None and "dataplane" in sf.gridlb.model_fields_set for sf in site.files):
+        return  # not named: `director run` says at start what its dataplane does differently
+    name = site.gridlb.dataplane
+    caps = get_factory(name).capabilities
+    for vs_name, vs in f.virtual_servers.items():
+        methods = [rs.dest_spec(vs).forward for rs in vs.real_servers]
+        for m in caps.assess(vs.service_key(), vs.service_spec(), methods):
+            sev = Severity.ERROR if m.severity is Level.ERROR else Severity.WARNING
+            yield _at(f, (VS, vs_name), sev, "dataplane-cannot", f"the {name} dataplane: {m.message}")
 
 
 def _services(f: SiteFile, site: Site) -> Iterator[Finding]:

@@ -39,6 +39,7 @@ from gridlb.table import (
     RealKey,
     ServiceKey,
     ServiceSpec,
+    Timeouts,
     parse_address,
 )
 
@@ -1022,8 +1023,25 @@ class GridftpCheckSettings(_Model):
 class ProxySettings(_Model):
     """Settings of the userspace proxy dataplane."""
 
-    fin_timeout_s: Seconds = D.PROXY_FIN_TIMEOUT_S
     connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
+
+
+TimeoutSeconds = Annotated[int, Field(ge=1, le=D.TIMEOUT_MAX_S)]
+
+
+class TimeoutSettings(_Model):
+    """Connection timeouts, as `ipvsadm --set TCP TCPFIN UDP` (keepalived's `lvs_timeouts`).
+
+    `tcpfin` is also how long the proxy dataplane counts a closed connection as inactive.
+    """
+
+    tcp: TimeoutSeconds = D.TIMEOUT_TCP_S
+    tcpfin: TimeoutSeconds = D.TIMEOUT_TCPFIN_S
+    udp: TimeoutSeconds = D.TIMEOUT_UDP_S
+
+    def table_timeouts(self) -> Timeouts:
+        """Return these timeouts as the table model holds them."""
+        return Timeouts(self.tcp, self.tcpfin, self.udp)
 
 
 _LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d+)$")
@@ -1032,7 +1050,7 @@ _LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d+)$")
 class GridlbSettings(_Model):
     """The `gridlb:` section: what keepalived has no words for."""
 
-    dataplane: Literal["ipvs", "dr", "proxy"] = D.GRIDLB_DATAPLANE
+    dataplane: str = D.GRIDLB_DATAPLANE  # a name in the dataplane registry
     director_name: str | None = None  # names the director this file describes (default: file stem)
     script_user: str = "root"  # keepalived global_defs script_user (rendered with enable_script_security)
     control_socket: str = D.GRIDLB_CONTROL_SOCKET
@@ -1040,8 +1058,22 @@ class GridlbSettings(_Model):
     metrics_listen: str | None = None  # "ADDR:PORT" for Prometheus metrics; None = off
     gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
     proxy: ProxySettings = ProxySettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    #: How long a real server put out by a passive failure (a refused connect) stays out before it is
+    #: tried again, with or without a checker.
+    passive_retry_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = D.PASSIVE_RETRY_S
 
     _lower_dataplane = field_validator("dataplane", mode="before")(_lower)
+
+    @field_validator("dataplane")
+    @classmethod
+    def _known_dataplane(cls, value: str) -> str:
+        from gridlb.dataplane.base import dataplane_names
+
+        names = dataplane_names()
+        if value not in names:
+            raise ValueError(f"{value!r}: this build has the dataplanes {', '.join(names)}")
+        return value
 
     @field_validator("metrics_listen")
     @classmethod

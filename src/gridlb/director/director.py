@@ -14,12 +14,13 @@ dataplane already has them (e.g. a drained server gets no new connection after t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gridlb import __version__
 from gridlb.api.messages import (
@@ -36,7 +37,7 @@ from gridlb.api.messages import (
 )
 from gridlb.config.load import Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, OpResult
+from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, get_factory
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
@@ -49,11 +50,12 @@ from gridlb.director.reconcile import (
     initial_health,
     plan_site,
 )
-from gridlb.errors import GridlbError
+from gridlb.errors import ConfigError, GridlbError
 from gridlb.health.base import CheckResult, Verdict
 from gridlb.table import (
     AddDest,
     AddService,
+    ConnEntry,
     DelService,
     EditDest,
     EditService,
@@ -61,10 +63,12 @@ from gridlb.table import (
     Op,
     RealKey,
     ServiceKey,
+    SetTimeouts,
     diff,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long `remove --drain` and reload removals wait for active connections before removing anyway.
 DEFAULT_DRAIN_TIMEOUT_S = 3600.0
@@ -72,6 +76,12 @@ DEFAULT_DRAIN_TIMEOUT_S = 3600.0
 DEFAULT_RESYNC_INTERVAL_S = 5.0
 #: Resync period while a retirement waits for its last connection.
 RETIRE_POLL_S = 0.25
+#: Deadline of one dataplane call; a call that takes longer counts as a dataplane fault.
+DATAPLANE_DEADLINE_S = 5.0
+#: First retry after a dataplane fault; doubled per consecutive fault up to the resync interval.
+FAULT_BACKOFF_S = 0.1
+#: How long `status` waits for a batch in progress before answering from the last known table.
+STATUS_WAIT_S = 0.25
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -103,6 +113,33 @@ class DirectorConfig:
             if p.key == key:
                 return p
         return None
+
+    def check_dataplane(self) -> tuple[DataplaneFactory, list[str]]:
+        """Return the site's dataplane factory and what it does differently from what the site says.
+
+        Raises ConfigError (one line) when this machine cannot run that dataplane or a service asks
+        what it cannot do. Start and reload both call this: a reload never accepts what a start
+        would refuse.
+        """
+        name = self.settings.dataplane
+        try:
+            factory = get_factory(name)
+        except KeyError:
+            raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
+        why = factory.unavailable()
+        if why:
+            raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
+        refused: list[str] = []
+        warnings: list[str] = []
+        for plan in self.plans:
+            forwarding = [r.spec.forward for r in plan.reals]
+            for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
+                text = f"service {m.service}: the {name} dataplane: {m.message}"
+                (refused if m.severity is Severity.ERROR else warnings).append(text)
+        if refused:
+            more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
+            raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
+        return factory, warnings
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -224,12 +261,37 @@ class Counters:
     reload_failures: int = 0
 
 
+@dataclass(slots=True)
+class DataplaneFault:
+    """The dataplane's health as the director sees it: failed calls by method, the last one, backoff."""
+
+    total: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+    consecutive: int = 0
+    last_error: str = ""
+    last_method: str = ""
+    since: float | None = None  # monotonic time of the first fault of the current run; None = healthy
+    retry_at: float | None = None  # monotonic time of the next retry while failing
+
+    @property
+    def failing(self) -> bool:
+        """Return True while the latest dataplane call failed."""
+        return self.since is not None
+
+
+class DataplaneCallError(Exception):
+    """A dataplane call raised, timed out or returned something that is not what the protocol says."""
+
+
 def _op_name(op: Op) -> str:
     return type(op).__name__
 
 
 def describe_op(op: Op) -> str:
     """Return `op` in a few words, e.g. ``AddDest TCP 10.0.0.1:2811 -> 10.0.1.1:2811 weight 1``."""
+    if isinstance(op, SetTimeouts):
+        t = op.timeouts
+        return f"SetTimeouts tcp {t.tcp} tcpfin {t.tcpfin} udp {t.udp}"
     if isinstance(op, AddService | EditService):
         return f"{_op_name(op)} {op.key} scheduler {op.spec.scheduler}"
     if isinstance(op, DelService):
@@ -257,6 +319,7 @@ class Director:
         resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
         loader: Callable[[Sequence[str]], DirectorConfig] = DirectorConfig.load,
+        dataplane_deadline_s: float = DATAPLANE_DEADLINE_S,
     ) -> None:
         self.config = config
         self.dataplane = dataplane
@@ -266,10 +329,13 @@ class Director:
         self.resync_interval_s = resync_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.loader = loader
+        self.dataplane_deadline_s = dataplane_deadline_s
         self.started_at = wall_clock()
         self.generation = 1
         self.role: str | None = None
         self.role_reason = ""
+        self.fault = DataplaneFault()
+        self._role_applied: Role | None = None  # the role the dataplane was last told
 
         self.health: dict[HealthKey, RealHealth] = {}
         self.last_check: dict[HealthKey, LastCheck] = {}
@@ -289,6 +355,7 @@ class Director:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
+        self._wake = asyncio.Event()  # the ticker's schedule changed (a fault, a passive mark)
         self._busy = asyncio.Lock()  # held while a batch is applied: status never sees half a change
 
     # --- feeding inputs (thread: the event loop's) ------------------------------------------------
@@ -343,7 +410,8 @@ class Director:
         """Adopt the dataplane's table, program the desired one, start checks and the resync timer."""
         for pair in self.config.checks:
             self.health.setdefault(pair, self._initial(pair))
-        await self._reconcile("start")
+        with contextlib.suppress(DataplaneCallError):  # recorded; retried by the loop with backoff
+            await self._reconcile("start")
         self._sync_checks()
         self._spawn(self._loop())
         self._spawn(self._ticker())
@@ -380,9 +448,22 @@ class Director:
 
     async def _ticker(self) -> None:
         while True:
-            interval = RETIRE_POLL_S if self.overrides.retiring else self.resync_interval_s
-            await asyncio.sleep(interval)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._next_tick_s())
+                continue  # the schedule changed: compute it again
             self.submit(Resync())
+
+    def _next_tick_s(self) -> float:
+        """Return how long until the next resync: the period, or sooner for a retry or an expiry."""
+        interval = RETIRE_POLL_S if self.overrides.retiring else self.resync_interval_s
+        now = self.clock()
+        due = [self.fault.retry_at] if self.fault.retry_at is not None else []
+        retry_s = self.config.settings.passive_retry_s
+        due.extend(m.at + retry_s for m in self.passive.values())
+        for at in due:
+            interval = min(interval, max(0.005, at - now))
+        return interval
 
     async def _loop(self) -> None:
         while True:
@@ -419,12 +500,26 @@ class Director:
             if cause:
                 causes.append(cause)
         needs_pass = bool(causes or replies) or any(isinstance(i, Resync) for i in batch)
-        errors = await self._reconcile("; ".join(causes[:5]) or "resync") if needs_pass else ()
+        failure = ""
+        errors: tuple[OpResult, ...] = ()
+        if needs_pass:
+            try:
+                errors = await self._reconcile("; ".join(causes[:5]))
+            except DataplaneCallError as exc:
+                failure = str(exc)
         for fut, value in replies:
             if fut.done():
                 continue
             if isinstance(value, ApiError):
                 fut.set_exception(value)
+            elif failure:
+                fut.set_exception(
+                    ApiError(
+                        ErrorCode.DATAPLANE,
+                        f"accepted, but the dataplane is failing ({failure}); "
+                        "it is applied as soon as the dataplane answers again",
+                    )
+                )
             elif errors:
                 msg = "; ".join(f"{r.op}: {r.error}" for r in errors[:3])
                 fut.set_exception(
@@ -460,6 +555,99 @@ class Director:
             self.role, self.role_reason = item.role, item.reason
             return f"role {item.role}"
         return ""
+
+    # --- guarded dataplane calls -----------------------------------------------------------------
+
+    async def _call_dataplane(
+        self, method: str, call: Callable[[], Awaitable[T]], valid: Callable[[Any], bool], deadline_s: float
+    ) -> T:
+        """Run one dataplane call under a deadline; raise DataplaneCallError (recorded) on any failure."""
+        try:
+            value = await asyncio.wait_for(call(), deadline_s)
+        except TimeoutError:
+            error = f"{method}: no answer within {deadline_s:g} s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the dataplane is broken; the director must not be
+            error = f"{method}: {type(exc).__name__}: {exc}"
+        else:
+            if valid(value):
+                return value
+            error = f"{method}: returned {type(value).__name__}, which the dataplane protocol does not allow"
+        self._record_fault(method, error)
+        raise DataplaneCallError(error)
+
+    def _record_fault(self, method: str, error: str) -> None:
+        f = self.fault
+        f.total += 1
+        f.by_method[method] = f.by_method.get(method, 0) + 1
+        f.consecutive += 1
+        now = self.clock()
+        if f.since is None:
+            f.since = now
+            log.error("dataplane %s failing: %s", self.dataplane.name, error)
+        else:
+            log.debug("dataplane %s still failing: %s", self.dataplane.name, error)
+        f.last_error, f.last_method = error, method
+        backoff = min(self.resync_interval_s, FAULT_BACKOFF_S * 2 ** min(f.consecutive - 1, 16))
+        f.retry_at = now + backoff
+        self._wake.set()
+
+    def _dataplane_recovered(self) -> None:
+        f = self.fault
+        if f.since is not None:
+            log.warning(
+                "dataplane %s recovered after %.1f s (%d failed calls)",
+                self.dataplane.name,
+                self.clock() - f.since,
+                f.consecutive,
+            )
+        f.since = f.retry_at = None
+        f.consecutive = 0
+
+    async def _dump(self, deadline_s: float | None = None) -> IpvsTable:
+        return await self._call_dataplane(
+            "dump",
+            self.dataplane.dump,
+            lambda v: isinstance(v, IpvsTable),
+            self.dataplane_deadline_s if deadline_s is None else deadline_s,
+        )
+
+    async def _apply(self, ops: Sequence[Op]) -> tuple[OpResult, ...]:
+        results = await self._call_dataplane(
+            "apply",
+            lambda: self.dataplane.apply(ops),
+            lambda v: (
+                isinstance(v, list | tuple)
+                and len(v) == len(ops)
+                and all(isinstance(r, OpResult) and r.op == op for r, op in zip(v, ops, strict=True))
+            ),
+            self.dataplane_deadline_s,
+        )
+        return tuple(results)
+
+    async def _push_role(self) -> None:
+        role = Role.STANDALONE if self.role is None else Role.from_vrrp(self.role)
+        if role is self._role_applied:
+            return
+        await self._call_dataplane(
+            "set_role", lambda: self.dataplane.set_role(role), lambda v: v is None, self.dataplane_deadline_s
+        )
+        self._role_applied = role
+        log.info("dataplane %s follows role %s", self.dataplane.name, role)
+
+    async def connections(self) -> list[ConnEntry]:
+        """Return the dataplane's connection list (ApiError when the dataplane fails to answer)."""
+        try:
+            conns = await self._call_dataplane(
+                "connections",
+                self.dataplane.connections,
+                lambda v: isinstance(v, list | tuple) and all(isinstance(c, ConnEntry) for c in v),
+                self.dataplane_deadline_s,
+            )
+        except DataplaneCallError as exc:
+            raise ApiError(ErrorCode.DATAPLANE, f"no connection list from the dataplane: {exc}") from None
+        return list(conns)
 
     def _initial(self, pair: HealthKey) -> RealHealth:
         plan = self.config.plan(pair[0])
@@ -670,16 +858,28 @@ class Director:
     # --- reconcile --------------------------------------------------------------------------------
 
     async def _reconcile(self, cause: str) -> tuple[OpResult, ...]:
-        """Dump, diff against the desired table, apply, record; finish retirements. Returns op errors."""
+        """Dump, diff against the desired table, apply, record; finish retirements. Returns op errors.
+
+        Raises DataplaneCallError when the dataplane failed a call (already recorded and scheduled
+        for a retry with backoff); the director's own state is kept, so the next pass applies it.
+        """
         errors: list[OpResult] = []
+        cause = "; ".join(filter(None, (cause, self._expire_passive()))) or "resync"
+        await self._push_role()
         for _ in range(4):  # a finished retirement changes the desired table once more
-            self.desired = build_table(self._plans(), self.effective_health(), self.overrides, self.quorum_up)
+            self.desired = build_table(
+                self._plans(),
+                self.effective_health(),
+                self.overrides,
+                self.quorum_up,
+                self.config.settings.timeouts.table_timeouts(),
+            )
             self.quorum_up = dict(self.desired.quorum_up)
-            observed = await self.dataplane.dump()
+            observed = await self._dump()
             ops = diff(observed, self.desired.table)
             self.counters.reconciles += 1
             if ops:
-                results = tuple(await self.dataplane.apply(ops))
+                results = await self._apply(ops)
                 self.counters.ops_applied += len(results)
                 failed = tuple(r for r in results if not r.ok)
                 known = {(r.op, r.error) for r in self.last_errors}
@@ -696,14 +896,25 @@ class Director:
                 for r in results:
                     if r.ok:
                         log.info("applied %s (%s)", describe_op(r.op), cause)
-                observed = await self.dataplane.dump()
+                observed = await self._dump()
             elif cause == "resync":
                 self.last_errors = ()
             self.observed = observed
             if not self._finish_retirements(observed) | self._drop_ghosts():
                 break
             cause = "retired"
+        self._dataplane_recovered()
         return tuple(errors)
+
+    def _expire_passive(self) -> str:
+        """Put back real servers whose passive failure is older than `passive_retry_s`; return a cause."""
+        retry_s = self.config.settings.passive_retry_s
+        now = self.clock()
+        expired = [pair for pair, mark in self.passive.items() if now - mark.at >= retry_s]
+        for pair in expired:
+            del self.passive[pair]
+            log.info("%s: trying again %.0f s after a passive failure", _fmt_pair(pair), retry_s)
+        return f"passive retry {', '.join(str(p[1]) for p in expired)}" if expired else ""
 
     def _finish_retirements(self, observed: IpvsTable) -> bool:
         now = self.clock()
@@ -738,20 +949,30 @@ class Director:
         """Run one resync pass now (tests, and `start`)."""
         await self._process([Resync()])
 
-    async def refresh(self) -> IpvsTable:
-        """Return a fresh dump of the dataplane (for status and metrics)."""
-        self.observed = await self.dataplane.dump()
+    async def refresh(self, deadline_s: float | None = None) -> IpvsTable:
+        """Return a fresh dump of the dataplane, or the last one when the dataplane fails to answer."""
+        with contextlib.suppress(DataplaneCallError):
+            self.observed = await self._dump(deadline_s)
         return self.observed
 
     # --- status -----------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Return the status snapshot served to `gridlb status` (JSON-ready)."""
-        async with self._busy:
-            return await self._status()
+        """Return the status snapshot served to `gridlb status` (JSON-ready), even while the dataplane hangs.
 
-    async def _status(self) -> dict[str, Any]:
-        table = await self.refresh()
+        It waits `STATUS_WAIT_S` at most for a batch in progress, and as long for a fresh dump; past
+        either, it answers from the last table the dataplane gave.
+        """
+        try:
+            await asyncio.wait_for(self._busy.acquire(), STATUS_WAIT_S)
+        except TimeoutError:
+            return self._status(self.observed)
+        try:
+            return self._status(await self.refresh(STATUS_WAIT_S))
+        finally:
+            self._busy.release()
+
+    def _status(self, table: IpvsTable) -> dict[str, Any]:
         now = self.clock()
         effective = self.effective_health()
         services = []
@@ -819,14 +1040,22 @@ class Director:
             "uptime_s": round(self.wall_clock() - self.started_at, 3),
             "role": self.role,
             "role_reason": self.role_reason,
-            "degraded": bool(self.last_errors),
+            "degraded": bool(self.last_errors) or self.fault.failing,
             "last_errors": [{"op": describe_op(r.op), "error": r.error} for r in self.last_errors],
+            "dataplane_fault": None
+            if not self.fault.failing
+            else {
+                "error": self.fault.last_error,
+                "since_s": round(now - (self.fault.since or now), 3),
+                "failed_calls": self.fault.consecutive,
+            },
             "counters": {
                 "reconciles": self.counters.reconciles,
                 "ops_applied": self.counters.ops_applied,
                 "op_errors": dict(self.counters.op_errors),
                 "reloads": self.counters.reloads,
                 "reload_failures": self.counters.reload_failures,
+                "dataplane_faults": dict(self.fault.by_method),
             },
             "services": services,
         }
