@@ -14,6 +14,7 @@ from typing import Any
 
 from gridlb.config import defaults as D
 from gridlb.errors import ConfigError
+from gridlb.health import http as http_check
 from gridlb.health.base import CheckResult, Verdict, create_checker
 from gridlb.table import RealKey
 
@@ -104,13 +105,24 @@ def register(subparsers: Any) -> None:
         help="the command (options go before TARGET)",
     )
 
-    for p in (tcp, gftp, script):
+    web = [
+        kinds.add_parser(k, help=f"keepalived {ka} + WebDAV levels")
+        for k, ka in (("http", "HTTP_GET"), ("https", "SSL_GET"))
+    ]
+    for p in web:
+        _common(p)
+        _connect_opts(p)
+        http_check.add_cli_options(p)
+
+    for p in (tcp, gftp, script, *web):
         p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
-    if args.kind in ("tcp", "gridftp"):
+    if args.kind in ("http", "https"):
+        opts.update(http_check.cli_options(args))
+    if args.kind in ("tcp", "gridftp", "http", "https"):
         opts.update(
             bindto=args.bindto,
             bind_port=args.bind_port,
