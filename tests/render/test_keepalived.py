@@ -303,3 +303,54 @@ def test_keepalived_t_can_fail_on_a_sample(keepalived_netns: KeepalivedTest) -> 
     """The check above can fail: the rules sample as shipped makes keepalived -t exit 5."""
     rc, output = keepalived_netns.check(Path("/usr/share/doc/keepalived/samples/keepalived.conf.vrrp.rules"))
     assert rc == 5 and "invalid IP 192.168.100./24" in output
+
+
+MULTI_SITE = {
+    "keepalived::virtual_servers": {
+        "gridftp": {
+            "ip_address": "10.0.0.100",
+            "port": 2811,
+            "lb_kind": "DR",
+            "gridftp_check": {"level": "banner"},
+            "real_servers": [{"ip_address": "10.0.0.11"}],
+        },
+        "webdav": {
+            "ip_address": "10.0.0.100",
+            "port": 443,
+            "lb_kind": "DR",
+            "virtualhost": "dav.example.org",
+            "ssl_get": {
+                "url": [{"path": "/store/", "status_code": "200-299 207"}],
+                "enable_sni": True,
+                "level": "propfind",
+                "cert_warn_days": 14,
+            },
+            "real_servers": [{"ip_address": "10.0.0.11"}, {"ip_address": "10.0.0.12"}],
+        },
+    },
+    "gridlb": {"director_name": "multi"},
+}
+
+
+def test_one_vip_several_protocols_renders_with_what_keepalived_will_not_do() -> None:
+    site = site_from_mapping(MULTI_SITE, source="multi.yaml")
+    text = render_keepalived(site, "multi")
+    servers = _top(text, "virtual_server")
+    assert [vs.args for vs in servers] == [("10.0.0.100", "2811"), ("10.0.0.100", "443")]
+    ssl = servers[1].find("real_server")[0].first("SSL_GET")
+    assert ssl is not None and ssl.first("enable_sni") is not None
+    url = ssl.first("url")
+    assert url is not None and url.first("status_code") == Node("status_code", ("200-299", "207"))
+    assert (
+        "# 10.0.0.11: gridlb's ssl_get also checks level, cert_warn_days, tls_verify (certificate checks); "
+        "keepalived's checker does not" in text
+    )
+    back = import_text(text, "multi.conf").site().virtual_servers["tcp-10.0.0.100-443"].real_servers[0]
+    assert back.ssl_get is not None and back.ssl_get.tls_verify is False and back.ssl_get.level is None
+
+
+@pytest.mark.privileged
+def test_keepalived_accepts_several_protocols(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
+    path = tmp_path / "multi.conf"
+    path.write_text(render_keepalived(site_from_mapping(MULTI_SITE, source="multi.yaml"), "multi"))
+    assert keepalived_netns.check(path) == (0, "")
