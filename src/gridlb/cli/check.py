@@ -21,9 +21,13 @@ from gridlb.table import RealKey
 DEFAULT_PORT = 2811
 
 
-def _target(text: str) -> RealKey:
+#: The port a TARGET without one gets, per kind (GridFTP's otherwise).
+KIND_PORTS = {"http": 80, "https": 443}
+
+
+def _target(text: str, kind: str = "") -> RealKey:
     try:
-        return RealKey.parse(text, default_port=DEFAULT_PORT)
+        return RealKey.parse(text, default_port=KIND_PORTS.get(kind, DEFAULT_PORT))
     except ValueError as exc:
         raise ConfigError(f"{text!r} is not ADDR[:PORT] or [V6ADDR]:PORT ({exc})", key="TARGET") from None
 
@@ -165,7 +169,7 @@ def exit_status(result: CheckResult, misc_dynamic_weight: int | None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check and print one line: verdict, target, reason, time."""
-    target = _target(args.target)
+    target = _target(args.target, args.kind)
     if not 0 < args.timeout < math.inf:  # also refuses nan
         raise ConfigError(f"{args.timeout} must be > 0", key="--timeout")
     if args.misc_dynamic_weight is not None and not 0 <= args.misc_dynamic_weight <= 253:
