@@ -26,6 +26,9 @@ from gridlb.gridftp.client import GridftpClient
 
 GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
+REPO = Path(__file__).resolve().parents[2]
+#: Makes the test-only dataplane known to a director process (and to `gridlb lint` run by a test).
+PLUGIN_ENV = {"GRIDLB_DATAPLANE_MODULES": "asyncio=tests.director.asyncio_dataplane"}
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
@@ -99,6 +102,7 @@ class Site:
     reals: list[tuple[str, int]]  # (addr, weight)
     socket: Path
     delay_loop_s: float = 1.0
+    dataplane: str = "proxy"
 
     def text(self) -> str:
         reals = "\n".join(f"      - ip_address: {a}\n        weight: {w}" for a, w in self.reals)
@@ -118,7 +122,7 @@ class Site:
             "    real_servers:\n"
             f"{reals}\n"
             "gridlb:\n"
-            "  dataplane: proxy\n"
+            f"  dataplane: {self.dataplane}\n"
             f"  control_socket: {self.socket}\n"
             "  timeouts:\n"
             "    tcpfin: 2\n"
@@ -130,6 +134,7 @@ class Loopback:
     """Real servers, a director process and its control socket, all under one temporary directory."""
 
     net: int
+    dataplane: str = "proxy"  # "asyncio": the test-only dataplane of tests/director/asyncio_dataplane.py
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="glbD-e2e-")))
     servers: dict[str, RealServer] = field(default_factory=dict)
     director: subprocess.Popen[bytes] | None = None
@@ -159,7 +164,9 @@ class Loopback:
         return server
 
     def write_site(self, reals: list[tuple[int, int]], delay_loop_s: float = 1.0) -> Path:
-        site = Site(self.vip, [(self.addr(i), w) for i, w in reals], self.socket, delay_loop_s)
+        site = Site(
+            self.vip, [(self.addr(i), w) for i, w in reals], self.socket, delay_loop_s, self.dataplane
+        )
         path = self.dir / "site.yaml"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(site.text())
@@ -174,6 +181,8 @@ class Loopback:
             [*GRIDLB, "director", "run", str(self.site_path), "--resync", "1", *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **PLUGIN_ENV},
+            cwd=REPO,
         )
         log.close()
         wait_for(self._director_up, 30, "the director's control socket")

@@ -29,9 +29,13 @@ from tests.support import need_root
 _nets = itertools.count(10 + os.getpid() % 100)
 
 
-@pytest.fixture
-def lb() -> Iterator[Loopback]:
-    harness = Loopback(next(_nets))
+#: Every dataplane in the registry, and the test-only one that no code in gridlb.director knows.
+DATAPLANES = ["proxy", "asyncio"]
+
+
+@pytest.fixture(params=DATAPLANES)
+def lb(request: pytest.FixtureRequest) -> Iterator[Loopback]:
+    harness = Loopback(next(_nets), dataplane=request.param)
     try:
         yield harness
     finally:
