@@ -358,8 +358,9 @@ def test_http_digest_and_status(nginx: Nginx) -> None:
 def _genhash(port: int, path: str, tls: bool) -> tuple[int, str]:
     """keepalived's own HTTP reader (`keepalived --genhash`, check_http.c): status code and MD5 digest.
 
-    keepalived's checker process cannot run on this kernel (no IPVS: it exits FATAL at start), so
-    its decisions are taken from the same reading code in genhash mode, with its rule applied below.
+    keepalived's checker process cannot run on this kernel (no IPVS: it exits FATAL at start); its
+    recorded verdicts are compared below (GOLDEN). Here its reading code runs in genhash mode, and
+    its rule (http_handle_response) is applied to what it read.
     """
     argv = ["keepalived", "--genhash", *(["-S"] if tls else []), "-s", "127.0.0.1", "-p", str(port)]
     proc = subprocess.run([*argv, "-u", path, "-v"], capture_output=True, text=True, timeout=20, check=False)
@@ -465,3 +466,26 @@ def test_site_checks_become_http_checkers() -> None:
     assert isinstance(checker, HttpsChecker)
     assert checker.virtualhost == "vs.test" and checker.sni and not checker.tls_verify
     assert checker.urls[0].status_code == ("200", "301") and policy.delay_before_retry_s == 3.0
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "keepalived_http" / "out" / "verdicts.json"
+
+
+def test_verdicts_match_the_real_keepalived_checker(nginx: Nginx) -> None:
+    """The real keepalived 2.2.7 HTTP_GET / SSL_GET checker's verdicts (recorded under a kernel with
+    IPVS by golden/keepalived_http/capture.py: a real server is in the IPVS table once its check
+    passed) and gridlb's on the same nginx answers, case by case."""
+    import json
+
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["keepalived"].startswith("Keepalived v2.2.7")
+    cases = golden["cases"]
+    assert {c["keepalived"] for c in cases} == {"up", "down"} and len(cases) == 63
+    differ = []
+    for case in cases:
+        tls = case["tls"]
+        port = nginx.ports["good" if tls else "http"]
+        ours, reason, _ = _run("https" if tls else "http", port, urls=[case["url"]], tls_verify=False)
+        if ours.value != case["keepalived"]:
+            differ.append((case, ours.value, reason))
+    assert differ == []
