@@ -188,25 +188,33 @@ def _dav_location() -> str:
     )
 
 
-def _start_nginx(tmp: Path, pki: Pki) -> Nginx:
+def _start_nginx(
+    tmp: Path,
+    pki: Pki,
+    host: str = "127.0.0.1",
+    root: Path | None = None,
+    ports: dict[str, int] | None = None,
+) -> Nginx:
+    """nginx on `host` (plain, and TLS with each test certificate), serving `root` with WebDAV on /dav/."""
     need_tool("nginx")
     need(
         MODULES.joinpath("ngx_http_dav_ext_module.so").exists(), "libnginx-mod-http-dav-ext is not installed"
     )
-    root = tmp / "www"
-    (root / "dav").mkdir(parents=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    root = root or tmp / "www"
+    (root / "dav").mkdir(parents=True, exist_ok=True)
     (root / "index.html").write_bytes(INDEX)
     (root / "dav" / "canary.txt").write_bytes(CANARY)
-    ports = {name: _free_port() for name in ("http", "good", "expired", "wrong", "soon")}
+    ports = ports or {name: _free_port() for name in ("http", "good", "expired", "wrong", "soon")}
     servers = [
-        f"server {{ listen 127.0.0.1:{ports['http']}; root {root};\n{_dav_location()}"
+        f"server {{ listen {host}:{ports['http']}; root {root};\n{_dav_location()}"
         "location = /chunked { echo 'part one'; echo 'part two'; }\n"
         "location = /moved { return 301 /index.html; }\n}\n"
     ]
     for name in ("good", "expired", "wrong", "soon"):
         cert, key = pki.certs[name]
         servers.append(
-            f"server {{ listen 127.0.0.1:{ports[name]} ssl; root {root}; "
+            f"server {{ listen {host}:{ports[name]} ssl; root {root}; "
             f"ssl_certificate {cert}; ssl_certificate_key {key};\n{_dav_location()}}}\n"
         )
     temp = "".join(
@@ -226,7 +234,7 @@ def _start_nginx(tmp: Path, pki: Pki) -> Nginx:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", ports["soon"]), timeout=0.2):
+            with socket.create_connection((host, ports["soon"]), timeout=0.2):
                 break
         except OSError:
             if proc.poll() is not None:
@@ -383,12 +391,13 @@ def _keepalived_verdict(url: HttpUrl, status: int, digest: str) -> Verdict:
     return Verdict.UP
 
 
-@pytest.mark.parametrize("path", ["/index.html", "/nope", "/moved", "/chunked", "/dav/canary.txt"])
-@pytest.mark.parametrize("tls", [False, True], ids=["HTTP_GET", "SSL_GET"])
+@pytest.mark.parametrize(
+    ("path", "tls"),
+    [(p, False) for p in ("/index.html", "/nope", "/moved", "/chunked", "/dav/canary.txt")]
+    + [(p, True) for p in ("/index.html", "/nope", "/dav/canary.txt")],  # /chunked: plain server only
+)
 def test_digest_and_status_decisions_match_keepalived(nginx: Nginx, path: str, tls: bool) -> None:
     need_tool("keepalived")
-    if tls and path == "/chunked":
-        pytest.skip("the echo location is only on the plain server")
     port = nginx.ports["good" if tls else "http"]
     ka_status, ka_digest = _genhash(port, path, tls)
     specs = [
@@ -489,3 +498,102 @@ def test_verdicts_match_the_real_keepalived_checker(nginx: Nginx) -> None:
         if ours.value != case["keepalived"]:
             differ.append((case, ours.value, reason))
     assert differ == []
+
+
+def test_curl_uploads_and_downloads_through_a_director(tmp_path: Path, pki: Pki) -> None:
+    """A director (proxy dataplane) in front of two nginx WebDAV servers, checked by the https
+    checker at the propfind level: curl PUTs and GETs through the VIP; a stopped server goes down."""
+    import json
+    import sys
+
+    need_tool("curl")
+    net = 60 + os.getpid() % 100
+    vip, rs = f"127.45.{net}.1", [f"127.45.{net}.{i}" for i in (11, 12)]
+    port = _free_port()
+    ports = {
+        "http": _free_port(),
+        "good": port,
+        "expired": _free_port(),
+        "wrong": _free_port(),
+        "soon": _free_port(),
+    }
+    shared = tmp_path / "store"
+    servers = [
+        _start_nginx(tmp_path / f"n{i}", pki, host=a, root=shared, ports=ports) for i, a in enumerate(rs)
+    ]
+    sock = tmp_path / "control.sock"
+    site = tmp_path / "site.yaml"
+    reals = "".join(f"      - ip_address: {a}\n" for a in rs)
+    site.write_text(
+        "virtual_servers:\n  webdav:\n"
+        f"    ip_address: {vip}\n    port: {port}\n    lb_algo: rr\n    lb_kind: NAT\n"
+        "    delay_loop: 1\n    delay_before_retry: 0.5\n    retry: 0\n    warmup: 0\n"
+        "    virtualhost: dav.test\n"
+        f"    ssl_get:\n      url:\n        - path: /dav/\n      level: propfind\n      ca_file: {pki.ca}\n"
+        "      cert_warn_days: 30\n      connect_timeout: 3\n"
+        f"    real_servers:\n{reals}"
+        f"gridlb:\n  dataplane: proxy\n  control_socket: {sock}\n"
+    )
+    log = (tmp_path / "director.log").open("wb")
+    director = subprocess.Popen(
+        [sys.executable, "-m", "gridlb", "director", "run", str(site), "--no-vrrp", "--resync", "1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    curl = [
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "20",
+        "--cacert",
+        str(pki.ca),
+        "--resolve",
+        f"dav.test:{port}:{vip}",
+    ]
+    base = f"https://dav.test:{port}/dav"
+
+    def status() -> list[dict[str, object]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "gridlb", "status", "--json", "--socket", str(sock)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if out.returncode != 0:
+            return []
+        return [r for svc in json.loads(out.stdout)["services"] for r in svc["reals"]]
+
+    def wait(predicate: object, what: str, timeout_s: float = 40) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():  # type: ignore[operator]
+            assert director.poll() is None, (tmp_path / "director.log").read_text()
+            assert time.monotonic() < deadline, f"{what}: {status()}"
+            time.sleep(0.3)
+
+    try:
+        wait(lambda: len(status()) == 2 and all(r["in_table"] for r in status()), "both servers up")
+        payload = tmp_path / "upload.bin"
+        payload.write_bytes(os.urandom(256 << 10))
+        for i in range(4):  # rr: both real servers take requests
+            put = subprocess.run(
+                [*curl, "-T", str(payload), f"{base}/f{i}.bin"], capture_output=True, timeout=30
+            )
+            assert put.returncode == 0, put.stderr
+            got = subprocess.run([*curl, f"{base}/f{i}.bin"], capture_output=True, timeout=30)
+            assert got.returncode == 0 and got.stdout == payload.read_bytes()
+        servers[1].stop()
+        wait(lambda: any(not r["in_table"] for r in status()), "the stopped server to leave the table")
+        got = subprocess.run([*curl, f"{base}/f0.bin"], capture_output=True, timeout=30)
+        assert got.returncode == 0 and got.stdout == payload.read_bytes()
+    finally:
+        director.send_signal(signal.SIGTERM)
+        try:
+            director.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            director.kill()
+            director.wait(timeout=10)
+        log.close()
+        for server in servers:
+            server.stop()

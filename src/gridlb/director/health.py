@@ -19,6 +19,7 @@ from typing import Any
 from gridlb.config.schema import CheckKind, CheckSpec
 from gridlb.director.reconcile import HealthKey, HealthState
 from gridlb.health.base import Checker, CheckResult, Verdict, create_checker
+from gridlb.health.http import options_from_spec
 from gridlb.health.runner import HealthRunner
 from gridlb.health.tracker import CheckPolicy, HealthChanged
 from gridlb.table import RealKey
@@ -70,6 +71,8 @@ def checker_options(spec: CheckSpec, real: RealKey, vips: tuple[str, ...] = ()) 
         )
     if spec.kind is CheckKind.SCRIPT:
         opts.update(path=spec.script or "", dynamic=spec.script_dynamic)
+    if spec.kind in (CheckKind.HTTP, CheckKind.HTTPS):
+        opts.update(options_from_spec(spec, real))
     return opts
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 from gridlb.config import defaults as D
-from gridlb.config.schema import HttpUrl
+from gridlb.config.schema import CheckSpec, HttpUrl
 from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
 from gridlb.health.tcp import ConnectOptions, describe_os_error
 from gridlb.table import RealKey
@@ -375,6 +375,34 @@ def _describe(exc: httpx.HTTPError) -> str:
     if "connection attempts failed" in text:
         return "connection refused"  # anyio's summary of refused connects to every address
     return text
+
+
+# ------------------------------------------------------------------------------ from the site's spec
+
+
+def options_from_spec(spec: CheckSpec, real: RealKey) -> dict[str, Any]:
+    """`create_checker("http"|"https", **options)` options that carry out a resolved HTTP check of `real`."""
+    h = spec.http
+    if h is None:
+        raise ValueError(f"{spec.target}: an {spec.kind} check without its HTTP settings")
+    opts: dict[str, Any] = {
+        "urls": h.urls,
+        "virtualhost": h.virtualhost,
+        "level": h.level,
+        "canary_path": h.canary_path,
+        "sni": h.sni,
+        "tls_verify": h.tls_verify,
+        "ca_file": h.ca_file,
+        "cert_warn_days": h.cert_warn_days,
+        "http_protocol": h.http_protocol,
+    }
+    if spec.target.addr != real.addr:
+        opts["connect_ip"] = str(spec.target.addr)
+    if spec.target.port != real.port:
+        opts["connect_port"] = spec.target.port
+    if spec.bindto is not None:
+        opts["bindto"] = str(spec.bindto)
+    return opts
 
 
 # ------------------------------------------------------------------------ `gridlb check http|https`

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from gridlb.config.schema import CheckKind, CheckSpec
 from gridlb.health.base import Checker, create_checker
+from gridlb.health.http import options_from_spec
 from gridlb.health.tracker import CheckPolicy
 from gridlb.table import IPAddress, RealKey
 
@@ -57,16 +58,8 @@ def from_check_spec(
         connect.update(connect_ip=str(spec.target.addr), connect_port=spec.target.port)
     if spec.kind is CheckKind.TCP:
         return create_checker("tcp", **connect), policy
-    if spec.kind in (CheckKind.HTTP, CheckKind.HTTPS) and spec.http is not None:
-        h = spec.http
-        web = {"urls": h.urls, "virtualhost": h.virtualhost, "level": h.level, "canary_path": h.canary_path}
-        tls = {
-            "sni": h.sni,
-            "tls_verify": h.tls_verify,
-            "ca_file": h.ca_file,
-            "cert_warn_days": h.cert_warn_days,
-        }
-        return create_checker(spec.kind.value, http_protocol=h.http_protocol, **web, **tls, **connect), policy
+    if spec.kind in (CheckKind.HTTP, CheckKind.HTTPS):
+        return create_checker(spec.kind.value, **options_from_spec(spec, real or spec.target)), policy
     return (
         create_checker(
             "gridftp",
