@@ -4,7 +4,8 @@ A custom collector reads the director's last dump (refreshed just before each sc
 table, health and counters, so the numbers are the dataplane's own (IPVS-like counters), never a
 second bookkeeping. Check latencies go into a histogram fed by the director's input stream. Names
 follow Prometheus conventions: `gridlb_` prefix, base units, `_total` for counters, labels
-`service` (``TCP 10.0.0.1:2811``) and `real_server` (``10.0.1.1:2811``).
+`service` (``TCP 10.0.0.1:2811``) and `real_server` (``10.0.1.1:2811``). The listener reads a request
+head of bounded size and answers an oversized one with 414 or 431 (a malformed one with 400).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -168,6 +169,19 @@ class DirectorCollector:
         for reason, n in sorted(self.dataplane_errors.items()):
             errors.add_metric([d.dataplane.name, reason], n)
         yield errors
+        faults = CounterMetricFamily(
+            "gridlb_dataplane_faults",
+            "Dataplane calls that raised, timed out or returned garbage, by method (the director retries).",
+            labels=["dataplane", "method"],
+        )
+        for method, n in sorted(d.fault.by_method.items()):
+            faults.add_metric([d.dataplane.name, method], n)
+        yield faults
+        failing = GaugeMetricFamily(
+            "gridlb_dataplane_failing", "1 while the dataplane's latest call failed.", labels=["dataplane"]
+        )
+        failing.add_metric([d.dataplane.name], 1 if d.fault.failing else 0)
+        yield failing
         reloads = CounterMetricFamily("gridlb_reloads", "Config reloads by outcome.", labels=["outcome"])
         reloads.add_metric(["ok"], d.counters.reloads)
         reloads.add_metric(["refused"], d.counters.reload_failures)
@@ -208,18 +222,17 @@ class Metrics:
     async def scrape(self) -> bytes:
         """Refresh the dataplane view and return the exposition text."""
         await self.director.refresh()
-        errors_fn: Callable[[], Awaitable[dict[str, int]]] | None = getattr(
-            self.director.dataplane, "errors", None
-        )
-        if errors_fn is not None:
-            with contextlib.suppress(Exception):
-                self.collector.dataplane_errors = dict(await errors_fn())
+        counters = await self.director.dataplane_counters()
+        if counters is not None:
+            self.collector.dataplane_errors = dict(counters.errors)
         data: bytes = generate_latest(self.registry)
         return data
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen for HTTP scrapes on host:port; return the bound address."""
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._serve, host, port, reuse_address=True, limit=MAX_HTTP_LINE
+        )
         sockname: Any = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
@@ -233,13 +246,17 @@ class Metrics:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(10):
-                request = await reader.readline()
-                while (await reader.readline()).strip():
-                    pass
-            parts = request.decode("latin-1").split()
+            async with asyncio.timeout(HTTP_HEAD_TIMEOUT_S):
+                head = await read_request_head(reader)
+            if isinstance(head, str):  # refused: answer, then let the client finish sending
+                await _respond(writer, head, "text/plain", head.encode() + b"\n", with_body=True)
+                await _linger(writer, reader)
+                return
+            parts = head.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
-            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            if len(parts) < 2:
+                status, ctype, body = "400 Bad Request", "text/plain", b"GET /metrics\n"
+            elif parts[0] not in ("GET", "HEAD"):
                 status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
             elif path == "/metrics":
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, await self.scrape()
@@ -248,10 +265,8 @@ class Metrics:
                 body = b'<html><body><a href="/metrics">gridlb metrics</a></body></html>\n'
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found; try /metrics\n"
-            head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
-            writer.write(head.encode() + (body if parts[:1] != ["HEAD"] else b""))
-            await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            await _respond(writer, status, ctype, body, with_body=parts[:1] != ["HEAD"])
+        except (TimeoutError, ConnectionError):
             pass
         except Exception:
             log.exception("metrics request failed")
@@ -259,6 +274,67 @@ class Metrics:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+#: Longest request line or header line the listener reads (a scrape's are under 200 bytes); it is
+#: also the StreamReader limit, so nothing longer is ever buffered whole.
+MAX_HTTP_LINE = 8192
+#: Most bytes of request line and headers together.
+MAX_HTTP_HEAD = 32768
+#: Time a client has to send its request head.
+HTTP_HEAD_TIMEOUT_S = 10.0
+#: After refusing a request, how much of the rest is read and dropped (and for how long) so that the
+#: client sees the reply instead of a reset.
+LINGER_BYTES = 4 << 20
+LINGER_S = 2.0
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> bytes | str:
+    """Read an HTTP request head; return its request line, or the status refusing it (414, 431, 400)."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        return "414 URI Too Long"
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            raise ConnectionResetError("closed before a request") from None
+        return "400 Bad Request"
+    total = len(line)
+    while True:
+        try:
+            header = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            return "431 Request Header Fields Too Large"
+        except asyncio.IncompleteReadError:
+            break  # the client half-closed after its headers: serve what it asked
+        total += len(header)
+        if total > MAX_HTTP_HEAD:
+            return "431 Request Header Fields Too Large"
+        if not header.strip():
+            break
+    return line
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: str, ctype: str, body: bytes, *, with_body: bool
+) -> None:
+    head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+    writer.write(head.encode() + (body if with_body else b""))
+    await writer.drain()
+
+
+async def _linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+    """Half-close, then drop what the client still sends (bounded), so our reply is not lost to a reset."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    left = LINGER_BYTES
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(LINGER_S):
+            while left > 0:
+                chunk = await reader.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gridlb.config.keepalived_conf import Node, emit, parse_file, parse_text, quote
+from gridlb.config.keepalived_conf import INCLUDE_KEYWORDS, Node, emit, parse_file, parse_text, quote
 from gridlb.config.load import ConfigErrors
 from gridlb.errors import ConfigError
 
@@ -235,7 +235,7 @@ _words = st.text(
 def _trees(draw: st.DrawFn, depth: int = 0) -> tuple[Node, ...]:
     out = []
     for _ in range(draw(st.integers(0, 4))):
-        keyword = draw(_words.filter(lambda w: w not in ("include", "includea", "includer", "{", "}")))
+        keyword = draw(_words.filter(lambda w: w not in INCLUDE_KEYWORDS and w not in ("{", "}")))
         args = tuple(draw(st.lists(_words, max_size=3)))
         children = draw(_trees(depth + 1)) if depth < 2 and draw(st.booleans()) else None
         out.append(Node(keyword, args, children))

@@ -141,6 +141,43 @@ async def test_passive_failure_marks_down_until_a_later_check_passes(h: Harness)
     assert real["passive_failures"] == 1 and real["passive_failure"] is None
 
 
+async def test_passive_failure_is_retried_after_passive_retry_s(h: Harness) -> None:
+    retry_s = h.director.config.settings.passive_retry_s
+    h.director.passive_failure(B, SVC, "connect refused")
+    await h.settle()
+    assert str(B) not in h.weights()
+    h.clock.advance(retry_s - 0.1)
+    await h.settle()
+    assert str(B) not in h.weights()  # not yet
+    assert h.director._next_tick_s() == pytest.approx(0.1)  # the loop wakes for the expiry
+    h.clock.advance(0.1)
+    await h.settle()
+    assert h.weights()[str(B)] == 1  # back, though no check passed (a failing one would keep it out)
+    # with a failing checker the tracker's DOWN state keeps it out after the retry
+    h.director.passive_failure(C, SVC, "connect refused")
+    h.check(C, DOWN_RESULT, HealthState.DOWN)
+    h.clock.advance(retry_s)
+    await h.settle()
+    assert str(C) not in h.weights()
+
+
+async def test_reload_refuses_what_start_refuses_and_names_restart_settings(h: Harness) -> None:
+    # a scheduler the dataplane lacks: start refuses it (check_dataplane), so reload does too
+    with pytest.raises(ConfigError):
+        site_config(A, lb_algo="wlc", persistence_timeout=300).check_dataplane()
+    h.next_config = site_config(A, persistence_timeout=300)
+    with pytest.raises(ApiError) as exc:
+        await h.director.call(ReloadRequest())
+    assert exc.value.code is ErrorCode.CONFIG and "persistence" in exc.value.message
+    assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}
+    # a setting a running director cannot change is named in the reply, not silently ignored
+    new = site_config(A, B, C)
+    settings = new.settings.model_copy(update={"metrics_listen": "127.0.0.1:9999"})
+    h.next_config = DirectorConfig(new.plans, new.checks, settings, new.paths)
+    result = await h.director.call(ReloadRequest())
+    assert result["restart_needed"] == ["gridlb.metrics_listen"]
+
+
 async def test_drain_is_applied_before_the_reply(h: Harness) -> None:
     result = await h.director.call(DrainRequest("127.0.0.3"))
     assert result == {"drained": [str(B)]}

@@ -357,4 +357,8 @@ def run_reload(args: argparse.Namespace) -> int:
         print(f"  retiring {r['real']} from {r['service']} (leaves when its last connection ends)")
     for r in result["added"]:
         print(f"  added {r['real']} to {r['service']}")
+    for text in result.get("warnings", []):
+        print(f"  warning: {text}")
+    for name in result.get("restart_needed", []):
+        print(f"  {name} changed: it takes effect when the director restarts (still using the old value)")
     return EXIT_OK

@@ -6,7 +6,6 @@ import argparse
 import io
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -26,7 +25,8 @@ from gridlb.config.import_keepalived import (
     import_file,
 )
 from gridlb.config.load import ConfigErrors
-from gridlb.errors import EXIT_OK, EXIT_USAGE, ConfigError
+from gridlb.errors import EXIT_OK, EXIT_USAGE
+from gridlb.userfiles import write_atomic
 
 #: Section order in the written site file, as the seed lists them.
 _ORDER = (
@@ -119,10 +119,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     text = to_yaml(imported.mapping, args.conf)
     if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {args.output}: {exc.strerror}", key="--output") from None
+        write_atomic(args.output, text, what="--output")
     else:
         sys.stdout.write(text)
     return EXIT_OK

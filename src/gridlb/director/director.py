@@ -37,7 +37,15 @@ from gridlb.api.messages import (
 )
 from gridlb.config.load import Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, get_factory
+from gridlb.dataplane.base import (
+    Dataplane,
+    DataplaneCounters,
+    DataplaneFactory,
+    OpResult,
+    Role,
+    Severity,
+    get_factory,
+)
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
@@ -82,6 +90,8 @@ DATAPLANE_DEADLINE_S = 5.0
 FAULT_BACKOFF_S = 0.1
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
+#: `gridlb:` settings a running director cannot change: a reload that changes one says so.
+RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -636,6 +646,18 @@ class Director:
         self._role_applied = role
         log.info("dataplane %s follows role %s", self.dataplane.name, role)
 
+    async def dataplane_counters(self) -> DataplaneCounters | None:
+        """Return the dataplane's own error counters, or None when it fails to answer."""
+        try:
+            return await self._call_dataplane(
+                "counters",
+                self.dataplane.counters,
+                lambda v: isinstance(v, DataplaneCounters),
+                STATUS_WAIT_S,
+            )
+        except DataplaneCallError:
+            return None
+
     async def connections(self) -> list[ConnEntry]:
         """Return the dataplane's connection list (ApiError when the dataplane fails to answer)."""
         try:
@@ -783,14 +805,24 @@ class Director:
             )
         try:
             new = await asyncio.to_thread(self.loader, paths)
+            _, warnings = new.check_dataplane()  # what a start would refuse, a reload refuses too
         except GridlbError as exc:
             self.counters.reload_failures += 1
             raise ApiError(
                 ErrorCode.CONFIG, f"reload refused, still running the previous config:\n{exc}"
             ) from None
+        restart = [
+            f"gridlb.{name}"
+            for name in RESTART_SETTINGS
+            if getattr(new.settings, name) != getattr(self.config.settings, name)
+        ]
         summary = self.apply_config(new)
         self.counters.reloads += 1
-        return summary
+        for text in warnings:
+            log.warning("reload: %s", text)
+        for name in restart:
+            log.warning("reload: %s changed; it takes effect when the director restarts", name)
+        return {**summary, "restart_needed": restart, "warnings": warnings}
 
     def apply_config(self, new: DirectorConfig) -> dict[str, Any]:
         """Switch to `new` (already validated): carry health by pair, retire what it drops."""
