@@ -38,6 +38,8 @@ from gridlb.config.schema import (
     VrrpInstance,
     VrrpScript,
     VrrpSyncGroup,
+    XrootdCheck,
+    XrootdCheckSettings,
 )
 from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
 
@@ -248,8 +250,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         TcpCheck,
         MiscCheck,
         GridftpCheck,
+        XrootdCheck,
         GridlbSettings,
         GridftpCheckSettings,
+        XrootdCheckSettings,
         ProxySettings,
         HttpCheck,
         HttpUrl,

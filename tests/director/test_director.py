@@ -22,6 +22,7 @@ from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.reconcile import HealthState
 from gridlb.errors import ConfigError
 from gridlb.health.base import CheckResult, Verdict
+from gridlb.status import status_to_json
 from gridlb.table import DelDest, DestSpec, EditDest, ForwardMethod, RealKey, ServiceKey
 from tests.director.fakes import FakeClock, FakeDataplane, FakeHealth
 
@@ -136,7 +137,7 @@ async def test_passive_failure_marks_down_until_a_later_check_passes(h: Harness)
     h.check(B, CheckResult(Verdict.UP, "220", latency_s=0.01), None)
     await h.settle()
     assert h.weights()[str(B)] == 1
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     (real,) = [r for r in status["services"][0]["reals"] if r["real"] == str(B)]
     assert real["passive_failures"] == 1 and real["passive_failure"] is None
 
@@ -183,7 +184,7 @@ async def test_drain_is_applied_before_the_reply(h: Harness) -> None:
     assert result == {"drained": [str(B)]}
     assert h.weights()[str(B)] == 0  # already programmed when the reply arrives
     assert EditDest(SVC, B, DestSpec(0, ForwardMethod.MASQ)) in h.dp.applied
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     (real,) = [r for r in status["services"][0]["reals"] if r["real"] == str(B)]
     assert real["drained"] and real["reason"] == "drained" and real["weight"] == 0
     # a drained server that goes down and up again stays drained
@@ -348,12 +349,12 @@ async def test_dataplane_error_is_reported_and_retried(h: Harness) -> None:
     with pytest.raises(ApiError) as exc:
         await h.director.call(DrainRequest(str(A)))
     assert exc.value.code is ErrorCode.DATAPLANE and "Operation not permitted" in exc.value.message
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     assert status["degraded"] and status["counters"]["op_errors"] == {"EditDest": 1}
     del h.dp.fail[EditDest]
     await h.settle()
     assert h.weights()[str(A)] == 0
-    assert not (await h.director.status())["degraded"]
+    assert not status_to_json(await h.director.status())["degraded"]
 
 
 async def test_quorum_loss_brings_in_the_sorry_server() -> None:
@@ -373,7 +374,7 @@ async def test_quorum_loss_brings_in_the_sorry_server() -> None:
 async def test_status_snapshot_shapes(h: Harness) -> None:
     h.check(A, UP, None)
     await h.settle()
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     assert status["dataplane"] == "fake" and status["generation"] == 1
     (svc,) = status["services"]
     assert svc["service"] == str(SVC) and svc["scheduler"] == "wlc" and svc["quorum_up"]
@@ -385,7 +386,7 @@ async def test_status_snapshot_shapes(h: Harness) -> None:
 async def test_role_change_is_shown_and_unchanged_checks_cost_no_pass(h: Harness) -> None:
     h.director.set_role("MASTER", "higher priority")
     await h.settle()
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     assert (status["role"], status["role_reason"]) == ("MASTER", "higher priority")
     assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}  # the table does not depend on the role
     dumps = h.dp.dumps

@@ -1,6 +1,6 @@
-"""`gridlb check tcp|gridftp|script TARGET`: run one health check and exit 0 (up) or 1 (down/refusing).
+"""`gridlb check tcp|gridftp|xrootd|script TARGET`: run one health check; exit 0 (up) or 1 (down/refusing).
 
-Made to be called by keepalived's MISC_CHECK (`misc_path "gridlb check gridftp RIP:2811 --timeout 3"`).
+Made to be called by keepalived's MISC_CHECK (`misc_path "gridlb check gridftp --timeout 3 RIP:2811"`).
 With `--misc-dynamic-weight W` (for `misc_dynamic`) the exit status carries the weight instead: up exits
 W + 2 (weight W), refusing exits 2 (weight 0: drain), down exits 1.
 """
@@ -19,23 +19,18 @@ from gridlb.health.base import CheckResult, Verdict, create_checker
 from gridlb.table import RealKey
 
 DEFAULT_PORT = 2811
-
-
-#: The port a TARGET without one gets, per kind (GridFTP's otherwise).
-KIND_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"xrootd": D.XROOTD_PORT, "http": 80, "https": 443}
 
 
 def _target(text: str, kind: str = "") -> RealKey:
     try:
-        return RealKey.parse(text, default_port=KIND_PORTS.get(kind, DEFAULT_PORT))
+        return RealKey.parse(text, default_port=DEFAULT_PORTS.get(kind, DEFAULT_PORT))
     except ValueError as exc:
         raise ConfigError(f"{text!r} is not ADDR[:PORT] or [V6ADDR]:PORT ({exc})", key="TARGET") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "target", metavar="TARGET", help=f"real server ADDR[:PORT] (port {DEFAULT_PORT} if omitted)"
-    )
+def _common(p: argparse.ArgumentParser, port: int = DEFAULT_PORT) -> None:
+    p.add_argument("target", metavar="TARGET", help=f"real server ADDR[:PORT] (port {port} if omitted)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds the check may take (5)")
     p.add_argument(
         "--misc-dynamic-weight",
@@ -49,15 +44,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _connect_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bindto", metavar="ADDR", help="source address of the check (never the VIP)")
     p.add_argument("--bind-port", type=int, default=0, metavar="PORT", help="source port")
+    p.add_argument("--bind-if", metavar="IF", help="interface to leave from (SO_BINDTODEVICE; needs root)")
     p.add_argument("--connect-ip", metavar="ADDR", help="connect here instead of TARGET's address")
     p.add_argument("--connect-port", type=int, metavar="PORT", help="connect here instead of TARGET's port")
 
 
 def register(subparsers: Any) -> None:
-    """Add `gridlb check` and its three kinds."""
+    """Add `gridlb check` and its kinds."""
     check = subparsers.add_parser(
         "check",
-        help="run one health check (tcp, gridftp, script); exit 0 up, 1 down or refusing",
+        help="run one health check (tcp, gridftp, xrootd, script); exit 0 up, 1 down or refusing",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -94,6 +90,27 @@ def register(subparsers: Any) -> None:
     )
     gftp.add_argument("--canary-checksum", metavar="HEX", help="expected checksum of the canary")
 
+    xrd = kinds.add_parser(
+        "xrootd",
+        help="XRootD handshake + kXR_protocol / kXR_login / kXR_stat or kXR_ping check",
+        description="Every step answered = up; kXR_wait or kXR_Overloaded = refusing (drain); "
+        "anything else, not XRootD, closed or a timeout = down. A redirect to a --vip or to loopback "
+        "is a fault.",
+    )
+    _common(xrd, D.XROOTD_PORT)
+    _connect_opts(xrd)
+    xrd.add_argument("--level", choices=("connect", "login", "canary"), default=D.XROOTD_CHECK_LEVEL)
+    xrd.add_argument("--user", default=D.XROOTD_CHECK_USER, help="kXR_login user name (1 to 8 bytes)")
+    xrd.add_argument("--canary", metavar="PATH", help="canary level: kXR_stat this path (default: kXR_ping)")
+    xrd.add_argument(
+        "--vip",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="a VIP; a redirect to it is a fault (repeatable)",
+    )
+    xrd.add_argument("--no-redirect-check", action="store_true", help="accept any redirect target")
+
     script = kinds.add_parser(
         "script",
         help="keepalived MISC_CHECK: run COMMAND; exit 0 up, 1 down, 2..255 weight-2 with --dynamic",
@@ -101,6 +118,9 @@ def register(subparsers: Any) -> None:
     _common(script)
     script.add_argument(
         "--dynamic", action="store_true", help="misc_dynamic: exit 2..255 = up, weight = exit-2"
+    )
+    script.add_argument(
+        "--user", metavar="USER[:GROUP]", help="run COMMAND as this user (MISC_CHECK `user`; needs root)"
     )
     script.add_argument(
         "command",
@@ -118,7 +138,7 @@ def register(subparsers: Any) -> None:
         _connect_opts(p)
         http_check.add_cli_options(p)
 
-    for p in (tcp, gftp, script, *web):
+    for p in (tcp, gftp, xrd, script, *web):
         p.set_defaults(func=run)
 
 
@@ -126,12 +146,21 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if args.kind in ("http", "https"):
         opts.update(http_check.cli_options(args))
-    if args.kind in ("tcp", "gridftp", "http", "https"):
+    if args.kind in ("tcp", "gridftp", "xrootd", "http", "https"):
         opts.update(
             bindto=args.bindto,
             bind_port=args.bind_port,
+            bind_if=args.bind_if,
             connect_ip=args.connect_ip,
             connect_port=args.connect_port,
+        )
+    if args.kind == "xrootd":
+        opts.update(
+            level=args.level,
+            user=args.user,
+            canary_path=args.canary,
+            vips=args.vip,
+            check_redirect=not args.no_redirect_check,
         )
     if args.kind == "gridftp":
         opts.update(
@@ -151,7 +180,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             command = command[1:]
         if not command:
             raise ConfigError("no command given (gridlb check script TARGET -- COMMAND ...)", key="COMMAND")
-        opts.update(path=command, dynamic=args.dynamic)
+        user = args.user.replace(":", " ", 1) if args.user else None
+        opts.update(path=command, dynamic=args.dynamic, user=user)
     return opts
 
 
