@@ -2,7 +2,7 @@
 
 A field left out of a site file takes the value named here; the schema, the keepalived renderer and
 the lint all read these constants instead of repeating numbers. Sources: keepalived.conf(5) and
-keepalived's check/vrrp parsers as summarised in research/anchors-lb.md §1.2-1.9.
+keepalived 2.2's check and vrrp parsers (keepalived/check/check_parser.c, keepalived/vrrp/vrrp_parser.c).
 """
 
 from __future__ import annotations
