@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from gridlb.config.lint import Finding, Severity, lint_site
@@ -232,3 +233,41 @@ def test_what_only_keepalived_does_is_reported() -> None:
     assert ("10.90.0.13:53", "UDP_CHECK") in listed and ("10.90.0.13:53", "PING_CHECK") in listed
     assert ("10.90.0.11:80", "FILE_CHECK") in listed and ("10.90.0.13:53", "DNS_CHECK") in listed
     assert not any(k in ("HTTP_GET", "SSL_GET") for _rs, k in listed)
+
+
+def test_director_says_at_start_which_checkers_it_does_not_run() -> None:
+    from gridlb.config.import_keepalived import import_file
+    from gridlb.director.config import DirectorConfig
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "keepalived" / "16-every-checker.conf"
+    from gridlb.dataplane import base
+    from gridlb.table import ForwardMethod, Proto
+
+    class Everything:  # a dataplane that can do whatever the corpus asks, so only the checkers remain
+        name = "everything"
+        capabilities = base.Capabilities(
+            forwarding=frozenset(ForwardMethod),
+            schedulers=frozenset({"rr", "wrr", "lc", "wlc", "sh", "dh", "mh", "sed", "nq"}),
+            protocols=frozenset(Proto),
+            fwmark=True,
+            persistence=True,
+        )
+
+        def unavailable(self) -> str:
+            return ""
+
+        def create(self, settings: object, hooks: object) -> object:
+            raise NotImplementedError
+
+    config = DirectorConfig.from_site(import_file(str(corpus)).site(), [str(corpus)])
+    config = dataclasses.replace(
+        config, settings=config.settings.model_copy(update={"dataplane": "everything"})
+    )
+    base.register(Everything())  # type: ignore[arg-type]
+    try:
+        _, said = config.check_dataplane()
+    finally:
+        base.unregister("everything")
+    not_run = [line for line in said if "is not run by gridlb" in line]
+    assert any("SMTP_CHECK of 10.90.0.12:25" in line and "counts as up" in line for line in not_run), said
+    assert len(not_run) >= 6
