@@ -1,4 +1,4 @@
-"""Test helpers shared by every test package: the privileged-test gate and tool checks.
+"""Test helpers shared by every test package: the privileged-test gate, tool checks and the lab.
 
 A privileged test calls `need_root()` (or is marked `privileged`); it is skipped with the reason
 when not root, and fails instead when CI sets GRIDLB_REQUIRE_PRIVILEGED=1.
@@ -6,10 +6,15 @@ when not root, and fails instead when CI sets GRIDLB_REQUIRE_PRIVILEGED=1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from typing import Any
 
 import pytest
+
+from gridlb.lab.netns import Lab
+from gridlb.lab.system import LabOptions, running
 
 REQUIRE_PRIVILEGED = os.environ.get("GRIDLB_REQUIRE_PRIVILEGED") == "1"
 
@@ -32,3 +37,12 @@ def need_tool(*names: str) -> None:
     """Require the named programs on PATH (installed by `make test` when root)."""
     for name in names:
         need(shutil.which(name) is not None, f"{name} is not installed (`make test` installs it as root)")
+
+
+def lab(tag: str, **options: Any) -> contextlib.AbstractContextManager[Lab]:
+    """`gridlb lab up` in-process as lab TAG<pid> with `options` (`LabOptions`), `down` on leaving.
+
+    Needs root. Every suite that needs namespaces builds them this way.
+    """
+    need_root()
+    return running(LabOptions(name=f"{tag}{os.getpid()}", **options))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from gridlb.lab.director_pair import DirectorRouter, start_banner
-from gridlb.lab.netns import Lab, LabSpec
+from gridlb.lab.netns import Lab
 from gridlb.lab.vrrp_pair import PROBE, PairSettings, RouterSpec, vip_of, wait_for
-from tests.support import need_root
+from tests.support import lab as lab_up
 
 pytestmark = pytest.mark.privileged
 
@@ -25,9 +24,8 @@ def probe(lab: Lab, family: int, node: str) -> bool:
 
 
 def test_director_pair_v4_v6_crash(tmp_path: Path) -> None:
-    need_root()
     settings = PairSettings(version=3, advert_int_s=0.1, vrid=62, families=(4, 6), unicast=True)
-    with Lab(LabSpec(prefix=f"glbQ-{os.getpid()}", realservers=1, net_a=79)) as lab:
+    with lab_up("q", realservers=1, start="none", net_a=79) as lab:
         start_banner(lab, "rs1", PORT, settings.families)
         d1 = DirectorRouter(lab, settings, RouterSpec("dir1", "director", 150, listen_port=PORT), tmp_path)
         d2 = DirectorRouter(lab, settings, RouterSpec("dir2", "director", 100, listen_port=PORT), tmp_path)

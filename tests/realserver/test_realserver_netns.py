@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gridlb.lab.netns import Lab, LabSpec
-from tests.support import need_root, need_tool
+from gridlb.lab.netns import Lab
+from gridlb.lab.system import LabOptions, realserver_site
+from tests.support import lab as lab_up
+from tests.support import need_tool
 
 pytestmark = pytest.mark.privileged
 
@@ -19,15 +22,14 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 PROBE = str(Path(__file__).with_name("neighbours.py"))
 
 
-def site_text(lab: Lab) -> str:
-    names = sorted(n for n in lab.nodes if n.startswith("rs"))
-    reals4 = "".join(f"      - ip_address: '{lab.node(n).ipv4}'\n" for n in names)
-    reals6 = "".join(f"      - ip_address: '{lab.node(n).ipv6}'\n" for n in names)
-    out = "keepalived::virtual_servers:\n"
-    for name, vip, reals in (("gridftp4", lab.vip4, reals4), ("gridftp6", lab.vip6, reals6)):
-        out += f"  {name}:\n    ip_address: '{vip}'\n    port: 2811\n    lb_kind: DR\n"
-        out += f"    real_servers:\n{reals}"
-    return out
+def site_text(lab: Lab, *, ipv6: bool = True) -> str:
+    """The lab's real-server site file: a DR service per VIP (IPv4, and IPv6 unless told) over every rs."""
+    return realserver_site(lab, LabOptions(ipv6=ipv6))
+
+
+def fresh_lab(realservers: int, net_b: int) -> contextlib.AbstractContextManager[Lab]:
+    """Client and real servers, nothing set up or running on them (`gridlb lab up --start none`)."""
+    return lab_up("r", realservers=realservers, start="none", net_a=83, net_b=net_b)
 
 
 def gridlb(lab: Lab, node: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,10 +55,9 @@ def snapshot(lab: Lab, node: str) -> list[str]:
 
 @pytest.mark.parametrize("method", ["sysctl", "arptables", "nft"])
 def test_apply_check_remove_and_no_arp_or_nd_answers(method: str, tmp_path: Path) -> None:
-    need_root()
     need_tool("arptables", "nft")
     net_b = {"sysctl": 21, "arptables": 22, "nft": 23}[method]
-    with Lab(LabSpec(prefix=f"glbR-{os.getpid()}", realservers=2, net_a=83, net_b=net_b)) as lab:
+    with fresh_lab(2, net_b) as lab:
         site = tmp_path / "site.yaml"
         site.write_text(site_text(lab))
         fresh = snapshot(lab, "rs1")
@@ -133,9 +134,8 @@ s = socket.create_connection((sys.argv[1], 7000), timeout=5); print(s.recv(100).
 
 
 def test_switching_method_removes_the_other_methods_rules(tmp_path: Path) -> None:
-    need_root()
     need_tool("arptables", "nft")
-    with Lab(LabSpec(prefix=f"glbR-{os.getpid()}", realservers=1, net_a=83, net_b=24)) as lab:
+    with fresh_lab(1, 24) as lab:
         site = tmp_path / "site.yaml"
         site.write_text(site_text(lab))
         assert gridlb(lab, "rs1", "apply", str(site), "--method", "arptables").returncode == 0
@@ -147,8 +147,7 @@ def test_switching_method_removes_the_other_methods_rules(tmp_path: Path) -> Non
 
 
 def test_persist_installs_the_unit_and_check_reports_it(tmp_path: Path) -> None:
-    need_root()
-    with Lab(LabSpec(prefix=f"glbR-{os.getpid()}", realservers=1, net_a=83, net_b=25)) as lab:
+    with fresh_lab(1, 25) as lab:
         site = tmp_path / "site.yaml"
         site.write_text(site_text(lab))
         units = tmp_path / "units"
@@ -170,9 +169,8 @@ def test_persist_installs_the_unit_and_check_reports_it(tmp_path: Path) -> None:
 
 
 def test_check_asks_the_gridftp_server_for_its_data_address(tmp_path: Path) -> None:
-    need_root()
     need_tool("globus-gridftp-server")
-    with Lab(LabSpec(prefix=f"glbR-{os.getpid()}", realservers=1, net_a=83, net_b=26)) as lab:
+    with fresh_lab(1, 26) as lab:
         site = tmp_path / "site.yaml"
         site.write_text(site_text(lab))
         assert gridlb(lab, "rs1", "apply", str(site)).returncode == 0
@@ -216,10 +214,9 @@ def test_check_asks_the_gridftp_server_for_its_data_address(tmp_path: Path) -> N
 
 
 def test_check_reports_a_server_advertising_loopback(tmp_path: Path) -> None:
-    need_root()
-    with Lab(LabSpec(prefix=f"glbR-{os.getpid()}", realservers=1, net_a=83, net_b=27)) as lab:
+    with fresh_lab(1, 27) as lab:
         site = tmp_path / "site.yaml"
-        site.write_text(site_text(lab).split("  gridftp6:")[0])  # the IPv4 service only
+        site.write_text(site_text(lab, ipv6=False))  # the IPv4 service only
         assert gridlb(lab, "rs1", "apply", str(site)).returncode == 0
         env = "PYTHONPATH=" + SRC
         argv = ["env", env, sys.executable, "-m", "gridlb", "gridftp-server", "--root", str(tmp_path)]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gridlb.lab.netns import Lab, LabSpec
-from tests.support import need_root
+from tests.support import lab as lab_up
 
 pytestmark = pytest.mark.privileged
 
@@ -63,8 +62,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_sync_between_two_namespaces(family: int) -> None:
-    need_root()
-    with Lab(LabSpec(prefix=f"glbS{family}-{os.getpid()}", realservers=0, net_a=81)) as lab:
+    with lab_up(f"s{family}", realservers=0, start="none", net_a=81) as lab:
         group = "default" if family == 4 else "ff02::81"
         rx = lab.spawn("dir2", [sys.executable, "-c", RECEIVER, group, "4", "2"],
                        stdout=subprocess.PIPE, text=True, env=_env())  # fmt: skip

@@ -31,8 +31,12 @@ gridlb's server they start at /.
 
 up      build it and return once a director holds each VIP and every real server is in its table
         (the processes keep running). On any failure everything made is removed again.
+        --start realservers sets up and starts the real servers but leaves dir1 and dir2 empty, for
+        a director or keepalived of your own (`exec dir1 -- ...`); --start none builds only the
+        namespaces, addresses and export files (real servers not set up, nothing running).
 status  nodes, addresses, which director holds each VIP, every process with its PID and log,
-        and commands to try. Exit 1 when a process has died or no director holds a VIP.
+        and commands to try. Exit 1 when a process has died or (with --start all) no director
+        holds a VIP.
 exec    run a command inside a node: gridlb lab exec NODE -- CMD [ARG ...] (its exit status).
 down    stop every process the lab started (by recorded PID: SIGTERM, then SIGKILL), kill anything
         else left inside its namespaces, delete the namespaces (veths and the bridge go with them)
@@ -91,7 +95,7 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = sub.add_parser("up", parents=[named], help="build the lab and start everything in it")
     up.add_argument(
-        "--realservers", type=_count(1, 20), default=3, metavar="N", help="real servers (default 3)"
+        "--realservers", type=_count(0, 20), default=3, metavar="N", help="real servers (default 3)"
     )
     up.add_argument(
         "--gridftp", choices=system.GRIDFTP_KINDS, default="globus", help="the real servers' GridFTP server"
@@ -100,6 +104,12 @@ def register(subparsers: Any) -> None:
     up.add_argument("--dataplane", default="proxy", metavar="proxy", help="the directors' dataplane (proxy)")
     up.add_argument("--ipv6", action="store_true", help="also an IPv6 VIP, service and GridFTP addresses")
     up.add_argument("--net", type=_net, default=(90, 1), metavar="A.B", help="use 10.A.B.0/24 (default 90.1)")
+    up.add_argument(
+        "--start",
+        choices=system.START_KINDS,
+        default="all",
+        help="what to start: everything (default), the real servers only, or nothing",
+    )
     up.add_argument("--timeout", type=float, default=90.0, metavar="S", help="give up after S seconds (90)")
     sub.add_parser("down", parents=[named], help="stop everything and delete the lab")
     sub.add_parser("status", parents=[named], help="nodes, VIP holder, processes (exit 1 if unhealthy)")
@@ -155,6 +165,7 @@ def _up(args: argparse.Namespace) -> int:
         ipv6=args.ipv6,
         net_a=args.net[0],
         net_b=args.net[1],
+        start=args.start,
     )
     state = system.up(options, timeout_s=args.timeout)
     lines, _ = system.status_lines(state)

@@ -4,7 +4,8 @@
 writes the site files, sets every real server up with `gridlb realserver apply` (VIPs on lo, ARP
 suppressed), starts a GridFTP server on each real server whose data interface is its own address
 (Globus' `globus-gridftp-server`, or gridlb's embedded one) and a `gridlb director run` with VRRP on
-each director, then waits until a master holds the VIP and every real server is in its table. It
+each director, then waits until a master holds the VIP and every real server is in its table
+(`start` may stop short of that: real servers only, or bare namespaces for a caller's own programs). It
 records what it made (namespaces, and every process by PID and start time) in a state file under
 `/run/gridlb-lab/`, so `down` - another process - kills exactly those processes (by PID, checking the
 start time so a reused PID is never hit), then anything else left inside the lab's namespaces, then
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -35,6 +37,9 @@ NETNS_ETC = Path("/etc/netns")
 PORT = 2811
 GRIDFTP_KINDS = ("globus", "gridlb")
 DATAPLANES = ("proxy",)  # `dr` joins when the dr dataplane exists
+#: What `up` starts: everything; the real servers only (the directors' namespaces stay empty for the
+#: caller's own director or keepalived); nothing (namespaces and addresses only).
+START_KINDS = ("all", "realservers", "none")
 SAMPLE_SIZE = 1 << 20
 
 
@@ -54,6 +59,7 @@ class LabOptions:
     ipv6: bool = False
     net_a: int = 90
     net_b: int = 1
+    start: str = "all"
 
     @property
     def prefix(self) -> str:
@@ -264,23 +270,30 @@ class _Builder:
         state_path(self.options.name).write_text(self.state().to_json())
         self.lab.build()
         state_path(self.options.name).write_text(self.state().to_json())
-        self._realservers()
-        self._gridftp()
-        self._directors(timeout_s)
+        self._exports()
+        if self.options.start in ("all", "realservers"):
+            self._realservers()
+            self._gridftp()
+        if self.options.start == "all":
+            self._directors(timeout_s)
         return self.state()
 
-    def _realservers(self) -> None:
-        site = self.workdir / "realserver.yaml"
-        site.write_text(realserver_site(self.lab, self.options))
+    def _exports(self) -> None:
+        (self.workdir / "realserver.yaml").write_text(realserver_site(self.lab, self.options))
         sample = os.urandom(SAMPLE_SIZE)
         for name in [n for n in self.lab.nodes if n.startswith("rs")]:
-            node = self.lab.node(name)
             export = self.workdir / name
             (export / "upload").mkdir(parents=True)
             (export / "hello.txt").write_text(f"served by {name}\n")
             (export / "random-1MiB.bin").write_bytes(sample)
             os.chmod(export, 0o755)
             os.chmod(export / "upload", 0o1777)
+        (self.workdir / "export").mkdir()
+
+    def _realservers(self) -> None:
+        site = self.workdir / "realserver.yaml"
+        for name in [n for n in self.lab.nodes if n.startswith("rs")]:
+            node = self.lab.node(name)
             addrs = [f"--address={node.ipv4}"] + ([f"--address={node.ipv6}"] if self.options.ipv6 else [])
             argv = _gridlb_argv("realserver", "apply", str(site), "--method", "sysctl", *addrs)
             proc = subprocess.run(
@@ -293,7 +306,6 @@ class _Builder:
             )
             if proc.returncode != 0:
                 raise LabStateError(f"{name}: gridlb realserver apply: {proc.stderr.strip()}")
-        (self.workdir / "export").mkdir()
 
     def _gridftp(self) -> None:
         for name in [n for n in self.lab.nodes if n.startswith("rs")]:
@@ -399,8 +411,31 @@ def _director_ready(sock: Path) -> bool:
 
 def up(options: LabOptions, *, timeout_s: float = 60.0) -> LabState:
     """Build the lab; on failure remove everything made and raise LabStateError."""
+    return _build(options, timeout_s).state()
+
+
+@contextlib.contextmanager
+def running(options: LabOptions, *, timeout_s: float = 90.0) -> Iterator[Lab]:
+    """`up`, then `down` on leaving (also on failure): the lab for tests and scripts in this process.
+
+    Yields the topology (`netns.Lab`: nodes, addresses, `exec`, `spawn`); what the caller spawns in it
+    is killed by `down` with everything else in the lab's namespaces.
+    """
+    builder = _build(options, timeout_s)
+    try:
+        yield builder.lab
+    finally:
+        down(builder.state())
+        builder.lab.close()  # reaps the caller's processes (already killed) and forgets the namespaces
+
+
+def _build(options: LabOptions, timeout_s: float) -> _Builder:
     if options.dataplane not in DATAPLANES:
         raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: proxy)")
+    if options.start not in START_KINDS:
+        raise LabStateError(f"start {options.start!r}: expected one of {', '.join(START_KINDS)}")
+    if options.start == "all" and options.realservers == 0:
+        raise LabStateError("directors need a real server: --realservers 0 needs --start realservers or none")
     if state_path(options.name).exists():
         raise LabStateError(
             f"a lab named {options.name!r} exists already (`gridlb lab down --name {options.name}`)"
@@ -410,7 +445,8 @@ def up(options: LabOptions, *, timeout_s: float = 60.0) -> LabState:
         raise LabStateError(f"namespaces {', '.join(stale)} exist without a state file; delete them first")
     builder = _Builder(options)
     try:
-        return builder.build(timeout_s)
+        builder.build(timeout_s)
+        return builder
     except BaseException as exc:
         with contextlib.suppress(Exception):
             down(builder.state())
@@ -471,6 +507,9 @@ def down(state: LabState, *, grace_s: float = 3.0) -> list[str]:
     return done
 
 
+_STARTED = {"realservers": "the real servers only", "none": "nothing"}
+
+
 def vip_holder(state: LabState, family: int = 4) -> str | None:
     """The director whose eth0 holds the VIP, or None."""
     vip = ip_address(state.vip4 if family == 4 else state.vip6)
@@ -493,7 +532,8 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
     o = state.options
     lines = [
         f"lab {o.name}: {o.realservers} real server(s) running {o.gridftp} GridFTP, "
-        f"{o.directors} director(s), dataplane {o.dataplane}{', IPv6' if o.ipv6 else ''}",
+        f"{o.directors} director(s), dataplane {o.dataplane}{', IPv6' if o.ipv6 else ''}"
+        + ("" if o.start == "all" else f"; started: {_STARTED[o.start]}"),
         f"{'NODE':<8} {'NAMESPACE':<24} {'IPv4':<15} {'IPv6':<22} MAC",
     ]
     for name, n in state.nodes.items():
@@ -503,7 +543,7 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
         vip = state.vip4 if fam == 4 else state.vip6
         holder = vip_holder(state, fam)
         lines.append(f"VIP {vip}: {'held by ' + holder if holder else 'held by no director'}")
-        healthy = healthy and holder is not None
+        healthy = healthy and (holder is not None or o.start != "all")
     for proc in state.procs:
         ok = alive(proc)
         healthy = healthy and ok
