@@ -1,29 +1,33 @@
 """Two `gridlb director run` processes (VRRP + proxy dataplane) in namespaces: crash, restart, failover.
 
-Topology (gridlb.lab): a client, dir1 (priority 150) and dir2 (priority 100), two real servers
-running `gridlb gridftp-server`, one bridge. The client downloads through the VIP; dir1 is SIGKILLed
-and dir2 takes the VIP (its proxy already listens there, IP_FREEBIND); dir1 restarts, drops the VIP
-its crash left behind, joins as BACKUP and preempts; `gridlb failover` on dir1 moves the VIP to dir2
-cleanly. Status, events and metrics show the role, the peer and each transition's reason. Every
-process is tracked by PID and killed, every namespace deleted (the Lab context), also on failure.
+Topology (`gridlb lab up --realservers 2 --gridftp gridlb --start realservers`): a client, two real
+servers running `gridlb gridftp-server`, one bridge, and dir1 (priority 150) and dir2 (priority 100)
+running the directors this test starts, kills and restarts (`gridlb.lab.director_pair`). The client
+downloads through the VIP; dir1 is SIGKILLed and dir2 takes the VIP (its proxy already listens
+there, IP_FREEBIND); dir1 restarts, drops the VIP its crash left behind, joins as BACKUP and
+preempts; `gridlb failover` on dir1 moves the VIP to dir2 cleanly. Status, events and metrics show
+the role, the peer and each transition's reason. Every process is killed and every namespace
+deleted by the lab's `down`, also on failure.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gridlb.api.client import ControlClient
-from gridlb.lab.netns import Lab, LabSpec
-from tests.support import need_root
+from gridlb.lab import system
+from gridlb.lab.director_pair import DirectorRouter
+from gridlb.lab.netns import Lab
+from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, instance_names
+from tests.director.loopback import wait_for
+from tests.support import lab as lab_up
 
 pytestmark = pytest.mark.privileged
 
@@ -31,17 +35,11 @@ GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
 METRICS = "127.0.0.1:9464"
 PRIORITY = {"dir1": 150, "dir2": 100}
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(step_s)
+FILE = "random-1MiB.bin"  # the same bytes on every real server of the lab
+SETTINGS = PairSettings(
+    version=3, advert_int_s=0.2, vrid=61, families=(4,), unicast=True, garp_master_delay_s=1.0
+)
+VI = instance_names(SETTINGS)[0]  # the IPv4 instance's name
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -54,117 +52,43 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def site_yaml(lab: Lab, node: str, sock: Path) -> str:
-    peer = "dir2" if node == "dir1" else "dir1"
-    reals = "\n".join(
-        f"      - ip_address: {lab.node(rs).ipv4}\n        port: {PORT}" for rs in ("rs1", "rs2")
-    )
-    return (
-        "keepalived::vrrp_instances:\n"
-        "  VI_1:\n"
-        "    interface: eth0\n"
-        "    state: BACKUP\n"
-        "    virtual_router_id: 61\n"
-        f"    priority: {PRIORITY[node]}\n"
-        "    version: 3\n"
-        "    advert_int: 0.2\n"
-        f"    virtual_ipaddress: ['{lab.vip4}/24']\n"
-        f"    unicast_source_ip: '{lab.node(node).ipv4}'\n"
-        f"    unicast_peers: ['{lab.node(peer).ipv4}']\n"
-        "    garp_master_delay: 1\n"
-        "    garp_master_repeat: 3\n"
-        "keepalived::virtual_servers:\n"
-        "  gridftp:\n"
-        f"    ip_address: {lab.vip4}\n"
-        f"    port: {PORT}\n"
-        "    lb_algo: rr\n"
-        "    lb_kind: NAT\n"
-        "    delay_loop: 1\n"
-        "    tcp_check:\n"
-        "      connect_timeout: 2\n"
-        "    real_servers:\n"
-        f"{reals}\n"
-        "gridlb:\n"
-        "  dataplane: proxy\n"
-        f"  control_socket: {sock}\n"
-        f"  metrics_listen: {METRICS}\n"
-    )
-
-
 class Pair:
-    """The lab, its real servers and the two directors (started, killed and restarted by the test)."""
+    """The lab (real servers serving, directors' namespaces empty) and its two directors."""
 
     def __init__(self, lab: Lab, work: Path) -> None:
         self.lab = lab
         self.work = work
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.data = work / "data"
-        self.data.mkdir()
-        self.payload = os.urandom(256 << 10)
-        (self.data / "file.bin").write_bytes(self.payload)
+        state = system.state_of(lab)
+        self.payload = (Path(state.workdir) / "rs1" / FILE).read_bytes()
         work.chmod(0o755)
+        self.routers = {
+            node: DirectorRouter(
+                lab,
+                SETTINGS,
+                RouterSpec(node, "director", prio, listen_port=PORT),
+                work,
+                connect_timeout_s=2,
+                metrics_listen=METRICS,
+                extra_args=("--resync", "1"),
+            )
+            for node, prio in PRIORITY.items()
+        }
 
-    def sock(self, node: str) -> Path:
-        return self.work / f"{node}.sock"
-
-    def log(self, node: str) -> str:
-        path = self.work / f"{node}.log"
-        return path.read_text()[-4000:] if path.exists() else ""
-
-    def spawn(self, node: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        with (self.work / f"{node}.log").open("ab") as log:
-            proc = self.lab.spawn(node, argv, stdout=log, stderr=subprocess.STDOUT)
-        self.procs[node] = proc
+    def proc(self, node: str) -> subprocess.Popen[Any]:
+        proc = self.routers[node].proc
+        assert proc is not None
         return proc
 
-    def start_realservers(self) -> None:
-        for rs in ("rs1", "rs2"):
-            addr = str(self.lab.node(rs).ipv4)
-            self.spawn(
-                rs,
-                [
-                    *GRIDLB,
-                    "gridftp-server",
-                    "--root",
-                    str(self.data),
-                    "--listen",
-                    f"{addr}:{PORT}",
-                    "--data-address",
-                    addr,
-                ],
-            )
-        for rs in ("rs1", "rs2"):
-            addr = str(self.lab.node(rs).ipv4)
-            wait_for(lambda a=addr: self.connects(a), 20, f"{rs} to listen")  # type: ignore[misc]
-
-    def connects(self, addr: str) -> bool:
-        code = (
-            "import socket,sys\ntry:\n socket.create_connection((sys.argv[1],int(sys.argv[2])),1).close()\n"
-        )
-        code += "except OSError: sys.exit(1)\n"
-        return (
-            self.lab.exec("client", [sys.executable, "-c", code, addr, str(PORT)], check=False).returncode
-            == 0
-        )
+    def log(self, node: str) -> str:
+        path = self.routers[node].log
+        return path.read_text()[-4000:] if path.exists() else ""
 
     def start_director(self, node: str) -> None:
-        site = self.work / f"{node}.yaml"
-        site.write_text(site_yaml(self.lab, node, self.sock(node)))
-        self.spawn(node, [*GRIDLB, "director", "run", str(site), "--resync", "1", "--grace", "0"])
-        wait_for(lambda: self.ready(node), 30, f"{node}'s director")
-
-    def ready(self, node: str) -> bool:
-        proc = self.procs[node]
-        assert proc.poll() is None, f"{node} exited:\n{self.log(node)}"
-        try:
-            status = self.status(node)
-        except Exception:
-            return False
-        return bool(status.get("vrrp")) and all(r["in_table"] for s in status["services"] for r in s["reals"])
+        self.routers[node].start()
+        self.routers[node].wait_ready(30)
 
     def status(self, node: str) -> dict[str, Any]:
-        with ControlClient(str(self.sock(node)), timeout_s=10) as client:
-            return client.status()
+        return self.routers[node].control_status(timeout_s=10)
 
     def instance(self, node: str) -> dict[str, Any]:
         inst: dict[str, Any] = self.status(node)["vrrp"]["instances"][0]
@@ -177,18 +101,18 @@ class Pair:
             return "unreachable"
 
     def holds_vip(self, node: str) -> bool:
-        return self.lab.has_address(node, self.lab.vip4)
+        return self.routers[node].holds_vip(4)
 
     def download(self, tag: str) -> bool:
         out = self.work / f"got-{tag}.bin"
         out.unlink(missing_ok=True)
-        url = f"ftp://{self.lab.vip4}:{PORT}/file.bin"
+        url = f"ftp://{self.lab.vip4}:{PORT}/{FILE}"
         argv = [*GRIDLB, "gridftp-client", "get", url, str(out), "--timeout", "3", "-q"]
         proc = self.lab.exec("client", argv, timeout_s=20, check=False)
         return proc.returncode == 0 and out.exists() and out.read_bytes() == self.payload
 
     def ctl(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [*GRIDLB, *args, "--socket", str(self.sock(node))]
+        argv = [*GRIDLB, *args, "--socket", str(self.routers[node].socket)]
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
     def metrics(self, node: str) -> str:
@@ -201,14 +125,12 @@ class Pair:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
-    need_root()
-    with Lab(LabSpec(prefix=f"glbQ-{os.getpid()}", realservers=2, net_a=78)) as lab:
+    with lab_up("h", realservers=2, gridftp="gridlb", start="realservers", net_a=78) as lab:
         yield Pair(lab, tmp_path)
 
 
 def test_crash_restart_and_failover(pair: Pair) -> None:
     lab = pair.lab
-    pair.start_realservers()
     pair.start_director("dir1")
     wait_for(lambda: pair.state("dir1") == "MASTER", 10, "dir1 MASTER")
     pair.start_director("dir2")
@@ -222,13 +144,13 @@ def test_crash_restart_and_failover(pair: Pair) -> None:
     assert pair.download("before"), pair.log("dir1")
 
     # 1. SIGKILL the master: the backup takes the VIP and serves new downloads through it.
-    pair.procs["dir1"].kill()
-    pair.procs["dir1"].wait(10)
+    pair.proc("dir1").kill()
+    pair.proc("dir1").wait(10)
     wait_for(lambda: pair.state("dir2") == "MASTER", 10, "dir2 MASTER after the crash")
     assert pair.holds_vip("dir2")
     last = pair.instance("dir2")["last_transition"]
     assert (last["from"], last["to"], last["trigger"]) == ("BACKUP", "MASTER", "master_down"), last
-    wait_for(lambda: pair.download("after-crash"), 15, "a download through the VIP on dir2", step_s=0.2)
+    wait_for(lambda: pair.download("after-crash"), 15, "a download through the VIP on dir2", interval_s=0.2)
     assert pair.holds_vip("dir1")  # the crash left the VIP on dir1's interface
 
     # 2. dir1 restarts: it drops the stale VIP, joins as BACKUP, then preempts (priority 150 > 100).
@@ -242,12 +164,12 @@ def test_crash_restart_and_failover(pair: Pair) -> None:
     kinds = [(e["kind"], e.get("from"), e.get("to")) for e in events]
     assert kinds[0] == ("stale_vips_removed", None, None), kinds
     assert ("state", "INIT", "BACKUP") in kinds and ("state", "BACKUP", "MASTER") in kinds, kinds
-    wait_for(lambda: pair.download("after-restart"), 15, "a download through dir1 again", step_s=0.2)
+    wait_for(lambda: pair.download("after-restart"), 15, "a download through dir1 again", interval_s=0.2)
 
     # 3. `gridlb failover` on the master hands the VIP over cleanly and dir1 stays BACKUP.
     done = pair.ctl("dir1", "failover")
     assert done.returncode == 0, done.stderr + pair.log("dir1")
-    assert f"VI_1: handed over to {lab.node('dir2').ipv4} (priority 100)" in done.stdout, done.stdout
+    assert f"{VI}: handed over to {lab.node('dir2').ipv4} (priority 100)" in done.stdout, done.stdout
     assert not pair.holds_vip("dir1")
     wait_for(lambda: pair.holds_vip("dir2"), 5, "dir2 to take the VIP")
     assert pair.state("dir2") == "MASTER"
@@ -257,42 +179,42 @@ def test_crash_restart_and_failover(pair: Pair) -> None:
     time.sleep(1.5)  # > 2 master-down intervals: a preempting dir1 would be MASTER again by now
     assert pair.state("dir1") == "BACKUP" and pair.holds_vip("dir2") and not pair.holds_vip("dir1")
     wait_for(
-        lambda: pair.download("after-failover"), 15, "a download through dir2 after failover", step_s=0.2
+        lambda: pair.download("after-failover"), 15, "a download through dir2 after failover", interval_s=0.2
     )
 
     # Status shows role, peer and the last transition with its reason.
     text = pair.ctl("dir1", "status")
     assert text.returncode == 0, text.stderr
-    assert "VRRP VI_1: BACKUP" in text.stdout and f"peer {lab.node('dir2').ipv4}" in text.stdout, text.stdout
+    assert f"VRRP {VI}: BACKUP" in text.stdout and f"peer {lab.node('dir2').ipv4}" in text.stdout, text.stdout
     assert f"master {lab.node('dir2').ipv4}" in text.stdout, text.stdout
     assert "INIT -> BACKUP (operator failover: rejoined as BACKUP" in text.stdout, text.stdout
     status = pair.status("dir1")
     assert status["role"] == "BACKUP" and "INIT -> BACKUP (operator failover" in status["role_reason"]
     events = pair.ctl("dir1", "events").stdout
-    assert "VI_1: MASTER -> INIT (operator failover: priority-0 advert sent, VIPs removed)" in events, events
+    assert f"{VI}: MASTER -> INIT (operator failover: priority-0 advert sent, VIPs removed)" in events, events
     failed_again = pair.ctl("dir1", "failover")
     assert failed_again.returncode == 1 and "not MASTER" in failed_again.stderr
 
     # Metrics: role gauge, transitions, adverts received/sent/dropped.
     m2 = pair.metrics("dir2")
-    assert sample(m2, "gridlb_vrrp_role", instance="VI_1", state="MASTER") == 1.0, m2
+    assert sample(m2, "gridlb_vrrp_role", instance=VI, state="MASTER") == 1.0, m2
     assert sample(m2, "gridlb_director_role", role="MASTER") == 1.0
     t = "gridlb_vrrp_transitions_total"
-    assert sample(m2, t, **{"from": "BACKUP"}, instance="VI_1", to="MASTER", trigger="master_down") == 2.0
+    assert sample(m2, t, **{"from": "BACKUP"}, instance=VI, to="MASTER", trigger="master_down") == 2.0
     m1 = pair.metrics("dir1")
-    assert sample(m1, t, **{"from": "MASTER"}, instance="VI_1", to="INIT", trigger="failover") == 1.0
-    assert sample(m1, t, **{"from": "INIT"}, instance="VI_1", to="BACKUP", trigger="failover") == 1.0
-    assert sample(m1, "gridlb_vrrp_failovers_total", instance="VI_1") == 1.0
+    assert sample(m1, t, **{"from": "MASTER"}, instance=VI, to="INIT", trigger="failover") == 1.0
+    assert sample(m1, t, **{"from": "INIT"}, instance=VI, to="BACKUP", trigger="failover") == 1.0
+    assert sample(m1, "gridlb_vrrp_failovers_total", instance=VI) == 1.0
     for text_m in (m1, m2):
         rx = [ln for ln in text_m.splitlines() if ln.startswith("gridlb_vrrp_adverts_received_total")]
         tx = [ln for ln in text_m.splitlines() if ln.startswith("gridlb_vrrp_adverts_sent_total")]
         assert rx and float(rx[0].split()[-1]) > 0 and tx and float(tx[0].split()[-1]) > 0
 
     # A clean stop of the master (SIGTERM): priority-0 advert; dir1 takes over, nothing left on dir2.
-    pair.procs["dir2"].terminate()
-    assert pair.procs["dir2"].wait(20) == 0, pair.log("dir2")
+    pair.proc("dir2").terminate()
+    assert pair.proc("dir2").wait(20) == 0, pair.log("dir2")
     wait_for(lambda: pair.state("dir1") == "MASTER", 5, "dir1 after dir2's clean stop")
     assert not pair.holds_vip("dir2")
     wait_for(
-        lambda: pair.download("after-stop"), 15, "a download through dir1 after dir2 stopped", step_s=0.2
+        lambda: pair.download("after-stop"), 15, "a download through dir1 after dir2 stopped", interval_s=0.2
     )

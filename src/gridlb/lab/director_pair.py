@@ -3,10 +3,11 @@
 `DirectorRouter` has the interface of `gridlb.lab.vrrp_pair.Router` (start, wait_ready, kill_hard,
 stop_clean, status, holds_vip, drop_vips) so the failover benchmark and tests can measure the real
 director: its site file has the same VRRP instances as `vrrp_pair.gridlb_site` plus one virtual
-server per VIP on `listen_port`, relayed by the proxy dataplane to a banner server in a real-server
-node. The banner server answers each connection with the address it came from, which is the
-director's own (the proxy connects from it), so a probe expecting a director's address learns which
-director served it, as with the plain listeners of the VRRP-only pair.
+server per VIP on `listen_port`, relayed by the proxy dataplane to the lab's real servers: a banner
+server, or the GridFTP servers of `gridlb lab up --start realservers`. The banner server answers each
+connection with the address it came from, which is the director's own (the proxy connects from it),
+so a probe expecting a director's address learns which director served it, as with the plain
+listeners of the VRRP-only pair.
 """
 
 from __future__ import annotations
@@ -48,12 +49,19 @@ def start_banner(lab: Lab, node: str, port: int, families: tuple[int, ...]) -> l
 
 
 def director_site(
-    lab: Lab, settings: PairSettings, spec: RouterSpec, *, port: int, realserver: str, socket_path: Path
+    lab: Lab,
+    settings: PairSettings,
+    spec: RouterSpec,
+    *,
+    port: int,
+    socket_path: Path,
+    connect_timeout_s: float = 1.0,
+    metrics_listen: str | None = None,
 ) -> str:
-    """The director's site file: the pair's VRRP instances plus a proxied service per VIP."""
+    """The director's site file: the pair's VRRP instances plus a proxied service per VIP over every rs."""
     out = [gridlb_site(lab, settings, spec).rstrip("\n"), "keepalived::virtual_servers:"]
+    realservers = sorted((n for n in lab.nodes if n.startswith("rs")), key=lambda n: int(n[2:]))
     for fam in settings.families:
-        rs = lab.node(realserver).ipv4 if fam == 4 else lab.node(realserver).ipv6
         out += [
             f"  svc{fam}:",
             f"    ip_address: '{vip_of(lab, fam)}'",
@@ -61,12 +69,15 @@ def director_site(
             "    lb_algo: rr",
             "    lb_kind: NAT",
             "    delay_loop: 1",
-            "    tcp_check: {connect_timeout: 1}",
+            f"    tcp_check: {{connect_timeout: {connect_timeout_s:g}}}",
             "    real_servers:",
-            f"      - ip_address: '{rs}'",
-            f"        port: {port}",
         ]
+        for rs in realservers:
+            addr = lab.node(rs).ipv4 if fam == 4 else lab.node(rs).ipv6
+            out += [f"      - ip_address: '{addr}'", f"        port: {port}"]
     out += ["gridlb:", "  dataplane: proxy", f"  control_socket: {socket_path}"]
+    if metrics_listen is not None:
+        out.append(f"  metrics_listen: {metrics_listen}")
     return "\n".join(out) + "\n"
 
 
@@ -80,12 +91,16 @@ class DirectorRouter:
         spec: RouterSpec,
         workdir: Path,
         *,
-        realserver: str = "rs1",
+        connect_timeout_s: float = 1.0,
+        metrics_listen: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.lab = lab
         self.settings = settings
         self.spec = spec
-        self.realserver = realserver
+        self.connect_timeout_s = connect_timeout_s
+        self.metrics_listen = metrics_listen
+        self.extra_args = extra_args
         self.dir = workdir / f"{spec.node}-director"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[Any] | None = None
@@ -103,26 +118,32 @@ class DirectorRouter:
                 self.settings,
                 self.spec,
                 port=self.port,
-                realserver=self.realserver,
                 socket_path=self.socket,
+                connect_timeout_s=self.connect_timeout_s,
+                metrics_listen=self.metrics_listen,
             )
         )
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "gridlb", "director", "run", str(site), "--grace", "0"]
+        argv = [sys.executable, "-m", "gridlb", "director", "run", str(site), *self.extra_args]
+        argv += ["--grace", "0"]
         with self.log.open("ab") as logf:
             self.proc = self.lab.spawn(self.spec.node, argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
 
-    def _status(self) -> dict[str, Any] | None:
+    def control_status(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The director's full status from its control socket (raises when it does not answer)."""
         from gridlb.api.client import ControlClient
 
+        with ControlClient(str(self.socket), timeout_s=timeout_s) as client:
+            status: dict[str, Any] = client.status()
+            return status
+
+    def _status(self) -> dict[str, Any] | None:
         if not self.socket.exists():
             return None
         try:
-            with ControlClient(str(self.socket), timeout_s=5) as client:
-                status: dict[str, Any] = client.status()
-                return status
+            return self.control_status()
         except Exception:
             return None
 

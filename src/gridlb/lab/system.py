@@ -130,6 +130,11 @@ def state_path(name: str) -> Path:
     return STATE_ROOT / f"{name}.json"
 
 
+def state_of(lab: Lab) -> LabState:
+    """The recorded state of the lab whose topology `running` yielded."""
+    return load_state(lab.spec.prefix.split("-", 1)[1])
+
+
 def load_state(name: str) -> LabState:
     path = state_path(name)
     try:
