@@ -1,12 +1,20 @@
-"""Relay engine pieces: the splice probe, the pipe pool and the listening socket options."""
+"""Relay engine pieces: the splice probe, the pipe pool, the listening socket options and abort paths."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
 
-from gridlb.dataplane.relay import PipePool, listen_socket, splice_available
-from gridlb.table import ServiceKey
+import pytest
+
+from gridlb.dataplane.relay import PipePool, RelayEngine, RelayMode, listen_socket, splice_available
+from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
 from tests.dataplane.servers import free_port
 
 
@@ -38,3 +46,129 @@ def test_listen_socket_binds_addresses_not_held_and_is_v6only() -> None:
         assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
     finally:
         s6.close()
+
+
+# --- an abort must not leave bytes in a pooled pipe ----------------------------------------------
+
+
+@contextlib.contextmanager
+def engine_over(backend: socket.socket) -> Iterator[tuple[RelayEngine, tuple[str, int]]]:
+    """A splice RelayEngine with one rr service on 127.0.0.1 over `backend` (a listening socket)."""
+    engine = RelayEngine(mode=RelayMode.SPLICE)
+    key = ServiceKey.tcp("127.0.0.1", free_port())
+    real = RealKey.parse(f"127.0.0.1:{backend.getsockname()[1]}")
+
+    def setup() -> None:
+        engine.state.apply(AddService(key, ServiceSpec(scheduler="rr")))
+        engine.state.apply(AddDest(key, real, DestSpec(weight=1)))
+        engine.open_listener(engine.state.services[key])
+
+    engine.call(setup).result(5)
+    try:
+        yield engine, ("127.0.0.1", key.port)
+    finally:
+        engine.call(lambda: engine.stop(0)).result(5)
+        engine.join(5)
+        assert not engine.alive
+
+
+def pair(vip: tuple[str, int], backend: socket.socket) -> tuple[socket.socket, socket.socket]:
+    """Connect a client through the relay; return (client, backend side), relaying in both directions."""
+    c = socket.create_connection(vip, timeout=5)
+    b, _ = backend.accept()
+    b.settimeout(5)
+    b.sendall(b"hello\n")  # the server speaks first, as an FTP server does
+    assert c.recv(100) == b"hello\n"
+    c.sendall(b"hi\n")
+    assert b.recv(100) == b"hi\n"
+    return c, b
+
+
+def reset(s: socket.socket) -> None:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("direction", ["to_client", "to_server"])
+def test_a_write_failing_with_bytes_in_the_pipe_does_not_pool_them(direction: str) -> None:
+    """The engine reads a burst into the pipe, and the write to the reset peer fails (ECONNRESET/EPIPE).
+
+    The engine thread is held in a command while the burst arrives and then the peer resets, so
+    that epoll reports the readable side first: the splice out of the pipe is the one that fails.
+    The next connection, which takes the pooled pipes, must carry only its own bytes.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
+        c, b = pair(vip, backend)
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold() -> bool:  # runs in the engine thread: nothing is relayed until `gate` is set
+            entered.set()
+            return gate.wait(5)
+
+        held = engine.call(hold)
+        assert entered.wait(5)
+        secret = b"SECRET" * 1000
+        if direction == "to_client":
+            b.sendall(secret)
+            time.sleep(0.05)
+            reset(c)
+            b_after = b
+        else:
+            c.sendall(secret)
+            time.sleep(0.05)
+            reset(b)
+            b_after = c
+        gate.set()
+        held.result(5)
+        # the relay aborted the connection: both of its sockets are closed, counters settled
+        deadline = time.monotonic() + 5
+        while engine.call(engine.open_count).result(5) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.call(engine.open_count).result(5) == 0
+        b_after.settimeout(5)
+        with contextlib.suppress(OSError):
+            while b_after.recv(65536):  # EOF or reset: the relay closed its side
+                pass
+        b_after.close()
+        errors = engine.call(lambda: dict(engine.errors)).result(5)
+        assert {"relay: ECONNRESET", "relay: EPIPE"} & errors.keys(), errors
+
+        c2 = socket.create_connection(vip, timeout=5)
+        b2, _ = backend.accept()
+        b2.settimeout(5)
+        b2.sendall(b"hello-2\n")
+        assert recv_exactly(c2, 8) == b"hello-2\n"
+        c2.sendall(b"ping-2\n")
+        assert recv_exactly(b2, 7) == b"ping-2\n"
+        c2.shutdown(socket.SHUT_WR)
+        assert b2.recv(100) == b""  # nothing more than what this client sent
+        b2.shutdown(socket.SHUT_WR)
+        assert c2.recv(100) == b""
+        c2.close()
+        b2.close()
+        snap = engine.call(engine.state.snapshot).result(5)
+        assert [d.counters.active for s in snap.services for d in s.dests] == [0]
+
+
+def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:
+    pool = PipePool(1 << 16)
+    r, w, cap = pool.get()
+    os.write(w, b"left over")
+    pool.put(r, w, cap)
+    assert pool.idle == [] and pool.discarded == 1
+    with pytest.raises(OSError):
+        os.fstat(r)  # closed, not kept
+    r2, w2, cap2 = pool.get()
+    pool.put(r2, w2, cap2)
+    assert pool.idle == [(r2, w2, cap2)] and pool.discarded == 1
+    pool.close()

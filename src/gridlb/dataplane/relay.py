@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import socket
+import termios
 import threading
 import time
 from collections import deque
@@ -105,13 +106,19 @@ def splice_available() -> bool:
 
 
 class PipePool:
-    """Idle pipes kept for reuse so that no connection pays pipe2 + fcntl on its path."""
+    """Idle pipes kept for reuse so that no connection pays pipe2 + fcntl on its path.
+
+    A pipe is taken back only when it is empty (checked with FIONREAD, not trusted from the caller's
+    accounting): a byte left in a pooled pipe would be sent on the next connection that takes it.
+    """
 
     def __init__(self, size: int, keep: int = 256) -> None:
         self.size = size
         self.keep = keep
         self.idle: list[tuple[int, int, int]] = []
         self.created = 0
+        self.discarded = 0  # pipes closed on return because they still held bytes
+        self._nread = bytearray(4)  # FIONREAD result, reused
 
     def get(self) -> tuple[int, int, int]:
         """Return (read fd, write fd, capacity) of an empty pipe."""
@@ -126,12 +133,19 @@ class PipePool:
         return r, w, cap
 
     def put(self, r: int, w: int, cap: int) -> None:
-        """Take back an empty pipe."""
+        """Take back a pipe: kept for reuse when it is empty and the pool has room, else closed."""
+        nread = self._nread
         if len(self.idle) < self.keep:
-            self.idle.append((r, w, cap))
-        else:
-            os.close(r)
-            os.close(w)
+            try:
+                fcntl.ioctl(r, termios.FIONREAD, nread)
+            except OSError:
+                nread[:] = b"\xff\xff\xff\xff"
+            if not any(nread):
+                self.idle.append((r, w, cap))
+                return
+            self.discarded += 1
+        os.close(r)
+        os.close(w)
 
     def close(self) -> None:
         """Close every idle pipe."""
@@ -729,12 +743,15 @@ class RelayEngine:
                 else:
                     dtr.outbytes += n
                     str_.outbytes += n
+                # `pend` counts what the pipe holds from here on: if the write below fails (EPIPE,
+                # ECONNRESET), `_close` must see these bytes and not pool the pipe with them.
+                d.pend = n
                 try:
                     m = splice(pr, dfd, n, None, None, _SPLICE_FLAGS)
                 except BlockingIOError:
                     m = 0
+                d.pend = n - m
                 if m < n:
-                    d.pend = n - m
                     self._blocked(conn, d)
                     return False  # dst full: its EPOLLOUT edge resumes us
                 # Edge-triggered: go on until EAGAIN. A short read does not prove src drained
@@ -818,11 +835,11 @@ class RelayEngine:
             if d is None:
                 continue
             if d.pr >= 0:
-                if d.pend:
+                if d.pend:  # bytes of this connection are still in it: never reused
                     os.close(d.pr)
                     os.close(d.pw)
                 else:
-                    self.pipes.put(d.pr, d.pw, d.cap)
+                    self.pipes.put(d.pr, d.pw, d.cap)  # checks it is empty once more
                 d.pr = d.pw = -1
             if d.buf is not None:
                 if len(self.buffers) < 64:
