@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from gridlb.dataplane.relay import PipePool, RelayEngine, RelayMode, listen_socket, splice_available
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
 from tests.dataplane.servers import free_port
+from tests.support import need_tool
 
 
 def test_splice_probe_and_pipe_pool_grow_pipes() -> None:
@@ -172,3 +175,73 @@ def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:
     pool.put(r2, w2, cap2)
     assert pool.idle == [(r2, w2, cap2)] and pool.discarded == 1
     pool.close()
+
+
+# --- a bulk receiver gets a short unsent queue ----------------------------------------------------
+
+
+def notsent_of(port: int) -> list[int]:
+    """Return `notsent` bytes of every established socket with local port `port` (0 when none)."""
+    out = subprocess.run(
+        ["ss", "-Htni", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    sizes = []
+    for sock in re.split(r"\n(?=\S)", out.strip()):  # a socket: its line, then indented TCP info
+        if sock:
+            m = re.search(r"\bnotsent:(\d+)", sock)
+            sizes.append(int(m.group(1)) if m else 0)
+    return sizes
+
+
+@pytest.mark.parametrize("lowat", [0, 1 << 17])
+def test_a_full_receiver_keeps_at_most_notsent_lowat_unsent(lowat: int) -> None:
+    """The client reads nothing: its window closes and the rest waits in the relay's send queue.
+
+    With `notsent_lowat` the relay stops writing once that much waits unsent (the pipe holds the
+    rest, then the real server's socket); without it the queue grows towards tcp_wmem[2].
+    """
+    need_tool("ss")
+    engine = RelayEngine(mode=RelayMode.SPLICE, notsent_lowat=lowat)
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        key = ServiceKey.tcp("127.0.0.1", free_port())
+        real = RealKey.parse(f"127.0.0.1:{backend.getsockname()[1]}")
+
+        def setup() -> None:
+            engine.state.apply(AddService(key, ServiceSpec(scheduler="rr")))
+            engine.state.apply(AddDest(key, real, DestSpec(weight=1)))
+            engine.open_listener(engine.state.services[key])
+
+        engine.call(setup).result(5)
+        c = socket.create_connection(("127.0.0.1", key.port), timeout=5)
+        b, _ = backend.accept()
+        b.settimeout(0.2)
+        chunk = b"x" * (1 << 20)
+        sent = 0
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and sent < 64 << 20:  # until the whole chain is full
+                try:
+                    sent += b.send(chunk)
+                except TimeoutError:
+                    break
+            unsent = notsent_of(key.port)
+            assert len(unsent) == 1, unsent
+            if lowat:
+                assert unsent[0] <= lowat + (1 << 16), unsent
+            else:
+                assert unsent[0] > 1 << 20, unsent
+            # nothing is lost either way: the client reads everything that was sent
+            b.shutdown(socket.SHUT_WR)
+            got = 0
+            while chunk_in := c.recv(1 << 20):
+                got += len(chunk_in)
+            assert got == sent
+        finally:
+            c.close()
+            b.close()
+            engine.call(lambda: engine.stop(0)).result(5)
+            engine.join(5)

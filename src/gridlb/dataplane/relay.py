@@ -51,6 +51,13 @@ ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness be
 POLL_BATCH: Final = 512
 DEFAULT_PIPE_SIZE: Final = 1 << 20
 DEFAULT_COPY_SIZE: Final = 1 << 18
+#: TCP_NOTSENT_LOWAT of relayed sockets: at most this much waits unsent in a socket's send queue
+#: before EPOLLOUT stops. Without a cap the relay, far faster than a bulk receiver, fills the queue
+#: (up to tcp_wmem[2], 4 MiB) and the kernel sends it as the receiver's ACKs open the window, i.e.
+#: inside the receiver's ACK processing, on the receiver's CPU; with it the relay thread sends as the
+#: window opens. Set on listening sockets (accepted client sockets inherit it, no per-connection
+#: cost) and on a real server's socket when an upload to it first blocks. 0 = the kernel's default.
+DEFAULT_NOTSENT_LOWAT: Final = 1 << 18
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -61,6 +68,8 @@ _INET6: Final = int(socket.AF_INET6)
 _STREAM: Final = int(socket.SOCK_STREAM)
 _STREAM_NB: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
 _SHUT_WR: Final = int(socket.SHUT_WR)
+_IPPROTO_TCP: Final = int(socket.IPPROTO_TCP)
+_TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 class RelayMode(enum.Enum):
@@ -165,6 +174,7 @@ class _Dir:
         "dst",
         "eof",
         "inbound",
+        "lowat",
         "mv",
         "off",
         "pend",
@@ -190,6 +200,7 @@ class _Dir:
         self.pend = 0  # bytes read from src not yet written to dst
         self.eof = False  # src reached EOF
         self.shut = False  # EOF passed on to dst
+        self.lowat = False  # TCP_NOTSENT_LOWAT set on dst
 
 
 class _Conn:
@@ -252,8 +263,11 @@ class _Waker:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
-def listen_socket(key: ServiceKey, backlog: int) -> socket.socket:
-    """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY)."""
+def listen_socket(key: ServiceKey, backlog: int, notsent_lowat: int = 0) -> socket.socket:
+    """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY).
+
+    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit.
+    """
     assert key.addr is not None
     family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -264,6 +278,8 @@ def listen_socket(key: ServiceKey, backlog: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_FREEBIND", 78), 1)
         sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        if notsent_lowat:
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NOTSENT_LOWAT, notsent_lowat)
         sock.bind((str(key.addr), key.port))
         sock.listen(backlog)
     except BaseException:
@@ -283,6 +299,7 @@ class RelayEngine:
         connect_timeout_s: float = 3.0,
         pipe_size: int = DEFAULT_PIPE_SIZE,
         copy_size: int = DEFAULT_COPY_SIZE,
+        notsent_lowat: int = DEFAULT_NOTSENT_LOWAT,
         backlog: int = 4096,
         on_failure: FailureCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -298,6 +315,7 @@ class RelayEngine:
         self.connect_timeout_s = connect_timeout_s
         self.backlog = backlog
         self.copy_size = copy_size
+        self.notsent_lowat = notsent_lowat
         self.on_failure = on_failure
         self.clock = clock
         self.cpu = cpu
@@ -350,7 +368,7 @@ class RelayEngine:
 
     def open_listener(self, svc: ServiceState) -> None:
         """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
-        sock = listen_socket(svc.key, self.backlog)
+        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat)
         lst = _Listener(sock, svc)
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
@@ -687,6 +705,12 @@ class RelayEngine:
         (edge-triggered) while nothing can be done with it.
         """
         self.pauses += 1
+        if d.inbound and not d.lowat and self.notsent_lowat:
+            # A real server that cannot keep up with an upload gets the cap client sockets inherit
+            # from the listener (set here, not per connection: short connections never block).
+            d.lowat = True
+            with contextlib.suppress(OSError):
+                d.dst.setsockopt(_IPPROTO_TCP, _TCP_NOTSENT_LOWAT, self.notsent_lowat)
         if d.inbound:  # client -> real server
             cm, bm = conn.cmask & ~EPOLLIN, conn.bmask | EPOLLOUT
         else:
