@@ -57,7 +57,7 @@ DEFAULT_COPY_SIZE: Final = 1 << 18
 #: inside the receiver's ACK processing, on the receiver's CPU; with it the relay thread sends as the
 #: window opens. Set on listening sockets (accepted client sockets inherit it, no per-connection
 #: cost) and on a real server's socket when an upload to it first blocks. 0 = the kernel's default.
-DEFAULT_NOTSENT_LOWAT: Final = 1 << 18
+DEFAULT_NOTSENT_LOWAT: Final = 1 << 20  # one pipe: lower costs the relay more wake-ups
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
