@@ -295,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             wait_for(lambda: all(r["active"] == 0 for r in lb.status()["services"][0]["reals"]), 30, "")
         reals = lb.status()["services"][0]["reals"]
         print("ActiveConn per real server:", {r["real"]: r["active"] for r in reals})
+        print(
+            "passive failures (connects refused or timed out):",
+            {r["real"]: r["passive_failures"] for r in reals},
+        )
         left = wait_no_close_wait(f"127.44.{args.net}.", 10)
         print(f"CLOSE-WAIT sockets on 127.44.{args.net}.x: {len(left)}")
         for line in left[:5]:
@@ -311,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             out.unlink(missing_ok=True)
         print(f"globus-url-copy: {guc_ok} of {args.guc} succeeded")
         bad = total_bad or any(r["active"] for r in reals) or left or guc_ok != args.guc
+        if bad:
+            print("director log (tail):\n" + "\n".join(lb.log().splitlines()[-15:]))
+            for r in reals:
+                print(f"  {r['real']}: health {r['health']}, passive failure {r['passive_failure']}")
         return 1 if bad else 0
     finally:
         lb.close()
