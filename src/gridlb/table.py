@@ -215,7 +215,11 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class ConnEntry:
-    """One connection-table entry as `ipvsadm -Lc` shows it."""
+    """One connection-table entry as `ipvsadm -Lc` shows it, with what a dataplane knows besides.
+
+    `age_s`, `inbytes` (client to real server) and `outbytes` are None where the dataplane cannot
+    tell (the kernel keeps no per-connection byte counts).
+    """
 
     proto: Proto
     expire_s: int
@@ -223,6 +227,9 @@ class ConnEntry:
     client: RealKey
     virtual: RealKey
     dest: RealKey
+    age_s: float | None = None
+    inbytes: int | None = None
+    outbytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +295,14 @@ class DelDest:
     key: RealKey
 
 
-Op = AddService | EditService | DelService | AddDest | EditDest | DelDest
+@dataclass(frozen=True, slots=True)
+class SetTimeouts:
+    """Set the connection timeouts (`ipvsadm --set`)."""
+
+    timeouts: Timeouts
+
+
+Op = AddService | EditService | DelService | AddDest | EditDest | DelDest | SetTimeouts
 
 
 def diff(observed: IpvsTable, desired: IpvsTable) -> list[Op]:
@@ -297,9 +311,12 @@ def diff(observed: IpvsTable, desired: IpvsTable) -> list[Op]:
     Order: services that go away lose their destinations first, then are deleted; kept
     services are edited, lose stale destinations, gain new ones (added in the desired table's
     reverse kernel order so that the kernel ends with the desired order), and have changed
-    destinations edited; new services are added before their destinations.
+    destinations edited; new services are added before their destinations. Changed timeouts come
+    first, as one `SetTimeouts`.
     """
     ops: list[Op] = []
+    if observed.timeouts != desired.timeouts:
+        ops.append(SetTimeouts(desired.timeouts))
     desired_keys = {s.key for s in desired.services}
     for svc in observed.services:
         if svc.key not in desired_keys:
@@ -346,8 +363,11 @@ def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
                 return i
         raise KeyError("No such service")
 
+    timeouts = table.timeouts
     for op in ops:
-        if isinstance(op, AddService):
+        if isinstance(op, SetTimeouts):
+            timeouts = op.timeouts
+        elif isinstance(op, AddService):
             if any(s.key == op.key for s in services):
                 raise ValueError("Service already exists")
             services.append(Service(op.key, op.spec))
@@ -373,7 +393,7 @@ def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
                 if svc.dest(op.key) is None:
                     raise KeyError("No such destination")
                 services[i] = replace(svc, dests=tuple(d for d in svc.dests if d.key != op.key))
-    return replace(table, services=tuple(services))
+    return replace(table, services=tuple(services), timeouts=timeouts)
 
 
 __all__ = [
@@ -396,6 +416,7 @@ __all__ = [
     "Service",
     "ServiceKey",
     "ServiceSpec",
+    "SetTimeouts",
     "Stats",
     "Timeouts",
     "apply_ops",

@@ -41,8 +41,8 @@ def test_models_use_the_defaults_module() -> None:
         D.CHECK_RETRY,
     )
     g = GridlbSettings()
-    assert (g.dataplane, g.control_socket, g.proxy.fin_timeout_s) == (
+    assert (g.dataplane, g.control_socket, g.timeouts.tcpfin) == (
         D.GRIDLB_DATAPLANE,
         D.GRIDLB_CONTROL_SOCKET,
-        D.PROXY_FIN_TIMEOUT_S,
+        D.TIMEOUT_TCPFIN_S,
     )

@@ -21,10 +21,13 @@ from gridlb.config.schema import (
     ProxySettings,
     RealServer,
     TcpCheck,
+    TimeoutSettings,
     Vip,
     VirtualServer,
     VrrpInstance,
     VrrpScript,
+    XrootdCheck,
+    XrootdCheckSettings,
 )
 from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
 
@@ -205,10 +208,10 @@ def test_sorry_server_and_real_server_ip_alias() -> None:
 
 def test_gridlb_settings() -> None:
     g = GridlbSettings()
-    assert (g.dataplane, g.control_socket, g.proxy.fin_timeout_s) == (
+    assert (g.dataplane, g.control_socket, g.timeouts.tcpfin) == (
         "proxy",
         "/run/gridlb/control.sock",
-        120.0,
+        120,
     )
     assert GridlbSettings.model_validate({"metrics_listen": "[::1]:9100"}).metrics_listen == "[::1]:9100"
     for bad in ({"metrics_listen": "9100"}, {"dataplane": "xdp"}, {"gridftp_check": {"level": "canary"}}):
@@ -235,9 +238,12 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         TcpCheck,
         MiscCheck,
         GridftpCheck,
+        XrootdCheck,
         GridlbSettings,
         GridftpCheckSettings,
+        XrootdCheckSettings,
         ProxySettings,
+        TimeoutSettings,
     ],
 )
 def test_every_field_is_documented(model: type[BaseModel]) -> None:

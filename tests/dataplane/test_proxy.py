@@ -24,6 +24,7 @@ from gridlb.table import (
     Service,
     ServiceKey,
     ServiceSpec,
+    SetTimeouts,
     Timeouts,
     diff,
 )
@@ -267,9 +268,9 @@ async def test_passive_health_retries_on_another_server(
     assert failures == [(svc, dead, "refused")]  # once: then it is out of scheduling
     d = dest_of(await dp.dump(), svc, dead)
     assert d.counters.active == 0 and d.counters.inactive == 0
-    assert (await dp.errors())["connect: refused"] == 1
-    # the director's check says it is up again: it is tried (and fails) again, still no client error
-    assert await dp.mark_up(svc, dead)
+    assert (await dp.counters()).errors["connect: refused"] == 1
+    # the director puts it back (an EditDest): it is tried (and fails) again, still no client error
+    assert all(r.ok for r in await dp.apply([EditDest(svc, dead, DestSpec(weight=5))]))
     assert (await exchange("127.0.0.1", svc.port, b"hi"))[0] == "good"
     await wait_for(lambda: len(failures) == 2)
 
@@ -303,19 +304,12 @@ async def test_connect_timeout_counts_as_failure(make_proxy: Factory, backends: 
         stuck.close()
 
 
-async def test_no_destination_closes_client_and_fallback_takes_over(
-    make_proxy: Factory, backends: list[HashBackend]
-) -> None:
-    (sorry,) = await start(backends, HashBackend("sorry"))
+async def test_no_destination_closes_client(make_proxy: Factory) -> None:
     dp = make_proxy()
     svc = await service(dp, "127.0.0.1", [])
     r, w = await asyncio.open_connection("127.0.0.1", svc.port)
     assert await asyncio.wait_for(r.read(), 5) == b""  # nothing to schedule to: closed
     w.close()
-    await dp.set_fallback(svc, rkey(sorry))
-    assert (await exchange("127.0.0.1", svc.port, b"x"))[0] == "sorry"
-    s = (await dp.dump()).service(svc)
-    assert s is not None and s.dests == () and s.stats.conns == 1
 
 
 async def test_thresholds_set_and_clear_overload(make_proxy: Factory, backends: list[HashBackend]) -> None:
@@ -382,7 +376,7 @@ async def test_fin_timeout_inactive_counting(make_proxy: Factory, backends: list
     assert [(c.state, c.expire_s) for c in await dp.connections()] == [("FIN_WAIT", 1)]
     now[0] += 1.5
     assert await counts() == (0, 0)  # then gone
-    await dp.set_timeouts(Timeouts(tcpfin=5))
+    assert all(r.ok for r in await dp.apply([SetTimeouts(Timeouts(tcpfin=5))]))
     assert (await dp.dump()).timeouts.tcpfin == 5
 
 

@@ -6,15 +6,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from gridlb.config.schema import CheckSpec
-from gridlb.dataplane.base import OpResult
+from gridlb.dataplane.base import DataplaneCounters, OpResult, Role
+from gridlb.dataplane.proxy import CAPABILITIES
 from gridlb.director.reconcile import HealthKey
-from gridlb.table import DestCounters, IpvsTable, Op, RealKey, ServiceKey, apply_ops
+from gridlb.table import ConnEntry, DestCounters, IpvsTable, Op, RealKey, ServiceKey, apply_ops
 
 
 class FakeDataplane:
     """Applies ops to an in-memory table with `table.apply_ops`, records them, fails on request."""
 
     name = "fake"
+    capabilities = CAPABILITIES
 
     def __init__(self, table: IpvsTable | None = None) -> None:
         self.table = table or IpvsTable()
@@ -23,6 +25,7 @@ class FakeDataplane:
         self.fail: dict[type, str] = {}  # op type -> error to report (once per op)
         self.dumps = 0
         self.closed = False
+        self.roles: list[Role] = []
 
     async def dump(self) -> IpvsTable:
         self.dumps += 1
@@ -43,7 +46,16 @@ class FakeDataplane:
             results.append(OpResult(op, error or ""))
         return results
 
-    async def close(self) -> None:
+    async def connections(self) -> list[ConnEntry]:
+        return []
+
+    async def counters(self) -> DataplaneCounters:
+        return DataplaneCounters()
+
+    async def set_role(self, role: Role) -> None:
+        self.roles.append(role)
+
+    async def close(self, grace_s: float = 0.0) -> None:
         self.closed = True
 
     def set_active(self, service: ServiceKey, real: RealKey, active: int, inactive: int = 0) -> None:

@@ -80,7 +80,7 @@ def demo_site(run_dir: Path, metrics: str) -> DirectorConfig:
                 "dataplane": "proxy",
                 "control_socket": str(run_dir / "control.sock"),
                 **({"metrics_listen": metrics} if metrics else {}),
-                "proxy": {"fin_timeout_s": 10},
+                "timeouts": {"tcpfin": 10},
             },
         },
         source="<demo>",

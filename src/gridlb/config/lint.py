@@ -7,6 +7,9 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
 * per service: a real server listed twice (both lines named); a service defined twice; DR with a
   real-server port other than the service port (DR cannot rewrite ports); a service address no
   VRRP instance holds.
+* per service, against the dataplane a site file names (`gridlb.dataplane`): what it cannot do
+  (a scheduler, persistence, a firewall mark: errors, refused at start too), or does differently
+  (a forwarding method it replaces: a warning saying what happens instead).
 * per instance: mixed address families among the VIPs or between VIPs and unicast addresses;
   tracking its own interface (keepalived 2.2.7 warns and `keepalived -t` exits 5); its own
   `unicast_source_ip` among its peers; a VIP outside its interface's subnet; advert_int not whole
@@ -19,6 +22,10 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
 * across director files (files that define the same instance name): both MASTER at equal
   priority; unicast peers not mutual; different virtual_router_id or VIPs for the same instance;
   the same virtual server defined differently.
+* checks this host cannot run as written (`gridlb.health.spec.site_check_problems`): a MISC_CHECK
+  `user` (or `gridlb.script_user`) that does not exist, a script keepalived's
+  `enable_script_security` would refuse (missing, not executable by its user, or run as root from
+  a path a non-root user can change), a checker option its checker rejects.
 
 What "VIP outside its interface's subnet" can infer: gridlb does not read the host's interfaces.
 The only address known to be on an instance's interface is its `unicast_source_ip` (adverts leave
@@ -40,6 +47,7 @@ from gridlb.config import defaults as D
 from gridlb.config.load import Site, SiteFile
 from gridlb.config.schema import InitialState, VrrpInstance
 from gridlb.errors import Location
+from gridlb.health.spec import site_check_problems
 from gridlb.table import ForwardMethod, RealKey
 
 VS = "virtual_servers"
@@ -75,10 +83,12 @@ def lint_site(site: Site) -> list[Finding]:
     found: list[Finding] = []
     for f in site.files:
         found.extend(_services(f, site))
+        found.extend(_dataplane(f, site))
         for name, inst in f.vrrp_instances.items():
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
     found.extend(_across_files(site))
+    found.extend(_checks(site))
     order = {f.path: i for i, f in enumerate(site.files)}
     unique = list(dict.fromkeys(found))
     unique.sort(key=lambda x: (order.get(x.location.file, len(order)), x.location.line, x.code))
@@ -94,7 +104,32 @@ def _line(f: SiteFile, *path: str | int) -> str:
     return f"line {loc.line}" if loc.line else "elsewhere"
 
 
+# ----------------------------------------------------------------------------------- checks
+
+
+def _checks(site: Site) -> Iterator[Finding]:
+    """Checks this host cannot run as written (the director refuses them at start-up too)."""
+    for problem in site_check_problems(site):
+        location = problem.location or Location(site.files[0].path if site.files else "<site>")
+        yield Finding(location, Severity.ERROR, problem.key, problem.message, "check-cannot-run")
+
+
 # ----------------------------------------------------------------------------------- services
+
+
+def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
+    from gridlb.dataplane.base import Severity as Level
+    from gridlb.dataplane.base import get_factory
+
+    if not any(sf.gridlb is not None and "dataplane" in sf.gridlb.model_fields_set for sf in site.files):
+        return  # not named: `director run` says at start what its dataplane does differently
+    name = site.gridlb.dataplane
+    caps = get_factory(name).capabilities
+    for vs_name, vs in f.virtual_servers.items():
+        methods = [rs.dest_spec(vs).forward for rs in vs.real_servers]
+        for m in caps.assess(vs.service_key(), vs.service_spec(), methods):
+            sev = Severity.ERROR if m.severity is Level.ERROR else Severity.WARNING
+            yield _at(f, (VS, vs_name), sev, "dataplane-cannot", f"the {name} dataplane: {m.message}")
 
 
 def _services(f: SiteFile, site: Site) -> Iterator[Finding]:

@@ -1,8 +1,9 @@
 """The `proxy` dataplane: a userspace L4 full proxy per virtual service, driven from asyncio.
 
-`ProxyDataplane` implements the `Dataplane` protocol. The bytes never touch the asyncio loop: a
-`RelayEngine` thread (select.epoll + os.splice, see relay.py) accepts, schedules with the shared
-schedulers, connects and relays; this class only posts commands to it and awaits the answers.
+`ProxyDataplane` implements the whole `Dataplane` protocol; `FACTORY` registers it as `proxy`. The
+bytes never touch the asyncio loop: a `RelayEngine` thread (select.epoll + os.splice, see relay.py)
+accepts, schedules with the shared schedulers, connects and relays; this class only posts commands to
+it and awaits the answers.
 Passive health failures (a refused or timed-out connect) come back as calls of
 `on_backend_failure(service, real, reason)` on the asyncio loop; a coroutine result is run as a
 task that this object keeps referenced until it ends.
@@ -16,20 +17,31 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from gridlb.dataplane.base import OpResult
+from gridlb.dataplane.base import (
+    Capabilities,
+    DataplaneCounters,
+    DataplaneHooks,
+    OpResult,
+    Role,
+)
 from gridlb.dataplane.relay import RelayEngine, RelayMode
+from gridlb.sched import scheduler_names
 from gridlb.table import (
     AddService,
     ConnEntry,
     DelService,
+    ForwardMethod,
     IpvsTable,
     Op,
     RealKey,
     ServiceKey,
     Timeouts,
 )
+
+if TYPE_CHECKING:
+    from gridlb.config.schema import GridlbSettings
 
 T = TypeVar("T")
 
@@ -49,10 +61,24 @@ class ProxyOptions:
     cpu: int | None = None  # pin the relay thread to this CPU
 
 
+#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6; it relays through
+#: itself whatever forwarding method a site names (the real servers see the director's address).
+CAPABILITIES = Capabilities(
+    forwarding=frozenset({ForwardMethod.MASQ}),
+    schedulers=frozenset(scheduler_names()),
+    forwarding_instead=(
+        "the proxy dataplane relays the connection through the director instead (replies pass the "
+        "director, the real server sees the director's address; GridFTP data channels still go "
+        "straight to the real server)"
+    ),
+)
+
+
 class ProxyDataplane:
     """A `Dataplane` relaying TCP in user space; counters and table as IPVS would report them."""
 
     name = "proxy"
+    capabilities = CAPABILITIES
 
     def __init__(
         self,
@@ -110,31 +136,16 @@ class ProxyDataplane:
                 await self._call(lambda: engine.stop(grace_s))
         await asyncio.get_running_loop().run_in_executor(None, engine.join, grace_s + 5.0)
 
-    # --- extras for the director, the CLI and metrics ---------------------------------------------
-
     async def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays, then inactive ones."""
         return await self._call(self._engine.connections)
 
-    async def set_timeouts(self, timeouts: Timeouts) -> None:
-        """Change the timeouts (`ipvsadm --set`); a new FIN timeout applies to later closes."""
-        await self._call(lambda: self._engine.state.set_timeouts(timeouts))
+    async def counters(self) -> DataplaneCounters:
+        """Return the relay's error counts by reason (accept, connect and relay errors)."""
+        return DataplaneCounters(await self._call(lambda: dict(self._engine.errors)))
 
-    async def set_fallback(self, service: ServiceKey, real: RealKey | None) -> None:
-        """Send new connections of `service` to `real` whenever no destination can take them.
-
-        This is the hook for keepalived's sorry_server: the director decides when quorum is
-        lost; the dataplane only uses the fallback when the scheduler returns nothing.
-        """
-        await self._call(lambda: self._engine.state.set_fallback(service, real))
-
-    async def mark_up(self, service: ServiceKey, real: RealKey) -> bool:
-        """Schedule to a destination again after a passive failure (the director's check passed)."""
-        return await self._call(lambda: self._engine.state.mark_up(service, real))
-
-    async def errors(self) -> dict[str, int]:
-        """Return dataplane error counts by reason (accept, connect and relay errors)."""
-        return await self._call(lambda: dict(self._engine.errors))
+    async def set_role(self, role: Role) -> None:
+        """Nothing to do: the proxy listens with IP_FREEBIND, so it serves whenever the VIP arrives."""
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -184,4 +195,25 @@ class ProxyDataplane:
             task.add_done_callback(self._tasks.discard)
 
 
-__all__ = ["BackendFailureCallback", "ProxyDataplane", "ProxyOptions", "RelayMode"]
+class _Factory:
+    """The registry's view of the proxy dataplane."""
+
+    name = "proxy"
+    capabilities = CAPABILITIES
+
+    def unavailable(self) -> str:
+        """Return "": the proxy needs no root and no kernel feature."""
+        return ""
+
+    def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> ProxyDataplane:
+        """Return a proxy dataplane for a site with `settings`."""
+        return ProxyDataplane(
+            timeouts=settings.timeouts.table_timeouts(),
+            options=ProxyOptions(connect_timeout_s=settings.proxy.connect_timeout_s),
+            on_backend_failure=hooks.on_backend_failure,
+        )
+
+
+FACTORY = _Factory()
+
+__all__ = ["CAPABILITIES", "FACTORY", "BackendFailureCallback", "ProxyDataplane", "ProxyOptions", "RelayMode"]

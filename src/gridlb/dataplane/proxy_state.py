@@ -41,6 +41,7 @@ from gridlb.table import (
     Service,
     ServiceKey,
     ServiceSpec,
+    SetTimeouts,
     Stats,
     Timeouts,
 )
@@ -251,6 +252,8 @@ class ProxyState:
 
     def check(self, op: Op) -> None:
         """Raise ValueError/KeyError (ipvsadm's wording) when `op` cannot be applied; change nothing."""
+        if isinstance(op, SetTimeouts):
+            return
         if isinstance(op, AddService):
             if op.key in self.services:
                 raise ValueError("Service already exists")
@@ -275,7 +278,9 @@ class ProxyState:
     def apply(self, op: Op) -> None:
         """Apply one op (after `check`); listeners are the engine's business."""
         self.check(op)
-        if isinstance(op, AddService):
+        if isinstance(op, SetTimeouts):
+            self.set_timeouts(op.timeouts)
+        elif isinstance(op, AddService):
             sched = create_scheduler(op.spec.scheduler, op.spec.flags)
             self.services[op.key] = ServiceState(op.key, op.spec, sched)
             self.order.append(op.key)

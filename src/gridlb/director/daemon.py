@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import logging
 import signal
 import time
@@ -31,12 +29,13 @@ from gridlb.api.messages import (
     table_to_json,
 )
 from gridlb.api.server import ApiServer, PeerCred
-from gridlb.dataplane.base import Dataplane
+from gridlb.dataplane.base import Dataplane, DataplaneHooks, Severity, get_factory
 from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
 from gridlb.errors import ConfigError
 from gridlb.metrics import Metrics, parse_listen
-from gridlb.table import RealKey, ServiceKey, Timeouts
+from gridlb.status import status_to_json
+from gridlb.table import RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +57,31 @@ class DaemonOptions:
 
 
 def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Dataplane:
-    """Return the dataplane the site asks for (`gridlb.dataplane`)."""
-    settings = config.settings
-    name = settings.dataplane
-    if name == "proxy":
-        from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
+    """Return the dataplane the site asks for (`gridlb.dataplane`), found through the registry.
 
-        return ProxyDataplane(
-            timeouts=Timeouts(tcpfin=max(1, round(settings.proxy.fin_timeout_s))),
-            options=ProxyOptions(connect_timeout_s=settings.proxy.connect_timeout_s),
-            on_backend_failure=on_failure,
-        )
+    Raises ConfigError (one line, exit 2) when this machine cannot run it, or when a service asks
+    what it cannot do; logs a warning for each thing it does differently from what the site says.
+    """
+    name = config.settings.dataplane
     try:
-        module = importlib.import_module(f"gridlb.dataplane.{name}")
-    except ModuleNotFoundError:
-        module = None
-    factory = getattr(module, "create_dataplane", None) if module is not None else None
-    if factory is None:
-        raise ConfigError(
-            f"the {name!r} dataplane is not available in this build (use 'proxy')", key="gridlb.dataplane"
-        )
-    dataplane: Dataplane = factory(settings, on_failure)
-    return dataplane
+        factory = get_factory(name)
+    except KeyError:
+        raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
+    why = factory.unavailable()
+    if why:
+        raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
+    refused: list[str] = []
+    for plan in config.plans:
+        forwarding = [r.spec.forward for r in plan.reals]
+        for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
+            if m.severity is Severity.ERROR:
+                refused.append(f"{m.service}: {m.message}")
+            else:
+                log.warning("service %s: the %s dataplane: %s", m.service, name, m.message)
+    if refused:
+        more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
+        raise ConfigError(f"the {name} dataplane refuses service {refused[0]}{more}", key="gridlb.dataplane")
+    return factory.create(config.settings, DataplaneHooks(on_backend_failure=on_failure))
 
 
 class DirectorDaemon:
@@ -133,19 +135,17 @@ class DirectorDaemon:
         if isinstance(request, StatusRequest):
             status = await director.status()
             if self.ha is not None:
-                status["vrrp"] = self.ha.status()
-            return status
+                status = replace(status, vrrp=self.ha.status())
+            return status_to_json(status)
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
             return await self.ha.handle(request)
         if isinstance(request, TableRequest):
             table = await director.refresh()
-            data = table_to_json(table)
-            conns = getattr(self.dataplane, "connections", None)
-            if request.connections and conns is not None:
-                data = table_to_json(replace(table, connections=tuple(await conns())))
-            return data
+            if request.connections:
+                table = replace(table, connections=tuple(await director.connections()))
+            return table_to_json(table)
         return await director.call(request)
 
     async def start(self) -> None:
@@ -201,11 +201,7 @@ class DirectorDaemon:
         await self.director.stop()
         await self.api.close()
         await self.metrics.close()
-        close: Any = self.dataplane.close
-        if "grace_s" in inspect.signature(close).parameters:
-            await close(grace_s=self.options.grace_s)
-        else:
-            await close()
+        await self.dataplane.close(grace_s=self.options.grace_s)
         log.info("director stopped")
 
     async def run(self) -> None:

@@ -14,12 +14,13 @@ dataplane already has them (e.g. a drained server gets no new connection after t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gridlb import __version__
 from gridlb.api.messages import (
@@ -34,14 +35,24 @@ from gridlb.api.messages import (
     parse_real,
     parse_service,
 )
-from gridlb.config.load import Site, load_site
+from gridlb.config.load import ConfigErrors, Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, OpResult
+from gridlb.dataplane.base import (
+    Dataplane,
+    DataplaneCounters,
+    DataplaneFactory,
+    OpResult,
+    Role,
+    Severity,
+    get_factory,
+)
+from gridlb.director.guard import DATAPLANE_DEADLINE_S, DataplaneCallError, GuardedDataplane
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
     HealthKey,
     HealthState,
+    RealDecision,
     RealHealth,
     ServicePlan,
     build_table,
@@ -49,22 +60,37 @@ from gridlb.director.reconcile import (
     initial_health,
     plan_site,
 )
-from gridlb.errors import GridlbError
+from gridlb.errors import ConfigError, GridlbError
 from gridlb.health.base import CheckResult, Verdict
+from gridlb.health.spec import site_check_problems
+from gridlb.status import (
+    CheckStatus,
+    CounterStatus,
+    DirectorStatus,
+    FaultStatus,
+    OpErrorStatus,
+    RealStatus,
+    ServiceStatus,
+)
 from gridlb.table import (
     AddDest,
     AddService,
+    ConnEntry,
     DelService,
+    DestCounters,
     EditDest,
     EditService,
     IpvsTable,
     Op,
     RealKey,
+    Service,
     ServiceKey,
+    SetTimeouts,
     diff,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long `remove --drain` and reload removals wait for active connections before removing anyway.
 DEFAULT_DRAIN_TIMEOUT_S = 3600.0
@@ -72,6 +98,10 @@ DEFAULT_DRAIN_TIMEOUT_S = 3600.0
 DEFAULT_RESYNC_INTERVAL_S = 5.0
 #: Resync period while a retirement waits for its last connection.
 RETIRE_POLL_S = 0.25
+#: How long `status` waits for a batch in progress before answering from the last known table.
+STATUS_WAIT_S = 0.25
+#: `gridlb:` settings a running director cannot change: a reload that changes one says so.
+RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -88,7 +118,10 @@ class DirectorConfig:
 
     @classmethod
     def from_site(cls, site: Site, paths: Sequence[str] = ()) -> DirectorConfig:
-        """Return the director's view of `site`."""
+        """Return the director's view of `site`; ConfigErrors when a check cannot run on this host."""
+        problems = site_check_problems(site)
+        if problems:
+            raise ConfigErrors(problems)
         plans, checks = plan_site(site)
         return cls(plans, checks, site.gridlb, tuple(paths))
 
@@ -103,6 +136,33 @@ class DirectorConfig:
             if p.key == key:
                 return p
         return None
+
+    def check_dataplane(self) -> tuple[DataplaneFactory, list[str]]:
+        """Return the site's dataplane factory and what it does differently from what the site says.
+
+        Raises ConfigError (one line) when this machine cannot run that dataplane or a service asks
+        what it cannot do. Start and reload both call this: a reload never accepts what a start
+        would refuse.
+        """
+        name = self.settings.dataplane
+        try:
+            factory = get_factory(name)
+        except KeyError:
+            raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
+        why = factory.unavailable()
+        if why:
+            raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
+        refused: list[str] = []
+        warnings: list[str] = []
+        for plan in self.plans:
+            forwarding = [r.spec.forward for r in plan.reals]
+            for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
+                text = f"service {m.service}: the {name} dataplane: {m.message}"
+                (refused if m.severity is Severity.ERROR else warnings).append(text)
+        if refused:
+            more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
+            raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
+        return factory, warnings
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -230,6 +290,9 @@ def _op_name(op: Op) -> str:
 
 def describe_op(op: Op) -> str:
     """Return `op` in a few words, e.g. ``AddDest TCP 10.0.0.1:2811 -> 10.0.1.1:2811 weight 1``."""
+    if isinstance(op, SetTimeouts):
+        t = op.timeouts
+        return f"SetTimeouts tcp {t.tcp} tcpfin {t.tcpfin} udp {t.udp}"
     if isinstance(op, AddService | EditService):
         return f"{_op_name(op)} {op.key} scheduler {op.spec.scheduler}"
     if isinstance(op, DelService):
@@ -257,6 +320,7 @@ class Director:
         resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
         loader: Callable[[Sequence[str]], DirectorConfig] = DirectorConfig.load,
+        dataplane_deadline_s: float = DATAPLANE_DEADLINE_S,
     ) -> None:
         self.config = config
         self.dataplane = dataplane
@@ -289,6 +353,15 @@ class Director:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
+        self._wake = asyncio.Event()  # the ticker's schedule changed (a fault, a passive mark)
+        self.guard = GuardedDataplane(
+            dataplane,
+            clock=clock,
+            deadline_s=dataplane_deadline_s,
+            max_backoff_s=resync_interval_s,
+            on_fault=self._wake.set,
+        )
+        self._dataplane_errors: dict[str, int] = {}  # the dataplane's own counters, as last read
         self._busy = asyncio.Lock()  # held while a batch is applied: status never sees half a change
 
     # --- feeding inputs (thread: the event loop's) ------------------------------------------------
@@ -343,7 +416,8 @@ class Director:
         """Adopt the dataplane's table, program the desired one, start checks and the resync timer."""
         for pair in self.config.checks:
             self.health.setdefault(pair, self._initial(pair))
-        await self._reconcile("start")
+        with contextlib.suppress(DataplaneCallError):  # recorded; retried by the loop with backoff
+            await self._reconcile("start")
         self._sync_checks()
         self._spawn(self._loop())
         self._spawn(self._ticker())
@@ -380,9 +454,23 @@ class Director:
 
     async def _ticker(self) -> None:
         while True:
-            interval = RETIRE_POLL_S if self.overrides.retiring else self.resync_interval_s
-            await asyncio.sleep(interval)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._next_tick_s())
+                continue  # the schedule changed: compute it again
             self.submit(Resync())
+
+    def _next_tick_s(self) -> float:
+        """Return how long until the next resync: the period, or sooner for a retry or an expiry."""
+        interval = RETIRE_POLL_S if self.overrides.retiring else self.resync_interval_s
+        now = self.clock()
+        retry_at = self.guard.fault.retry_at
+        due = [retry_at] if retry_at is not None else []
+        retry_s = self.config.settings.passive_retry_s
+        due.extend(m.at + retry_s for m in self.passive.values())
+        for at in due:
+            interval = min(interval, max(0.005, at - now))
+        return interval
 
     async def _loop(self) -> None:
         while True:
@@ -419,12 +507,26 @@ class Director:
             if cause:
                 causes.append(cause)
         needs_pass = bool(causes or replies) or any(isinstance(i, Resync) for i in batch)
-        errors = await self._reconcile("; ".join(causes[:5]) or "resync") if needs_pass else ()
+        failure = ""
+        errors: tuple[OpResult, ...] = ()
+        if needs_pass:
+            try:
+                errors = await self._reconcile("; ".join(causes[:5]))
+            except DataplaneCallError as exc:
+                failure = str(exc)
         for fut, value in replies:
             if fut.done():
                 continue
             if isinstance(value, ApiError):
                 fut.set_exception(value)
+            elif failure:
+                fut.set_exception(
+                    ApiError(
+                        ErrorCode.DATAPLANE,
+                        f"accepted, but the dataplane is failing ({failure}); "
+                        "it is applied as soon as the dataplane answers again",
+                    )
+                )
             elif errors:
                 msg = "; ".join(f"{r.op}: {r.error}" for r in errors[:3])
                 fut.set_exception(
@@ -460,6 +562,24 @@ class Director:
             self.role, self.role_reason = item.role, item.reason
             return f"role {item.role}"
         return ""
+
+    # --- reading the dataplane (never blocks for long, never raises a dataplane's error) ----------
+
+    async def dataplane_counters(self) -> DataplaneCounters | None:
+        """Return the dataplane's own error counters, or None when it fails to answer."""
+        try:
+            counters = await self.guard.counters(STATUS_WAIT_S)
+        except DataplaneCallError:
+            return None
+        self._dataplane_errors = dict(counters.errors)
+        return counters
+
+    async def connections(self) -> list[ConnEntry]:
+        """Return the dataplane's connection list (ApiError when the dataplane fails to answer)."""
+        try:
+            return await self.guard.connections()
+        except DataplaneCallError as exc:
+            raise ApiError(ErrorCode.DATAPLANE, f"no connection list from the dataplane: {exc}") from None
 
     def _initial(self, pair: HealthKey) -> RealHealth:
         plan = self.config.plan(pair[0])
@@ -595,14 +715,24 @@ class Director:
             )
         try:
             new = await asyncio.to_thread(self.loader, paths)
+            _, warnings = new.check_dataplane()  # what a start would refuse, a reload refuses too
         except GridlbError as exc:
             self.counters.reload_failures += 1
             raise ApiError(
                 ErrorCode.CONFIG, f"reload refused, still running the previous config:\n{exc}"
             ) from None
+        restart = [
+            f"gridlb.{name}"
+            for name in RESTART_SETTINGS
+            if getattr(new.settings, name) != getattr(self.config.settings, name)
+        ]
         summary = self.apply_config(new)
         self.counters.reloads += 1
-        return summary
+        for text in warnings:
+            log.warning("reload: %s", text)
+        for name in restart:
+            log.warning("reload: %s changed; it takes effect when the director restarts", name)
+        return {**summary, "restart_needed": restart, "warnings": warnings}
 
     def apply_config(self, new: DirectorConfig) -> dict[str, Any]:
         """Switch to `new` (already validated): carry health by pair, retire what it drops."""
@@ -670,16 +800,28 @@ class Director:
     # --- reconcile --------------------------------------------------------------------------------
 
     async def _reconcile(self, cause: str) -> tuple[OpResult, ...]:
-        """Dump, diff against the desired table, apply, record; finish retirements. Returns op errors."""
+        """Dump, diff against the desired table, apply, record; finish retirements. Returns op errors.
+
+        Raises DataplaneCallError when the dataplane failed a call (already recorded and scheduled
+        for a retry with backoff); the director's own state is kept, so the next pass applies it.
+        """
         errors: list[OpResult] = []
+        cause = "; ".join(filter(None, (cause, self._expire_passive()))) or "resync"
+        await self.guard.set_role(Role.STANDALONE if self.role is None else Role.from_vrrp(self.role))
         for _ in range(4):  # a finished retirement changes the desired table once more
-            self.desired = build_table(self._plans(), self.effective_health(), self.overrides, self.quorum_up)
+            self.desired = build_table(
+                self._plans(),
+                self.effective_health(),
+                self.overrides,
+                self.quorum_up,
+                self.config.settings.timeouts.table_timeouts(),
+            )
             self.quorum_up = dict(self.desired.quorum_up)
-            observed = await self.dataplane.dump()
+            observed = await self.guard.dump()
             ops = diff(observed, self.desired.table)
             self.counters.reconciles += 1
             if ops:
-                results = tuple(await self.dataplane.apply(ops))
+                results = await self.guard.apply(ops)
                 self.counters.ops_applied += len(results)
                 failed = tuple(r for r in results if not r.ok)
                 known = {(r.op, r.error) for r in self.last_errors}
@@ -696,14 +838,25 @@ class Director:
                 for r in results:
                     if r.ok:
                         log.info("applied %s (%s)", describe_op(r.op), cause)
-                observed = await self.dataplane.dump()
+                observed = await self.guard.dump()
             elif cause == "resync":
                 self.last_errors = ()
             self.observed = observed
             if not self._finish_retirements(observed) | self._drop_ghosts():
                 break
             cause = "retired"
+        self.guard.recovered()
         return tuple(errors)
+
+    def _expire_passive(self) -> str:
+        """Put back real servers whose passive failure is older than `passive_retry_s`; return a cause."""
+        retry_s = self.config.settings.passive_retry_s
+        now = self.clock()
+        expired = [pair for pair, mark in self.passive.items() if now - mark.at >= retry_s]
+        for pair in expired:
+            del self.passive[pair]
+            log.info("%s: trying again %.0f s after a passive failure", _fmt_pair(pair), retry_s)
+        return f"passive retry {', '.join(str(p[1]) for p in expired)}" if expired else ""
 
     def _finish_retirements(self, observed: IpvsTable) -> bool:
         now = self.clock()
@@ -738,98 +891,122 @@ class Director:
         """Run one resync pass now (tests, and `start`)."""
         await self._process([Resync()])
 
-    async def refresh(self) -> IpvsTable:
-        """Return a fresh dump of the dataplane (for status and metrics)."""
-        self.observed = await self.dataplane.dump()
+    async def refresh(self, deadline_s: float | None = None) -> IpvsTable:
+        """Return a fresh dump of the dataplane, or the last one when the dataplane fails to answer."""
+        with contextlib.suppress(DataplaneCallError):
+            self.observed = await self.guard.dump(deadline_s)
         return self.observed
 
     # --- status -----------------------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
-        """Return the status snapshot served to `gridlb status` (JSON-ready)."""
-        async with self._busy:
-            return await self._status()
+    async def status(self) -> DirectorStatus:
+        """Return the director's status, even while the dataplane hangs.
 
-    async def _status(self) -> dict[str, Any]:
-        table = await self.refresh()
+        It waits `STATUS_WAIT_S` at most for a batch in progress, and as long for a fresh dump; past
+        either, it answers from the last table the dataplane gave.
+        """
+        try:
+            await asyncio.wait_for(self._busy.acquire(), STATUS_WAIT_S)
+        except TimeoutError:
+            return self.snapshot(self.observed)
+        try:
+            return self.snapshot(await self.refresh(STATUS_WAIT_S))
+        finally:
+            self._busy.release()
+
+    def snapshot(self, table: IpvsTable) -> DirectorStatus:
+        """Return the typed status of this director with `table` as the dataplane's view."""
         now = self.clock()
         effective = self.effective_health()
         services = []
         for plan in self._plans():
             svc = table.service(plan.key)
-            reals: list[dict[str, Any]] = []
-            for d in self.desired.decisions:
-                if d.service != plan.key:
-                    continue
-                pair = (d.service, d.key)
-                dest = svc.dest(d.key) if svc is not None else None
-                last = self.last_check.get(pair)
-                mark = self.passive.get(pair)
-                retiring = self.overrides.retiring_entry(d.service, d.key)
-                reals.append(
-                    {
-                        "real": str(d.key),
-                        "in_table": dest is not None,
-                        "weight": dest.spec.weight if dest is not None else None,
-                        "desired_weight": d.weight,
-                        "forward": (dest.spec.forward.ipvsadm_name if dest is not None else None),
-                        "active": dest.counters.active if dest is not None else 0,
-                        "inactive": dest.counters.inactive if dest is not None else 0,
-                        "connections": dest.counters.stats.conns if dest is not None else 0,
-                        "inbytes": dest.counters.stats.inbytes if dest is not None else 0,
-                        "outbytes": dest.counters.stats.outbytes if dest is not None else 0,
-                        "overloaded": dest.counters.overloaded if dest is not None else False,
-                        "health": str(effective.get(pair, RealHealth()).state),
-                        "reason": str(d.reason),
-                        "drained": d.drained,
-                        "retiring": retiring is not None,
-                        "retire_reason": retiring.reason if retiring is not None else None,
-                        "runtime_added": d.runtime_added,
-                        "passive_failure": mark.reason if mark is not None else None,
-                        "passive_failures": self.counters.passive_failures.get(pair, 0),
-                        "last_check": None
-                        if last is None
-                        else {
-                            "verdict": str(last.result.verdict),
-                            "reason": last.result.reason,
-                            "latency_s": round(last.result.latency_s, 6),
-                            "age_s": round(max(0.0, now - last.at), 3),
-                            "kind": last.kind,
-                        },
-                    }
-                )
-            services.append(
-                {
-                    "service": str(plan.key),
-                    "scheduler": plan.spec.scheduler,
-                    "in_table": svc is not None,
-                    "quorum_up": self.quorum_up.get(plan.key, True),
-                    "retiring": plan.key in self.ghost_plans,
-                    "active": sum(r["active"] for r in reals),
-                    "inactive": sum(r["inactive"] for r in reals),
-                    "connections": svc.stats.conns if svc is not None else 0,
-                    "reals": reals,
-                }
+            reals = tuple(
+                self._real_status(d, svc, effective, now)
+                for d in self.desired.decisions
+                if d.service == plan.key
             )
-        return {
-            "version": __version__,
-            "dataplane": self.dataplane.name,
-            "config": list(self.config.paths),
-            "generation": self.generation,
-            "uptime_s": round(self.wall_clock() - self.started_at, 3),
-            "role": self.role,
-            "role_reason": self.role_reason,
-            "degraded": bool(self.last_errors),
-            "last_errors": [{"op": describe_op(r.op), "error": r.error} for r in self.last_errors],
-            "counters": {
-                "reconciles": self.counters.reconciles,
-                "ops_applied": self.counters.ops_applied,
-                "op_errors": dict(self.counters.op_errors),
-                "reloads": self.counters.reloads,
-                "reload_failures": self.counters.reload_failures,
-            },
-            "services": services,
-        }
+            services.append(
+                ServiceStatus(
+                    service=str(plan.key),
+                    scheduler=plan.spec.scheduler,
+                    in_table=svc is not None,
+                    quorum_up=self.quorum_up.get(plan.key, True),
+                    retiring=plan.key in self.ghost_plans,
+                    active=sum(r.active for r in reals),
+                    inactive=sum(r.inactive for r in reals),
+                    connections=svc.stats.conns if svc is not None else 0,
+                    inbytes=svc.stats.inbytes if svc is not None else 0,
+                    outbytes=svc.stats.outbytes if svc is not None else 0,
+                    reals=reals,
+                )
+            )
+        fault = self.guard.fault
+        c = self.counters
+        return DirectorStatus(
+            version=__version__,
+            dataplane=self.dataplane.name,
+            config=tuple(self.config.paths),
+            generation=self.generation,
+            uptime_s=round(self.wall_clock() - self.started_at, 3),
+            role=self.role,
+            role_reason=self.role_reason,
+            degraded=bool(self.last_errors) or fault.failing,
+            last_errors=tuple(OpErrorStatus(describe_op(r.op), r.error) for r in self.last_errors),
+            dataplane_fault=None
+            if fault.since is None
+            else FaultStatus(fault.last_error, round(now - fault.since, 3), fault.consecutive),
+            counters=CounterStatus(
+                c.reconciles,
+                c.ops_applied,
+                dict(c.op_errors),
+                c.reloads,
+                c.reload_failures,
+                dict(fault.by_method),
+                dict(self._dataplane_errors),
+            ),
+            services=tuple(services),
+        )
+
+    def _real_status(
+        self, d: RealDecision, svc: Service | None, effective: Mapping[HealthKey, RealHealth], now: float
+    ) -> RealStatus:
+        pair = (d.service, d.key)
+        dest = svc.dest(d.key) if svc is not None else None
+        counters = dest.counters if dest is not None else DestCounters()
+        last = self.last_check.get(pair)
+        mark = self.passive.get(pair)
+        retiring = self.overrides.retiring_entry(d.service, d.key)
+        return RealStatus(
+            real=str(d.key),
+            in_table=dest is not None,
+            weight=dest.spec.weight if dest is not None else None,
+            desired_weight=d.weight,
+            forward=dest.spec.forward.ipvsadm_name if dest is not None else None,
+            active=counters.active,
+            inactive=counters.inactive,
+            connections=counters.stats.conns,
+            inbytes=counters.stats.inbytes,
+            outbytes=counters.stats.outbytes,
+            overloaded=counters.overloaded,
+            health=str(effective.get(pair, RealHealth()).state),
+            reason=str(d.reason),
+            drained=d.drained,
+            retiring=retiring is not None,
+            retire_reason=retiring.reason if retiring is not None else None,
+            runtime_added=d.runtime_added,
+            passive_failure=mark.reason if mark is not None else None,
+            passive_failures=self.counters.passive_failures.get(pair, 0),
+            last_check=None
+            if last is None
+            else CheckStatus(
+                str(last.result.verdict),
+                last.result.reason,
+                round(last.result.latency_s, 6),
+                round(max(0.0, now - last.at), 3),
+                last.kind,
+            ),
+        )
 
 
 def verdict_state(verdict: Verdict) -> HealthState:

@@ -29,7 +29,17 @@ from dataclasses import dataclass, field
 from gridlb.config.load import Site
 from gridlb.config.schema import CheckSpec
 from gridlb.director.overrides import Overrides
-from gridlb.table import Dest, DestSpec, ForwardMethod, IpvsTable, RealKey, Service, ServiceKey, ServiceSpec
+from gridlb.table import (
+    Dest,
+    DestSpec,
+    ForwardMethod,
+    IpvsTable,
+    RealKey,
+    Service,
+    ServiceKey,
+    ServiceSpec,
+    Timeouts,
+)
 
 HealthKey = tuple[ServiceKey, RealKey]
 
@@ -186,8 +196,10 @@ def build_table(
     health: Mapping[HealthKey, RealHealth],
     overrides: Overrides,
     quorum_up: Mapping[ServiceKey, bool] | None = None,
+    timeouts: Timeouts | None = None,
 ) -> Desired:
-    """Return the desired table for `plans` given health, overrides and the previous quorum states."""
+    """Return the desired table for `plans` given health, overrides, the previous quorum states and
+    the connection timeouts."""
     quorum_prev = quorum_up or {}
     services: list[Service] = []
     quorum_next: dict[ServiceKey, bool] = {}
@@ -247,7 +259,9 @@ def build_table(
             )
         decisions.extend(svc_decisions)
         services.append(Service(plan.key, plan.spec, tuple(reversed(dests))))
-    return Desired(IpvsTable(services=tuple(services)), quorum_next, tuple(decisions))
+    return Desired(
+        IpvsTable(services=tuple(services), timeouts=timeouts or Timeouts()), quorum_next, tuple(decisions)
+    )
 
 
 def _without_quorum(d: RealDecision, inhibit: bool) -> RealDecision:
