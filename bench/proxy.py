@@ -313,7 +313,7 @@ def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str) 
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         print(json.dumps({"ready": True, "scheduler": sched, "relay": dp.relay_mode.value}), flush=True)
         await stop.wait()
-        errors = await dp.errors()
+        errors = dict((await dp.counters()).errors)
         print(json.dumps({"errors": errors}), flush=True)
         await dp.close()
 
