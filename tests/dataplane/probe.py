@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"globus-url-copy: {guc_ok} of {args.guc} succeeded")
         bad = total_bad or any(r["active"] for r in reals) or left or guc_ok != args.guc
         if bad:
-            print("director log (tail):\n" + "\n".join(lb.log().splitlines()[-15:]))
+            marked = [line for line in lb.log().splitlines() if "marked down" in line]
+            print(f"director log: {len(marked)} 'marked down' lines, e.g.:\n" + "\n".join(marked[:5]))
+            print("director log (tail):\n" + "\n".join(lb.log().splitlines()[-8:]))
             for r in reals:
                 print(f"  {r['real']}: health {r['health']}, passive failure {r['passive_failure']}")
         return 1 if bad else 0

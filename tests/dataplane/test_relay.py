@@ -245,3 +245,43 @@ def test_a_full_receiver_keeps_at_most_notsent_lowat_unsent(lowat: int) -> None:
             b.close()
             engine.call(lambda: engine.stop(0)).result(5)
             engine.join(5)
+
+
+def test_a_reset_never_reaches_the_connection_that_reuses_its_descriptor() -> None:
+    """Events of one epoll batch for a closed socket must not act on a new socket with the same number.
+
+    One batch, in this order: client A's real server resets (A is aborted), client B arrives (its
+    sockets are created), client A resets. Had A's descriptors been closed at once, B's would reuse
+    them and A's reset would be taken for B's connect failing: the only real server marked down, B
+    closed with no byte. Descriptors are allocated lowest-first, so this happens unless closes wait
+    for the end of the batch.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
+        for _ in range(10):  # each round is one chance; lowest-first allocation makes most rounds hit
+            client_b = socket.socket()
+            client_b.settimeout(5)
+            c, b = pair(vip, backend)
+            entered, gate = threading.Event(), threading.Event()
+
+            def hold() -> bool:
+                entered.set()  # noqa: B023 - called at once, in this round
+                return gate.wait(5)  # noqa: B023
+
+            held = engine.call(hold)
+            assert entered.wait(5)
+            reset(b)  # 1: A's real server resets
+            time.sleep(0.02)
+            client_b.connect(vip)  # 2: B waits in the accept queue (the kernel completed the handshake)
+            time.sleep(0.02)
+            reset(c)  # 3: client A resets
+            time.sleep(0.02)
+            gate.set()
+            held.result(5)
+            b2, _ = backend.accept()
+            b2.settimeout(5)
+            b2.sendall(b"hello-b\n")
+            assert recv_exactly(client_b, 8) == b"hello-b\n"
+            client_b.close()
+            b2.close()
+        errors = engine.call(lambda: dict(engine.errors)).result(5)
+        assert not [k for k in errors if k.startswith(("connect", "no destination"))], errors

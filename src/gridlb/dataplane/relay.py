@@ -339,6 +339,11 @@ class RelayEngine:
         self._stop_at: float | None = None
         self._stopped = False
         self._ipcache: dict[str, IPAddress] = {}
+        # Sockets to close once the current batch of epoll events is handled. A descriptor closed in
+        # the middle of a batch could be handed out again (accept, socket) before the batch's later
+        # events for its old file are handled, and those would then act on the new connection: a
+        # reset of one client taken for a refused connect of another, a server marked down for it.
+        self._closing: list[socket.socket | _socket.socket] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -379,7 +384,7 @@ class RelayEngine:
         lst = self.listeners.pop(key, None)
         if lst is not None:
             self._fdmap.pop(lst.fd, None)
-            lst.sock.close()  # closing removes it from the epoll set
+            self._closing.append(lst.sock)  # closing removes it from the epoll set
 
     def rebind_listener(self, svc: ServiceState) -> None:
         """Point the listener of `svc.key` at a (new) ServiceState object."""
@@ -455,6 +460,8 @@ class RelayEngine:
             timeout = self._timers(now) if now >= self._due else self._due - now
             if self._stop_at is not None and (now >= self._stop_at or not self.open_count()):
                 return
+            if self._closing:
+                self._close_deferred()
             try:
                 events = ep.poll(timeout, POLL_BATCH)
             except InterruptedError:  # pragma: no cover - PEP 475 retries poll itself
@@ -513,6 +520,13 @@ class RelayEngine:
         self._due = now + wait
         return wait
 
+    def _close_deferred(self) -> None:
+        """Close the sockets of the batch just handled (between batches no stale event can exist)."""
+        closing = self._closing
+        for sock in closing:
+            sock.close()
+        closing.clear()
+
     def _run_commands(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._waker.fd)
@@ -546,6 +560,7 @@ class RelayEngine:
         conns = {id(h): h for h in self._fdmap.values() if isinstance(h, _Conn)}
         for conn in conns.values():
             self._close(conn, aborted=True)
+        self._close_deferred()
         self._fdmap.clear()
         self.pipes.close()
         self._ep.close()
@@ -638,7 +653,7 @@ class RelayEngine:
         b = conn.b
         assert b is not None and conn.dest is not None
         self._fdmap.pop(conn.bfd, None)
-        b.close()
+        self._closing.append(b)
         conn.b = None
         conn.bfd = -1
         self._failed_attempt(conn, conn.dest, reason)
@@ -853,8 +868,8 @@ class RelayEngine:
         fdmap.pop(conn.cfd, None)
         if conn.b is not None:
             fdmap.pop(conn.bfd, None)
-            conn.b.close()
-        conn.c.close()
+            self._closing.append(conn.b)
+        self._closing.append(conn.c)
         for d in (conn.up, conn.down):
             if d is None:
                 continue
