@@ -180,10 +180,10 @@ def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:
 # --- a bulk receiver gets a short unsent queue ----------------------------------------------------
 
 
-def notsent_of(port: int) -> list[int]:
-    """Return `notsent` bytes of every established socket with local port `port` (0 when none)."""
+def notsent_of(port: int, side: str = "sport") -> list[int]:
+    """Return `notsent` bytes of every established socket with `side` (sport/dport) `port` (0: none)."""
     out = subprocess.run(
-        ["ss", "-Htni", "state", "established", f"( sport = :{port} )"],
+        ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
         capture_output=True,
         text=True,
         check=True,
@@ -285,3 +285,54 @@ def test_a_reset_never_reaches_the_connection_that_reuses_its_descriptor() -> No
             b2.close()
         errors = engine.call(lambda: dict(engine.errors)).result(5)
         assert not [k for k in errors if k.startswith(("connect", "no destination"))], errors
+
+
+def test_an_upload_to_a_full_real_server_gets_the_cap_from_its_first_block() -> None:
+    """Uploads: the real server's socket gets TCP_NOTSENT_LOWAT when a write to it first blocks.
+
+    The first fill happens before the cap (the queue holds up to tcp_wmem[2] then); once the server
+    has read that, the queue refills only up to the cap. Bytes arrive complete either way.
+    """
+    need_tool("ss")
+    lowat = 1 << 17
+    engine = RelayEngine(mode=RelayMode.SPLICE, notsent_lowat=lowat)
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        bport = backend.getsockname()[1]
+        key = ServiceKey.tcp("127.0.0.1", free_port())
+
+        def setup() -> None:
+            engine.state.apply(AddService(key, ServiceSpec(scheduler="rr")))
+            engine.state.apply(AddDest(key, RealKey.parse(f"127.0.0.1:{bport}"), DestSpec(weight=1)))
+            engine.open_listener(engine.state.services[key])
+
+        engine.call(setup).result(5)
+        c = socket.create_connection(("127.0.0.1", key.port), timeout=5)
+        b, _ = backend.accept()
+        total = 48 << 20
+        sent = threading.Event()
+
+        def upload() -> None:
+            with contextlib.suppress(OSError):
+                c.sendall(b"u" * total)
+                c.shutdown(socket.SHUT_WR)
+            sent.set()
+
+        sender = threading.Thread(target=upload, daemon=True)
+        sender.start()
+        got = 0
+        try:
+            time.sleep(0.5)  # the whole chain fills: the relay's write to the server blocks
+            b.settimeout(5)
+            while got < 16 << 20:  # the server reads a part, then stops again
+                got += len(b.recv(1 << 20))
+            time.sleep(0.5)  # the relay refills the server's socket as far as it may
+            unsent = notsent_of(bport, "dport")
+            assert len(unsent) == 1 and unsent[0] <= lowat + (1 << 16), unsent
+            while chunk := b.recv(1 << 20):
+                got += len(chunk)
+            assert got == total and sent.wait(5)
+        finally:
+            c.close()
+            b.close()
+            engine.call(lambda: engine.stop(0)).result(5)
+            engine.join(5)
