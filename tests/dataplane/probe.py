@@ -66,6 +66,15 @@ def expected_clean(addrs: Iterable[str]) -> set[bytes]:
     return {banner(a) + b"221 Goodbye.\r\n" for a in addrs}
 
 
+def foreign_bytes(got: bytes, addrs: Iterable[str]) -> bool:
+    """Return True when `got` holds a byte that is not a prefix of what its session should receive.
+
+    A session that ended early (EOF, a timeout, an error) received a prefix: wrong, not foreign.
+    """
+    body = got.split(b"<", 1)[0] if got.endswith(b">") else got
+    return not any(want.startswith(body) for want in expected_clean(addrs))
+
+
 def _socket(host: str) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
@@ -283,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             total_clean += res.clean
             total_bad += len(res.corrupted)
             reached = ", ".join(f"{p.value} {n}" for p, n in res.reached.items())
+            foreign = sum(1 for g in res.corrupted if foreign_bytes(g, addrs))
             print(
-                f"round {r + 1}: {len(res.corrupted)} of {res.clean} clean sessions corrupted"
-                f" (resets where meant: {reached})",
+                f"round {r + 1}: {len(res.corrupted)} of {res.clean} clean sessions corrupted, {foreign} of"
+                f" them with foreign bytes (resets where meant: {reached})",
                 flush=True,
             )
             for g in res.corrupted[:3]:
