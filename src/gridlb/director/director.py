@@ -18,11 +18,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
-from gridlb import __version__
 from gridlb.api.messages import (
     AddRequest,
     ApiError,
@@ -35,16 +34,12 @@ from gridlb.api.messages import (
     parse_real,
     parse_service,
 )
-from gridlb.config.load import ConfigErrors, Site, load_site
-from gridlb.config.schema import CheckSpec, GridlbSettings
+from gridlb.config.schema import CheckSpec
 from gridlb.dataplane.base import (
     Dataplane,
     DataplaneCounters,
-    DataplaneFactory,
     OpResult,
     Role,
-    Severity,
-    get_factory,
 )
 from gridlb.director.guard import DATAPLANE_DEADLINE_S, DataplaneCallError, GuardedDataplane
 from gridlb.director.overrides import Overrides
@@ -52,40 +47,22 @@ from gridlb.director.reconcile import (
     Desired,
     HealthKey,
     HealthState,
-    RealDecision,
     RealHealth,
     ServicePlan,
     build_table,
     configured_pairs,
     initial_health,
-    plan_site,
 )
-from gridlb.errors import ConfigError, GridlbError
-from gridlb.health.base import CheckResult, Verdict
-from gridlb.health.spec import site_check_problems
+from gridlb.errors import GridlbError
+from gridlb.health.base import CheckResult
 from gridlb.status import (
-    CheckStatus,
-    CounterStatus,
     DirectorStatus,
-    FaultStatus,
-    OpErrorStatus,
-    RealStatus,
-    ServiceStatus,
 )
 from gridlb.table import (
-    AddDest,
-    AddService,
     ConnEntry,
-    DelService,
-    DestCounters,
-    EditDest,
-    EditService,
     IpvsTable,
-    Op,
     RealKey,
-    Service,
     ServiceKey,
-    SetTimeouts,
     diff,
 )
 
@@ -104,206 +81,39 @@ STATUS_WAIT_S = 0.25
 RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
 
 
-# --- configuration --------------------------------------------------------------------------------
+from gridlb.director.config import DirectorConfig  # noqa: E402
+from gridlb.director.records import (  # noqa: E402
+    Change,
+    CheckReport,
+    Counters,
+    DirectorInput,
+    HealthMonitor,
+    Intent,
+    LastCheck,
+    PassiveFailure,
+    PassiveMark,
+    Reload,
+    Resync,
+    RoleChange,
+    describe_op,
+    fmt_pair,
+    op_name,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class DirectorConfig:
-    """A validated site as the director uses it: service plans, checks per pair, gridlb settings."""
-
-    plans: tuple[ServicePlan, ...]
-    checks: Mapping[HealthKey, tuple[CheckSpec, ...]]
-    settings: GridlbSettings = field(default_factory=GridlbSettings)
-    paths: tuple[str, ...] = ()
-
-    @classmethod
-    def from_site(cls, site: Site, paths: Sequence[str] = ()) -> DirectorConfig:
-        """Return the director's view of `site`; ConfigErrors when a check cannot run on this host."""
-        problems = site_check_problems(site)
-        if problems:
-            raise ConfigErrors(problems)
-        plans, checks = plan_site(site)
-        return cls(plans, checks, site.gridlb, tuple(paths))
-
-    @classmethod
-    def load(cls, paths: Sequence[str]) -> DirectorConfig:
-        """Load and validate the site files `paths` (ConfigError names file, line and key)."""
-        return cls.from_site(load_site(list(paths)), paths)
-
-    def plan(self, key: ServiceKey) -> ServicePlan | None:
-        """Return the plan of service `key`, or None."""
-        for p in self.plans:
-            if p.key == key:
-                return p
-        return None
-
-    def check_dataplane(self) -> tuple[DataplaneFactory, list[str]]:
-        """Return the site's dataplane factory and what it does differently from what the site says.
-
-        Raises ConfigError (one line) when this machine cannot run that dataplane or a service asks
-        what it cannot do. Start and reload both call this: a reload never accepts what a start
-        would refuse.
-        """
-        name = self.settings.dataplane
-        try:
-            factory = get_factory(name)
-        except KeyError:
-            raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
-        why = factory.unavailable()
-        if why:
-            raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
-        refused: list[str] = []
-        warnings: list[str] = []
-        for plan in self.plans:
-            forwarding = [r.spec.forward for r in plan.reals]
-            for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
-                text = f"service {m.service}: the {name} dataplane: {m.message}"
-                (refused if m.severity is Severity.ERROR else warnings).append(text)
-        if refused:
-            more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
-            raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
-        return factory, warnings
-
-
-# --- inputs ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    """One health check finished: its result and the tracker's state after it (None = unchanged)."""
-
-    service: ServiceKey
-    real: RealKey
-    result: CheckResult
-    state: HealthState | None = None
-    weight: int | None = None  # dynamic weight (MISC_CHECK misc_dynamic), when set
-    kind: str = ""
-    at: float = 0.0  # monotonic time the result arrived (0 = when queued)
-    started: float = -1.0  # monotonic time the check began (negative = unknown)
-
-
-@dataclass(frozen=True, slots=True)
-class PassiveFailure:
-    """The dataplane failed to connect to a real server (refused or timed out)."""
-
-    real: RealKey
-    service: ServiceKey | None = None  # None = every service that has the real server
-    reason: str = "connect failed"
-    at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """An operator request from the control API, answered through `reply` after it is applied."""
-
-    request: Request
-    reply: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Reload:
-    """Re-read the site files (SIGHUP, or the API with `reply`)."""
-
-    reply: asyncio.Future[Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoleChange:
-    """The VRRP role changed (shown in status; tables are the same on both directors)."""
-
-    role: str
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Resync:
-    """Compare the dataplane with the desired table and repair any difference."""
-
-
-DirectorInput = CheckReport | PassiveFailure | Intent | Reload | RoleChange | Resync
-
-
-# --- collaborators --------------------------------------------------------------------------------
-
-
-class HealthMonitor(Protocol):
-    """Runs the health checks; the director tells it which pairs to watch with which checks.
-
-    `set_targets` keeps the running checks (and their state) of pairs whose checks did not change,
-    starts new ones and stops the rest. Results go to the callback given at construction.
-    """
-
-    def set_targets(self, targets: Mapping[HealthKey, tuple[CheckSpec, ...]]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-# --- records --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One applied change: when, why, the ops and how each fared."""
-
-    at: float  # wall clock
-    cause: str
-    results: tuple[OpResult, ...]
-
-    @property
-    def errors(self) -> tuple[OpResult, ...]:
-        """Return the ops that failed."""
-        return tuple(r for r in self.results if not r.ok)
-
-
-@dataclass(slots=True)
-class PassiveMark:
-    """A real server marked down by a failed dataplane connect, until a check started later passes."""
-
-    at: float
-    reason: str
-
-
-@dataclass(slots=True)
-class LastCheck:
-    """The most recent check result of a pair, for status."""
-
-    result: CheckResult
-    at: float
-    kind: str = ""
-
-
-@dataclass(slots=True)
-class Counters:
-    """Director-level counters for status and metrics."""
-
-    reconciles: int = 0
-    ops_applied: int = 0
-    op_errors: dict[str, int] = field(default_factory=dict)  # op class name -> failures
-    passive_failures: dict[HealthKey, int] = field(default_factory=dict)
-    reloads: int = 0
-    reload_failures: int = 0
-
-
-def _op_name(op: Op) -> str:
-    return type(op).__name__
-
-
-def describe_op(op: Op) -> str:
-    """Return `op` in a few words, e.g. ``AddDest TCP 10.0.0.1:2811 -> 10.0.1.1:2811 weight 1``."""
-    if isinstance(op, SetTimeouts):
-        t = op.timeouts
-        return f"SetTimeouts tcp {t.tcp} tcpfin {t.tcpfin} udp {t.udp}"
-    if isinstance(op, AddService | EditService):
-        return f"{_op_name(op)} {op.key} scheduler {op.spec.scheduler}"
-    if isinstance(op, DelService):
-        return f"DelService {op.key}"
-    if isinstance(op, AddDest | EditDest):
-        return f"{_op_name(op)} {op.service} -> {op.key} weight {op.spec.weight}"
-    return f"DelDest {op.service} -> {op.key}"
-
-
-def _fmt_pair(pair: HealthKey) -> str:
-    return f"{pair[0]} -> {pair[1]}"
+__all__ = [
+    "Change",
+    "CheckReport",
+    "Director",
+    "DirectorConfig",
+    "DirectorInput",
+    "HealthMonitor",
+    "Intent",
+    "PassiveFailure",
+    "Reload",
+    "Resync",
+    "RoleChange",
+    "describe_op",
+]
 
 
 class Director:
@@ -350,7 +160,6 @@ class Director:
         self.listeners: list[Callable[[DirectorInput], None]] = []
 
         self._queue: asyncio.Queue[DirectorInput] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()  # the ticker's schedule changed (a fault, a passive mark)
@@ -425,7 +234,6 @@ class Director:
 
     async def stop(self) -> None:
         """Stop checks, the loop and the timer (the dataplane is closed by its owner)."""
-        self._stopping.set()
         if self.health_monitor is not None:
             await self.health_monitor.close()
         for task in list(self._tasks):
@@ -437,10 +245,6 @@ class Director:
             fut = item.reply if isinstance(item, Intent | Reload) else None
             if fut is not None and not fut.done():
                 fut.set_exception(ApiError(ErrorCode.INTERNAL, "the director is shutting down"))
-
-    async def wait_stopped(self) -> None:
-        """Return once `stop` was called."""
-        await self._stopping.wait()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -593,13 +397,13 @@ class Director:
         mark = self.passive.get(pair)
         if mark is not None and report.result.ok and report.started > mark.at:
             del self.passive[pair]
-            log.info("%s: check passed after a passive failure; back in service", _fmt_pair(pair))
+            log.info("%s: check passed after a passive failure; back in service", fmt_pair(pair))
         if pair not in self.config.checks and pair not in self.runtime_checks:
             return ""
         old = self.health.get(pair) or self._initial(pair)
         new = old if report.state is None else RealHealth(report.state, report.weight)
         if new != old:
-            log.info("%s: health %s -> %s (%s)", _fmt_pair(pair), old.state, new.state, report.result.reason)
+            log.info("%s: health %s -> %s (%s)", fmt_pair(pair), old.state, new.state, report.result.reason)
             self.health[pair] = new
             return f"health {pair[1]} {new.state}"
         return "check" if mark is not None else ""
@@ -610,7 +414,7 @@ class Director:
         for pair in pairs:
             self.counters.passive_failures[pair] = self.counters.passive_failures.get(pair, 0) + 1
             if pair not in self.passive:
-                log.warning("%s: marked down: %s", _fmt_pair(pair), item.reason)
+                log.warning("%s: marked down: %s", fmt_pair(pair), item.reason)
             self.passive[pair] = PassiveMark(at, item.reason)
         return f"passive failure {item.real}" if pairs else ""
 
@@ -696,7 +500,7 @@ class Director:
                     self.overrides = self.overrides.remove(skey, rkey)
                     self._forget_runtime((skey, rkey))
             log.info(
-                "operator: remove%s %s", " --drain" if request.drain else "", ", ".join(map(_fmt_pair, pairs))
+                "operator: remove%s %s", " --drain" if request.drain else "", ", ".join(map(fmt_pair, pairs))
             )
             return {
                 "removed" if not request.drain else "retiring": [
@@ -826,7 +630,7 @@ class Director:
                 failed = tuple(r for r in results if not r.ok)
                 known = {(r.op, r.error) for r in self.last_errors}
                 for r in failed:
-                    name = _op_name(r.op)
+                    name = op_name(r.op)
                     self.counters.op_errors[name] = self.counters.op_errors.get(name, 0) + 1
                     level = logging.DEBUG if (r.op, r.error) in known else logging.ERROR
                     log.log(
@@ -855,7 +659,7 @@ class Director:
         expired = [pair for pair, mark in self.passive.items() if now - mark.at >= retry_s]
         for pair in expired:
             del self.passive[pair]
-            log.info("%s: trying again %.0f s after a passive failure", _fmt_pair(pair), retry_s)
+            log.info("%s: trying again %.0f s after a passive failure", fmt_pair(pair), retry_s)
         return f"passive retry {', '.join(str(p[1]) for p in expired)}" if expired else ""
 
     def _finish_retirements(self, observed: IpvsTable) -> bool:
@@ -868,7 +672,7 @@ class Director:
                 why = (
                     "deadline passed" if dest is not None and dest.counters.active else "no active connection"
                 )
-                log.info("%s: retired (%s; %s)", _fmt_pair(r.pair), r.reason, why)
+                log.info("%s: retired (%s; %s)", fmt_pair(r.pair), r.reason, why)
                 self.overrides = self.overrides.retired(r.service, r.key)
                 self.health.pop(r.pair, None)
                 self._forget_runtime(r.pair)
@@ -916,106 +720,6 @@ class Director:
 
     def snapshot(self, table: IpvsTable) -> DirectorStatus:
         """Return the typed status of this director with `table` as the dataplane's view."""
-        now = self.clock()
-        effective = self.effective_health()
-        services = []
-        for plan in self._plans():
-            svc = table.service(plan.key)
-            reals = tuple(
-                self._real_status(d, svc, effective, now)
-                for d in self.desired.decisions
-                if d.service == plan.key
-            )
-            services.append(
-                ServiceStatus(
-                    service=str(plan.key),
-                    scheduler=plan.spec.scheduler,
-                    in_table=svc is not None,
-                    quorum_up=self.quorum_up.get(plan.key, True),
-                    retiring=plan.key in self.ghost_plans,
-                    active=sum(r.active for r in reals),
-                    inactive=sum(r.inactive for r in reals),
-                    connections=svc.stats.conns if svc is not None else 0,
-                    inbytes=svc.stats.inbytes if svc is not None else 0,
-                    outbytes=svc.stats.outbytes if svc is not None else 0,
-                    reals=reals,
-                )
-            )
-        fault = self.guard.fault
-        c = self.counters
-        return DirectorStatus(
-            version=__version__,
-            dataplane=self.dataplane.name,
-            config=tuple(self.config.paths),
-            generation=self.generation,
-            uptime_s=round(self.wall_clock() - self.started_at, 3),
-            role=self.role,
-            role_reason=self.role_reason,
-            degraded=bool(self.last_errors) or fault.failing,
-            last_errors=tuple(OpErrorStatus(describe_op(r.op), r.error) for r in self.last_errors),
-            dataplane_fault=None
-            if fault.since is None
-            else FaultStatus(fault.last_error, round(now - fault.since, 3), fault.consecutive),
-            counters=CounterStatus(
-                c.reconciles,
-                c.ops_applied,
-                dict(c.op_errors),
-                c.reloads,
-                c.reload_failures,
-                dict(fault.by_method),
-                dict(self._dataplane_errors),
-            ),
-            services=tuple(services),
-        )
+        from gridlb.director.report import snapshot
 
-    def _real_status(
-        self, d: RealDecision, svc: Service | None, effective: Mapping[HealthKey, RealHealth], now: float
-    ) -> RealStatus:
-        pair = (d.service, d.key)
-        dest = svc.dest(d.key) if svc is not None else None
-        counters = dest.counters if dest is not None else DestCounters()
-        last = self.last_check.get(pair)
-        mark = self.passive.get(pair)
-        retiring = self.overrides.retiring_entry(d.service, d.key)
-        return RealStatus(
-            real=str(d.key),
-            in_table=dest is not None,
-            weight=dest.spec.weight if dest is not None else None,
-            desired_weight=d.weight,
-            forward=dest.spec.forward.ipvsadm_name if dest is not None else None,
-            active=counters.active,
-            inactive=counters.inactive,
-            connections=counters.stats.conns,
-            inbytes=counters.stats.inbytes,
-            outbytes=counters.stats.outbytes,
-            overloaded=counters.overloaded,
-            health=str(effective.get(pair, RealHealth()).state),
-            reason=str(d.reason),
-            drained=d.drained,
-            retiring=retiring is not None,
-            retire_reason=retiring.reason if retiring is not None else None,
-            runtime_added=d.runtime_added,
-            passive_failure=mark.reason if mark is not None else None,
-            passive_failures=self.counters.passive_failures.get(pair, 0),
-            last_check=None
-            if last is None
-            else CheckStatus(
-                str(last.result.verdict),
-                last.result.reason,
-                round(last.result.latency_s, 6),
-                round(max(0.0, now - last.at), 3),
-                last.kind,
-            ),
-        )
-
-
-def verdict_state(verdict: Verdict) -> HealthState:
-    """Return the health state a single check verdict stands for."""
-    return _VERDICT_STATE[verdict]
-
-
-_VERDICT_STATE = {
-    Verdict.UP: HealthState.UP,
-    Verdict.REFUSING: HealthState.REFUSING,
-    Verdict.DOWN: HealthState.DOWN,
-}
+        return snapshot(self, table)
