@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gridlb.lab import system
+from gridlb.lab.netns import ns_pids
 from tests.support import need_root, need_tool
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -21,6 +22,10 @@ def gridlb(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[st
     env = dict(os.environ, PYTHONPATH=SRC)
     argv = [sys.executable, "-m", "gridlb", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+
+
+def lab_exec(name: str, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return gridlb("lab", "exec", "--name", name, node, "--", *argv)
 
 
 def sha(path: Path) -> str:
@@ -149,6 +154,69 @@ def test_lab_with_gridlb_servers_and_one_director(tmp_path: Path) -> None:
         st = gridlb("lab", "status", "--name", name)
         assert st.returncode == 1 and f"pid {proc.pid}" in st.stdout and "NOT RUNNING" in st.stdout
         assert json.loads(system.state_path(name).read_text())["options"]["gridftp"] == "gridlb"
+    finally:
+        down = gridlb("lab", "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(state)
+
+
+def test_no_realservers_needs_a_start_without_directors() -> None:
+    out = gridlb("lab", "up", "--realservers", "0")
+    assert out.returncode == 2
+    assert out.stderr == (
+        "gridlb lab: error: --realservers 0: the directors need a real server; "
+        "add --start realservers or --start none\n"
+    )
+
+
+@pytest.mark.privileged
+def test_start_realservers_leaves_the_directors_empty(tmp_path: Path) -> None:
+    need_root()
+    name = f"r{os.getpid()}"
+    start = ["--realservers", "1", "--gridftp", "gridlb", "--start", "realservers"]
+    up = gridlb("lab", "up", "--name", name, *start)
+    try:
+        assert up.returncode == 0, up.stderr
+        state = system.load_state(name)
+        assert up.stdout.splitlines()[0].endswith("; started: the real servers only")
+        assert f"VIP {state.vip4}: held by no director" in up.stdout
+        status = gridlb("lab", "status", "--name", name)
+        assert status.returncode == 0 and status.stdout == up.stdout  # no director is not a fault here
+        assert [(p.node, p.role) for p in state.procs] == [("rs1", "gridftp4")]
+        for node in ("dir1", "dir2"):
+            assert not ns_pids(state.ns_of(node))
+        # the real server is set up (VIP on lo) and serves from its own address
+        lo = lab_exec(name, "rs1", "ip", "-br", "addr", "show", "dev", "lo").stdout
+        assert f"{state.vip4}/32" in lo
+        os.chmod(tmp_path, 0o777)
+        url = f"ftp://{state.nodes['rs1']['ipv4']}:2811/hello.txt"
+        get = [sys.executable, "-m", "gridlb", "gridftp-client", "get", url, str(tmp_path / "h.txt")]
+        out = lab_exec(name, "client", "env", f"PYTHONPATH={SRC}", *get)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert (tmp_path / "h.txt").read_text() == "served by rs1\n"
+    finally:
+        down = gridlb("lab", "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(state)
+
+
+@pytest.mark.privileged
+def test_start_none_builds_bare_namespaces() -> None:
+    need_root()
+    name = f"n{os.getpid()}"
+    up = gridlb("lab", "up", "--name", name, "--realservers", "1", "--start", "none")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = system.load_state(name)
+        assert sorted(state.nodes) == ["client", "dir1", "dir2", "rs1"] and state.procs == []
+        assert up.stdout.splitlines()[0].endswith("; started: nothing")
+        assert all(not ns_pids(ns) for ns in state.namespaces)
+        # the real server is not set up: no VIP on lo, ARP not suppressed
+        lo = lab_exec(name, "rs1", "ip", "-br", "addr", "show", "dev", "lo").stdout
+        assert str(state.vip4) not in lo
+        arp = lab_exec(name, "rs1", "sysctl", "-n", "net.ipv4.conf.all.arp_ignore")
+        assert arp.stdout.strip() == "0"
+        assert gridlb("lab", "status", "--name", name).returncode == 0
     finally:
         down = gridlb("lab", "down", "--name", name)
     assert down.returncode == 0, down.stderr

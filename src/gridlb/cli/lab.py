@@ -127,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
             f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
         )
         return EXIT_USAGE
+    if args.action == "up" and args.realservers == 0 and args.start == "all":
+        print(
+            "gridlb lab: error: --realservers 0: the directors need a real server; "
+            "add --start realservers or --start none",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if os.geteuid() != 0:
         print("gridlb lab: error: needs root (network namespaces)", file=sys.stderr)
         return EXIT_USAGE

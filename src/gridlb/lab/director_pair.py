@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gridlb.lab.netns import Lab
-from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
+from gridlb.lab.netns import Lab, gridlb_env
+from gridlb.lab.vrrp_pair import PairMember, PairSettings, RouterSpec, gridlb_site, vip_of
 
 #: A TCP server on ADDR:PORT answering each connection with the peer's address (the director's own).
 BANNER = r"""
@@ -81,8 +81,10 @@ def director_site(
     return "\n".join(out) + "\n"
 
 
-class DirectorRouter:
-    """A `gridlb director run` process in one node of the lab (duck-types `vrrp_pair.Router`)."""
+class DirectorRouter(PairMember):
+    """A `gridlb director run` process in one node of the lab (the interface of `vrrp_pair.Router`)."""
+
+    stop_timeout_s = 15.0
 
     def __init__(
         self,
@@ -123,12 +125,10 @@ class DirectorRouter:
                 metrics_listen=self.metrics_listen,
             )
         )
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         argv = [sys.executable, "-m", "gridlb", "director", "run", str(site), *self.extra_args]
         argv += ["--grace", "0"]
         with self.log.open("ab") as logf:
+            env = gridlb_env()
             self.proc = self.lab.spawn(self.spec.node, argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
 
     def control_status(self, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -170,30 +170,12 @@ class DirectorRouter:
                 os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def stop_clean(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM: priority-0 advert, VIPs removed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill_hard()
-
     def status(self) -> dict[str, Any]:
         """The VRRP instances' status in the VRRP-only daemon's shape (`{"instances": [...]}`)."""
         status = self._status()
         if not status or not status.get("vrrp"):
             return {}
         return {"pid": self.proc.pid if self.proc else None, "instances": status["vrrp"]["instances"]}
-
-    def holds_vip(self, family: int = 4) -> bool:
-        return self.lab.has_address(self.spec.node, vip_of(self.lab, family))
-
-    def drop_vips(self) -> None:
-        """Remove the VIPs a killed director left behind (its restart would do the same)."""
-        for fam in self.settings.families:
-            vip = f"{vip_of(self.lab, fam)}/{24 if fam == 4 else 64}"
-            self.lab.exec(self.spec.node, ["ip", "addr", "del", vip, "dev", "eth0"], check=False)
 
     def dump_json(self) -> str:
         """The director's full status (for failure messages)."""

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -66,6 +67,32 @@ def _run(
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)}: rc={proc.returncode}: {proc.stderr.strip()}")
     return proc
+
+
+def gridlb_env() -> dict[str, str]:
+    """This environment with the source tree gridlb runs from first on PYTHONPATH (for `python -m gridlb`)."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def ns_pids(ns: str) -> list[int]:
+    """The PIDs of every process inside namespace `ns` (none when it does not exist)."""
+    out = _run(["ip", "netns", "pids", ns], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def kill_all_in(ns: str, *, rounds: int) -> None:
+    """SIGKILL every process inside `ns`, again up to `rounds` times while new ones show up."""
+    for _ in range(rounds):
+        pids = ns_pids(ns)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 @dataclass
@@ -178,14 +205,7 @@ class Lab:
                 proc.wait(timeout=5)
         self._procs.clear()
         for ns in reversed(self._namespaces):
-            for _ in range(3):
-                pids = self.ns_pids(ns)
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.05)
+            kill_all_in(ns, rounds=3)
             _run(["ip", "netns", "del", ns], check=False)
         self._namespaces.clear()
 
@@ -213,8 +233,7 @@ class Lab:
         return proc
 
     def ns_pids(self, ns: str) -> list[int]:
-        out = _run(["ip", "netns", "pids", ns], check=False).stdout
-        return [int(p) for p in out.split() if p.isdigit()]
+        return ns_pids(ns)
 
     def sysctl(self, ns: str, values: Mapping[str, str]) -> None:
         """Set sysctls inside a namespace (by writing /proc/sys within it)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.errors import GridlbError
-from gridlb.lab.netns import Lab, LabSpec
+from gridlb.lab.netns import Lab, LabSpec, gridlb_env, kill_all_in
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
 STATE_ROOT = Path("/run/gridlb-lab")
@@ -209,13 +209,6 @@ def _gridlb_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "gridlb", *args]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
 class _Builder:
     """Builds one lab; on any failure `abort()` removes everything made so far."""
 
@@ -259,7 +252,7 @@ class _Builder:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=_env(),
+                env=gridlb_env(),
                 start_new_session=True,  # outlives `gridlb lab up`; not killed by its terminal's signals
             )
         start = _start_time(popen.pid)
@@ -306,7 +299,7 @@ class _Builder:
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env=_env(),
+                env=gridlb_env(),
                 check=False,
             )
             if proc.returncode != 0:
@@ -468,11 +461,6 @@ def _netns_list() -> list[str]:
 # ------------------------------------------------------------------------------------------- down / status
 
 
-def _ns_pids(ns: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split() if p.isdigit()]
-
-
 def down(state: LabState, *, grace_s: float = 3.0) -> list[str]:
     """Stop every recorded process (SIGTERM, then SIGKILL after `grace_s`), clear the namespaces, delete."""
     done: list[str] = []
@@ -492,14 +480,7 @@ def down(state: LabState, *, grace_s: float = 3.0) -> list[str]:
     for ns in reversed(state.namespaces):
         if ns not in existing:
             continue
-        for _ in range(20):
-            pids = _ns_pids(ns)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        kill_all_in(ns, rounds=20)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         done.append(f"deleted namespace {ns}")
     for ns in state.namespaces:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridlb.lab.netns import Lab
+from gridlb.lab.netns import Lab, gridlb_env
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -137,7 +137,40 @@ while time.monotonic() < end:
 """
 
 
-class Router:
+class PairMember:
+    """What every router of a lab pair shares: its node, a clean stop, and the VIPs on its eth0."""
+
+    lab: Lab
+    settings: PairSettings
+    spec: RouterSpec
+    proc: subprocess.Popen[Any] | None
+    #: How long a clean stop may take before it becomes a crash.
+    stop_timeout_s = 10.0
+
+    def kill_hard(self) -> None:
+        """A crash: no priority-0 advert, the VIPs stay on the interface."""
+        raise NotImplementedError
+
+    def stop_clean(self, timeout_s: float | None = None) -> None:
+        """SIGTERM: priority-0 advert, VIPs removed (SIGKILL after `timeout_s`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=self.stop_timeout_s if timeout_s is None else timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill_hard()
+
+    def holds_vip(self, family: int = 4) -> bool:
+        return self.lab.has_address(self.spec.node, vip_of(self.lab, family))
+
+    def drop_vips(self) -> None:
+        """Remove the VIPs a killed router left behind (it would answer ARP for them until restarted)."""
+        for fam in self.settings.families:
+            vip = f"{vip_of(self.lab, fam)}/{24 if fam == 4 else 64}"
+            self.lab.exec(self.spec.node, ["ip", "addr", "del", vip, "dev", "eth0"], check=False)
+
+
+class Router(PairMember):
     """A running (or stopped) VRRP router in one node of the lab."""
 
     def __init__(self, lab: Lab, settings: PairSettings, spec: RouterSpec, workdir: Path) -> None:
@@ -197,9 +230,7 @@ class Router:
             ]
             if self.spec.listen_port is not None:
                 argv += ["--listen", str(self.spec.listen_port)]
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = gridlb_env()
         self.proc = self.lab.spawn(self.spec.node, argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
         logf.close()
 
@@ -244,30 +275,12 @@ class Router:
         if self.proc is not None:
             self.proc.wait(timeout=10)
 
-    def stop_clean(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM: priority-0 advert, VIPs removed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill_hard()
-
     def status(self) -> dict[str, Any]:
         try:
             data: dict[str, Any] = json.loads(self.status_file.read_text())
         except (OSError, ValueError):
             return {}
         return data
-
-    def holds_vip(self, family: int = 4) -> bool:
-        return self.lab.has_address(self.spec.node, vip_of(self.lab, family))
-
-    def drop_vips(self) -> None:
-        """Remove the VIPs a killed router left behind (it would answer ARP for them until restarted)."""
-        for fam in self.settings.families:
-            vip = f"{vip_of(self.lab, fam)}/{24 if fam == 4 else 64}"
-            self.lab.exec(self.spec.node, ["ip", "addr", "del", vip, "dev", "eth0"], check=False)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> float | None:
