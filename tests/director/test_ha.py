@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -46,7 +44,7 @@ from gridlb.status import status_from_json
 from gridlb.vrrp.config import VrrpConfig
 from gridlb.vrrp.events import Announce, MasterSeen, PriorityChanged, State, StateChanged, Trigger
 from tests.director.fakes import FakeDataplane
-from tests.support import need_root
+from tests.support import lab as lab_up
 
 N, B, M, F = State.INIT, State.BACKUP, State.MASTER, State.FAULT
 
@@ -302,11 +300,8 @@ async def test_cli_without_vrrp(plain_daemon: str, capsys: pytest.CaptureFixture
 
 @pytest.mark.privileged
 def test_director_run_with_a_missing_vrrp_interface_is_one_line(tmp_path: Path) -> None:
-    """In a fresh namespace: exit 2, one line naming the instance's interface, no control socket left."""
-    need_root()
-    ns = f"glbQ-{os.getpid()}-err"
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-    try:
+    """In a fresh director namespace: exit 2, one line naming the instance's interface, no socket left."""
+    with lab_up("e", realservers=0, directors=1, start="none") as lab:
         sock = tmp_path / "control.sock"
         site = tmp_path / "dir1.yaml"
         site.write_text(
@@ -317,13 +312,11 @@ def test_director_run_with_a_missing_vrrp_interface_is_one_line(tmp_path: Path) 
             "    real_servers:\n      - ip_address: 10.1.1.11\n"
             f"gridlb:\n  dataplane: proxy\n  control_socket: {sock}\n"
         )
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "gridlb", "director", "run", str(site)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        argv = [sys.executable, "-m", "gridlb", "director", "run", str(site)]
+        proc = lab.exec("dir1", argv, timeout_s=60, check=False)
         errors = [ln for ln in proc.stderr.splitlines() if " INFO " not in ln]
         assert proc.returncode == 2
         assert errors == [
             "gridlb: error: vrrp_instances.VI_1.interface: cannot run on interface em9: No such device"
         ]
         assert not sock.exists()
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)

@@ -23,7 +23,9 @@ from gridlb.gridftp.protocol import ReplyParser
 from gridlb.health.base import Verdict, create_checker
 from gridlb.health.gridftp import GridftpChecker, classify_banner, data_address_fault
 from gridlb.health.tcp import TcpChecker
-from tests.support import need_root, need_tool
+from gridlb.lab.netns import Lab
+from tests.support import lab as lab_up
+from tests.support import need_tool
 
 GLOBUS_BANNER = b"220 vm GridFTP Server 13.24 (gcc64, 1653033972-1) [Grid Community Toolkit 6.2] ready.\r\n"
 BUSY = b"421 Service busy: Connection limit exceeded. Please try again later. Closing control connection.\r\n"
@@ -468,8 +470,6 @@ async def test_globus_stopped_is_down(globus: Callable[..., Globus]) -> None:
 
 # --------------------------------------------------------------------------- data address, across namespaces
 
-SRV_ADDR, CHK_ADDR, VIP_ADDR = "10.201.0.1", "10.201.0.2", "10.201.0.100"
-
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
@@ -477,35 +477,45 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class NetPair:
-    """Two namespaces joined by a veth pair: the server's and the checker's."""
+    """The server's and the checker's namespaces of a lab (rs1, not set up, and the client)."""
 
-    srv: str
-    chk: str
+    lab: Lab
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    @property
+    def srv(self) -> str:
+        return self.lab.node("rs1").ns
+
+    def addr(self, node: str, family: int = 4) -> str:
+        n = self.lab.node(node)
+        return str(n.ipv4 if family == 4 else n.ipv6)
+
+    def vip(self, family: int = 4) -> str:
+        return str(self.lab.vip4 if family == 4 else self.lab.vip6)
+
     def hosts_file(self, text: str) -> None:
-        """Give the server namespace its own /etc/hosts (removed with the namespace)."""
+        """Give the server namespace its own /etc/hosts (removed with the lab)."""
         etc = Path("/etc/netns") / self.srv
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hosts").write_text(text)
 
     def start_globus(self, root: Path, *extra: str) -> subprocess.Popen[bytes]:
-        argv = ["ip", "netns", "exec", self.srv, "globus-gridftp-server", "-aa", "-anonymous-user", "nobody"]
+        argv = ["globus-gridftp-server", "-aa", "-anonymous-user", "nobody"]
         argv += ["-p", "2811", "-home-dir", str(root), *extra]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = self.lab.spawn("rs1", argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)  # `ip netns exec` execs: this PID is the server's
         return proc
 
     def check(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `gridlb check gridftp ...` from the checker's namespace."""
-        argv = ["ip", "netns", "exec", self.chk, sys.executable, "-m", "gridlb", "check", "gridftp", *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        argv = [sys.executable, "-m", "gridlb", "check", "gridftp", *args]
+        return self.lab.exec("client", argv, timeout_s=30, check=False)
 
     def wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             assert proc.poll() is None, "globus-gridftp-server exited"
-            if self.check(f"{SRV_ADDR}:2811", "--timeout", "2").returncode == 0:
+            if self.check(f"{self.addr('rs1')}:2811", "--timeout", "2").returncode == 0:
                 return
             time.sleep(0.1)
         pytest.fail("globus-gridftp-server did not come up in the server namespace")
@@ -520,55 +530,29 @@ class NetPair:
 
 @pytest.fixture
 def netpair() -> Iterator[NetPair]:
-    need_root()
     need_tool("ip", "globus-gridftp-server")
-    tag = f"{os.getpid()}"
-    pair = NetPair(f"glbH-srv-{tag}", f"glbH-chk-{tag}")
-    try:
-        for ns in (pair.srv, pair.chk):
-            _ip("netns", "add", ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip(
-            "link",
-            "add",
-            "glbHs",
-            "netns",
-            pair.srv,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "glbHc",
-            "netns",
-            pair.chk,
-        )
-        _ip("-n", pair.srv, "addr", "add", f"{SRV_ADDR}/24", "dev", "glbHs")
-        _ip("-n", pair.chk, "addr", "add", f"{CHK_ADDR}/24", "dev", "glbHc")
-        _ip("-n", pair.srv, "link", "set", "glbHs", "up")
-        _ip("-n", pair.chk, "link", "set", "glbHc", "up")
-        yield pair
-    finally:
-        pair.stop_all()
-        for ns in (pair.srv, pair.chk):
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
-            for pid in pids.stdout.split():
-                _kill(int(pid))
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        shutil.rmtree(Path("/etc/netns") / pair.srv, ignore_errors=True)
+    with lab_up("H", realservers=1, directors=0, start="none", net_a=201, net_b=0) as lab:
+        pair = NetPair(lab)
+        try:
+            yield pair
+        finally:
+            pair.stop_all()
 
 
 @pytest.mark.privileged
 def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Path) -> None:
+    SRV_ADDR, CHK_ADDR, VIP_ADDR = netpair.addr("rs1"), netpair.addr("client"), netpair.vip()
+    target = f"{SRV_ADDR}:2811"
     # Without -data-interface globus advertises what its hostname resolves to: 127.0.0.1 here
     # (/etc/hosts maps this host's name to 127.0.0.1, as on Debian).
     proc = netpair.start_globus(scratch)
     netpair.wait_ready(proc)
-    out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--timeout", "5")
+    out = netpair.check(target, "--level", "login", "--timeout", "5")
     assert out.returncode == 1, out
     assert out.stdout.startswith(f"down {SRV_ADDR}:2811: data-address fault: PASV advertises 127.0.0.1, ")
     assert f"a loopback address, to a non-loopback client ({CHK_ADDR})" in out.stdout
     # the banner level cannot see the fault
-    assert netpair.check(f"{SRV_ADDR}:2811", "--timeout", "5").returncode == 0
+    assert netpair.check(target, "--timeout", "5").returncode == 0
     netpair.stop_all()
 
     # The other real-world fault: the server's host name resolves to the VIP (say its hosts file maps it
@@ -578,7 +562,7 @@ def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Pa
     _ip("-n", netpair.srv, "addr", "add", f"{VIP_ADDR}/32", "dev", "lo")
     proc = netpair.start_globus(scratch)
     netpair.wait_ready(proc)
-    out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--vip", VIP_ADDR, "--timeout", "5")
+    out = netpair.check(target, "--level", "login", "--vip", VIP_ADDR, "--timeout", "5")
     assert out.returncode == 1, out
     assert (
         f"data-address fault: PASV advertises {VIP_ADDR}, a VIP address, to client {CHK_ADDR}" in out.stdout
@@ -587,25 +571,21 @@ def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Pa
 
     proc = netpair.start_globus(scratch, "-data-interface", SRV_ADDR)
     netpair.wait_ready(proc)
-    out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--timeout", "5")
+    out = netpair.check(target, "--level", "login", "--timeout", "5")
     assert out.returncode == 0, out
     assert f"PASV {SRV_ADDR}:" in out.stdout
     # and the data path really works across the namespaces: a RETR canary over the advertised address
     args = ["--level", "canary", "--canary", str(scratch / "canary"), "--canary-method", "retr"]
-    out = netpair.check(f"{SRV_ADDR}:2811", *args, "--canary-checksum", "084b021f", "--timeout", "5")
+    out = netpair.check(target, *args, "--canary-checksum", "084b021f", "--timeout", "5")
     assert out.returncode == 0, out
     assert "canary ADLER32 084b021f" in out.stdout
-
-
-SRV6, CHK6, VIP6 = "fd00:201::1", "fd00:201::2", "fd00:201::100"
 
 
 @pytest.mark.privileged
 def test_globus_epsv_behind_an_ipv6_vip_needs_epsv_ip(netpair: NetPair, scratch: Path) -> None:
     """A Globus real server behind an IPv6 VIP: without -epsv-ip its EPSV reply sends every IPv6 client
     to the VIP (a data-address fault); with -epsv-ip (and -data-interface) it is up, data path included."""
-    _ip("-n", netpair.srv, "addr", "add", f"{SRV6}/64", "dev", "glbHs", "nodad")
-    _ip("-n", netpair.chk, "addr", "add", f"{CHK6}/64", "dev", "glbHc", "nodad")
+    SRV6, VIP6 = netpair.addr("rs1", 6), netpair.vip(6)  # the lab's addresses (nodad)
     _ip("-n", netpair.srv, "addr", "add", f"{VIP6}/128", "dev", "lo")  # as on any DR real server
     target = f"[{SRV6}]:2811"
     login = ("--level", "login", "--vip", VIP6, "--timeout", "5")

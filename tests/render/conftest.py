@@ -1,10 +1,9 @@
-"""Fixtures of the render tests: a network namespace holding the interfaces the configs name, and
-a runner of the real `keepalived -t` inside it."""
+"""Fixtures of the render tests: a lab director namespace holding the interfaces the configs name,
+and a runner of the real `keepalived -t` inside it."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import need_root, need_tool
+from tests.support import lab, need_tool
 
 #: Interfaces the seed and the corpus name (veth ends inside the namespace; no dummy links here).
 INTERFACES = ("em1", "eth0", "eth1", "eth2", "eth3", "eth0.1", "bond0")
@@ -36,21 +35,13 @@ class KeepalivedTest:
         return proc.returncode, proc.stderr + proc.stdout
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def keepalived_netns() -> Iterator[KeepalivedTest]:
-    """A namespace `glbB-<pid>-ka<n>` with veth ends named em1, eth0, eth1, bond0; deleted afterwards."""
-    need_root()
+    """The lab's dir1 (its eth0) with veth ends named em1, eth1, ..., bond0 added; deleted afterwards."""
     need_tool("keepalived", "ip")
-    name = f"glbB-{os.getpid()}-ka{next(_counter)}"
-    _ip("netns", "add", name)
-    try:
+    with lab(f"k{next(_counter)}_", realservers=0, directors=1, start="none") as built:
         for i, ifname in enumerate(INTERFACES):
-            _ip("-n", name, "link", "add", ifname, "type", "veth", "peer", "name", f"glbBp{i}")
-            _ip("-n", name, "link", "set", ifname, "up")
-        yield KeepalivedTest(name)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+            if ifname != "eth0":  # the lab's own
+                built.exec("dir1", ["ip", "link", "add", ifname, "type", "veth", "peer", "name", f"glbBp{i}"])
+                built.exec("dir1", ["ip", "link", "set", ifname, "up"])
+        yield KeepalivedTest(built.node("dir1").ns)

@@ -34,6 +34,7 @@ up      build it and return once a director holds each VIP and every real server
         --start realservers sets up and starts the real servers but leaves dir1 and dir2 empty, for
         a director or keepalived of your own (`exec dir1 -- ...`); --start none builds only the
         namespaces, addresses and export files (real servers not set up, nothing running).
+        --realservers 0 and --directors 0 go with --start realservers or none.
 status  nodes, addresses, which director holds each VIP, every process with its PID and log,
         and commands to try. Exit 1 when a process has died or (with --start all) no director
         holds a VIP.
@@ -100,7 +101,9 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--gridftp", choices=system.GRIDFTP_KINDS, default="globus", help="the real servers' GridFTP server"
     )
-    up.add_argument("--directors", type=_count(1, 2), default=2, metavar="1|2", help="directors (default 2)")
+    up.add_argument(
+        "--directors", type=_count(0, 2), default=2, metavar="0|1|2", help="directors (default 2)"
+    )
     up.add_argument("--dataplane", default="proxy", metavar="proxy", help="the directors' dataplane (proxy)")
     up.add_argument("--ipv6", action="store_true", help="also an IPv6 VIP, service and GridFTP addresses")
     up.add_argument("--net", type=_net, default=(90, 1), metavar="A.B", help="use 10.A.B.0/24 (default 90.1)")
@@ -127,12 +130,11 @@ def run(args: argparse.Namespace) -> int:
             f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
         )
         return EXIT_USAGE
-    if args.action == "up" and args.realservers == 0 and args.start == "all":
-        print(
-            "gridlb lab: error: --realservers 0: the directors need a real server; "
-            "add --start realservers or --start none",
-            file=sys.stderr,
-        )
+    if args.action == "up" and args.start == "all" and 0 in (args.realservers, args.directors):
+        what = "--realservers 0: the directors need a real server"
+        if args.realservers:
+            what = "--directors 0: nothing would serve the VIPs"
+        print(f"gridlb lab: error: {what}; add --start realservers or --start none", file=sys.stderr)
         return EXIT_USAGE
     if os.geteuid() != 0:
         print("gridlb lab: error: needs root (network namespaces)", file=sys.stderr)

@@ -432,8 +432,8 @@ def _build(options: LabOptions, timeout_s: float) -> _Builder:
         raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: proxy)")
     if options.start not in START_KINDS:
         raise LabStateError(f"start {options.start!r}: expected one of {', '.join(START_KINDS)}")
-    if options.start == "all" and options.realservers == 0:
-        raise LabStateError("directors need a real server: --realservers 0 needs --start realservers or none")
+    if options.start == "all" and 0 in (options.realservers, options.directors):
+        raise LabStateError("--realservers 0 and --directors 0 need --start realservers or none")
     if state_path(options.name).exists():
         raise LabStateError(
             f"a lab named {options.name!r} exists already (`gridlb lab down --name {options.name}`)"
