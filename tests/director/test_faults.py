@@ -14,6 +14,7 @@ import pytest
 from gridlb.api.messages import ApiError, DrainRequest, EnableRequest, ErrorCode
 from gridlb.dataplane.base import DataplaneCounters, OpResult, Role
 from gridlb.director.director import Director
+from gridlb.director.guard import GuardedDataplane
 from gridlb.metrics import Metrics
 from gridlb.table import ConnEntry, IpvsTable, Op
 from tests.director.fakes import FakeDataplane, FakeHealth
@@ -146,3 +147,21 @@ async def test_hung_dataplane_does_not_block_status(faulty: Any) -> None:
     dp.fault = {}
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_cancel_as_a_dataplane_call_completes_is_not_swallowed() -> None:
+    """The director's stop cancels its loop; a dataplane call finishing at that moment must not eat the
+    cancellation (asyncio.wait_for on Python 3.11 did: `gridlb director run` then never exited)."""
+    guard = GuardedDataplane(FakeDataplane(), clock=time.monotonic, deadline_s=5.0)
+    done = asyncio.get_running_loop().create_future()
+
+    async def call() -> None:
+        await done
+
+    task = asyncio.ensure_future(guard.call("set_role", call, lambda _: True))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    done.set_result(None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
