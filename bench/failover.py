@@ -33,7 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gridlb.lab.director_pair import DirectorRouter, start_banner
-from gridlb.lab.netns import Lab, LabSpec
+from gridlb.lab.netns import Lab
+from gridlb.lab.system import LabOptions, running
 from gridlb.lab.vrrp_pair import PROBE, PairSettings, Router, RouterSpec, touch_neighbour, wait_for
 
 PORT = 2811
@@ -117,7 +118,7 @@ def main() -> int:
         help="gridlb side: the full `gridlb director run` pair (VRRP + proxy listener), not the VRRP daemon",
     )
     ap.add_argument("--setting", choices=sorted(SETTINGS), action="append", help="only these settings")
-    ap.add_argument("--prefix", default="glbV", help="namespace name prefix (a pid is appended)")
+    ap.add_argument("--prefix", default="b", help="the lab's name (a pid is appended): glbLab-NAME-*")
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("keepalived") is None:
         print("failover: needs root and keepalived", file=sys.stderr)
@@ -133,9 +134,13 @@ def main() -> int:
             for impl in ("gridlb", "keepalived"):
                 runs = "director" if impl == "gridlb" and args.director else impl
                 print(f"{name} {impl}: {trials} trials", flush=True)
-                with Lab(
-                    LabSpec(prefix=f"{args.prefix}-b{os.getpid()}", realservers=int(runs == "director"))
-                ) as lab:
+                options = LabOptions(
+                    name=f"{args.prefix}{os.getpid()}",
+                    realservers=int(runs == "director"),
+                    start="none",
+                    net_a=77,
+                )
+                with running(options) as lab:
                     if (
                         runs == "director"
                     ):  # the proxy relays to rs1, which answers with the director's address

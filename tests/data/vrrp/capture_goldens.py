@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
 
-from gridlb.lab.netns import Lab, LabSpec
+from gridlb.lab.netns import Lab
+from gridlb.lab.system import LabOptions, running
 
 SNIFF = r"""
 import socket, sys, time
@@ -125,7 +126,7 @@ def main() -> None:
     out = []
     for case in CASES:
         with (
-            Lab(LabSpec(prefix=f"glbV-g{os.getpid()}", realservers=0)) as lab,
+            running(LabOptions(name=f"g{os.getpid()}", realservers=0, start="none", net_a=77)) as lab,
             tempfile.TemporaryDirectory() as tmp,
         ):
             text = conf(case, lab)
