@@ -221,3 +221,19 @@ def test_start_none_builds_bare_namespaces() -> None:
         down = gridlb("lab", "down", "--name", name)
     assert down.returncode == 0, down.stderr
     _assert_gone(state)
+
+
+@pytest.mark.privileged
+def test_running_removes_the_lab_and_the_callers_processes_also_on_failure() -> None:
+    need_root()
+    name = f"c{os.getpid()}"
+    options = system.LabOptions(name=name, realservers=1, directors=1, start="none")
+    with pytest.raises(RuntimeError, match="the test failed"), system.running(options) as lab:
+        state = system.state_of(lab)
+        assert sorted(lab.nodes) == ["client", "dir1", "rs1"]
+        tracked = lab.spawn("rs1", ["sleep", "300"])
+        lab.exec("dir1", ["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])  # not tracked by anyone
+        assert ns_pids(lab.node("dir1").ns)
+        raise RuntimeError("the test failed")
+    assert tracked.poll() is not None
+    _assert_gone(state)
