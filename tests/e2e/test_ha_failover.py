@@ -13,6 +13,7 @@ deleted by the lab's `down`, also on failure.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
 METRICS = "127.0.0.1:9464"
 PRIORITY = {"dir1": 150, "dir2": 100}
-FILE = "random-1MiB.bin"  # the same bytes on every real server of the lab
+FILE = "file.bin"  # put in every real server's export directory by the test
 SETTINGS = PairSettings(
     version=3, advert_int_s=0.2, vrid=61, families=(4,), unicast=True, garp_master_delay_s=1.0
 )
@@ -58,8 +59,10 @@ class Pair:
     def __init__(self, lab: Lab, work: Path) -> None:
         self.lab = lab
         self.work = work
-        state = system.state_of(lab)
-        self.payload = (Path(state.workdir) / "rs1" / FILE).read_bytes()
+        self.payload = os.urandom(256 << 10)
+        workdir = Path(system.state_of(lab).workdir)
+        for rs in ("rs1", "rs2"):
+            (workdir / rs / FILE).write_bytes(self.payload)
         work.chmod(0o755)
         self.routers = {
             node: DirectorRouter(
