@@ -61,11 +61,12 @@ class ProxyOptions:
     cpu: int | None = None  # pin the relay thread to this CPU
 
 
-#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6; it relays through
+#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6, persistence; it relays through
 #: itself whatever forwarding method a site names (the real servers see the director's address).
 CAPABILITIES = Capabilities(
     forwarding=frozenset({ForwardMethod.MASQ}),
     schedulers=frozenset(scheduler_names()),
+    persistence=True,  # IPVS templates (persistence.py); firewall marks stay out: no packet marks here
     forwarding_instead=(
         "the proxy dataplane relays the connection through the director instead (replies pass the "
         "director, the real server sees the director's address; GridFTP data channels still go "

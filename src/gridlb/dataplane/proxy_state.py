@@ -14,19 +14,26 @@ the kernel (net/netfilter/ipvs/ip_vs_conn.c, ip_vs_ctl.c):
 * a destination deleted while connections still reference it keeps counting in a trash list and is
   revived, counters included, when the same key is added back (as the kernel's dest trash does);
 * a passive failure (refused or timed-out connect) takes the destination out of scheduling at once
-  until the control side says it is up again (`mark_up`, or any AddDest/EditDest of it).
+  until the control side says it is up again (`mark_up`, or any AddDest/EditDest of it);
+* a persistent service (`persistence_timeout`) schedules through the templates of persistence.py: a
+  deleted or passively failed destination's templates are dropped, a drained one's kept.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
+from dataclasses import replace
+from ipaddress import ip_address
+
+from gridlb.dataplane.persistence import INVALID_PORT, PersistenceTable, Template
 
 from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler
 from gridlb.table import (
     AddDest,
     AddService,
+    ConnEntry,
     DelDest,
     DelService,
     Dest,
@@ -34,6 +41,7 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     EditService,
+    IPAddress,
     IpvsTable,
     Op,
     Proto,
@@ -247,6 +255,10 @@ class ProxyState:
         self.timeouts = timeouts or Timeouts()
         self.closed: deque[ClosedConn] = deque()  # ordered by `expires`
         self.next_rate_sample = 0.0
+        self.persist: PersistenceTable[DestState] = PersistenceTable()
+        #: The template each connection of a persistent service was made through, until it is freed:
+        #: (dest, client address, client port) -> templates (a list: a client port may come back).
+        self.controls: dict[tuple[DestState, IPAddress, int], list[Template[DestState]]] = {}
 
     # --- ops --------------------------------------------------------------------------------------
 
@@ -294,6 +306,7 @@ class ProxyState:
         elif isinstance(op, DelService):
             svc = self.services.pop(op.key)
             self.order.remove(op.key)
+            self.persist.drop_service(op.key)
             svc.dests.clear()
             svc.views = None
         elif isinstance(op, AddDest):
@@ -352,8 +365,13 @@ class ProxyState:
 
     # --- connections ------------------------------------------------------------------------------
 
-    def pick(self, svc: ServiceState, flow: Flow) -> DestState | None:
+    def pick(self, svc: ServiceState, flow: Flow, now: float = 0.0) -> DestState | None:
         """Schedule a new connection and bind it; the fallback destination when none is available."""
+        if svc.spec.persistence_timeout_s:
+            return self._pick_persistent(svc, flow, now)
+        return self._schedule(svc, flow)
+
+    def _schedule(self, svc: ServiceState, flow: Flow) -> DestState | None:
         key = svc.scheduler.pick(svc.candidate_views(), flow)
         d: DestState | None = None
         if key is not None:
@@ -368,8 +386,46 @@ class ProxyState:
         d.bind()
         return d
 
-    def connect_failed(self, d: DestState, *, mark_down: bool) -> bool:
+    def _pick_persistent(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
+        """Kernel ip_vs_sched_persist: the client's template's destination, else schedule and make one."""
+        spec = svc.spec
+        t = self.persist.lookup(
+            svc.key,
+            spec.netmask,
+            flow.client,
+            lambda d: not d.down and svc.dest(d.key) is d,
+            lambda d: d.spec.weight,
+        )
+        if t is not None:
+            d = t.dest
+            d.bind()
+        else:
+            found = self._schedule(svc, flow)
+            if found is None or found is svc.fallback:
+                return found  # no template for the sorry server
+            d = found
+            t = self.persist.create(svc.key, spec.netmask, flow.client, d, spec.persistence_timeout_s, now)
+        self.persist.use(t, now)
+        self.controls.setdefault((d, flow.client, flow.client_port), []).append(t)
+        return d
+
+    def _release(self, d: DestState, client: IPAddress | str, port: int) -> None:
+        """The connection (`d`, client, port) was freed: its template controls one fewer."""
+        if not self.controls:
+            return
+        if isinstance(client, str):
+            client = ip_address(client)
+        key = (d, client, port)
+        ts = self.controls.get(key)
+        if ts:
+            self.persist.release(ts.pop())
+            if not ts:
+                del self.controls[key]
+
+    def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
         """Unbind a connection whose connect failed; optionally mark `d` down. True if newly down."""
+        if flow is not None:
+            self._release(d, flow.client, flow.client_port)
         d.active -= 1
         d.unbind_check()
         if not mark_down or d.down or d is d.service.fallback:
@@ -397,10 +453,12 @@ class ProxyState:
         """Drop inactive connections whose FIN timeout ran out; return the next deadline, if any."""
         closed = self.closed
         while closed and closed[0][0] <= now:
-            d = closed.popleft()[1]
+            _, d, host, port = closed.popleft()
             d.inactive -= 1
             d.unbind_check()
             self._collect(d)
+            self._release(d, host, port)
+        nxt_t = self.persist.expire(now) if self.persist.live else None
         if now >= self.next_rate_sample:
             if self.next_rate_sample:
                 for svc in self.services.values():
@@ -409,7 +467,8 @@ class ProxyState:
                         d.traffic.sample(RATE_PERIOD_S)
             self.next_rate_sample = now + RATE_PERIOD_S
         head = closed[0][0] if closed else None
-        return self.next_rate_sample if head is None else min(head, self.next_rate_sample)
+        nxt = self.next_rate_sample if head is None else min(head, self.next_rate_sample)
+        return nxt if nxt_t is None else min(nxt, nxt_t)
 
     def set_timeouts(self, timeouts: Timeouts) -> None:
         """Change the timeouts; a new FIN timeout applies to connections that close from now on."""
@@ -428,9 +487,36 @@ class ProxyState:
         services = []
         for key in self.order:
             svc = self.services[key]
-            dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
+            if self.persist.live:
+                held = Counter(id(t.dest) for t in self.persist.live)
+                dests = tuple(
+                    Dest(d.key, d.spec, replace(d.counters(), persistent=held[id(d)])) for d in svc.dests
+                )
+            else:
+                dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
             services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
         return IpvsTable(services=tuple(services), timeouts=self.timeouts)
+
+
+    def template_entries(self, now: float) -> list[ConnEntry]:
+        """Return the persistence templates as `ipvsadm -Lc` lists them (state NONE, client port 0)."""
+        out = []
+        for t in self.persist:
+            vaddr = t.service.addr
+            assert vaddr is not None
+            vport = t.service.port if t.valid else INVALID_PORT
+            dkey = t.dest.key
+            out.append(
+                ConnEntry(
+                    t.service.proto,
+                    max(0, round(t.expires - now)),
+                    "NONE",
+                    RealKey(t.client, 0),
+                    RealKey(vaddr, vport),
+                    RealKey(dkey.addr, dkey.port if t.valid else INVALID_PORT),
+                )
+            )
+        return out
 
 
 def _check_service(key: ServiceKey, spec: ServiceSpec) -> None:

@@ -396,6 +396,7 @@ class RelayEngine:
                     dest.key,
                 )
             )
+        out.extend(self.state.template_entries(now))
         return out
 
     def open_count(self) -> int:
@@ -560,7 +561,7 @@ class RelayEngine:
         state = self.state
         limit = len(svc.dests) + 1
         while True:
-            d = state.pick(svc, conn.flow) if conn.tried < limit else None
+            d = state.pick(svc, conn.flow, now) if conn.tried < limit else None
             if d is None:
                 self._count("no destination")
                 conn.state = _CLOSED
@@ -573,7 +574,7 @@ class RelayEngine:
                 b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
             except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
                 self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
-                state.connect_failed(d, mark_down=False)
+                state.connect_failed(d, mark_down=False, flow=conn.flow)
                 conn.dest = None
                 conn.state = _CLOSED
                 conn.c.close()
@@ -595,7 +596,7 @@ class RelayEngine:
 
     def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
         self._count(f"connect: {reason}")
-        if self.state.connect_failed(d, mark_down=True) and self.on_failure is not None:
+        if self.state.connect_failed(d, mark_down=True, flow=conn.flow) and self.on_failure is not None:
             try:
                 self.on_failure(conn.svc.key, d.key, reason)
             except Exception:  # a faulty callback must not take the relay down
@@ -838,7 +839,7 @@ class RelayEngine:
                 if expires < self._next_expiry:
                     self._next_expiry = self._due = expires
             else:  # aborted while connecting (engine stop): never established
-                self.state.connect_failed(dest, mark_down=False)
+                self.state.connect_failed(dest, mark_down=False, flow=conn.flow)
             conn.dest = None
 
 
