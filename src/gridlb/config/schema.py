@@ -805,6 +805,45 @@ class ProxySettings(_Model):
     connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
 
 
+def _data_ports(value: object) -> object:
+    if isinstance(value, str):
+        a, sep, b = value.replace(" ", "").partition("-")
+        if not sep or not a.isdigit() or not b.isdigit():
+            raise ValueError(f"{value!r}: expected a port range A-B, e.g. 50000-50999")
+        return (int(a), int(b))
+    return value
+
+
+class GridftpService(_Model):
+    """What the balancer knows of one GridFTP virtual service (`gridlb.gridftp_services`)."""
+
+    #: The real servers' passive data port range (Globus: GLOBUS_TCP_PORT_RANGE / `-port-range`); the
+    #: proxy serves these ports on the VIP too, for clients that ignore the PASV address (curl, ftplib).
+    data_ports: Annotated[tuple[Port, Port] | None, BeforeValidator(_data_ports)] = None
+    #: The line answered when no real server can take a client ("" = close without a word).
+    unavailable_reply: str = D.GRIDFTP_UNAVAILABLE_REPLY
+
+    @field_validator("data_ports")
+    @classmethod
+    def _range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None:
+            a, b = value
+            if a > b:
+                raise ValueError(f"{a}-{b}: the first port is above the last")
+            if b - a + 1 > D.GRIDFTP_DATA_PORTS_MAX:
+                raise ValueError(f"{a}-{b}: at most {D.GRIDFTP_DATA_PORTS_MAX} data ports per service")
+        return value
+
+    @field_validator("unavailable_reply")
+    @classmethod
+    def _reply(cls, value: str) -> str:
+        if value and not value.startswith("421 "):
+            raise ValueError(f"{value!r}: expected an FTP reply line starting with '421 '")
+        if "\r" in value or "\n" in value or not value.isprintable():
+            raise ValueError("one printable line, please")
+        return value
+
+
 TimeoutSeconds = Annotated[int, Field(ge=1, le=D.TIMEOUT_MAX_S)]
 
 
@@ -839,6 +878,9 @@ class GridlbSettings(_Model):
     xrootd_check: XrootdCheckSettings = XrootdCheckSettings()
     proxy: ProxySettings = ProxySettings()
     timeouts: TimeoutSettings = TimeoutSettings()
+    #: GridFTP services by "VIP:PORT": data ports served on the VIP, the reply when nothing is up.
+    #: A service with a GRIDFTP_CHECK and no entry here gets the defaults (a 421 line, no data ports).
+    gridftp_services: dict[str, GridftpService] = {}
     #: How long a real server put out by a passive failure (a refused connect) stays out before it is
     #: tried again, with or without a checker.
     passive_retry_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = D.PASSIVE_RETRY_S
@@ -854,6 +896,30 @@ class GridlbSettings(_Model):
         if value not in names:
             raise ValueError(f"{value!r}: this build has the dataplanes {', '.join(names)}")
         return value
+
+    @field_validator("gridftp_services")
+    @classmethod
+    def _service_keys(cls, value: dict[str, GridftpService]) -> dict[str, GridftpService]:
+        for name in value:
+            try:
+                key = RealKey.parse(name)
+            except ValueError:
+                raise ValueError(
+                    f"{name!r}: name a GridFTP service as VIP:PORT, e.g. 192.0.2.10:2811"
+                ) from None
+            if not key.port:
+                raise ValueError(f"{name!r}: the service port must not be 0")
+        return value
+
+    def gridftp_service(self, key: ServiceKey) -> GridftpService | None:
+        """Return the GridFTP settings of service `key`, or None when it is not named here."""
+        if key.addr is None:
+            return None
+        for name, svc in self.gridftp_services.items():
+            rk = RealKey.parse(name)
+            if rk.addr == key.addr and rk.port == key.port:
+                return svc
+        return None
 
     @field_validator("metrics_listen")
     @classmethod

@@ -22,13 +22,13 @@ the kernel (net/netfilter/ipvs/ip_vs_conn.c, ip_vs_ctl.c):
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import replace
 from ipaddress import ip_address
 
 from gridlb.dataplane.persistence import INVALID_PORT, PersistenceTable, Template
-
 from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler
 from gridlb.table import (
     AddDest,
@@ -185,6 +185,7 @@ class ServiceState:
         "members",
         "scheduler",
         "spec",
+        "tracks_owner",
         "traffic",
         "trash",
         "views",
@@ -201,6 +202,7 @@ class ServiceState:
         self.views: list[DestView] | None = None  # scheduler input; None = stale
         self.members: list[DestState] = []  # the destination behind each entry of `views`
         self.dirty: list[DestState] = []  # members whose counters changed since `views` was made
+        self.tracks_owner = False  # GridFTP data ports: remember which server holds each client's control
 
     def dest(self, key: RealKey) -> DestState | None:
         """Return the live destination `key`, or None."""
@@ -259,6 +261,9 @@ class ProxyState:
         #: The template each connection of a persistent service was made through, until it is freed:
         #: (dest, client address, client port) -> templates (a list: a client port may come back).
         self.controls: dict[tuple[DestState, IPAddress, int], list[Template[DestState]]] = {}
+        #: Open control connections of services that serve data ports: (service, client address) ->
+        #: [(dest, client port)], oldest first (see `pick_owner`).
+        self.owners: dict[tuple[ServiceKey, IPAddress], list[tuple[DestState, int]]] = {}
 
     # --- ops --------------------------------------------------------------------------------------
 
@@ -368,8 +373,40 @@ class ProxyState:
     def pick(self, svc: ServiceState, flow: Flow, now: float = 0.0) -> DestState | None:
         """Schedule a new connection and bind it; the fallback destination when none is available."""
         if svc.spec.persistence_timeout_s:
-            return self._pick_persistent(svc, flow, now)
-        return self._schedule(svc, flow)
+            d = self._pick_persistent(svc, flow, now)
+        else:
+            d = self._schedule(svc, flow)
+        if d is not None and svc.tracks_owner:
+            self.owners.setdefault((svc.key, flow.client), []).append((d, flow.client_port))
+        return d
+
+    def pick_owner(self, svc: ServiceState, flow: Flow) -> DestState | None:
+        """Bind a data connection to the server holding the client's control connection (same address).
+
+        The newest open control connection from that address wins; with none open, the client's
+        persistence template, if any. None: no server knows this client, the connection is refused.
+        """
+        held = self.owners.get((svc.key, flow.client))
+        d: DestState | None = None
+        if held:
+            d = held[-1][0]
+        elif svc.spec.persistence_timeout_s:
+            t = self.persist.lookup(svc.key, svc.spec.netmask, flow.client, lambda _: True, lambda _: 1)
+            d = t.dest if t is not None else None
+        if d is not None:
+            d.bind()
+        return d
+
+    def _disown(self, d: DestState, client: IPAddress | str, port: int) -> None:
+        if isinstance(client, str):
+            client = ip_address(client)
+        key = (d.service.key, client)
+        held = self.owners.get(key)
+        if held:
+            with contextlib.suppress(ValueError):
+                held.remove((d, port))
+            if not held:
+                del self.owners[key]
 
     def _schedule(self, svc: ServiceState, flow: Flow) -> DestState | None:
         key = svc.scheduler.pick(svc.candidate_views(), flow)
@@ -426,6 +463,8 @@ class ProxyState:
         """Unbind a connection whose connect failed; optionally mark `d` down. True if newly down."""
         if flow is not None:
             self._release(d, flow.client, flow.client_port)
+            if d.service.tracks_owner:
+                self._disown(d, flow.client, flow.client_port)
         d.active -= 1
         d.unbind_check()
         if not mark_down or d.down or d is d.service.fallback:
@@ -442,6 +481,8 @@ class ProxyState:
         d.active -= 1
         d.inactive += 1
         d.touch()
+        if d.service.tracks_owner:
+            self._disown(d, client_host, client_port)
         entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
         closed = self.closed
         if closed and closed[-1][0] > entry[0]:
@@ -496,7 +537,6 @@ class ProxyState:
                 dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
             services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
         return IpvsTable(services=tuple(services), timeouts=self.timeouts)
-
 
     def template_entries(self, now: float) -> list[ConnEntry]:
         """Return the persistence templates as `ipvsadm -Lc` lists them (state NONE, client port 0)."""
