@@ -822,6 +822,9 @@ class GridftpService(_Model):
     data_ports: Annotated[tuple[Port, Port] | None, BeforeValidator(_data_ports)] = None
     #: The line answered when no real server can take a client ("" = close without a word).
     unavailable_reply: str = D.GRIDFTP_UNAVAILABLE_REPLY
+    #: IPVS sites: the firewall-mark virtual server that serves this VIP's control and data ports
+    #: (`gridlb render fwmark` writes the rules that mark them).
+    fwmark: Annotated[int, Field(ge=D.FWMARK_MIN, le=D.FWMARK_MAX)] | None = None
 
     @field_validator("data_ports")
     @classmethod
