@@ -370,12 +370,12 @@ class ProxyState:
 
     # --- connections ------------------------------------------------------------------------------
 
-    def pick(self, svc: ServiceState, flow: Flow, now: float = 0.0) -> DestState | None:
+    def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule a new connection and bind it; the fallback destination when none is available."""
         if svc.spec.persistence_timeout_s:
             d = self._pick_persistent(svc, flow, now)
         else:
-            d = self._schedule(svc, flow)
+            d = self._schedule(svc, flow, now)
         if d is not None and svc.tracks_owner:
             self.owners.setdefault((svc.key, flow.client), []).append((d, flow.client_port))
         return d
@@ -408,8 +408,8 @@ class ProxyState:
             if not held:
                 del self.owners[key]
 
-    def _schedule(self, svc: ServiceState, flow: Flow) -> DestState | None:
-        key = svc.scheduler.pick(svc.candidate_views(), flow)
+    def _schedule(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
+        key = svc.scheduler.pick(svc.candidate_views(), flow, now)
         d: DestState | None = None
         if key is not None:
             for cand in svc.dests:
@@ -437,7 +437,7 @@ class ProxyState:
             d = t.dest
             d.bind()
         else:
-            found = self._schedule(svc, flow)
+            found = self._schedule(svc, flow, now)
             if found is None or found is svc.fallback:
                 return found  # no template for the sorry server
             d = found
