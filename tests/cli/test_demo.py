@@ -44,7 +44,7 @@ def fresh_venv(where: Path) -> Path:
 
 def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
     need_root()
-    need_tool("setpriv", "globus-url-copy")
+    need_tool("setpriv", "globus-url-copy", "curl")
     venv = fresh_venv(workdir)
     gridlb = str(venv / "bin" / "gridlb")
     proc = subprocess.Popen(
@@ -106,6 +106,18 @@ def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
         assert copied.returncode == 0, copied.stderr
         assert guc.read_bytes() == original
 
+        # curl with its default options dials the VIP for data: the demo serves its data ports too
+        assert "curl ftp://127.0.0.1:2811/hello.txt" in text
+        by_curl = workdir / "curl.bin"
+        fetched = subprocess.run(
+            ["curl", "-sS", "-o", str(by_curl), "ftp://127.0.0.1:2811/random-1MiB.bin"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert fetched.returncode == 0, fetched.stderr
+        assert by_curl.read_bytes() == original
+
         status = subprocess.run(
             [
                 "setpriv",
@@ -130,7 +142,7 @@ def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
             for line in metrics.splitlines()
             if line.startswith("gridlb_real_server_connections_total{")
         )
-        assert total >= 2  # both downloads went through the director
+        assert total >= 4  # the downloads went through the director (curl's data connection too)
 
         rest, err = proc.communicate(timeout=40)
         assert proc.returncode == 0, err

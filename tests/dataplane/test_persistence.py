@@ -147,3 +147,40 @@ def test_table_alone_rearms_and_counts() -> None:
     table.release(t)
     assert table.expire(10.0) is None
     assert table.count("a") == 0
+
+
+def test_data_connections_follow_the_newest_control_connection_of_the_client() -> None:
+    st = ProxyState()
+    spec = ServiceSpec(scheduler="rr")
+    assert (
+        apply_all(st, [AddService(SVC, spec), *(AddDest(SVC, k, DestSpec(weight=1)) for k in (C, B, A))])
+        == [""] * 4
+    )
+    svc = st.services[SVC]
+    svc.tracks_owner = True
+    assert st.pick_owner(svc, flow("10.0.0.1", 50001)) is None  # nobody holds this client: refused
+    first = st.pick(svc, flow("10.0.0.1", 1000), now=0.0)
+    other = st.pick(svc, flow("10.0.0.2", 1000), now=0.0)
+    assert first is not None and other is not None and first is not other
+    data = st.pick_owner(svc, flow("10.0.0.1", 50001))
+    assert data is first and first.active == 2  # the data connection counts on that server
+    st.closed_conn(data, 1.0, "10.0.0.1", 50001)  # a data connection closing changes no owner
+    assert st.pick_owner(svc, flow("10.0.0.1", 50002)) is first
+    st.closed_conn(first, 2.0, "10.0.0.1", 1000)  # the control connection ended
+    assert st.pick_owner(svc, flow("10.0.0.1", 50003)) is None
+    assert not st.owners.get((SVC, ip_address("10.0.0.1")))
+    # a failed control connect forgets its owner entry too
+    d = st.pick(svc, flow("10.0.0.3", 7), now=3.0)
+    assert d is not None
+    st.connect_failed(d, mark_down=False, flow=flow("10.0.0.3", 7))
+    assert st.pick_owner(svc, flow("10.0.0.3", 50004)) is None
+
+
+def test_data_connection_falls_back_to_the_persistence_template() -> None:
+    st = make()
+    svc = st.services[SVC]
+    svc.tracks_owner = True
+    d = st.pick(svc, flow("10.0.0.1", 1000), now=0.0)
+    assert d is not None
+    st.closed_conn(d, 1.0, "10.0.0.1", 1000)
+    assert st.pick_owner(svc, flow("10.0.0.1", 50001)) is d  # no control open, the template holds
