@@ -2,7 +2,7 @@
 
 The venv gets only what `pip install gridlb` brings (the package and its runtime dependencies, no
 extras), the demo runs as `nobody` for 20 s, and a file is fetched through it with our client and
-with globus-url-copy, then compared with the demo's own copy.
+with globus-url-copy and curl (which dials the VIP for data), then compared with the demo's own copy.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import pytest
 from tests.director.loopback import GRIDLB, PORT, REPO, metric, wait_for
 from tests.support import need_tool
 
-DATA_PORTS = (51000, 51015)
+DATA_PORTS = (61000, 61015)  # above the ephemeral ports: no client connection holds one
 PAYLOAD = os.urandom(1 << 20) + b"tail"
 
 

@@ -3,7 +3,7 @@
 Three embedded GridFTP real servers on 127.0.0.2, 127.0.0.3 and 127.0.0.4 port 2811 serve one demo
 directory, each advertising its own address for data connections; a director with the userspace
 proxy dataplane balances 127.0.0.1:2811 over them (wlc, GridFTP checks every second) and serves
-their passive data ports 50100-50163 on 127.0.0.1 too (for curl and ftplib), serves its
+their passive data ports 61100-61163 on 127.0.0.1 too (for curl and ftplib), serves its
 control socket in a private run directory and Prometheus metrics on 127.0.0.1:9100. The live status
 table is shown until Ctrl-C (or --duration); --no-tui prints plain logs instead.
 """
@@ -34,7 +34,7 @@ VIP = "127.0.0.1"
 PORT = 2811
 REALS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 #: The real servers' passive ports; the VIP serves them too, for clients that ignore the PASV address.
-DATA_PORTS = (50100, 50163)
+DATA_PORTS = (61100, 61163)  # above the ephemeral ports (32768-60999): no client holds them
 FILES = {"hello.txt": None, "random-1MiB.bin": 1 << 20, "random-16MiB.bin": 16 << 20}
 
 log = logging.getLogger("gridlb.demo")

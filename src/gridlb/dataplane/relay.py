@@ -360,6 +360,7 @@ class RelayEngine:
         opened: list[_Listener] = []
         self.data_listeners[svc.key] = opened
         svc.tracks_owner = True
+        port = ports[0]
         try:
             for port in range(ports[0], ports[1] + 1):
                 sock = listen_socket(replace(svc.key, port=port), self.backlog)
@@ -367,9 +368,9 @@ class RelayEngine:
                 opened.append(lst)
                 self._fdmap[lst.fd] = lst
                 self._ep.register(lst.fd, EPOLLIN)
-        except OSError:
+        except OSError as exc:
             self.close_listener(svc.key)
-            raise
+            raise OSError(exc.errno, f"{exc.strerror or exc} (data port {port})") from None
 
     def close_listener(self, key: ServiceKey) -> None:
         """Stop accepting for `key`; connections already accepted go on."""
