@@ -184,3 +184,24 @@ def test_data_connection_falls_back_to_the_persistence_template() -> None:
     assert d is not None
     st.closed_conn(d, 1.0, "10.0.0.1", 1000)
     assert st.pick_owner(svc, flow("10.0.0.1", 50001)) is d  # no control open, the template holds
+
+
+def test_the_site_setting_reaches_the_templates() -> None:
+    import asyncio
+
+    from gridlb.config.schema import GridlbSettings
+    from gridlb.dataplane.base import DataplaneHooks
+    from gridlb.dataplane.proxy import FACTORY
+
+    async def main() -> tuple[bool, bool]:
+        on = FACTORY.create(
+            GridlbSettings.model_validate({"proxy": {"expire_quiescent_template": True}}), DataplaneHooks()
+        )
+        off = FACTORY.create(GridlbSettings(), DataplaneHooks())
+        try:
+            return on._engine.state.persist.expire_quiescent, off._engine.state.persist.expire_quiescent
+        finally:
+            await on.close()
+            await off.close()
+
+    assert asyncio.run(main()) == (True, False)

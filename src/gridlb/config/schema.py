@@ -1102,6 +1102,9 @@ class ProxySettings(_Model):
     """Settings of the userspace proxy dataplane."""
 
     connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
+    #: The kernel sysctl of the same name: a drained (weight 0) server's persistence templates are
+    #: dropped at their client's next connection instead of kept (the kernel's default: kept).
+    expire_quiescent_template: bool = False
 
 
 def _data_ports(value: object) -> object:

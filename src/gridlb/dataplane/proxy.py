@@ -60,6 +60,7 @@ class ProxyOptions:
     copy_size: int = 1 << 18  # buffer per direction in copy mode
     backlog: int = 4096
     cpu: int | None = None  # pin the relay thread to this CPU
+    expire_quiescent_template: bool = False  # the kernel sysctl: drop a drained server's templates
     #: GridFTP services: the line answered when no real server can take a client (421 ...).
     replies: Mapping[ServiceKey, str] = field(default_factory=dict)
     #: GridFTP services: the real servers' passive port range, served on the VIP as well.
@@ -77,7 +78,12 @@ class ProxyOptions:
                 replies[key] = g.unavailable_reply
             if g.data_ports is not None:
                 data_ports[key] = g.data_ports
-        return cls(connect_timeout_s=settings.proxy.connect_timeout_s, replies=replies, data_ports=data_ports)
+        return cls(
+            connect_timeout_s=settings.proxy.connect_timeout_s,
+            expire_quiescent_template=settings.proxy.expire_quiescent_template,
+            replies=replies,
+            data_ports=data_ports,
+        )
 
 
 #: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6, persistence; it relays
@@ -129,6 +135,7 @@ class ProxyDataplane:
             replies={k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
             data_ports=opts.data_ports,
         )
+        self._engine.state.persist.expire_quiescent = opts.expire_quiescent_template  # before any op
         self._closed = False
 
     @property
