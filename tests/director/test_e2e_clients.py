@@ -275,6 +275,22 @@ def test_clients_that_ignore_the_pasv_address_and_those_that_use_it(site: Site) 
         assert out.read_bytes() == PAYLOAD, argv
         out.unlink()
         assert site.service_conns() - before == 1, argv  # the control connection only
+    # and both list through the VIP
+    guc = subprocess.run(
+        ["timeout", "50", "globus-url-copy", "-list", f"ftp://{site.vip}:{PORT}/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert guc.returncode == 0 and "data.bin" in guc.stdout, guc.stderr
+    index = site.dir / "index.html"
+    wget = subprocess.run(
+        ["timeout", "50", "wget", "-q", "-O", str(index), f"ftp://{site.vip}:{PORT}/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wget.returncode == 0 and "data.bin" in index.read_text(), wget.stderr
     before = site.service_conns()
     assert subprocess.run(["curl", "-sS", "-o", str(out), url], timeout=60, check=False).returncode == 0
     assert site.service_conns() - before == 2  # control and data through the VIP
