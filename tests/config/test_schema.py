@@ -308,6 +308,14 @@ def test_gridftp_services_name_a_vip_port_a_range_and_a_421_line() -> None:
         ({"192.0.2.1:2811": {"data_ports": "fifty"}}, "A-B"),
         ({"192.0.2.1:2811": {"unavailable_reply": "500 no"}}, "421"),
         ({"192.0.2.1:2811": {"unavailable_reply": "421 a\r\n220 b"}}, "one printable line"),
+        ({"192.0.2.1:2811": {"data_ports": "2800-2900"}}, "share port 2811"),
+        (
+            {
+                "192.0.2.1:2811": {"data_ports": "50000-50999"},
+                "192.0.2.1:2812": {"data_ports": "50900-51000"},
+            },
+            "share port 50900",
+        ),
     ):
         with pytest.raises(ValidationError, match=where):
             GridlbSettings.model_validate({"gridftp_services": bad})

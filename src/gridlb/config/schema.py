@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -1214,6 +1215,18 @@ class GridlbSettings(_Model):
                 ) from None
             if not key.port:
                 raise ValueError(f"{name!r}: the service port must not be 0")
+        taken: dict[IPAddress, list[tuple[int, int, str]]] = {}
+        for name, g in value.items():
+            key = RealKey.parse(name)
+            ranges = taken.setdefault(key.addr, [])
+            ranges.append((key.port, key.port, name))
+            if g.data_ports is not None:
+                ranges.append((*g.data_ports, f"{name} data_ports"))
+        for ranges in taken.values():
+            ranges.sort()
+            for (_, b1, n1), (a2, _, n2) in pairwise(ranges):
+                if a2 <= b1:
+                    raise ValueError(f"{n1} and {n2} share port {a2} on one address")
         return value
 
     def gridftp_service(self, key: ServiceKey) -> GridftpService | None:
