@@ -686,7 +686,8 @@ class RelayEngine:
         conn.state = _CLOSED
         reply = None if conn.port else self.replies.get(conn.svc.key)
         if conn.port:
-            self._count("data connection: no control connection from this client")
+            if not conn.tried:  # (a failed connect to the owner was counted as such)
+                self._count("data connection: no control connection from this client")
         elif reply:
             with contextlib.suppress(OSError):  # a fresh socket's send buffer takes one line
                 conn.c.send(reply)
