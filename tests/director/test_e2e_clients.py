@@ -247,6 +247,11 @@ def test_clients_that_ignore_the_pasv_address_and_those_that_use_it(site: Site) 
     site.start_director()
     url = f"ftp://{site.vip}:{PORT}/data.bin"
     out = site.dir / "out.bin"
+    # a data port dialled by a client with no control connection: closed, counted
+    with socket.create_connection((site.vip, DATA_PORTS[0]), timeout=10) as s:
+        assert s.recv(1) == b""
+    reason = "data connection: no control connection from this client"
+    assert metric(site.metrics_text(), "gridlb_dataplane_errors_total", reason=reason) == 1
     # curl with its default options: dials the VIP for data (the PASV address ignored since 7.74)
     for _ in range(3):
         got = subprocess.run(
