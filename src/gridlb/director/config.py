@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gridlb.config.load import ConfigErrors, Site, load_site
-from gridlb.config.schema import CheckSpec, GridlbSettings
+from gridlb.config.schema import CheckKind, CheckSpec, GridftpService, GridlbSettings
 from gridlb.dataplane.base import (
     DataplaneFactory,
     Severity,
@@ -48,7 +48,7 @@ class DirectorConfig:
 
         plans, checks = plan_site(site)
         notices = tuple(f"{u}: that real server counts as up" for u in unsupported_checkers(site))
-        return cls(plans, checks, site.gridlb, tuple(paths), notices)
+        return cls(plans, checks, gridftp_defaults(site.gridlb, checks), tuple(paths), notices)
 
     @classmethod
     def load(cls, paths: Sequence[str]) -> DirectorConfig:
@@ -88,3 +88,21 @@ class DirectorConfig:
             more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
             raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
         return factory, [*warnings, *self.notices]
+
+
+def gridftp_defaults(
+    settings: GridlbSettings, checks: Mapping[HealthKey, tuple[CheckSpec, ...]]
+) -> GridlbSettings:
+    """Return `settings` with a default `gridftp_services` entry for every service with a GRIDFTP_CHECK.
+
+    Such a service is a GridFTP service: with no real server up its clients read the default 421 line.
+    """
+    named = dict(settings.gridftp_services)
+    for (service, _), specs in checks.items():
+        if service.addr is None or not any(c.kind is CheckKind.GRIDFTP for c in specs):
+            continue
+        if settings.gridftp_service(service) is None:
+            named.setdefault(str(service).split(" ", 1)[1], GridftpService())
+    if len(named) == len(settings.gridftp_services):
+        return settings
+    return settings.model_copy(update={"gridftp_services": named})

@@ -80,7 +80,14 @@ STATUS_WAIT_S = 0.25
 #: How long `stop` waits for the loop and the timer to end once cancelled.
 STOP_WAIT_S = 5.0
 #: `gridlb:` settings a running director cannot change: a reload that changes one says so.
-RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
+RESTART_SETTINGS = (
+    "dataplane",
+    "control_socket",
+    "control_group",
+    "metrics_listen",
+    "proxy",
+    "gridftp_services",
+)
 
 
 from gridlb.director.config import DirectorConfig  # noqa: E402
