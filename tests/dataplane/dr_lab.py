@@ -1,0 +1,268 @@
+"""A direct-routing topology for the `dr` dataplane's tests and benchmark, built on `gridlb.lab.netns`.
+
+Client, one director (dir1) and N real servers on one bridge. Each real server has the VIPs on `lo`
+(IPv4 /32, IPv6 /128) with ARP suppressed by sysctl (arp_ignore=1, arp_announce=2; Linux answers
+neighbour solicitations only for addresses of the receiving interface, so IPv6 needs nothing);
+the director holds the VIPs on `eth0` and runs `gridlb director run --no-vrrp` with the dr dataplane.
+`NameServer` answers each TCP connection with the real server's name and keeps it open until the
+client closes, so established connections stay established while a test counts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gridlb.lab.netns import Lab, LabSpec
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+#: Answers each connection on [::]:PORT (dual stack) with NAME, then holds it until the peer closes.
+NAME_SERVER = r"""
+import socket, sys, threading
+name, port = sys.argv[1].encode() + b"\n", int(sys.argv[2])
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", port)); s.listen(1024)
+def serve(c):
+    try:
+        c.sendall(name)
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def env_with_src() -> dict[str, str]:
+    """The environment for a child Python that must import this tree's gridlb."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+class DrLab:
+    """The topology plus a director process; `with DrLab(prefix, workdir) as t:` always tears it down."""
+
+    def __init__(self, prefix: str, workdir: Path, *, realservers: int = 3, net_b: int = 1) -> None:
+        self.lab = Lab(LabSpec(prefix=prefix, realservers=realservers, net_b=net_b))
+        self.workdir = workdir
+        self.realservers = [f"rs{i + 1}" for i in range(realservers)]
+        self.director: subprocess.Popen[Any] | None = None
+        self.socket = workdir / "control.sock"
+
+    def __enter__(self) -> DrLab:
+        try:
+            self.lab.__enter__()
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the director and every process, delete the namespaces."""
+        self.lab.close()
+
+    @property
+    def vip4(self) -> str:
+        return str(self.lab.vip4)
+
+    @property
+    def vip6(self) -> str:
+        return str(self.lab.vip6)
+
+    def _setup(self) -> None:
+        lab = self.lab
+        for rs in self.realservers:
+            ns = lab.node(rs).ns
+            lab.exec(rs, ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "lo"])
+            lab.exec(rs, ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "lo"])
+            lab.sysctl(
+                ns,
+                {
+                    "net.ipv4.conf.all.arp_ignore": "1",
+                    "net.ipv4.conf.all.arp_announce": "2",
+                    "net.ipv4.conf.eth0.arp_ignore": "1",
+                    "net.ipv4.conf.eth0.arp_announce": "2",
+                },
+            )
+        lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "eth0"])
+        lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "eth0", "nodad"])
+
+    def start_name_servers(self, port: int) -> None:
+        """Start a `NAME_SERVER` on every real server."""
+        for rs in self.realservers:
+            self.lab.spawn(rs, [sys.executable, "-c", NAME_SERVER, rs, str(port)])
+        for rs in self.realservers:
+            self.wait_listening(rs, port)
+
+    def wait_listening(self, node: str, port: int, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out = self.lab.exec(node, ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+            if out.strip():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"nothing listens on {node}:{port}")
+
+    def site(
+        self, port: int, *, families: tuple[int, ...] = (4, 6), lb_algo: str = "wlc", check: str = "tcp"
+    ) -> str:
+        """The director's site file: one DR service per family on `port` over every real server."""
+        lab = self.lab
+        out = ["keepalived::virtual_servers:"]
+        for fam in families:
+            vip = lab.vip4 if fam == 4 else lab.vip6
+            out += [
+                f"  svc{fam}:",
+                f"    ip_address: '{vip}'",
+                f"    port: {port}",
+                f"    lb_algo: {lb_algo}",
+                "    lb_kind: DR",
+                "    delay_loop: 1",
+            ]
+            if check == "tcp":
+                out.append("    tcp_check: {connect_timeout: 2}")
+            out.append("    real_servers:")
+            for rs in self.realservers:
+                node = lab.node(rs)
+                out += [
+                    f"      - ip_address: '{node.ipv4 if fam == 4 else node.ipv6}'",
+                    f"        port: {port}",
+                ]
+        out += ["gridlb:", "  dataplane: dr", f"  control_socket: {self.socket}"]
+        return "\n".join(out) + "\n"
+
+    def start_director(self, site: str) -> None:
+        """Run `gridlb director run --no-vrrp` in dir1 and wait until every real server is in its table."""
+        path = self.workdir / "site.yaml"
+        path.write_text(site)
+        log = (self.workdir / "director.log").open("ab")
+        argv = [sys.executable, "-m", "gridlb", "director", "run", str(path), "--no-vrrp", "--grace", "0"]
+        self.director = self.lab.spawn("dir1", argv, stdout=log, stderr=subprocess.STDOUT, env=env_with_src())
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if self.director.poll() is not None:
+                raise RuntimeError("director exited: " + self.log_tail())
+            status = self.status()
+            if status and all(r.get("in_table") for s in status["services"] for r in s["reals"]):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("director not ready: " + self.log_tail())
+
+    def log_tail(self) -> str:
+        path = self.workdir / "director.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def status(self) -> dict[str, Any] | None:
+        from gridlb.api.client import ControlClient
+
+        if not self.socket.exists():
+            return None
+        try:
+            with ControlClient(str(self.socket), timeout_s=5) as client:
+                got: dict[str, Any] = client.status()
+                return got
+        except Exception:
+            return None
+
+    def gridlb(self, *args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a `gridlb` command (e.g. ipvsadm, drain) against the director's control socket."""
+        argv = [sys.executable, "-m", "gridlb", *args]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, env=env_with_src(), check=False
+        )
+
+    def nft_json(self, node: str, what: str) -> list[dict[str, Any]]:
+        out = self.lab.exec(node, ["nft", "-j", "list", *what.split()], check=False).stdout
+        with contextlib.suppress(ValueError):
+            items: list[dict[str, Any]] = json.loads(out).get("nftables", [])
+            return items
+        return []
+
+    def link_stats(self, node: str, dev: str = "eth0") -> dict[str, int]:
+        """Return the interface's rx/tx packet counters."""
+        out = self.lab.exec(node, ["ip", "-s", "-j", "link", "show", dev]).stdout
+        stats = json.loads(out)[0]["stats64"]
+        return {"rx": int(stats["rx"]["packets"]), "tx": int(stats["tx"]["packets"])}
+
+
+CLIENT = r"""
+import json, socket, sys, time
+vip, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
+socks, names, errors = [], [], []
+for i in range(n):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(10)
+    try:
+        s.connect((vip, port))
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            buf += chunk
+        names.append(buf.decode().strip())
+        socks.append(s)
+    except OSError as exc:
+        errors.append(str(exc)); s.close()
+print(json.dumps({"names": names, "errors": errors}), flush=True)
+if hold > 0:
+    sys.stdin.readline()
+for s in socks:
+    s.close()
+"""
+
+
+def connect_many(t: DrLab, vip: str, port: int, n: int) -> dict[str, Any]:
+    """Open `n` connections to the VIP one after the other from the client; return names and errors."""
+    out = t.lab.exec("client", [sys.executable, "-c", CLIENT, vip, str(port), str(n), "0"], timeout_s=120)
+    got: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return got
+
+
+class HeldConnections:
+    """`n` connections opened from the client and held open until `release()`."""
+
+    def __init__(self, t: DrLab, vip: str, port: int, n: int) -> None:
+        self.proc = t.lab.spawn(
+            "client",
+            [sys.executable, "-c", CLIENT, vip, str(port), str(n), "1"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        self.result: dict[str, Any] = json.loads(line) if line else {"names": [], "errors": ["client died"]}
+
+    def release(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+            self.proc.wait(timeout=10)
+
+
+def free_socket_dir() -> str:
+    """A short directory for control sockets (AF_UNIX paths are limited to 107 bytes)."""
+    return "/tmp"
+
+
+__all__ = ["CLIENT", "NAME_SERVER", "DrLab", "HeldConnections", "connect_many", "env_with_src", "socket"]
