@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from gridlb.lab.netns import Lab, LabSpec
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
-#: Answers each connection on [::]:PORT (dual stack) with NAME, then holds it until the peer closes.
+#: Answers each connection on [::]:PORT (dual stack) with NAME, then echoes until the peer closes.
 NAME_SERVER = r"""
 import socket, sys, threading
 name, port = sys.argv[1].encode() + b"\n", int(sys.argv[2])
@@ -35,8 +34,11 @@ s.bind(("::", port)); s.listen(1024)
 def serve(c):
     try:
         c.sendall(name)
-        while c.recv(65536):
-            pass
+        while True:
+            data = c.recv(65536)
+            if not data:
+                break
+            c.sendall(data)
     except OSError:
         pass
     c.close()
@@ -103,7 +105,8 @@ class DrLab:
                 },
             )
         lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "eth0"])
-        lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "eth0", "nodad"])
+        # deprecated (preferred_lft 0), as the VIP manager does: checks must not leave from the VIP
+        lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "eth0", "nodad", "preferred_lft", "0"])
 
     def start_name_servers(self, port: int) -> None:
         """Start a `NAME_SERVER` on every real server."""
@@ -122,12 +125,12 @@ class DrLab:
         raise TimeoutError(f"nothing listens on {node}:{port}")
 
     def site(
-        self, port: int, *, families: tuple[int, ...] = (4, 6), lb_algo: str = "wlc", check: str = "tcp"
+        self, ports: dict[int, int], *, lb_algo: str = "wlc", weights: dict[str, int] | None = None
     ) -> str:
-        """The director's site file: one DR service per family on `port` over every real server."""
+        """The director's site file: one DR service per family (`ports`: family -> port), every real server."""
         lab = self.lab
         out = ["keepalived::virtual_servers:"]
-        for fam in families:
+        for fam, port in ports.items():
             vip = lab.vip4 if fam == 4 else lab.vip6
             out += [
                 f"  svc{fam}:",
@@ -136,15 +139,15 @@ class DrLab:
                 f"    lb_algo: {lb_algo}",
                 "    lb_kind: DR",
                 "    delay_loop: 1",
+                "    tcp_check: {connect_timeout: 2}",
+                "    real_servers:",
             ]
-            if check == "tcp":
-                out.append("    tcp_check: {connect_timeout: 2}")
-            out.append("    real_servers:")
             for rs in self.realservers:
                 node = lab.node(rs)
                 out += [
                     f"      - ip_address: '{node.ipv4 if fam == 4 else node.ipv6}'",
                     f"        port: {port}",
+                    f"        weight: {(weights or {}).get(rs, 1)}",
                 ]
         out += ["gridlb:", "  dataplane: dr", f"  control_socket: {self.socket}"]
         return "\n".join(out) + "\n"
@@ -162,6 +165,17 @@ class DrLab:
                 raise RuntimeError("director exited: " + self.log_tail())
             status = self.status()
             if status and all(r.get("in_table") for s in status["services"] for r in s["reals"]):
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError("director not ready: " + self.log_tail())
+        want = {str(self.lab.node(rs).ipv4) for rs in self.realservers}
+        want |= {str(self.lab.node(rs).ipv6) for rs in self.realservers}
+        while time.monotonic() < deadline:  # the dataplane schedules a real server once its MAC is known
+            neigh = self.lab.exec("dir1", ["ip", "neigh", "show", "dev", "eth0"]).stdout
+            known = {line.split()[0] for line in neigh.splitlines() if "lladdr" in line}
+            if want <= known:
+                time.sleep(1.2)  # two polls of the dataplane
                 return
             time.sleep(0.1)
         raise TimeoutError("director not ready: " + self.log_tail())
@@ -205,34 +219,48 @@ class DrLab:
 
 CLIENT = r"""
 import json, socket, sys, time
-vip, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+vip, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+hold = len(sys.argv) > 5
 fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
 socks, names, errors = [], [], []
+def line(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf.decode().strip()
 for i in range(n):
     s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(10)
     try:
         s.connect((vip, port))
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(64)
-            if not chunk:
-                break
-            buf += chunk
-        names.append(buf.decode().strip())
+        names.append(line(s))
         socks.append(s)
     except OSError as exc:
         errors.append(str(exc)); s.close()
+    time.sleep(gap)
 print(json.dumps({"names": names, "errors": errors}), flush=True)
-if hold > 0:
-    sys.stdin.readline()
+while hold:
+    cmd = sys.stdin.readline().strip()
+    if cmd != "ping":
+        break
+    ok = []
+    for s in socks:
+        try:
+            s.sendall(b"ping\n"); ok.append(line(s) == "ping")
+        except OSError:
+            ok.append(False)
+    print(json.dumps(ok), flush=True)
 for s in socks:
     s.close()
 """
 
 
-def connect_many(t: DrLab, vip: str, port: int, n: int) -> dict[str, Any]:
+def connect_many(t: DrLab, vip: str, port: int, n: int, gap_s: float = 0.0) -> dict[str, Any]:
     """Open `n` connections to the VIP one after the other from the client; return names and errors."""
-    out = t.lab.exec("client", [sys.executable, "-c", CLIENT, vip, str(port), str(n), "0"], timeout_s=120)
+    argv = [sys.executable, "-c", CLIENT, vip, str(port), str(n), str(gap_s)]
+    out = t.lab.exec("client", argv, timeout_s=120)
     got: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return got
 
@@ -240,10 +268,10 @@ def connect_many(t: DrLab, vip: str, port: int, n: int) -> dict[str, Any]:
 class HeldConnections:
     """`n` connections opened from the client and held open until `release()`."""
 
-    def __init__(self, t: DrLab, vip: str, port: int, n: int) -> None:
+    def __init__(self, t: DrLab, vip: str, port: int, n: int, gap_s: float = 0.0) -> None:
         self.proc = t.lab.spawn(
             "client",
-            [sys.executable, "-c", CLIENT, vip, str(port), str(n), "1"],
+            [sys.executable, "-c", CLIENT, vip, str(port), str(n), str(gap_s), "hold"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -251,6 +279,14 @@ class HeldConnections:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         self.result: dict[str, Any] = json.loads(line) if line else {"names": [], "errors": ["client died"]}
+
+    def ping(self) -> list[bool]:
+        """Send a line on every held connection; return which ones echoed it back."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("ping\n")
+        self.proc.stdin.flush()
+        got: list[bool] = json.loads(self.proc.stdout.readline())
+        return got
 
     def release(self) -> None:
         if self.proc.poll() is None and self.proc.stdin is not None:
@@ -260,9 +296,4 @@ class HeldConnections:
             self.proc.wait(timeout=10)
 
 
-def free_socket_dir() -> str:
-    """A short directory for control sockets (AF_UNIX paths are limited to 107 bytes)."""
-    return "/tmp"
-
-
-__all__ = ["CLIENT", "NAME_SERVER", "DrLab", "HeldConnections", "connect_many", "env_with_src", "socket"]
+__all__ = ["CLIENT", "NAME_SERVER", "DrLab", "HeldConnections", "connect_many", "env_with_src"]
