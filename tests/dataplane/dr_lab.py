@@ -106,7 +106,9 @@ class DrLab:
             )
         lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "eth0"])
         # deprecated (preferred_lft 0), as the VIP manager does: checks must not leave from the VIP
-        lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "eth0", "nodad", "preferred_lft", "0"])
+        lab.exec(
+            "dir1", ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "eth0", "nodad", "preferred_lft", "0"]
+        )
 
     def start_name_servers(self, port: int) -> None:
         """Start a `NAME_SERVER` on every real server."""
@@ -125,15 +127,19 @@ class DrLab:
         raise TimeoutError(f"nothing listens on {node}:{port}")
 
     def site(
-        self, ports: dict[int, int], *, lb_algo: str = "wlc", weights: dict[str, int] | None = None
+        self,
+        ports: dict[int, int] | list[tuple[int, int]],
+        *,
+        lb_algo: str = "wlc",
+        weights: dict[str, int] | None = None,
     ) -> str:
-        """The director's site file: one DR service per family (`ports`: family -> port), every real server."""
+        """The director's site file: a DR service per (family, port) of `ports` over every real server."""
         lab = self.lab
         out = ["keepalived::virtual_servers:"]
-        for fam, port in ports.items():
+        for fam, port in ports.items() if isinstance(ports, dict) else ports:
             vip = lab.vip4 if fam == 4 else lab.vip6
             out += [
-                f"  svc{fam}:",
+                f"  svc{fam}_{port}:",
                 f"    ip_address: '{vip}'",
                 f"    port: {port}",
                 f"    lb_algo: {lb_algo}",

@@ -56,7 +56,7 @@ def wlc_expected(order: list[tuple[str, int]], active: dict[str, int], n: int) -
 
 
 def install_probe_counters(t: DrLab) -> None:
-    """Count frames from the VIP (server-to-client) arriving at the director and at the client."""
+    """Count TCP segments from the VIP (server-to-client) arriving at the director and at the client."""
     lab = t.lab
     dir_mac = lab.node("dir1").mac
     probe = "\n".join(
@@ -64,10 +64,10 @@ def install_probe_counters(t: DrLab) -> None:
             "table netdev probe {",
             "  chain in {",
             '    type filter hook ingress device "eth0" priority -500; policy accept;',
-            f"    ip saddr {t.vip4} counter",
-            f"    ip6 saddr {t.vip6} counter",
-            f"    ether saddr {dir_mac} ip saddr {t.vip4} counter",
-            f"    ether saddr {dir_mac} ip6 saddr {t.vip6} counter",
+            f"    ip saddr {t.vip4} tcp sport {PORT} counter",
+            f"    ip6 saddr {t.vip6} tcp sport {PORT} counter",
+            f"    ether saddr {dir_mac} ip saddr {t.vip4} tcp sport {PORT} counter",
+            f"    ether saddr {dir_mac} ip6 saddr {t.vip6} tcp sport {PORT} counter",
             "  }",
             "}",
         ]
@@ -109,8 +109,8 @@ def test_wlc_spread_drain_and_replies_bypass_the_director(t: DrLab) -> None:
     assert table.returncode == 0, table.stderr
     rs3 = str(t.lab.node("rs3").ipv4)
     line = next(x for x in table.stdout.splitlines() if f"-> {rs3}:{PORT}" in x)
-    assert int(line.split()[1]) == expected.count("rs3")  # Conns
-    assert int(line.split()[2]) > 0  # InPkts, from the nft counter of its chain
+    assert int(line.split()[2]) == expected.count("rs3")  # Conns
+    assert int(line.split()[3]) > 0  # InPkts, from the nft counter of its chain
     conns = t.gridlb("ipvsadm", "--socket", str(t.socket), "-Lnc")
     assert conns.returncode == 0, conns.stderr
     assert sum("ESTABLISHED" in x and f"{rs3}:{PORT}" in x for x in conns.stdout.splitlines()) == 6
