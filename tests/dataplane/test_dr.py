@@ -211,5 +211,5 @@ def test_globus_url_copy_through_the_vip(t: DrLab) -> None:
     assert [x for x in results if x[1] != 0] == []
     # The control connections went through the director: its chains counted client packets.
     table = t.gridlb("ipvsadm", "--socket", str(t.socket), "-Ln", "--stats")
-    conns = [int(x.split()[1]) for x in table.stdout.splitlines() if x.startswith("TCP")]
+    conns = [int(x.split()[2]) for x in table.stdout.splitlines() if x.startswith("TCP")]
     assert sum(conns) >= 8, table.stdout
