@@ -176,7 +176,8 @@ class DrLab:
         else:
             raise TimeoutError("director not ready: " + self.log_tail())
         want = {str(self.lab.node(rs).ipv4) for rs in self.realservers}
-        want |= {str(self.lab.node(rs).ipv6) for rs in self.realservers}
+        if self.vip6 in site:
+            want |= {str(self.lab.node(rs).ipv6) for rs in self.realservers}
         while time.monotonic() < deadline:  # the dataplane schedules a real server once its MAC is known
             neigh = self.lab.exec("dir1", ["ip", "neigh", "show", "dev", "eth0"]).stdout
             known = {line.split()[0] for line in neigh.splitlines() if "lladdr" in line}
