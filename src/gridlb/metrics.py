@@ -1,11 +1,11 @@
 """Prometheus metrics of a running director, collected at scrape time, on an optional HTTP listener.
 
-A custom collector reads the director's last dump (refreshed just before each scrape), its desired
-table, health and counters, so the numbers are the dataplane's own (IPVS-like counters), never a
-second bookkeeping. Check latencies go into a histogram fed by the director's input stream. Names
-follow Prometheus conventions: `gridlb_` prefix, base units, `_total` for counters, labels
-`service` (``TCP 10.0.0.1:2811``) and `real_server` (``10.0.1.1:2811``). The listener reads a request
-head of bounded size and answers an oversized one with 414 or 431 (a malformed one with 400).
+A custom collector reads the director's typed status (`gridlb.status`, taken just before each
+scrape), so the numbers are the dataplane's own (IPVS-like counters), never a second bookkeeping.
+Check latencies go into a histogram fed by the director's input stream. Names follow Prometheus
+conventions: `gridlb_` prefix, base units, `_total` for counters, labels `service`
+(``TCP 10.0.0.1:2811``) and `real_server` (``10.0.1.1:2811``). The listener reads a request head of
+bounded size and answers an oversized one with 414 or 431 (a malformed one with 400).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gridlb import __version__
 from gridlb.director.director import CheckReport, Director, DirectorInput
-from gridlb.director.reconcile import HealthState, RealHealth
+from gridlb.director.reconcile import HealthState
+from gridlb.status import DirectorStatus
 
 log = logging.getLogger(__name__)
 
@@ -31,166 +31,164 @@ CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 class DirectorCollector:
-    """Yields the director's state as metric families (prometheus_client custom collector)."""
+    """Yields a director's typed status as metric families (prometheus_client custom collector)."""
 
-    def __init__(self, director: Director) -> None:
-        self.director = director
-        self.dataplane_errors: dict[str, int] = {}  # refreshed by `Metrics.scrape`
+    def __init__(self) -> None:
+        self.status: DirectorStatus | None = None  # refreshed by `Metrics.scrape`
 
     def describe(self) -> list[Metric]:
         """Return nothing: the metric set depends on the table (no registration-time collect)."""
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Return every metric family, built from the director's current view."""
-        d = self.director
-        table = d.observed
+        """Return every metric family, built from the latest status."""
+        st = self.status
+        if st is None:
+            return
         svc_labels = ["service"]
         rs_labels = ["service", "real_server"]
 
         info = GaugeMetricFamily(
             "gridlb_director_info", "The director's version and dataplane.", labels=["version", "dataplane"]
         )
-        info.add_metric([__version__, d.dataplane.name], 1)
+        info.add_metric([st.version, st.dataplane], 1)
         yield info
         role = GaugeMetricFamily(
             "gridlb_director_role", "VRRP role of this director (1 for the current one).", labels=["role"]
         )
-        role.add_metric([d.role or "none"], 1)
+        role.add_metric([st.role or "none"], 1)
         yield role
 
-        s_active = GaugeMetricFamily(
-            "gridlb_service_active_connections", "Established connections of the service.", labels=svc_labels
-        )
-        s_inactive = GaugeMetricFamily(
-            "gridlb_service_inactive_connections",
-            "Closing connections (in their FIN timeout).",
-            labels=svc_labels,
-        )
-        s_conns = CounterMetricFamily(
-            "gridlb_service_connections", "Connections scheduled for the service.", labels=svc_labels
-        )
-        s_in = CounterMetricFamily(
-            "gridlb_service_bytes_in", "Bytes received from clients.", labels=svc_labels
-        )
-        s_out = CounterMetricFamily("gridlb_service_bytes_out", "Bytes sent to clients.", labels=svc_labels)
-        quorum = GaugeMetricFamily(
-            "gridlb_service_quorum_up",
-            "1 while the service has quorum (keepalived quorum).",
-            labels=svc_labels,
-        )
-        r_active = GaugeMetricFamily(
-            "gridlb_real_server_active_connections",
-            "Established connections to the real server.",
-            labels=rs_labels,
-        )
-        r_inactive = GaugeMetricFamily(
-            "gridlb_real_server_inactive_connections",
-            "Closing connections to the real server.",
-            labels=rs_labels,
-        )
-        r_conns = CounterMetricFamily(
-            "gridlb_real_server_connections", "Connections scheduled to the real server.", labels=rs_labels
-        )
-        r_in = CounterMetricFamily(
-            "gridlb_real_server_bytes_in", "Bytes relayed from clients to the real server.", labels=rs_labels
-        )
-        r_out = CounterMetricFamily(
-            "gridlb_real_server_bytes_out", "Bytes relayed from the real server to clients.", labels=rs_labels
-        )
-        r_weight = GaugeMetricFamily(
-            "gridlb_real_server_weight",
-            "Weight programmed in the dataplane (absent when not in the table).",
-            labels=rs_labels,
-        )
-        r_overload = GaugeMetricFamily(
-            "gridlb_real_server_overloaded",
-            "1 while the upper connection threshold is reached.",
-            labels=rs_labels,
-        )
-        decisions = CounterMetricFamily(
-            "gridlb_scheduler_decisions",
-            "New connections the scheduler sent to each real server.",
-            labels=rs_labels,
-        )
-        for svc in table.services:
-            s = str(svc.key)
-            s_active.add_metric([s], sum(x.counters.active for x in svc.dests))
-            s_inactive.add_metric([s], sum(x.counters.inactive for x in svc.dests))
-            s_conns.add_metric([s], svc.stats.conns)
-            s_in.add_metric([s], svc.stats.inbytes)
-            s_out.add_metric([s], svc.stats.outbytes)
-            for dest in svc.dests:
-                labels = [s, str(dest.key)]
-                c = dest.counters
-                r_active.add_metric(labels, c.active)
-                r_inactive.add_metric(labels, c.inactive)
-                r_conns.add_metric(labels, c.stats.conns)
-                decisions.add_metric(labels, c.stats.conns)
-                r_in.add_metric(labels, c.stats.inbytes)
-                r_out.add_metric(labels, c.stats.outbytes)
-                r_weight.add_metric(labels, dest.spec.weight)
-                r_overload.add_metric(labels, 1 if c.overloaded else 0)
-        for key, up in d.quorum_up.items():
-            quorum.add_metric([str(key)], 1 if up else 0)
-        yield from (s_active, s_inactive, s_conns, s_in, s_out, quorum)
-        yield from (r_active, r_inactive, r_conns, r_in, r_out, r_weight, r_overload, decisions)
+        def family(kind: str, name: str, doc: str, labels: list[str]) -> Any:
+            return (GaugeMetricFamily if kind == "g" else CounterMetricFamily)(name, doc, labels=labels)
 
-        health = GaugeMetricFamily(
+        g, c = "g", "c"
+        s_active = family(g, "gridlb_service_active_connections", "Established connections.", svc_labels)
+        s_inactive = family(
+            g,
+            "gridlb_service_inactive_connections",
+            "Closing connections (FIN timeout).",
+            svc_labels,
+        )
+        s_conns = family(c, "gridlb_service_connections", "Connections scheduled.", svc_labels)
+        s_in = family(c, "gridlb_service_bytes_in", "Bytes received from clients.", svc_labels)
+        s_out = family(c, "gridlb_service_bytes_out", "Bytes sent to clients.", svc_labels)
+        quorum = family(
+            g, "gridlb_service_quorum_up", "1 while the service has quorum (keepalived quorum).", svc_labels
+        )
+        r_active = family(
+            g,
+            "gridlb_real_server_active_connections",
+            "Established connections.",
+            rs_labels,
+        )
+        r_inactive = family(
+            g, "gridlb_real_server_inactive_connections", "Closing connections (FIN timeout).", rs_labels
+        )
+        r_conns = family(
+            c, "gridlb_real_server_connections", "Connections scheduled to the real server.", rs_labels
+        )
+        r_in = family(
+            c, "gridlb_real_server_bytes_in", "Bytes relayed from clients to the real server.", rs_labels
+        )
+        r_out = family(
+            c, "gridlb_real_server_bytes_out", "Bytes relayed from the real server to clients.", rs_labels
+        )
+        r_weight = family(
+            g,
+            "gridlb_real_server_weight",
+            "Weight in the dataplane (absent when not in it).",
+            rs_labels,
+        )
+        r_overload = family(
+            g,
+            "gridlb_real_server_overloaded",
+            "1 while the upper threshold is reached.",
+            rs_labels,
+        )
+        decisions = family(
+            c,
+            "gridlb_scheduler_decisions",
+            "New connections scheduled to it.",
+            rs_labels,
+        )
+        health = family(
+            g,
             "gridlb_real_server_health",
             "Health state of the real server as the director uses it (1 for the current state).",
-            labels=[*rs_labels, "state"],
+            [*rs_labels, "state"],
         )
-        drained = GaugeMetricFamily(
-            "gridlb_real_server_drained", "1 while an operator drained the real server.", labels=rs_labels
-        )
-        passive = CounterMetricFamily(
+        drained = family(g, "gridlb_real_server_drained", "1 while drained by an operator.", rs_labels)
+        passive = family(
+            c,
             "gridlb_real_server_passive_failures",
-            "Failed dataplane connects to the real server.",
-            labels=rs_labels,
+            "Failed dataplane connects to it.",
+            rs_labels,
         )
-        effective = d.effective_health()
-        for dec in d.desired.decisions:
-            labels = [str(dec.service), str(dec.key)]
-            state = effective.get((dec.service, dec.key), RealHealth()).state
-            for st in HealthState:
-                health.add_metric([*labels, st.value], 1 if st is state else 0)
-            drained.add_metric(labels, 1 if dec.drained else 0)
-            passive.add_metric(labels, d.counters.passive_failures.get((dec.service, dec.key), 0))
+        for svc in st.services:
+            quorum.add_metric([svc.service], 1 if svc.quorum_up else 0)
+            for real in svc.reals:
+                labels = [svc.service, real.real]
+                for state in HealthState:
+                    health.add_metric([*labels, state.value], 1 if state.value == real.health else 0)
+                drained.add_metric(labels, 1 if real.drained else 0)
+                passive.add_metric(labels, real.passive_failures)
+            if not svc.in_table:
+                continue
+            s_active.add_metric([svc.service], svc.active)
+            s_inactive.add_metric([svc.service], svc.inactive)
+            s_conns.add_metric([svc.service], svc.connections)
+            s_in.add_metric([svc.service], svc.inbytes)
+            s_out.add_metric([svc.service], svc.outbytes)
+            for real in svc.reals:
+                if not real.in_table:
+                    continue
+                labels = [svc.service, real.real]
+                r_active.add_metric(labels, real.active)
+                r_inactive.add_metric(labels, real.inactive)
+                r_conns.add_metric(labels, real.connections)
+                decisions.add_metric(labels, real.connections)
+                r_in.add_metric(labels, real.inbytes)
+                r_out.add_metric(labels, real.outbytes)
+                r_weight.add_metric(labels, real.weight or 0)
+                r_overload.add_metric(labels, 1 if real.overloaded else 0)
+        yield from (s_active, s_inactive, s_conns, s_in, s_out, quorum)
+        yield from (r_active, r_inactive, r_conns, r_in, r_out, r_weight, r_overload, decisions)
         yield from (health, drained, passive)
 
-        errors = CounterMetricFamily(
+        counters = st.counters
+        errors = family(
+            c,
             "gridlb_dataplane_errors",
             "Dataplane errors by reason (refused ops, accept/connect/relay errors).",
-            labels=["dataplane", "reason"],
+            ["dataplane", "reason"],
         )
-        for op, n in sorted(d.counters.op_errors.items()):
-            errors.add_metric([d.dataplane.name, f"op {op}"], n)
-        for reason, n in sorted(self.dataplane_errors.items()):
-            errors.add_metric([d.dataplane.name, reason], n)
+        for op, n in sorted(counters.op_errors.items()):
+            errors.add_metric([st.dataplane, f"op {op}"], n)
+        for reason, n in sorted(counters.dataplane_errors.items()):
+            errors.add_metric([st.dataplane, reason], n)
         yield errors
-        faults = CounterMetricFamily(
+        faults = family(
+            c,
             "gridlb_dataplane_faults",
             "Dataplane calls that raised, timed out or returned garbage, by method (the director retries).",
-            labels=["dataplane", "method"],
+            ["dataplane", "method"],
         )
-        for method, n in sorted(d.fault.by_method.items()):
-            faults.add_metric([d.dataplane.name, method], n)
+        for method, n in sorted(counters.dataplane_faults.items()):
+            faults.add_metric([st.dataplane, method], n)
         yield faults
-        failing = GaugeMetricFamily(
-            "gridlb_dataplane_failing", "1 while the dataplane's latest call failed.", labels=["dataplane"]
-        )
-        failing.add_metric([d.dataplane.name], 1 if d.fault.failing else 0)
+        failing = family(g, "gridlb_dataplane_failing", "1 while the latest call failed.", ["dataplane"])
+        failing.add_metric([st.dataplane], 1 if st.dataplane_fault is not None else 0)
         yield failing
-        reloads = CounterMetricFamily("gridlb_reloads", "Config reloads by outcome.", labels=["outcome"])
-        reloads.add_metric(["ok"], d.counters.reloads)
-        reloads.add_metric(["refused"], d.counters.reload_failures)
+        reloads = family(c, "gridlb_reloads", "Config reloads by outcome.", ["outcome"])
+        reloads.add_metric(["ok"], counters.reloads)
+        reloads.add_metric(["refused"], counters.reload_failures)
         yield reloads
         rec = CounterMetricFamily("gridlb_reconcile_passes", "Desired-versus-dataplane comparisons.")
-        rec.add_metric([], d.counters.reconciles)
+        rec.add_metric([], counters.reconciles)
         yield rec
         ops = CounterMetricFamily("gridlb_dataplane_ops", "Ops applied to the dataplane.")
-        ops.add_metric([], d.counters.ops_applied)
+        ops.add_metric([], counters.ops_applied)
         yield ops
 
 
@@ -200,7 +198,7 @@ class Metrics:
     def __init__(self, director: Director) -> None:
         self.director = director
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = DirectorCollector(director)
+        self.collector = DirectorCollector()
         self.registry.register(self.collector)
         self.check_latency = Histogram(
             "gridlb_health_check_duration_seconds",
@@ -221,10 +219,8 @@ class Metrics:
 
     async def scrape(self) -> bytes:
         """Refresh the dataplane view and return the exposition text."""
-        await self.director.refresh()
-        counters = await self.director.dataplane_counters()
-        if counters is not None:
-            self.collector.dataplane_errors = dict(counters.errors)
+        await self.director.dataplane_counters()
+        self.collector.status = await self.director.status()
         data: bytes = generate_latest(self.registry)
         return data
 

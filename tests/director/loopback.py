@@ -103,6 +103,8 @@ class Site:
     socket: Path
     delay_loop_s: float = 1.0
     dataplane: str = "proxy"
+    check: bool = True  # a GRIDFTP_CHECK on every real server
+    passive_retry_s: float = 10.0
 
     def text(self) -> str:
         reals = "\n".join(f"      - ip_address: {a}\n        weight: {w}" for a, w in self.reals)
@@ -117,13 +119,13 @@ class Site:
             "    delay_before_retry: 0.5\n"
             "    retry: 1\n"
             "    warmup: 0\n"
-            "    gridftp_check:\n"
-            "      connect_timeout: 2\n"
-            "    real_servers:\n"
+            + ("    gridftp_check:\n      connect_timeout: 2\n" if self.check else "")
+            + "    real_servers:\n"
             f"{reals}\n"
             "gridlb:\n"
             f"  dataplane: {self.dataplane}\n"
             f"  control_socket: {self.socket}\n"
+            f"  passive_retry_s: {self.passive_retry_s}\n"
             "  timeouts:\n"
             "    tcpfin: 2\n"
         )
@@ -163,10 +165,16 @@ class Loopback:
         server.start()
         return server
 
-    def write_site(self, reals: list[tuple[int, int]], delay_loop_s: float = 1.0) -> Path:
-        site = Site(
-            self.vip, [(self.addr(i), w) for i, w in reals], self.socket, delay_loop_s, self.dataplane
-        )
+    def write_site(
+        self,
+        reals: list[tuple[int, int]],
+        delay_loop_s: float = 1.0,
+        *,
+        check: bool = True,
+        passive_retry_s: float = 10.0,
+    ) -> Path:
+        listed = [(self.addr(i), w) for i, w in reals]
+        site = Site(self.vip, listed, self.socket, delay_loop_s, self.dataplane, check, passive_retry_s)
         path = self.dir / "site.yaml"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(site.text())

@@ -105,7 +105,7 @@ async def test_thousand_faults_status_answers_drain_applies_after_recovery(fault
         started = time.monotonic()
         status = await asyncio.wait_for(director.status(), 1.0)
         assert time.monotonic() - started < 1.0
-        assert status["services"]  # the last good table still shows the service
+        assert status.services  # the last good table still shows the service
         assert rounds < 5000
     # now the dataplane is broken on every method: an operator drains; the reply says it is pending
     dp.fault = dict.fromkeys(METHODS, "raise")
@@ -113,19 +113,20 @@ async def test_thousand_faults_status_answers_drain_applies_after_recovery(fault
         await director.call(DrainRequest(str(B)))
     assert err.value.code is ErrorCode.DATAPLANE and "applied as soon as" in err.value.message
     status = await asyncio.wait_for(director.status(), 1.0)
-    assert status["degraded"] and "injected" in status["dataplane_fault"]["error"]
+    assert status.degraded and status.dataplane_fault is not None
+    assert "injected" in status.dataplane_fault.error
     # it recovers: the loop (not a test call) retries with backoff and applies the drain
     dp.fault = {}
     for _ in range(200):
-        if dp.weights(SVC).get(str(B)) == 0 and not director.fault.failing:
+        if dp.weights(SVC).get(str(B)) == 0 and not director.guard.fault.failing:
             break
         await asyncio.sleep(0.05)
     assert dp.weights(SVC)[str(B)] == 0
     status = await asyncio.wait_for(director.status(), 1.0)
-    assert not status["degraded"] and status["dataplane_fault"] is None
+    assert not status.degraded and status.dataplane_fault is None
     # every fault is counted, by method, in status and in the metrics
-    by_method = director.fault.by_method
-    assert sum(by_method.values()) == director.fault.total >= 1000
+    by_method = director.guard.fault.by_method
+    assert sum(by_method.values()) == director.guard.fault.total >= 1000
     assert set(by_method) >= {"dump", "apply", "set_role", "connections"}
     text = (await metrics.scrape()).decode()
     for method, n in by_method.items():
@@ -136,12 +137,12 @@ async def test_thousand_faults_status_answers_drain_applies_after_recovery(fault
 async def test_hung_dataplane_does_not_block_status(faulty: Any) -> None:
     director, dp = faulty
     dp.fault = {"dump": "hang"}
-    director.dataplane_deadline_s = 5.0  # a batch now waits 5 s on the hung dump
+    director.guard.deadline_s = 5.0  # a batch now waits 5 s on the hung dump
     task = asyncio.ensure_future(director.resync())
     await asyncio.sleep(0.05)
     started = time.monotonic()
     status = await asyncio.wait_for(director.status(), 1.0)
-    assert time.monotonic() - started < 1.0 and status["services"]
+    assert time.monotonic() - started < 1.0 and status.services
     dp.fault = {}
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

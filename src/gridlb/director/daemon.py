@@ -29,11 +29,11 @@ from gridlb.api.messages import (
     table_to_json,
 )
 from gridlb.api.server import ApiServer, PeerCred
-from gridlb.dataplane.base import Dataplane, DataplaneHooks, Severity, get_factory
+from gridlb.dataplane.base import Dataplane, DataplaneHooks
 from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
-from gridlb.errors import ConfigError
 from gridlb.metrics import Metrics, parse_listen
+from gridlb.status import status_to_json
 from gridlb.table import RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
@@ -61,25 +61,9 @@ def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Datap
     Raises ConfigError (one line, exit 2) when this machine cannot run it, or when a service asks
     what it cannot do; logs a warning for each thing it does differently from what the site says.
     """
-    name = config.settings.dataplane
-    try:
-        factory = get_factory(name)
-    except KeyError:
-        raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
-    why = factory.unavailable()
-    if why:
-        raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
-    refused: list[str] = []
-    for plan in config.plans:
-        forwarding = [r.spec.forward for r in plan.reals]
-        for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
-            if m.severity is Severity.ERROR:
-                refused.append(f"{m.service}: {m.message}")
-            else:
-                log.warning("service %s: the %s dataplane: %s", m.service, name, m.message)
-    if refused:
-        more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
-        raise ConfigError(f"the {name} dataplane refuses service {refused[0]}{more}", key="gridlb.dataplane")
+    factory, warnings = config.check_dataplane()
+    for text in warnings:
+        log.warning("%s", text)
     return factory.create(config.settings, DataplaneHooks(on_backend_failure=on_failure))
 
 
@@ -134,8 +118,8 @@ class DirectorDaemon:
         if isinstance(request, StatusRequest):
             status = await director.status()
             if self.ha is not None:
-                status["vrrp"] = self.ha.status()
-            return status
+                status = replace(status, vrrp=self.ha.status())
+            return status_to_json(status)
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
