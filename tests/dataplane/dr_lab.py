@@ -58,11 +58,15 @@ def env_with_src() -> dict[str, str]:
 class DrLab:
     """The topology plus a director process; `with DrLab(prefix, workdir) as t:` always tears it down."""
 
-    def __init__(self, prefix: str, workdir: Path, *, realservers: int = 3, net_b: int = 1) -> None:
+    def __init__(
+        self, prefix: str, workdir: Path, *, realservers: int = 3, net_b: int = 1, static_vip: bool = True
+    ) -> None:
         self.lab = Lab(LabSpec(prefix=prefix, realservers=realservers, net_b=net_b))
+        self.static_vip = static_vip  # False: the directors' VRRP instances move the VIP
         self.workdir = workdir
         self.realservers = [f"rs{i + 1}" for i in range(realservers)]
         self.director: subprocess.Popen[Any] | None = None
+        self.directors: dict[str, subprocess.Popen[Any]] = {}
         self.socket = workdir / "control.sock"
 
     def __enter__(self) -> DrLab:
@@ -104,6 +108,8 @@ class DrLab:
                     "net.ipv4.conf.eth0.arp_announce": "2",
                 },
             )
+        if not self.static_vip:
+            return
         lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "eth0"])
         # deprecated (preferred_lft 0), as the VIP manager does: checks must not leave from the VIP
         lab.exec(
@@ -132,10 +138,14 @@ class DrLab:
         *,
         lb_algo: str = "wlc",
         weights: dict[str, int] | None = None,
+        node: str = "dir1",
+        head: str = "",
+        gridlb_extra: tuple[str, ...] = (),
     ) -> str:
         """The director's site file: a DR service per (family, port) of `ports` over every real server."""
         lab = self.lab
-        out = ["keepalived::virtual_servers:"]
+        out = [head.rstrip("\n")] if head else []
+        out.append("keepalived::virtual_servers:")
         for fam, port in ports.items() if isinstance(ports, dict) else ports:
             vip = lab.vip4 if fam == 4 else lab.vip6
             out += [
@@ -149,55 +159,69 @@ class DrLab:
                 "    real_servers:",
             ]
             for rs in self.realservers:
-                node = lab.node(rs)
+                real = lab.node(rs)
                 out += [
-                    f"      - ip_address: '{node.ipv4 if fam == 4 else node.ipv6}'",
+                    f"      - ip_address: '{real.ipv4 if fam == 4 else real.ipv6}'",
                     f"        port: {port}",
                     f"        weight: {(weights or {}).get(rs, 1)}",
                 ]
-        out += ["gridlb:", "  dataplane: dr", f"  control_socket: {self.socket}"]
+        out += ["gridlb:", "  dataplane: dr", f"  control_socket: {self.socket_of(node)}", *gridlb_extra]
         return "\n".join(out) + "\n"
 
-    def start_director(self, site: str) -> None:
-        """Run `gridlb director run --no-vrrp` in dir1 and wait until every real server is in its table."""
-        path = self.workdir / "site.yaml"
+    def start_director(self, site: str, node: str = "dir1") -> None:
+        """Run `gridlb director run` in `node` and wait until its table is programmed and MACs known.
+
+        Without VRRP instances in `site` it runs with `--no-vrrp`. Its control socket is
+        `control-NODE.sock` in the work directory (`control.sock` for dir1).
+        """
+        path = self.workdir / f"site-{node}.yaml"
         path.write_text(site)
-        log = (self.workdir / "director.log").open("ab")
-        argv = [sys.executable, "-m", "gridlb", "director", "run", str(path), "--no-vrrp", "--grace", "0"]
-        self.director = self.lab.spawn("dir1", argv, stdout=log, stderr=subprocess.STDOUT, env=env_with_src())
+        log = (self.workdir / f"director-{node}.log").open("ab")
+        argv = [sys.executable, "-m", "gridlb", "director", "run", str(path), "--grace", "0"]
+        if "vrrp_instances" not in site:
+            argv.append("--no-vrrp")
+        proc = self.lab.spawn(node, argv, stdout=log, stderr=subprocess.STDOUT, env=env_with_src())
+        self.directors[node] = proc
+        if node == "dir1":
+            self.director = proc
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
-            if self.director.poll() is not None:
-                raise RuntimeError("director exited: " + self.log_tail())
-            status = self.status()
+            if proc.poll() is not None:
+                raise RuntimeError(f"director {node} exited: " + self.log_tail(node))
+            status = self.status(node)
             if status and all(r.get("in_table") for s in status["services"] for r in s["reals"]):
                 break
             time.sleep(0.1)
         else:
-            raise TimeoutError("director not ready: " + self.log_tail())
+            raise TimeoutError(f"director {node} not ready: " + self.log_tail(node))
         want = {str(self.lab.node(rs).ipv4) for rs in self.realservers}
         if self.vip6 in site:
             want |= {str(self.lab.node(rs).ipv6) for rs in self.realservers}
         while time.monotonic() < deadline:  # the dataplane schedules a real server once its MAC is known
-            neigh = self.lab.exec("dir1", ["ip", "neigh", "show", "dev", "eth0"]).stdout
+            neigh = self.lab.exec(node, ["ip", "neigh", "show", "dev", "eth0"]).stdout
             known = {line.split()[0] for line in neigh.splitlines() if "lladdr" in line}
             if want <= known:
                 time.sleep(1.2)  # two polls of the dataplane
                 return
             time.sleep(0.1)
-        raise TimeoutError("director not ready: " + self.log_tail())
+        raise TimeoutError(f"director {node} not ready: " + self.log_tail(node))
 
-    def log_tail(self) -> str:
-        path = self.workdir / "director.log"
+    def socket_of(self, node: str) -> Path:
+        """The control socket of the director in `node`."""
+        return self.socket if node == "dir1" else self.workdir / f"control-{node}.sock"
+
+    def log_tail(self, node: str = "dir1") -> str:
+        path = self.workdir / f"director-{node}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
-    def status(self) -> dict[str, Any] | None:
+    def status(self, node: str = "dir1") -> dict[str, Any] | None:
         from gridlb.api.client import ControlClient
 
-        if not self.socket.exists():
+        sock = self.socket_of(node)
+        if not sock.exists():
             return None
         try:
-            with ControlClient(str(self.socket), timeout_s=5) as client:
+            with ControlClient(str(sock), timeout_s=5) as client:
                 got: dict[str, Any] = client.status()
                 return got
         except Exception:

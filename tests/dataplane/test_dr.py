@@ -213,3 +213,85 @@ def test_globus_url_copy_through_the_vip(t: DrLab) -> None:
     table = t.gridlb("ipvsadm", "--socket", str(t.socket), "-Ln", "--stats")
     conns = [int(x.split()[2]) for x in table.stdout.splitlines() if x.startswith("TCP")]
     assert sum(conns) >= 8, table.stdout
+
+
+def vrrp_head(t: DrLab, node: str, state: str, priority: int) -> str:
+    """A VRRPv3 instance holding the IPv4 VIP, unicast between dir1 and dir2."""
+    lab = t.lab
+    peer = "dir2" if node == "dir1" else "dir1"
+    return "\n".join(
+        [
+            "keepalived::vrrp_instances:",
+            "  VI_4:",
+            "    interface: eth0",
+            f"    state: {state}",
+            "    virtual_router_id: 61",
+            f"    priority: {priority}",
+            "    advert_int: 0.5",
+            "    version: 3",
+            f"    virtual_ipaddress: ['{t.vip4}/24']",
+            f"    unicast_source_ip: '{lab.node(node).ipv4}'",
+            f"    unicast_peers: ['{lab.node(peer).ipv4}']",
+        ]
+    )
+
+
+def wait_for(what: str, pred: object, timeout_s: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def pair() -> Iterator[DrLab]:
+    need_root()
+    need_tool("nft")
+    workdir = Path(tempfile.mkdtemp(prefix="gdrp-", dir="/tmp"))
+    try:
+        with DrLab(f"glbE-{os.getpid() % 100000}", workdir, net_b=3, static_vip=False) as built:
+            yield built
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_established_connections_keep_their_real_server_after_a_failover(pair: DrLab) -> None:
+    t = pair
+    t.start_name_servers(PORT)
+    sync = ("  dr: {sync_interface: eth0}",)
+    for node, state, prio in (("dir1", "MASTER", 150), ("dir2", "BACKUP", 100)):
+        head = vrrp_head(t, node, state, prio)
+        t.start_director(t.site({4: PORT}, node=node, head=head, gridlb_extra=sync), node)
+    wait_for("dir1 to hold the VIP", lambda: t.lab.has_address("dir1", t.lab.vip4))
+    assert not t.lab.has_address("dir2", t.lab.vip4)
+
+    held = HeldConnections(t, t.vip4, PORT, 6, gap_s=0.2)
+    assert held.result["errors"] == [] and len(held.result["names"]) == 6
+
+    def synced() -> list[str]:
+        out = t.gridlb("ipvsadm", "--socket", str(t.socket_of("dir2")), "-Lnc").stdout
+        return sorted(x.split()[-1] for x in out.splitlines() if "ESTABLISHED" in x)
+
+    master = t.gridlb("ipvsadm", "--socket", str(t.socket_of("dir1")), "-Lnc").stdout
+    want = sorted(x.split()[-1] for x in master.splitlines() if "ESTABLISHED" in x)
+    assert len(want) == 6
+    wait_for("the backup to learn the 6 flows", lambda: synced() == want, 10)
+
+    # The master dies: its process is killed and its link goes down (its kernel table forwards no more).
+    proc = t.directors["dir1"]
+    proc.kill()
+    proc.wait(timeout=10)
+    t.lab.exec("dir1", ["ip", "link", "set", "eth0", "down"])
+    wait_for("dir2 to take the VIP", lambda: t.lab.has_address("dir2", t.lab.vip4))
+    wait_for(
+        "the client to follow the VIP",
+        lambda: t.lab.neigh_mac("client", t.lab.vip4) == t.lab.node("dir2").mac,
+    )
+    assert held.ping() == [True] * 6  # every established connection reached its own real server again
+    again = connect_many(t, t.vip4, PORT, 3, gap_s=0.2)
+    assert again["errors"] == [] and len(again["names"]) == 3
+    held.release()

@@ -805,6 +805,13 @@ class ProxySettings(_Model):
     connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
 
 
+class DrSettings(_Model):
+    """Settings of the dr dataplane: connection sync between the directors (off without an interface)."""
+
+    sync_interface: str | None = None  # send and receive IPVS sync v1 datagrams on this interface
+    syncid: Annotated[int, Field(ge=0, le=255)] = 0  # 0 = accept every sync id, send 0
+
+
 TimeoutSeconds = Annotated[int, Field(ge=1, le=D.TIMEOUT_MAX_S)]
 
 
@@ -838,6 +845,7 @@ class GridlbSettings(_Model):
     gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
     xrootd_check: XrootdCheckSettings = XrootdCheckSettings()
     proxy: ProxySettings = ProxySettings()
+    dr: DrSettings = DrSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     #: How long a real server put out by a passive failure (a refused connect) stays out before it is
     #: tried again, with or without a checker.

@@ -31,10 +31,20 @@ from typing import TYPE_CHECKING, Any
 from gridlb.dataplane.base import Capabilities, DataplaneCounters, DataplaneHooks, OpResult, Role
 from gridlb.dataplane.dr_frames import filter_bytes, mac_bytes, parse_syn, readdress
 from gridlb.dataplane.dr_rules import TABLE, FlowKey, Ruleset, teardown, transaction
-from gridlb.dataplane.dr_state import DrState, FlowRec, Link
+from gridlb.dataplane.dr_state import DrState, FlowRec, Link, TcpState
 from gridlb.dataplane.nft import Nft, NftError, find_library
 from gridlb.sched import scheduler_names
-from gridlb.table import ConnEntry, ForwardMethod, IPAddress, IpvsTable, Op, Timeouts
+from gridlb.sync.transport import SyncReceiver, SyncSender
+from gridlb.sync.wire import (
+    F_DROUTE,
+    F_INACTIVE,
+    TCP_ESTABLISHED,
+    TCP_FIN_WAIT,
+    SyncConn,
+    SyncMessage,
+    encode_all,
+)
+from gridlb.table import ConnEntry, ForwardMethod, IPAddress, IpvsTable, Op, RealKey, Timeouts
 
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
@@ -45,6 +55,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 #: Consecutive failed transactions after which the table is rebuilt from the director's state.
 REBUILD_AFTER = 3
+#: How often the master sends an unchanged flow to the peer again (the peer holds it for its timeout).
+SYNC_REFRESH_S = 60.0
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -58,6 +70,7 @@ CAPABILITIES = Capabilities(
     schedulers=frozenset(scheduler_names()),
     follows_role=True,
     needs_root=True,
+    connection_sync=True,
 )
 
 #: Resolves a real server's address to where it is on the wire (a `Link`), or says why it cannot.
@@ -154,8 +167,15 @@ class DrDataplane:
         resolver: Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = POLL_S,
+        sync_interface: str | None = None,
+        syncid: int = 0,
     ) -> None:
         self.state = DrState(timeouts)
+        self._sync_interface = sync_interface
+        self._syncid = syncid
+        self._sync_sender: SyncSender | None = None
+        self._sync_receiver: SyncReceiver | None = None
+        self.sync_counts: Counter[str] = Counter()
         self._nft = nft or Nft()
         self._resolver = resolver or NeighbourResolver()
         self._clock = clock
@@ -208,6 +228,9 @@ class DrDataplane:
     async def counters(self) -> DataplaneCounters:
         """Return error counts: nft transactions, SYNs without a destination, send failures, unknown MACs."""
         errors = dict(self.errors)
+        receiver = self._sync_receiver
+        if receiver is not None:
+            errors.update({f"sync {k}": v for k, v in receiver.drops.items()})
         if self.link_errors:
             errors["unresolved_real_servers"] = len(self.link_errors)
         return DataplaneCounters(errors)
@@ -237,6 +260,10 @@ class DrDataplane:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._sync_receiver is not None:
+            self._sync_receiver.close()
+        if self._sync_sender is not None:
+            self._sync_sender.close()
         with contextlib.suppress(NftError):
             self._nft.run(teardown())
         self._nft.close()
@@ -309,6 +336,78 @@ class DrDataplane:
         if self._poller is None and not self._closed:
             self._loop = asyncio.get_running_loop()
             self._poller = self._loop.create_task(self._poll_forever())
+            if self._sync_interface:
+                self._loop.create_task(self._open_sync(self._sync_interface))
+
+    # --- connection sync (IPVS sync protocol v1, gridlb.sync) --------------------------------------
+
+    async def _open_sync(self, ifname: str) -> None:
+        """Start sending and receiving sync datagrams on `ifname` (errors are logged and counted)."""
+        try:
+            loop = asyncio.get_running_loop()  # SyncSender asks netlink with a blocking IPRoute:
+            self._sync_sender = await loop.run_in_executor(self._worker, SyncSender, ifname)  # off-loop
+            receiver = SyncReceiver(ifname, self._on_sync, syncid=self._syncid)
+            await receiver.open()
+            self._sync_receiver = receiver
+        except OSError as exc:
+            self.errors["sync_socket"] += 1
+            log.error("dr: connection sync on %s failed: %s", ifname, exc)
+
+    def _send_sync(self, now: float) -> None:
+        """As the forwarding director, send new, changed and due flows to the peer."""
+        sender = self._sync_sender
+        if sender is None or not self.state.forwarding:
+            return
+        conns = []
+        for rec in self.state.to_sync(now, SYNC_REFRESH_S):
+            k, real = rec.key, rec.dest.key
+            established = rec.state is TcpState.ESTABLISHED
+            conns.append(
+                SyncConn(
+                    protocol=6,
+                    caddr=k.client,
+                    cport=k.client_port,
+                    vaddr=k.vaddr,
+                    vport=k.vport,
+                    daddr=real.addr,
+                    dport=real.port,
+                    flags=F_DROUTE | (0 if established else F_INACTIVE),
+                    state=TCP_ESTABLISHED if established else TCP_FIN_WAIT,
+                    timeout_s=max(1, int(rec.expires - now)),
+                )
+            )
+        for datagram in encode_all(self._syncid, conns):
+            if sender.send(datagram):
+                self.sync_counts["sent"] += 1
+
+    def _on_sync(self, message: SyncMessage, peer: str) -> None:
+        """As a backup, install the flows the master reports, so they keep their real server."""
+        if self.state.forwarding:
+            self.sync_counts["ignored as master"] += len(message.conns)
+            return
+        now = self._clock()
+        adds: list[FlowRec] = []
+        for conn in message.conns:
+            if conn.protocol != 6 or conn.state not in (TCP_ESTABLISHED, TCP_FIN_WAIT):
+                self.sync_counts["skipped"] += 1
+                continue
+            state = TcpState.ESTABLISHED if conn.state == TCP_ESTABLISHED else TcpState.FIN_WAIT
+            default = self.state.timeouts.tcp if state is TcpState.ESTABLISHED else self.state.timeouts.tcpfin
+            key = FlowKey(conn.caddr, conn.cport, conn.vaddr, conn.vport)
+            before = self.state.flows.get(key)
+            rec = self.state.learn(
+                key, RealKey(conn.daddr, conn.dport), state, conn.timeout_s or default, now
+            )
+            if rec is not None:
+                if before is not None:  # moved to another destination: replace the map element
+                    self._pending_del.append(key)
+                adds.append(rec)
+            self.sync_counts["learned"] += 1
+        if adds:
+            error = self._program(adds)
+            if error:
+                for rec in adds:
+                    self.state.forget(rec.key)
 
     async def _poll_forever(self) -> None:
         while True:
@@ -317,6 +416,7 @@ class DrDataplane:
                 self._poll_once()
                 await self._resolve(self.state.addresses())
                 self._program()
+                self._send_sync(self._clock())
             except Exception:
                 self.errors["poll"] += 1
                 log.exception("dr: poll failed")
@@ -462,7 +562,11 @@ class _Factory:
 
     def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> DrDataplane:
         """Return a dr dataplane for a site with `settings`."""
-        return DrDataplane(timeouts=settings.timeouts.table_timeouts())
+        return DrDataplane(
+            timeouts=settings.timeouts.table_timeouts(),
+            sync_interface=settings.dr.sync_interface,
+            syncid=settings.dr.syncid,
+        )
 
 
 FACTORY = _Factory()

@@ -71,6 +71,8 @@ class FlowRec:
     state: TcpState
     created: float
     expires: float
+    held_until: float = 0.0  # learned from the peer director: kept until then without own packets
+    synced: tuple[TcpState, float] | None = None  # (state, when) last sent to the peer
 
 
 class DrState:
@@ -227,6 +229,8 @@ class DrState:
                 new, left = TcpState.ESTABLISHED, est[key]
             elif rec.state is TcpState.SYN_RECV and now < rec.created + SYN_TIMEOUT_S:
                 continue
+            elif now < rec.held_until:
+                continue  # learned from the peer: its packets have not reached this director yet
             else:
                 expired.append(key)
                 continue
@@ -250,23 +254,60 @@ class DrState:
             self._collect_chains()
         return expired
 
-    def install(self, rec: FlowRec, now: float) -> FlowRec:
-        """Adopt a flow learned elsewhere (connection sync): bind it to its destination as IPVS does."""
-        svc = self.service_of(rec.key)
-        if svc is None or rec.key in self.flows:
+    def learn(
+        self, key: FlowKey, real: RealKey, state: TcpState, timeout_s: float, now: float
+    ) -> FlowRec | None:
+        """Adopt a flow the peer director reported (connection sync), bound as IPVS binds it.
+
+        Returns the new record when the kernel map needs it (a new flow, or one that moved to
+        another destination), else None. A flow for an unknown service or destination is ignored.
+        """
+        svc = self.service_of(key)
+        if svc is None:
+            return None
+        d = svc.dest(real) or svc.trash.get(real)
+        if d is None or d.key.addr not in self.links:
+            return None
+        rec = self.flows.get(key)
+        if rec is not None and rec.dest is not d:
+            self.flows.pop(key)
+            self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
+            rec = None
+        if rec is None:
+            if state is TcpState.ESTABLISHED:
+                d.active += 1
+            else:
+                d.inactive += 1
+            d.traffic.conns += 1
+            svc.traffic.conns += 1
+            d.touch()
+            chain = self._chain_of(svc.key, d.key)
+            rec = FlowRec(key, svc.key, d, chain, state, now, now + timeout_s, held_until=now + timeout_s)
+            self.flows[key] = rec
             return rec
-        d = svc.dest(rec.dest.key) or svc.trash.get(rec.dest.key)
-        if d is None:
-            return rec
-        if rec.state is TcpState.ESTABLISHED:
-            d.active += 1
-        else:
-            d.inactive += 1
-        d.traffic.conns += 1
-        d.touch()
-        new = replace(rec, dest=d, chain=self._chain_of(svc.key, d.key), created=now)
-        self.flows[rec.key] = new
-        return new
+        if rec.state is not state:
+            if (rec.state is TcpState.ESTABLISHED) != (state is TcpState.ESTABLISHED):
+                d.active += 1 if state is TcpState.ESTABLISHED else -1
+                d.inactive += -1 if state is TcpState.ESTABLISHED else 1
+                d.touch()
+            rec.state = state
+        rec.expires = rec.held_until = now + timeout_s
+        return None
+
+    def to_sync(self, now: float, refresh_s: float) -> list[FlowRec]:
+        """Return the flows to send to the peer: state changed since last sent, or not sent for `refresh_s`.
+
+        SYN_RECV flows are not sent (the kernel syncs established and closing states only).
+        """
+        out = []
+        for rec in self.flows.values():
+            if rec.state is TcpState.SYN_RECV:
+                continue
+            last = rec.synced
+            if last is None or last[0] is not rec.state or now - last[1] >= refresh_s:
+                rec.synced = (rec.state, now)
+                out.append(rec)
+        return out
 
     # --- reports ----------------------------------------------------------------------------------
 
