@@ -109,3 +109,37 @@ def test_snapshot_takes_packets_and_bytes_from_the_chain_counters() -> None:
     d = svc.dest(RS[0])
     assert d is not None and d.counters.stats.inpkts == 10 and d.counters.stats.inbytes == 600
     assert svc.stats.inpkts == 10
+
+
+def test_a_backup_learns_synced_flows_counts_them_and_holds_them_for_their_timeout() -> None:
+    s = state()
+    rec = s.learn(flow(5), RS[1], TcpState.ESTABLISHED, 900, now=0.0)
+    assert rec is not None and rec.dest.key == RS[1]
+    assert counts(s)["10.0.0.12"] == (1, 0)
+    assert s.learn(flow(5), RS[1], TcpState.FIN_WAIT, 120, now=1.0) is None  # known: state only
+    assert counts(s)["10.0.0.12"] == (0, 1)
+    assert s.observe({}, {}, now=100.0) == []  # no own packets yet: held
+    assert s.observe({}, {}, now=122.0) == [flow(5)]
+    assert counts(s)["10.0.0.12"] == (0, 0)
+
+
+def test_a_synced_flow_that_moved_is_rebound_and_unknown_reals_are_ignored() -> None:
+    s = state()
+    s.learn(flow(5), RS[1], TcpState.ESTABLISHED, 900, now=0.0)
+    moved = s.learn(flow(5), RS[2], TcpState.ESTABLISHED, 900, now=1.0)
+    assert moved is not None and moved.dest.key == RS[2]
+    assert counts(s)["10.0.0.12"] == (0, 0) and counts(s)["10.0.0.13"] == (1, 0)
+    assert s.learn(flow(6), RealKey.parse("10.0.0.99:2811"), TcpState.ESTABLISHED, 900, now=1.0) is None
+    assert flow(6) not in s.flows
+
+
+def test_the_master_sends_established_and_closing_flows_on_change_and_refresh() -> None:
+    s = state()
+    s.schedule(flow(1), now=0.0)
+    assert s.to_sync(0.0, 60.0) == []  # SYN_RECV is not synced
+    s.observe({flow(1): 900.0}, {}, now=0.5)
+    assert [r.key for r in s.to_sync(0.5, 60.0)] == [flow(1)]
+    assert s.to_sync(1.0, 60.0) == []
+    s.observe({flow(1): 900.0}, {flow(1): 120.0}, now=2.0)
+    assert [r.state for r in s.to_sync(2.0, 60.0)] == [TcpState.FIN_WAIT]
+    assert [r.key for r in s.to_sync(62.5, 60.0)] == [flow(1)]
