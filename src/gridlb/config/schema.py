@@ -28,9 +28,18 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gridlb.config import defaults as D
+from gridlb.sched import scheduler_names
 from gridlb.table import (
     DestSpec,
     ForwardMethod,
@@ -82,12 +91,19 @@ TOP_LEVEL_KEYS: dict[str, str] = {
     "gridlb": "gridlb",
 }
 
-#: ipvsadm scheduler names keepalived accepts for `lb_algo` / `lvs_sched`.
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos")
+#: ipvsadm scheduler names for `lb_algo` / `lvs_sched`: those gridlb.sched implements (its registry).
+SCHEDULERS = tuple(scheduler_names())
 
-Scheduler = Literal[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos"
-]
+
+def _known_scheduler(value: str) -> str:
+    if value not in SCHEDULERS:
+        raise ValueError(
+            "should be " + ", ".join(repr(n) for n in SCHEDULERS[:-1]) + f" or {SCHEDULERS[-1]!r}"
+        )
+    return value
+
+
+Scheduler = Annotated[str, AfterValidator(_known_scheduler)]
 LbKind = Literal["NAT", "DR", "TUN"]
 
 _FORWARD = {"NAT": ForwardMethod.MASQ, "DR": ForwardMethod.ROUTE, "TUN": ForwardMethod.TUNNEL}

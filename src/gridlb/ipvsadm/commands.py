@@ -69,7 +69,7 @@ E_RANGE = "Numerical result out of range"
 E_NOTSUP = "Operation not supported"
 
 VERSION = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"
-SCHEDULERS_TEXT = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh"
+SCHEDULERS_TEXT = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh"  # ipvsadm 1.31's help text, verbatim
 
 
 def usage(program: str) -> str:

@@ -14,9 +14,10 @@ import contextlib
 import socket
 import time
 from dataclasses import dataclass
+from ipaddress import ip_address
 
-from gridlb.errors import PeerProtocolError
-from gridlb.health.gridftp import Reply, ReplyReader, data_address_fault, parse_epsv, parse_pasv
+from gridlb.gridftp.protocol import Reply, ReplyParser, parse_epsv_reply, parse_pasv_reply
+from gridlb.health.gridftp import CLIENTINFO, data_address_fault
 from gridlb.realserver.plan import IPAddress
 
 
@@ -44,7 +45,7 @@ class _Conversation:
     def __init__(self, sock: socket.socket, deadline: float, peer: str) -> None:
         self.sock = sock
         self.deadline = deadline
-        self.reader = ReplyReader(peer)
+        self.reader = ReplyParser()
         self.pending: list[Reply] = []
 
     def reply(self) -> Reply:
@@ -83,10 +84,12 @@ def probe(vip: IPAddress, port: int, *, timeout_s: float = 5.0) -> ProbeResult:
                 return ProbeResult(vip, port, None, f"anonymous login refused: {reply}")
             advertised: IPAddress | None
             if vip.version == 6:
+                talk.command(CLIENTINFO)  # as Globus clients do: gridlb's server names its address to them
                 reply = talk.command("EPSV")
                 if reply.code != 229:
                     return ProbeResult(vip, port, None, f"EPSV refused: {reply}")
-                advertised, _ = parse_epsv(reply)
+                host = parse_epsv_reply(reply).host
+                advertised = ip_address(host) if host else None
                 if advertised is None:
                     return ProbeResult(
                         vip,
@@ -99,14 +102,14 @@ def probe(vip: IPAddress, port: int, *, timeout_s: float = 5.0) -> ProbeResult:
                 reply = talk.command("PASV")
                 if reply.code != 227:
                     return ProbeResult(vip, port, None, f"PASV refused: {reply}")
-                advertised, _ = parse_pasv(reply)
+                advertised = ip_address(parse_pasv_reply(reply).host)
             with contextlib.suppress(OSError):
                 sock.sendall(b"QUIT\r\n")
     except TimeoutError:
         return ProbeResult(vip, port, None, f"no answer within {timeout_s:g} s")
     except (OSError, ConnectionError) as exc:
         return ProbeResult(vip, port, None, f"cannot talk to it: {exc.strerror or exc}")
-    except (PeerProtocolError, ValueError) as exc:
+    except ValueError as exc:
         return ProbeResult(vip, port, None, f"malformed reply: {exc}")
     fault = data_address_fault(advertised, local=vip, vips=[vip])
     return ProbeResult(vip, port, advertised, fault)
