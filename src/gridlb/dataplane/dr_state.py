@@ -186,7 +186,7 @@ class DrState:
         svc = self.service_of(key)
         if svc is None:
             return None
-        d = self.table.pick(svc, Flow(key.client, key.client_port, key.vaddr, key.vport))
+        d = self.table.pick(svc, Flow(key.client, key.client_port, key.vaddr, key.vport), now)
         if d is None or d.key.addr not in self.links:
             if d is not None:
                 self._unbind(d, active=True)
