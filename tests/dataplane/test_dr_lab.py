@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gridlb.api.client import ControlClient
 from gridlb.lab import system
 from tests.support import need_root, need_tool
 
@@ -200,3 +201,53 @@ def test_master_killed_while_20_transfers_run(lab: system.LabState, tmp_path: Pa
         )
         assert r.returncode == 0, r.stderr
         assert sha(tmp_path / f"after{fam}.bin") == original
+
+
+def test_drain_remove_and_add_under_load_fail_no_transfer(lab: system.LabState, tmp_path: Path) -> None:
+    state = lab
+    os.chmod(tmp_path, 0o777)
+    original = sha(Path(state.workdir) / "rs1" / "random-1MiB.bin")
+    url = f"ftp://{state.vip4}:2811{state.url_path('random-1MiB.bin')}"
+    results: dict[int, subprocess.CompletedProcess[str]] = {}
+
+    def session(n: int, files: int) -> None:
+        path = tmp_path / f"list{n}.txt"
+        path.write_text("".join(f"{url} file://{tmp_path}/s{n}-{k}.bin\n" for k in range(files)))
+        argv = ["timeout", "120", "globus-url-copy", "-cd", "-p", "2", "-f", str(path)]
+        results[n] = in_node(state, "client", *argv, timeout_s=150)
+
+    def ctl(op: str, *args: str) -> None:
+        """Tell both directors (each keeps its own table) through the control API, in this process:
+        a CLI process would take seconds to start on a machine this loaded."""
+        for node in ("dir1", "dir2"):
+            with ControlClient(f"{state.workdir}/{node}.sock", timeout_s=30) as client:
+                getattr(client, op)(*args)
+
+    rs1, rs2 = state.nodes["rs1"]["ipv4"], state.nodes["rs2"]["ipv4"]
+    service = f"{state.vip4}:2811"
+    threads = [threading.Thread(target=session, args=(n, 50)) for n in range(8)]
+    for th in threads:
+        th.start()
+    time.sleep(0.7)  # the sessions' control connections are established
+    ctl("drain", rs1)
+    time.sleep(0.3)
+    ctl("remove", rs2, service)
+    running = sum(th.is_alive() for th in threads)
+    conns = gridlb("ipvsadm", "--socket", f"{state.workdir}/dir1.sock", "-Lnc", timeout_s=30).stdout
+    assert any(f"{rs2}:2811" in line for line in conns.splitlines()), "removed rs2 lost its flows"
+    # New sessions while rs1 is drained and rs2 removed, then both come back under that load.
+    late = [threading.Thread(target=session, args=(100 + n, 20)) for n in range(6)]
+    for th in late:
+        th.start()
+    time.sleep(0.5)
+    ctl("add", rs2, service)
+    ctl("enable", rs1)
+    late_running = sum(th.is_alive() for th in late)
+    for th in [*threads, *late]:
+        th.join(timeout=200)
+    failed = {n: r.stderr[-300:] for n, r in results.items() if r.returncode != 0}
+    assert len(results) == 14 and failed == {}
+    assert running > 0 and late_running > 0, ("sessions ended before the changes", running, late_running)
+    for n, files in [*((n, 50) for n in range(8)), *((100 + n, 20) for n in range(6))]:
+        for k in range(files):
+            assert sha(tmp_path / f"s{n}-{k}.bin") == original
