@@ -15,9 +15,9 @@ import threading
 from typing import Any
 
 #: Output flags of nft_ctx_output_set_flags (include/nftables/libnftables.h).
-NFT_CTX_OUTPUT_HANDLE = 1 << 3
 NFT_CTX_OUTPUT_JSON = 1 << 4
-NFT_CTX_OUTPUT_NUMERIC_ALL = (1 << 5) | (1 << 6) | (1 << 7)
+NFT_CTX_OUTPUT_NUMERIC_ALL = (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10)
+NFT_CTX_OUTPUT_TERSE = 1 << 11  # omit set elements
 
 
 class NftError(RuntimeError):
@@ -61,14 +61,17 @@ class Nft:
         lib.nft_ctx_buffer_error(ctx)
         self._base_flags = lib.nft_ctx_output_get_flags(ctx)
 
-    def run(self, script: str, *, json_output: bool = False) -> str:
-        """Run `script` (nft syntax, many commands = one transaction); return the output text."""
+    def run(self, script: str, *, json_output: bool = False, terse: bool = False) -> str:
+        """Run `script` (nft syntax, many commands = one transaction); return the output text.
+
+        `terse` leaves set elements out of listings (libnftables then skips fetching them).
+        """
         with self._lock:
             ctx = self._ctx
             if ctx is None:
                 raise NftError("the nft context is closed")
             extra = NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_NUMERIC_ALL if json_output else 0
-            flags = self._base_flags | extra
+            flags = self._base_flags | extra | (NFT_CTX_OUTPUT_TERSE if terse else 0)
             self._lib.nft_ctx_output_set_flags(ctx, flags)
             rc = self._lib.nft_run_cmd_from_buffer(ctx, script.encode())
             out = (self._lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
@@ -77,9 +80,9 @@ class Nft:
             raise NftError(_first_error(err) or f"nft failed (rc={rc})")
         return out
 
-    def list_json(self, what: str) -> list[dict[str, Any]]:
-        """Return the objects of `list WHAT` (e.g. `table netdev gridlb_dr`) as nft's JSON items."""
-        text = self.run(f"list {what}", json_output=True)
+    def list_json(self, what: str, *, terse: bool = False) -> list[dict[str, Any]]:
+        """Return the objects of `list WHAT` (e.g. `set netdev gridlb_dr est4`) as nft's JSON items."""
+        text = self.run(f"list {what}", json_output=True, terse=terse)
         data = json.loads(text) if text.strip() else {"nftables": []}
         items: list[dict[str, Any]] = data.get("nftables", [])
         return items
