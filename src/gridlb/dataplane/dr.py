@@ -6,7 +6,8 @@ a BPF filter (nfqueue is not available in the netdev family), is scheduled with 
 flow goes into the kernel map in one nft transaction, and Python sends that first frame on itself.
 Replies go from the real servers straight to the clients; they never pass the director.
 
-A poll (every `POLL_S`) reads the table back: per-destination counters and the TCP state sets, moves
+A poll (every `POLL_S`) reads the table back over nfnetlink (nft_read: a libnftables listing fetches
+the whole ruleset, far too slow with many flows): per-destination counters and the TCP state sets, moves
 flows along (active/inactive counts as the kernel keeps them), expires them, and refreshes the real
 servers' MACs from the kernel neighbour table (pyroute2), probing a missing one. Forwarding follows
 the VRRP role: a BACKUP keeps its flows and ruleset but its ingress chains are empty.
@@ -25,14 +26,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from gridlb.dataplane.base import Capabilities, DataplaneCounters, DataplaneHooks, OpResult, Role
 from gridlb.dataplane.dr_frames import filter_bytes, mac_bytes, parse_syn, readdress
-from gridlb.dataplane.dr_rules import TABLE, FlowKey, Ruleset, teardown, transaction
+from gridlb.dataplane.dr_rules import TABLE, FlowKey, Ruleset, decode_key, teardown, transaction
 from gridlb.dataplane.dr_state import DrState, FlowRec, Link, TcpState
 from gridlb.dataplane.nft import Nft, NftError, find_library
+from gridlb.dataplane.nft_read import NftReader, NftReadError
 from gridlb.sched import scheduler_names
 from gridlb.sync.transport import SyncReceiver, SyncSender
 from gridlb.sync.wire import (
@@ -177,6 +178,7 @@ class DrDataplane:
         self._sync_receiver: SyncReceiver | None = None
         self.sync_counts: Counter[str] = Counter()
         self._nft = nft or Nft()
+        self._reader = NftReader(TABLE)
         self._resolver = resolver or NeighbourResolver()
         self._clock = clock
         self._poll_s = poll_s
@@ -267,6 +269,7 @@ class DrDataplane:
         with contextlib.suppress(NftError):
             self._nft.run(teardown())
         self._nft.close()
+        self._reader.close()
         close = getattr(self._resolver, "close", None)
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(self._worker, close)
@@ -424,24 +427,19 @@ class DrDataplane:
     def _poll_once(self) -> None:
         """Read counters and state sets back; expire flows; delete them from the map."""
         now = self._clock()
-        try:
-            items = self._nft.list_json(f"table netdev {TABLE}")
-        except NftError as exc:
-            self.errors["nft"] += 1
-            log.error("dr: cannot read table %s: %s", TABLE, exc)
-            return
         est: dict[FlowKey, float] = {}
         fin: dict[FlowKey, float] = {}
-        counters: dict[str, tuple[int, int]] = {}
-        for item in items:
-            if "counter" in item:
-                c = item["counter"]
-                counters[c["name"]] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
-            elif "set" in item:
-                s = item["set"]
-                target = {"est4": est, "est6": est, "fin4": fin, "fin6": fin}.get(s["name"])
-                if target is not None:
-                    _elements(s.get("elem", ()), target)
+        try:
+            counters = self._reader.counters()
+            for name, into in (("est4", est), ("est6", est), ("fin4", fin), ("fin6", fin)):
+                for raw, expires_ms in self._reader.set_elements(name):
+                    key = decode_key(raw)
+                    if key is not None:
+                        into[key] = expires_ms / 1000
+        except (NftReadError, OSError) as exc:
+            self.errors["nft_read"] += 1
+            log.error("dr: cannot read table %s: %s", TABLE, exc)
+            return
         self.state.counters = counters
         if now >= self._hold_until:
             expired = self.state.observe(est, fin, now)
@@ -529,21 +527,6 @@ def _csum_not_ready(ancdata: list[tuple[int, int, bytes]]) -> bool:
         if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUX.size:
             return bool(_AUX.unpack_from(data)[0] & TP_STATUS_CSUMNOTREADY)
     return False
-
-
-def _elements(elems: Iterable[Any], into: dict[FlowKey, float]) -> None:
-    """Parse nft JSON set elements (concatenations, with or without timeouts) into key -> seconds left."""
-    for e in elems:
-        left = 0.0
-        if isinstance(e, dict) and "elem" in e:
-            left = float(e["elem"].get("expires", 0))
-            e = e["elem"].get("val")
-        if isinstance(e, dict) and "concat" in e:
-            parts = e["concat"]
-            try:
-                into[FlowKey(ip_address(parts[0]), int(parts[1]), ip_address(parts[2]), int(parts[3]))] = left
-            except (ValueError, IndexError, TypeError):
-                continue
 
 
 class _Factory:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from gridlb.table import IPAddress, Timeouts
 
@@ -48,6 +48,17 @@ class FlowKey:
     def element(self) -> str:
         """Return the key as nft writes a concatenation element."""
         return f"{self.client} . {self.client_port} . {self.vaddr} . {self.vport}"
+
+
+def decode_key(data: bytes) -> FlowKey | None:
+    """Return the flow of a set key as the kernel stores a concatenation (each field padded to 4 bytes)."""
+    if len(data) == 16:
+        c, cp, v, vp = IPv4Address(data[0:4]), data[4:6], IPv4Address(data[8:12]), data[12:14]
+        return FlowKey(c, int.from_bytes(cp, "big"), v, int.from_bytes(vp, "big"))
+    if len(data) == 40:
+        c6, v6 = IPv6Address(data[0:16]), IPv6Address(data[20:36])
+        return FlowKey(c6, int.from_bytes(data[16:18], "big"), v6, int.from_bytes(data[36:38], "big"))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,4 +225,14 @@ def teardown() -> str:
     return f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
 
 
-__all__ = ["FAMILY", "TABLE", "DestRule", "FlowKey", "Ruleset", "ingress_chain", "teardown", "transaction"]
+__all__ = [
+    "FAMILY",
+    "TABLE",
+    "DestRule",
+    "FlowKey",
+    "Ruleset",
+    "decode_key",
+    "ingress_chain",
+    "teardown",
+    "transaction",
+]
