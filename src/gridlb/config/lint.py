@@ -245,6 +245,15 @@ def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
         for m in caps.assess(vs.service_key(), vs.service_spec(), methods):
             sev = Severity.ERROR if m.severity is Level.ERROR else Severity.WARNING
             yield _at(f, (VS, vs_name), sev, "dataplane-cannot", f"the {name} dataplane: {m.message}")
+    for inst_name, inst in f.vrrp_instances.items():
+        if inst.lvs_sync_daemon_interface and not caps.connection_sync:
+            yield _at(
+                f,
+                (VI, inst_name, "lvs_sync_daemon_interface"),
+                Severity.WARNING,
+                "sync-not-run",
+                f"the {name} dataplane does not sync connections; lvs_sync_daemon_interface is not used",
+            )
 
 
 def _gridftp_services(f: SiteFile, site: Site) -> Iterator[Finding]:

@@ -1150,6 +1150,13 @@ class GridftpService(_Model):
         return value
 
 
+class DrSettings(_Model):
+    """Settings of the dr dataplane: connection sync between the directors (off without an interface)."""
+
+    sync_interface: str | None = None  # send and receive IPVS sync v1 datagrams on this interface
+    syncid: Annotated[int, Field(ge=0, le=255)] = 0  # 0 = accept every sync id, send 0
+
+
 TimeoutSeconds = Annotated[int, Field(ge=1, le=D.TIMEOUT_MAX_S)]
 
 
@@ -1183,6 +1190,7 @@ class GridlbSettings(_Model):
     gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
     xrootd_check: XrootdCheckSettings = XrootdCheckSettings()
     proxy: ProxySettings = ProxySettings()
+    dr: DrSettings = DrSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     #: GridFTP services by "VIP:PORT": data ports served on the VIP, the reply when nothing is up.
     #: A service with a GRIDFTP_CHECK and no entry here gets the defaults (a 421 line, no data ports).

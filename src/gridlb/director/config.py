@@ -27,6 +27,30 @@ from gridlb.table import (
 # --- configuration --------------------------------------------------------------------------------
 
 
+def _connection_sync(site: Site) -> tuple[GridlbSettings, list[str]]:
+    """Honour keepalived's `lvs_sync_daemon_interface`: the dr dataplane syncs on it unless
+    `gridlb.dr.sync_interface` names another interface; any other dataplane says it does not sync."""
+    settings = site.gridlb
+    named = [
+        (f.path, name, inst.lvs_sync_daemon_interface)
+        for f in site.files
+        for name, inst in f.vrrp_instances.items()
+        if inst.lvs_sync_daemon_interface
+    ]
+    if not named:
+        return settings, []
+    if settings.dataplane == "dr":
+        if settings.dr.sync_interface is None:
+            dr = settings.dr.model_copy(update={"sync_interface": named[0][2]})
+            settings = settings.model_copy(update={"dr": dr})
+        return settings, []
+    return settings, [
+        f"{path}: vrrp instance {name}: lvs_sync_daemon_interface {ifname}: the {settings.dataplane} "
+        "dataplane does not sync connections; it is not used"
+        for path, name, ifname in named
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class DirectorConfig:
     """A validated site as the director uses it: service plans, checks per pair, gridlb settings."""
@@ -47,8 +71,10 @@ class DirectorConfig:
         from gridlb.config.lint import unsupported_checkers
 
         plans, checks = plan_site(site)
-        notices = tuple(f"{u}: that real server counts as up" for u in unsupported_checkers(site))
-        return cls(plans, checks, gridftp_defaults(site.gridlb, checks), tuple(paths), notices)
+        notices = [f"{u}: that real server counts as up" for u in unsupported_checkers(site)]
+        settings, sync_notices = _connection_sync(site)
+        settings = gridftp_defaults(settings, checks)
+        return cls(plans, checks, settings, tuple(paths), (*notices, *sync_notices))
 
     @classmethod
     def load(cls, paths: Sequence[str]) -> DirectorConfig:

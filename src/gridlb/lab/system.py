@@ -34,7 +34,7 @@ STATE_ROOT = Path("/run/gridlb-lab")
 NETNS_ETC = Path("/etc/netns")
 PORT = 2811
 GRIDFTP_KINDS = ("globus", "gridlb")
-DATAPLANES = ("proxy",)  # `dr` joins when the dr dataplane exists
+DATAPLANES = ("proxy", "dr")
 SAMPLE_SIZE = 1 << 20
 
 
@@ -166,8 +166,10 @@ def _settings(options: LabOptions) -> PairSettings:
 def director_site(lab: Lab, options: LabOptions, spec: RouterSpec, socket_path: Path) -> str:
     """A director's site file: the VRRP instance(s) and one service per VIP over every real server."""
     out = [gridlb_site(lab, _settings(options), spec).rstrip("\n"), "keepalived::virtual_servers:"]
-    out += _services(lab, options, "NAT", check=True)
+    out += _services(lab, options, "DR" if options.dataplane == "dr" else "NAT", check=True)
     out += ["gridlb:", f"  dataplane: {options.dataplane}", f"  control_socket: {socket_path}"]
+    if options.dataplane == "dr" and options.directors == 2:
+        out.append("  dr: {sync_interface: eth0}")  # connection sync between the two directors
     return "\n".join(out) + "\n"
 
 
@@ -400,7 +402,8 @@ def _director_ready(sock: Path) -> bool:
 def up(options: LabOptions, *, timeout_s: float = 60.0) -> LabState:
     """Build the lab; on failure remove everything made and raise LabStateError."""
     if options.dataplane not in DATAPLANES:
-        raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: proxy)")
+        have = ", ".join(DATAPLANES)
+        raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: {have})")
     if state_path(options.name).exists():
         raise LabStateError(
             f"a lab named {options.name!r} exists already (`gridlb lab down --name {options.name}`)"
