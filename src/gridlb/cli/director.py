@@ -10,6 +10,7 @@ from typing import Any
 from gridlb.director.daemon import DaemonOptions, DirectorDaemon
 from gridlb.director.director import DEFAULT_RESYNC_INTERVAL_S, DirectorConfig
 from gridlb.errors import ConfigError
+from gridlb.metrics import check_listen
 
 
 def _mode(text: str) -> int:
@@ -58,6 +59,11 @@ def register(subparsers: Any) -> None:
         help="Prometheus listener ('' = off; default: gridlb.metrics_listen)",
     )
     run_p.add_argument(
+        "--dashboard",
+        metavar="ADDR:PORT",
+        help="web dashboard listener ('' = off; default: gridlb.dashboard_listen)",
+    )
+    run_p.add_argument(
         "--resync",
         type=float,
         default=DEFAULT_RESYNC_INTERVAL_S,
@@ -86,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the director until stopped."""
     setup_logging(args.verbose)
     config = DirectorConfig.load(args.site)
+    for name, value in (("--metrics", args.metrics), ("--dashboard", args.dashboard)):
+        if value:
+            check_listen(value, name)
     if args.resync <= 0:
         raise ConfigError("must be > 0", key="--resync")
     options = DaemonOptions(
@@ -93,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         socket_mode=args.socket_mode,
         socket_group=args.group,
         metrics_listen=args.metrics,
+        dashboard_listen=args.dashboard,
         resync_interval_s=args.resync,
         grace_s=max(0.0, args.grace),
         vrrp=not args.no_vrrp,
