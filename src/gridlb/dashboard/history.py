@@ -36,7 +36,7 @@ class _Track:
     service: str
     real: str
     points: collections.deque[Point]
-    pending: Point | None = None  # the step in progress
+    pending: Point | None = None  # peaks since the last point
     counters_at: float | None = None
     inbytes: int = 0
     outbytes: int = 0
@@ -80,7 +80,7 @@ class History:
                 track.pending = Point(
                     p.at, max(p.active, real.active), max(p.inactive, real.inactive), min(p.health, health)
                 )
-            if now - track.pending.at >= self.step_s or not track.points:
+            if not track.points or now - track.points[-1].at >= self.step_s:
                 done = track.pending
                 track.points.append(Point(now, done.active, done.inactive, done.health))
                 track.pending = None
