@@ -25,6 +25,7 @@ from typing import Any
 
 from gridlb.api.messages import ApiError, DrainRequest, EnableRequest, ErrorCode, EventsRequest, Request
 from gridlb.dashboard.history import History
+from gridlb.director.records import CheckReport, DirectorInput, Intent, PassiveFailure, Reload, RoleChange
 from gridlb.errors import ConfigError
 from gridlb.metrics import HTTP_HEAD_TIMEOUT_S, MAX_HTTP_LINE, RequestHead, linger, read_request, respond
 from gridlb.status import DirectorStatus, status_to_json
@@ -104,6 +105,7 @@ class Dashboard:
         self._streams: set[asyncio.StreamWriter] = set()
         self._doc: tuple[float, bytes] | None = None
         self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()  # replaced after each change; streams wait on the one they saw
 
     @classmethod
     def for_daemon(cls, daemon: Any) -> Dashboard:
@@ -118,7 +120,22 @@ class Dashboard:
                 found: dict[str, Any] = await ha.handle(EventsRequest(since=0))
                 return list(found["events"])
 
-        return cls(daemon.status, daemon.director.call, events=events, token=token)
+        dashboard = cls(daemon.status, daemon.director.call, events=events, token=token)
+        daemon.director.listeners.append(dashboard.observe)
+        return dashboard
+
+    def observe(self, item: DirectorInput) -> None:
+        """Take one director input (a listener): a change wakes the live streams at once."""
+        if isinstance(item, Intent | Reload | RoleChange | PassiveFailure) or (
+            isinstance(item, CheckReport) and item.state is not None
+        ):
+            self.changed()
+
+    def changed(self) -> None:
+        """Send the next document now (its status waits for the change to be applied)."""
+        self._doc = None
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     # --- the document --------------------------------------------------------------------------
 
@@ -264,9 +281,11 @@ class Dashboard:
             ).encode()
         )
         while not writer.is_closing():
+            changed = self._changed
             writer.write(b"event: status\ndata: " + await self.document() + b"\n\n")
             await writer.drain()
-            await asyncio.sleep(self.push_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.push_interval_s)
 
     async def _action(
         self,
@@ -306,7 +325,6 @@ class Dashboard:
             await self._json(writer, status, {"error": exc.message})
             return
         log.info("dashboard: %s %s", request.op, real)
-        self._doc = None  # the next document shows the change
         await self._json(writer, "200 OK", result)
 
     async def _json(self, writer: asyncio.StreamWriter, status: str, value: Any) -> None:
