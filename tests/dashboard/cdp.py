@@ -28,6 +28,7 @@ FLAGS = (
     "--no-first-run",
     "--disable-dev-shm-usage",
     "--remote-debugging-pipe",
+    "--window-size=1400,700",
 )
 
 

@@ -78,6 +78,32 @@ def register(subparsers: Any) -> None:
     )
     run_p.add_argument("-v", "--verbose", action="store_true", help="log every change")
     run_p.set_defaults(func=run)
+    unit_p = sub.add_parser(
+        "unit",
+        help="print the systemd unit for `gridlb director run` with this installation's paths",
+        description=(
+            "Print gridlb-director.service (Type=notify, watchdog, reload on SIGHUP, restart on failure, "
+            "only CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE) running this gridlb on SITE.yaml. "
+            "Install: gridlb director unit --site /etc/gridlb/director.yaml "
+            "> /etc/systemd/system/gridlb-director.service && systemctl daemon-reload"
+        ),
+    )
+    unit_p.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        metavar="SITE.yaml",
+        help="site file (repeatable; default /etc/gridlb/director.yaml)",
+    )
+    unit_p.set_defaults(func=run_unit)
+
+
+def run_unit(args: argparse.Namespace) -> int:
+    """Print the director's systemd unit."""
+    from gridlb.systemd.units import render_director_unit
+
+    print(render_director_unit(args.site or ["/etc/gridlb/director.yaml"]), end="")
+    return 0
 
 
 def setup_logging(verbose: bool) -> None:
