@@ -108,10 +108,9 @@ def run_unit(args: argparse.Namespace) -> int:
 
 def setup_logging(verbose: bool) -> None:
     """Log to stderr, one line per event."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from gridlb.systemd.journal import setup_logging as journal_or_stderr
+
+    journal_or_stderr(logging.DEBUG if verbose else logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:
