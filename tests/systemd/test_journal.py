@@ -88,8 +88,8 @@ def test_a_health_transition_reads_like_keepalived_and_carries_fields(
     log_health_change(pair, "tcp", "up", "down", "connect: connection refused")
     got = decode(sock.recv(65536))
     assert got["MESSAGE"] == (
-        "TCP_CHECK on service [10.0.1.1]:tcp:2811 of VS [10.0.0.1]:tcp:2811 failed: connect: connection refused "
-        "(health up -> down)"
+        "TCP_CHECK on service [10.0.1.1]:tcp:2811 of VS [10.0.0.1]:tcp:2811 failed: "
+        "connect: connection refused (health up -> down)"
     )
     assert got["GRIDLB_REAL_SERVER"] == "10.0.1.1:2811" and got["GRIDLB_SERVICE"] == "TCP 10.0.0.1:2811"
     assert got["GRIDLB_TRANSITION"] == "up->down" and got["GRIDLB_REASON"] == "connect: connection refused"
@@ -102,7 +102,8 @@ async def test_a_running_directors_drain_reaches_the_journal(
     sock, handler = journal
     d = Path(tempfile.mkdtemp(prefix="glbS-jd-"))
     (d / "site.yaml").write_text(
-        "virtual_servers:\n  g:\n    ip_address: 127.47.0.1\n    port: 2811\n    lb_algo: rr\n    lb_kind: NAT\n"
+        "virtual_servers:\n  g:\n    ip_address: 127.47.0.1\n    port: 2811\n"
+        "    lb_algo: rr\n    lb_kind: NAT\n"
         "    real_servers:\n      - ip_address: 127.47.0.2\n"
     )
     daemon = DirectorDaemon(
