@@ -164,6 +164,7 @@ def test_every_queried_metric_exists_in_a_running_directors_metrics(netns: str, 
     site = tmp_path / "director.yaml"
     site.write_text(SITE.format(sock=tmp_path / "control.sock"))
     ns = ["ip", "netns", "exec", netns]
+    log = (tmp_path / "director.log").open("w")  # closed once the director stopped
     procs = [
         subprocess.Popen(
             [*ns, sys.executable, "-m", "http.server", "--bind", "127.0.0.2", "2811"],
@@ -173,10 +174,13 @@ def test_every_queried_metric_exists_in_a_running_directors_metrics(netns: str, 
         subprocess.Popen(
             [*ns, GRIDLB, "director", "run", str(site)],
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "director.log", "w"),
+            stderr=log,
         ),
     ]
-    fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())"
+    fetch = (
+        "import urllib.request; "
+        "print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())"
+    )
     try:
         families: dict[str, set[str] | None] = {}
         deadline = time.monotonic() + 30
@@ -220,3 +224,4 @@ def test_every_queried_metric_exists_in_a_running_directors_metrics(netns: str, 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        log.close()
