@@ -765,7 +765,7 @@ class Director:
 
 def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reason: str) -> None:
     """Log a health transition as keepalived words it, with the journal fields operators filter on."""
-    check = f"{kind.upper()}_CHECK" if kind else "Check"
+    check = {"script": "MISC_CHECK", "": "Check"}.get(kind, f"{kind.upper()}_CHECK")
     rs, vs = keepalived_address(pair[1]), keepalived_address(pair[0])
     verb = {"up": "succeeded", "refusing": "refuses new sessions", "down": "failed"}.get(str(new), str(new))
     log.info(
