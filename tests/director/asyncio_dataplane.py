@@ -232,7 +232,7 @@ class AsyncioDataplane:
         flow = Flow(client.addr, client.port, svc.key.addr, svc.key.port)
         try:
             while True:
-                key = svc.scheduler.pick(self._views(svc), flow)
+                key = svc.scheduler.pick(self._views(svc), flow, time.monotonic())
                 dest = next((d for d in svc.dests if d.key == key), None)
                 if dest is None:
                     return

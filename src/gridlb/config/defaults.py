@@ -2,7 +2,7 @@
 
 A field left out of a site file takes the value named here; the schema, the keepalived renderer and
 the lint all read these constants instead of repeating numbers. Sources: keepalived.conf(5) and
-keepalived's check/vrrp parsers as summarised in research/anchors-lb.md §1.2-1.9.
+keepalived 2.2's check and vrrp parsers (keepalived/check/check_parser.c, keepalived/vrrp/vrrp_parser.c).
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ CHECK_CONNECT_TIMEOUT_S = 5.0
 CHECK_RETRY = 1  # TCP_CHECK, GRIDFTP_CHECK
 CHECK_RETRY_MISC = 0  # MISC_CHECK
 CHECK_DELAY_BEFORE_RETRY_S = 1.0
+CHECK_DELAY_BEFORE_RETRY_HTTP_S = 3.0  # HTTP_GET / SSL_GET (keepalived.conf(5))
+HTTP_STATUS_MIN = 100
+HTTP_STATUS_MAX = 599
+HTTP_DEFAULT_STATUS_MIN = 200  # a url without status_code accepts 200-299
+HTTP_DEFAULT_STATUS_MAX = 299
+HTTP_PROTOCOL = "1.0"  # keepalived's http_protocol default
+HTTP_CHECK_LEVEL = "get"
 CHECK_DELAY_LOOP_S = 60.0
 CHECK_ALPHA = False  # without alpha a real server starts UP
 CHECK_INHIBIT_ON_FAILURE = False  # True: a failed server stays with weight 0 instead of being removed

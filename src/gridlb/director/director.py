@@ -54,7 +54,7 @@ from gridlb.director.reconcile import (
     initial_health,
 )
 from gridlb.errors import GridlbError
-from gridlb.health.base import CheckResult, Verdict
+from gridlb.health.base import CheckResult
 from gridlb.status import (
     DirectorStatus,
 )
@@ -169,7 +169,6 @@ class Director:
         self.listeners: list[Callable[[DirectorInput], None]] = []
 
         self._queue: asyncio.Queue[DirectorInput] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()  # the ticker's schedule changed (a fault, a passive mark)
@@ -244,7 +243,6 @@ class Director:
 
     async def stop(self) -> None:
         """Stop checks, the loop and the timer (the dataplane is closed by its owner)."""
-        self._stopping.set()
         if self.health_monitor is not None:
             await self.health_monitor.close()
         for task in list(self._tasks):
@@ -256,10 +254,6 @@ class Director:
             fut = item.reply if isinstance(item, Intent | Reload) else None
             if fut is not None and not fut.done():
                 fut.set_exception(ApiError(ErrorCode.INTERNAL, "the director is shutting down"))
-
-    async def wait_stopped(self) -> None:
-        """Return once `stop` was called."""
-        await self._stopping.wait()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -780,14 +774,3 @@ def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reas
         extra=fields(service=pair[0], real=pair[1], transition=f"{old}->{new}", reason=reason),
     )
 
-
-def verdict_state(verdict: Verdict) -> HealthState:
-    """Return the health state a single check verdict stands for."""
-    return _VERDICT_STATE[verdict]
-
-
-_VERDICT_STATE = {
-    Verdict.UP: HealthState.UP,
-    Verdict.REFUSING: HealthState.REFUSING,
-    Verdict.DOWN: HealthState.DOWN,
-}

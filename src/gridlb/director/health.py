@@ -90,13 +90,6 @@ class RunnerMonitor:
         for pair in self.pairs.get(event.real, ()):
             self.report(pair, event.result, _STATE[event.new], event.new_weight, "", -1.0)
 
-    def snapshot_reason(self, real: RealKey) -> str:
-        """Return the last check's reason for `real` ('' when unknown)."""
-        try:
-            return self.runner.snapshot(real).reason
-        except KeyError:
-            return ""
-
     async def close(self) -> None:
         """Stop every check."""
         await self.runner.stop()
