@@ -21,6 +21,7 @@ from gridlb.systemd.units import UNITS, render_director_unit, unit_text
 from tests.support import need_tool
 
 GRIDLB = str(Path(sys.executable).with_name("gridlb"))
+ROOT = Path(__file__).resolve().parents[2]
 
 SITE = """\
 virtual_servers:
@@ -146,3 +147,22 @@ def test_gridlb_director_unit_prints_this_installations_paths(argv: list[str]) -
     exec_start = settings(out)["ExecStart"][0]
     assert shlex.split(exec_start)[0] == GRIDLB
     assert shlex.split(exec_start)[-1].endswith(".yaml")
+
+
+def test_systemd_analyze_verify_accepts_the_realserver_unit(tmp_path: Path) -> None:
+    """`gridlb realserver apply --persist` installs its own unit (oneshot apply, remove on stop)."""
+    need_tool("systemd-analyze")
+    site = ROOT / "src" / "gridlb" / "examples" / "nebraska-red-gridftp.yaml"
+    printed = subprocess.run(
+        [GRIDLB, "realserver", "apply", str(site), "--print-unit", "--address", "129.93.239.168"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert printed.returncode == 0, printed.stderr
+    unit = tmp_path / "gridlb-realserver.service"
+    unit.write_text(printed.stdout)
+    s = settings(printed.stdout)
+    assert s["Type"] == ["oneshot"] and " realserver apply " in s["ExecStart"][0]
+    ok = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and str(unit) not in ok.stderr, ok.stderr
