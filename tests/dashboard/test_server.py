@@ -219,3 +219,34 @@ async def test_an_unreadable_or_short_token_file_stops_start_up(directory: Path)
                 DaemonOptions(socket_path=str(directory / "c.sock"), dashboard_listen="127.0.0.1:0"),
                 dataplane=FakeDataplane(),
             )
+
+
+def test_the_listen_address_is_validated_like_metrics_listen(directory: Path) -> None:
+    import subprocess
+    import sys
+
+    from gridlb.config.schema import GridlbSettings
+
+    assert GridlbSettings.model_validate({"dashboard_listen": "[::1]:8080"}).dashboard_listen == "[::1]:8080"
+    for bad in ("8080", "127.0.0.1:0", "127.0.0.1:70000"):
+        with pytest.raises(ValueError, match="ADDR:PORT"):
+            GridlbSettings.model_validate({"dashboard_listen": bad})
+    site = directory / "site.yaml"
+    site.write_text(SITE + "gridlb:\n  dashboard_listen: localhost\n")
+    gridlb = str(Path(sys.executable).with_name("gridlb"))
+    r = subprocess.run([gridlb, "lint", str(site)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "dashboard_listen" in r.stdout + r.stderr
+    site.write_text(SITE)
+    r = subprocess.run(
+        [gridlb, "director", "run", str(site), "--dashboard", "nope", "--socket", str(directory / "c.sock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "gridlb: error: --dashboard: 'nope': expected ADDR:PORT, e.g. 127.0.0.1:9100 or [::1]:9100"
+    ]
+    r = subprocess.run(
+        [gridlb, "demo", "--dashboard", "nope", "--duration", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2 and "dashboard_listen" in r.stderr and "Traceback" not in r.stderr
