@@ -89,7 +89,7 @@ def test_a_health_transition_reads_like_keepalived_and_carries_fields(
     got = decode(sock.recv(65536))
     assert got["MESSAGE"] == (
         "TCP_CHECK on service [10.0.1.1]:tcp:2811 of VS [10.0.0.1]:tcp:2811 failed: "
-        "connect: connection refused (health up -> down)"
+        "connect: connection refused (health up -> down: TCP 10.0.0.1:2811 -> 10.0.1.1:2811)"
     )
     assert got["GRIDLB_REAL_SERVER"] == "10.0.1.1:2811" and got["GRIDLB_SERVICE"] == "TCP 10.0.0.1:2811"
     assert got["GRIDLB_TRANSITION"] == "up->down" and got["GRIDLB_REASON"] == "connect: connection refused"

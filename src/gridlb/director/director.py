@@ -763,7 +763,7 @@ def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reas
     rs, vs = keepalived_address(pair[1]), keepalived_address(pair[0])
     verb = {"up": "succeeded", "refusing": "refuses new sessions", "down": "failed"}.get(str(new), str(new))
     log.info(
-        "%s on service %s of VS %s %s: %s (health %s -> %s)",
+        "%s on service %s of VS %s %s: %s (health %s -> %s: %s)",
         check,
         rs,
         vs,
@@ -771,6 +771,7 @@ def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reas
         reason or "-",
         old,
         new,
+        fmt_pair(pair),
         extra=fields(service=pair[0], real=pair[1], transition=f"{old}->{new}", reason=reason),
     )
 
