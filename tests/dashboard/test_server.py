@@ -250,3 +250,21 @@ def test_the_listen_address_is_validated_like_metrics_listen(directory: Path) ->
         [gridlb, "demo", "--dashboard", "nope", "--duration", "1"], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 2 and "dashboard_listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_token_without_a_dashboard_is_a_lint_warning() -> None:
+    from gridlb.config.lint import Severity, lint_site
+    from gridlb.config.load import Site, parse_text
+
+    text = SITE + "gridlb:\n  dashboard_token_file: /etc/gridlb/dashboard.token\n"
+    (finding,) = [
+        f
+        for f in lint_site(Site.from_files([parse_text(text, "d.yaml")]))
+        if f.code == "dashboard-token-unused"
+    ]
+    assert finding.severity is Severity.WARNING and finding.location.line == 12
+    assert str(finding).startswith("d.yaml:12: warning: gridlb.dashboard_token_file: a token for dashboard")
+    on = SITE + "gridlb:\n  dashboard_listen: 127.0.0.1:8080\n  dashboard_token_file: /etc/t\n"
+    assert not [
+        f for f in lint_site(Site.from_files([parse_text(on, "d.yaml")])) if f.code.startswith("dash")
+    ]

@@ -84,6 +84,7 @@ def lint_site(site: Site) -> list[Finding]:
     for f in site.files:
         found.extend(_services(f, site))
         found.extend(_dataplane(f, site))
+        found.extend(_dashboard(f))
         for name, inst in f.vrrp_instances.items():
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
@@ -244,6 +245,19 @@ def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
         for m in caps.assess(vs.service_key(), vs.service_spec(), methods):
             sev = Severity.ERROR if m.severity is Level.ERROR else Severity.WARNING
             yield _at(f, (VS, vs_name), sev, "dataplane-cannot", f"the {name} dataplane: {m.message}")
+
+
+def _dashboard(f: SiteFile) -> Iterator[Finding]:
+    g = f.gridlb
+    if g is not None and g.dashboard_token_file and not g.dashboard_listen:
+        yield _at(
+            f,
+            ("gridlb", "dashboard_token_file"),
+            Severity.WARNING,
+            "dashboard-token-unused",
+            "a token for dashboard actions, but gridlb.dashboard_listen is not set: the dashboard is off "
+            "(unless `director run --dashboard` turns it on)",
+        )
 
 
 def _services(f: SiteFile, site: Site) -> Iterator[Finding]:

@@ -110,6 +110,11 @@ class DirectorDaemon:
         self.ha = HaController.from_paths(config.paths, on_role=self.director.set_role) if opts.vrrp else None
         if self.ha is not None:
             self.metrics.registry.register(self.ha.collector)
+        if config.settings.dashboard_token_file and not self.dashboard_listen:
+            log.warning(
+                "gridlb.dashboard_token_file is set but the dashboard is off (no gridlb.dashboard_listen "
+                "or --dashboard): no dashboard actions"
+            )
         if self.dashboard_listen:  # reads the token file now: a bad one stops start-up before anything runs
             from gridlb.dashboard.server import Dashboard
 

@@ -774,4 +774,3 @@ def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reas
         fmt_pair(pair),
         extra=fields(service=pair[0], real=pair[1], transition=f"{old}->{new}", reason=reason),
     )
-
