@@ -37,7 +37,20 @@ function spark(points, index, windowS, max, cls) {
   line.setAttribute("class", cls);
   line.setAttribute("points", points.map((p) =>
     ((1 - p[0] / windowS) * 120).toFixed(1) + "," + (22 - (p[index] / top) * 20).toFixed(1)).join(" "));
-  svg.append(line);
+  const base = document.createElementNS(svgNS, "line");
+  base.setAttribute("class", "base");
+  base.setAttribute("x1", "0"); base.setAttribute("x2", "120");
+  base.setAttribute("y1", "22"); base.setAttribute("y2", "22");
+  svg.append(base, line);
+  const last = points[points.length - 1];
+  if (last) {  // the latest value as a dot: visible even before the line has two points
+    const dot = document.createElementNS(svgNS, "circle");
+    dot.setAttribute("class", cls);
+    dot.setAttribute("r", "2");
+    dot.setAttribute("cx", ((1 - last[0] / windowS) * 120).toFixed(1));
+    dot.setAttribute("cy", (22 - (last[index] / top) * 20).toFixed(1));
+    svg.append(dot);
+  }
   const title = document.createElementNS(svgNS, "title");
   title.textContent = cls === "health" ? "health, last hour" : "connections (peak " + top + "), last hour";
   svg.append(title);
