@@ -56,12 +56,18 @@ def register(subparsers: Any) -> None:
         "--metrics", default=f"{VIP}:9100", metavar="ADDR:PORT", help="metrics listener ('' = off)"
     )
     p.add_argument(
+        "--dashboard",
+        default="",
+        metavar="ADDR:PORT",
+        help="serve the web dashboard there, e.g. 127.0.0.1:8080 (default: off)",
+    )
+    p.add_argument(
         "--dir", metavar="DIR", help="run directory (default: a new temporary one, removed at exit)"
     )
     p.set_defaults(func=run)
 
 
-def demo_site(run_dir: Path, metrics: str) -> DirectorConfig:
+def demo_site(run_dir: Path, metrics: str, dashboard: str = "") -> DirectorConfig:
     """Return the demo's director config: one wlc service over the three real servers."""
     site = site_from_mapping(
         {
@@ -83,6 +89,7 @@ def demo_site(run_dir: Path, metrics: str) -> DirectorConfig:
                 "dataplane": "proxy",
                 "control_socket": str(run_dir / "control.sock"),
                 **({"metrics_listen": metrics} if metrics else {}),
+                **({"dashboard_listen": dashboard} if dashboard else {}),
                 "timeouts": {"tcpfin": 10},
                 "gridftp_services": {f"{VIP}:{PORT}": {"data_ports": "{}-{}".format(*DATA_PORTS)}},
             },
@@ -106,7 +113,7 @@ def make_demo_files(root: Path) -> None:
                     f.write(chunk)
 
 
-def instructions(run_dir: Path, data: Path, metrics: str) -> str:
+def instructions(run_dir: Path, data: Path, metrics: str, dashboard: str = "") -> str:
     """Return the how-to-try text."""
     sock = run_dir / "control.sock"
     lines = [
@@ -117,6 +124,8 @@ def instructions(run_dir: Path, data: Path, metrics: str) -> str:
     ]
     if metrics:
         lines.append(f"  metrics       http://{metrics}/metrics")
+    if dashboard:
+        lines.append(f"  dashboard     http://{dashboard}/")
     lines += [
         "Try, from another terminal:",
         f"  gridlb gridftp-client get ftp://{VIP}:{PORT}/hello.txt /tmp/hello.txt",
@@ -156,7 +165,7 @@ async def _demo(args: argparse.Namespace, run_dir: Path) -> int:
                     key="demo",
                 ) from None
             started.append(server)
-        config = demo_site(run_dir, args.metrics)
+        config = demo_site(run_dir, args.metrics, args.dashboard)
         daemon = DirectorDaemon(config, DaemonOptions(socket_path=str(run_dir / "control.sock"), grace_s=1.0))
         try:
             await daemon.start()
@@ -169,7 +178,7 @@ async def _demo(args: argparse.Namespace, run_dir: Path) -> int:
             errors = "; ".join(r.error for r in director.last_errors)
             await daemon.stop()
             raise ConfigError(f"the proxy cannot serve {VIP}:{PORT}: {errors}", key="demo")
-        print(instructions(run_dir, data, args.metrics), flush=True)
+        print(instructions(run_dir, data, args.metrics, args.dashboard), flush=True)
         loop = asyncio.get_running_loop()
         if args.duration > 0:
             loop.call_later(args.duration, daemon.request_stop)

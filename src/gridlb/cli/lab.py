@@ -154,7 +154,19 @@ def _up(args: argparse.Namespace) -> int:
         net_a=args.net[0],
         net_b=args.net[1],
     )
-    state = system.up(options, timeout_s=args.timeout)
+    if sys.stderr.isatty():  # a spinner with the current step; plain lines otherwise
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"lab {args.name}: building") as spinner:
+            state = system.up(
+                options, timeout_s=args.timeout, say=lambda text: spinner.update(f"lab {args.name}: {text}")
+            )
+    else:
+        state = system.up(
+            options,
+            timeout_s=args.timeout,
+            say=lambda text: print(f"lab {args.name}: {text}", file=sys.stderr, flush=True),
+        )
     lines, _ = system.status_lines(state)
     print("\n".join(lines))
     return EXIT_OK

@@ -85,6 +85,7 @@ def lint_site(site: Site) -> list[Finding]:
         found.extend(_services(f, site))
         found.extend(_dataplane(f, site))
         found.extend(_gridftp_services(f, site))
+        found.extend(_dashboard(f))
         for name, inst in f.vrrp_instances.items():
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
@@ -315,6 +316,19 @@ def _gridftp_services(f: SiteFile, site: Site) -> Iterator[Finding]:
                 "no data_ports: the mark covers the control port only, clients that ignore the PASV "
                 "address still fail",
             )
+
+
+def _dashboard(f: SiteFile) -> Iterator[Finding]:
+    g = f.gridlb
+    if g is not None and g.dashboard_token_file and not g.dashboard_listen:
+        yield _at(
+            f,
+            ("gridlb", "dashboard_token_file"),
+            Severity.WARNING,
+            "dashboard-token-unused",
+            "a token for dashboard actions, but gridlb.dashboard_listen is not set: the dashboard is off "
+            "(unless `director run --dashboard` turns it on)",
+        )
 
 
 def _services(f: SiteFile, site: Site) -> Iterator[Finding]:

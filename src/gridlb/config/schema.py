@@ -1187,6 +1187,8 @@ class GridlbSettings(_Model):
     control_socket: str = D.GRIDLB_CONTROL_SOCKET
     control_group: str | None = None  # group allowed to change things over the control socket
     metrics_listen: str | None = None  # "ADDR:PORT" for Prometheus metrics; None = off
+    dashboard_listen: str | None = None  # "ADDR:PORT" for the web dashboard; None = off
+    dashboard_token_file: str | None = None  # file holding the token that allows drain/enable from it
     gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
     xrootd_check: XrootdCheckSettings = XrootdCheckSettings()
     proxy: ProxySettings = ProxySettings()
@@ -1247,7 +1249,7 @@ class GridlbSettings(_Model):
                 return svc
         return None
 
-    @field_validator("metrics_listen")
+    @field_validator("metrics_listen", "dashboard_listen")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is None:
