@@ -45,7 +45,9 @@ down    stop every process the lab started (by recorded PID: SIGTERM, then SIGKI
 
 State and logs live in /run/gridlb-lab/NAME.json and /run/gridlb-lab/NAME/. Needs root, iproute2,
 and for --gridftp globus the globus-gridftp-server-progs package (globus-url-copy is in
-globus-gass-copy-progs). Only --dataplane proxy exists in this build.
+globus-gass-copy-progs). --dataplane proxy relays through the directors (lb_kind NAT); --dataplane
+dr forwards by MAC rewrite in nftables (lb_kind DR: replies go from the real servers straight to
+the client), with connection sync between the two directors.
 """
 
 EXAMPLES = """\
@@ -104,7 +106,9 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--directors", type=_count(0, 2), default=2, metavar="0|1|2", help="directors (default 2)"
     )
-    up.add_argument("--dataplane", default="proxy", metavar="proxy", help="the directors' dataplane (proxy)")
+    up.add_argument(
+        "--dataplane", default="proxy", metavar="proxy|dr", help="the directors' dataplane (default proxy)"
+    )
     up.add_argument("--ipv6", action="store_true", help="also an IPv6 VIP, service and GridFTP addresses")
     up.add_argument("--net", type=_net, default=(90, 1), metavar="A.B", help="use 10.A.B.0/24 (default 90.1)")
     up.add_argument(
@@ -125,9 +129,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Carry out `args.action`."""
     if args.action == "up" and args.dataplane not in system.DATAPLANES:
-        why = "the dr dataplane is not in this build yet" if args.dataplane == "dr" else "no such dataplane"
+        have = " or ".join(system.DATAPLANES)
         print(
-            f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
+            f"gridlb lab: error: --dataplane {args.dataplane}: no such dataplane; use {have}", file=sys.stderr
         )
         return EXIT_USAGE
     if args.action == "up" and args.start == "all" and 0 in (args.realservers, args.directors):
@@ -159,12 +163,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    if args.dataplane not in system.DATAPLANES:
-        why = "the dr dataplane is not in this build yet" if args.dataplane == "dr" else "no such dataplane"
-        print(
-            f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
-        )
-        return EXIT_USAGE
     options = system.LabOptions(
         name=args.name,
         realservers=args.realservers,
@@ -176,7 +174,19 @@ def _up(args: argparse.Namespace) -> int:
         net_b=args.net[1],
         start=args.start,
     )
-    state = system.up(options, timeout_s=args.timeout)
+    if sys.stderr.isatty():  # a spinner with the current step; plain lines otherwise
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"lab {args.name}: building") as spinner:
+            state = system.up(
+                options, timeout_s=args.timeout, say=lambda text: spinner.update(f"lab {args.name}: {text}")
+            )
+    else:
+        state = system.up(
+            options,
+            timeout_s=args.timeout,
+            say=lambda text: print(f"lab {args.name}: {text}", file=sys.stderr, flush=True),
+        )
     lines, _ = system.status_lines(state)
     print("\n".join(lines))
     return EXIT_OK

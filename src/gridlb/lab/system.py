@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -36,7 +36,7 @@ STATE_ROOT = Path("/run/gridlb-lab")
 NETNS_ETC = Path("/etc/netns")
 PORT = 2811
 GRIDFTP_KINDS = ("globus", "gridlb")
-DATAPLANES = ("proxy",)  # `dr` joins when the dr dataplane exists
+DATAPLANES = ("proxy", "dr")
 #: What `up` starts: everything; the real servers only (the directors' namespaces stay empty for the
 #: caller's own director or keepalived); nothing (namespaces and addresses only).
 START_KINDS = ("all", "realservers", "none")
@@ -177,8 +177,10 @@ def _settings(options: LabOptions) -> PairSettings:
 def director_site(lab: Lab, options: LabOptions, spec: RouterSpec, socket_path: Path) -> str:
     """A director's site file: the VRRP instance(s) and one service per VIP over every real server."""
     out = [gridlb_site(lab, _settings(options), spec).rstrip("\n"), "keepalived::virtual_servers:"]
-    out += _services(lab, options, "NAT", check=True)
+    out += _services(lab, options, "DR" if options.dataplane == "dr" else "NAT", check=True)
     out += ["gridlb:", f"  dataplane: {options.dataplane}", f"  control_socket: {socket_path}"]
+    if options.dataplane == "dr" and options.directors == 2:
+        out.append("  dr: {sync_interface: eth0}")  # connection sync between the two directors
     return "\n".join(out) + "\n"
 
 
@@ -212,8 +214,9 @@ def _gridlb_argv(*args: str) -> list[str]:
 class _Builder:
     """Builds one lab; on any failure `abort()` removes everything made so far."""
 
-    def __init__(self, options: LabOptions) -> None:
+    def __init__(self, options: LabOptions, say: Callable[[str], None] | None = None) -> None:
         self.options = options
+        self.say = say or (lambda _text: None)
         self.workdir = STATE_ROOT / options.name
         self.lab = Lab(
             LabSpec(
@@ -266,13 +269,16 @@ class _Builder:
         self.workdir.mkdir(parents=True)
         os.chmod(self.workdir, 0o755)
         state_path(self.options.name).write_text(self.state().to_json())
+        self.say(f"creating namespaces {self.options.prefix}-* and the bridge")
         self.lab.build()
         state_path(self.options.name).write_text(self.state().to_json())
         self._exports()
         if self.options.start in ("all", "realservers"):
             self._realservers()
+            self.say(f"starting the GridFTP servers ({self.options.gridftp})")
             self._gridftp()
         if self.options.start == "all":
+            self.say(f"starting {self.options.directors} director(s); waiting for dir1 to hold the VIPs")
             self._directors(timeout_s)
         return self.state()
 
@@ -291,6 +297,7 @@ class _Builder:
     def _realservers(self) -> None:
         site = self.workdir / "realserver.yaml"
         for name in [n for n in self.lab.nodes if n.startswith("rs")]:
+            self.say(f"{name}: gridlb realserver apply (VIPs on lo, ARP suppressed)")
             node = self.lab.node(name)
             addrs = [f"--address={node.ipv4}"] + ([f"--address={node.ipv6}"] if self.options.ipv6 else [])
             argv = _gridlb_argv("realserver", "apply", str(site), "--method", "sysctl", *addrs)
@@ -407,9 +414,9 @@ def _director_ready(sock: Path) -> bool:
     return bool(status.get("vrrp")) and bool(reals) and all(r["in_table"] for r in reals)
 
 
-def up(options: LabOptions, *, timeout_s: float = 60.0) -> LabState:
-    """Build the lab; on failure remove everything made and raise LabStateError."""
-    return _build(options, timeout_s).state()
+def up(options: LabOptions, *, timeout_s: float = 60.0, say: Callable[[str], None] | None = None) -> LabState:
+    """Build the lab, telling `say` each step; on failure remove everything made and raise LabStateError."""
+    return _build(options, timeout_s, say).state()
 
 
 @contextlib.contextmanager
@@ -427,9 +434,10 @@ def running(options: LabOptions, *, timeout_s: float = 90.0) -> Iterator[Lab]:
         builder.lab.close()  # reaps the caller's processes (already killed) and forgets the namespaces
 
 
-def _build(options: LabOptions, timeout_s: float) -> _Builder:
+def _build(options: LabOptions, timeout_s: float, say: Callable[[str], None] | None = None) -> _Builder:
     if options.dataplane not in DATAPLANES:
-        raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: proxy)")
+        have = ", ".join(DATAPLANES)
+        raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: {have})")
     if options.start not in START_KINDS:
         raise LabStateError(f"start {options.start!r}: expected one of {', '.join(START_KINDS)}")
     if options.start == "all" and 0 in (options.realservers, options.directors):
@@ -441,7 +449,7 @@ def _build(options: LabOptions, timeout_s: float) -> _Builder:
     stale = [ns for ns in _netns_list() if ns.startswith(options.prefix + "-")]
     if stale:
         raise LabStateError(f"namespaces {', '.join(stale)} exist without a state file; delete them first")
-    builder = _Builder(options)
+    builder = _Builder(options, say)
     try:
         builder.build(timeout_s)
         return builder
