@@ -195,7 +195,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gdrb-", dir="/tmp"))
     workdir.chmod(0o755)
     try:
-        with DrLab(f"glbBdr-{os.getpid() % 100000}", workdir, net_b=7) as t:
+        with DrLab(f"Bdr{os.getpid()}", workdir, net_b=7) as t:
             t.start_name_servers(BANNER_PORT)
             have_globus = shutil.which("globus-gridftp-server") and shutil.which("globus-url-copy")
             if have_globus:

@@ -1,15 +1,13 @@
 """The Grafana dashboard in docs/grafana/gridlb.json: its JSON model is well formed, and every metric
 (and label) it queries exists in /metrics of a running director with VRRP and the proxy dataplane.
 
-The director runs in a fresh network namespace (loopback, plus a veth pair for its VRRP instance);
+The director runs in the lab's dir1 (its VRRP peer dir2 never answers, so it becomes MASTER);
 a TCP listener there is its real server, so every family has samples.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import need_root, need_tool
+from gridlb.lab.netns import Lab
+from tests.support import lab, need_tool
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana" / "gridlb.json"
 GRIDLB = str(Path(sys.executable).with_name("gridlb"))
@@ -102,46 +101,33 @@ def scrape_families(text: str) -> dict[str, set[str] | None]:
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    need_root()
+def netns() -> Iterator[Lab]:
+    """The lab's dir1 runs the director; dir2 is its VRRP peer, which never answers (so dir1 is MASTER)."""
     need_tool("ip")
-    name = f"glbG-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for argv in (
-            ["link", "set", "lo", "up"],
-            ["link", "add", "name", "ga", "type", "veth", "peer", "name", "gb"],
-            ["addr", "add", "10.213.0.2/24", "dev", "ga"],
-            ["addr", "add", "10.213.0.3/24", "dev", "gb"],
-            ["link", "set", "ga", "up"],
-            ["link", "set", "gb", "up"],
-        ):
-            subprocess.run(["ip", "-n", name, *argv], check=True)
-        yield name
-    finally:
-        for pid in subprocess.run(
-            ["ip", "netns", "pids", name], capture_output=True, text=True
-        ).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with lab("gf", realservers=0, directors=2, start="none", net_a=213, net_b=0) as built:
+        yield built
+
+
+def site_text(lab: Lab, sock: Path) -> str:
+    me, peer = lab.node("dir1").ipv4, lab.node("dir2").ipv4
+    return SITE.format(sock=sock, vip=lab.vip4, me=me, peer=peer)
 
 
 SITE = """\
 vrrp_instances:
   VI_G:
-    interface: ga
+    interface: eth0
     state: BACKUP
     virtual_router_id: 62
     priority: 150
     version: 3
     advert_int: 0.2
-    virtual_ipaddress: ['10.213.0.100/24']
-    unicast_source_ip: 10.213.0.2
-    unicast_peers: [10.213.0.3]
+    virtual_ipaddress: ['{vip}/24']
+    unicast_source_ip: {me}
+    unicast_peers: [{peer}]
 virtual_servers:
   gridftp:
-    ip_address: 10.213.0.100
+    ip_address: {vip}
     port: 2811
     lb_algo: wlc
     lb_kind: NAT
@@ -160,10 +146,10 @@ gridlb:
 
 
 @pytest.mark.privileged
-def test_every_queried_metric_exists_in_a_running_directors_metrics(netns: str, tmp_path: Path) -> None:
+def test_every_queried_metric_exists_in_a_running_directors_metrics(netns: Lab, tmp_path: Path) -> None:
     site = tmp_path / "director.yaml"
-    site.write_text(SITE.format(sock=tmp_path / "control.sock"))
-    ns = ["ip", "netns", "exec", netns]
+    site.write_text(site_text(netns, tmp_path / "control.sock"))
+    ns = ["ip", "netns", "exec", netns.node("dir1").ns]
     log = (tmp_path / "director.log").open("w")  # closed once the director stopped
     procs = [
         subprocess.Popen(

@@ -1,14 +1,12 @@
 """The dashboard of a director running VRRP: role, peer and recent transitions, in the JSON and the page.
 
-The director runs in a fresh network namespace (loopback plus a veth pair for its VRRP instance,
-whose peer never answers, so it becomes MASTER); Chromium loads the page inside the namespace.
+The director runs in the lab's dir1 (its VRRP peer dir2 never answers, so it becomes MASTER);
+Chromium loads the page inside dir1's namespace.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from gridlb.lab.netns import Lab
 from tests.dashboard.cdp import Browser
-from tests.support import need_root, need_tool
+from tests.support import lab, need_tool
 
 pytestmark = pytest.mark.privileged
 GRIDLB = str(Path(sys.executable).with_name("gridlb"))
@@ -26,18 +25,18 @@ GRIDLB = str(Path(sys.executable).with_name("gridlb"))
 SITE = """\
 vrrp_instances:
   VI_D:
-    interface: da
+    interface: eth0
     state: BACKUP
     virtual_router_id: 63
     priority: 120
     version: 3
     advert_int: 0.2
-    virtual_ipaddress: ['10.214.0.100/24']
-    unicast_source_ip: 10.214.0.2
-    unicast_peers: [10.214.0.3]
+    virtual_ipaddress: ['{vip}/24']
+    unicast_source_ip: {me}
+    unicast_peers: [{peer}]
 virtual_servers:
   gridftp:
-    ip_address: 10.214.0.100
+    ip_address: {vip}
     port: 2811
     lb_algo: wlc
     lb_kind: NAT
@@ -56,35 +55,22 @@ FETCH = (
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    need_root()
+def netns() -> Iterator[Lab]:
+    """The lab's dir1 runs the director; dir2 is its VRRP peer, which never answers (so dir1 is MASTER)."""
     need_tool("ip", "chromium")
-    name = f"glbV-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for argv in (
-            ["link", "set", "lo", "up"],
-            ["link", "add", "name", "da", "type", "veth", "peer", "name", "db"],
-            ["addr", "add", "10.214.0.2/24", "dev", "da"],
-            ["addr", "add", "10.214.0.3/24", "dev", "db"],
-            ["link", "set", "da", "up"],
-            ["link", "set", "db", "up"],
-        ):
-            subprocess.run(["ip", "-n", name, *argv], check=True)
-        yield name
-    finally:
-        for pid in subprocess.run(
-            ["ip", "netns", "pids", name], capture_output=True, text=True
-        ).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with lab("dv", realservers=0, directors=2, start="none", net_a=214, net_b=0) as built:
+        yield built
 
 
-def test_vrrp_role_peer_and_transitions(netns: str, tmp_path: Path) -> None:
+def site_text(lab: Lab, sock: Path) -> str:
+    me, peer = lab.node("dir1").ipv4, lab.node("dir2").ipv4
+    return SITE.format(sock=sock, vip=lab.vip4, me=me, peer=peer)
+
+
+def test_vrrp_role_peer_and_transitions(netns: Lab, tmp_path: Path) -> None:
     site = tmp_path / "director.yaml"
-    site.write_text(SITE.format(sock=tmp_path / "control.sock"))
-    ns = ["ip", "netns", "exec", netns]
+    site.write_text(site_text(netns, tmp_path / "control.sock"))
+    ns = ["ip", "netns", "exec", netns.node("dir1").ns]
     with (tmp_path / "director.log").open("w") as log:
         director = subprocess.Popen([*ns, GRIDLB, "director", "run", str(site)], stdout=log, stderr=log)
     browser: Browser | None = None
@@ -103,7 +89,8 @@ def test_vrrp_role_peer_and_transitions(netns: str, tmp_path: Path) -> None:
         else:
             pytest.fail("not MASTER in 30 s: " + (tmp_path / "director.log").read_text()[-2000:])
         (inst,) = doc["status"]["vrrp"]["instances"]  # type: ignore[index]
-        assert inst["name"] == "VI_D" and inst["peers"] == ["10.214.0.3"]
+        peer, vip = str(netns.node("dir2").ipv4), str(netns.vip4)
+        assert inst["name"] == "VI_D" and inst["peers"] == [peer]
         transitions = doc["transitions"]
         assert [(t["from"], t["to"]) for t in transitions][-1:] == [("BACKUP", "MASTER")]  # type: ignore[union-attr]
 
@@ -116,7 +103,7 @@ def test_vrrp_role_peer_and_transitions(netns: str, tmp_path: Path) -> None:
             "(document.getElementById('vrrp'))",
             15,
         )
-        assert "VI_D: MASTER, priority 120, VIPs 10.214.0.100/24, peer 10.214.0.3" in text
+        assert f"VI_D: MASTER, priority 120, VIPs {vip}/24, peer {peer}" in text
         assert "VI_D: BACKUP → MASTER" in text
         assert "VRRP MASTER" in browser.eval("document.getElementById('summary').textContent")
         (tmp_path / "dashboard-vrrp.png").write_bytes(browser.screenshot())

@@ -1,4 +1,4 @@
-"""A direct-routing topology for the `dr` dataplane's tests and benchmark, built on `gridlb.lab.netns`.
+"""A direct-routing topology for the `dr` dataplane's tests and benchmark, built by the lab.
 
 Client, one director (dir1) and N real servers on one bridge. Each real server has the VIPs on `lo`
 (IPv4 /32, IPv6 /128) with ARP suppressed by sysctl (arp_ignore=1, arp_announce=2; Linux answers
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from gridlb.lab.netns import Lab, LabSpec
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+from gridlb.lab.netns import Lab, gridlb_env
+from gridlb.lab.system import LabOptions, running
 
 #: Answers each connection on [::]:PORT (dual stack) with NAME, then echoes until the peer closes.
 NAME_SERVER = r"""
@@ -48,20 +46,17 @@ while True:
 """
 
 
-def env_with_src() -> dict[str, str]:
-    """The environment for a child Python that must import this tree's gridlb."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
 class DrLab:
-    """The topology plus a director process; `with DrLab(prefix, workdir) as t:` always tears it down."""
+    """The topology plus a director process; `with DrLab(name, workdir) as t:` always tears it down."""
+
+    lab: Lab
 
     def __init__(
-        self, prefix: str, workdir: Path, *, realservers: int = 3, net_b: int = 1, static_vip: bool = True
+        self, name: str, workdir: Path, *, realservers: int = 3, net_b: int = 1, static_vip: bool = True
     ) -> None:
-        self.lab = Lab(LabSpec(prefix=prefix, realservers=realservers, net_b=net_b))
+        # the lab's namespaces only (`gridlb lab up --start none`); the real servers are set up here
+        self.options = LabOptions(name=name, realservers=realservers, net_a=77, net_b=net_b, start="none")
+        self._stack = contextlib.ExitStack()
         self.static_vip = static_vip  # False: the directors' VRRP instances move the VIP
         self.workdir = workdir
         self.realservers = [f"rs{i + 1}" for i in range(realservers)]
@@ -71,7 +66,7 @@ class DrLab:
 
     def __enter__(self) -> DrLab:
         try:
-            self.lab.__enter__()
+            self.lab = self._stack.enter_context(running(self.options))
             self._setup()
         except BaseException:
             self.close()
@@ -83,7 +78,7 @@ class DrLab:
 
     def close(self) -> None:
         """Stop the director and every process, delete the namespaces."""
-        self.lab.close()
+        self._stack.close()
 
     @property
     def vip4(self) -> str:
@@ -180,7 +175,7 @@ class DrLab:
         argv = [sys.executable, "-m", "gridlb", "director", "run", str(path), "--grace", "0"]
         if "vrrp_instances" not in site:
             argv.append("--no-vrrp")
-        proc = self.lab.spawn(node, argv, stdout=log, stderr=subprocess.STDOUT, env=env_with_src())
+        proc = self.lab.spawn(node, argv, stdout=log, stderr=subprocess.STDOUT, env=gridlb_env())
         self.directors[node] = proc
         if node == "dir1":
             self.director = proc
@@ -231,7 +226,7 @@ class DrLab:
         """Run a `gridlb` command (e.g. ipvsadm, drain) against the director's control socket."""
         argv = [sys.executable, "-m", "gridlb", *args]
         return subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout_s, env=env_with_src(), check=False
+            argv, capture_output=True, text=True, timeout=timeout_s, env=gridlb_env(), check=False
         )
 
     def nft_json(self, node: str, what: str) -> list[dict[str, Any]]:
@@ -327,4 +322,4 @@ class HeldConnections:
             self.proc.wait(timeout=10)
 
 
-__all__ = ["CLIENT", "NAME_SERVER", "DrLab", "HeldConnections", "connect_many", "env_with_src"]
+__all__ = ["CLIENT", "NAME_SERVER", "DrLab", "HeldConnections", "connect_many"]

@@ -32,7 +32,7 @@ def t() -> Iterator[DrLab]:
     need_tool("nft")
     workdir = Path(tempfile.mkdtemp(prefix="gdr-", dir="/tmp"))
     try:
-        with DrLab(f"glbD-{os.getpid() % 100000}", workdir) as built:
+        with DrLab(f"D{os.getpid()}", workdir) as built:
             yield built
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -253,7 +253,7 @@ def pair() -> Iterator[DrLab]:
     need_tool("nft")
     workdir = Path(tempfile.mkdtemp(prefix="gdrp-", dir="/tmp"))
     try:
-        with DrLab(f"glbE-{os.getpid() % 100000}", workdir, net_b=3, static_vip=False) as built:
+        with DrLab(f"E{os.getpid()}", workdir, net_b=3, static_vip=False) as built:
             yield built
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

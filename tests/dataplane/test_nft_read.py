@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gridlb.dataplane.dr_rules import FlowKey, decode_key
 from gridlb.dataplane.nft_read import NftReadError, messages, parse_counter, parse_setelems, request
-from tests.support import need_root, need_tool
+from tests.support import lab, need_root, need_tool
 
 
 def attr(kind: int, payload: bytes) -> bytes:
@@ -68,9 +68,8 @@ def test_requests_are_netdev_nftables_dumps() -> None:
 def test_dumps_match_what_nft_lists() -> None:
     need_root()
     need_tool("nft")
-    ns = f"glbR-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
+    with lab("N", realservers=0, directors=0, start="none") as built:  # the client's namespace
+        ns = built.node("client").ns
         script = r"""
 import json, subprocess
 from ipaddress import ip_address
@@ -107,5 +106,3 @@ print(json.dumps({"v4": got4 == want4, "n4": len(got4), "v6": [str(decode_key(k)
         assert got["v6"] == [str(FlowKey(ip_address("fd00::50"), 40000, ip_address("fd00::100"), 2811))]
         assert 55_000 < got["ms6"][0] <= 60_000
         assert got["counters"] == {"d1": [5, 300]}
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -301,7 +301,7 @@ async def test_cli_without_vrrp(plain_daemon: str, capsys: pytest.CaptureFixture
 @pytest.mark.privileged
 def test_director_run_with_a_missing_vrrp_interface_is_one_line(tmp_path: Path) -> None:
     """In a fresh director namespace: exit 2, one line naming the instance's interface, no socket left."""
-    with lab_up("e", realservers=0, directors=1, start="none") as lab:
+    with lab_up("ha", realservers=0, directors=1, start="none") as lab:
         sock = tmp_path / "control.sock"
         site = tmp_path / "dir1.yaml"
         site.write_text(

@@ -29,7 +29,7 @@ def site_text(lab: Lab, *, ipv6: bool = True) -> str:
 
 def fresh_lab(realservers: int, net_b: int) -> contextlib.AbstractContextManager[Lab]:
     """Client and real servers, nothing set up or running on them (`gridlb lab up --start none`)."""
-    return lab_up("r", realservers=realservers, start="none", net_a=83, net_b=net_b)
+    return lab_up("rs", realservers=realservers, start="none", net_a=83, net_b=net_b)
 
 
 def gridlb(lab: Lab, node: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from gridlb.config.load import site_from_mapping
 from gridlb.render.fwmark import fwmark_rules
 from gridlb.render.keepalived import render_keepalived
 from tests.render.conftest import KeepalivedTest
-from tests.support import need_root, need_tool
+from tests.support import lab, need_root, need_tool
 
 RECIPE: dict[str, Any] = {
     "keepalived::virtual_servers": {
@@ -97,9 +96,8 @@ def test_nft_loads_the_rules_and_marks_what_it_says(tmp_path: Path) -> None:
     need_tool("nft", "ip")
     path = tmp_path / "fwmark.nft"
     path.write_text(fwmark_rules(site_from_mapping(RECIPE, source="s.yaml")))
-    ns = f"glbF-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-    try:
+    with lab("F", realservers=0, directors=0, start="none") as built:  # the client's namespace
+        ns = built.node("client").ns
         for _ in range(2):  # loading twice replaces the table (the script deletes it first)
             load = subprocess.run(
                 ["ip", "netns", "exec", ns, "nft", "-f", str(path)],
@@ -117,8 +115,6 @@ def test_nft_loads_the_rules_and_marks_what_it_says(tmp_path: Path) -> None:
         ).stdout
         assert listed.count("meta mark set 0x00000afb") == 1, listed  # 2811
         assert "ip daddr 10.0.0.100 tcp dport { 2811, 50000-51000 }" in listed
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
 
 
 def test_render_fwmark_cli(tmp_path: Path) -> None:
