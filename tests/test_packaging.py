@@ -7,9 +7,7 @@ test's, and the page is fetched from inside it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import need_root, need_tool
+from tests.support import lab, need_root, need_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (
@@ -50,18 +48,9 @@ print(json.dumps(out))
 def lo_ns() -> Iterator[str]:
     need_root()
     need_tool("ip")
-    name = f"glbP-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        for pid in subprocess.run(
-            ["ip", "netns", "pids", name], capture_output=True, text=True
-        ).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with lab("P", realservers=0, directors=0, start="none") as built:
+        built.exec("client", ["ip", "link", "del", "eth0"])  # the lab's client, cut off: loopback only
+        yield built.node("client").ns
 
 
 @pytest.mark.privileged

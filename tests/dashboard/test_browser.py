@@ -10,7 +10,6 @@ director refuses one with 403); a screenshot is saved in the test's tmp dir.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.dashboard.cdp import Browser
-from tests.support import need_root, need_tool
+from tests.support import lab, need_root, need_tool
 
 pytestmark = pytest.mark.privileged
 
@@ -34,20 +33,12 @@ GRIDLB = str(Path(sys.executable).with_name("gridlb"))
 
 @pytest.fixture
 def lo_only_ns() -> Iterator[str]:
-    """A new network namespace with only `lo` (up); every process left in it is killed, then it goes."""
+    """The lab's client namespace with only `lo` (up); the lab kills every process left in it."""
     need_root()
     need_tool("ip", "chromium")
-    name = f"glbW-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with lab("W", realservers=0, directors=0, start="none") as built:
+        built.exec("client", ["ip", "link", "del", "eth0"])  # the lab's client, cut off: loopback only
+        yield built.node("client").ns
 
 
 def in_ns(ns: str, *argv: str) -> list[str]:

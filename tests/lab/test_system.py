@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -173,15 +175,26 @@ def test_no_realservers_needs_a_start_without_directors() -> None:
     )
 
 
+@contextlib.contextmanager
+def lab_up(name: str, *args: str) -> Iterator[tuple[subprocess.CompletedProcess[str], system.LabState]]:
+    """`gridlb lab up --name NAME ARGS...` (which must work), then `down`, which must leave nothing."""
+    up = gridlb("lab", "up", "--name", name, *args)
+    assert up.returncode == 0, up.stderr
+    state = system.load_state(name)
+    try:
+        yield up, state
+    finally:
+        down = gridlb("lab", "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(state)
+
+
 @pytest.mark.privileged
 def test_start_realservers_leaves_the_directors_empty(tmp_path: Path) -> None:
     need_root()
     name = f"r{os.getpid()}"
     start = ["--realservers", "1", "--gridftp", "gridlb", "--start", "realservers"]
-    up = gridlb("lab", "up", "--name", name, *start)
-    try:
-        assert up.returncode == 0, up.stderr
-        state = system.load_state(name)
+    with lab_up(name, *start) as (up, state):
         assert up.stdout.splitlines()[0].endswith("; started: the real servers only")
         assert f"VIP {state.vip4}: held by no director" in up.stdout
         status = gridlb("lab", "status", "--name", name)
@@ -198,20 +211,13 @@ def test_start_realservers_leaves_the_directors_empty(tmp_path: Path) -> None:
         out = lab_exec(name, "client", "env", f"PYTHONPATH={SRC}", *get)
         assert out.returncode == 0, out.stdout + out.stderr
         assert (tmp_path / "h.txt").read_text() == "served by rs1\n"
-    finally:
-        down = gridlb("lab", "down", "--name", name)
-    assert down.returncode == 0, down.stderr
-    _assert_gone(state)
 
 
 @pytest.mark.privileged
 def test_start_none_builds_bare_namespaces() -> None:
     need_root()
     name = f"n{os.getpid()}"
-    up = gridlb("lab", "up", "--name", name, "--realservers", "1", "--start", "none")
-    try:
-        assert up.returncode == 0, up.stderr
-        state = system.load_state(name)
+    with lab_up(name, "--realservers", "1", "--start", "none") as (up, state):
         assert sorted(state.nodes) == ["client", "dir1", "dir2", "rs1"] and state.procs == []
         assert up.stdout.splitlines()[0].endswith("; started: nothing")
         assert all(not ns_pids(ns) for ns in state.namespaces)
@@ -221,10 +227,6 @@ def test_start_none_builds_bare_namespaces() -> None:
         arp = lab_exec(name, "rs1", "sysctl", "-n", "net.ipv4.conf.all.arp_ignore")
         assert arp.stdout.strip() == "0"
         assert gridlb("lab", "status", "--name", name).returncode == 0
-    finally:
-        down = gridlb("lab", "down", "--name", name)
-    assert down.returncode == 0, down.stderr
-    _assert_gone(state)
 
 
 @pytest.mark.privileged
