@@ -175,10 +175,20 @@ BackendFailure = Callable[[ServiceKey, RealKey, str], None]
 
 
 @dataclass(frozen=True, slots=True)
+class SyncDaemonSpec:
+    """The connection-sync daemon of a pair (keepalived's `lvs_sync_daemon IFACE INSTANCE [id N]`)."""
+
+    interface: str
+    sync_id: int  # 0..255; keepalived's default is the instance's virtual_router_id
+    instance: str = ""  # the VRRP instance it follows
+
+
+@dataclass(frozen=True, slots=True)
 class DataplaneHooks:
-    """What a dataplane may call back into the director."""
+    """What a dataplane may call back into the director, and what it needs from the rest of the site."""
 
     on_backend_failure: BackendFailure | None = None
+    sync_daemon: SyncDaemonSpec | None = None  # for dataplanes with `connection_sync`
 
 
 class DataplaneFactory(Protocol):
@@ -199,6 +209,7 @@ class DataplaneFactory(Protocol):
 #: Built-in dataplanes: name -> module holding `FACTORY`. Adding one is a module and one line here.
 _MODULES: dict[str, str] = {
     "proxy": "gridlb.dataplane.proxy",
+    "ipvs": "gridlb.dataplane.ipvs",
 }
 _REGISTERED: dict[str, DataplaneFactory] = {}
 
@@ -238,6 +249,7 @@ __all__ = [
     "OpResult",
     "Role",
     "Severity",
+    "SyncDaemonSpec",
     "dataplane_names",
     "get_factory",
     "register",
