@@ -8,7 +8,7 @@ What is read (keepalived 2.2 keywords; old spellings `lb_algo`, `lb_kind`, `nb_g
 
 * `global_defs`: `router_id` (becomes `gridlb.director_name`), `vrrp_version` (the default of each
   instance's `version`), `script_user`, `enable_script_security` (always rendered),
-  `lvs_sync_daemon IF [inst] INSTANCE` (that instance's `lvs_sync_daemon_interface`); other global
+  `lvs_sync_daemon IF [inst] INSTANCE [id N]` (that instance's `lvs_sync_daemon_interface`/`_id`); other global
   settings are daemon tuning that a site file does not carry: they are dropped with a warning.
 * `vrrp_script NAME { script interval timeout weight rise fall user init_fail }`.
 * `vrrp_instance NAME { ... }`: the fields of `schema.VrrpInstance` with blocks `virtual_ipaddress`,
@@ -118,7 +118,7 @@ class _Reader:
 
     def __init__(self, source: str) -> None:
         self.out = Imported(source=source, mapping={})
-        self.sync_daemon: tuple[str, str, Node] | None = None
+        self.sync_daemon: tuple[str, str, int | None, Node] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def error(self, node: Node, message: str) -> ConfigError:
@@ -226,11 +226,15 @@ class _Reader:
                 self.flag(child)
             elif kw == "lvs_sync_daemon":
                 words = [w for w in child.args if w != "inst"]
+                sync_id: int | None = None
+                if len(words) == 4 and words[2] == "id" and words[3].isdigit() and int(words[3]) <= 255:
+                    sync_id, words = int(words[3]), words[:2]
                 if len(words) != 2 or child.is_block:
                     raise self.error(
-                        child, "only `lvs_sync_daemon INTERFACE [inst] VRRP_INSTANCE` is supported"
+                        child,
+                        "only `lvs_sync_daemon INTERFACE [inst] VRRP_INSTANCE [id 0..255]` is supported",
                     )
-                self.sync_daemon = (words[0], words[1], child)
+                self.sync_daemon = (words[0], words[1], sync_id, child)
             else:
                 self.warn(child, "global setting not kept in the site (gridlb renders its own global_defs)")
         return vrrp_version
@@ -540,11 +544,14 @@ class _Reader:
                 hint = did_you_mean(kw, ("global_defs", "vrrp_script", "vrrp_instance", "virtual_server"))
                 raise self.error(node, f"unknown or unsupported top-level block{hint}")
         if self.sync_daemon is not None:
-            interface, instance, node = self.sync_daemon
+            interface, instance, sync_id, node = self.sync_daemon
             if instance not in instances:
                 raise self.error(node, f"no vrrp_instance named {instance}")
             instances[instance]["lvs_sync_daemon_interface"] = interface
             self.mark(f"{VRRP_INSTANCES}.{instance}.lvs_sync_daemon_interface", node)
+            if sync_id is not None:
+                instances[instance]["lvs_sync_daemon_id"] = sync_id
+                self.mark(f"{VRRP_INSTANCES}.{instance}.lvs_sync_daemon_id", node)
         if scripts:
             mapping[VRRP_SCRIPTS] = scripts
         if instances:

@@ -225,8 +225,35 @@ def unregister(name: str) -> None:
 
 
 def dataplane_names() -> tuple[str, ...]:
-    """Return every dataplane name this build knows, built-ins first."""
+    """Return every dataplane name this build knows, built-ins first (`auto` is not one, see AUTO)."""
     return (*_MODULES, *(n for n in _REGISTERED if n not in _MODULES))
+
+
+#: The configured name that picks a dataplane at start: the first of `AUTO_ORDER` this machine can run.
+AUTO = "auto"
+AUTO_ORDER: tuple[str, ...] = ("ipvs", "proxy")
+
+
+def resolve_factory(name: str) -> tuple[DataplaneFactory, str]:
+    """Return the factory a site naming `name` runs and, for `auto`, a sentence saying why that one.
+
+    `auto` is kernel IPVS where the kernel has it and gridlb runs as root, else the proxy.
+    Raises KeyError for a name this build does not have.
+    """
+    if name != AUTO:
+        try:
+            return get_factory(name), ""
+        except KeyError:
+            raise KeyError(f"no dataplane {name!r} in this build") from None
+    passed: list[str] = []
+    for candidate in AUTO_ORDER:
+        factory = get_factory(candidate)
+        why = factory.unavailable()
+        if not why:
+            skipped = f" ({'; '.join(passed)})" if passed else ""
+            return factory, f"dataplane auto: {candidate}{skipped}"
+        passed.append(f"not {candidate}: {why}")
+    raise KeyError(f"auto: no dataplane can run here ({'; '.join(passed)})")
 
 
 def get_factory(name: str) -> DataplaneFactory:
@@ -239,6 +266,8 @@ def get_factory(name: str) -> DataplaneFactory:
 
 
 __all__ = [
+    "AUTO",
+    "AUTO_ORDER",
     "BackendFailure",
     "Capabilities",
     "Dataplane",
@@ -253,5 +282,6 @@ __all__ = [
     "dataplane_names",
     "get_factory",
     "register",
+    "resolve_factory",
     "unregister",
 ]

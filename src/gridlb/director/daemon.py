@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,12 +29,14 @@ from gridlb.api.messages import (
     table_to_json,
 )
 from gridlb.api.server import ApiServer, PeerCred
-from gridlb.dataplane.base import Dataplane, DataplaneHooks, Severity, get_factory
+from gridlb.config.load import load_site
+from gridlb.config.schema import VrrpInstance
+from gridlb.dataplane.base import Dataplane, DataplaneHooks, Severity, SyncDaemonSpec, resolve_factory
 from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
 from gridlb.errors import ConfigError
 from gridlb.metrics import Metrics, parse_listen
-from gridlb.table import RealKey, ServiceKey
+from gridlb.table import DelService, RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +55,35 @@ class DaemonOptions:
     grace_s: float = 5.0
     install_signals: bool = True
     vrrp: bool = True  # run the site's VRRP instances (False: the table only, no VIPs)
+    flush_on_exit: bool = False  # delete every service of the dataplane at stop (keepalived's lvs_flush)
 
 
-def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Dataplane:
+def sync_daemon_spec(instances: Mapping[str, VrrpInstance]) -> SyncDaemonSpec | None:
+    """Return the connection-sync daemon of the first instance with `lvs_sync_daemon_interface`."""
+    for name, inst in instances.items():
+        if inst.lvs_sync_daemon_interface:
+            sync_id = (
+                inst.lvs_sync_daemon_id if inst.lvs_sync_daemon_id is not None else inst.virtual_router_id
+            )
+            return SyncDaemonSpec(inst.lvs_sync_daemon_interface, sync_id, name)
+    return None
+
+
+def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> tuple[Dataplane, str]:
     """Return the dataplane the site asks for (`gridlb.dataplane`), found through the registry.
+
+    With `auto` the second value says which one runs and why ("" otherwise).
 
     Raises ConfigError (one line, exit 2) when this machine cannot run it, or when a service asks
     what it cannot do; logs a warning for each thing it does differently from what the site says.
     """
-    name = config.settings.dataplane
     try:
-        factory = get_factory(name)
-    except KeyError:
-        raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
+        factory, choice = resolve_factory(config.settings.dataplane)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0]), key="gridlb.dataplane") from None
+    name = factory.name
+    if choice:
+        log.info("%s", choice)
     why = factory.unavailable()
     if why:
         raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
@@ -80,7 +98,9 @@ def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Datap
     if refused:
         more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
         raise ConfigError(f"the {name} dataplane refuses service {refused[0]}{more}", key="gridlb.dataplane")
-    return factory.create(config.settings, DataplaneHooks(on_backend_failure=on_failure))
+    sync = sync_daemon_spec(load_site(list(config.paths)).vrrp_instances) if config.paths else None
+    hooks = DataplaneHooks(on_backend_failure=on_failure, sync_daemon=sync)
+    return factory.create(config.settings, hooks), choice
 
 
 class DirectorDaemon:
@@ -96,7 +116,11 @@ class DirectorDaemon:
         self.config = config
         self.options = opts = options or DaemonOptions()
         self.director: Director | None = None
-        self.dataplane = dataplane or make_dataplane(config, self._on_failure)
+        #: With `dataplane: auto`, which one runs and why (also logged at start and shown in status).
+        self.dataplane_choice = ""
+        if dataplane is None:
+            dataplane, self.dataplane_choice = make_dataplane(config, self._on_failure)
+        self.dataplane = dataplane
         vips = tuple(str(p.key.addr) for p in config.plans if p.key.addr is not None)
         self.monitor = RunnerMonitor(self._on_report, vips=vips)
         self.director = Director(
@@ -133,6 +157,8 @@ class DirectorDaemon:
             return {"version": __version__, "uptime_s": round(time.time() - self.started_at, 3)}
         if isinstance(request, StatusRequest):
             status = await director.status()
+            if self.dataplane_choice:
+                status["dataplane_choice"] = self.dataplane_choice
             if self.ha is not None:
                 status["vrrp"] = self.ha.status()
             return status
@@ -198,10 +224,27 @@ class DirectorDaemon:
         if self.ha is not None:  # priority-0 advert and VIPs off first, while the proxy still serves
             await self.ha.stop()
         await self.director.stop()
+        if self.options.flush_on_exit:
+            await self._flush()
         await self.api.close()
         await self.metrics.close()
         await self.dataplane.close(grace_s=self.options.grace_s)
         log.info("director stopped")
+
+    async def _flush(self) -> None:
+        """Delete every service of the dataplane (`--flush-on-exit`); by default the table stays."""
+        try:
+            table = await self.dataplane.dump()
+            results = await self.dataplane.apply([DelService(s.key) for s in table.services])
+        except Exception as exc:  # the dataplane is broken: say so, go on stopping
+            log.error("--flush-on-exit: the dataplane failed: %s", exc)
+            return
+        failed = [r for r in results if not r.ok]
+        log.info(
+            "flushed %d services on exit%s",
+            len(results) - len(failed),
+            f", {len(failed)} refused" if failed else "",
+        )
 
     async def run(self) -> None:
         """Start, run until a stop is requested, and stop."""

@@ -37,7 +37,7 @@ from gridlb.api.messages import (
 )
 from gridlb.config.load import Site, load_site
 from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, get_factory
+from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, resolve_factory
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
@@ -121,11 +121,11 @@ class DirectorConfig:
         what it cannot do. Start and reload both call this: a reload never accepts what a start
         would refuse.
         """
-        name = self.settings.dataplane
         try:
-            factory = get_factory(name)
-        except KeyError:
-            raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
+            factory, _ = resolve_factory(self.settings.dataplane)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0]), key="gridlb.dataplane") from None
+        name = factory.name
         why = factory.unavailable()
         if why:
             raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
