@@ -4,9 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use (installed only when running as root).
 DEB_PKGS := keepalived ipvsadm nftables arptables iproute2 procps psmisc netbase \
-            globus-gridftp-server-progs globus-gass-copy-progs haproxy
+            globus-gridftp-server-progs globus-gass-copy-progs haproxy \
+            qemu-system-x86 linux-image-amd64 busybox-static cpio kmod
+# The tests that need kernel IPVS, run inside one VM boot by tests/vm/run.sh (`make test-ipvs`).
+IPVS_TESTS ?= tests/dataplane/test_ipvs.py tests/e2e/test_ipvs_director.py
 
-.PHONY: demo test venv deb lint typecheck pytest clean bench
+.PHONY: demo test test-ipvs venv deb lint typecheck pytest clean bench
 
 $(BIN)/gridlb: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,7 +42,12 @@ typecheck: venv
 pytest: venv deb
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The VM tier: boots Debian's kernel (it has IPVS) under qemu once and runs $(IPVS_TESTS) in it.
+# Without qemu or the kernel it is skipped, unless GRIDLB_REQUIRE_PRIVILEGED=1 (then it fails).
+test-ipvs: venv deb
+	GRIDLB_VM_TESTS="$(IPVS_TESTS)" tests/vm/run.sh
+
+test: lint typecheck pytest test-ipvs
 
 bench: venv deb
 	for b in bench/*.py; do $(BIN)/python $$b --quick || exit 1; done
