@@ -185,10 +185,16 @@ def test_dump_reply_counters_and_stats64() -> None:
         m.DEST_STATS64,
         *(m.nla(i, struct.pack("=Q", v)) for i, v in enumerate((7, 100, 0, 6400, 0, 1, 2, 0, 3, 0), 1)),
     )
-    attrs = m.dest_attrs(RIP, DestSpec()) + m.u32(m.DEST_ACTIVE_CONNS, 3) + m.u32(m.DEST_INACT_CONNS, 4) + stats
+    attrs = (
+        m.dest_attrs(RIP, DestSpec()) + m.u32(m.DEST_ACTIVE_CONNS, 3) + m.u32(m.DEST_INACT_CONNS, 4) + stats
+    )
     dest = m.decode_dest(attrs, 4)
     assert (dest.counters.active, dest.counters.inactive) == (3, 4)
-    assert (dest.counters.stats.conns, dest.counters.stats.inpkts, dest.counters.stats.inbytes) == (7, 100, 6400)
+    assert (dest.counters.stats.conns, dest.counters.stats.inpkts, dest.counters.stats.inbytes) == (
+        7,
+        100,
+        6400,
+    )
     assert (dest.counters.stats.cps, dest.counters.stats.inpps, dest.counters.stats.inbps) == (1, 2, 3)
 
 
