@@ -27,6 +27,7 @@ import errno
 import functools
 import os
 import socket
+import struct
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -45,7 +46,7 @@ from gridlb.dataplane.base import (
     SyncDaemonSpec,
 )
 from gridlb.ipvsadm.model import KERNEL_SCHEDULERS
-from gridlb.table import ConnEntry, ForwardMethod, IpvsTable, Op, Proto, Service
+from gridlb.table import ConnEntry, Dest, ForwardMethod, IpvsTable, Op, Proto, Service
 
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
@@ -56,6 +57,8 @@ T = TypeVar("T")
 WINDOW = 512
 #: Socket buffers asked for (SO_RCVBUFFORCE as root): a window of answers, or a large dump.
 BUFFER_BYTES = 8 << 20
+#: The largest datagram read (netlink dump parts are at most 32 KiB).
+RECV_BYTES = 256 << 10
 #: A kernel that does not answer within this long is treated as a failed call.
 RECV_TIMEOUT_S = 10.0
 SOL_NETLINK = 270
@@ -122,7 +125,13 @@ class IpvsSocket:
             for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
                 with contextlib.suppress(OSError):
                     self._sock.setsockopt(SOL_NETLINK, opt, 1)
-            self._sock.settimeout(RECV_TIMEOUT_S)
+            # A kernel-side receive timeout: blocking calls without a poll() before each one.
+            timeval = struct.pack("=qq", int(RECV_TIMEOUT_S), 0)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self._buf = bytearray(RECV_BYTES)  # one datagram: a dump part or an answer
+            self._services: dict[bytes, Service | None] = {}  # the last dump's replies, decoded
+            self._dests: dict[tuple[int, bytes], Dest | None] = {}
+            self._view = memoryview(self._buf)
             self._sock.bind((0, 0))
             self._seq = 0
             replies = self._exchange([m.getfamily_request(m.IPVS_GENL_NAME, self._next())])
@@ -142,8 +151,11 @@ class IpvsSocket:
         return self._seq
 
     def _recv(self) -> list[m.Reply]:
-        data = self._sock.recv(1 << 20)
-        return list(m.split_replies(data))
+        try:
+            n = self._sock.recv_into(self._buf)
+        except BlockingIOError:
+            raise TimeoutError(f"the kernel did not answer within {RECV_TIMEOUT_S:g} s") from None
+        return list(m.split_replies(self._view[:n]))
 
     def _exchange(self, requests: Sequence[bytes]) -> list[m.Reply]:
         """Send one request and return its answers (until the ACK/error, DONE, or a single reply)."""
@@ -172,23 +184,39 @@ class IpvsSocket:
         return replies
 
     def dump(self) -> IpvsTable:
-        """Return the kernel's table: timeouts, services in kernel order, their destinations, counters."""
+        """Return the kernel's table: timeouts, services in kernel order, their destinations, counters.
+
+        A service or destination whose reply is byte-identical to the previous dump's is not decoded
+        again (the previous value is reused): a resync of a large, quiet table costs little more
+        than the netlink round trips.
+        """
         config = self.request(lambda seq: m.simple_request(self.family, m.Cmd.GET_CONFIG, seq))
         timeouts = m.decode_timeouts(config[0].genl_attrs()) if config else IpvsTable().timeouts
+        seen_services: dict[bytes, Service | None] = {}
         services: list[Service] = []
         for reply in self.request(lambda seq: m.dump_services_request(self.family, seq)):
-            raw = reply.genl_attrs().get(m.CMD_ATTR_SERVICE)
-            if raw is not None:
-                services.append(m.decode_service(raw))
+            svc = self._services.get(reply.payload)
+            if svc is None:
+                raw = reply.genl_attrs().get(m.CMD_ATTR_SERVICE)
+                svc = m.decode_service(raw) if raw is not None else None
+            seen_services[reply.payload] = svc
+            if svc is not None:
+                services.append(svc)
+        seen_dests: dict[tuple[int, bytes], Dest | None] = {}
         out = []
         for svc in services:
-            replies = self.request(functools.partial(m.dump_dests_request, self.family, svc.key))
-            dests = tuple(
-                m.decode_dest(raw, svc.key.af)
-                for raw in (r.genl_attrs().get(m.CMD_ATTR_DEST) for r in replies)
-                if raw is not None
-            )
-            out.append(replace(svc, dests=dests))
+            dests = []
+            for reply in self.request(functools.partial(m.dump_dests_request, self.family, svc.key)):
+                cache_key = (svc.key.af, reply.payload)
+                dest = self._dests.get(cache_key)
+                if dest is None:
+                    raw = reply.genl_attrs().get(m.CMD_ATTR_DEST)
+                    dest = m.decode_dest(raw, svc.key.af) if raw is not None else None
+                seen_dests[cache_key] = dest
+                if dest is not None:
+                    dests.append(dest)
+            out.append(replace(svc, dests=tuple(dests)))
+        self._services, self._dests = seen_services, seen_dests
         return IpvsTable(services=tuple(out), timeouts=timeouts)
 
     def apply(self, ops: Sequence[Op]) -> list[int]:

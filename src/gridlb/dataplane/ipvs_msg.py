@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import NamedTuple
 
 from gridlb.ipvsadm.model import FWD_BY_NUMBER, flag_bits, flag_names, netmask_text, netmask_value
 from gridlb.table import (
@@ -110,6 +111,8 @@ CONN_F_FWD_MASK = 0x7
 
 _TUN_TYPES = {"ipip": 0, "gue": 1, "gre": 2}
 _TUN_FLAGS = {"nocsum": 0, "csum": 1, "remcsum": 2}
+_TUN_TYPE_NAMES = {v: k for k, v in _TUN_TYPES.items()}
+_TUN_FLAG_NAMES = {v: k for k, v in _TUN_FLAGS.items()}
 _PROTO_NUMBERS = {Proto.TCP: socket.IPPROTO_TCP, Proto.UDP: socket.IPPROTO_UDP, Proto.SCTP: 132}
 _PROTO_BY_NUMBER = {v: k for k, v in _PROTO_NUMBERS.items()}
 _AF: dict[int, int] = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
@@ -163,23 +166,33 @@ def asciiz(kind: int, text: str) -> bytes:
 
 def parse_attrs(buf: bytes | memoryview) -> dict[int, bytes]:
     """Return {type: payload} of the attributes in `buf` (flags stripped; malformed tail ignored)."""
+    data = bytes(buf)
+    unpack = _NLA.unpack_from
     out: dict[int, bytes] = {}
-    view = memoryview(buf)
-    i = 0
-    while i + _NLA.size <= len(view):
-        length, kind = _NLA.unpack_from(view, i)
-        if length < _NLA.size or i + length > len(view):
+    i, end = 0, len(data)
+    while i + 4 <= end:
+        length, kind = unpack(data, i)
+        if length < 4 or i + length > end:
             break
-        out[kind & NLA_TYPE_MASK] = bytes(view[i + _NLA.size : i + length])
+        out[kind & NLA_TYPE_MASK] = data[i + 4 : i + length]
         i += (length + 3) & ~3
     return out
+
+
+_UNSIGNED = {1: struct.Struct("=B").unpack, 2: struct.Struct("=H").unpack, 4: struct.Struct("=I").unpack}
+_UNSIGNED[8] = struct.Struct("=Q").unpack
 
 
 def _u(payload: bytes | None, default: int = 0) -> int:
     if not payload:
         return default
-    fmt = {1: "=B", 2: "=H", 4: "=I", 8: "=Q"}.get(len(payload))
-    return struct.unpack(fmt, payload)[0] if fmt else default
+    unpack = _UNSIGNED.get(len(payload))
+    return unpack(payload)[0] if unpack else default
+
+
+#: A stats64 nest as the kernel writes it: attributes 1..10, each a u64 (one unpack instead of ten).
+_STATS64 = struct.Struct("=" + "HHQ" * 10)
+_STATS64_TYPES = tuple(range(1, 11))
 
 
 def _be16(payload: bytes | None) -> int:
@@ -335,9 +348,11 @@ def del_daemon_request(family: int, state: SyncState, seq: int) -> bytes:
 # --- replies ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One netlink message from the kernel: type, flags, sequence and payload (after nlmsghdr)."""
+class Reply(NamedTuple):
+    """One netlink message from the kernel: type, flags, sequence and payload (after nlmsghdr).
+
+    A NamedTuple, not a dataclass: one is made per message of a dump, and tuples are made in C.
+    """
 
     type: int
     flags: int
@@ -357,7 +372,7 @@ class Reply:
         return parse_attrs(memoryview(self.payload)[_GENLHDR.size :])
 
 
-def split_replies(data: bytes) -> Iterator[Reply]:
+def split_replies(data: bytes | memoryview) -> Iterator[Reply]:
     """Yield every netlink message in one datagram from the kernel."""
     view = memoryview(data)
     i = 0
@@ -377,7 +392,12 @@ def family_id(reply: Reply) -> int:
 
 def decode_stats(attrs: Mapping[int, bytes], stats: int, stats64: int) -> Stats:
     """Return the counters of a service or destination (64-bit ones when the kernel sends them)."""
-    raw = attrs.get(stats64) or attrs.get(stats)
+    raw = attrs.get(stats64)
+    if raw is not None and len(raw) == _STATS64.size:
+        fields = _STATS64.unpack(raw)
+        if fields[1::3] == _STATS64_TYPES:
+            return Stats(*fields[2::3])
+    raw = raw or attrs.get(stats)
     if raw is None:
         return Stats()
     a = parse_attrs(raw)
@@ -415,17 +435,15 @@ def decode_dest(payload: bytes, service_af: int) -> Dest:
     a = parse_attrs(payload)
     af = _FAMILY.get(_u(a.get(DEST_ADDR_FAMILY)), service_af) if DEST_ADDR_FAMILY in a else service_af
     key = RealKey(_addr_from(a.get(DEST_ADDR), af), _be16(a.get(DEST_PORT)))
-    tun_types = {v: k for k, v in _TUN_TYPES.items()}
-    tun_flags = {v: k for k, v in _TUN_FLAGS.items()}
     forward = FWD_BY_NUMBER[_u(a.get(DEST_FWD_METHOD)) & CONN_F_FWD_MASK]
     spec = DestSpec(
         weight=struct.unpack("=i", struct.pack("=I", _u(a.get(DEST_WEIGHT))))[0],
         forward=forward,
         u_threshold=_u(a.get(DEST_U_THRESH)),
         l_threshold=_u(a.get(DEST_L_THRESH)),
-        tun_type=tun_types.get(_u(a.get(DEST_TUN_TYPE)), "ipip"),
+        tun_type=_TUN_TYPE_NAMES.get(_u(a.get(DEST_TUN_TYPE)), "ipip"),
         tun_port=_be16(a.get(DEST_TUN_PORT)),
-        tun_flags=tun_flags.get(_u(a.get(DEST_TUN_FLAGS)), "nocsum"),
+        tun_flags=_TUN_FLAG_NAMES.get(_u(a.get(DEST_TUN_FLAGS)), "nocsum"),
     )
     counters = DestCounters(
         active=_u(a.get(DEST_ACTIVE_CONNS)),
