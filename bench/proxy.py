@@ -274,7 +274,7 @@ def ensure_wlc() -> str:
 
         name = "bench-wlc"
 
-        def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+        def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
             best: DestView | None = None
             boh = 0
             for d in dests:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -108,3 +110,49 @@ async def test_http_listener(setup: tuple[Director, FakeDataplane, Metrics]) -> 
         assert status == "HTTP/1.0 404 Not Found"
     finally:
         await metrics.close()
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (
+            b"GET /metrics HTTP/1.0\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n",
+            "431 Request Header Fields Too Large",
+        ),
+        (
+            b"GET /metrics HTTP/1.0\r\n" + b"X-Many: header\r\n" * 4000 + b"\r\n",
+            "431 Request Header Fields Too Large",
+        ),
+        (b"GET /" + b"a" * (1 << 20) + b" HTTP/1.0\r\n\r\n", "414 URI Too Long"),
+        (b"GET\r\n\r\n", "400 Bad Request"),
+        (b"GET /metri", "400 Bad Request"),  # the request line cut off by EOF
+    ],
+    ids=["1MB-header", "many-headers", "1MB-URL", "no-path", "cut-off"],
+)
+async def test_oversized_or_malformed_requests_get_4xx_and_no_traceback(
+    setup: tuple[Director, FakeDataplane, Metrics],
+    caplog: pytest.LogCaptureFixture,
+    request_head: bytes,
+    status: str,
+) -> None:
+    _, _, metrics = setup
+    host, port = await metrics.start("127.0.0.1", 0)
+
+    def exchange(data: bytes) -> bytes:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+            return reply
+
+    try:
+        with caplog.at_level("DEBUG"):
+            reply = await asyncio.to_thread(exchange, request_head)
+            good = await asyncio.to_thread(exchange, b"GET /metrics HTTP/1.0\r\n\r\n")
+    finally:
+        await metrics.close()
+    assert reply.split(b"\r\n", 1)[0].decode() == f"HTTP/1.0 {status}"
+    assert good.startswith(b"HTTP/1.0 200 OK\r\n") and b"gridlb_director_info" in good
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]

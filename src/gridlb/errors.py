@@ -52,7 +52,3 @@ class PeerProtocolError(GridlbError):
         super().__init__(f"{peer}: {field}: {message}")
         self.peer = peer
         self.field = field
-
-
-class DataplaneError(GridlbError):
-    """The dataplane (kernel or userspace) refused an operation; becomes visible state, is retried."""

@@ -349,51 +349,61 @@ def _dest_ops(service: ServiceKey, have: Sequence[Dest], want: Sequence[Dest]) -
             yield EditDest(service, d.key, d.spec)
 
 
+#: ipvs_strerror() texts (libipvs.c) for ops the kernel refuses: every dataplane reports these words.
+E_SVC_EXISTS = "Service already exists"
+E_NO_SERVICE = "No such service"
+E_DEST_EXISTS = "Destination already exists"
+E_NO_DEST = "No such destination"
+
+
+def check_op(table: IpvsTable, op: Op) -> None:
+    """Raise KeyError/ValueError with ipvsadm's wording when `op` cannot be applied to `table`."""
+    if isinstance(op, SetTimeouts):
+        return
+    if isinstance(op, AddService | EditService | DelService):
+        have = table.service(op.key) is not None
+        if isinstance(op, AddService) and have:
+            raise ValueError(E_SVC_EXISTS)
+        if not isinstance(op, AddService) and not have:
+            raise KeyError(E_NO_SERVICE)
+        return
+    svc = table.service(op.service)
+    if svc is None:
+        raise KeyError(E_NO_SERVICE)
+    if isinstance(op, AddDest) and svc.dest(op.key) is not None:
+        raise ValueError(E_DEST_EXISTS)
+    if not isinstance(op, AddDest) and svc.dest(op.key) is None:
+        raise KeyError(E_NO_DEST)
+
+
 def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
     """Return `table` with `ops` applied as the kernel would (pure; used by fakes and table files).
 
-    Raises KeyError/ValueError with ipvsadm's wording when an op is impossible
-    ("Service already exists", "No such service", "Destination already exists", "No such destination").
+    Raises KeyError/ValueError with ipvsadm's wording (`check_op`) when an op is impossible.
     """
-    services = list(table.services)
-
-    def find(key: ServiceKey) -> int:
-        for i, s in enumerate(services):
-            if s.key == key:
-                return i
-        raise KeyError("No such service")
-
-    timeouts = table.timeouts
     for op in ops:
+        check_op(table, op)
         if isinstance(op, SetTimeouts):
-            timeouts = op.timeouts
+            table = replace(table, timeouts=op.timeouts)
         elif isinstance(op, AddService):
-            if any(s.key == op.key for s in services):
-                raise ValueError("Service already exists")
-            services.append(Service(op.key, op.spec))
-        elif isinstance(op, EditService):
-            i = find(op.key)
-            services[i] = replace(services[i], spec=op.spec)
-        elif isinstance(op, DelService):
-            del services[find(op.key)]
+            table = replace(table, services=(*table.services, Service(op.key, op.spec)))
+        elif isinstance(op, EditService | DelService):
+            services = (
+                (replace(s, spec=op.spec) if isinstance(op, EditService) else None) if s.key == op.key else s
+                for s in table.services
+            )
+            table = replace(table, services=tuple(s for s in services if s is not None))
         else:
-            i = find(op.service)
-            svc = services[i]
+            svc = table.service(op.service)
+            assert svc is not None
             if isinstance(op, AddDest):
-                if svc.dest(op.key) is not None:
-                    raise ValueError("Destination already exists")
-                services[i] = replace(svc, dests=(Dest(op.key, op.spec), *svc.dests))
+                dests = (Dest(op.key, op.spec), *svc.dests)
             elif isinstance(op, EditDest):
-                old = svc.dest(op.key)
-                if old is None:
-                    raise KeyError("No such destination")
-                new = replace(old, spec=op.spec)
-                services[i] = replace(svc, dests=tuple(new if d.key == op.key else d for d in svc.dests))
+                dests = tuple(replace(d, spec=op.spec) if d.key == op.key else d for d in svc.dests)
             else:
-                if svc.dest(op.key) is None:
-                    raise KeyError("No such destination")
-                services[i] = replace(svc, dests=tuple(d for d in svc.dests if d.key != op.key))
-    return replace(table, services=tuple(services), timeouts=timeouts)
+                dests = tuple(d for d in svc.dests if d.key != op.key)
+            table = table.with_service(replace(svc, dests=dests))
+    return table
 
 
 __all__ = [
@@ -420,6 +430,7 @@ __all__ = [
     "Stats",
     "Timeouts",
     "apply_ops",
+    "check_op",
     "diff",
     "parse_address",
 ]

@@ -247,3 +247,34 @@ async def test_stale_socket_is_replaced(sockdir: Path) -> None:
 def test_client_reports_missing_socket(sockdir: Path) -> None:
     with pytest.raises(ControlConnectError, match="no director is listening"):
         ControlClient(str(sockdir / "none.sock")).status()
+
+
+@pytest.mark.parametrize("depth", [17, 2_000, 30_000])
+async def test_deeply_nested_json_gets_an_error_reply_and_the_connection_stays_usable(
+    served: tuple[ApiServer, Recorder], caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    server, rec = served
+    nested = b"[" * depth + b"]" * depth
+    lines = [
+        nested + b"\n",
+        b'{"v": 1, "op": "drain", "args": {"real": ' + nested + b"}}\n",
+        b'{"v": 1, "op": "ping", "id": ' + nested + b"}\n",
+    ]
+    assert all(len(line) < MAX_LINE_BYTES for line in lines)
+
+    def work() -> list[Any]:
+        with ControlClient(str(server.path), timeout_s=5) as c:
+            return [c.send_raw(line) for line in lines] + [c.status()]
+
+    with caplog.at_level("DEBUG", logger="gridlb.api.server"):
+        *bad, status = await asyncio.to_thread(work)
+    for reply in bad:
+        assert reply["ok"] is False and reply["id"] is None
+        assert reply["error"] == {
+            "code": "bad-json",
+            "message": "malformed JSON: nested deeper than 16 levels",
+        }
+    assert status["op"] == "status" and rec.calls == [("status", os.geteuid())]
+    assert server.malformed == 3
+    records = [r for r in caplog.records if r.name == "gridlb.api.server"]
+    assert len(records) == 3 and all(r.exc_info is None and "\n" not in r.getMessage() for r in records)

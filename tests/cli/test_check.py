@@ -11,6 +11,8 @@ import pytest
 from gridlb.cli.check import exit_status
 from gridlb.cli.main import main
 from gridlb.health.base import CheckResult, Verdict
+from tests.health.xrootd_server import XrootdServer
+from tests.support import need_root
 
 
 @pytest.mark.parametrize(
@@ -98,6 +100,10 @@ def test_tcp_and_script_commands(capsys: pytest.CaptureFixture[str]) -> None:
             "error: gridftp: level canary needs canary_path",
         ),
         (["check", "script", "127.0.0.1"], "error: COMMAND: no command given"),
+        (
+            ["check", "script", "--user", "glbH-nobody", "127.0.0.1", "true"],
+            "error: script: user 'glbH-nobody' does not exist on this host",
+        ),
         (["check", "tcp", "--misc-dynamic-weight", "300", "127.0.0.1"], "error: --misc-dynamic-weight"),
     ],
 )
@@ -146,3 +152,44 @@ keepalived::virtual_servers:
     banner[0] = b"421 Service busy.\r\n"
     assert main(argv[1:]) == 2  # refusing: weight 0
     capsys.readouterr()
+
+
+def test_xrootd_command_against_real_xrootd(capsys: pytest.CaptureFixture[str]) -> None:
+    """`gridlb check xrootd` as keepalived's MISC_CHECK runs it: exit 0 up, 1 down, W+2 with misc_dynamic."""
+    server = XrootdServer()
+    try:
+        server.start()
+        target = server.target
+        assert main(["check", "xrootd", "--level", "canary", "--canary", "/canary.txt", target]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"up {target}: xrootd {target}: protocol ") and "kXR_stat /canary.txt" in out
+        assert main(["check", "xrootd", "--level", "login", "-q", "--misc-dynamic-weight", "5", target]) == 7
+        assert capsys.readouterr().out == ""
+        assert main(["check", "xrootd", "--level", "canary", "--canary", "/glbH-none", target]) == 1
+        assert "kXR_NotFound" in capsys.readouterr().out
+        server.pause()
+        assert main(["check", "xrootd", "--timeout", "0.5", target]) == 1
+        assert capsys.readouterr().out.startswith(f"down {target}: xrootd {target}: no answer within 0.5 s")
+        server.stop()
+        assert main(["check", "xrootd", target]) == 1
+        assert "connection refused" in capsys.readouterr().out
+    finally:
+        server.close()
+    assert main(["check", "xrootd", "--user", "ninechars", "127.0.0.1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "gridlb: error: xrootd: user 'ninechars': a kXR_login user name is 1 to 8 bytes"
+    )
+    # the default port is XRootD's
+    assert main(["check", "xrootd", "--timeout", "1", "127.0.0.73"]) == 1
+    assert "127.0.0.73:1094" in capsys.readouterr().out
+
+
+def test_script_user(capsys: pytest.CaptureFixture[str]) -> None:
+    need_root()
+    assert (
+        main(["check", "script", "--user", "nobody:daemon", "127.0.0.72", "--", "sh", "-c", "id -u; id -gn"])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("up 127.0.0.72:2811: sh: exit 0: daemon")
+    assert main(["check", "script", "--user", "nobody", "127.0.0.72", "--", "sh", "-c", "id -u"]) == 0
+    assert capsys.readouterr().out.startswith("up 127.0.0.72:2811: sh: exit 0: 65534")

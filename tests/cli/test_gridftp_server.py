@@ -34,6 +34,8 @@ def test_help_says_gsi_is_out_of_scope(capsys: pytest.CaptureFixture[str]) -> No
         "--port-range",
         "--max-connections",
         "--disable-file",
+        "--allow-third-party",
+        "--epsv-ip",
     ):
         assert opt in out
     assert "SIGUSR1" in out and "422" in out and "421" in out
@@ -63,36 +65,99 @@ def test_bad_listen_is_a_usage_error(bad: str, capsys: pytest.CaptureFixture[str
     assert "--listen" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["everywhere", "10.0.0.0/33", "1.2.3"])
+def test_bad_allow_third_party_is_a_usage_error(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ei:
+        main(["gridftp-server", "--root", "/tmp", "--listen", "127.0.0.1:0", "--allow-third-party", bad])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "--allow-third-party" in err and "Traceback" not in err
+
+
+def spawn(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """Start `gridlb gridftp-server` on 127.0.0.1:`port` (killed by the caller, by PID)."""
+    argv = [sys.executable, "-m", "gridlb", "gridftp-server", "--root", str(root)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--data-address", "127.0.0.1", *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_banner(proc: subprocess.Popen[bytes], port: int) -> bytes:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return banner(port)
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    for f in (proc.stdout, proc.stderr):
+        if f:
+            f.close()
+
+
+def dialogue(port: int, *lines: str) -> list[bytes]:
+    """Log in anonymously, send `lines` one by one and return the first reply line to each."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()
+        for line in ("USER anonymous", "PASS x", *lines):
+            s.sendall(line.encode() + b"\r\n")
+            out.append(f.readline())
+    return out[2:]
+
+
+def test_allow_third_party_reaches_the_server(tmp_path: Path) -> None:
+    port = free_port()
+    proc = spawn(tmp_path, port, "--allow-third-party", "127.0.0.2", "--allow-third-party", "10.1.0.0/16")
+    try:
+        wait_banner(proc, port)
+        replies = dialogue(
+            port,
+            "PORT 127,0,0,2,156,64",
+            "EPRT |1|10.1.2.3|40000|",
+            "PORT 127,0,0,3,156,64",
+            "PORT 127,0,0,2,0,80",
+            "PORT 127,0,0,1,156,64",
+        )
+        assert [r[:4] for r in replies] == [b"200 ", b"200 ", b"504 ", b"504 ", b"200 "], replies
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    ("flag", "plain", "globus"),
+    [
+        ((), b"(|||", b"(|1|127.0.0.1|"),
+        (("--epsv-ip",), b"(|1|127.0.0.1|", b"(|1|127.0.0.1|"),
+        (("--no-epsv-ip",), b"(|||", b"(|||"),
+    ],
+)
+def test_epsv_ip_reaches_the_server(
+    tmp_path: Path, flag: tuple[str, ...], plain: bytes, globus: bytes
+) -> None:
+    port = free_port()
+    proc = spawn(tmp_path, port, *flag)
+    try:
+        wait_banner(proc, port)
+        replies = dialogue(port, "EPSV", 'SITE CLIENTINFO appname="globus-url-copy";', "EPSV")
+        assert replies[0].startswith(b"229 ") and plain in replies[0], replies
+        assert replies[2].startswith(b"229 ") and globus in replies[2], replies
+    finally:
+        stop(proc)
+
+
 def test_process_signals_and_disable_file(tmp_path: Path) -> None:
     port = free_port()
     flag = tmp_path / "maintenance"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gridlb",
-            "gridftp-server",
-            "--root",
-            str(tmp_path),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--data-address",
-            "127.0.0.1",
-            "--disable-file",
-            str(flag),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn(tmp_path, port, "--disable-file", str(flag))
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                first = banner(port)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        first = wait_banner(proc, port)
         assert first.startswith(b"220 ")
         os.kill(proc.pid, signal.SIGUSR1)
         time.sleep(0.3)
@@ -107,10 +172,4 @@ def test_process_signals_and_disable_file(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
+        stop(proc)

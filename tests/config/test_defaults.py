@@ -8,7 +8,7 @@ from gridlb.table import RealKey, parse_address
 
 
 def test_keepalived_defaults() -> None:
-    # keepalived.conf(5) / vrrp.h values, as summarised in research/anchors-lb.md §1.2-1.9
+    # keepalived.conf(5) and keepalived/include/vrrp.h values
     assert (D.VRRP_PRIORITY, D.VRRP_ADVERT_INT_S, D.VRRP_GARP_MASTER_DELAY_S, D.VRRP_GARP_MASTER_REPEAT) == (
         100,
         1,

@@ -361,5 +361,5 @@ def test_lvs_sync_daemon_id_round_trips() -> None:
     inst = site.vrrp_instances["VI"]
     assert (inst.lvs_sync_daemon_interface, inst.lvs_sync_daemon_id) == ("em2", 42)
     assert any("lvs_sync_daemon em2 VI id 42\n" in text for text in render_site(site).values())
-    with pytest.raises(ConfigError, match="id 0..255"):
+    with pytest.raises(ConfigError, match=r"id 0\.\.255"):
         import_text("global_defs {\n lvs_sync_daemon em2 VI id 300\n}\nvrrp_instance VI {\n}\n", "bad.conf")

@@ -26,6 +26,8 @@ from gridlb.config.schema import (
     VirtualServer,
     VrrpInstance,
     VrrpScript,
+    XrootdCheck,
+    XrootdCheckSettings,
 )
 from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
 
@@ -236,8 +238,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         TcpCheck,
         MiscCheck,
         GridftpCheck,
+        XrootdCheck,
         GridlbSettings,
         GridftpCheckSettings,
+        XrootdCheckSettings,
         ProxySettings,
         TimeoutSettings,
     ],

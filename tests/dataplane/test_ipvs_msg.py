@@ -1,4 +1,4 @@
-"""IPVS netlink messages: golden bytes (what ipvsadm sends), pyroute2 as an independent decoder, round trips."""
+"""IPVS netlink messages: golden bytes (as ipvsadm sends), pyroute2 as an independent decoder, round trips."""
 
 from __future__ import annotations
 

@@ -42,9 +42,9 @@ def test_upper_threshold_sets_overload_at_bind_and_three_quarters_clears_it() ->
     svc = s.services[SVC]
     a = svc.dests[0]
     for i in range(4):
-        assert s.pick(svc, FLOW) is a
+        assert s.pick(svc, FLOW, 0.0) is a
         assert a.overloaded is (i == 3)  # active+inactive >= 4
-    assert s.pick(svc, FLOW) is None  # overloaded and alone: nothing to schedule to
+    assert s.pick(svc, FLOW, 0.0) is None  # overloaded and alone: nothing to schedule to
     for t in range(4):
         s.closed_conn(a, now=float(t), client_host="127.0.0.9", client_port=1)
     assert (a.active, a.inactive, a.overloaded) == (0, 4, True)  # closing alone changes no total
@@ -59,7 +59,7 @@ def test_lower_threshold_governs_clearing_when_set() -> None:
     svc = s.services[SVC]
     a = svc.dests[0]
     for _ in range(3):
-        s.pick(svc, FLOW)
+        s.pick(svc, FLOW, 0.0)
     assert a.overloaded
     for _ in range(2):
         s.connect_failed(a, mark_down=False)
@@ -72,17 +72,17 @@ def test_edit_clears_overload_only_when_upper_is_unset_or_raised() -> None:
     s = make((A, DestSpec(u_threshold=2)))
     svc = s.services[SVC]
     a = svc.dests[0]
-    s.pick(svc, FLOW)
-    s.pick(svc, FLOW)
+    s.pick(svc, FLOW, 0.0)
+    s.pick(svc, FLOW, 0.0)
     assert a.overloaded
     apply_all(s, [EditDest(SVC, A, DestSpec(u_threshold=1))])  # lowered: stays
     assert a.overloaded
     apply_all(s, [EditDest(SVC, A, DestSpec(u_threshold=5))])  # raised: cleared
     assert not a.overloaded
-    s.pick(svc, FLOW)
+    s.pick(svc, FLOW, 0.0)
     apply_all(s, [EditDest(SVC, A, DestSpec(u_threshold=3))])
     assert not a.overloaded  # 3 conns, but overload is only set when a connection is bound
-    s.pick(svc, FLOW)
+    s.pick(svc, FLOW, 0.0)
     assert a.overloaded
 
 
@@ -90,8 +90,8 @@ def test_fin_timeout_lowered_keeps_expiry_order() -> None:
     s = make((A, DestSpec()))
     svc = s.services[SVC]
     a = svc.dests[0]
-    s.pick(svc, FLOW)
-    s.pick(svc, FLOW)
+    s.pick(svc, FLOW, 0.0)
+    s.pick(svc, FLOW, 0.0)
     s.closed_conn(a, 0.0, "127.0.0.9", 1)  # expires at 120
     s.set_timeouts(Timeouts(tcpfin=10))
     s.closed_conn(a, 1.0, "127.0.0.9", 2)  # expires at 11, before the first
@@ -103,7 +103,7 @@ def test_fin_timeout_lowered_keeps_expiry_order() -> None:
 def test_deleted_destination_goes_to_trash_and_is_revived_with_counters() -> None:
     s = make((A, DestSpec()), (B, DestSpec()))
     svc = s.services[SVC]
-    d = s.pick(svc, FLOW)
+    d = s.pick(svc, FLOW, 0.0)
     assert d is not None
     apply_all(s, [DelDest(SVC, d.key)])
     assert svc.dest(d.key) is None and svc.trash[d.key] is d
@@ -118,11 +118,11 @@ def test_deleted_destination_goes_to_trash_and_is_revived_with_counters() -> Non
 def test_passive_failure_takes_destination_out_until_marked_up() -> None:
     s = make((A, DestSpec(weight=5)), (B, DestSpec()))
     svc = s.services[SVC]
-    a = s.pick(svc, FLOW)
+    a = s.pick(svc, FLOW, 0.0)
     assert a is not None and a.key == A
     assert s.connect_failed(a, mark_down=True)  # newly down
     assert [v.key for v in svc.candidate_views()] == [B]
-    b = s.pick(svc, FLOW)
+    b = s.pick(svc, FLOW, 0.0)
     assert b is not None and b.key == B
     assert s.mark_up(SVC, A)
     assert [v.key for v in svc.candidate_views()] == [A, B]
@@ -160,7 +160,7 @@ def test_counters_never_negative_and_match_live_connections(events: list[tuple[s
     now = 0.0
     for kind, which in events:
         if kind == "p":
-            d = s.pick(svc, FLOW)
+            d = s.pick(svc, FLOW, 0.0)
             if d is not None:
                 live.append(d)
         elif kind == "c" and live:
@@ -192,7 +192,7 @@ def test_cached_scheduler_input_equals_a_fresh_build(events: list[tuple[str, int
     now = 0.0
     for kind, which in events:
         if kind == "p":
-            d = s.pick(svc, FLOW)
+            d = s.pick(svc, FLOW, 0.0)
             if d is not None:
                 live.append(d)
         elif kind == "c" and live:

@@ -26,7 +26,7 @@ class TestWlc(Scheduler):
 
     name = NAME
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         best: DestView | None = None
         for d in dests:
             if d.overloaded or d.weight <= 0:

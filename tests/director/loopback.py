@@ -26,6 +26,9 @@ from gridlb.gridftp.client import GridftpClient
 
 GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
+REPO = Path(__file__).resolve().parents[2]
+#: Makes the test-only dataplane known to a director process (and to `gridlb lint` run by a test).
+PLUGIN_ENV = {"GRIDLB_DATAPLANE_MODULES": "asyncio=tests.director.asyncio_dataplane"}
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
@@ -99,6 +102,9 @@ class Site:
     reals: list[tuple[str, int]]  # (addr, weight)
     socket: Path
     delay_loop_s: float = 1.0
+    dataplane: str = "proxy"
+    check: bool = True  # a GRIDFTP_CHECK on every real server
+    passive_retry_s: float = 10.0
 
     def text(self) -> str:
         reals = "\n".join(f"      - ip_address: {a}\n        weight: {w}" for a, w in self.reals)
@@ -113,13 +119,13 @@ class Site:
             "    delay_before_retry: 0.5\n"
             "    retry: 1\n"
             "    warmup: 0\n"
-            "    gridftp_check:\n"
-            "      connect_timeout: 2\n"
-            "    real_servers:\n"
+            + ("    gridftp_check:\n      connect_timeout: 2\n" if self.check else "")
+            + "    real_servers:\n"
             f"{reals}\n"
             "gridlb:\n"
-            "  dataplane: proxy\n"
+            f"  dataplane: {self.dataplane}\n"
             f"  control_socket: {self.socket}\n"
+            f"  passive_retry_s: {self.passive_retry_s}\n"
             "  timeouts:\n"
             "    tcpfin: 2\n"
         )
@@ -130,6 +136,7 @@ class Loopback:
     """Real servers, a director process and its control socket, all under one temporary directory."""
 
     net: int
+    dataplane: str = "proxy"  # "asyncio": the test-only dataplane of tests/director/asyncio_dataplane.py
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="glbD-e2e-")))
     servers: dict[str, RealServer] = field(default_factory=dict)
     director: subprocess.Popen[bytes] | None = None
@@ -158,8 +165,16 @@ class Loopback:
         server.start()
         return server
 
-    def write_site(self, reals: list[tuple[int, int]], delay_loop_s: float = 1.0) -> Path:
-        site = Site(self.vip, [(self.addr(i), w) for i, w in reals], self.socket, delay_loop_s)
+    def write_site(
+        self,
+        reals: list[tuple[int, int]],
+        delay_loop_s: float = 1.0,
+        *,
+        check: bool = True,
+        passive_retry_s: float = 10.0,
+    ) -> Path:
+        listed = [(self.addr(i), w) for i, w in reals]
+        site = Site(self.vip, listed, self.socket, delay_loop_s, self.dataplane, check, passive_retry_s)
         path = self.dir / "site.yaml"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(site.text())
@@ -174,6 +189,8 @@ class Loopback:
             [*GRIDLB, "director", "run", str(self.site_path), "--resync", "1", *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **PLUGIN_ENV},
+            cwd=REPO,
         )
         log.close()
         wait_for(self._director_up, 30, "the director's control socket")

@@ -22,6 +22,7 @@ from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.reconcile import HealthState
 from gridlb.errors import ConfigError
 from gridlb.health.base import CheckResult, Verdict
+from gridlb.status import status_to_json
 from gridlb.table import DelDest, DestSpec, EditDest, ForwardMethod, RealKey, ServiceKey
 from tests.director.fakes import FakeClock, FakeDataplane, FakeHealth
 
@@ -136,9 +137,46 @@ async def test_passive_failure_marks_down_until_a_later_check_passes(h: Harness)
     h.check(B, CheckResult(Verdict.UP, "220", latency_s=0.01), None)
     await h.settle()
     assert h.weights()[str(B)] == 1
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     (real,) = [r for r in status["services"][0]["reals"] if r["real"] == str(B)]
     assert real["passive_failures"] == 1 and real["passive_failure"] is None
+
+
+async def test_passive_failure_is_retried_after_passive_retry_s(h: Harness) -> None:
+    retry_s = h.director.config.settings.passive_retry_s
+    h.director.passive_failure(B, SVC, "connect refused")
+    await h.settle()
+    assert str(B) not in h.weights()
+    h.clock.advance(retry_s - 0.1)
+    await h.settle()
+    assert str(B) not in h.weights()  # not yet
+    assert h.director._next_tick_s() == pytest.approx(0.1)  # the loop wakes for the expiry
+    h.clock.advance(0.1)
+    await h.settle()
+    assert h.weights()[str(B)] == 1  # back, though no check passed (a failing one would keep it out)
+    # with a failing checker the tracker's DOWN state keeps it out after the retry
+    h.director.passive_failure(C, SVC, "connect refused")
+    h.check(C, DOWN_RESULT, HealthState.DOWN)
+    h.clock.advance(retry_s)
+    await h.settle()
+    assert str(C) not in h.weights()
+
+
+async def test_reload_refuses_what_start_refuses_and_names_restart_settings(h: Harness) -> None:
+    # a scheduler the dataplane lacks: start refuses it (check_dataplane), so reload does too
+    with pytest.raises(ConfigError):
+        site_config(A, lb_algo="wlc", persistence_timeout=300).check_dataplane()
+    h.next_config = site_config(A, persistence_timeout=300)
+    with pytest.raises(ApiError) as exc:
+        await h.director.call(ReloadRequest())
+    assert exc.value.code is ErrorCode.CONFIG and "persistence" in exc.value.message
+    assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}
+    # a setting a running director cannot change is named in the reply, not silently ignored
+    new = site_config(A, B, C)
+    settings = new.settings.model_copy(update={"metrics_listen": "127.0.0.1:9999"})
+    h.next_config = DirectorConfig(new.plans, new.checks, settings, new.paths)
+    result = await h.director.call(ReloadRequest())
+    assert result["restart_needed"] == ["gridlb.metrics_listen"]
 
 
 async def test_drain_is_applied_before_the_reply(h: Harness) -> None:
@@ -146,7 +184,7 @@ async def test_drain_is_applied_before_the_reply(h: Harness) -> None:
     assert result == {"drained": [str(B)]}
     assert h.weights()[str(B)] == 0  # already programmed when the reply arrives
     assert EditDest(SVC, B, DestSpec(0, ForwardMethod.MASQ)) in h.dp.applied
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     (real,) = [r for r in status["services"][0]["reals"] if r["real"] == str(B)]
     assert real["drained"] and real["reason"] == "drained" and real["weight"] == 0
     # a drained server that goes down and up again stays drained
@@ -311,12 +349,12 @@ async def test_dataplane_error_is_reported_and_retried(h: Harness) -> None:
     with pytest.raises(ApiError) as exc:
         await h.director.call(DrainRequest(str(A)))
     assert exc.value.code is ErrorCode.DATAPLANE and "Operation not permitted" in exc.value.message
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     assert status["degraded"] and status["counters"]["op_errors"] == {"EditDest": 1}
     del h.dp.fail[EditDest]
     await h.settle()
     assert h.weights()[str(A)] == 0
-    assert not (await h.director.status())["degraded"]
+    assert not status_to_json(await h.director.status())["degraded"]
 
 
 async def test_quorum_loss_brings_in_the_sorry_server() -> None:
@@ -336,7 +374,7 @@ async def test_quorum_loss_brings_in_the_sorry_server() -> None:
 async def test_status_snapshot_shapes(h: Harness) -> None:
     h.check(A, UP, None)
     await h.settle()
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     assert status["dataplane"] == "fake" and status["generation"] == 1
     (svc,) = status["services"]
     assert svc["service"] == str(SVC) and svc["scheduler"] == "wlc" and svc["quorum_up"]
@@ -348,7 +386,7 @@ async def test_status_snapshot_shapes(h: Harness) -> None:
 async def test_role_change_is_shown_and_unchanged_checks_cost_no_pass(h: Harness) -> None:
     h.director.set_role("MASTER", "higher priority")
     await h.settle()
-    status = await h.director.status()
+    status = status_to_json(await h.director.status())
     assert (status["role"], status["role_reason"]) == ("MASTER", "higher priority")
     assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}  # the table does not depend on the role
     dumps = h.dp.dumps

@@ -29,9 +29,13 @@ from tests.support import need_root
 _nets = itertools.count(10 + os.getpid() % 100)
 
 
-@pytest.fixture
-def lb() -> Iterator[Loopback]:
-    harness = Loopback(next(_nets))
+#: Every dataplane in the registry, and the test-only one that no code in gridlb.director knows.
+DATAPLANES = ["proxy", "asyncio"]
+
+
+@pytest.fixture(params=DATAPLANES)
+def lb(request: pytest.FixtureRequest) -> Iterator[Loopback]:
+    harness = Loopback(next(_nets), dataplane=request.param)
     try:
         yield harness
     finally:
@@ -208,6 +212,37 @@ async def test_real_server_killed_and_restarted_under_load(lb: Loopback) -> None
     assert all(r.started < killed_at for r in results if not r.ok)
     assert late and [r.error for r in late if not r.ok] == []
     assert len(results) > 50
+
+
+async def test_no_checker_passive_failure_heals_within_passive_retry_s(lb: Loopback) -> None:
+    lb.start_server(2)
+    retry_s = 2.0
+    lb.write_site([(2, 1), (3, 5)], check=False, passive_retry_s=retry_s)  # 3 is not listening yet
+    lb.start_director()
+
+    async def greeted_by() -> str:
+        client = await GridftpClient.connect(lb.vip, PORT, timeout_s=10)
+        try:
+            assert client.banner is not None
+            return client.banner.text.split()[0]  # each real server greets with its address
+        finally:
+            await client.close()
+
+    # wlc prefers the heavier 3: the first connect is refused there and retried on 2, invisibly
+    assert await greeted_by() == lb.addr(2)
+    marked = await asyncio.to_thread(lb.real, lb.addr(3))
+    assert marked is not None and marked["passive_failures"] == 1 and not marked["in_table"]
+    lb.start_server(3)
+    listening = time.monotonic()
+    served = ""
+    while time.monotonic() - listening < retry_s + 3:  # retry interval + one resync + slack
+        served = await greeted_by()
+        if served == lb.addr(3):
+            break
+        await asyncio.sleep(0.1)
+    healed_s = time.monotonic() - listening
+    assert served == lb.addr(3), f"still not served by {lb.addr(3)} after {healed_s:.1f} s"
+    assert healed_s <= retry_s + 1.5, healed_s
 
 
 async def test_drain_wait_under_100_running_transfers(lb: Loopback) -> None:

@@ -42,6 +42,7 @@ from gridlb.director.ha import (
     transition_reason,
 )
 from gridlb.errors import ConfigError
+from gridlb.status import status_from_json
 from gridlb.vrrp.config import VrrpConfig
 from gridlb.vrrp.events import Announce, MasterSeen, PriorityChanged, State, StateChanged, Trigger
 from tests.director.fakes import FakeDataplane
@@ -253,15 +254,16 @@ def test_status_lines() -> None:
             ],
         },
     }
-    text = "\n".join(str(t) for t in vrrp_lines(status))
+    text = "\n".join(str(t) for t in vrrp_lines(status["vrrp"]))
     assert (
         "VRRP VI_1: BACKUP priority 150, VIPs 10.9.9.100/24, peer 10.9.9.3, master 10.9.9.3 (priority 100)"
         in text
     )
     assert "no preemption after failover" in text
     assert f"INIT -> BACKUP ({REJOIN_REASON})" in text
-    assert len(render_status(status).renderables) == 4  # head, 2 VRRP lines, table
-    assert vrrp_lines({"services": []}) == []
+    typed = status_from_json({**status, "role_reason": "", "degraded": False})
+    assert len(render_status(typed).renderables) == 4  # head, 2 VRRP lines, table
+    assert vrrp_lines(None) == []
 
 
 @pytest.fixture

@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 from gridlb.config.schema import CheckKind, CheckSpec
-from gridlb.director.health import RunnerMonitor, check_policy, checker_options
+from gridlb.director.health import ReportingChecker, RunnerMonitor
 from gridlb.director.reconcile import HealthState
-from gridlb.table import RealKey, ServiceKey
+from gridlb.health.script import ScriptChecker
+from gridlb.health.tcp import TcpChecker
+from gridlb.table import RealKey, ServiceKey, parse_address
 
 S1 = ServiceKey.tcp("127.0.0.1", 2811)
 S2 = ServiceKey.tcp("127.0.0.1", 2812)
@@ -51,20 +53,21 @@ async def test_results_and_changes_reach_every_pair_of_the_real_server() -> None
         await monitor.close()
 
 
-def test_options_and_policy_from_spec() -> None:
-    real = RealKey.parse("10.0.1.1:2811")
-    s = CheckSpec(
-        kind=CheckKind.GRIDFTP,
-        target=RealKey.parse("10.0.9.9:2812"),
-        retry=3,
-        delay_before_retry_s=2,
-        delay_loop_s=10,
-        inhibit_on_failure=True,
-    )
-    opts = checker_options(s, real, ("10.0.0.1",))
-    assert opts["connect_ip"] == "10.0.9.9" and opts["connect_port"] == 2812
-    assert opts["level"] == "banner" and opts["vips"] == ("10.0.0.1",)
-    policy = check_policy(s)
-    assert (policy.retry, policy.delay_before_retry_s, policy.delay_loop_s) == (3, 2, 10)
-    assert policy.inhibit_on_failure
-    assert checker_options(spec(real), real) == {}
+async def test_every_spec_option_reaches_the_checker() -> None:
+    """The monitor builds checkers through health.spec.from_check_spec: bind_if, user, ... all arrive."""
+    real = RealKey.parse("127.0.0.1:2811")
+    tcp = spec(real, bindto=parse_address("127.0.0.7"), bind_if="lo", bind_port=0)
+    script = CheckSpec(kind=CheckKind.SCRIPT, target=real, script="true", script_user="nobody", warmup_s=9)
+    monitor = RunnerMonitor(lambda *a: None, vips=("127.0.0.100",))
+    other = RealKey.parse("127.0.0.2:2811")
+    try:
+        monitor.set_targets({(S1, real): (tcp,), (S1, other): (script,)})
+        t = monitor.runner._targets[real].checker
+        assert isinstance(t, ReportingChecker) and isinstance(t.inner, TcpChecker)
+        assert (str(t.inner.conn.bindto), t.inner.conn.bind_if) == ("127.0.0.7", "lo")
+        sc = monitor.runner._targets[other].checker
+        assert isinstance(sc, ReportingChecker) and isinstance(sc.inner, ScriptChecker)
+        assert sc.inner.user is not None and sc.inner.user.uid == 65534
+        assert monitor.runner._targets[other].tracker.policy.warmup_s == 9
+    finally:
+        await monitor.close()

@@ -120,8 +120,9 @@ class ThreadedServer:
 class GlobusServer:
     """A real globus-gridftp-server on loopback (anonymous, runs transfers as `nobody`), started by PID."""
 
-    def __init__(self, home: Path, *, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, home: Path, *, data_interface: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> None:
         self.home = home
+        self.data_interface = data_interface
         self.port = free_port()
         base = 50000 + (os.getpid() * 7 + self.port) % 9000
         self.log = home / f"gfs-{self.port}.log"
@@ -135,7 +136,7 @@ class GlobusServer:
             "-control-interface",
             "127.0.0.1",
             "-data-interface",
-            "127.0.0.1",
+            data_interface,
             "-port-range",
             f"{base},{base + 199}",
             "-home-dir",

@@ -46,8 +46,9 @@ async def test_size_and_checksums_agree_with_globus(globus: GlobusServer, files:
 
 
 async def test_client_third_party_both_ways(
-    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path]
+    relay: ThreadedServer, globus: GlobusServer, files: dict[str, Path]
 ) -> None:
+    ours = relay
     root = Path(ours.config.root)
     (root / "src.bin").write_bytes(files["mib1"].read_bytes())
     dst = globus.home / "tp-from-ours.bin"

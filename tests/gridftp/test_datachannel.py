@@ -125,3 +125,39 @@ async def test_send_to_a_receiver_that_stopped_reading_fails_with_426() -> None:
     with pytest.raises(dc.DataChannelError, match="stalled"):
         await dc.send_modee([a], src, idle_timeout_s=0.3)
     dc.close_all([a, b])
+
+
+async def tcp_pair(host: str) -> tuple[socket.socket, socket.socket]:
+    listener = dc.open_listener(host)
+    client = await dc.connect(HostPort(host, listener.getsockname()[1]), timeout_s=5)
+    server = await dc.accept(listener, timeout_s=5)
+    listener.close()
+    return client, server
+
+
+async def test_file_payloads_to_a_loopback_peer_are_copied_not_sendfiled(tmp_path: Path) -> None:
+    """sendfile only moves the copy to a loopback receiver: payloads to loopback go pread + send."""
+    a, b = socket.socketpair()
+    assert dc.copy_buffer(a) is None  # not an IP peer: sendfile
+    a.close()
+    b.close()
+    tx, rx = await tcp_pair("127.0.0.1")
+    buf = dc.copy_buffer(tx)
+    assert buf is not None and len(buf) == dc.COPY_CHUNK_BYTES
+    data = os.urandom(dc.COPY_CHUNK_BYTES * 2 + 12345)
+    (tmp_path / "f").write_bytes(data)
+    loop = asyncio.get_running_loop()
+    with open(tmp_path / "f", "rb", buffering=0) as f:
+        sending = asyncio.ensure_future(dc.send_stream(tx, dc.Source(f, ranges=[(100, len(data))])))
+        got = bytearray()
+        while len(got) < len(data) - 100:
+            got += await loop.sock_recv(rx, 1 << 20)
+        assert await sending == len(data) - 100
+    assert bytes(got) == data[100:]
+    # a file that shrinks under the sender ends the transfer with 426, not a hang or a short file
+    (tmp_path / "g").write_bytes(b"x" * 1000)
+    with open(tmp_path / "g", "rb", buffering=0) as f, pytest.raises(dc.DataChannelError) as ei:
+        await dc.send_stream(tx, dc.Source(f, ranges=[(0, 5000)]))
+    assert ei.value.code == 426 and "short read" in ei.value.text
+    tx.close()
+    rx.close()

@@ -3,6 +3,7 @@ globus-gridftp-server in both directions, checksums for 0 B, 1 B, 1 MiB + 1 B an
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,28 @@ def test_guc_upload_to_ours(ours: ThreadedServer, files: dict[str, Path], name: 
 @pytest.mark.parametrize("streams", STREAMS)
 @pytest.mark.parametrize("name", tuple(SIZES))
 def test_third_party_ours_to_globus(
-    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path], name: str, streams: int
+    relay: ThreadedServer, globus: GlobusServer, files: dict[str, Path], name: str, streams: int
 ) -> None:
-    (Path(ours.config.root) / f"{name}.bin").write_bytes(files[name].read_bytes())
+    """Ours sends to Globus' data address (127.0.0.9, not the client's): allowed by allow_third_party."""
+    (Path(relay.config.root) / f"{name}.bin").write_bytes(files[name].read_bytes())
     dst = globus.home / f"from-ours-{name}-{streams}.bin"
-    _guc(f"{ours.url}/{name}.bin", f"{globus.url}{dst}", streams)
+    _guc(f"{relay.url}/{name}.bin", f"{globus.url}{dst}", streams)
     assert md5(dst) == md5(files[name])
+
+
+@pytest.mark.parametrize("streams", STREAMS)
+def test_third_party_from_ours_is_refused_by_default(
+    ours: ThreadedServer, globus: GlobusServer, files: dict[str, Path], streams: int
+) -> None:
+    """Without allow_third_party, ours refuses to send to Globus' data address (no FTP bounce)."""
+    (Path(ours.config.root) / "one.bin").write_bytes(files["one"].read_bytes())
+    dst = globus.home / f"refused-{streams}.bin"
+    args = ["-p", str(streams)] if streams > 1 else []
+    proc = guc(*args, f"{ours.url}/one.bin", f"{globus.url}{dst}")
+    assert proc.returncode != 0
+    assert "504" in proc.stderr and "third-party" in proc.stderr, proc.stderr[-2000:]
+    assert ours.server.refused_targets >= 1
+    assert not dst.exists() or dst.stat().st_size == 0
 
 
 @pytest.mark.parametrize("streams", STREAMS)
@@ -146,3 +163,73 @@ def test_guc_partial_download_uses_eret(
     assert proc.returncode == 0, proc.stderr
     got = out.read_bytes()
     assert len(got) == 301000 and got[1000:] == data[1000:301000]
+
+
+def test_guc_listing_a_missing_directory_reports_550(ours: ThreadedServer) -> None:
+    """globus-url-copy -list of a missing directory fails with the server's 550, as against Globus."""
+    need_tool("globus-url-copy")
+    proc = guc("-list", f"{ours.url}/nope/")
+    assert proc.returncode != 0
+    assert "550 No such file or directory." in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_curl_and_guc_both_download_with_the_default_epsv(
+    files: dict[str, Path], tmp_path: Path, host: str
+) -> None:
+    """With --data-address, globus-url-copy (CLIENTINFO) gets the address in EPSV and curl the RFC 2428
+    form it insists on: both download the same file (curl uses EPSV by default, IPv4 and IPv6)."""
+    need_tool("globus-url-copy", "curl")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.bin").write_bytes(files["mib1"].read_bytes())
+    srv = ThreadedServer(root, host=host, data_address=host).start()
+    try:
+        url = f"ftp://[{host}]:{srv.port}" if ":" in host else f"ftp://{host}:{srv.port}"
+        out = tmp_path / "curl.bin"
+        proc = subprocess.run(
+            ["timeout", "-k", "5", "30", "curl", "-sS", "-v", "-o", str(out), f"{url}/f.bin"],
+            capture_output=True,
+            text=True,
+            timeout=45,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "229 Entering Extended Passive Mode (|||" in proc.stderr
+        assert md5(out) == md5(files["mib1"])
+        out2 = tmp_path / "guc.bin"
+        proc = guc("-dbg", *(["-ipv6"] if ":" in host else []), f"{url}/f.bin", f"file://{out2}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if ":" in host:  # globus-url-copy -ipv6 sends EPSV, after SITE CLIENTINFO
+            assert f"(|2|{host}|" in proc.stderr
+        assert md5(out2) == md5(files["mib1"])
+    finally:
+        srv.stop()
+
+
+def test_guc_epsv_and_parallel_through_a_proxy_vip() -> None:
+    """Behind the proxy dataplane's VIP, globus-url-copy -ipv6 (EPSV) reaches the real server itself:
+    its EPSV reply names the server's data address (the default with --data-address); -p 4 (the server
+    connects back to the client) works too. Before --epsv-ip the EPSV client dialled the VIP and failed."""
+    need_tool("globus-url-copy")
+    from tests.director.loopback import Loopback
+
+    lb = Loopback(240)
+    try:
+        lb.start_server(2)
+        lb.start_server(3)
+        lb.write_site([(2, 1), (3, 1)])
+        lb.start_director()
+        url = f"ftp://{lb.vip}:2811/file.bin"
+        want = md5(lb.root / "file.bin")
+        for args in (["-ipv6"], ["-ipv6", "-p", "4"], ["-p", "4"], []):
+            out = lb.dir / "out.bin"
+            out.unlink(missing_ok=True)
+            proc = guc("-dbg", *args, url, f"file://{out}")
+            assert proc.returncode == 0, (args, proc.stderr[-2000:])
+            assert md5(out) == want, args
+            if "-ipv6" in args and "-p" not in args:  # stream mode: EPSV, answered with a real server
+                assert "229 Entering Extended Passive Mode (|1|127.44.240." in proc.stderr
+                assert f"|1|{lb.vip}|" not in proc.stderr
+    finally:
+        lb.close()

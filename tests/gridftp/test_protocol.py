@@ -3,7 +3,10 @@ virtual paths under the root, listings and URLs."""
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,81 @@ def test_reply_round_trip_property(code: int, lines: list[str]) -> None:
     assert result is not None and result.code == code
 
 
+def test_reply_parser_feed_multiline_and_split_bytes() -> None:
+    parser = p.ReplyParser()
+    data = b"220-Welcome\r\n to the\r\n220-not the end\r\n220 ready.\r\n331 Password required.\r\n"
+    replies = []
+    for i in range(len(data)):  # one byte at a time
+        replies += parser.feed(data[i : i + 1])
+    assert [x.code for x in replies] == [220, 331]
+    assert replies[0].lines == ("Welcome", " to the", "not the end", "ready.")
+    assert str(replies[0]) == "220 Welcome"  # the first line names a multi-line reply (Globus' errors)
+    assert str(replies[1]) == "331 Password required."
+    assert str(p.Reply(550, ("x\x1b[2J" * 100,))).endswith("...") and "\x1b" not in str(p.Reply(5, ("\x1b",)))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n", "not an FTP reply"),
+        (b"22 short\r\n", "not an FTP reply"),
+        (b"2200 no separator\r\n", "not an FTP reply"),
+        ("\u00b2\u00b2\u00b2 superscript digits\r\n".encode(), "not an FTP reply"),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\r\n", "not an FTP reply"),
+        (b"x" * 5000, "longer than 4096"),
+        (b"220 " + b"x" * 5000 + b"\r\n", "longer than 4096"),
+        (b"220-start\r\n" + b" more\r\n" * 600, "more than 512 lines"),
+    ],
+)
+def test_reply_parser_rejects_garbage(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        p.ReplyParser().feed(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Entering Passive Mode (127,0,0,1,188,177)", ("127.0.0.1", 188 * 256 + 177)),
+        ("Entering Passive Mode 10,201,0,1,4,1", ("10.201.0.1", 1025)),  # no parentheses (RFC 1123)
+        ("=10,201,0,1,0,21", ("10.201.0.1", 21)),
+    ],
+)
+def test_parse_pasv_reply(text: str, expected: tuple[str, int]) -> None:
+    hp = p.parse_pasv_reply(p.Reply(227, (text,)))
+    assert (hp.host, hp.port) == expected
+
+
+@pytest.mark.parametrize("text", ["Entering Passive Mode", "(300,0,0,1,1,1)", "(1,2,3,4,5)"])
+def test_parse_pasv_reply_malformed(text: str) -> None:
+    with pytest.raises(ValueError):
+        p.parse_pasv_reply(p.Reply(227, (text,)))
+
+
+def test_parse_epsv_reply() -> None:
+    plain = p.Reply(229, ("Entering Extended Passive Mode (|||58637|)",))
+    assert p.parse_epsv_reply(plain) == p.HostPort("", 58637)  # no address: the caller knows the peer
+    assert p.parse_epsv_reply(plain, "127.0.0.9") == p.HostPort("127.0.0.9", 58637)
+    named = p.Reply(229, ("Entering Extended Passive Mode (|2|fd00:99::11|42885|)",))
+    assert p.parse_epsv_reply(named, "127.0.0.9") == p.HostPort("fd00:99::11", 42885)
+    for bad in ("Entering Extended Passive Mode", "(|||0|)", "(|||99999|)", "(|1|nohost|5|)"):
+        with pytest.raises(ValueError):
+            p.parse_epsv_reply(p.Reply(229, (bad,)))
+
+
+def test_checksums_match_what_globus_prints() -> None:
+    data = b"hello\n"
+    assert p.checksum("ADLER32", data) == f"{zlib.adler32(data):08x}" == "084b021f"
+    assert p.checksum("md5", b"") == "d41d8cd98f00b204e9800998ecf8427e"
+    assert p.checksum("CRC32", data) == f"{zlib.crc32(data):08x}"
+    assert p.checksum("SHA512", data) == hashlib.sha512(data).hexdigest()
+    ck = p.Checksum("ADLER32")
+    for i in range(len(data)):  # incremental = whole
+        ck.update(data[i : i + 1])
+    assert ck.hexdigest() == "084b021f"
+    with pytest.raises(ValueError, match="unsupported checksum algorithm"):
+        p.checksum("CRC", b"")
+
+
 def test_host_ports() -> None:
     hp = p.HostPort("127.0.0.2", 50123)
     assert p.format_hostport(hp) == "127,0,0,2,195,203"
@@ -99,6 +177,42 @@ def test_host_ports() -> None:
             p.parse_eprt(bad)
     epsv = p.Reply(229, ("Entering Extended Passive Mode (|||58637|)",))
     assert p.parse_epsv_reply(epsv, "127.0.0.9") == p.HostPort("127.0.0.9", 58637)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "peer", "allowed", "refused"),
+    [
+        ("127.0.0.1", 40000, "127.0.0.1", (), ""),
+        ("127.0.0.1", 40000, "::ffff:127.0.0.1", (), ""),  # a dual-stack listener's view of an IPv4 peer
+        ("::1", 40000, "::1", (), ""),
+        ("127.0.0.1", 1023, "127.0.0.1", (), "privileged"),
+        ("127.0.0.1", 21, "127.0.0.1", ("0.0.0.0/0",), "privileged"),
+        ("127.0.0.2", 40000, "127.0.0.1", (), "not the client's address 127.0.0.1"),
+        ("10.0.0.5", 40000, "127.0.0.1", ("10.0.0.0/24",), ""),
+        ("10.0.1.5", 40000, "127.0.0.1", ("10.0.0.0/24",), "not the client's address"),
+        ("10.0.0.5", 40000, "127.0.0.1", ("::/0",), "not the client's address"),
+        ("2001:db8::5", 40000, "2001:db8::6", ("::/0",), ""),
+    ],
+)
+def test_data_target_refusal_is_the_bounce_rule(
+    host: str, port: int, peer: str, allowed: tuple[str, ...], refused: str
+) -> None:
+    nets = tuple(ipaddress.ip_network(n) for n in allowed)
+    why = p.data_target_refusal(p.HostPort(host, port), peer, nets)
+    assert (refused in why and why) if refused else why == ""
+
+
+def test_mfmt_and_chmod_arguments() -> None:
+    assert p.parse_mfmt("20200102030405 /a b") == (1577934245.0, "/a b")
+    assert p.parse_mfmt("20200102030405.25 x") == (1577934245.25, "x")
+    assert p.parse_chmod("644 /a b") == (0o644, "/a b")
+    assert p.parse_chmod("0755 d") == (0o755, "d")
+    for bad in ("2020 x", "20200102030405", "20201302030405 x", "x20200102030405 y", ""):
+        with pytest.raises(ValueError):
+            p.parse_mfmt(bad)
+    for bad in ("8 x", "644", "4755 x", "1777 x", "07777 x", "-1 x", "rw x"):
+        with pytest.raises(ValueError):
+            p.parse_chmod(bad)
 
 
 def test_gridftp_arguments() -> None:

@@ -126,6 +126,42 @@ async def test_pasv_advertises_data_address_not_dialled(tmp_path: Path) -> None:
         spas = await c.expect("SPAS", 229)
         assert [hp.host for hp in parse_spas_reply(spas)] == ["127.0.0.7"]
         assert await recv_stream_via_pasv(c, "RETR /x") == b"hello"
+        # EPSV names the data address too (Globus' -epsv-ip), by default to Globus clients (CLIENTINFO)
+        await c.expect('SITE CLIENTINFO scheme=ftp;appname="globus-url-copy";', 250)
+        epsv = await c.expect("EPSV", 229)
+        assert epsv.text.startswith("Entering Extended Passive Mode (|1|127.0.0.7|")
+        hp = await c.epsv()
+        assert hp.host == "127.0.0.7"
+        sock = await dc.connect(hp)
+        await c.expect("RETR /x", 150)
+        assert await asyncio.get_running_loop().sock_recv(sock, 100) == b"hello"
+        sock.close()
+        assert (await c.read_reply()).code == 226
+        await c.quit()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "plain", "globus"),
+    [
+        ({}, "(|||", "(|||"),  # no data address: the RFC 2428 form
+        # the default with a data address: Globus-library clients (SITE CLIENTINFO) get the address,
+        # others (curl refuses anything but the RFC form) do not
+        ({"data_address": "127.0.0.1"}, "(|||", "(|1|127.0.0.1|"),
+        ({"data_address": "127.0.0.1", "epsv_ip": False}, "(|||", "(|||"),
+        ({"epsv_ip": True}, "(|1|127.0.0.1|", "(|1|127.0.0.1|"),  # as Globus' -epsv-ip: everyone
+    ],
+)
+async def test_epsv_ip_option(tmp_path: Path, options: dict[str, object], plain: str, globus: str) -> None:
+    srv = ThreadedServer(tmp_path, **options).start()
+    try:
+        c = await GridftpClient.connect("127.0.0.1", srv.port)
+        reply = await c.expect("EPSV", 229)
+        assert plain in reply.text, reply
+        await c.expect('SITE CLIENTINFO scheme=ftp;appname="globus-url-copy";appver="10.12";', 250)
+        reply = await c.expect("EPSV", 229)
+        assert globus in reply.text, reply
         await c.quit()
     finally:
         srv.stop()
@@ -345,6 +381,65 @@ async def test_directory_and_file_management(ours: ThreadedServer, root: Path) -
     assert (await c.command("CWD /nope")).code == 550
     assert (await c.command("RETR /nope")).code == 550
     assert (await c.command("RMD /")).code == 550
+    await c.quit()
+
+
+async def test_missing_paths_answer_550_as_globus_does(ours: ThreadedServer, root: Path) -> None:
+    c = await login(ours)
+    for line in ("MLST /nope", "SIZE /nope", "MDTM /nope", "STAT /nope"):
+        assert (await c.command(line)).code == 550, line
+    for line in ("MLSD /nope", "LIST /nope", "NLST /nope", "MLSD /nope/deeper", "LIST -la /nope"):
+        await c.expect("PASV", 227)
+        reply = await c.command(line)
+        assert reply.code == 550 and "No such file or directory" in reply.text, (line, reply)
+    await c.expect("PASV", 227)
+    assert (await c.command("MLSD /f.bin")).code == 501  # a file is not a directory: 501 (RFC 3659)
+    # the session goes on: a listing of what exists still works
+    assert b"f.bin" in await recv_stream_via_pasv(c, "NLST /")
+    await c.quit()
+
+
+async def test_site_chmod_and_mfmt(ours: ThreadedServer, root: Path) -> None:
+    (root / "d").mkdir()
+    c = await login(ours)
+    assert "MFMT" in await c.feat()
+    await c.expect("SITE CHMOD 600 /f.bin", 200)
+    assert (root / "f.bin").stat().st_mode & 0o7777 == 0o600
+    await c.expect("SITE CHMOD 0751 d", 200)
+    assert (root / "d").stat().st_mode & 0o7777 == 0o751
+    for line, code in (
+        ("SITE CHMOD 4755 /f.bin", 501),  # setuid: refused
+        ("SITE CHMOD 2755 /f.bin", 501),
+        ("SITE CHMOD 1777 /d", 501),
+        ("SITE CHMOD 9 /f.bin", 501),
+        ("SITE CHMOD 644", 501),
+        ("SITE CHMOD 644 /nope", 550),
+        ("SITE CHMOD 000 /", 550),
+        ("MFMT 2020 /f.bin", 501),
+        ("MFMT 20201399000000 /f.bin", 501),
+        ("MFMT 20200101000000", 501),
+        ("MFMT 20200101000000 /nope", 550),
+    ):
+        assert (await c.command(line)).code == code, line
+    assert (root / "f.bin").stat().st_mode & 0o7777 == 0o600
+    reply = await c.expect("MFMT 20200102030405 /f.bin", 213)
+    assert reply.text == "Modify=20200102030405; /f.bin"
+    assert (root / "f.bin").stat().st_mtime == 1577934245.0
+    assert (await c.expect("MDTM /f.bin", 213)).text == "20200102030405"
+    await c.expect("MFMT 19991231235959.5 d", 213)
+    assert (root / "d").stat().st_mtime == 946684799.5
+    await c.quit()
+
+
+@pytest.mark.parametrize("mechanism", ["GSSAPI", "TLS", "SSL", ""])
+async def test_auth_is_refused_with_534_saying_gsi_is_not_supported(
+    ours: ThreadedServer, mechanism: str
+) -> None:
+    c = await GridftpClient.connect("127.0.0.1", ours.port, login=False)
+    reply = await c.command(f"AUTH {mechanism}".strip())
+    assert reply.code == 534, reply
+    assert "GSI" in reply.text and "not supported" in reply.text and "ftp://" in reply.text
+    await c.login()  # and an anonymous login still works afterwards
     await c.quit()
 
 

@@ -50,6 +50,7 @@ def snapshot(d: Path) -> dict[str, tuple[int, int, bytes]]:
 async def test_escapes_are_refused(jail: tuple[ThreadedServer, Path, Path]) -> None:
     srv, root, outside = jail
     before = snapshot(outside)
+    modes = [(p, p.lstat().st_mode) for p in outside.rglob("*")]
     c = await GridftpClient.connect("127.0.0.1", srv.port)
     refused = [
         # `..` above the root, from / and from a subdirectory
@@ -78,6 +79,12 @@ async def test_escapes_are_refused(jail: tuple[ThreadedServer, Path, Path]) -> N
         "STOR link_out/new.bin",
         "APPE file_out",
         "ESTO A 0 file_out",
+        "SITE CHMOD 777 file_out",
+        "SITE CHMOD 777 link_out",
+        "SITE CHMOD 777 abs_link",
+        "SITE CHMOD 777 ../outside",
+        "MFMT 20000101000000 file_out",
+        "MFMT 20000101000000 ../outside/secret.txt",
         "RNFR file_out",
         "RETR sub/up_link/secret.txt",
         # absolute host paths name paths under the root, never the host's
@@ -105,6 +112,7 @@ async def test_escapes_are_refused(jail: tuple[ThreadedServer, Path, Path]) -> N
     assert (await c.command("PWD")).lines[-1].startswith('"/"')
     await c.quit()
     assert snapshot(outside) == before
+    assert {(p, p.lstat().st_mode) for p in outside.rglob("*")} == {(p, m) for p, m in modes}
     assert not (outside / "created-through-link").exists()
     assert sorted(os.listdir(root.parent)) == ["outside", "root"]
 

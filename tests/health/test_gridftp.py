@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
@@ -20,18 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from gridlb.errors import PeerProtocolError
+from gridlb.gridftp.protocol import ReplyParser
 from gridlb.health.base import Verdict, create_checker
-from gridlb.health.gridftp import (
-    GridftpChecker,
-    Reply,
-    ReplyReader,
-    checksum,
-    classify_banner,
-    data_address_fault,
-    parse_epsv,
-    parse_pasv,
-)
+from gridlb.health.gridftp import GridftpChecker, classify_banner, data_address_fault
 from gridlb.health.tcp import TcpChecker
 from tests.support import need_root, need_tool
 
@@ -40,32 +30,6 @@ BUSY = b"421 Service busy: Connection limit exceeded. Please try again later. Cl
 OFFLINE = b"422 Service temporarily offline. Closing control connection.\r\n"
 
 # --------------------------------------------------------------------------- pure
-
-
-def test_reply_reader_multiline_and_split_feeds() -> None:
-    r = ReplyReader()
-    data = b"220-Welcome\r\n to the\r\n220-not the end\r\n220 ready.\r\n331 Password required.\r\n"
-    replies = []
-    for i in range(len(data)):  # one byte at a time
-        replies += r.feed(data[i : i + 1])
-    assert [x.code for x in replies] == [220, 331]
-    assert replies[0].lines == ("220-Welcome", " to the", "220-not the end", "220 ready.")
-    assert str(replies[1]) == "331 Password required."
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"HTTP/1.1 400 Bad Request\r\n", "not an FTP reply"),
-        (b"22 short\r\n", "not an FTP reply"),
-        (b"2200 no separator\r\n", "not an FTP reply"),
-        (b"x" * 5000, "longer than"),
-        (b"220-start\r\n" + b" more\r\n" * 600, "more than"),
-    ],
-)
-def test_reply_reader_rejects_garbage(data: bytes, message: str) -> None:
-    with pytest.raises(PeerProtocolError, match=message):
-        ReplyReader().feed(data)
 
 
 @pytest.mark.parametrize(
@@ -80,35 +44,8 @@ def test_reply_reader_rejects_garbage(data: bytes, message: str) -> None:
     ],
 )
 def test_classify_banner(line: bytes, verdict: Verdict) -> None:
-    (reply,) = ReplyReader().feed(line)
+    (reply,) = ReplyParser().feed(line)
     assert classify_banner(reply)[0] is verdict
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("227 Entering Passive Mode (127,0,0,1,188,177)", ("127.0.0.1", 188 * 256 + 177)),
-        ("227 Entering Passive Mode 10,201,0,1,4,1", ("10.201.0.1", 1025)),  # no parentheses (RFC 1123)
-        ("227 =10,201,0,1,0,21", ("10.201.0.1", 21)),
-    ],
-)
-def test_parse_pasv(text: str, expected: tuple[str, int]) -> None:
-    addr, port = parse_pasv(Reply(227, (text,)))
-    assert (str(addr), port) == expected
-
-
-@pytest.mark.parametrize("text", ["227 Entering Passive Mode", "227 (300,0,0,1,1,1)", "227 (1,2,3,4,5)"])
-def test_parse_pasv_malformed(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_pasv(Reply(227, (text,)))
-
-
-def test_parse_epsv() -> None:
-    assert parse_epsv(Reply(229, ("229 Entering Extended Passive Mode (|||58637|)",))) == (None, 58637)
-    addr, port = parse_epsv(Reply(229, ("229 Entering Extended Passive Mode (|2|fd00:99::11|42885|)",)))
-    assert (str(addr), port) == ("fd00:99::11", 42885)
-    with pytest.raises(ValueError):
-        parse_epsv(Reply(229, ("229 Entering Extended Passive Mode",)))
 
 
 VIP = ip_address("10.201.0.100")
@@ -137,14 +74,6 @@ def test_data_address_fault(advertised: str, local: str, fault: str) -> None:
         assert reason == ""
 
 
-def test_checksum_matches_what_globus_prints() -> None:
-    data = b"hello\n"
-    assert checksum("ADLER32", data) == f"{zlib.adler32(data):08x}" == "084b021f"
-    assert checksum("md5", b"") == "d41d8cd98f00b204e9800998ecf8427e"
-    with pytest.raises(ValueError, match="unknown checksum"):
-        checksum("CRC32", b"")
-
-
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="level"):
         GridftpChecker(level="deep")
@@ -152,7 +81,7 @@ def test_bad_options() -> None:
         GridftpChecker(level="canary")
     with pytest.raises(ValueError, match="line breaks"):
         GridftpChecker(level="canary", canary_path="/x\r\nDELE /y")
-    with pytest.raises(ValueError, match="unknown checksum"):
+    with pytest.raises(ValueError, match="unsupported checksum algorithm CRC "):
         GridftpChecker(canary_algorithm="CRC")
     assert GridftpChecker(vips="10.0.0.1, 10.0.0.2").vips == {
         IPv4Address("10.0.0.1"),
@@ -198,6 +127,7 @@ LOGIN = {
     "USER": b"331 Password required for anonymous.\r\n",
     "PASS": b"230 User anonymous logged in.\r\n",
     "NOOP": b"200 NOOP command successful.\r\n",
+    "EPSV": b"229 Entering Extended Passive Mode (|||58637|)\r\n",
     "PASV": b"227 Entering Passive Mode (127,0,0,1,188,177)\r\n",
     "QUIT": b"221 Goodbye.\r\n",
 }
@@ -232,13 +162,13 @@ async def run_check(target: str, timeout_s: float = 2.0, **options: object) -> t
         (Fake(banner=b"220-Welcome\r\n to gridftp\r\n220 ready\r\n"), Verdict.UP, "banner 220 Welcome"),
         (Fake(banner=BUSY), Verdict.REFUSING, "refusing: 421 Service busy: Connection limit exceeded"),
         (Fake(banner=OFFLINE), Verdict.REFUSING, "refusing: 422 Service temporarily offline"),
-        (Fake(banner=b"HTTP/1.1 400 Bad Request\r\n\r\n"), Verdict.DOWN, "malformed the banner: "),
+        (Fake(banner=b"HTTP/1.1 400 Bad Request\r\n\r\n"), Verdict.DOWN, "malformed reply: not an FTP reply"),
         (Fake(banner=b"\x16\x03\x01\x00\xa5\x01\x00\r\n"), Verdict.DOWN, "not an FTP reply"),
         (Fake(banner=b"500 go away\r\n"), Verdict.DOWN, "unexpected banner: 500 go away"),
         (
             Fake(banner=b"", close_after_banner=True),
             Verdict.DOWN,
-            "closed by the server while waiting for the banner",
+            "control connection closed by the server (waiting for the banner)",
         ),
         (Fake(banner=b"220 no end of line", close_after_banner=True), Verdict.DOWN, "closed by the server"),
         (Fake(banner=b"220 no end of line"), Verdict.DOWN, "no banner from 127.0.0.41:"),
@@ -265,7 +195,11 @@ async def test_slow_banner_reason_names_the_timeout(serve: Callable[[Fake], Awai
 @pytest.mark.parametrize(
     ("replies", "verdict", "reason"),
     [
-        ({}, Verdict.UP, "banner 220, login anonymous ok, PASV 127.0.0.1:48305"),
+        (
+            {},
+            Verdict.UP,
+            "banner 220, login anonymous ok, EPSV port 58637 (no address), PASV 127.0.0.1:48305",
+        ),
         ({"PASS": b"530 Login incorrect.\r\n"}, Verdict.DOWN, "PASS failed: 530 Login incorrect."),
         ({"USER": BUSY}, Verdict.REFUSING, "refusing: USER answered 421 Service busy"),
         ({"USER": b"230 already in\r\n"}, Verdict.UP, "login anonymous ok"),
@@ -288,6 +222,47 @@ async def test_login_level(
     got = await run_check(target, level="login", vips=["10.201.0.100"])
     assert got[0] is verdict, got
     assert reason in got[1], got
+
+
+@pytest.mark.parametrize(
+    ("epsv", "vips", "verdict", "reason"),
+    [
+        # IPv4 VIPs only: IPv4 clients use PASV, so an address-less EPSV is a note, not a fault
+        (b"229 Entering Extended Passive Mode (|||58637|)", ["10.201.0.100"], Verdict.UP, "(no address)"),
+        (b"500 Unknown command.", ["10.201.0.100"], Verdict.UP, "EPSV refused, PASV 127.0.0.1:"),
+        (b"229 (|1|127.0.0.1|4000|)", ["10.201.0.100"], Verdict.UP, "EPSV 127.0.0.1:4000, PASV"),
+        (
+            b"229 (|1|10.201.0.100|4000|)",
+            ["10.201.0.100"],
+            Verdict.DOWN,
+            "EPSV advertises 10.201.0.100, a VIP",
+        ),
+        (b"229 (|1|0.0.0.0|4000|)", [], Verdict.DOWN, "EPSV advertises the unspecified address"),
+        # an IPv6 VIP: every IPv6 client uses EPSV, and an address-less reply sends it to the VIP
+        (
+            b"229 Entering Extended Passive Mode (|||58637|)",
+            ["10.201.0.100", "fd00:201::100"],
+            Verdict.DOWN,
+            "EPSV reply carries no address, so EPSV clients (every IPv6 client) connect to the VIP "
+            "10.201.0.100, fd00:201::100",
+        ),
+        (b"500 Unknown command.", ["fd00:201::100"], Verdict.DOWN, "EPSV refused, and IPv6 clients need it"),
+        (b"229 (|2|::1|4000|)", ["fd00:201::100"], Verdict.UP, "EPSV [::1]:4000"),  # loopback on loopback
+        (b"229 (|2|fd00:201::100|4000|)", ["fd00:201::100"], Verdict.DOWN, "fd00:201::100, a VIP address"),
+        # no VIP known (checking a server on its own): RFC 2428's address-less reply is right
+        (b"229 Entering Extended Passive Mode (|||58637|)", [], Verdict.UP, "(no address)"),
+    ],
+)
+async def test_epsv_data_address(
+    serve: Callable[[Fake], Awaitable[str]], epsv: bytes, vips: list[str], verdict: Verdict, reason: str
+) -> None:
+    fake = Fake(replies=LOGIN | {"EPSV": epsv + b"\r\n"})
+    got = await run_check(await serve(fake), level="login", vips=vips)
+    assert got[0] is verdict and reason in got[1], got
+    assert "EPSV" in fake.seen
+    if verdict is Verdict.DOWN:
+        assert got[1].startswith("data-address fault: ")
+        assert "-epsv-ip" in got[1] or "-data-interface" in got[1] or "IPv6 clients" in got[1]
 
 
 async def test_login_without_data_address_check(serve: Callable[[Fake], Awaitable[str]]) -> None:
@@ -585,7 +560,7 @@ def netpair() -> Iterator[NetPair]:
 @pytest.mark.privileged
 def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Path) -> None:
     # Without -data-interface globus advertises what its hostname resolves to: 127.0.0.1 here
-    # (/etc/hosts maps this host's name to 127.0.0.1; research/gridftp.md §2.2).
+    # (/etc/hosts maps this host's name to 127.0.0.1, as on Debian).
     proc = netpair.start_globus(scratch)
     netpair.wait_ready(proc)
     out = netpair.check(f"{SRV_ADDR}:2811", "--level", "login", "--timeout", "5")
@@ -620,3 +595,53 @@ def test_data_address_fault_from_another_namespace(netpair: NetPair, scratch: Pa
     out = netpair.check(f"{SRV_ADDR}:2811", *args, "--canary-checksum", "084b021f", "--timeout", "5")
     assert out.returncode == 0, out
     assert "canary ADLER32 084b021f" in out.stdout
+
+
+SRV6, CHK6, VIP6 = "fd00:201::1", "fd00:201::2", "fd00:201::100"
+
+
+@pytest.mark.privileged
+def test_globus_epsv_behind_an_ipv6_vip_needs_epsv_ip(netpair: NetPair, scratch: Path) -> None:
+    """A Globus real server behind an IPv6 VIP: without -epsv-ip its EPSV reply sends every IPv6 client
+    to the VIP (a data-address fault); with -epsv-ip (and -data-interface) it is up, data path included."""
+    _ip("-n", netpair.srv, "addr", "add", f"{SRV6}/64", "dev", "glbHs", "nodad")
+    _ip("-n", netpair.chk, "addr", "add", f"{CHK6}/64", "dev", "glbHc", "nodad")
+    _ip("-n", netpair.srv, "addr", "add", f"{VIP6}/128", "dev", "lo")  # as on any DR real server
+    target = f"[{SRV6}]:2811"
+    login = ("--level", "login", "--vip", VIP6, "--timeout", "5")
+
+    proc = netpair.start_globus(scratch, "-data-interface", SRV6)
+    netpair.wait_ready(proc)
+    out = netpair.check(target, *login)
+    assert out.returncode == 1, out
+    assert out.stdout.startswith(f"down {target}: data-address fault: EPSV reply carries no address"), out
+    assert f"connect to the VIP {VIP6}" in out.stdout and "-epsv-ip" in out.stdout
+    # checked on its own (no VIP), the RFC 2428 reply is right
+    assert netpair.check(target, "--level", "login", "--timeout", "5").returncode == 0
+    netpair.stop_all()
+
+    proc = netpair.start_globus(scratch, "-data-interface", SRV6, "-epsv-ip")
+    netpair.wait_ready(proc)
+    out = netpair.check(target, *login)
+    assert out.returncode == 0, out
+    assert f"EPSV [{SRV6}]:" in out.stdout
+    args = ["--canary", str(scratch / "canary"), "--canary-method", "retr", "--canary-checksum", "084b021f"]
+    out = netpair.check(target, "--level", "canary", "--vip", VIP6, *args, "--timeout", "5")
+    assert out.returncode == 0, out
+    assert "canary ADLER32 084b021f" in out.stdout
+
+
+@pytest.mark.parametrize(("epsv_ip", "verdict"), [(None, Verdict.UP), (False, Verdict.DOWN)])
+async def test_embedded_server_behind_an_ipv6_vip(
+    tmp_path: Path, epsv_ip: bool | None, verdict: Verdict
+) -> None:
+    """gridlb's own server names its data address in EPSV by default (--epsv-ip); --no-epsv-ip is a fault."""
+    from tests.gridftp.helpers import ThreadedServer
+
+    srv = ThreadedServer(tmp_path, host="::1", data_address="::1", epsv_ip=epsv_ip).start()
+    try:
+        got = await run_check(f"[::1]:{srv.port}", level="login", vips=["fd00:201::100"])
+    finally:
+        srv.stop()
+    assert got[0] is verdict, got
+    assert ("EPSV [::1]:" in got[1]) if verdict is Verdict.UP else ("EPSV reply carries no address" in got[1])

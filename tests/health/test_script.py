@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gridlb.health.base import Verdict, create_checker
-from gridlb.health.script import ScriptChecker, verdict_for_status
+from gridlb.health.script import ScriptChecker, ScriptUser, script_problem, verdict_for_status
 from gridlb.table import RealKey
 from tests.support import need_root
 
@@ -93,7 +93,7 @@ async def test_path_is_split_like_misc_path() -> None:
 async def test_missing_command() -> None:
     result = await ScriptChecker(path="/nonexistent/glbH-check").check(RS, timeout_s=5)
     assert result.verdict is Verdict.DOWN
-    assert result.reason == "glbH-check: cannot run: No such file or directory"
+    assert result.reason == "glbH-check: refused: /nonexistent/glbH-check: No such file or directory"
     with pytest.raises(ValueError, match="empty"):
         ScriptChecker(path="  ")
 
@@ -152,10 +152,70 @@ async def test_cancelled_check_kills_the_script(tmp_path: Path) -> None:
         kill_quietly(shell)
 
 
-async def test_user_option() -> None:
+async def test_user_nobody_runs_as_uid_65534() -> None:
+    """keepalived MISC_CHECK `user nobody`: the script's real and effective ids are nobody's."""
     need_root()
-    result = await ScriptChecker(path="id -un", user="nobody").check(RS, timeout_s=5)
-    assert (result.verdict, result.reason) == (Verdict.UP, "id: exit 0: nobody")
-    result = await ScriptChecker(path="id -un", user="glbH-no-such-user").check(RS, timeout_s=5)
-    assert result.verdict is Verdict.DOWN
-    assert result.reason.startswith("id: cannot run: ") and "glbH-no-such-user" in result.reason
+    script = 'echo "$(id -u) $(id -ru) $(id -g) $USER groups: $(id -G)"'
+    result = await ScriptChecker(path=["sh", "-c", script], user="nobody").check(RS, timeout_s=5)
+    assert result.verdict is Verdict.UP, result
+    ids, groups = result.reason.removeprefix("sh: exit 0: ").split(" groups: ")
+    assert ids == "65534 65534 65534 nobody"
+    assert "0" not in groups.split()  # root's supplementary groups are dropped
+
+
+async def test_user_with_group() -> None:
+    need_root()
+    result = await ScriptChecker(path="id -gn", user="nobody daemon").check(RS, timeout_s=5)
+    assert (result.verdict, result.reason) == (Verdict.UP, "id: exit 0: daemon")
+
+
+def test_unknown_user_or_group_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="user 'glbH-no-such-user' does not exist"):
+        ScriptChecker(path="id -un", user="glbH-no-such-user")
+    with pytest.raises(ValueError, match="group 'glbH-no-such-group' does not exist"):
+        ScriptChecker(path="id -un", user="nobody glbH-no-such-group")
+    with pytest.raises(ValueError, match="expected 'USER \\[GROUP\\]'"):
+        ScriptChecker(path="id -un", user="a b c")
+    assert ScriptUser.parse("65534").name == "nobody"
+
+
+def _script(directory: Path, mode: int = 0o755) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "check.sh"
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(mode)
+    return path
+
+
+async def test_script_security_as_root(tmp_path: Path) -> None:
+    """keepalived enable_script_security: a root script on a path a non-root user can change is refused."""
+    need_root()
+    root = ScriptUser.parse("root")
+    safe = _script(tmp_path / "safe")
+    assert script_problem(str(safe), root) is None  # pytest's tmp dirs: root-owned, 0700, /tmp sticky
+    world = _script(tmp_path / "world", 0o757)
+    assert "check.sh is writable by everyone" in (script_problem(str(world), root) or "")
+    open_dir = tmp_path / "opendir"
+    _script(open_dir)
+    open_dir.chmod(0o777)
+    problem = script_problem(str(open_dir / "check.sh"), root)
+    assert problem is not None and "opendir is writable by everyone" in problem
+    owned = _script(tmp_path / "owned")
+    os.chown(owned, 65534, 65534)
+    assert "check.sh is owned by uid 65534" in (script_problem(str(owned), root) or "")
+    group = _script(tmp_path / "group", 0o775)
+    os.chown(group, 0, 65534)
+    assert "check.sh is writable by group 65534" in (script_problem(str(group), root) or "")
+    # a symbolic link to a safe script is safe; the link's own 0777 means nothing (keepalived's rule)
+    link = tmp_path / "safe" / "link.sh"
+    link.symlink_to(safe)
+    assert script_problem(str(link), root) is None
+    # the same unsafe script run as nobody needs no protection (keepalived: only uid/gid 0)
+    os.chmod(tmp_path, 0o755)
+    assert script_problem(str(world), ScriptUser.parse("nobody")) is None
+    # not executable by its user
+    noexec = _script(tmp_path / "noexec", 0o744)
+    assert "not executable by uid 65534" in (script_problem(str(noexec), ScriptUser.parse("nobody")) or "")
+    # and a refused script is never run: the check is down and says why
+    result = await ScriptChecker(path=str(world), user="root").check(RS, timeout_s=5)
+    assert result.verdict is Verdict.DOWN and "refused" in result.reason and "everyone" in result.reason

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from gridlb.config.load import Site, parse_text
-from gridlb.health.base import Verdict
+import pytest
+
+from gridlb.config.lint import lint_site
+from gridlb.config.load import ConfigErrors, Site, parse_text
+from gridlb.director.director import DirectorConfig
+from gridlb.director.health import RunnerMonitor
+from gridlb.errors import ConfigError
+from gridlb.health.base import CheckResult, Verdict
 from gridlb.health.gridftp import GridftpChecker
 from gridlb.health.runner import HealthRunner
 from gridlb.health.script import ScriptChecker
-from gridlb.health.spec import from_check_spec
+from gridlb.health.spec import from_check_spec, site_check_problems
 from gridlb.health.tcp import TcpChecker
 from gridlb.health.tracker import CheckPolicy, HealthChanged
+from gridlb.health.xrootd import XrootdChecker
 from gridlb.table import RealKey, parse_address
+from tests.support import need_root
 
 SITE = """
 keepalived::virtual_servers:
@@ -132,3 +141,194 @@ async def test_reload_through_the_runner_keeps_state() -> None:
         runner.sync({real: again})
         await asyncio.sleep(0.3)
         assert runner.snapshot(real).state is Verdict.DOWN and queue.empty()
+
+
+OPTIONS_SITE = """
+keepalived::virtual_servers:
+    svc:
+        ip_address: '127.0.0.100'
+        port: {port}
+        lb_kind: NAT
+        delay_loop: 0.2
+        real_servers:
+            - ip_address: '127.0.0.31'
+              port: {port}
+              tcp_check: {{bindto: '127.0.0.32', connect_timeout: 1, warmup: 0}}
+            - ip_address: '127.0.0.33'
+              port: {port}
+              MISC_CHECK: {{misc_path: "sh -c 'echo uid=$(id -u) gid=$(id -g)'", user: nobody, warmup: 0}}
+            - ip_address: '127.0.0.34'
+              port: {port}
+              tcp_check: {{bind_if: glbHnone0, connect_timeout: 1, warmup: 0}}
+"""
+
+
+async def test_site_options_reach_the_checks_through_the_director() -> None:
+    """bindto is the source the server sees; MISC_CHECK `user nobody` runs as 65534; bind_if is used."""
+    need_root()  # setuid for the script, SO_BINDTODEVICE
+    peers: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[0])
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.31", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = DirectorConfig.from_site(
+        Site.from_files([parse_text(OPTIONS_SITE.format(port=port), "site.yaml")])
+    )
+    results: dict[RealKey, CheckResult] = {}
+    monitor = RunnerMonitor(lambda pair, result, *rest: results.setdefault(pair[1], result))
+    try:
+        monitor.set_targets(config.checks)
+        for _ in range(100):
+            if len(results) == 3 and peers:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await monitor.close()
+        server.close()
+        await server.wait_closed()
+    by_addr = {str(r.addr): res for r, res in results.items()}
+    assert by_addr["127.0.0.31"].verdict is Verdict.UP and set(peers) == {"127.0.0.32"}
+    assert by_addr["127.0.0.33"].verdict is Verdict.UP
+    assert by_addr["127.0.0.33"].reason == "sh: exit 0: uid=65534 gid=65534"
+    assert by_addr["127.0.0.34"].verdict is Verdict.DOWN and "No such device" in by_addr["127.0.0.34"].reason
+
+
+BAD_CHECKS = """
+keepalived::virtual_servers:
+    svc:
+        ip_address: '10.0.0.100'
+        port: 2811
+        lb_kind: NAT
+        real_servers:
+            - ip_address: '10.0.0.11'
+              MISC_CHECK:
+                  misc_path: /bin/true
+                  user: glbH-no-such-user
+            - ip_address: '10.0.0.12'
+              MISC_CHECK:
+                  misc_path: {insecure}
+            - ip_address: '10.0.0.13'
+              MISC_CHECK:
+                  misc_path: /nonexistent/glbH-check
+            - ip_address: '10.0.0.14'
+              MISC_CHECK:
+                  misc_path: /bin/true
+gridlb:
+    script_user: {script_user}
+"""
+
+
+def test_checks_that_cannot_run_are_refused_by_lint_and_at_start(tmp_path: Path) -> None:
+    need_root()  # the insecure script must run as root to be refused
+    insecure = tmp_path / "open" / "check.sh"
+    insecure.parent.mkdir()
+    insecure.write_text("#!/bin/sh\nexit 0\n")
+    insecure.chmod(0o757)
+    text = BAD_CHECKS.format(insecure=insecure, script_user="root")
+    site = Site.from_files([parse_text(text, "site.yaml")])
+    problems = [str(p) for p in site_check_problems(site)]
+    line = {
+        n: i + 1
+        for i, ln in enumerate(text.splitlines())
+        for n in ("glbH-no-such-user", "check.sh", "glbH-check")
+        if n in ln
+    }
+    assert problems == [
+        f"site.yaml:{line['glbH-no-such-user']}: error: keepalived::virtual_servers.svc.real_servers[0]"
+        ".MISC_CHECK.user: user 'glbH-no-such-user' does not exist on this host",
+        f"site.yaml:{line['check.sh']}: error: keepalived::virtual_servers.svc.real_servers[1].MISC_CHECK"
+        f".misc_path: {insecure}: runs as root but {insecure} is writable by everyone (keepalived "
+        "enable_script_security refuses it; run it as another user or make its path root-only)",
+        f"site.yaml:{line['glbH-check']}: error: keepalived::virtual_servers.svc.real_servers[2].MISC_CHECK"
+        ".misc_path: /nonexistent/glbH-check: No such file or directory",
+    ]
+    findings = [f for f in lint_site(site) if f.code == "check-cannot-run"]
+    assert [str(f) for f in findings] == problems
+    with pytest.raises(ConfigErrors) as exc:
+        DirectorConfig.from_site(site)
+    assert [str(e) for e in exc.value.errors] == problems
+    # the default user comes from gridlb.script_user: an unknown one is reported there
+    site = Site.from_files(
+        [parse_text(BAD_CHECKS.format(insecure="/bin/true", script_user="glbH-nobody"), "s.yaml")]
+    )
+    assert any(
+        str(p).endswith("gridlb.script_user: user 'glbH-nobody' does not exist on this host")
+        for p in site_check_problems(site)
+    )
+
+
+def test_script_user_inheritance() -> None:
+    """MISC_CHECK user, else gridlb.script_user when written, else the director's own user."""
+    text = BAD_CHECKS.format(insecure="/bin/true", script_user="nobody")
+    site = Site.from_files([parse_text(text, "site.yaml")])
+    vs = site.virtual_servers["svc"]
+    users = [vs.check_for(rs, site.gridlb).script_user for rs in vs.real_servers]
+    assert users == ["glbH-no-such-user", "nobody", "nobody", "nobody"]
+    site = Site.from_files(
+        [parse_text(text.replace("    script_user: nobody\n", "    director_name: a\n"), "site.yaml")]
+    )
+    vs = site.virtual_servers["svc"]
+    assert vs.check_for(vs.real_servers[3], site.gridlb).script_user is None
+
+
+def test_xrootd_check_from_the_site() -> None:
+    text = """
+keepalived::virtual_servers:
+    xrd:
+        ip_address: '10.0.0.100'
+        port: 1094
+        lb_kind: NAT
+        XROOTD_CHECK: {level: login, bindto: '10.0.0.2', connect_port: 1095}
+        real_servers:
+            - ip_address: '10.0.0.11'
+            - ip_address: '10.0.0.12'
+              xrootd_check: {level: canary, canary_path: /store/canary, check_redirect: false, user: ops}
+gridlb:
+    xrootd_check: {user: lbcheck}
+"""
+    site = Site.from_files([parse_text(text, "site.yaml")])
+    vs = site.virtual_servers["xrd"]
+    made = [
+        from_check_spec(vs.check_for(rs, site.gridlb), real=rs.real_key(vs), vips=["10.0.0.100"])
+        for rs in vs.real_servers
+    ]
+    (a, pa), (b, _) = (m for m in made if m is not None)
+    assert isinstance(a, XrootdChecker) and isinstance(b, XrootdChecker)
+    assert (a.level, a.user, a.canary_path, a.check_redirect) == ("login", "lbcheck", None, True)
+    assert a.vips == {parse_address("10.0.0.100")} and str(a.conn.bindto) == "10.0.0.2"
+    assert a.conn.destination(RealKey.parse("10.0.0.11:1094")) == RealKey.parse("10.0.0.11:1095")
+    assert (b.level, b.user, b.canary_path, b.check_redirect) == ("canary", "ops", "/store/canary", False)
+    assert pa.retry == 1
+    with pytest.raises(ConfigError, match="1 to 8 printable bytes"):
+        parse_text(text.replace("user: ops", "user: far-too-long"), "site.yaml")
+
+
+def test_a_second_checker_is_refused_not_ignored() -> None:
+    text = """
+keepalived::virtual_servers:
+    svc:
+        ip_address: '10.0.0.100'
+        port: 2811
+        lb_kind: NAT
+        tcp_check: {connect_timeout: 3}
+        gridftp_check: {level: login}
+        real_servers:
+            - ip_address: '10.0.0.11'
+            - ip_address: '10.0.0.12'
+            - ip_address: '10.0.0.13'
+              tcp_check: {}
+              XROOTD_CHECK: {}
+"""
+    site = Site.from_files([parse_text(text, "site.yaml")])
+    problems = [str(p) for p in site_check_problems(site)]
+    assert problems == [
+        "site.yaml:8: error: keepalived::virtual_servers.svc.gridftp_check: a second checker on one real "
+        "server: gridlb runs one checker per real server (keepalived would need every one to pass); keep one "
+        "(tcp_check is the first)",
+        "site.yaml:14: error: keepalived::virtual_servers.svc.real_servers[2].XROOTD_CHECK: a second checker "
+        "on one real server: gridlb runs one checker per real server (keepalived would need every one to "
+        "pass); keep one (tcp_check is the first)",
+    ]

@@ -166,7 +166,12 @@ GRIDFTP_SITE = {
                 {
                     "ip_address": "10.0.0.12",
                     "port": 2811,
-                    "GRIDFTP_CHECK": {"connect_timeout": 2, "connect_port": 2812},
+                    "GRIDFTP_CHECK": {
+                        "connect_timeout": 2,
+                        "connect_port": 2812,
+                        "bind_if": "lo",
+                        "bind_port": 2999,
+                    },
                 },
             ],
         }
@@ -199,6 +204,7 @@ def test_gridftp_check_renders_as_misc_check_and_imports_back() -> None:
     assert rs1.gridftp_check.connect_timeout is None and rs1.gridftp_check.connect_ip is None
     assert rs2.gridftp_check is not None and rs2.gridftp_check.connect_timeout == 2
     assert rs2.gridftp_check.connect_port == 2812
+    assert (rs2.gridftp_check.bind_if, rs2.gridftp_check.bind_port) == ("lo", 2999)  # nothing lost
     # from keepalived.conf on, the round trip is exact
     assert sections(import_text(render_keepalived(back, "gftp"), "gftp.conf").site()) == sections(back)
 
@@ -266,4 +272,59 @@ def test_keepalived_accepts_corpus_and_its_renders(
 def test_keepalived_accepts_a_gridftp_check(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
     path = tmp_path / "gftp.conf"
     path.write_text(render_keepalived(site_from_mapping(GRIDFTP_SITE, source="gftp.yaml"), "gftp"))
+    assert keepalived_netns.check(path) == (0, "")
+
+
+XROOTD_SITE = {
+    "keepalived::virtual_servers": {
+        "xrootd": {
+            "ip_address": "10.0.0.100",
+            "port": 1094,
+            "lb_algo": "wlc",
+            "lb_kind": "DR",
+            "XROOTD_CHECK": {"level": "canary", "canary_path": "/store/canary", "bind_if": "lo"},
+            "real_servers": [
+                {"ip_address": "10.0.0.11", "port": 1094},
+                {
+                    "ip_address": "10.0.0.12",
+                    "port": 1094,
+                    "xrootd_check": {"user": "probe", "check_redirect": False, "bindto": "10.0.0.2"},
+                },
+            ],
+        }
+    },
+    "gridlb": {"director_name": "xrd"},
+}
+
+
+def test_xrootd_check_renders_as_misc_check_and_imports_back() -> None:
+    site = site_from_mapping(XROOTD_SITE, source="xrd.yaml")
+    text = render_keepalived(site, "xrd")
+    (vs,) = _top(text, "virtual_server")
+    first, second = vs.find("real_server")
+    check = first.first("MISC_CHECK")
+    assert check is not None and check.first("misc_dynamic") is not None
+    assert _arg(check.first("misc_path")) == (
+        "/usr/local/bin/gridlb check xrootd --level canary --timeout 5 --canary /store/canary --bind-if lo "
+        "--vip 10.0.0.100 --misc-dynamic-weight 1 10.0.0.11:1094"
+    )
+    check2 = second.first("MISC_CHECK")
+    assert check2 is not None
+    assert _arg(check2.first("misc_path")) == (
+        "/usr/local/bin/gridlb check xrootd --timeout 5 --user probe --no-redirect-check --bindto 10.0.0.2 "
+        "--vip 10.0.0.100 --misc-dynamic-weight 1 10.0.0.12:1094"
+    )
+    back = import_text(text, "xrd.conf").site()
+    rs1, rs2 = back.virtual_servers["tcp-10.0.0.100-1094"].real_servers
+    assert rs1.xrootd_check is not None and rs1.xrootd_check.canary_path == "/store/canary"
+    assert rs1.xrootd_check.bind_if == "lo" and rs1.xrootd_check.connect_ip is None
+    assert rs2.xrootd_check is not None and rs2.xrootd_check.check_redirect is False
+    assert str(rs2.xrootd_check.bindto) == "10.0.0.2" and rs2.xrootd_check.user == "probe"
+    assert sections(import_text(render_keepalived(back, "xrd"), "xrd.conf").site()) == sections(back)
+
+
+@pytest.mark.privileged
+def test_keepalived_accepts_an_xrootd_check(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
+    path = tmp_path / "xrd.conf"
+    path.write_text(render_keepalived(site_from_mapping(XROOTD_SITE, source="xrd.yaml"), "xrd"))
     assert keepalived_netns.check(path) == (0, "")

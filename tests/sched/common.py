@@ -6,6 +6,7 @@ from ipaddress import ip_address
 
 from gridlb.sched import DestView, Flow
 from gridlb.table import RealKey
+from tests.sched.harness import Counts, Setup, run_scenario
 
 
 def rk(last: int, port: int = 2811) -> RealKey:
@@ -23,3 +24,10 @@ def flow(client: str = "192.0.2.1", port: int = 40000, vaddr: str = "10.0.0.1") 
 
 
 PICKS_REQUIRED = 10_000
+
+
+def scripted(name: str, seq: list[tuple[object, ...]], **setup: int) -> list[RealKey | None]:
+    """Run a hand-written operation sequence through the kernel comparison; return gridlb's picks."""
+    counts = Counts(keep=True)
+    run_scenario(name, 4, frozenset(), seq, counts, Setup(**setup))
+    return counts.picked

@@ -1,12 +1,16 @@
 """A line-by-line transcription of the kernel's IPVS schedulers into Python, for the property tests.
 
-Written from net/netfilter/ipvs/ip_vs_{rr,wrr,lc,wlc,sed,nq,sh,dh,mh}.c, the destination-update path
-of ip_vs_ctl.c (__ip_vs_update_dest / __ip_vs_unlink_dest), include/net/ip_vs.h
-(ip_vs_dest_conn_overhead), include/linux/hash.h (hash_32) and lib/siphash.c (64-bit hsiphash), as
-in Linux 6.x (read at intel-lab-lkp/linux 80aeb2c / 93f538a / 1406650, torvalds/linux for history).
+Written from net/netfilter/ipvs/ip_vs_{rr,wrr,lc,wlc,lblc,lblcr,sh,dh,mh,sed,nq,fo,ovf,twos}.c, the
+destination-update path of ip_vs_ctl.c (__ip_vs_update_dest / __ip_vs_unlink_dest / the dest trash),
+include/net/ip_vs.h (ip_vs_dest_conn_overhead), include/linux/hash.h (hash_32), lib/siphash.c (64-bit
+hsiphash), drivers/char/random.c (__get_random_u32_below) and include/linux/jiffies.h (time_before,
+time_after), as in Linux 6.x (read at intel-lab-lkp/linux 80aeb2c / 93f538a / 1406650 / 3338ca7,
+torvalds/linux 0c8ea05 for lblcr, and torvalds/linux for history).
 It models the kernel's data structures (a circular `list_head` with a sentinel, `struct ip_vs_dest`,
-`svc->sched_data`) and C integer semantics on x86_64. It shares no code with gridlb.sched: the
-tests drive both with the same operations and compare every pick.
+`svc->sched_data`, hlist buckets, a timer that fires at its `expires`), `jiffies` (HZ 250, starting at
+INITIAL_JIFFIES), `get_random_u32()` as an injected source, and C integer semantics on x86_64 (the
+kernel is built with -fno-strict-overflow: int arithmetic wraps). It shares no code with gridlb.sched:
+the tests drive both with the same operations and compare every pick.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ def to_int(x: int) -> int:
 def to_uint(x: int) -> int:
     """(unsigned int) x."""
     return x & U32_MASK
+
+
+def to_long(x: int) -> int:
+    """(long) x on x86_64: wrap to a signed 64-bit integer."""
+    x &= U64_MASK
+    return x - (1 << 64) if x >> 63 else x
 
 
 def rol64(word: int, shift: int) -> int:
@@ -111,6 +121,86 @@ class Dest:
         self.n_list.owner = self
 
 
+# ---- include/linux/jiffies.h, kernel/time/timer.c, drivers/char/random.c ----------------------------
+
+HZ = 250  # Debian's CONFIG_HZ
+INITIAL_JIFFIES = to_uint(-300 * HZ)  # (unsigned long)(unsigned int)(-300*HZ) on 64-bit
+
+
+def time_after(a: int, b: int) -> bool:
+    """time_after(a, b): (long)((b) - (a)) < 0."""
+    return to_long(b - a) < 0
+
+
+def time_before(a: int, b: int) -> bool:
+    """time_before(a, b) = time_after(b, a)."""
+    return time_after(b, a)
+
+
+@dataclass(eq=False)
+class TimerList:
+    """struct timer_list, modelled as firing exactly at `expires` (the wheel's slack left out)."""
+
+    function: Any
+    expires: int = 0
+    pending: bool = False
+
+
+@dataclass(eq=False)
+class NetnsIpvs:
+    """struct netns_ipvs (the parts schedulers read) plus the global clock, the RNG and Kconfig values."""
+
+    jiffies: int = INITIAL_JIFFIES
+    sysctl_lblc_expiration: int = 24 * 60 * 60 * HZ  # DEFAULT_EXPIRATION
+    sysctl_lblcr_expiration: int = 24 * 60 * 60 * HZ
+    random_u32: Any = None  # get_random_u32()
+    lblc_tab_bits: int = 10  # CONFIG_IP_VS_LBLC_TAB_BITS
+    lblcr_tab_bits: int = 10  # CONFIG_IP_VS_LBLCR_TAB_BITS
+    timers: list[TimerList] = field(default_factory=list)
+
+
+def mod_timer(ipvs: NetnsIpvs, timer: TimerList, expires: int) -> None:
+    timer.expires = expires
+    timer.pending = True
+    if timer not in ipvs.timers:
+        ipvs.timers.append(timer)
+
+
+def run_timers_until(ipvs: NetnsIpvs, now: int) -> None:
+    """Let time pass to `now`: every pending timer with expires <= now fires, in order, at its expires."""
+    while True:
+        due = [t for t in ipvs.timers if t.pending and not time_after(t.expires, now)]
+        if not due:
+            break
+        t = min(due, key=lambda t: to_long(t.expires - now))
+        ipvs.jiffies = t.expires
+        t.pending = False
+        t.function(t)
+    ipvs.jiffies = now
+
+
+def get_random_u32(ipvs: NetnsIpvs) -> int:
+    return to_uint(ipvs.random_u32())
+
+
+def __get_random_u32_below(ipvs: NetnsIpvs, ceil: int) -> int:
+    """drivers/char/random.c (6.2+)."""
+    rand = get_random_u32(ipvs)
+    if not ceil:
+        return rand
+    mult = (ceil * rand) & U64_MASK  # (u64)ceil * rand
+    if to_uint(mult) < ceil:
+        bound = to_uint(-ceil) % ceil
+        while to_uint(mult) < bound:
+            mult = (ceil * get_random_u32(ipvs)) & U64_MASK
+    return mult >> 32
+
+
+def get_random_u32_below(ipvs: NetnsIpvs, ceil: int) -> int:
+    """include/linux/random.h: a non-constant ceil goes to __get_random_u32_below()."""
+    return __get_random_u32_below(ipvs, to_uint(ceil))
+
+
 @dataclass(eq=False)
 class Service:
     """struct ip_vs_service."""
@@ -121,6 +211,7 @@ class Service:
     destinations: ListHead = field(default_factory=ListHead)
     num_dests: int = 0
     sched_data: Any = None
+    ipvs: NetnsIpvs = field(default_factory=NetnsIpvs)
 
 
 def list_entry(node: ListHead) -> Dest:
@@ -737,6 +828,463 @@ def ip_vs_mh_schedule(svc: Service, iph: Iph) -> Dest | None:
     return ip_vs_mh_get(svc, s, hash_addr, port)
 
 
+# ---- ip_vs_fo.c / ip_vs_ovf.c / ip_vs_twos.c --------------------------------------------------------
+
+
+def ip_vs_fo_schedule(svc: Service, iph: Iph) -> Dest | None:
+    hweight = None
+    hw = 0  # track highest weight
+    for dest in dests_of(svc):
+        if not (dest.flags & IP_VS_DEST_F_OVERLOAD) and dest.weight > hw:
+            hweight = dest
+            hw = dest.weight
+    if hweight is not None:
+        return hweight
+    return None  # ip_vs_scheduler_err()
+
+
+def ip_vs_ovf_schedule(svc: Service, iph: Iph) -> Dest | None:
+    h = None
+    hw = 0
+    for dest in dests_of(svc):
+        w = dest.weight
+        if (dest.flags & IP_VS_DEST_F_OVERLOAD) or dest.activeconns > w or w == 0:
+            continue
+        if h is None or w > hw:
+            h = dest
+            hw = w
+    if h is not None:
+        return h
+    return None
+
+
+def ip_vs_twos_schedule(svc: Service, iph: Iph) -> Dest | None:
+    choice1 = None
+    choice2 = None
+    weight1 = -1
+    weight2 = -1
+    overhead1 = 0
+    overhead2 = 0  # uninitialised in C; only read when choice2 is set
+    total_weight = 0
+    for dest in dests_of(svc):
+        if not (dest.flags & IP_VS_DEST_F_OVERLOAD):
+            weight = dest.weight
+            if weight > 0:
+                total_weight = to_int(total_weight + weight)
+                choice1 = dest
+    if choice1 is None:
+        return None
+    total_weight = to_int(total_weight + 1)
+    rweight1 = to_int(get_random_u32_below(svc.ipvs, total_weight))
+    rweight2 = to_int(get_random_u32_below(svc.ipvs, total_weight))
+    for dest in dests_of(svc):
+        if dest.flags & IP_VS_DEST_F_OVERLOAD:
+            continue
+        weight = dest.weight
+        if weight <= 0:
+            continue
+        rweight1 = to_int(rweight1 - weight)
+        rweight2 = to_int(rweight2 - weight)
+        if rweight1 <= 0 and weight1 == -1:
+            choice1 = dest
+            weight1 = weight
+            overhead1 = ip_vs_dest_conn_overhead(dest)
+        if rweight2 <= 0 and weight2 == -1:
+            choice2 = dest
+            weight2 = weight
+            overhead2 = ip_vs_dest_conn_overhead(dest)
+        if weight1 != -1 and weight2 != -1:
+            break  # goto nextstage
+    if choice2 is not None and to_int(weight2 * overhead1) > to_int(weight1 * overhead2):
+        choice1 = choice2
+    return choice1
+
+
+# ---- ip_vs_lblc.c -----------------------------------------------------------------------------------
+
+CHECK_EXPIRE_INTERVAL = 60 * HZ
+ENTRY_TIMEOUT = 6 * 60 * HZ
+COUNT_FOR_FULL_EXPIRATION = 30
+
+
+def ip_vs_addr_equal(af: int, a: bytes, b: bytes) -> bool:
+    if af == AF_INET6:
+        return a[:16] == b[:16]
+    return a[:4] == b[:4]
+
+
+def is_overloaded(dest: Dest, svc: Service) -> bool:
+    """lblc's and lblcr's (identical) is_overloaded()."""
+    if dest.activeconns > dest.weight:
+        for d in dests_of(svc):
+            if to_int(d.activeconns * 2) < d.weight:
+                return True
+    return False
+
+
+def lblx_schedule_wlc(svc: Service) -> Dest | None:
+    """__ip_vs_lblc_schedule() and __ip_vs_lblcr_schedule() (identical)."""
+    dests = dests_of(svc)
+    i = 0
+    while i < len(dests):
+        dest = dests[i]
+        if dest.flags & IP_VS_DEST_F_OVERLOAD:
+            i += 1
+            continue
+        if dest.weight > 0:
+            least = dest
+            loh = ip_vs_dest_conn_overhead(least)
+            break
+        i += 1
+    else:
+        return None
+    for dest in dests[i + 1 :]:  # nextstage
+        if dest.flags & IP_VS_DEST_F_OVERLOAD:
+            continue
+        doh = ip_vs_dest_conn_overhead(dest)
+        if loh * dest.weight > doh * least.weight:
+            least = dest
+            loh = doh
+    return least
+
+
+@dataclass(eq=False)
+class LblcEntry:
+    af: int
+    addr: bytes
+    dest: Dest
+    lastuse: int
+
+
+@dataclass(eq=False)
+class LblcTable:
+    bits: int
+    bucket: list[list[Any]]  # hlist_head[]: index 0 is the first node
+    periodic_timer: TimerList
+    svc: Service
+    entries: int = 0
+    max_size: int = 0
+    rover: int = 0
+    counter: int = 1
+    dead: bool = False
+
+
+def ip_vs_lblc_hashkey(tbl: LblcTable, af: int, addr: bytes) -> int:
+    return hash_32(addr_fold_ntohl(af, addr), tbl.bits)
+
+
+def ip_vs_lblc_del(tbl: LblcTable, en: Any, hash_: int) -> None:
+    tbl.bucket[hash_].remove(en)  # hlist_del_rcu; the entry is freed after a grace period
+
+
+def ip_vs_lblc_hash(tbl: LblcTable, en: LblcEntry) -> None:
+    h = ip_vs_lblc_hashkey(tbl, en.af, en.addr)
+    tbl.bucket[h].insert(0, en)  # hlist_add_head_rcu
+    tbl.entries += 1
+
+
+def ip_vs_lblc_get(af: int, tbl: LblcTable, addr: bytes) -> LblcEntry | None:
+    h = ip_vs_lblc_hashkey(tbl, af, addr)
+    for en in tbl.bucket[h]:
+        if ip_vs_addr_equal(af, en.addr, addr):
+            return en  # type: ignore[no-any-return]
+    return None
+
+
+def ip_vs_lblc_new(tbl: LblcTable, daddr: bytes, af: int, dest: Dest) -> LblcEntry | None:
+    en = ip_vs_lblc_get(af, tbl, daddr)
+    if en is not None:
+        if en.dest is dest:
+            return en
+        ip_vs_lblc_del(tbl, en, ip_vs_lblc_hashkey(tbl, af, daddr))  # no atomic_dec here
+    en = LblcEntry(af=af, addr=daddr, dest=dest, lastuse=tbl.svc.ipvs.jiffies)
+    ip_vs_lblc_hash(tbl, en)
+    return en
+
+
+def ip_vs_lblc_full_check(svc: Service) -> None:
+    tbl: LblcTable = svc.sched_data
+    now = svc.ipvs.jiffies
+    mask = (1 << tbl.bits) - 1
+    j = tbl.rover
+    for _ in range(1 << tbl.bits):
+        j = (j + 1) & mask
+        for en in list(tbl.bucket[j]):  # hlist_for_each_entry_safe
+            if time_before(now, en.lastuse + svc.ipvs.sysctl_lblc_expiration):
+                continue
+            ip_vs_lblc_del(tbl, en, j)
+            tbl.entries -= 1
+    tbl.rover = j
+
+
+def ip_vs_lblc_check_expire(t: TimerList) -> None:
+    tbl: LblcTable = t.function.tbl
+    svc = tbl.svc
+    now = svc.ipvs.jiffies
+    mask = (1 << tbl.bits) - 1
+    if tbl.counter % COUNT_FOR_FULL_EXPIRATION == 0:
+        ip_vs_lblc_full_check(svc)
+        tbl.counter = 1
+    elif tbl.entries <= tbl.max_size:
+        tbl.counter += 1
+    else:
+        goal = int((tbl.entries - tbl.max_size) * 4 / 3)
+        if goal > int(tbl.max_size / 2):
+            goal = int(tbl.max_size / 2)
+        j = tbl.rover
+        for _ in range(1 << tbl.bits):
+            j = (j + 1) & mask
+            for en in list(tbl.bucket[j]):
+                if time_before(now, en.lastuse + ENTRY_TIMEOUT):
+                    continue
+                ip_vs_lblc_del(tbl, en, j)
+                tbl.entries -= 1
+                goal -= 1
+            if goal <= 0:
+                break
+        tbl.rover = j
+    mod_timer(svc.ipvs, tbl.periodic_timer, svc.ipvs.jiffies + CHECK_EXPIRE_INTERVAL)  # out:
+
+
+class _TimerFn:
+    """timer_setup(): the callback, with from_timer()'s way back to the table."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.tbl: Any = None
+
+    def __call__(self, t: TimerList) -> None:
+        self.fn(t)
+
+
+def ip_vs_lblc_init_svc(svc: Service) -> int:
+    bits = svc.ipvs.lblc_tab_bits
+    fn = _TimerFn(ip_vs_lblc_check_expire)
+    tbl = LblcTable(bits=bits, bucket=[[] for _ in range(1 << bits)], periodic_timer=TimerList(fn), svc=svc)
+    fn.tbl = tbl
+    svc.sched_data = tbl
+    tbl.max_size = (1 << bits) * 16
+    tbl.rover = 0
+    tbl.counter = 1
+    tbl.dead = False
+    tbl.entries = 0
+    mod_timer(svc.ipvs, tbl.periodic_timer, svc.ipvs.jiffies + CHECK_EXPIRE_INTERVAL)
+    return 0
+
+
+def ip_vs_lblc_schedule(svc: Service, iph: Iph) -> Dest | None:
+    tbl: LblcTable = svc.sched_data
+    en = ip_vs_lblc_get(svc.af, tbl, iph.daddr)
+    if en is not None:
+        en.lastuse = svc.ipvs.jiffies
+        dest = en.dest
+        if (dest.flags & IP_VS_DEST_F_AVAILABLE) and dest.weight > 0 and not is_overloaded(dest, svc):
+            return dest  # goto out
+    dest = lblx_schedule_wlc(svc)
+    if dest is None:
+        return None
+    if not tbl.dead:
+        ip_vs_lblc_new(tbl, iph.daddr, svc.af, dest)
+    return dest
+
+
+# ---- ip_vs_lblcr.c ----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class DestSet:
+    """struct ip_vs_dest_set: `list` holds the element dests, index 0 first (list_add_rcu at the head)."""
+
+    size: int = 0
+    lastmod: int = 0
+    list: list[Dest] = field(default_factory=list)
+
+
+def ip_vs_dest_set_insert(ipvs: NetnsIpvs, set_: DestSet, dest: Dest, check: bool) -> None:
+    if check:
+        for e in set_.list:
+            if e is dest:
+                return
+    set_.list.insert(0, dest)
+    set_.size += 1
+    set_.lastmod = ipvs.jiffies
+
+
+def ip_vs_dest_set_erase(ipvs: NetnsIpvs, set_: DestSet, dest: Dest) -> None:
+    for e in set_.list:
+        if e is dest:
+            set_.size -= 1
+            set_.lastmod = ipvs.jiffies
+            set_.list.remove(e)
+            break
+
+
+def ip_vs_dest_set_min(set_: DestSet) -> Dest | None:
+    elems = set_.list
+    i = 0
+    while i < len(elems):
+        least = elems[i]
+        if least.flags & IP_VS_DEST_F_OVERLOAD:
+            i += 1
+            continue
+        if least.weight > 0 and (least.flags & IP_VS_DEST_F_AVAILABLE):
+            loh = ip_vs_dest_conn_overhead(least)
+            break
+        i += 1
+    else:
+        return None
+    for dest in elems[i + 1 :]:  # nextstage
+        if dest.flags & IP_VS_DEST_F_OVERLOAD:
+            continue
+        doh = ip_vs_dest_conn_overhead(dest)
+        if (loh * dest.weight > doh * least.weight) and (dest.flags & IP_VS_DEST_F_AVAILABLE):
+            least = dest
+            loh = doh
+    return least
+
+
+def ip_vs_dest_set_max(set_: DestSet | None) -> Dest | None:
+    if set_ is None:
+        return None
+    elems = set_.list
+    i = 0
+    while i < len(elems):
+        most = elems[i]
+        if most.weight > 0:
+            moh = ip_vs_dest_conn_overhead(most)
+            break
+        i += 1
+    else:
+        return None
+    for dest in elems[i + 1 :]:
+        doh = ip_vs_dest_conn_overhead(dest)
+        if (moh * dest.weight < doh * most.weight) and (dest.weight > 0):
+            most = dest
+            moh = doh
+    return most
+
+
+@dataclass(eq=False)
+class LblcrEntry:
+    af: int
+    addr: bytes
+    set: DestSet
+    lastuse: int
+
+
+def ip_vs_lblcr_new(tbl: LblcTable, daddr: bytes, af: int, dest: Dest) -> LblcrEntry:
+    ipvs = tbl.svc.ipvs
+    en = ip_vs_lblcr_get(af, tbl, daddr)
+    if en is None:
+        en = LblcrEntry(af=af, addr=daddr, set=DestSet(), lastuse=ipvs.jiffies)
+        ip_vs_dest_set_insert(ipvs, en.set, dest, False)
+        h = ip_vs_lblc_hashkey(tbl, en.af, en.addr)  # ip_vs_lblcr_hashkey is the same hash_32
+        tbl.bucket[h].insert(0, en)
+        tbl.entries += 1
+        return en
+    ip_vs_dest_set_insert(ipvs, en.set, dest, True)
+    return en
+
+
+def ip_vs_lblcr_get(af: int, tbl: LblcTable, addr: bytes) -> LblcrEntry | None:
+    h = ip_vs_lblc_hashkey(tbl, af, addr)
+    for en in tbl.bucket[h]:
+        if ip_vs_addr_equal(af, en.addr, addr):
+            return en  # type: ignore[no-any-return]
+    return None
+
+
+def ip_vs_lblcr_free(tbl: LblcTable, en: LblcrEntry, hash_: int) -> None:
+    tbl.bucket[hash_].remove(en)  # hlist_del_rcu + ip_vs_dest_set_eraseall
+
+
+def ip_vs_lblcr_full_check(svc: Service) -> None:
+    tbl: LblcTable = svc.sched_data
+    now = svc.ipvs.jiffies
+    mask = (1 << tbl.bits) - 1
+    j = tbl.rover
+    for _ in range(1 << tbl.bits):
+        j = (j + 1) & mask
+        for en in list(tbl.bucket[j]):
+            if time_after(en.lastuse + svc.ipvs.sysctl_lblcr_expiration, now):
+                continue
+            ip_vs_lblcr_free(tbl, en, j)
+            tbl.entries -= 1
+    tbl.rover = j
+
+
+def ip_vs_lblcr_check_expire(t: TimerList) -> None:
+    tbl: LblcTable = t.function.tbl
+    svc = tbl.svc
+    now = svc.ipvs.jiffies
+    mask = (1 << tbl.bits) - 1
+    if tbl.counter % COUNT_FOR_FULL_EXPIRATION == 0:
+        ip_vs_lblcr_full_check(svc)
+        tbl.counter = 1
+    elif tbl.entries <= tbl.max_size:
+        tbl.counter += 1
+    else:
+        goal = int((tbl.entries - tbl.max_size) * 4 / 3)
+        if goal > int(tbl.max_size / 2):
+            goal = int(tbl.max_size / 2)
+        j = tbl.rover
+        for _ in range(1 << tbl.bits):
+            j = (j + 1) & mask
+            for en in list(tbl.bucket[j]):
+                if time_before(now, en.lastuse + ENTRY_TIMEOUT):
+                    continue
+                ip_vs_lblcr_free(tbl, en, j)
+                tbl.entries -= 1
+                goal -= 1
+            if goal <= 0:
+                break
+        tbl.rover = j
+    mod_timer(svc.ipvs, tbl.periodic_timer, svc.ipvs.jiffies + CHECK_EXPIRE_INTERVAL)
+
+
+def ip_vs_lblcr_init_svc(svc: Service) -> int:
+    bits = svc.ipvs.lblcr_tab_bits
+    fn = _TimerFn(ip_vs_lblcr_check_expire)
+    tbl = LblcTable(bits=bits, bucket=[[] for _ in range(1 << bits)], periodic_timer=TimerList(fn), svc=svc)
+    fn.tbl = tbl
+    svc.sched_data = tbl
+    tbl.max_size = (1 << bits) * 16
+    tbl.rover = 0
+    tbl.counter = 1
+    tbl.dead = False
+    tbl.entries = 0
+    mod_timer(svc.ipvs, tbl.periodic_timer, svc.ipvs.jiffies + CHECK_EXPIRE_INTERVAL)
+    return 0
+
+
+def ip_vs_lblcr_schedule(svc: Service, iph: Iph) -> Dest | None:
+    tbl: LblcTable = svc.sched_data
+    ipvs = svc.ipvs
+    en = ip_vs_lblcr_get(svc.af, tbl, iph.daddr)
+    if en is not None:
+        en.lastuse = ipvs.jiffies
+        dest = ip_vs_dest_set_min(en.set)
+        if en.set.size > 1 and time_after(ipvs.jiffies, en.set.lastmod + ipvs.sysctl_lblcr_expiration):  # noqa: SIM102
+            if en.set.size > 1:  # checked again under svc->sched_lock
+                m = ip_vs_dest_set_max(en.set)
+                if m is not None:
+                    ip_vs_dest_set_erase(ipvs, en.set, m)
+        if dest is not None and not is_overloaded(dest, svc):
+            return dest  # goto out
+        dest = lblx_schedule_wlc(svc)
+        if dest is None:
+            return None
+        if not tbl.dead:
+            ip_vs_dest_set_insert(ipvs, en.set, dest, True)
+        return dest
+    dest = lblx_schedule_wlc(svc)
+    if dest is None:
+        return None
+    if not tbl.dead:
+        ip_vs_lblcr_new(tbl, iph.daddr, svc.af, dest)
+    return dest
+
+
 # ---- struct ip_vs_scheduler table and the ip_vs_ctl.c update path ----------------------------------
 
 
@@ -792,6 +1340,11 @@ SCHEDULERS = {
         ip_vs_mh_dest_changed,
         ip_vs_mh_schedule,
     ),
+    "lblc": SchedulerOps(ip_vs_lblc_init_svc, None, None, None, ip_vs_lblc_schedule),
+    "lblcr": SchedulerOps(ip_vs_lblcr_init_svc, None, None, None, ip_vs_lblcr_schedule),
+    "fo": SchedulerOps(None, None, None, None, ip_vs_fo_schedule),
+    "ovf": SchedulerOps(None, None, None, None, ip_vs_ovf_schedule),
+    "twos": SchedulerOps(None, None, None, None, ip_vs_twos_schedule),
 }
 
 
@@ -803,10 +1356,12 @@ def ip_vs_bind_scheduler(svc: Service) -> None:
 
 
 def ip_vs_add_dest(svc: Service, dest: Dest, weight: int) -> None:
-    """__ip_vs_update_dest(svc, dest, udest, add=1) for a new destination."""
+    """__ip_vs_update_dest(svc, dest, udest, add=1) for a new destination or one taken back from the
+    trash (ip_vs_trash_get_dest: same address, port and service), with u_threshold 0."""
     dest.last_weight = weight  # keep the last_weight with latest non-0 weight (add)
     dest.weight = weight
     dest.flags |= IP_VS_DEST_F_AVAILABLE
+    dest.flags &= ~IP_VS_DEST_F_OVERLOAD  # !udest->u_threshold
     list_add_rcu(dest.n_list, svc.destinations)
     svc.num_dests += 1
     ops = SCHEDULERS[svc.scheduler]
@@ -820,6 +1375,7 @@ def ip_vs_edit_dest(svc: Service, dest: Dest, weight: int) -> None:
         dest.last_weight = weight
     dest.weight = weight
     dest.flags |= IP_VS_DEST_F_AVAILABLE
+    dest.flags &= ~IP_VS_DEST_F_OVERLOAD  # !udest->u_threshold
     ops = SCHEDULERS[svc.scheduler]
     if ops.upd_dest is not None:
         ops.upd_dest(svc, dest)

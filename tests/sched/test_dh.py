@@ -19,5 +19,5 @@ def test_dh_fills_round_robin_and_keys_on_the_destination_address() -> None:
     dests = [view(1, weight=5), view(2, weight=1)]
     s.update(dests)
     assert s.buckets[:4] == [rk(1), rk(2), rk(1), rk(2)]
-    picks = {s.pick(dests, flow(client=f"192.0.2.{i}")) for i in range(1, 50)}
+    picks = {s.pick(dests, flow(client=f"192.0.2.{i}"), 0.0) for i in range(1, 50)}
     assert len(picks) == 1

@@ -14,11 +14,11 @@ def test_lc_agrees_with_kernel_on_10000_picks() -> None:
 
 def test_lc_counts_an_active_connection_as_256_inactive() -> None:
     s = create_scheduler("lc")
-    assert s.pick([view(1, active=1), view(2, inactive=255)], flow()) == rk(2)
-    assert s.pick([view(1, active=1), view(2, inactive=256)], flow()) == rk(1)  # tie: first wins
+    assert s.pick([view(1, active=1), view(2, inactive=255)], flow(), 0.0) == rk(2)
+    assert s.pick([view(1, active=1), view(2, inactive=256)], flow(), 0.0) == rk(1)  # tie: first wins
 
 
 def test_lc_ignores_weight_except_zero() -> None:
     s = create_scheduler("lc")
-    assert s.pick([view(1, weight=0), view(2, weight=1, active=5)], flow()) == rk(2)
-    assert s.pick([view(1, weight=1, active=1), view(2, weight=100, active=2)], flow()) == rk(1)
+    assert s.pick([view(1, weight=0), view(2, weight=1, active=5)], flow(), 0.0) == rk(2)
+    assert s.pick([view(1, weight=1, active=1), view(2, weight=100, active=2)], flow(), 0.0) == rk(1)

@@ -39,10 +39,10 @@ def test_mh_quiesced_server_keeps_its_slots_and_fallback_moves_on() -> None:
     dests = [view(1), view(2), view(3)]
     s = create_scheduler("mh", frozenset({"mh-fallback"}))
     s.update(dests)
-    first = s.pick(dests, flow())
+    first = s.pick(dests, flow(), 0.0)
     assert first is not None
     quiet = [view(d.key.addr.packed[-1], weight=0 if d.key == first else 1) for d in dests]
-    assert s.pick(quiet, flow()) not in (None, first)
+    assert s.pick(quiet, flow(), 0.0) not in (None, first)
     plain = create_scheduler("mh")
     plain.update(dests)
-    assert plain.pick(quiet, flow()) is None
+    assert plain.pick(quiet, flow(), 0.0) is None

@@ -15,5 +15,5 @@ def test_nq_agrees_with_kernel_on_10000_picks() -> None:
 def test_nq_prefers_the_first_idle_server() -> None:
     s = create_scheduler("nq")
     dests = [view(1, weight=10, active=1), view(2, weight=1, active=0), view(3, weight=1, active=0)]
-    assert s.pick(dests, flow()) == rk(2)
-    assert s.pick([view(1, weight=1, active=2), view(2, weight=3, active=3)], flow()) == rk(2)
+    assert s.pick(dests, flow(), 0.0) == rk(2)
+    assert s.pick([view(1, weight=1, active=2), view(2, weight=3, active=3)], flow(), 0.0) == rk(2)

@@ -15,4 +15,6 @@ def test_sed_agrees_with_kernel_on_10000_picks() -> None:
 def test_sed_uses_active_plus_one_over_weight() -> None:
     s = create_scheduler("sed")
     # (1+1)/1 = 2 vs (3+1)/3 = 1.33 -> the heavier server, inactive ignored
-    assert s.pick([view(1, weight=1, active=1), view(2, weight=3, active=3, inactive=999)], flow()) == rk(2)
+    assert s.pick(
+        [view(1, weight=1, active=1), view(2, weight=3, active=3, inactive=999)], flow(), 0.0
+    ) == rk(2)

@@ -27,19 +27,19 @@ def test_sh_same_client_same_server_and_port_flag() -> None:
     s = create_scheduler("sh")
     dests = [view(i) for i in range(1, 9)]
     s.update(dests)
-    assert len({s.pick(dests, flow(port=p)) for p in range(1000, 1100)}) == 1
+    assert len({s.pick(dests, flow(port=p), 0.0) for p in range(1000, 1100)}) == 1
     sp = create_scheduler("sh", frozenset({"sh-port"}))
     sp.update(dests)
-    assert len({sp.pick(dests, flow(port=p)) for p in range(1000, 1100)}) > 1
+    assert len({sp.pick(dests, flow(port=p), 0.0) for p in range(1000, 1100)}) > 1
 
 
 def test_sh_fallback_finds_another_server() -> None:
     dests = [view(1), view(2)]
     s = create_scheduler("sh")
     s.update(dests)
-    first = s.pick(dests, flow())
+    first = s.pick(dests, flow(), 0.0)
     down = [view(k.addr.packed[-1], weight=0 if k == first else 1) for k in (d.key for d in dests)]
-    assert s.pick(down, flow()) is None
+    assert s.pick(down, flow(), 0.0) is None
     fb = create_scheduler("sh", frozenset({"sh-fallback"}))
     fb.update(dests)
-    assert fb.pick(down, flow()) not in (None, first)
+    assert fb.pick(down, flow(), 0.0) not in (None, first)

@@ -18,7 +18,7 @@ def test_wrr_weights_4_3_2_give_the_kernel_sequence() -> None:
     dests = [a, b, c]
     s.update(dests)
     names = {rk(1): "A", rk(2): "B", rk(3): "C"}
-    picks = "".join(names[k] for k in (s.pick(dests, flow()) for _ in range(18)) if k is not None)
+    picks = "".join(names[k] for k in (s.pick(dests, flow(), 0.0) for _ in range(18)) if k is not None)
     assert picks == "AABABCABC" * 2
 
 
@@ -26,4 +26,4 @@ def test_wrr_all_weights_zero_gives_none() -> None:
     s = create_scheduler("wrr")
     dests = [view(1, weight=0), view(2, weight=0)]
     s.update(dests)
-    assert s.pick(dests, flow()) is None
+    assert s.pick(dests, flow(), 0.0) is None

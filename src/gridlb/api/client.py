@@ -28,6 +28,7 @@ from gridlb.api.messages import (
     table_from_json,
 )
 from gridlb.errors import GridlbError
+from gridlb.status import DirectorStatus, status_from_json
 from gridlb.table import IpvsTable
 
 #: Where `gridlb director run` listens unless the site file or --socket says otherwise.
@@ -124,9 +125,16 @@ class ControlClient:
         return result
 
     def status(self) -> dict[str, Any]:
-        """Return the director's status snapshot."""
+        """Return the director's status as it travels (JSON: `gridlb status --json`)."""
         result: dict[str, Any] = self.call(StatusRequest())
         return result
+
+    def snapshot(self) -> DirectorStatus:
+        """Return the director's status as the typed model."""
+        try:
+            return status_from_json(self.status())
+        except ValueError as exc:
+            raise ApiError(ErrorCode.BAD_REQUEST, f"malformed status from the director: {exc}") from None
 
     def table(self, connections: bool = False) -> IpvsTable:
         """Return the running dataplane's table with counters."""

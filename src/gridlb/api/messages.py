@@ -24,9 +24,12 @@ from gridlb.table import (
     ServiceKey,
     parse_address,
 )
+from gridlb.userfiles import check_json_depth
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 16
+#: Deepest JSON nesting a request may have (requests nest 2 deep); refused before decoding.
+MAX_JSON_DEPTH = 16
 
 
 class ErrorCode(enum.Enum):
@@ -245,6 +248,7 @@ def request_to_json(request: Request, rid: int | str | None = None) -> dict[str,
 def decode_line(line: bytes) -> Envelope:
     """Decode one request line; ApiError (bad-json, bad-request, ...) says what is wrong."""
     try:
+        check_json_depth(line, MAX_JSON_DEPTH)
         obj = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}") from None

@@ -1,6 +1,6 @@
-"""`gridlb check tcp|gridftp|script TARGET`: run one health check and exit 0 (up) or 1 (down/refusing).
+"""`gridlb check tcp|gridftp|xrootd|script TARGET`: run one health check; exit 0 (up) or 1 (down/refusing).
 
-Made to be called by keepalived's MISC_CHECK (`misc_path "gridlb check gridftp RIP:2811 --timeout 3"`).
+Made to be called by keepalived's MISC_CHECK (`misc_path "gridlb check gridftp --timeout 3 RIP:2811"`).
 With `--misc-dynamic-weight W` (for `misc_dynamic`) the exit status carries the weight instead: up exits
 W + 2 (weight W), refusing exits 2 (weight 0: drain), down exits 1.
 """
@@ -18,19 +18,18 @@ from gridlb.health.base import CheckResult, Verdict, create_checker
 from gridlb.table import RealKey
 
 DEFAULT_PORT = 2811
+DEFAULT_PORTS = {"xrootd": D.XROOTD_PORT}
 
 
-def _target(text: str) -> RealKey:
+def _target(text: str, kind: str = "") -> RealKey:
     try:
-        return RealKey.parse(text, default_port=DEFAULT_PORT)
+        return RealKey.parse(text, default_port=DEFAULT_PORTS.get(kind, DEFAULT_PORT))
     except ValueError as exc:
         raise ConfigError(f"{text!r} is not ADDR[:PORT] or [V6ADDR]:PORT ({exc})", key="TARGET") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "target", metavar="TARGET", help=f"real server ADDR[:PORT] (port {DEFAULT_PORT} if omitted)"
-    )
+def _common(p: argparse.ArgumentParser, port: int = DEFAULT_PORT) -> None:
+    p.add_argument("target", metavar="TARGET", help=f"real server ADDR[:PORT] (port {port} if omitted)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds the check may take (5)")
     p.add_argument(
         "--misc-dynamic-weight",
@@ -44,15 +43,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _connect_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bindto", metavar="ADDR", help="source address of the check (never the VIP)")
     p.add_argument("--bind-port", type=int, default=0, metavar="PORT", help="source port")
+    p.add_argument("--bind-if", metavar="IF", help="interface to leave from (SO_BINDTODEVICE; needs root)")
     p.add_argument("--connect-ip", metavar="ADDR", help="connect here instead of TARGET's address")
     p.add_argument("--connect-port", type=int, metavar="PORT", help="connect here instead of TARGET's port")
 
 
 def register(subparsers: Any) -> None:
-    """Add `gridlb check` and its three kinds."""
+    """Add `gridlb check` and its kinds."""
     check = subparsers.add_parser(
         "check",
-        help="run one health check (tcp, gridftp, script); exit 0 up, 1 down or refusing",
+        help="run one health check (tcp, gridftp, xrootd, script); exit 0 up, 1 down or refusing",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -89,6 +89,27 @@ def register(subparsers: Any) -> None:
     )
     gftp.add_argument("--canary-checksum", metavar="HEX", help="expected checksum of the canary")
 
+    xrd = kinds.add_parser(
+        "xrootd",
+        help="XRootD handshake + kXR_protocol / kXR_login / kXR_stat or kXR_ping check",
+        description="Every step answered = up; kXR_wait or kXR_Overloaded = refusing (drain); "
+        "anything else, not XRootD, closed or a timeout = down. A redirect to a --vip or to loopback "
+        "is a fault.",
+    )
+    _common(xrd, D.XROOTD_PORT)
+    _connect_opts(xrd)
+    xrd.add_argument("--level", choices=("connect", "login", "canary"), default=D.XROOTD_CHECK_LEVEL)
+    xrd.add_argument("--user", default=D.XROOTD_CHECK_USER, help="kXR_login user name (1 to 8 bytes)")
+    xrd.add_argument("--canary", metavar="PATH", help="canary level: kXR_stat this path (default: kXR_ping)")
+    xrd.add_argument(
+        "--vip",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="a VIP; a redirect to it is a fault (repeatable)",
+    )
+    xrd.add_argument("--no-redirect-check", action="store_true", help="accept any redirect target")
+
     script = kinds.add_parser(
         "script",
         help="keepalived MISC_CHECK: run COMMAND; exit 0 up, 1 down, 2..255 weight-2 with --dynamic",
@@ -98,24 +119,36 @@ def register(subparsers: Any) -> None:
         "--dynamic", action="store_true", help="misc_dynamic: exit 2..255 = up, weight = exit-2"
     )
     script.add_argument(
+        "--user", metavar="USER[:GROUP]", help="run COMMAND as this user (MISC_CHECK `user`; needs root)"
+    )
+    script.add_argument(
         "command",
         nargs=argparse.REMAINDER,
         metavar="COMMAND ...",
         help="the command (options go before TARGET)",
     )
 
-    for p in (tcp, gftp, script):
+    for p in (tcp, gftp, xrd, script):
         p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
-    if args.kind in ("tcp", "gridftp"):
+    if args.kind in ("tcp", "gridftp", "xrootd"):
         opts.update(
             bindto=args.bindto,
             bind_port=args.bind_port,
+            bind_if=args.bind_if,
             connect_ip=args.connect_ip,
             connect_port=args.connect_port,
+        )
+    if args.kind == "xrootd":
+        opts.update(
+            level=args.level,
+            user=args.user,
+            canary_path=args.canary,
+            vips=args.vip,
+            check_redirect=not args.no_redirect_check,
         )
     if args.kind == "gridftp":
         opts.update(
@@ -135,7 +168,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             command = command[1:]
         if not command:
             raise ConfigError("no command given (gridlb check script TARGET -- COMMAND ...)", key="COMMAND")
-        opts.update(path=command, dynamic=args.dynamic)
+        user = args.user.replace(":", " ", 1) if args.user else None
+        opts.update(path=command, dynamic=args.dynamic, user=user)
     return opts
 
 
@@ -153,7 +187,7 @@ def exit_status(result: CheckResult, misc_dynamic_weight: int | None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check and print one line: verdict, target, reason, time."""
-    target = _target(args.target)
+    target = _target(args.target, args.kind)
     if not 0 < args.timeout < math.inf:  # also refuses nan
         raise ConfigError(f"{args.timeout} must be > 0", key="--timeout")
     if args.misc_dynamic_weight is not None and not 0 <= args.misc_dynamic_weight <= 253:

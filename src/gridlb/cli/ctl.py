@@ -24,6 +24,7 @@ from rich.text import Text
 from gridlb.api.client import ControlClient, default_socket
 from gridlb.api.messages import ApiError, parse_real
 from gridlb.errors import EXIT_OK
+from gridlb.status import DirectorStatus, RealStatus
 
 EXIT_REFUSED = 1
 
@@ -133,22 +134,21 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f}m"
 
 
-def _last_check(real: dict[str, Any]) -> str:
-    last = real.get("last_check")
-    if not last:
+def _last_check(real: RealStatus) -> str:
+    last = real.last_check
+    if last is None:
         return "-"
-    latency_ms = last["latency_s"] * 1000
-    text = f"{last['verdict']} {latency_ms:.1f}ms {_age(last['age_s'])} ago"
-    if last.get("reason") and last["verdict"] != "up":
-        text += f": {last['reason']}"
+    text = f"{last.verdict} {last.latency_s * 1000:.1f}ms {_age(last.age_s)} ago"
+    if last.reason and last.verdict != "up":
+        text += f": {last.reason}"
     return text
 
 
-def _state(real: dict[str, Any]) -> str:
-    parts = [real["reason"]]
-    if real.get("passive_failure"):
-        parts.append(f"passive: {real['passive_failure']}")
-    if real.get("runtime_added"):
+def _state(real: RealStatus) -> str:
+    parts = [real.reason]
+    if real.passive_failure:
+        parts.append(f"passive: {real.passive_failure}")
+    if real.runtime_added:
         parts.append("added at run time")
     return "; ".join(parts)
 
@@ -156,22 +156,29 @@ def _state(real: dict[str, Any]) -> str:
 _HEALTH_STYLE = {"up": "green", "refusing": "yellow", "down": "red"}
 
 
-def render_status(status: dict[str, Any]) -> Group:
+def render_status(status: DirectorStatus) -> Group:
     """Return the status as rich renderables: a header line and one table."""
     head = (
-        f"gridlb {status['version']} director: {status['dataplane']} dataplane, "
-        f"config {', '.join(status['config']) or '-'} (generation {status['generation']}), "
-        f"up {_age(status['uptime_s'])}"
+        f"gridlb {status.version} director: {status.dataplane} dataplane, "
+        f"config {', '.join(status.config) or '-'} (generation {status.generation}), "
+        f"up {_age(status.uptime_s)}"
     )
-    if status.get("role"):
-        head += f", VRRP {status['role']}"
+    if status.role:
+        head += f", VRRP {status.role}"
     lines: list[Any] = [Text(head)]
     from gridlb.cli.failover import vrrp_lines  # VRRP role, peer, last transition
 
-    lines.extend(vrrp_lines(status))
-    if status.get("degraded"):
-        for err in status["last_errors"]:
-            lines.append(Text(f"dataplane error: {err['op']}: {err['error']}", style="bold red"))
+    lines.extend(vrrp_lines(status.vrrp))
+    if status.dataplane_fault is not None:
+        f = status.dataplane_fault
+        lines.append(
+            Text(
+                f"dataplane failing for {_age(f.since_s)} ({f.failed_calls} calls): {f.error}; retrying",
+                style="bold red",
+            )
+        )
+    for err in status.last_errors:
+        lines.append(Text(f"dataplane error: {err.op}: {err.error}", style="bold red"))
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for col, just in (
         ("Prot LocalAddress:Port Scheduler", "left"),
@@ -185,36 +192,34 @@ def render_status(status: dict[str, Any]) -> Group:
     ):
         table.add_column(col, justify=just, no_wrap=col != "Last check")  # type: ignore[arg-type]
     table.add_row("  -> RemoteAddress:Port", "", "", "", "", "", "", "", style="bold")
-    for svc in status["services"]:
+    for svc in status.services:
         flags = []
-        if not svc["quorum_up"]:
+        if not svc.quorum_up:
             flags.append("quorum lost")
-        if svc["retiring"]:
+        if svc.retiring:
             flags.append("retiring")
-        if not svc["in_table"]:
+        if not svc.in_table:
             flags.append("not in dataplane")
         table.add_row(
-            f"{svc['service'].replace('TCP ', 'TCP  ', 1)} {svc['scheduler']}",
+            f"{svc.service.replace('TCP ', 'TCP  ', 1)} {svc.scheduler}",
             "",
             "",
-            str(svc["active"]),
-            str(svc["inactive"]),
+            str(svc.active),
+            str(svc.inactive),
             "",
             "",
             ", ".join(flags),
         )
-        for real in svc["reals"]:
-            weight = "-" if real["weight"] is None else str(real["weight"])
-            health = real["health"]
+        for real in svc.reals:
             table.add_row(
-                f"  -> {real['real']}",
-                real["forward"] or "-",
-                weight,
-                str(real["active"]),
-                str(real["inactive"]),
-                Text(health, style=_HEALTH_STYLE.get(health, "")),
+                f"  -> {real.real}",
+                real.forward or "-",
+                "-" if real.weight is None else str(real.weight),
+                str(real.active),
+                str(real.inactive),
+                Text(real.health, style=_HEALTH_STYLE.get(real.health, "")),
                 _last_check(real),
-                Text(_state(real), style="yellow" if real["drained"] or real["retiring"] else ""),
+                Text(_state(real), style="yellow" if real.drained or real.retiring else ""),
             )
     lines.append(table)
     return Group(*lines)
@@ -229,14 +234,14 @@ def run_status(args: argparse.Namespace) -> int:
                 return EXIT_OK
             console = Console() if sys.stdout.isatty() else Console(width=400)
             if args.watch is None:
-                console.print(render_status(client.status()), soft_wrap=False)
+                console.print(render_status(client.snapshot()), soft_wrap=False)
                 return EXIT_OK
             interval = max(0.1, args.watch)
-            with Live(render_status(client.status()), console=console, auto_refresh=False) as live:
+            with Live(render_status(client.snapshot()), console=console, auto_refresh=False) as live:
                 try:
                     while True:
                         time.sleep(interval)
-                        live.update(render_status(client.status()), refresh=True)
+                        live.update(render_status(client.snapshot()), refresh=True)
                 except KeyboardInterrupt:
                     pass
         except ApiError as exc:
@@ -247,12 +252,11 @@ def run_status(args: argparse.Namespace) -> int:
 # --- changes --------------------------------------------------------------------------------------
 
 
-def _active_of(status: dict[str, Any], match: Callable[[str], bool]) -> dict[str, int]:
+def _active_of(status: DirectorStatus, match: Callable[[str], bool]) -> dict[str, int]:
     active: dict[str, int] = {}
-    for svc in status["services"]:
-        for real in svc["reals"]:
-            if match(real["real"]):
-                active[real["real"]] = active.get(real["real"], 0) + int(real["active"])
+    for _, real in status.reals():
+        if match(real.real):
+            active[real.real] = active.get(real.real, 0) + real.active
     return active
 
 
@@ -282,7 +286,7 @@ def run_drain(args: argparse.Namespace) -> int:
         shown = -1
         while True:
             try:
-                active = _active_of(client.status(), match)
+                active = _active_of(client.snapshot(), match)
             except ApiError as exc:
                 return _refused("drain", exc)
             total = sum(active.values())
@@ -357,4 +361,8 @@ def run_reload(args: argparse.Namespace) -> int:
         print(f"  retiring {r['real']} from {r['service']} (leaves when its last connection ends)")
     for r in result["added"]:
         print(f"  added {r['real']} to {r['service']}")
+    for text in result.get("warnings", []):
+        print(f"  warning: {text}")
+    for name in result.get("restart_needed", []):
+        print(f"  {name} changed: it takes effect when the director restarts (still using the old value)")
     return EXIT_OK

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rich.text import Text
@@ -112,9 +113,8 @@ def run_events(args: argparse.Namespace) -> int:
             return EXIT_OK
 
 
-def vrrp_lines(status: dict[str, Any]) -> list[Text]:
+def vrrp_lines(vrrp: Mapping[str, Any] | None) -> list[Text]:
     """Return the VRRP lines of `gridlb status`: per instance its state, peers, master, last transition."""
-    vrrp = status.get("vrrp")
     if not vrrp:
         return []
     lines = []

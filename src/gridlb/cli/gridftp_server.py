@@ -20,7 +20,12 @@ streams, SPAS/SPOR, ERET/ESTO, CKSM, REST). GSI (gsiftp://, X.509 proxies, DCAU 
 only anonymous ftp:// logins (USER anonymous or ftp, any password) are accepted.
 
 Paths are virtual: "/" is --root, and nothing outside it can be read, written or listed.
-PASV/SPAS advertise --data-address (the real server's own address), never the address the client dialled.
+PASV/SPAS advertise --data-address (the real server's own address), never the address the client dialled;
+so does EPSV (--epsv-ip): an RFC 2428 reply has no address and sends the client to the address it
+dialled, which behind a load balancer is the VIP. With --data-address, Globus clients (SITE CLIENTINFO)
+get the address by default and other clients the RFC form.
+PORT/EPRT/SPOR are refused (504) for a privileged port, or for a host other than the control connection's
+peer unless --allow-third-party names it (no FTP bounce).
 
 Maintenance: SIGUSR1 makes new connections get "422 Service temporarily offline", SIGUSR2 undoes it;
 while --disable-file exists new connections get 422 too. Running transfers continue.
@@ -49,6 +54,13 @@ def _address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
+def _network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address or network (CIDR)") from None
+
+
 def _port_range(text: str) -> tuple[int, int]:
     a, sep, b = text.replace(",", "-").partition("-")
     if not sep or not a.isdigit() or not b.isdigit() or not 0 < int(a) <= int(b) < 65536:
@@ -72,6 +84,24 @@ def register(subparsers: Any) -> None:
         "--data-address",
         type=_address,
         help="address advertised in PASV/SPAS and bound by data sockets (needed with a wildcard --listen)",
+    )
+    p.add_argument(
+        "--epsv-ip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put the data address in every EPSV reply, as Globus' -epsv-ip (breaks RFC 2428: curl refuses "
+        "it; but clients behind a VIP reach this server, not the VIP); --no-epsv-ip: never. Default with "
+        "--data-address: to the clients that sent SITE CLIENTINFO (globus-url-copy), which read it",
+    )
+    p.add_argument(
+        "--allow-third-party",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="NET",
+        help="let PORT/EPRT/SPOR name hosts in NET (CIDR or address; repeatable; 0.0.0.0/0 and ::/0 = any), "
+        "for third-party copies and clients behind a proxying director (default: only the control "
+        "connection's peer)",
     )
     p.add_argument("--port-range", type=_port_range, help="passive data ports A-B (default: any free port)")
     p.add_argument("--max-connections", type=int, default=100, help="beyond this, 421 (default 100)")
@@ -98,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             port_range=args.port_range,
             max_connections=args.max_connections,
             disable_file=args.disable_file,
+            allow_third_party=tuple(args.allow_third_party),
+            epsv_ip=args.epsv_ip,
         )
         server = GridftpServer(cfg)
     except ValueError as exc:
@@ -126,9 +158,11 @@ async def _serve(server: GridftpServer) -> int:
         await server.start()
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc.strerror or exc}", key="--listen") from None
+    epsv = server.config.epsv_mode
+    third = ", ".join(str(n) for n in server.third_party) or "none (the client only)"
     print(
         f"gridftp-server: listening on {server.config.host}:{server.port}, "
-        f"data address {server.data_address}",
+        f"data address {server.data_address} (EPSV {epsv}), third-party data to {third}",
         file=sys.stderr,
         flush=True,
     )

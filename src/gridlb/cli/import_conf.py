@@ -6,14 +6,14 @@ import argparse
 import io
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from gridlb.config.import_keepalived import VIRTUAL_SERVERS, VRRP_INSTANCES, VRRP_SCRIPTS, import_file
-from gridlb.errors import EXIT_OK, ConfigError
+from gridlb.errors import EXIT_OK
+from gridlb.userfiles import write_atomic
 
 #: Section order in the written site file, as the seed lists them.
 _ORDER = (VRRP_SCRIPTS, VRRP_INSTANCES, VIRTUAL_SERVERS, "gridlb")
@@ -76,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gridlb: {warning}", file=sys.stderr)
     text = to_yaml(imported.mapping, args.conf)
     if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {args.output}: {exc.strerror}", key="--output") from None
+        write_atomic(args.output, text, what="--output")
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -3,7 +3,8 @@
 Options are ipvsadm's own (see `gridlb ipvsadm -h`), plus `--table FILE` (anywhere on the line)
 choosing the table file; the default is $GRIDLB_IPVSADM_TABLE, else ./ipvs-table.json. The table
 comes from a `TableSource`: a JSON file, or with `--socket PATH` a running director's control
-socket (read-only: `gridlb ipvsadm -Ln --stats --socket /run/gridlb/control.sock`).
+socket (read-only: `gridlb ipvsadm -Ln --stats --socket /run/gridlb/control.sock`). Table files and
+`-R` input are read as every user file is (size limit, UTF-8; see `gridlb.userfiles`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gridlb.ipvsadm import tablefile
 from gridlb.ipvsadm.commands import Session
 from gridlb.ipvsadm.names import Resolver, SystemResolver
 from gridlb.table import IpvsTable
+from gridlb.userfiles import decode_utf8, read_stream
 
 DEFAULT_TABLE = "ipvs-table.json"
 ENV_TABLE = "GRIDLB_IPVSADM_TABLE"
@@ -47,6 +49,11 @@ class FileTableSource:
 
     def save(self, table: IpvsTable) -> None:
         tablefile.save(self.path, table)
+
+
+def read_restore_input() -> str:
+    """Standard input for `-R`, read as every user file is (size limit, UTF-8; see gridlb.userfiles)."""
+    return decode_utf8(read_stream(sys.stdin.buffer, "<stdin>"), "<stdin>")
 
 
 def split_table_option(argv: Sequence[str], option: str = "--table") -> tuple[str | None, list[str]]:
@@ -96,7 +103,7 @@ def main(
         session = Session(
             source.load(),
             resolver or SystemResolver(),
-            read_stdin=(lambda: stdin) if stdin is not None else sys.stdin.read,
+            read_stdin=(lambda: stdin) if stdin is not None else read_restore_input,
         )
         status = session.run(args)
         if session.changed:

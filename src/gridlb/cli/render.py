@@ -1,4 +1,8 @@
-"""`gridlb render keepalived SITE.yaml [MORE.yaml ...]`: write each director's keepalived.conf."""
+"""`gridlb render keepalived SITE.yaml [MORE.yaml ...]`: write each director's keepalived.conf.
+
+Files are written whole or not at all (a temporary file renamed over the old one), so a failed render
+leaves an existing keepalived.conf as it was.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 from gridlb.config.load import load_site
 from gridlb.errors import EXIT_OK, ConfigError
 from gridlb.render.keepalived import DEFAULT_GRIDLB_COMMAND, render_site
+from gridlb.userfiles import write_atomic
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.output_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            for name, text in configs.items():
-                path = out_dir / f"{name}.conf"
-                path.write_text(text, encoding="utf-8")
-                print(f"gridlb: wrote {path}", file=sys.stderr)
         except OSError as exc:
-            raise ConfigError(f"cannot write: {exc.strerror}", key="--output-dir") from None
+            raise ConfigError(f"cannot create {out_dir}: {exc.strerror}", key="--output-dir") from None
+        for name, text in configs.items():
+            path = out_dir / f"{name}.conf"
+            write_atomic(path, text, what="--output-dir")
+            print(f"gridlb: wrote {path}", file=sys.stderr)
         return EXIT_OK
     if args.output:
         if len(configs) != 1:
@@ -59,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 f"the site has several directors ({names}); pick one with --director or use --output-dir",
                 key="--output",
             )
-        try:
-            Path(args.output).write_text(next(iter(configs.values())), encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {args.output}: {exc.strerror}", key="--output") from None
+        write_atomic(args.output, next(iter(configs.values())), what="--output")
         return EXIT_OK
     several = len(configs) > 1
     for i, (name, text) in enumerate(configs.items()):

@@ -2,7 +2,7 @@
 
 A field left out of a site file takes the value named here; the schema, the keepalived renderer and
 the lint all read these constants instead of repeating numbers. Sources: keepalived.conf(5) and
-keepalived's check/vrrp parsers as summarised in research/anchors-lb.md §1.2-1.9.
+keepalived 2.2's check and vrrp parsers (keepalived/check/check_parser.c, keepalived/vrrp/vrrp_parser.c).
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ GRIDFTP_CHECK_LEVEL: Final = "banner"
 GRIDFTP_CHECK_USER = "anonymous"
 GRIDFTP_CHECK_PASSWORD = "gridlb@"
 GRIDFTP_CHECK_DATA_ADDRESS = True
+XROOTD_CHECK_LEVEL: Final = "connect"
+XROOTD_CHECK_USER = "gridlb"
+XROOTD_PORT = 1094
 PASSIVE_RETRY_S: Final = 10.0  # a real server out by a passive failure is tried again after this
 TIMEOUT_TCP_S: Final = 900  # the kernel's IPVS defaults (ipvsadm --set)
 TIMEOUT_TCPFIN_S: Final = 120

@@ -8,8 +8,9 @@ What is read (keepalived 2.2 keywords; old spellings `lb_algo`, `lb_kind`, `nb_g
 
 * `global_defs`: `router_id` (becomes `gridlb.director_name`), `vrrp_version` (the default of each
   instance's `version`), `script_user`, `enable_script_security` (always rendered),
-  `lvs_sync_daemon IF [inst] INSTANCE [id N]` (that instance's `lvs_sync_daemon_interface`/`_id`); other global
-  settings are daemon tuning that a site file does not carry: they are dropped with a warning.
+  `lvs_sync_daemon IF [inst] INSTANCE [id N]` (that instance's `lvs_sync_daemon_interface` and
+  `lvs_sync_daemon_id`); other global settings are daemon tuning that a site file does not carry:
+  they are dropped with a warning.
 * `vrrp_script NAME { script interval timeout weight rise fall user init_fail }`.
 * `vrrp_instance NAME { ... }`: the fields of `schema.VrrpInstance` with blocks `virtual_ipaddress`,
   `virtual_ipaddress_excluded`, `unicast_peer`, `track_interface`, `track_script`, `authentication`.
@@ -427,7 +428,7 @@ class _Reader:
             ):
                 raise self.error(child, f"only one {child.keyword} per real server is supported")
         self.fill(data, base, node, self._rs_handlers(base), "real_server")
-        if "gridftp_check" in data:
+        if "gridftp_check" in data or "xrootd_check" in data:
             self._normalise_gridftp(data, vs)
         return data
 
@@ -445,7 +446,7 @@ class _Reader:
     def _normalise_gridftp(self, rs: dict[str, Any], vs: Mapping[str, Any]) -> None:
         """Drop what the renderer spelled out only because the command needs it: the target when it
         is the real server itself and the timeout when it is the inherited one."""
-        check = rs["gridftp_check"]
+        check = rs["gridftp_check"] if "gridftp_check" in rs else rs["xrootd_check"]
         if str(check.get("connect_ip")) == str(rs["ip_address"]):
             check.pop("connect_ip")
         if check.get("connect_port") == rs.get("port", vs.get("port")):
@@ -488,19 +489,20 @@ class _Reader:
         self.fill(data, f"{rs_base}.misc_check", node, self._misc_handlers(), "MISC_CHECK")
         if "misc_path" not in data:
             raise self.error(node, "MISC_CHECK has no misc_path")
+        field = "gridftp_check"
         gridftp = gridftp_check_from_command(data["misc_path"])
         if gridftp is None:
+            field, gridftp = "xrootd_check", xrootd_check_from_command(data["misc_path"])
+        if gridftp is None:
             return "misc_check", data
-        # The renderer's own spelling of a GridFTP check: give back the gridftp_check it came from.
+        # The renderer's own spelling of a GridFTP/XRootD check: give back the block it came from.
         for key in ("retry", "delay_before_retry", "delay_loop", "warmup", "alpha"):
             if key in data:
                 gridftp[key] = data[key]
         for key in list(self.out.locations):
             if key.startswith(f"{rs_base}.misc_check"):
-                self.out.locations[key.replace(".misc_check", ".gridftp_check", 1)] = self.out.locations.pop(
-                    key
-                )
-        return "gridftp_check", gridftp
+                self.out.locations[key.replace(".misc_check", f".{field}", 1)] = self.out.locations.pop(key)
+        return field, gridftp
 
     # -- whole file ----------------------------------------------------------------------------
     def read(self, nodes: Sequence[Node]) -> Imported:
@@ -595,6 +597,8 @@ def gridftp_check_from_command(command: str) -> dict[str, Any] | None:
         "--password": "password",
         "--canary": "canary_path",
         "--bindto": "bindto",
+        "--bind-port": "bind_port",
+        "--bind-if": "bind_if",
         "--connect-ip": "connect_ip",
         "--connect-port": "connect_port",
         "--vip": "",
@@ -611,7 +615,60 @@ def gridftp_check_from_command(command: str) -> dict[str, Any] | None:
         elif word in valued and i + 1 < len(words):
             if valued[word]:
                 value = words[i + 1]
-                numeric = word in ("--timeout", "--connect-port")
+                numeric = word in ("--timeout", "--connect-port", "--bind-port")
+                data[valued[word]] = _number(value) if numeric else value
+            i += 2
+        elif not word.startswith("-") and target is None:
+            target = _split_target(word)
+            if target is None:
+                return None
+            i += 1
+        else:
+            return None
+    if target is None:
+        return None
+    data.setdefault("connect_ip", target[0])
+    data.setdefault("connect_port", target[1])
+    return data
+
+
+def xrootd_check_from_command(command: str) -> dict[str, Any] | None:
+    """The `xrootd_check` a `gridlb check xrootd [options] TARGET` command line stands for, else None.
+
+    `--vip` and `--misc-dynamic-weight` are left out, as for `gridftp_check_from_command`.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if len(argv) < 4 or Path(argv[0]).name != "gridlb" or tuple(argv[1:3]) != ("check", "xrootd"):
+        return None
+    data: dict[str, Any] = {}
+    valued = {
+        "--level": "level",
+        "--timeout": "connect_timeout",
+        "--user": "user",
+        "--canary": "canary_path",
+        "--bindto": "bindto",
+        "--bind-port": "bind_port",
+        "--bind-if": "bind_if",
+        "--connect-ip": "connect_ip",
+        "--connect-port": "connect_port",
+        "--vip": "",
+        "--misc-dynamic-weight": "",
+    }
+    target: tuple[str, Any] | None = None
+    words = argv[3:]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--no-redirect-check":
+            data["check_redirect"] = False
+            i += 1
+        elif word in valued and i + 1 < len(words):
+            if valued[word]:
+                value = words[i + 1]
+                numeric = word in ("--timeout", "--connect-port", "--bind-port")
                 data[valued[word]] = _number(value) if numeric else value
             i += 2
         elif not word.startswith("-") and target is None:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gridlb.errors import ConfigError, Location
+from gridlb.userfiles import MAX_SITE_BYTES, not_utf8, read_bytes
 
 #: Include keywords keepalived knows (the variants only add checks that we always make).
 INCLUDE_KEYWORDS = frozenset({"include", "includer", "includem", "includew", "includeb", "includea"})
@@ -241,11 +242,11 @@ def _include_target(body: str, loc: Location) -> str | None:
 
 
 def _read(path: str, loc: Location | None) -> str:
+    """The file's text; bytes that are not UTF-8 survive as surrogates (refused outside comments)."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", location=loc or Location(path)) from None
+        return read_bytes(path, limit=MAX_SITE_BYTES).decode("utf-8", errors="surrogateescape")
+    except ConfigError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.message}", location=loc or exc.location) from None
 
 
 def _lines(text: str, file: str, base_dir: str | None, stack: tuple[str, ...]) -> Iterator[list[_Token]]:
@@ -258,6 +259,9 @@ def _lines(text: str, file: str, base_dir: str | None, stack: tuple[str, ...]) -
         body = _decomment(stripped, loc)
         if not body:
             continue
+        if (bad := not_utf8(body)) is not None:
+            byte = bad.encode("utf-8", "surrogateescape").hex()
+            raise ConfigError(f"byte 0x{byte} is not UTF-8 text; save the file as UTF-8", location=loc)
         if _UNSUPPORTED_LINE.match(body):
             raise ConfigError(
                 "parameter definitions, @conditional lines and ~SEQ are not supported; expand them first",

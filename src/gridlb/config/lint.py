@@ -22,6 +22,10 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
 * across director files (files that define the same instance name): both MASTER at equal
   priority; unicast peers not mutual; different virtual_router_id or VIPs for the same instance;
   the same virtual server defined differently.
+* checks this host cannot run as written (`gridlb.health.spec.site_check_problems`): a MISC_CHECK
+  `user` (or `gridlb.script_user`) that does not exist, a script keepalived's
+  `enable_script_security` would refuse (missing, not executable by its user, or run as root from
+  a path a non-root user can change), a checker option its checker rejects.
 
 What "VIP outside its interface's subnet" can infer: gridlb does not read the host's interfaces.
 The only address known to be on an instance's interface is its `unicast_source_ip` (adverts leave
@@ -43,6 +47,7 @@ from gridlb.config import defaults as D
 from gridlb.config.load import Site, SiteFile
 from gridlb.config.schema import InitialState, VrrpInstance
 from gridlb.errors import Location
+from gridlb.health.spec import site_check_problems
 from gridlb.table import ForwardMethod, RealKey
 
 VS = "virtual_servers"
@@ -83,6 +88,7 @@ def lint_site(site: Site) -> list[Finding]:
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
     found.extend(_across_files(site))
+    found.extend(_checks(site))
     order = {f.path: i for i, f in enumerate(site.files)}
     unique = list(dict.fromkeys(found))
     unique.sort(key=lambda x: (order.get(x.location.file, len(order)), x.location.line, x.code))
@@ -96,6 +102,16 @@ def _at(f: SiteFile, path: tuple[str | int, ...], sev: Severity, code: str, mess
 def _line(f: SiteFile, *path: str | int) -> str:
     loc = f.locate(*path)
     return f"line {loc.line}" if loc.line else "elsewhere"
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def _checks(site: Site) -> Iterator[Finding]:
+    """Checks this host cannot run as written (the director refuses them at start-up too)."""
+    for problem in site_check_problems(site):
+        location = problem.location or Location(site.files[0].path if site.files else "<site>")
+        yield Finding(location, Severity.ERROR, problem.key, problem.message, "check-cannot-run")
 
 
 # ----------------------------------------------------------------------------------- services

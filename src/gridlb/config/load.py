@@ -25,8 +25,15 @@ Paths into the data are tuples of canonical keys and list indexes, e.g.
 returns the `Location` of the longest known prefix and `SourceMap.key(path)` the key as the user
 wrote it (`keepalived::virtual_servers.red-gridftp-v4.real_servers[4].ip_address`).
 
-Errors about a file as a whole (missing, unreadable, empty, not a mapping) are reported at line 1
-so that every message parses as `file:line: ...`.
+Errors about a file as a whole (missing, unreadable, empty, not a mapping, over the 1 MiB
+`userfiles.MAX_SITE_BYTES`) are reported at line 1 so that every message parses as `file:line: ...`.
+
+Hostile or broken YAML is refused while it is composed, before anything walks it: nesting deeper than
+`MAX_YAML_DEPTH` levels, more than `MAX_YAML_NODES` values, an alias that refers to the node containing
+it, and aliases that together stand for more than `MAX_ALIAS_NODES` nodes (a "billion laughs" bomb:
+nine lines of nine aliases each expand to 387 million) are each one `file:line` error. Anchors and
+aliases for sharing a list between services stay usable. Strings that cannot be written as UTF-8
+(lone surrogates from `"\\udcff"` escapes) are refused at their line, so renders never fail on them.
 
 Top-level keys: see `schema.TOP_LEVEL_KEYS`. Keys of other puppet classes (`ntp::servers`, any
 `NAME::...` not under `keepalived::`) are ignored, as Hiera files mix classes; any other unknown
@@ -47,7 +54,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from gridlb.config.schema import (
     KEY_ALIASES,
@@ -59,8 +68,20 @@ from gridlb.config.schema import (
     VrrpScript,
 )
 from gridlb.errors import ConfigError, Location
+from gridlb.userfiles import MAX_SITE_BYTES, not_utf8, read_text
 
 KeyPath = tuple[str | int, ...]
+
+#: Deepest nesting of mappings and lists a site file may use (the seed's deepest is 6).
+MAX_YAML_DEPTH = 32
+
+#: How many nodes all aliases of one file may stand for together (sharing a 50-server list between a
+#: few services is a few thousand; an alias bomb is hundreds of millions).
+MAX_ALIAS_NODES = 10_000
+
+#: How many nodes (mappings, lists, scalars) one site file may hold: the seed holds about 100, a site of
+#: 5,000 real servers about 20,000; the YAML reader needs some 170 us and 1 KB per node.
+MAX_YAML_NODES = 50_000
 
 
 class ConfigErrors(ConfigError):
@@ -213,26 +234,14 @@ def load_site(paths: Sequence[str | Path]) -> Site:
 
 
 def load_file(path: str | Path) -> SiteFile:
-    """Read and validate one site file."""
-    name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file", location=Location(name, 1)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a site file", location=Location(name, 1)) from None
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(name, line)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", location=Location(name, 1)) from None
-    return parse_text(text, name)
+    """Read and validate one site file (size-limited, UTF-8; see `gridlb.userfiles`)."""
+    return parse_text(read_text(path, limit=MAX_SITE_BYTES), str(path))
 
 
 def parse_text(text: str, source: str) -> SiteFile:
     """Parse YAML `text` (named `source` in messages) and validate it into a `SiteFile`."""
     yaml = YAML(typ="rt")
+    yaml.Composer = _BoundedComposer
     yaml.allow_duplicate_keys = False
     try:
         doc = yaml.load(text)
@@ -248,6 +257,61 @@ def parse_text(text: str, source: str) -> SiteFile:
     if doc is None:
         raise ConfigError("file is empty (expected a mapping of site keys)", location=Location(source, 1))
     return _validate(doc, source)
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, refusing deep nesting, self-referring aliases and alias expansion over budget.
+
+    Every composed node counts 1 and every alias counts the nodes its anchor stands for (aliases
+    inside it included), so `_expanded` is the size of the data as a walker would see it.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._level = 0
+        self._expanded = 0  # nodes an alias stands for, summed over every alias so far
+        self._nodes = 0  # nodes composed (an alias is not a node)
+        self._size: dict[int, int] = {}  # id(anchored node) -> nodes it stands for, once composed
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self._size.get(id(target))
+                if size is None:
+                    raise ComposerError(
+                        None,
+                        None,
+                        f"alias *{event.anchor} refers to the node that contains it",
+                        event.start_mark,
+                    )
+                self._expanded += size
+                if self._expanded > MAX_ALIAS_NODES:
+                    raise ComposerError(
+                        None,
+                        None,
+                        f"aliases stand for more than {MAX_ALIAS_NODES} nodes (at *{event.anchor}); "
+                        "write the data out or use fewer aliases",
+                        event.start_mark,
+                    )
+            return super().compose_node(parent, index)
+        if self._level >= MAX_YAML_DEPTH:
+            raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        self._level += 1
+        before = self._nodes + self._expanded
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise ComposerError(
+                None, None, f"more than {MAX_YAML_NODES} values; is this a site file?", event.start_mark
+            )
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._level -= 1
+        if event.anchor is not None:
+            self._size[id(node)] = self._nodes + self._expanded - before
+        return node
 
 
 def site_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") -> Site:
@@ -338,6 +402,9 @@ def _walk(
             canon = KEY_ALIASES.get(key, key)
             line = _key_line(node, raw_key)
             sub = (*path, canon)
+            if (bad := not_utf8(key)) is not None:
+                errors.append(_not_utf8_error(bad, Location(file, line), text))
+                continue
             if canon in out:
                 errors.append(
                     ConfigError(
@@ -359,7 +426,18 @@ def _walk(
             spelled[sub] = f"{text}[{i}]"
             items.append(_walk(value, sub, f"{text}[{i}]", lines, spelled, errors, file))
         return items
+    if isinstance(node, str) and (bad := not_utf8(node)) is not None:
+        errors.append(_not_utf8_error(bad, Location(file, lines.get(path, 0)), text))
+        return None
     return _scalar(node)
+
+
+def _not_utf8_error(char: str, where: Location, key: str) -> ConfigError:
+    return ConfigError(
+        f"holds {char!a}, which is not a character (only UTF-8 text can be written out)",
+        location=where,
+        key=key,
+    )
 
 
 def _scalar(value: Any) -> Any:

@@ -28,9 +28,18 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gridlb.config import defaults as D
+from gridlb.sched import scheduler_names
 from gridlb.table import (
     DestSpec,
     ForwardMethod,
@@ -55,6 +64,7 @@ KEY_ALIASES: dict[str, str] = {
     "TCP_CHECK": "tcp_check",
     "MISC_CHECK": "misc_check",
     "GRIDFTP_CHECK": "gridftp_check",
+    "XROOTD_CHECK": "xrootd_check",
     "notify_script_master": "notify_master",
     "notify_script_backup": "notify_backup",
     "notify_script_fault": "notify_fault",
@@ -81,12 +91,19 @@ TOP_LEVEL_KEYS: dict[str, str] = {
     "gridlb": "gridlb",
 }
 
-#: ipvsadm scheduler names keepalived accepts for `lb_algo` / `lvs_sched`.
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos")
+#: ipvsadm scheduler names for `lb_algo` / `lvs_sched`: those gridlb.sched implements (its registry).
+SCHEDULERS = tuple(scheduler_names())
 
-Scheduler = Literal[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq", "fo", "ovf", "twos"
-]
+
+def _known_scheduler(value: str) -> str:
+    if value not in SCHEDULERS:
+        raise ValueError(
+            "should be " + ", ".join(repr(n) for n in SCHEDULERS[:-1]) + f" or {SCHEDULERS[-1]!r}"
+        )
+    return value
+
+
+Scheduler = Annotated[str, AfterValidator(_known_scheduler)]
 LbKind = Literal["NAT", "DR", "TUN"]
 
 _FORWARD = {"NAT": ForwardMethod.MASQ, "DR": ForwardMethod.ROUTE, "TUN": ForwardMethod.TUNNEL}
@@ -184,6 +201,7 @@ class CheckKind(enum.Enum):
     TCP = "tcp"
     GRIDFTP = "gridftp"
     SCRIPT = "script"
+    XROOTD = "xrootd"
     NONE = "none"
 
     def __str__(self) -> str:
@@ -407,7 +425,7 @@ class MiscCheck(_CheckTiming):
         None  # whole seconds, as keepalived; None or 0 = delay_loop
     )
     misc_dynamic: bool = False
-    user: str | None = None
+    user: str | None = None  # USER [GROUP]; None = gridlb.script_user if written, else the director's
 
 
 class GridftpCheck(_ConnectCheck):
@@ -418,6 +436,26 @@ class GridftpCheck(_ConnectCheck):
     check_data_address: bool | None = None
     user: str | None = None
     password: str | None = None
+
+
+class XrootdCheck(_ConnectCheck):
+    """gridlb `XROOTD_CHECK`: handshake and kXR_protocol, kXR_login (login), kXR_stat or kXR_ping (canary)."""
+
+    level: Literal["connect", "login", "canary"] | None = None  # None = gridlb.xrootd_check.level
+    canary_path: str | None = None  # canary: kXR_stat of this path; None = kXR_ping
+    user: str | None = None  # kXR_login user name (at most 8 bytes)
+    check_redirect: bool | None = None  # report a redirect to a VIP or to loopback
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        return None if value is None else _xrootd_user(value)
+
+
+def _xrootd_user(value: str) -> str:
+    if not 0 < len(value.encode()) <= 8 or not value.isprintable() or " " in value:
+        raise ValueError(f"{value!r}: a kXR_login user name is 1 to 8 printable bytes without spaces")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +483,10 @@ class CheckSpec:
     gridftp_check_data_address: bool = D.GRIDFTP_CHECK_DATA_ADDRESS
     gridftp_user: str = D.GRIDFTP_CHECK_USER
     gridftp_password: str = D.GRIDFTP_CHECK_PASSWORD
+    xrootd_level: str = D.XROOTD_CHECK_LEVEL
+    xrootd_canary_path: str | None = None
+    xrootd_user: str = D.XROOTD_CHECK_USER
+    xrootd_check_redirect: bool = True
 
 
 # ------------------------------------------------------------------------------- virtual servers
@@ -463,11 +505,13 @@ class _Inherited(_Model):
     tcp_check: TcpCheck | None = None
     misc_check: MiscCheck | None = None
     gridftp_check: GridftpCheck | None = None
+    xrootd_check: XrootdCheck | None = None
 
     @property
-    def checkers(self) -> tuple[TcpCheck | MiscCheck | GridftpCheck, ...]:
-        """Return the checker blocks written here, in a fixed order (tcp, misc, gridftp)."""
-        return tuple(c for c in (self.tcp_check, self.misc_check, self.gridftp_check) if c is not None)
+    def checkers(self) -> tuple[TcpCheck | MiscCheck | GridftpCheck | XrootdCheck, ...]:
+        """Return the checker blocks written here, in a fixed order (tcp, misc, gridftp, xrootd)."""
+        blocks = (self.tcp_check, self.misc_check, self.gridftp_check, self.xrootd_check)
+        return tuple(c for c in blocks if c is not None)
 
 
 class RealServer(_Inherited):
@@ -663,16 +707,22 @@ class VirtualServer(_Inherited):
         )
 
     def _resolve(
-        self, rs: RealServer, block: TcpCheck | MiscCheck | GridftpCheck, settings: GridlbSettings
+        self,
+        rs: RealServer,
+        block: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck,
+        settings: GridlbSettings,
     ) -> CheckSpec:
         def pick(name: str, default: Any) -> Any:
             value = _first(getattr(block, name, None), getattr(rs, name), getattr(self, name))
             return default if value is None else value
 
         key = rs.real_key(self)
-        kind = {TcpCheck: CheckKind.TCP, MiscCheck: CheckKind.SCRIPT, GridftpCheck: CheckKind.GRIDFTP}[
-            type(block)
-        ]
+        kind = {
+            TcpCheck: CheckKind.TCP,
+            MiscCheck: CheckKind.SCRIPT,
+            GridftpCheck: CheckKind.GRIDFTP,
+            XrootdCheck: CheckKind.XROOTD,
+        }[type(block)]
         delay_loop = float(pick("delay_loop", D.CHECK_DELAY_LOOP_S))
         common: dict[str, Any] = {
             "kind": kind,
@@ -692,7 +742,9 @@ class VirtualServer(_Inherited):
                 script=block.misc_path,
                 script_timeout_s=block.misc_timeout or delay_loop,  # keepalived: 0 = delay_loop
                 script_dynamic=block.misc_dynamic,
-                script_user=block.user,
+                # keepalived: the checker's `user`, else global_defs script_user, else its own user
+                script_user=block.user
+                or (settings.script_user if "script_user" in settings.model_fields_set else None),
             )
             return CheckSpec(**common)
         common.update(
@@ -712,6 +764,14 @@ class VirtualServer(_Inherited):
                 gridftp_check_data_address=_first(block.check_data_address, g.check_data_address),
                 gridftp_user=block.user or g.user,
                 gridftp_password=block.password or g.password,
+            )
+        if isinstance(block, XrootdCheck):
+            x = settings.xrootd_check
+            common.update(
+                xrootd_level=block.level or x.level,
+                xrootd_canary_path=block.canary_path or x.canary_path,
+                xrootd_user=block.user or x.user,
+                xrootd_check_redirect=_first(block.check_redirect, x.check_redirect),
             )
         return CheckSpec(**common)
 
@@ -740,6 +800,20 @@ class GridftpCheckSettings(_Model):
         if self.level == "canary" and not self.canary_path:
             raise ValueError("level 'canary' needs canary_path")
         return self
+
+
+class XrootdCheckSettings(_Model):
+    """Site-wide defaults of `XROOTD_CHECK` blocks."""
+
+    level: Literal["connect", "login", "canary"] = D.XROOTD_CHECK_LEVEL
+    canary_path: str | None = None  # canary: kXR_stat of this path; None = kXR_ping
+    user: str = D.XROOTD_CHECK_USER  # kXR_login user name
+    check_redirect: bool = True  # a redirect to a VIP or to loopback is a fault
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return _xrootd_user(value)
 
 
 class ProxySettings(_Model):
@@ -779,6 +853,7 @@ class GridlbSettings(_Model):
     control_group: str | None = None  # group allowed to change things over the control socket
     metrics_listen: str | None = None  # "ADDR:PORT" for Prometheus metrics; None = off
     gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
+    xrootd_check: XrootdCheckSettings = XrootdCheckSettings()
     proxy: ProxySettings = ProxySettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     #: How long a real server put out by a passive failure (a refused connect) stays out before it is

@@ -7,13 +7,16 @@ in `Capabilities`, so that lint and start-up say what a site asks that the datap
 instead of the dataplane silently doing something else.
 
 Dataplanes are found by name through the registry: a module with a `FACTORY` object (see
-`DataplaneFactory`) plus one line in `_MODULES`. Tests register their own with `register`.
+`DataplaneFactory`) plus one line in `_MODULES`. A dataplane that lives outside the package (a
+plug-in, or a test's) is named in the environment, `GRIDLB_DATAPLANE_MODULES="name=pkg.module,..."`,
+or registered in-process with `register`.
 """
 
 from __future__ import annotations
 
 import enum
 import importlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -224,9 +227,20 @@ def unregister(name: str) -> None:
     _REGISTERED.pop(name, None)
 
 
+def _modules() -> dict[str, str]:
+    """Return name -> module of the built-ins and of the plug-ins named in `GRIDLB_DATAPLANE_MODULES`."""
+    modules = dict(_MODULES)
+    for item in os.environ.get("GRIDLB_DATAPLANE_MODULES", "").split(","):
+        name, eq, module = item.strip().partition("=")
+        if eq and name.strip() and module.strip():
+            modules.setdefault(name.strip(), module.strip())
+    return modules
+
+
 def dataplane_names() -> tuple[str, ...]:
     """Return every dataplane name this build knows, built-ins first (`auto` is not one, see AUTO)."""
-    return (*_MODULES, *(n for n in _REGISTERED if n not in _MODULES))
+    modules = _modules()
+    return (*modules, *(n for n in _REGISTERED if n not in modules))
 
 
 #: The configured name that picks a dataplane at start: the first of `AUTO_ORDER` this machine can run.
@@ -260,7 +274,7 @@ def get_factory(name: str) -> DataplaneFactory:
     """Return the factory of dataplane `name` (KeyError when the build has none by that name)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    module_name = _MODULES[name]
+    module_name = _modules()[name]
     factory: DataplaneFactory = importlib.import_module(module_name).FACTORY
     return factory
 

@@ -352,9 +352,9 @@ class ProxyState:
 
     # --- connections ------------------------------------------------------------------------------
 
-    def pick(self, svc: ServiceState, flow: Flow) -> DestState | None:
+    def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule a new connection and bind it; the fallback destination when none is available."""
-        key = svc.scheduler.pick(svc.candidate_views(), flow)
+        key = svc.scheduler.pick(svc.candidate_views(), flow, now)
         d: DestState | None = None
         if key is not None:
             for cand in svc.dests:

@@ -560,7 +560,7 @@ class RelayEngine:
         state = self.state
         limit = len(svc.dests) + 1
         while True:
-            d = state.pick(svc, conn.flow) if conn.tried < limit else None
+            d = state.pick(svc, conn.flow, now) if conn.tried < limit else None
             if d is None:
                 self._count("no destination")
                 conn.state = _CLOSED

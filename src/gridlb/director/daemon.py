@@ -31,11 +31,11 @@ from gridlb.api.messages import (
 from gridlb.api.server import ApiServer, PeerCred
 from gridlb.config.load import load_site
 from gridlb.config.schema import VrrpInstance
-from gridlb.dataplane.base import Dataplane, DataplaneHooks, Severity, SyncDaemonSpec, resolve_factory
+from gridlb.dataplane.base import AUTO, Dataplane, DataplaneHooks, SyncDaemonSpec, resolve_factory
 from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
-from gridlb.errors import ConfigError
 from gridlb.metrics import Metrics, parse_listen
+from gridlb.status import status_to_json
 from gridlb.table import DelService, RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
@@ -72,32 +72,16 @@ def sync_daemon_spec(instances: Mapping[str, VrrpInstance]) -> SyncDaemonSpec | 
 def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> tuple[Dataplane, str]:
     """Return the dataplane the site asks for (`gridlb.dataplane`), found through the registry.
 
-    With `auto` the second value says which one runs and why ("" otherwise).
-
+    With `auto` the second value says which one runs and why (logged here); "" otherwise.
     Raises ConfigError (one line, exit 2) when this machine cannot run it, or when a service asks
     what it cannot do; logs a warning for each thing it does differently from what the site says.
     """
-    try:
-        factory, choice = resolve_factory(config.settings.dataplane)
-    except KeyError as exc:
-        raise ConfigError(str(exc.args[0]), key="gridlb.dataplane") from None
-    name = factory.name
+    choice = resolve_factory(AUTO)[1] if config.settings.dataplane == AUTO else ""
+    factory, warnings = config.check_dataplane()
     if choice:
         log.info("%s", choice)
-    why = factory.unavailable()
-    if why:
-        raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
-    refused: list[str] = []
-    for plan in config.plans:
-        forwarding = [r.spec.forward for r in plan.reals]
-        for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
-            if m.severity is Severity.ERROR:
-                refused.append(f"{m.service}: {m.message}")
-            else:
-                log.warning("service %s: the %s dataplane: %s", m.service, name, m.message)
-    if refused:
-        more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
-        raise ConfigError(f"the {name} dataplane refuses service {refused[0]}{more}", key="gridlb.dataplane")
+    for text in warnings:
+        log.warning("%s", text)
     sync = sync_daemon_spec(load_site(list(config.paths)).vrrp_instances) if config.paths else None
     hooks = DataplaneHooks(on_backend_failure=on_failure, sync_daemon=sync)
     return factory.create(config.settings, hooks), choice
@@ -116,7 +100,7 @@ class DirectorDaemon:
         self.config = config
         self.options = opts = options or DaemonOptions()
         self.director: Director | None = None
-        #: With `dataplane: auto`, which one runs and why (also logged at start and shown in status).
+        #: With `dataplane: auto`, which one runs and why (logged at start, shown in status).
         self.dataplane_choice = ""
         if dataplane is None:
             dataplane, self.dataplane_choice = make_dataplane(config, self._on_failure)
@@ -158,10 +142,10 @@ class DirectorDaemon:
         if isinstance(request, StatusRequest):
             status = await director.status()
             if self.dataplane_choice:
-                status["dataplane_choice"] = self.dataplane_choice
+                status = replace(status, dataplane_choice=self.dataplane_choice)
             if self.ha is not None:
-                status["vrrp"] = self.ha.status()
-            return status
+                status = replace(status, vrrp=self.ha.status())
+            return status_to_json(status)
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
@@ -240,11 +224,8 @@ class DirectorDaemon:
             log.error("--flush-on-exit: the dataplane failed: %s", exc)
             return
         failed = [r for r in results if not r.ok]
-        log.info(
-            "flushed %d services on exit%s",
-            len(results) - len(failed),
-            f", {len(failed)} refused" if failed else "",
-        )
+        refused = f", {len(failed)} refused" if failed else ""
+        log.info("flushed %d services on exit%s", len(results) - len(failed), refused)
 
     async def run(self) -> None:
         """Start, run until a stop is requested, and stop."""

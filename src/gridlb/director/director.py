@@ -18,11 +18,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
-from gridlb import __version__
 from gridlb.api.messages import (
     AddRequest,
     ApiError,
@@ -35,9 +34,14 @@ from gridlb.api.messages import (
     parse_real,
     parse_service,
 )
-from gridlb.config.load import Site, load_site
-from gridlb.config.schema import CheckSpec, GridlbSettings
-from gridlb.dataplane.base import Dataplane, DataplaneFactory, OpResult, Role, Severity, resolve_factory
+from gridlb.config.schema import CheckSpec
+from gridlb.dataplane.base import (
+    Dataplane,
+    DataplaneCounters,
+    OpResult,
+    Role,
+)
+from gridlb.director.guard import DATAPLANE_DEADLINE_S, DataplaneCallError, GuardedDataplane
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
     Desired,
@@ -48,22 +52,17 @@ from gridlb.director.reconcile import (
     build_table,
     configured_pairs,
     initial_health,
-    plan_site,
 )
-from gridlb.errors import ConfigError, GridlbError
-from gridlb.health.base import CheckResult, Verdict
+from gridlb.errors import GridlbError
+from gridlb.health.base import CheckResult
+from gridlb.status import (
+    DirectorStatus,
+)
 from gridlb.table import (
-    AddDest,
-    AddService,
     ConnEntry,
-    DelService,
-    EditDest,
-    EditService,
     IpvsTable,
-    Op,
     RealKey,
     ServiceKey,
-    SetTimeouts,
     diff,
 )
 
@@ -76,233 +75,45 @@ DEFAULT_DRAIN_TIMEOUT_S = 3600.0
 DEFAULT_RESYNC_INTERVAL_S = 5.0
 #: Resync period while a retirement waits for its last connection.
 RETIRE_POLL_S = 0.25
-#: Deadline of one dataplane call; a call that takes longer counts as a dataplane fault.
-DATAPLANE_DEADLINE_S = 5.0
-#: First retry after a dataplane fault; doubled per consecutive fault up to the resync interval.
-FAULT_BACKOFF_S = 0.1
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
-
-
-# --- configuration --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DirectorConfig:
-    """A validated site as the director uses it: service plans, checks per pair, gridlb settings."""
-
-    plans: tuple[ServicePlan, ...]
-    checks: Mapping[HealthKey, tuple[CheckSpec, ...]]
-    settings: GridlbSettings = field(default_factory=GridlbSettings)
-    paths: tuple[str, ...] = ()
-
-    @classmethod
-    def from_site(cls, site: Site, paths: Sequence[str] = ()) -> DirectorConfig:
-        """Return the director's view of `site`."""
-        plans, checks = plan_site(site)
-        return cls(plans, checks, site.gridlb, tuple(paths))
-
-    @classmethod
-    def load(cls, paths: Sequence[str]) -> DirectorConfig:
-        """Load and validate the site files `paths` (ConfigError names file, line and key)."""
-        return cls.from_site(load_site(list(paths)), paths)
-
-    def plan(self, key: ServiceKey) -> ServicePlan | None:
-        """Return the plan of service `key`, or None."""
-        for p in self.plans:
-            if p.key == key:
-                return p
-        return None
-
-    def check_dataplane(self) -> tuple[DataplaneFactory, list[str]]:
-        """Return the site's dataplane factory and what it does differently from what the site says.
-
-        Raises ConfigError (one line) when this machine cannot run that dataplane or a service asks
-        what it cannot do. Start and reload both call this: a reload never accepts what a start
-        would refuse.
-        """
-        try:
-            factory, _ = resolve_factory(self.settings.dataplane)
-        except KeyError as exc:
-            raise ConfigError(str(exc.args[0]), key="gridlb.dataplane") from None
-        name = factory.name
-        why = factory.unavailable()
-        if why:
-            raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")
-        refused: list[str] = []
-        warnings: list[str] = []
-        for plan in self.plans:
-            forwarding = [r.spec.forward for r in plan.reals]
-            for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
-                text = f"service {m.service}: the {name} dataplane: {m.message}"
-                (refused if m.severity is Severity.ERROR else warnings).append(text)
-        if refused:
-            more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
-            raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
-        return factory, warnings
-
-
-# --- inputs ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    """One health check finished: its result and the tracker's state after it (None = unchanged)."""
-
-    service: ServiceKey
-    real: RealKey
-    result: CheckResult
-    state: HealthState | None = None
-    weight: int | None = None  # dynamic weight (MISC_CHECK misc_dynamic), when set
-    kind: str = ""
-    at: float = 0.0  # monotonic time the result arrived (0 = when queued)
-    started: float = -1.0  # monotonic time the check began (negative = unknown)
-
-
-@dataclass(frozen=True, slots=True)
-class PassiveFailure:
-    """The dataplane failed to connect to a real server (refused or timed out)."""
-
-    real: RealKey
-    service: ServiceKey | None = None  # None = every service that has the real server
-    reason: str = "connect failed"
-    at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """An operator request from the control API, answered through `reply` after it is applied."""
-
-    request: Request
-    reply: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Reload:
-    """Re-read the site files (SIGHUP, or the API with `reply`)."""
-
-    reply: asyncio.Future[Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoleChange:
-    """The VRRP role changed (shown in status; tables are the same on both directors)."""
-
-    role: str
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Resync:
-    """Compare the dataplane with the desired table and repair any difference."""
-
-
-DirectorInput = CheckReport | PassiveFailure | Intent | Reload | RoleChange | Resync
-
-
-# --- collaborators --------------------------------------------------------------------------------
-
-
-class HealthMonitor(Protocol):
-    """Runs the health checks; the director tells it which pairs to watch with which checks.
-
-    `set_targets` keeps the running checks (and their state) of pairs whose checks did not change,
-    starts new ones and stops the rest. Results go to the callback given at construction.
-    """
-
-    def set_targets(self, targets: Mapping[HealthKey, tuple[CheckSpec, ...]]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-# --- records --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One applied change: when, why, the ops and how each fared."""
-
-    at: float  # wall clock
-    cause: str
-    results: tuple[OpResult, ...]
-
-    @property
-    def errors(self) -> tuple[OpResult, ...]:
-        """Return the ops that failed."""
-        return tuple(r for r in self.results if not r.ok)
-
-
-@dataclass(slots=True)
-class PassiveMark:
-    """A real server marked down by a failed dataplane connect, until a check started later passes."""
-
-    at: float
-    reason: str
-
-
-@dataclass(slots=True)
-class LastCheck:
-    """The most recent check result of a pair, for status."""
-
-    result: CheckResult
-    at: float
-    kind: str = ""
-
-
-@dataclass(slots=True)
-class Counters:
-    """Director-level counters for status and metrics."""
-
-    reconciles: int = 0
-    ops_applied: int = 0
-    op_errors: dict[str, int] = field(default_factory=dict)  # op class name -> failures
-    passive_failures: dict[HealthKey, int] = field(default_factory=dict)
-    reloads: int = 0
-    reload_failures: int = 0
-
-
-@dataclass(slots=True)
-class DataplaneFault:
-    """The dataplane's health as the director sees it: failed calls by method, the last one, backoff."""
-
-    total: int = 0
-    by_method: dict[str, int] = field(default_factory=dict)
-    consecutive: int = 0
-    last_error: str = ""
-    last_method: str = ""
-    since: float | None = None  # monotonic time of the first fault of the current run; None = healthy
-    retry_at: float | None = None  # monotonic time of the next retry while failing
-
-    @property
-    def failing(self) -> bool:
-        """Return True while the latest dataplane call failed."""
-        return self.since is not None
-
-
-class DataplaneCallError(Exception):
-    """A dataplane call raised, timed out or returned something that is not what the protocol says."""
-
-
-def _op_name(op: Op) -> str:
-    return type(op).__name__
-
-
-def describe_op(op: Op) -> str:
-    """Return `op` in a few words, e.g. ``AddDest TCP 10.0.0.1:2811 -> 10.0.1.1:2811 weight 1``."""
-    if isinstance(op, SetTimeouts):
-        t = op.timeouts
-        return f"SetTimeouts tcp {t.tcp} tcpfin {t.tcpfin} udp {t.udp}"
-    if isinstance(op, AddService | EditService):
-        return f"{_op_name(op)} {op.key} scheduler {op.spec.scheduler}"
-    if isinstance(op, DelService):
-        return f"DelService {op.key}"
-    if isinstance(op, AddDest | EditDest):
-        return f"{_op_name(op)} {op.service} -> {op.key} weight {op.spec.weight}"
-    return f"DelDest {op.service} -> {op.key}"
-
-
-def _fmt_pair(pair: HealthKey) -> str:
-    return f"{pair[0]} -> {pair[1]}"
+#: `gridlb:` settings a running director cannot change: a reload that changes one says so.
+RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
+
+
+from gridlb.director.config import DirectorConfig  # noqa: E402
+from gridlb.director.records import (  # noqa: E402
+    Change,
+    CheckReport,
+    Counters,
+    DirectorInput,
+    HealthMonitor,
+    Intent,
+    LastCheck,
+    PassiveFailure,
+    PassiveMark,
+    Reload,
+    Resync,
+    RoleChange,
+    describe_op,
+    fmt_pair,
+    op_name,
+)
+
+__all__ = [
+    "Change",
+    "CheckReport",
+    "Director",
+    "DirectorConfig",
+    "DirectorInput",
+    "HealthMonitor",
+    "Intent",
+    "PassiveFailure",
+    "Reload",
+    "Resync",
+    "RoleChange",
+    "describe_op",
+]
 
 
 class Director:
@@ -329,13 +140,10 @@ class Director:
         self.resync_interval_s = resync_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.loader = loader
-        self.dataplane_deadline_s = dataplane_deadline_s
         self.started_at = wall_clock()
         self.generation = 1
         self.role: str | None = None
         self.role_reason = ""
-        self.fault = DataplaneFault()
-        self._role_applied: Role | None = None  # the role the dataplane was last told
 
         self.health: dict[HealthKey, RealHealth] = {}
         self.last_check: dict[HealthKey, LastCheck] = {}
@@ -352,10 +160,17 @@ class Director:
         self.listeners: list[Callable[[DirectorInput], None]] = []
 
         self._queue: asyncio.Queue[DirectorInput] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()  # the ticker's schedule changed (a fault, a passive mark)
+        self.guard = GuardedDataplane(
+            dataplane,
+            clock=clock,
+            deadline_s=dataplane_deadline_s,
+            max_backoff_s=resync_interval_s,
+            on_fault=self._wake.set,
+        )
+        self._dataplane_errors: dict[str, int] = {}  # the dataplane's own counters, as last read
         self._busy = asyncio.Lock()  # held while a batch is applied: status never sees half a change
 
     # --- feeding inputs (thread: the event loop's) ------------------------------------------------
@@ -419,7 +234,6 @@ class Director:
 
     async def stop(self) -> None:
         """Stop checks, the loop and the timer (the dataplane is closed by its owner)."""
-        self._stopping.set()
         if self.health_monitor is not None:
             await self.health_monitor.close()
         for task in list(self._tasks):
@@ -431,10 +245,6 @@ class Director:
             fut = item.reply if isinstance(item, Intent | Reload) else None
             if fut is not None and not fut.done():
                 fut.set_exception(ApiError(ErrorCode.INTERNAL, "the director is shutting down"))
-
-    async def wait_stopped(self) -> None:
-        """Return once `stop` was called."""
-        await self._stopping.wait()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -458,7 +268,8 @@ class Director:
         """Return how long until the next resync: the period, or sooner for a retry or an expiry."""
         interval = RETIRE_POLL_S if self.overrides.retiring else self.resync_interval_s
         now = self.clock()
-        due = [self.fault.retry_at] if self.fault.retry_at is not None else []
+        retry_at = self.guard.fault.retry_at
+        due = [retry_at] if retry_at is not None else []
         retry_s = self.config.settings.passive_retry_s
         due.extend(m.at + retry_s for m in self.passive.values())
         for at in due:
@@ -556,98 +367,23 @@ class Director:
             return f"role {item.role}"
         return ""
 
-    # --- guarded dataplane calls -----------------------------------------------------------------
+    # --- reading the dataplane (never blocks for long, never raises a dataplane's error) ----------
 
-    async def _call_dataplane(
-        self, method: str, call: Callable[[], Awaitable[T]], valid: Callable[[Any], bool], deadline_s: float
-    ) -> T:
-        """Run one dataplane call under a deadline; raise DataplaneCallError (recorded) on any failure."""
+    async def dataplane_counters(self) -> DataplaneCounters | None:
+        """Return the dataplane's own error counters, or None when it fails to answer."""
         try:
-            value = await asyncio.wait_for(call(), deadline_s)
-        except TimeoutError:
-            error = f"{method}: no answer within {deadline_s:g} s"
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the dataplane is broken; the director must not be
-            error = f"{method}: {type(exc).__name__}: {exc}"
-        else:
-            if valid(value):
-                return value
-            error = f"{method}: returned {type(value).__name__}, which the dataplane protocol does not allow"
-        self._record_fault(method, error)
-        raise DataplaneCallError(error)
-
-    def _record_fault(self, method: str, error: str) -> None:
-        f = self.fault
-        f.total += 1
-        f.by_method[method] = f.by_method.get(method, 0) + 1
-        f.consecutive += 1
-        now = self.clock()
-        if f.since is None:
-            f.since = now
-            log.error("dataplane %s failing: %s", self.dataplane.name, error)
-        else:
-            log.debug("dataplane %s still failing: %s", self.dataplane.name, error)
-        f.last_error, f.last_method = error, method
-        backoff = min(self.resync_interval_s, FAULT_BACKOFF_S * 2 ** min(f.consecutive - 1, 16))
-        f.retry_at = now + backoff
-        self._wake.set()
-
-    def _dataplane_recovered(self) -> None:
-        f = self.fault
-        if f.since is not None:
-            log.warning(
-                "dataplane %s recovered after %.1f s (%d failed calls)",
-                self.dataplane.name,
-                self.clock() - f.since,
-                f.consecutive,
-            )
-        f.since = f.retry_at = None
-        f.consecutive = 0
-
-    async def _dump(self, deadline_s: float | None = None) -> IpvsTable:
-        return await self._call_dataplane(
-            "dump",
-            self.dataplane.dump,
-            lambda v: isinstance(v, IpvsTable),
-            self.dataplane_deadline_s if deadline_s is None else deadline_s,
-        )
-
-    async def _apply(self, ops: Sequence[Op]) -> tuple[OpResult, ...]:
-        results = await self._call_dataplane(
-            "apply",
-            lambda: self.dataplane.apply(ops),
-            lambda v: (
-                isinstance(v, list | tuple)
-                and len(v) == len(ops)
-                and all(isinstance(r, OpResult) and r.op == op for r, op in zip(v, ops, strict=True))
-            ),
-            self.dataplane_deadline_s,
-        )
-        return tuple(results)
-
-    async def _push_role(self) -> None:
-        role = Role.STANDALONE if self.role is None else Role.from_vrrp(self.role)
-        if role is self._role_applied:
-            return
-        await self._call_dataplane(
-            "set_role", lambda: self.dataplane.set_role(role), lambda v: v is None, self.dataplane_deadline_s
-        )
-        self._role_applied = role
-        log.info("dataplane %s follows role %s", self.dataplane.name, role)
+            counters = await self.guard.counters(STATUS_WAIT_S)
+        except DataplaneCallError:
+            return None
+        self._dataplane_errors = dict(counters.errors)
+        return counters
 
     async def connections(self) -> list[ConnEntry]:
         """Return the dataplane's connection list (ApiError when the dataplane fails to answer)."""
         try:
-            conns = await self._call_dataplane(
-                "connections",
-                self.dataplane.connections,
-                lambda v: isinstance(v, list | tuple) and all(isinstance(c, ConnEntry) for c in v),
-                self.dataplane_deadline_s,
-            )
+            return await self.guard.connections()
         except DataplaneCallError as exc:
             raise ApiError(ErrorCode.DATAPLANE, f"no connection list from the dataplane: {exc}") from None
-        return list(conns)
 
     def _initial(self, pair: HealthKey) -> RealHealth:
         plan = self.config.plan(pair[0])
@@ -661,13 +397,13 @@ class Director:
         mark = self.passive.get(pair)
         if mark is not None and report.result.ok and report.started > mark.at:
             del self.passive[pair]
-            log.info("%s: check passed after a passive failure; back in service", _fmt_pair(pair))
+            log.info("%s: check passed after a passive failure; back in service", fmt_pair(pair))
         if pair not in self.config.checks and pair not in self.runtime_checks:
             return ""
         old = self.health.get(pair) or self._initial(pair)
         new = old if report.state is None else RealHealth(report.state, report.weight)
         if new != old:
-            log.info("%s: health %s -> %s (%s)", _fmt_pair(pair), old.state, new.state, report.result.reason)
+            log.info("%s: health %s -> %s (%s)", fmt_pair(pair), old.state, new.state, report.result.reason)
             self.health[pair] = new
             return f"health {pair[1]} {new.state}"
         return "check" if mark is not None else ""
@@ -678,7 +414,7 @@ class Director:
         for pair in pairs:
             self.counters.passive_failures[pair] = self.counters.passive_failures.get(pair, 0) + 1
             if pair not in self.passive:
-                log.warning("%s: marked down: %s", _fmt_pair(pair), item.reason)
+                log.warning("%s: marked down: %s", fmt_pair(pair), item.reason)
             self.passive[pair] = PassiveMark(at, item.reason)
         return f"passive failure {item.real}" if pairs else ""
 
@@ -764,7 +500,7 @@ class Director:
                     self.overrides = self.overrides.remove(skey, rkey)
                     self._forget_runtime((skey, rkey))
             log.info(
-                "operator: remove%s %s", " --drain" if request.drain else "", ", ".join(map(_fmt_pair, pairs))
+                "operator: remove%s %s", " --drain" if request.drain else "", ", ".join(map(fmt_pair, pairs))
             )
             return {
                 "removed" if not request.drain else "retiring": [
@@ -783,14 +519,24 @@ class Director:
             )
         try:
             new = await asyncio.to_thread(self.loader, paths)
+            _, warnings = new.check_dataplane()  # what a start would refuse, a reload refuses too
         except GridlbError as exc:
             self.counters.reload_failures += 1
             raise ApiError(
                 ErrorCode.CONFIG, f"reload refused, still running the previous config:\n{exc}"
             ) from None
+        restart = [
+            f"gridlb.{name}"
+            for name in RESTART_SETTINGS
+            if getattr(new.settings, name) != getattr(self.config.settings, name)
+        ]
         summary = self.apply_config(new)
         self.counters.reloads += 1
-        return summary
+        for text in warnings:
+            log.warning("reload: %s", text)
+        for name in restart:
+            log.warning("reload: %s changed; it takes effect when the director restarts", name)
+        return {**summary, "restart_needed": restart, "warnings": warnings}
 
     def apply_config(self, new: DirectorConfig) -> dict[str, Any]:
         """Switch to `new` (already validated): carry health by pair, retire what it drops."""
@@ -865,7 +611,7 @@ class Director:
         """
         errors: list[OpResult] = []
         cause = "; ".join(filter(None, (cause, self._expire_passive()))) or "resync"
-        await self._push_role()
+        await self.guard.set_role(Role.STANDALONE if self.role is None else Role.from_vrrp(self.role))
         for _ in range(4):  # a finished retirement changes the desired table once more
             self.desired = build_table(
                 self._plans(),
@@ -875,16 +621,16 @@ class Director:
                 self.config.settings.timeouts.table_timeouts(),
             )
             self.quorum_up = dict(self.desired.quorum_up)
-            observed = await self._dump()
+            observed = await self.guard.dump()
             ops = diff(observed, self.desired.table)
             self.counters.reconciles += 1
             if ops:
-                results = await self._apply(ops)
+                results = await self.guard.apply(ops)
                 self.counters.ops_applied += len(results)
                 failed = tuple(r for r in results if not r.ok)
                 known = {(r.op, r.error) for r in self.last_errors}
                 for r in failed:
-                    name = _op_name(r.op)
+                    name = op_name(r.op)
                     self.counters.op_errors[name] = self.counters.op_errors.get(name, 0) + 1
                     level = logging.DEBUG if (r.op, r.error) in known else logging.ERROR
                     log.log(
@@ -896,14 +642,14 @@ class Director:
                 for r in results:
                     if r.ok:
                         log.info("applied %s (%s)", describe_op(r.op), cause)
-                observed = await self._dump()
+                observed = await self.guard.dump()
             elif cause == "resync":
                 self.last_errors = ()
             self.observed = observed
             if not self._finish_retirements(observed) | self._drop_ghosts():
                 break
             cause = "retired"
-        self._dataplane_recovered()
+        self.guard.recovered()
         return tuple(errors)
 
     def _expire_passive(self) -> str:
@@ -913,7 +659,7 @@ class Director:
         expired = [pair for pair, mark in self.passive.items() if now - mark.at >= retry_s]
         for pair in expired:
             del self.passive[pair]
-            log.info("%s: trying again %.0f s after a passive failure", _fmt_pair(pair), retry_s)
+            log.info("%s: trying again %.0f s after a passive failure", fmt_pair(pair), retry_s)
         return f"passive retry {', '.join(str(p[1]) for p in expired)}" if expired else ""
 
     def _finish_retirements(self, observed: IpvsTable) -> bool:
@@ -926,7 +672,7 @@ class Director:
                 why = (
                     "deadline passed" if dest is not None and dest.counters.active else "no active connection"
                 )
-                log.info("%s: retired (%s; %s)", _fmt_pair(r.pair), r.reason, why)
+                log.info("%s: retired (%s; %s)", fmt_pair(r.pair), r.reason, why)
                 self.overrides = self.overrides.retired(r.service, r.key)
                 self.health.pop(r.pair, None)
                 self._forget_runtime(r.pair)
@@ -952,13 +698,13 @@ class Director:
     async def refresh(self, deadline_s: float | None = None) -> IpvsTable:
         """Return a fresh dump of the dataplane, or the last one when the dataplane fails to answer."""
         with contextlib.suppress(DataplaneCallError):
-            self.observed = await self._dump(deadline_s)
+            self.observed = await self.guard.dump(deadline_s)
         return self.observed
 
     # --- status -----------------------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
-        """Return the status snapshot served to `gridlb status` (JSON-ready), even while the dataplane hangs.
+    async def status(self) -> DirectorStatus:
+        """Return the director's status, even while the dataplane hangs.
 
         It waits `STATUS_WAIT_S` at most for a batch in progress, and as long for a fresh dump; past
         either, it answers from the last table the dataplane gave.
@@ -966,108 +712,14 @@ class Director:
         try:
             await asyncio.wait_for(self._busy.acquire(), STATUS_WAIT_S)
         except TimeoutError:
-            return self._status(self.observed)
+            return self.snapshot(self.observed)
         try:
-            return self._status(await self.refresh(STATUS_WAIT_S))
+            return self.snapshot(await self.refresh(STATUS_WAIT_S))
         finally:
             self._busy.release()
 
-    def _status(self, table: IpvsTable) -> dict[str, Any]:
-        now = self.clock()
-        effective = self.effective_health()
-        services = []
-        for plan in self._plans():
-            svc = table.service(plan.key)
-            reals: list[dict[str, Any]] = []
-            for d in self.desired.decisions:
-                if d.service != plan.key:
-                    continue
-                pair = (d.service, d.key)
-                dest = svc.dest(d.key) if svc is not None else None
-                last = self.last_check.get(pair)
-                mark = self.passive.get(pair)
-                retiring = self.overrides.retiring_entry(d.service, d.key)
-                reals.append(
-                    {
-                        "real": str(d.key),
-                        "in_table": dest is not None,
-                        "weight": dest.spec.weight if dest is not None else None,
-                        "desired_weight": d.weight,
-                        "forward": (dest.spec.forward.ipvsadm_name if dest is not None else None),
-                        "active": dest.counters.active if dest is not None else 0,
-                        "inactive": dest.counters.inactive if dest is not None else 0,
-                        "connections": dest.counters.stats.conns if dest is not None else 0,
-                        "inbytes": dest.counters.stats.inbytes if dest is not None else 0,
-                        "outbytes": dest.counters.stats.outbytes if dest is not None else 0,
-                        "overloaded": dest.counters.overloaded if dest is not None else False,
-                        "health": str(effective.get(pair, RealHealth()).state),
-                        "reason": str(d.reason),
-                        "drained": d.drained,
-                        "retiring": retiring is not None,
-                        "retire_reason": retiring.reason if retiring is not None else None,
-                        "runtime_added": d.runtime_added,
-                        "passive_failure": mark.reason if mark is not None else None,
-                        "passive_failures": self.counters.passive_failures.get(pair, 0),
-                        "last_check": None
-                        if last is None
-                        else {
-                            "verdict": str(last.result.verdict),
-                            "reason": last.result.reason,
-                            "latency_s": round(last.result.latency_s, 6),
-                            "age_s": round(max(0.0, now - last.at), 3),
-                            "kind": last.kind,
-                        },
-                    }
-                )
-            services.append(
-                {
-                    "service": str(plan.key),
-                    "scheduler": plan.spec.scheduler,
-                    "in_table": svc is not None,
-                    "quorum_up": self.quorum_up.get(plan.key, True),
-                    "retiring": plan.key in self.ghost_plans,
-                    "active": sum(r["active"] for r in reals),
-                    "inactive": sum(r["inactive"] for r in reals),
-                    "connections": svc.stats.conns if svc is not None else 0,
-                    "reals": reals,
-                }
-            )
-        return {
-            "version": __version__,
-            "dataplane": self.dataplane.name,
-            "config": list(self.config.paths),
-            "generation": self.generation,
-            "uptime_s": round(self.wall_clock() - self.started_at, 3),
-            "role": self.role,
-            "role_reason": self.role_reason,
-            "degraded": bool(self.last_errors) or self.fault.failing,
-            "last_errors": [{"op": describe_op(r.op), "error": r.error} for r in self.last_errors],
-            "dataplane_fault": None
-            if not self.fault.failing
-            else {
-                "error": self.fault.last_error,
-                "since_s": round(now - (self.fault.since or now), 3),
-                "failed_calls": self.fault.consecutive,
-            },
-            "counters": {
-                "reconciles": self.counters.reconciles,
-                "ops_applied": self.counters.ops_applied,
-                "op_errors": dict(self.counters.op_errors),
-                "reloads": self.counters.reloads,
-                "reload_failures": self.counters.reload_failures,
-                "dataplane_faults": dict(self.fault.by_method),
-            },
-            "services": services,
-        }
+    def snapshot(self, table: IpvsTable) -> DirectorStatus:
+        """Return the typed status of this director with `table` as the dataplane's view."""
+        from gridlb.director.report import snapshot
 
-
-def verdict_state(verdict: Verdict) -> HealthState:
-    """Return the health state a single check verdict stands for."""
-    return _VERDICT_STATE[verdict]
-
-
-_VERDICT_STATE = {
-    Verdict.UP: HealthState.UP,
-    Verdict.REFUSING: HealthState.REFUSING,
-    Verdict.DOWN: HealthState.DOWN,
-}
+        return snapshot(self, table)

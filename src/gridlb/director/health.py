@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from gridlb.config.schema import CheckKind, CheckSpec
 from gridlb.director.reconcile import HealthKey, HealthState
-from gridlb.health.base import Checker, CheckResult, Verdict, create_checker
+from gridlb.health.base import Checker, CheckResult, Verdict
 from gridlb.health.runner import HealthRunner
+from gridlb.health.spec import from_check_spec
 from gridlb.health.tracker import CheckPolicy, HealthChanged
 from gridlb.table import RealKey
 
@@ -45,48 +45,6 @@ class ReportingChecker(Checker):
         result = await self.inner.check(target, timeout_s=timeout_s)
         self.on_result(target, result, self.inner.kind, started)
         return result
-
-
-def checker_options(spec: CheckSpec, real: RealKey, vips: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Return the `create_checker` options that carry out `spec` against `real`."""
-    opts: dict[str, Any] = {}
-    if spec.kind in (CheckKind.TCP, CheckKind.GRIDFTP):
-        if spec.target.addr != real.addr:
-            opts["connect_ip"] = str(spec.target.addr)
-        if spec.target.port != real.port:
-            opts["connect_port"] = spec.target.port
-        if spec.bindto is not None:
-            opts["bindto"] = str(spec.bindto)
-        if spec.bind_port:
-            opts["bind_port"] = spec.bind_port
-    if spec.kind is CheckKind.GRIDFTP:
-        opts.update(
-            level=spec.gridftp_level,
-            user=spec.gridftp_user,
-            password=spec.gridftp_password,
-            data_address_check=spec.gridftp_check_data_address,
-            canary_path=spec.gridftp_canary_path,
-            vips=vips,
-        )
-    if spec.kind is CheckKind.SCRIPT:
-        opts.update(path=spec.script or "", dynamic=spec.script_dynamic)
-    return opts
-
-
-def check_policy(spec: CheckSpec) -> CheckPolicy:
-    """Return the tracker policy of `spec` (keepalived timing keywords)."""
-    timeout = spec.connect_timeout_s
-    if spec.kind is CheckKind.SCRIPT and spec.script_timeout_s:
-        timeout = spec.script_timeout_s
-    return CheckPolicy(
-        delay_loop_s=spec.delay_loop_s,
-        connect_timeout_s=timeout if timeout > 0 else 1.0,
-        retry=spec.retry,
-        delay_before_retry_s=spec.delay_before_retry_s,
-        alpha=spec.alpha,
-        warmup_s=spec.warmup_s,
-        inhibit_on_failure=spec.inhibit_on_failure,
-    )
 
 
 class RunnerMonitor:
@@ -116,9 +74,11 @@ class RunnerMonitor:
             pairs.setdefault(real, []).append(pair)
             if real in wanted:
                 continue
-            spec = specs[0]
-            inner = create_checker(spec.kind.value, **checker_options(spec, real, self.vips))
-            wanted[real] = (ReportingChecker(inner, self._on_result), check_policy(spec))
+            made = from_check_spec(specs[0], real=real, vips=self.vips)  # every schema option, one place
+            if made is None:
+                continue
+            inner, policy = made
+            wanted[real] = (ReportingChecker(inner, self._on_result), policy)
         self.pairs = pairs
         self.runner.sync(wanted)
 
@@ -129,13 +89,6 @@ class RunnerMonitor:
     def _on_change(self, event: HealthChanged) -> None:
         for pair in self.pairs.get(event.real, ()):
             self.report(pair, event.result, _STATE[event.new], event.new_weight, "", -1.0)
-
-    def snapshot_reason(self, real: RealKey) -> str:
-        """Return the last check's reason for `real` ('' when unknown)."""
-        try:
-            return self.runner.snapshot(real).reason
-        except KeyError:
-            return ""
 
     async def close(self) -> None:
         """Stop every check."""

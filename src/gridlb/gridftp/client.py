@@ -8,11 +8,12 @@ destination's PASV address to the source with PORT.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gridlb.gridftp import datachannel as dc
 from gridlb.gridftp import modee
@@ -34,11 +35,15 @@ _T = TypeVar("_T")
 
 
 class ClientError(Exception):
-    """A GridFTP operation failed; the message names the server, the command and its reply."""
+    """A GridFTP operation failed; the message names the server, the command and its reply.
 
-    def __init__(self, message: str, reply: Reply | None = None) -> None:
+    `detail` is the message without the server's name (for callers that name it themselves).
+    """
+
+    def __init__(self, message: str, reply: Reply | None = None, *, detail: str = "") -> None:
         super().__init__(message)
         self.reply = reply
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class GridftpClient:
         self.timeout_s = timeout_s
         self.banner: Reply | None = None
         self._parser = ReplyParser()
+        self._pending: collections.deque[Reply] = collections.deque()
         self._mode = ""
         self._type_set = False
 
@@ -122,24 +128,29 @@ class GridftpClient:
 
     # ------------------------------------------------------------------ control channel
 
+    def _failed(self, detail: str) -> ClientError:
+        return ClientError(f"{self.name}: {detail}", detail=detail)
+
     async def read_reply(self, timeout_s: float | None = -1.0) -> Reply:
-        """Read one complete reply (ClientError on EOF, timeout or a malformed line)."""
+        """Read one complete reply (ClientError on EOF, timeout, or a malformed or over-long reply).
+
+        `timeout_s` None waits without a limit (the caller has its own); the default is the client's.
+        """
         t = self.timeout_s if timeout_s == -1.0 else timeout_s
-        while True:
+        while not self._pending:
             try:
-                line = await asyncio.wait_for(self.reader.readline(), t)
+                data = await asyncio.wait_for(self.reader.read(65536), t)
             except TimeoutError:
-                raise ClientError(f"{self.name}: no reply within {t} s") from None
-            except (OSError, ValueError) as exc:
-                raise ClientError(f"{self.name}: control connection failed: {exc}") from None
-            if not line:
-                raise ClientError(f"{self.name}: control connection closed by the server")
+                raise self._failed(f"no reply within {t} s") from None
+            except OSError as exc:
+                raise self._failed(f"control connection failed: {exc}") from None
+            if not data:
+                raise self._failed("control connection closed by the server")
             try:
-                reply = self._parser.feed_line(line)
+                self._pending.extend(self._parser.feed(data))
             except ValueError as exc:
-                raise ClientError(f"{self.name}: {exc}") from None
-            if reply is not None:
-                return reply
+                raise self._failed(f"malformed reply: {exc}") from None
+        return self._pending.popleft()
 
     async def send(self, line: str) -> None:
         """Send one command line."""
@@ -372,10 +383,15 @@ class GridftpClient:
             await asyncio.wait_for(final, self.timeout_s)
             return result
         finally:
-            for t in (data, final):
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(data, final, return_exceptions=True)
+            await _cancel(data, final)
+
+
+async def _cancel(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel what is still running of `tasks` and wait for all of them to end."""
+    for t in tasks:
+        if not t.done():
+            t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def third_party_copy(
@@ -406,10 +422,7 @@ async def third_party_copy(
         await a
         await b
     finally:
-        for t in (a, b):
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(a, b, return_exceptions=True)
+        await _cancel(a, b)
 
 
 async def transfer(

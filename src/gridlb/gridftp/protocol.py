@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
 import ipaddress
 import os
 import posixpath
 import re
 import stat as statmod
+import zlib
 from dataclasses import dataclass
 
 #: The longest command line the server accepts (bytes, without CRLF); longer lines are refused with 500.
 MAX_LINE_BYTES = 4096
+
+#: The most lines one reply may have: a longer one is a peer's protocol error, not a memory sink.
+MAX_REPLY_LINES = 512
 
 #: Encoding of command lines and paths: UTF-8, with undecodable bytes kept as surrogates (round-trip safe).
 ENCODING = "utf-8"
@@ -114,25 +119,47 @@ class Reply:
         return self.code // 100
 
     def __str__(self) -> str:
-        return f"{self.code} {self.lines[-1] if self.lines else ''}"
+        """Return ``ddd first line``, printable and cut to 160 characters (for messages and reasons)."""
+        text = f"{self.code} {sanitize(self.lines[0] if self.lines else '').strip()}".strip()
+        return text if len(text) <= 160 else text[:157] + "..."
 
 
 class ReplyParser:
-    """Incremental reply reader: feed it lines, it returns a Reply when a reply is complete.
+    """Incremental reply reader: feed it bytes (`feed`) or lines (`feed_line`), get complete Replies.
 
     A reply ends on a line that matches ``^ddd `` with the code of its first line (RFC 959 §4.2).
+    ValueError for a line that does not start a reply, a line longer than MAX_LINE_BYTES or a reply
+    of more than MAX_REPLY_LINES lines.
     """
 
     def __init__(self) -> None:
         self._code: int | None = None
         self._lines: list[str] = []
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Reply]:
+        """Consume bytes from the control connection; return the replies they complete."""
+        self._buf += data
+        replies: list[Reply] = []
+        while (nl := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[: nl + 1])
+            del self._buf[: nl + 1]
+            if len(line) > MAX_LINE_BYTES + 2:
+                raise ValueError(f"reply line longer than {MAX_LINE_BYTES} bytes")
+            reply = self.feed_line(line)
+            if reply is not None:
+                replies.append(reply)
+        if len(self._buf) > MAX_LINE_BYTES + 2:
+            raise ValueError(f"reply line longer than {MAX_LINE_BYTES} bytes")
+        return replies
 
     def feed_line(self, raw: bytes) -> Reply | None:
-        """Consume one line (with or without CRLF); return the finished Reply or None; ValueError if bad."""
+        """Consume one line (with or without CRLF); return the finished Reply or None."""
         line = raw.rstrip(b"\r\n").decode(ENCODING, "replace")
         if self._code is None:
-            if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
-                raise ValueError(f"malformed reply line: {line[:80]!r}")
+            head, sep = line[:3], line[3:4]
+            if len(head) < 3 or not (head.isascii() and head.isdigit()) or sep not in ("", " ", "-"):
+                raise ValueError(f"not an FTP reply: {sanitize(line[:60])!r}")
             code = int(line[:3])
             if len(line) == 3 or line[3] == " ":
                 return Reply(code, (line[4:],))
@@ -149,6 +176,8 @@ class ReplyParser:
         if line.startswith(prefix + "-"):
             line = line[4:]
         self._lines.append(line)
+        if len(self._lines) > MAX_REPLY_LINES:
+            raise ValueError(f"more than {MAX_REPLY_LINES} lines in one reply")
         return None
 
 
@@ -199,7 +228,7 @@ def parse_pasv_reply(reply: Reply) -> HostPort:
         raise ValueError(f"PASV answered {reply}")
     m = _PASV_RE.search(reply.text)
     if m is None:
-        raise ValueError(f"no host-port in {reply}")
+        raise ValueError(f"no h1,h2,h3,h4,p1,p2 in {reply}")
     return parse_hostport(m.group(1).replace(" ", ""))
 
 
@@ -209,7 +238,7 @@ def parse_spas_reply(reply: Reply) -> list[HostPort]:
         raise ValueError(f"SPAS answered {reply}")
     found = [parse_hostport(m.replace(" ", "")) for m in _PASV_RE.findall(reply.text)]
     if not found:
-        raise ValueError(f"no host-port in {reply}")
+        raise ValueError(f"no h1,h2,h3,h4,p1,p2 in {reply}")
     return found
 
 
@@ -240,15 +269,60 @@ def parse_eprt(text: str) -> HostPort:
     return HostPort(str(addr), port)
 
 
-def parse_epsv_reply(reply: Reply, control_host: str) -> HostPort:
-    """Return the endpoint of a ``229`` EPSV reply: its port on the control connection's peer address."""
+#: A network a server may send data to besides the control peer (third-party transfers).
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _plain(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Return `addr` as an address, an IPv4-mapped IPv6 address as its IPv4 form."""
+    a = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return a.ipv4_mapped
+    return a
+
+
+def data_target_refusal(target: HostPort, peer: str, allowed: tuple[IPNetwork, ...] = ()) -> str:
+    """Return why a server must not connect to `target` for a client at `peer` (PORT/EPRT/SPOR), or "".
+
+    The FTP bounce rule (RFC 2577): a privileged port (below 1024) is never a data port, and the server
+    connects only to the control connection's peer unless the target lies in one of the `allowed`
+    networks (third-party transfers, an explicit server option).
+    """
+    if target.port < 1024:
+        return f"port {target.port} is privileged (below 1024): refused as a data port"
+    try:
+        addr = _plain(target.host)
+        client = _plain(peer)
+    except ValueError:
+        return f"{sanitize(target.host[:64])} is not an IP address"
+    if addr == client or any(addr in net for net in allowed):
+        return ""
+    return (
+        f"{addr} is not the client's address {client}: third-party transfers to other hosts "
+        "are not enabled on this server"
+    )
+
+
+def parse_epsv_reply(reply: Reply, control_host: str = "") -> HostPort:
+    """Return the endpoint of a ``229`` EPSV reply; ValueError when there is none.
+
+    RFC 2428's reply ``(|||port|)`` has no address: the client uses the control connection's peer,
+    `control_host` (``""`` when not given). Globus' ``-epsv-ip`` form ``(|af|addr|port|)`` names one.
+    """
     if reply.code != 229:
         raise ValueError(f"EPSV answered {reply}")
-    m = re.search(r"\((.)(.?)\1(.*?)\1(\d+)\1\)", reply.text)
+    m = re.search(r"\((.)(\d?)\1([^()]*?)\1(\d{1,5})\1\)", reply.text)
     if m is None:
-        raise ValueError(f"no port in {reply}")
-    host = m.group(3) or control_host
-    return HostPort(host, int(m.group(4)))
+        raise ValueError(f"no (|||port|) in {reply}")
+    port = int(m.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range in {reply}")
+    if not m.group(3):
+        return HostPort(control_host, port)
+    try:
+        return HostPort(str(ipaddress.ip_address(m.group(3))), port)
+    except ValueError:
+        raise ValueError(f"bad address in {reply}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,7 +395,43 @@ class CksmRequest:
     path: str
 
 
-CHECKSUM_ALGORITHMS = ("ADLER32", "MD5", "SHA1", "SHA256", "CRC32")
+CHECKSUM_ALGORITHMS = ("ADLER32", "MD5", "SHA1", "SHA256", "SHA512", "CRC32")
+
+
+class Checksum:
+    """A running CKSM value: `update(data)`, then `hexdigest()` as GridFTP prints it.
+
+    ADLER32 and CRC32 print 8 hex digits; MD5 and the SHAs their hexdigest (lower case, as Globus).
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        alg = algorithm.upper()
+        if alg not in CHECKSUM_ALGORITHMS:
+            known = ", ".join(CHECKSUM_ALGORITHMS)
+            raise ValueError(f"unsupported checksum algorithm {sanitize(alg[:16])} (one of {known})")
+        self.algorithm = alg
+        self._value = 1 if alg == "ADLER32" else 0
+        self._hash = None if alg in ("ADLER32", "CRC32") else hashlib.new(alg.lower())
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Add `data`."""
+        if self._hash is not None:
+            self._hash.update(data)
+        elif self.algorithm == "ADLER32":
+            self._value = zlib.adler32(data, self._value)
+        else:
+            self._value = zlib.crc32(data, self._value)
+
+    def hexdigest(self) -> str:
+        """Return the value so far."""
+        return self._hash.hexdigest() if self._hash is not None else f"{self._value & 0xFFFFFFFF:08x}"
+
+
+def checksum(algorithm: str, data: bytes) -> str:
+    """Return the CKSM value of `data` (ValueError for an unknown algorithm)."""
+    ck = Checksum(algorithm)
+    ck.update(data)
+    return ck.hexdigest()
 
 
 def parse_cksm(arg: str) -> CksmRequest:
@@ -415,6 +525,33 @@ def to_virtual(root: str, host_path: str) -> str:
 def mdtm(mtime: float) -> str:
     """Return the RFC 3659 time-val ``YYYYMMDDHHMMSS`` (UTC) of `mtime`."""
     return datetime.datetime.fromtimestamp(int(mtime), tz=datetime.UTC).strftime("%Y%m%d%H%M%S")
+
+
+_TIME_VAL = re.compile(r"^(\d{14})(?:\.(\d{1,3}))?$")
+
+
+def parse_mfmt(arg: str) -> tuple[float, str]:
+    """Parse ``MFMT YYYYMMDDHHMMSS[.sss] path`` (UTC, draft-somers-ftp-mfxx); return (mtime, path)."""
+    when, _, path = arg.strip().partition(" ")
+    m = _TIME_VAL.match(when)
+    if m is None or not path:
+        raise ValueError("usage: MFMT YYYYMMDDHHMMSS path")
+    try:
+        t = datetime.datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        raise ValueError(f"bad time {m.group(1)}") from None
+    return t.timestamp() + int((m.group(2) or "0").ljust(3, "0")) / 1000, path
+
+
+def parse_chmod(arg: str) -> tuple[int, str]:
+    """Parse ``SITE CHMOD <octal mode> path``; only permission bits (0..777: no setuid, setgid, sticky)."""
+    mode_s, _, path = arg.strip().partition(" ")
+    if not path or not mode_s or any(c not in "01234567" for c in mode_s) or len(mode_s) > 4:
+        raise ValueError("usage: SITE CHMOD <octal mode> path")
+    mode = int(mode_s, 8)
+    if mode > 0o777:
+        raise ValueError("only permission bits (0 to 777) can be set: no setuid, setgid or sticky")
+    return mode, path
 
 
 def mlst_facts(st: os.stat_result, name: str) -> str:

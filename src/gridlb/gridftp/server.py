@@ -2,7 +2,9 @@
 
 Paths are virtual: ``/`` is the server's root directory and nothing resolves outside it (``..`` above
 the root, absolute host paths and symlinks pointing out are refused with 550). PASV/SPAS/EPSV listen on,
-and advertise, the configured data address, never the address the client dialled.
+and advertise, the configured data address, never the address the client dialled. PORT/EPRT/SPOR name
+the control connection's peer (or an allowed third-party network) and an unprivileged port, never
+anything else (no FTP bounce).
 """
 
 from __future__ import annotations
@@ -10,51 +12,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hashlib
+import ipaddress
 import logging
 import os
 import socket
 import stat as statmod
-import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from gridlb import __version__
 from gridlb.gridftp import datachannel as dc
 from gridlb.gridftp import modee
 from gridlb.gridftp.protocol import (
     MAX_LINE_BYTES,
+    Checksum,
     CommandError,
     HostPort,
+    IPNetwork,
     PathEscape,
+    data_target_refusal,
+    format_eprt,
     format_hostport,
     format_reply,
     list_line,
     mdtm,
     missing_ranges,
     mlst_facts,
+    parse_chmod,
     parse_cksm,
     parse_command,
     parse_eprt,
     parse_eret,
     parse_esto,
     parse_hostport,
+    parse_mfmt,
     parse_opts_retr,
     parse_parallelism,
     parse_rest,
     real_path,
+    sanitize,
     virtual_join,
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ANONYMOUS_USERS = ("anonymous", "ftp")
 MSG_BUSY = "Service busy: Connection limit exceeded. Please try again later. Closing control connection."
 MSG_OFFLINE = "Service temporarily offline. Closing control connection."
 
 FEATURES = (
-    "CKSM ADLER32:10;MD5:10;SHA1:10;SHA256:11;CRC32:10;",
+    "CKSM ADLER32:10;MD5:10;SHA1:10;SHA256:11;SHA512:12;CRC32:10;",
     "UTF8",
     "DCAU",
     "PARALLEL",
@@ -66,6 +75,7 @@ FEATURES = (
     "SPOR",
     "REST STREAM",
     "MDTM",
+    "MFMT",
     "SBUF",
 )
 
@@ -87,6 +97,28 @@ class ServerConfig:
     control_idle_timeout_s: float = 900.0
     block_size: int = modee.DEFAULT_BLOCK_SIZE
     max_parallelism: int = 64
+    # PORT/EPRT/SPOR may name the control connection's peer, or an address in these networks (CIDR
+    # strings; "0.0.0.0/0" and "::/0" allow any host). Privileged ports are always refused.
+    allow_third_party: tuple[str, ...] = ()
+    # EPSV replies carry the data address (|af|addr|port|), as Globus' -epsv-ip does: behind a VIP an
+    # address-less reply sends the client to the VIP. True: to every client. False: to none (RFC 2428).
+    # None (default): with a `data_address`, to the clients that announced themselves with SITE
+    # CLIENTINFO (Globus' client library, which reads the address); the RFC form to the others (curl
+    # refuses any other form).
+    epsv_ip: bool | None = None
+
+    def epsv_names_address(self, *, globus_client: bool) -> bool:
+        """Return True when an EPSV reply names the data address (`globus_client`: CLIENTINFO was sent)."""
+        if self.epsv_ip is None:
+            return bool(self.data_address) and globus_client
+        return self.epsv_ip
+
+    @property
+    def epsv_mode(self) -> str:
+        """Return how EPSV replies are formed, in words (for the start-up line)."""
+        if self.epsv_ip is None:
+            return "address for SITE CLIENTINFO clients" if self.data_address else "port only (RFC 2428)"
+        return "address always (-epsv-ip)" if self.epsv_ip else "port only (RFC 2428)"
 
     @property
     def advertised(self) -> str:
@@ -105,6 +137,7 @@ class GridftpServer:
         self.config = config
         self._advertised = config.advertised
         self._root = os.path.realpath(config.root)
+        self.third_party = third_party_networks(config.allow_third_party)
         if not os.path.isdir(self._root):
             raise ValueError(f"root {config.root!r} is not a directory")
         self._server: asyncio.base_events.Server | None = None
@@ -116,6 +149,7 @@ class GridftpServer:
         self.bad_commands = 0
         self.crashes = 0  # sessions that ended with an unexpected exception (a bug)
         self.data_connections = 0  # data connections opened (accepted or connected), reuse keeps it low
+        self.refused_targets = 0  # PORT/EPRT/SPOR refused by the bounce rule
 
     @property
     def root(self) -> str:
@@ -210,6 +244,17 @@ class GridftpServer:
             self._tasks.discard(task)
 
 
+def third_party_networks(texts: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """Return the networks of `allow_third_party` (ValueError naming a bad one)."""
+    out = []
+    for text in texts:
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"allow_third_party: {text!r} is not an address or network (CIDR)") from None
+    return tuple(out)
+
+
 async def _refuse(writer: asyncio.StreamWriter, code: int, text: str) -> None:
     with contextlib.suppress(OSError, ConnectionError):
         writer.write(format_reply(code, text))
@@ -246,6 +291,7 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else ""
         self.user: str | None = None
         self.logged_in = False
         self.cwd = "/"
@@ -258,6 +304,7 @@ class Session:
         self.cache: list[socket.socket] = []
         self.cache_role = ""  # "send" (we connected) or "recv" (we accepted)
         self.rnfr: str | None = None
+        self.clientinfo = False  # SITE CLIENTINFO seen: a Globus-library client (reads EPSV addresses)
         self._buf = bytearray()
         self._quit = False
 
@@ -527,6 +574,14 @@ class Session:
         return rest
 
 
+def _args(parse: Callable[[str], _T], arg: str) -> _T:
+    """Return `parse(arg)`; a ValueError becomes 501 with its text."""
+    try:
+        return parse(arg)
+    except ValueError as exc:
+        raise Reject(501, str(exc)) from None
+
+
 def _inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -579,7 +634,8 @@ async def cmd_site_help(s: Session, arg: str) -> None:
     await cmd_help(s, arg)
 
 
-async def cmd_site_ok(s: Session, arg: str) -> None:
+async def cmd_site_clientinfo(s: Session, arg: str) -> None:
+    s.clientinfo = True
     await s.reply(250, "OK.")
 
 
@@ -632,10 +688,7 @@ async def cmd_allo(s: Session, arg: str) -> None:
 
 
 async def cmd_rest(s: Session, arg: str) -> None:
-    try:
-        s.rest = parse_rest(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    s.rest = _args(parse_rest, arg)
     await s.reply(350, "Restart Marker OK. Send STORE or RETRIEVE to initiate transfer.")
 
 
@@ -663,73 +716,77 @@ async def cmd_prot(s: Session, arg: str) -> None:
     await s.reply(200, "Protection level set to C.")
 
 
-async def cmd_pasv(s: Session, arg: str) -> None:
+def _listen(s: Session, *, ipv4_for: str = "") -> HostPort:
+    """Open a new passive listener on the data address (replacing any earlier one or PORT target)."""
     addr = s.server.data_address
-    if ":" in addr:
-        raise Reject(522, "The data address is IPv6: use EPSV.")
+    if ipv4_for and ":" in addr:
+        raise Reject(522, f"The data address is IPv6: {ipv4_for}")
     s._drop_listener()
     s.active = []
     s.listener = dc.open_listener(addr, s.cfg.port_range)
-    port = s.listener.getsockname()[1]
-    await s.reply(227, f"Entering Passive Mode ({format_hostport(HostPort(addr, port))})")
+    return HostPort(addr, s.listener.getsockname()[1])
+
+
+async def cmd_pasv(s: Session, arg: str) -> None:
+    hp = _listen(s, ipv4_for="use EPSV.")
+    await s.reply(227, f"Entering Passive Mode ({format_hostport(hp)})")
 
 
 async def cmd_epsv(s: Session, arg: str) -> None:
     if arg.strip().upper() == "ALL":
         await s.reply(200, "EPSV ALL accepted.")
         return
-    s._drop_listener()
-    s.active = []
-    s.listener = dc.open_listener(s.server.data_address, s.cfg.port_range)
-    port = s.listener.getsockname()[1]
-    await s.reply(229, f"Entering Extended Passive Mode (|||{port}|)")
+    hp = _listen(s)
+    where = format_eprt(hp) if s.cfg.epsv_names_address(globus_client=s.clientinfo) else f"|||{hp.port}|"
+    await s.reply(229, f"Entering Extended Passive Mode ({where})")
 
 
 async def cmd_spas(s: Session, arg: str) -> None:
-    addr = s.server.data_address
-    if ":" in addr:
-        raise Reject(522, "The data address is IPv6: SPAS needs IPv4.")
-    s._drop_listener()
-    s.active = []
-    s.listener = dc.open_listener(addr, s.cfg.port_range)
-    port = s.listener.getsockname()[1]
-    await s.reply(229, "Entering Striped Passive Mode.", " " + format_hostport(HostPort(addr, port)), "End")
+    hp = _listen(s, ipv4_for="SPAS needs IPv4.")
+    await s.reply(229, "Entering Striped Passive Mode.", " " + format_hostport(hp), "End")
 
 
 def _set_active(s: Session, targets: list[HostPort]) -> None:
+    for t in targets:
+        why = data_target_refusal(t, s.peer_host, s.server.third_party)
+        if why:
+            s.server.refused_targets += 1
+            log.warning("%s: refused data target %s: %s", s.peer, t, why)
+            raise Reject(504, f"Refused: {why}.")
     s._drop_listener()
     if s.cache_role == "send" and s.active != targets:
         s._drop_cache()
     s.active = targets
 
 
-async def cmd_port(s: Session, arg: str) -> None:
-    try:
-        hp = parse_hostport(arg)
-    except ValueError as exc:
-        raise Reject(501, f"Bad PORT: {exc}") from None
-    _set_active(s, [hp])
-    await s.reply(200, "PORT Command successful.")
+def _spor_targets(arg: str) -> list[HostPort]:
+    targets = [parse_hostport(p) for p in arg.split()]
+    if not 1 <= len(targets) <= 64:
+        raise ValueError("needs 1 to 64 host-ports")
+    return targets
 
 
-async def cmd_eprt(s: Session, arg: str) -> None:
-    try:
-        hp = parse_eprt(arg)
-    except ValueError as exc:
-        raise Reject(501, f"Bad EPRT: {exc}") from None
-    _set_active(s, [hp])
-    await s.reply(200, "EPRT Command successful.")
+#: The active-mode commands and how each reads its targets.
+_ACTIVE: dict[str, Callable[[str], list[HostPort]]] = {
+    "PORT": lambda arg: [parse_hostport(arg)],
+    "EPRT": lambda arg: [parse_eprt(arg)],
+    "SPOR": _spor_targets,
+}
 
 
-async def cmd_spor(s: Session, arg: str) -> None:
-    try:
-        targets = [parse_hostport(p) for p in arg.split()]
-    except ValueError as exc:
-        raise Reject(501, f"Bad SPOR: {exc}") from None
-    if not targets or len(targets) > 64:
-        raise Reject(501, "SPOR needs 1 to 64 host-ports.")
-    _set_active(s, targets)
-    await s.reply(200, "SPOR Command successful.")
+def _active_command(verb: str) -> Handler:
+    """Return the handler of PORT, EPRT or SPOR: parse (501), check the bounce rule (504), remember."""
+    targets_of = _ACTIVE[verb]
+
+    async def handler(s: Session, arg: str) -> None:
+        try:
+            targets = targets_of(arg)
+        except ValueError as exc:
+            raise Reject(501, f"Bad {verb}: {exc}") from None
+        _set_active(s, targets)
+        await s.reply(200, f"{verb} Command successful.")
+
+    return handler
 
 
 def _regular_file(s: Session, arg: str) -> tuple[str, os.stat_result]:
@@ -766,10 +823,7 @@ async def cmd_retr(s: Session, arg: str) -> None:
 
 
 async def cmd_eret(s: Session, arg: str) -> None:
-    try:
-        off, length, p = parse_eret(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    off, length, p = _args(parse_eret, arg)
     path, _ = _regular_file(s, p)
     await _retr(s, path, (off, length))
 
@@ -806,10 +860,7 @@ async def cmd_appe(s: Session, arg: str) -> None:
 
 
 async def cmd_esto(s: Session, arg: str) -> None:
-    try:
-        off, p = parse_esto(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    off, p = _args(parse_esto, arg)
     path = _writable_target(s, p)
     s.require_receive_route()
     s._take_rest()
@@ -873,9 +924,45 @@ async def cmd_nlst(s: Session, arg: str) -> None:
 
 async def cmd_mlsd(s: Session, arg: str) -> None:
     path = s.hpath(arg)
-    if not os.path.isdir(path):
+    if not statmod.S_ISDIR(os.stat(path).st_mode):  # a missing path is 550 (as Globus), a file 501
         raise Reject(501, "Not a directory.")
     await s.send_source(dc.Source.of_bytes(_listing(s, arg, "MLSD")))
+
+
+@contextlib.contextmanager
+def _entry(s: Session, arg: str) -> Iterator[tuple[int, str]]:
+    """Open file or directory `arg` (inside the root, no symlink) to change its metadata: (fd, vpath)."""
+    vp = s.vpath(arg)
+    fd = s.open_checked(real_path(s.server.root, vp), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield fd, vp
+    finally:
+        os.close(fd)
+
+
+async def cmd_site_chmod(s: Session, arg: str) -> None:
+    mode, p = _args(parse_chmod, arg)
+    with _entry(s, p) as (fd, vp):
+        if vp == "/":
+            raise Reject(550, "Cannot change the mode of the root.")
+        os.fchmod(fd, mode)
+    await s.reply(200, "SITE CHMOD command successful.")
+
+
+async def cmd_mfmt(s: Session, arg: str) -> None:
+    mtime, p = _args(parse_mfmt, arg)
+    with _entry(s, p) as (fd, vp):
+        os.utime(fd, (os.fstat(fd).st_atime, mtime))
+    await s.reply(213, f"Modify={mdtm(mtime)}; {vp}")
+
+
+async def cmd_auth(s: Session, arg: str) -> None:
+    mech = sanitize(arg.strip()[:20]) or "(none)"
+    raise Reject(
+        534,
+        f"AUTH {mech} refused: GSI (gsiftp://, X.509) is not supported by this server; "
+        "use ftp:// with an anonymous login.",
+    )
 
 
 async def cmd_pwd(s: Session, arg: str) -> None:
@@ -941,36 +1028,22 @@ async def cmd_rnto(s: Session, arg: str) -> None:
 
 
 def _checksum(path: str, alg: str, offset: int, length: int) -> str:
+    ck = Checksum(alg)
     with open(path, "rb") as f:
         f.seek(offset)
         left = length if length >= 0 else -1
-        if alg in ("ADLER32", "CRC32"):
-            value = 1 if alg == "ADLER32" else 0
-            fn = zlib.adler32 if alg == "ADLER32" else zlib.crc32
-            while left != 0:
-                chunk = f.read(1 << 20 if left < 0 else min(1 << 20, left))
-                if not chunk:
-                    break
-                value = fn(chunk, value)
-                if left > 0:
-                    left -= len(chunk)
-            return f"{value & 0xFFFFFFFF:08x}"
-        h = hashlib.new(alg.lower())
         while left != 0:
             chunk = f.read(1 << 20 if left < 0 else min(1 << 20, left))
             if not chunk:
                 break
-            h.update(chunk)
+            ck.update(chunk)
             if left > 0:
                 left -= len(chunk)
-        return h.hexdigest()
+    return ck.hexdigest()
 
 
 async def cmd_cksm(s: Session, arg: str) -> None:
-    try:
-        req = parse_cksm(arg)
-    except ValueError as exc:
-        raise Reject(501, str(exc)) from None
+    req = _args(parse_cksm, arg)
     path, st = _regular_file(s, req.path)
     if req.offset > st.st_size:
         raise Reject(501, "Offset beyond the end of the file.")
@@ -1000,7 +1073,7 @@ COMMANDS: dict[str, _Spec] = {
     "FEAT": _Spec(cmd_feat, login=False),
     "HELP": _Spec(cmd_help, login=False),
     "SITE HELP": _Spec(cmd_site_help, login=False),
-    "SITE CLIENTINFO": _Spec(cmd_site_ok),
+    "SITE CLIENTINFO": _Spec(cmd_site_clientinfo),
     "SITE RETRBUFSIZE": _Spec(cmd_site_bufsize),
     "SITE STORBUFSIZE": _Spec(cmd_site_bufsize),
     "SITE BUFSIZE": _Spec(cmd_site_bufsize),
@@ -1017,9 +1090,9 @@ COMMANDS: dict[str, _Spec] = {
     "PASV": _Spec(cmd_pasv),
     "EPSV": _Spec(cmd_epsv),
     "SPAS": _Spec(cmd_spas),
-    "PORT": _Spec(cmd_port),
-    "EPRT": _Spec(cmd_eprt),
-    "SPOR": _Spec(cmd_spor),
+    "PORT": _Spec(_active_command("PORT")),
+    "EPRT": _Spec(_active_command("EPRT")),
+    "SPOR": _Spec(_active_command("SPOR")),
     "RETR": _Spec(cmd_retr),
     "ERET": _Spec(cmd_eret),
     "STOR": _Spec(cmd_stor),
@@ -1027,6 +1100,9 @@ COMMANDS: dict[str, _Spec] = {
     "ESTO": _Spec(cmd_esto),
     "SIZE": _Spec(cmd_size),
     "MDTM": _Spec(cmd_mdtm),
+    "MFMT": _Spec(cmd_mfmt),
+    "SITE CHMOD": _Spec(cmd_site_chmod),
+    "AUTH": _Spec(cmd_auth, login=False),
     "MLST": _Spec(cmd_mlst),
     "MLSD": _Spec(cmd_mlsd),
     "LIST": _Spec(cmd_list),

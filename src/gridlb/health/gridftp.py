@@ -1,6 +1,6 @@
 """The `gridftp` checker: classifies a GridFTP server by its banner, a login, a canary and its data address.
 
-Levels (option `level`), cheapest first (research/gridftp.md §5):
+Levels (option `level`), cheapest first:
 
 - `banner`: read the greeting within the timeout. `220` is UP; `421` (connection limit) and `422`
   (connections disabled) are REFUSING: alive but refusing work, so the director gives it weight 0 (drain);
@@ -9,120 +9,57 @@ Levels (option `level`), cheapest first (research/gridftp.md §5):
 - `canary`: also `CKSM <alg> 0 -1 <canary_path>` (213) or, with `canary_method="retr"`, a small
   `RETR` over a PASV data connection, compared with `canary_checksum` when given.
 
-Data-address check (login and canary, option `data_address_check`, on by default): `PASV` after login.
-A server advertising one of the `vips` sends its data connections to the director, and one advertising a
-loopback address to a client that is not itself on loopback sends them nowhere: both are DOWN with a reason
-that names the fix (`-data-interface` / `data_interface`). On loopback a loopback address is legitimate.
-IPv6 targets get `EPSV`, which carries an address only when the server runs with `-epsv-ip`.
+Data-address check (login and canary, option `data_address_check`, on by default): `SITE CLIENTINFO`
+(as Globus clients send it), `EPSV`, then `PASV` (IPv4 targets) after login. A server advertising one
+of the `vips` sends its data connections to the director, and one advertising a loopback address to a
+client that is not itself on loopback sends them nowhere: both are DOWN with a reason that names the fix
+(`-data-interface` / `data_interface`). On loopback a loopback address is legitimate. An EPSV reply
+without an address (`(|||port|)`, Globus without `-epsv-ip`) sends EPSV clients to the address they
+dialled, the VIP: DOWN when a VIP or the target is IPv6 (every IPv6 client uses EPSV), a note in the
+reason when the VIPs are IPv4 only (IPv4 clients use PASV).
 
 A `421` reply at any step is REFUSING (RFC 959: service not available, closing control connection).
-The reply parser and the classification rules are pure functions; `GridftpChecker` is the asyncio adapter.
+Replies, PASV/EPSV endpoints and checksums come from `gridlb.gridftp.protocol` (shared with the server
+and the client); the classification rules here are pure functions; `GridftpChecker` is the asyncio adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import socket
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
+from gridlb import __version__
 from gridlb.config import defaults as D
-from gridlb.errors import PeerProtocolError
-from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
-from gridlb.health.tcp import ConnectOptions, connect_socket, describe_os_error
+from gridlb.gridftp.client import ClientError, GridftpClient
+from gridlb.gridftp.protocol import (
+    MAX_LINE_BYTES,
+    Checksum,
+    HostPort,
+    Reply,
+    parse_epsv_reply,
+    parse_pasv_reply,
+)
+from gridlb.health.base import (
+    Checker,
+    CheckResult,
+    ConnectOptions,
+    Verdict,
+    connect_socket,
+    describe_os_error,
+    register_checker,
+)
 from gridlb.table import IPAddress, RealKey, parse_address
 
-MAX_LINE = 4096
-MAX_REPLY_LINES = 512
+CLIENTINFO = f'SITE CLIENTINFO scheme=ftp;appname="gridlb-check";appver="{__version__}";'
+_ANY_REPLY_BUT_421 = tuple(code for code in range(200, 600) if code != 421)
 LEVELS = ("banner", "login", "canary")
 CANARY_METHODS = ("cksm", "retr")
 REFUSING_CODES = frozenset({421, 422})
-
-_FIRST_LINE = re.compile(r"^(\d{3})([ -])(.*)$")
-_PASV = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
-_EPSV = re.compile(r"\((.)(\d?)\1([^|()]*)\1(\d{1,5})\1\)")
-
-
-# --------------------------------------------------------------------------- pure: replies
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One (possibly multi-line) FTP reply."""
-
-    code: int
-    lines: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        """The text of the first line after the code."""
-        m = _FIRST_LINE.match(self.lines[0])
-        return m.group(3) if m else self.lines[0]
-
-    def __str__(self) -> str:
-        return printable(f"{self.code} {self.text}")
-
-
-def printable(text: str, limit: int = 160) -> str:
-    """Return `text` with control characters replaced and cut to `limit` characters, for reasons."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
-
-
-class ReplyReader:
-    """Splits bytes from a control connection into `Reply`s (RFC 959 §4.2 multi-line rule).
-
-    Raises `PeerProtocolError` for a line that does not start a reply, an over-long line, or a reply
-    with too many lines.
-    """
-
-    def __init__(self, peer: str = "server") -> None:
-        self.peer = peer
-        self._buf = bytearray()
-        self._lines: list[str] = []
-        self._code: int | None = None
-
-    def feed(self, data: bytes) -> list[Reply]:
-        """Add `data` and return the replies it completed."""
-        self._buf += data
-        replies: list[Reply] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                if len(self._buf) > MAX_LINE:
-                    raise PeerProtocolError(self.peer, "reply", f"line longer than {MAX_LINE} bytes")
-                return replies
-            raw = bytes(self._buf[:nl]).rstrip(b"\r")
-            del self._buf[: nl + 1]
-            if len(raw) > MAX_LINE:
-                raise PeerProtocolError(self.peer, "reply", f"line longer than {MAX_LINE} bytes")
-            reply = self._line(raw.decode("utf-8", "replace"))
-            if reply is not None:
-                replies.append(reply)
-
-    def _line(self, line: str) -> Reply | None:
-        if self._code is None:
-            m = _FIRST_LINE.match(line)
-            if m is None:
-                raise PeerProtocolError(self.peer, "reply", f"not an FTP reply: {printable(line, 60)!r}")
-            if m.group(2) == " ":
-                return Reply(int(m.group(1)), (line,))
-            self._code = int(m.group(1))
-            self._lines = [line]
-            return None
-        self._lines.append(line)
-        if len(self._lines) > MAX_REPLY_LINES:
-            raise PeerProtocolError(self.peer, "reply", f"more than {MAX_REPLY_LINES} lines")
-        if len(line) >= 4 and line[:3] == f"{self._code:03d}" and line[3] == " ":
-            reply = Reply(self._code, tuple(self._lines))
-            self._code, self._lines = None, []
-            return reply
-        return None
 
 
 # --------------------------------------------------------------------------- pure: classification
@@ -137,27 +74,9 @@ def classify_banner(reply: Reply) -> tuple[Verdict, str]:
     return Verdict.DOWN, f"unexpected banner: {reply}"
 
 
-def parse_pasv(reply: Reply) -> tuple[IPv4Address, int]:
-    """Return the address and port of a `227` reply; raises ValueError when there is none."""
-    m = _PASV.search("\n".join(reply.lines)[4:])
-    if m is None:
-        raise ValueError(f"no h1,h2,h3,h4,p1,p2 in {reply}")
-    nums = [int(g) for g in m.groups()]
-    if any(n > 255 for n in nums):
-        raise ValueError(f"number above 255 in {reply}")
-    return IPv4Address(".".join(map(str, nums[:4]))), nums[4] * 256 + nums[5]
-
-
-def parse_epsv(reply: Reply) -> tuple[IPAddress | None, int]:
-    """Return the (optional) address and port of a `229` reply (`(|||port|)` or `(|af|addr|port|)`)."""
-    m = _EPSV.search(reply.text)
-    if m is None:
-        raise ValueError(f"no (|||port|) in {reply}")
-    addr = parse_address(m.group(3)) if m.group(3) else None
-    port = int(m.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range in {reply}")
-    return addr, port
+def _endpoint(hp: HostPort) -> tuple[IPAddress | None, int]:
+    """Return a PASV/EPSV endpoint as (address, or None when the reply named none, port)."""
+    return (parse_address(hp.host) if hp.host else None), hp.port
 
 
 def _is_loopback(addr: IPAddress) -> bool:
@@ -165,33 +84,65 @@ def _is_loopback(addr: IPAddress) -> bool:
     return bool((mapped or addr).is_loopback)
 
 
-def data_address_fault(advertised: IPAddress, *, local: IPAddress, vips: Iterable[IPAddress] = ()) -> str:
-    """Return why advertising `advertised` to a checker at `local` is wrong, or "" when it is fine.
+def data_address_fault(
+    advertised: IPAddress, *, local: IPAddress, vips: Iterable[IPAddress] = (), verb: str = "PASV"
+) -> str:
+    """Return why advertising `advertised` (in the reply to `verb`) to a checker at `local` is wrong, or "".
 
     Wrong: a VIP (data connections would go to the director), the unspecified address, or a loopback
     address when the client is not on loopback (the client would connect to itself).
     """
     fix = "set -data-interface (data_interface) to the server's own address"
     if advertised in set(vips):
-        return f"data-address fault: PASV advertises {advertised}, a VIP address, to client {local}; {fix}"
+        return f"data-address fault: {verb} advertises {advertised}, a VIP address, to client {local}; {fix}"
     if advertised.is_unspecified:
-        return f"data-address fault: PASV advertises the unspecified address {advertised}; {fix}"
+        return f"data-address fault: {verb} advertises the unspecified address {advertised}; {fix}"
     if _is_loopback(advertised) and not _is_loopback(local):
         return (
-            f"data-address fault: PASV advertises {advertised}, a loopback address, "
+            f"data-address fault: {verb} advertises {advertised}, a loopback address, "
             f"to a non-loopback client ({local}); {fix}"
         )
     return ""
 
 
-def checksum(algorithm: str, data: bytes) -> str:
-    """Return `data`'s checksum as GridFTP CKSM prints it (ADLER32: 8 hex digits; MD5/SHA*: hexdigest)."""
-    alg = algorithm.upper()
-    if alg == "ADLER32":
-        return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
-    if alg in ("MD5", "SHA1", "SHA256", "SHA512"):
-        return hashlib.new(alg.lower(), data).hexdigest()
-    raise ValueError(f"unknown checksum algorithm {algorithm!r} (ADLER32, MD5, SHA1, SHA256, SHA512)")
+EPSV_FIX = "start globus-gridftp-server with -epsv-ip and -data-interface (gridlb gridftp-server: --epsv-ip)"
+
+
+def epsv_fault(
+    epsv: tuple[IPAddress | None, int] | None,
+    *,
+    local: IPAddress,
+    vips: Iterable[IPAddress] = (),
+    epsv_clients: bool,
+) -> str:
+    """Return why the EPSV answer `epsv` (None: EPSV refused) is wrong behind `vips`, or "" when it is fine.
+
+    An EPSV reply with no address sends the client to the address it dialled: behind a VIP, the
+    director, where nothing listens for data. That breaks every client that uses EPSV, which all IPv6
+    clients do (`epsv_clients`: the target or a VIP is IPv6; those clients also need EPSV at all).
+    An address in the reply follows the PASV rules (`data_address_fault`).
+    """
+    vip_list = sorted(map(str, set(vips)))
+    if epsv is None:
+        return "data-address fault: EPSV refused, and IPv6 clients need it" if epsv_clients else ""
+    addr, _ = epsv
+    if addr is None:
+        if epsv_clients and vip_list:
+            return (
+                "data-address fault: EPSV reply carries no address, so EPSV clients (every IPv6 client) "
+                f"connect to the VIP {', '.join(vip_list)}, where nothing listens for data; {EPSV_FIX}"
+            )
+        return ""
+    return data_address_fault(addr, local=local, vips=vips, verb="EPSV")
+
+
+def _epsv_note(epsv: tuple[IPAddress | None, int] | None) -> str:
+    if epsv is None:
+        return "EPSV refused"
+    addr, port = epsv
+    if addr is None:
+        return f"EPSV port {port} (no address)"
+    return f"EPSV [{addr}]:{port}" if addr.version == 6 else f"EPSV {addr}:{port}"
 
 
 # --------------------------------------------------------------------------- asyncio adapter
@@ -214,28 +165,28 @@ class _Stage:
 
 
 class _Session:
-    """One control connection: send commands, read replies, turn unexpected ones into outcomes."""
+    """One control connection (a `GridftpClient`): commands and replies, unexpected ones as outcomes.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.parser = ReplyReader(peer)
-        self.pending: list[Reply] = []
+    The caller's `asyncio.timeout` bounds the whole dialogue, so replies are read without a limit here.
+    """
+
+    def __init__(self, client: GridftpClient) -> None:
+        self.client = client
 
     async def reply(self, what: str) -> Reply:
-        while not self.pending:
-            data = await self.reader.read(65536)
-            if not data:
-                raise _Outcome(Verdict.DOWN, f"connection closed by the server while waiting for {what}")
-            try:
-                self.pending.extend(self.parser.feed(data))
-            except PeerProtocolError as exc:
-                raise _Outcome(Verdict.DOWN, f"malformed {what}: {exc}") from None
-        return self.pending.pop(0)
+        try:
+            return await self.client.read_reply(timeout_s=None)
+        except ClientError as exc:
+            raise _Outcome(Verdict.DOWN, f"{exc.detail} (waiting for {what})") from None
+
+    async def send(self, line: str) -> None:
+        try:
+            await self.client.send(line)
+        except ClientError as exc:
+            raise _Outcome(Verdict.DOWN, f"{exc.detail} (sending {line.split(' ', 1)[0]})") from None
 
     async def command(self, line: str, *expected: int, what: str = "") -> Reply:
-        self.writer.write(line.encode() + b"\r\n")
-        await self.writer.drain()
+        await self.send(line)
         verb = what or line.split(" ", 1)[0]
         reply = await self.reply(f"the reply to {verb}")
         while 100 <= reply.code < 200 and all(code >= 200 for code in expected):
@@ -249,7 +200,7 @@ class _Session:
 
 @register_checker
 class GridftpChecker(Checker):
-    """GridFTP-aware check: banner, login, canary levels and the PASV data-address check."""
+    """GridFTP-aware check: banner, login, canary levels and the PASV/EPSV data-address check."""
 
     kind = "gridftp"
 
@@ -299,7 +250,7 @@ class GridftpChecker(Checker):
         for text in ("\r", "\n"):
             if any(text in str(v) for v in (user, password, canary_path or "")):
                 raise ValueError("user, password and canary_path must not contain line breaks")
-        checksum(canary_algorithm, b"")  # validates the algorithm name
+        Checksum(canary_algorithm)  # validates the algorithm name
         self.level = level
         self.user = user
         self.password = password
@@ -322,7 +273,7 @@ class GridftpChecker(Checker):
         try:
             async with asyncio.timeout(timeout_s):
                 sock = await self.conn.connect(target, timeout_s)
-                reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE * 4)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES * 4)
                 verdict, reason = await self._dialogue(reader, writer, dest, stage)
         except TimeoutError:
             verdict, reason = Verdict.DOWN, f"no {stage.waiting_for} from {dest} within {timeout_s:g} s"
@@ -345,7 +296,7 @@ class GridftpChecker(Checker):
         dest: RealKey,
         stage: _Stage,
     ) -> tuple[Verdict, str]:
-        session = _Session(reader, writer, str(dest))
+        session = _Session(GridftpClient(reader, writer, str(dest.addr), dest.port, timeout_s=3600.0))
         stage.waiting_for = "banner"
         verdict, reason = classify_banner(await session.reply("the banner"))
         if verdict is not Verdict.UP or self.level == "banner":
@@ -364,18 +315,33 @@ class GridftpChecker(Checker):
         if retr:
             await session.command("TYPE I", 200, what="TYPE")  # before PASV: Globus fixes the type there
         if self.data_address_check or retr:
-            stage.waiting_for = "PASV reply"
-            pasv = await self._passive(session, dest)
             local = ip_address(writer.get_extra_info("sockname")[0])
-            if pasv[0] is not None:
+            v6 = dest.addr.version == 6
+            epsv_clients = v6 or any(v.version == 6 for v in self.vips)
+            # EPSV first: for an IPv4 target the PASV after it opens the listener a RETR canary uses.
+            if self.data_address_check or v6:
+                # Announce a Globus-style client: gridlb's server names its EPSV address to those only.
+                stage.waiting_for = "SITE CLIENTINFO reply"
+                await session.command(CLIENTINFO, *_ANY_REPLY_BUT_421, what="SITE CLIENTINFO")
+                stage.waiting_for = "EPSV reply"
+                epsv = await self._epsv(session, required=not self.data_address_check)
+                if self.data_address_check:
+                    fault = epsv_fault(epsv, local=local, vips=self.vips, epsv_clients=epsv_clients)
+                    if fault:
+                        await self._quit(session)
+                        return Verdict.DOWN, fault
+                    notes.append(_epsv_note(epsv))
+                pasv = epsv
+            if not v6:
+                stage.waiting_for = "PASV reply"
+                pasv = await self._pasv(session)
+                assert pasv[0] is not None
                 notes.append(f"PASV {pasv[0]}:{pasv[1]}")
                 if self.data_address_check:
                     fault = data_address_fault(pasv[0], local=local, vips=self.vips)
                     if fault:
                         await self._quit(session)
                         return Verdict.DOWN, fault
-            else:
-                notes.append("EPSV (no address to check)")
         if self.level == "canary":
             assert self.canary_path is not None
             stage.waiting_for = "canary reply"
@@ -395,21 +361,29 @@ class GridftpChecker(Checker):
         await self._quit(session)
         return Verdict.UP, ", ".join(notes)
 
-    async def _passive(self, session: _Session, dest: RealKey) -> tuple[IPAddress | None, int]:
-        if dest.addr.version == 6:
-            reply = await session.command("EPSV", 229)
-            parse = parse_epsv
-        else:
-            reply = await session.command("PASV", 227)
-            parse = parse_pasv
+    async def _pasv(self, session: _Session) -> tuple[IPAddress | None, int]:
+        reply = await session.command("PASV", 227)
         try:
-            return parse(reply)
+            return _endpoint(parse_pasv_reply(reply))
+        except ValueError as exc:
+            raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
+
+    async def _epsv(self, session: _Session, *, required: bool) -> tuple[IPAddress | None, int] | None:
+        """Send EPSV; return its (address, port), or None when it is refused and not `required`."""
+        if required:
+            reply = await session.command("EPSV", 229)
+        else:
+            reply = await session.command("EPSV", 229, *range(500, 600))
+            if reply.code != 229:
+                return None
+        try:
+            return _endpoint(parse_epsv_reply(reply))
         except ValueError as exc:
             raise _Outcome(Verdict.DOWN, f"malformed {reply.code} reply: {exc}") from None
 
     async def _cksm(self, session: _Session, path: str) -> str:
         reply = await session.command(f"CKSM {self.canary_algorithm} 0 -1 {path}", 213, what="CKSM")
-        value = reply.text.strip().lower()
+        value = reply.lines[-1].strip().lower()
         if not re.fullmatch(r"[0-9a-f]+", value):
             raise _Outcome(Verdict.DOWN, f"CKSM returned no checksum: {reply}")
         return value
@@ -437,7 +411,7 @@ class GridftpChecker(Checker):
             stage.waiting_for = "RETR reply"
             await session.command(f"RETR {path}", 150, 125, what="RETR")
             stage.waiting_for = "canary data"
-            chunks: list[bytes] = []
+            ck = Checksum(self.canary_algorithm)
             size = 0
             while chunk := await d_reader.read(65536):
                 size += len(chunk)
@@ -445,7 +419,7 @@ class GridftpChecker(Checker):
                     raise _Outcome(
                         Verdict.DOWN, f"canary {path} is larger than {self.canary_max_bytes} bytes"
                     )
-                chunks.append(chunk)
+                ck.update(chunk)
         finally:
             d_writer.transport.abort()
         stage.waiting_for = "end of the canary transfer"
@@ -454,14 +428,13 @@ class GridftpChecker(Checker):
             raise _Outcome(
                 Verdict.REFUSING if done.code == 421 else Verdict.DOWN, f"RETR {path} failed: {done}"
             )
-        return checksum(self.canary_algorithm, b"".join(chunks))
+        return ck.hexdigest()
 
     @staticmethod
     async def _quit(session: _Session) -> None:
         try:
-            session.writer.write(b"QUIT\r\n")
             async with asyncio.timeout(0.2):
-                await session.writer.drain()
+                await session.send("QUIT")
                 await session.reply("the reply to QUIT")
         except (TimeoutError, OSError, _Outcome):
             pass

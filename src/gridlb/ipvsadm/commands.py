@@ -37,6 +37,10 @@ from gridlb.ipvsadm.parse import (
 )
 from gridlb.ipvsadm.restore import config_stream_lines
 from gridlb.table import (
+    E_DEST_EXISTS,
+    E_NO_DEST,
+    E_NO_SERVICE,
+    E_SVC_EXISTS,
     AddDest,
     AddService,
     DelDest,
@@ -57,19 +61,15 @@ from gridlb.table import (
 )
 
 # ipvs_strerror() texts (libipvs.c) and the C library's strerror() for the rest
-E_SVC_EXISTS = "Service already exists"
 E_NOT_FOUND = "Scheduler or persistence engine not found"
-E_NO_SERVICE = "No such service"
 E_SVC_UNDEFINED = "Service not defined"
-E_DEST_EXISTS = "Destination already exists"
-E_NO_DEST = "No such destination"
 E_NO_DAEMON = "No daemon is running"
 E_INVAL = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
 E_RANGE = "Numerical result out of range"
 E_NOTSUP = "Operation not supported"
 
 VERSION = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"
-SCHEDULERS_TEXT = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh"
+SCHEDULERS_TEXT = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh"  # ipvsadm 1.31's help text, verbatim
 
 
 def usage(program: str) -> str:

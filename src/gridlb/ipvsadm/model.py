@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+from gridlb.sched import scheduler_names
 from gridlb.table import ForwardMethod, ServiceKey, ServiceSpec
 
 SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3 = 0x08, 0x10, 0x20
 
-#: Kernel scheduler modules ipvsadm 1.31 knows (SCHEDULERS) plus twos (Linux 6.x).
-KERNEL_SCHEDULERS = frozenset(
-    {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
-)
+#: Kernel scheduler modules (Linux 6.x): the ones gridlb.sched implements, all fourteen.
+KERNEL_SCHEDULERS = frozenset(scheduler_names())
 #: Persistence engines (PERSISTENCE_ENGINES).
 PERSISTENCE_ENGINES = frozenset({"sip"})
 

@@ -26,8 +26,12 @@ from gridlb.table import (
     Timeouts,
     parse_address,
 )
+from gridlb.userfiles import NoSuchFile, check_json_depth, read_text
 
 FORMAT = "gridlb-ipvs-table/1"
+
+#: Deepest JSON nesting a table file may have (a table nests at most 7 deep).
+MAX_JSON_DEPTH = 16
 
 
 def _realkey(k: RealKey) -> dict[str, Any]:
@@ -139,17 +143,16 @@ def load(path: str | Path) -> IpvsTable:
     """Read a table file; a missing file is an empty table; a broken one is a ConfigError naming it."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        text = read_text(p)
+    except NoSuchFile:
         return IpvsTable()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason})", location=Location(str(p))) from None
-    except OSError as exc:
-        raise ConfigError(exc.strerror or str(exc), location=Location(str(p))) from None
     try:
+        check_json_depth(text, MAX_JSON_DEPTH)
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not JSON: {exc.msg}", location=Location(str(p), exc.lineno)) from None
+    except ValueError as exc:
+        raise ConfigError(f"not an IPVS table: JSON {exc}", location=Location(str(p), 1)) from None
     try:
         return from_json(data)
     except (ValueError, KeyError, TypeError) as exc:

@@ -45,12 +45,13 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class LabSpec:
-    """What to build: the name prefix, the number of real servers and the subnet id."""
+    """What to build: the name prefix, the number of real servers and directors, and the subnet id."""
 
     prefix: str
     realservers: int = 2
     net_a: int = 77
     net_b: int = 1
+    directors: int = 2
 
 
 def default_prefix(tag: str = "glbL") -> str:
@@ -103,11 +104,17 @@ class Lab:
         return self.addr6(VIP_HOST)
 
     @property
+    def namespaces(self) -> list[str]:
+        """The namespaces created so far, in creation order."""
+        return list(self._namespaces)
+
+    @property
     def lan_ns(self) -> str:
         return f"{self.spec.prefix}-lan"
 
     def node_specs(self) -> list[tuple[str, int]]:
-        specs = [("client", CLIENT_HOST), ("dir1", DIRECTOR_HOSTS[0]), ("dir2", DIRECTOR_HOSTS[1])]
+        specs = [("client", CLIENT_HOST)]
+        specs += [(f"dir{i + 1}", DIRECTOR_HOSTS[i]) for i in range(self.spec.directors)]
         specs += [(f"rs{i + 1}", RS_FIRST_HOST + i) for i in range(self.spec.realservers)]
         return specs
 

@@ -39,6 +39,7 @@ from gridlb.config.schema import (
     VirtualServer,
     VrrpInstance,
     VrrpScript,
+    XrootdCheck,
 )
 from gridlb.render import DirectorView, director_views, find_view
 from gridlb.table import RealKey
@@ -193,7 +194,9 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
     return b.node("vrrp_instance", name)
 
 
-def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck | VirtualServer | RealServer) -> None:
+def _timing(
+    b: _Block, c: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck | VirtualServer | RealServer
+) -> None:
     """The timing keys a checker shares with its real server and service."""
     b.opt("retry", c.retry)
     b.opt("delay_before_retry", c.delay_before_retry)
@@ -202,9 +205,13 @@ def _timing(b: _Block, c: TcpCheck | MiscCheck | GridftpCheck | VirtualServer | 
     b.tristate("alpha", c.alpha)
 
 
-def _resolved(vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings) -> CheckSpec:
+def _resolved(
+    vs: VirtualServer, rs: RealServer, check: GridftpCheck | XrootdCheck, settings: GridlbSettings
+) -> CheckSpec:
     """The check as keepalived's inheritance resolves it for `rs` (service → real server → checker)."""
-    alone = rs.model_copy(update={"gridftp_check": check, "tcp_check": None, "misc_check": None})
+    field = "xrootd_check" if isinstance(check, XrootdCheck) else "gridftp_check"
+    blocks: dict[str, object] = {"tcp_check": None, "misc_check": None, "gridftp_check": None}
+    alone = rs.model_copy(update={**blocks, "xrootd_check": None, field: check})
     return vs.checks_for(alone, settings)[0]
 
 
@@ -235,6 +242,42 @@ def gridftp_command(
         argv.append("--no-data-address-check")
     if spec.bindto is not None:
         argv += ["--bindto", str(spec.bindto)]
+    if spec.bind_port:
+        argv += ["--bind-port", str(spec.bind_port)]
+    if spec.bind_if:
+        argv += ["--bind-if", spec.bind_if]
+    if vs.ip_address is not None:
+        argv += ["--vip", str(vs.ip_address)]
+    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
+        argv += ["--misc-dynamic-weight", str(rs.weight)]
+    argv.append(str(spec.target))
+    return shlex.join(argv)
+
+
+def xrootd_command(
+    vs: VirtualServer, rs: RealServer, check: XrootdCheck, settings: GridlbSettings, gridlb_command: str
+) -> str:
+    """The `gridlb check xrootd` command line keepalived runs for an XRootD check of `rs`.
+
+    Exit statuses as for GridFTP: W+2 up (weight W), 2 refusing (kXR_wait: weight 0), 1 down.
+    """
+    spec = _resolved(vs, rs, check, settings)
+    argv = [gridlb_command, "check", "xrootd"]
+    if spec.xrootd_level != D.XROOTD_CHECK_LEVEL:
+        argv += ["--level", spec.xrootd_level]
+    argv += ["--timeout", fmt(spec.connect_timeout_s)]
+    if spec.xrootd_user != D.XROOTD_CHECK_USER:
+        argv += ["--user", spec.xrootd_user]
+    if spec.xrootd_canary_path:
+        argv += ["--canary", spec.xrootd_canary_path]
+    if not spec.xrootd_check_redirect:
+        argv.append("--no-redirect-check")
+    if spec.bindto is not None:
+        argv += ["--bindto", str(spec.bindto)]
+    if spec.bind_port:
+        argv += ["--bind-port", str(spec.bind_port)]
+    if spec.bind_if:
+        argv += ["--bind-if", spec.bind_if]
     if vs.ip_address is not None:
         argv += ["--vip", str(vs.ip_address)]
     if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
@@ -246,7 +289,7 @@ def gridftp_command(
 def _checker(
     vs: VirtualServer,
     rs: RealServer,
-    c: TcpCheck | MiscCheck | GridftpCheck,
+    c: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck,
     settings: GridlbSettings,
     gridlb_command: str,
 ) -> Node:
@@ -267,7 +310,10 @@ def _checker(
         b.opt("user", c.user)
         _timing(b, c)
         return b.node("MISC_CHECK")
-    command = gridftp_command(vs, rs, c, settings, gridlb_command)
+    if isinstance(c, XrootdCheck):
+        command = xrootd_command(vs, rs, c, settings, gridlb_command)
+    else:
+        command = gridftp_command(vs, rs, c, settings, gridlb_command)
     timeout = _resolved(vs, rs, c, settings).connect_timeout_s
     b.add("misc_path", command)
     b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))

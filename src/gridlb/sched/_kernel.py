@@ -1,4 +1,5 @@
-"""Helpers shared by the schedulers: C int wrap-around, address folding, hash_32, hsiphash, table probing.
+"""Helpers shared by the schedulers: C int wrap-around, address folding, hash_32, hsiphash, table probing,
+the weighted least-connection scan.
 
 They reproduce what the kernel computes on x86_64 (little-endian, 64-bit `unsigned long`), so that
 hash-based schedulers (sh, dh, mh) fill and probe their tables exactly as net/netfilter/ipvs does.
@@ -25,6 +26,26 @@ def s32(value: int) -> int:
 def conn_overhead(active: int, inactive: int) -> int:
     """Return ip_vs_dest_conn_overhead(): activeconns * 256 + inactconns as a C int."""
     return s32(s32(active << 8) + inactive)
+
+
+def wlc_least(dests: Sequence[DestView]) -> DestView | None:
+    """Return the weighted least-connection choice (ip_vs_wlc.c, also __ip_vs_lblc[r]_schedule).
+
+    The first non-overloaded destination with weight > 0 starts as `least`; each later non-overloaded
+    one replaces it only when loh * weight > doh * least.weight (strict: the earlier one wins ties).
+    """
+    start = next((i for i, d in enumerate(dests) if not d.overloaded and d.weight > 0), None)
+    if start is None:
+        return None
+    least = dests[start]
+    loh = conn_overhead(least.active, least.inactive)
+    for d in dests[start + 1 :]:
+        if d.overloaded:
+            continue
+        doh = conn_overhead(d.active, d.inactive)
+        if loh * d.weight > doh * least.weight:
+            least, loh = d, doh
+    return least
 
 
 def addr_fold(addr: IPAddress) -> int:

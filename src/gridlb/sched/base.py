@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,12 +51,16 @@ class Scheduler(ABC):
         """React to a destination being added, removed or edited (kernel add/del/upd_dest hooks)."""
 
     @abstractmethod
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
-        """Return the destination for a new flow, or None when no destination may take it."""
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
+        """Return the destination for a new flow, or None when no destination may take it.
+
+        `now` is a monotonic clock in seconds; only the schedulers that keep state over time
+        (lblc, lblcr) read it.
+        """
 
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
-_MODULES = ("rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh")
+_PACKAGE = __name__.rpartition(".")[0]
 S = TypeVar("S", bound=type[Scheduler])
 
 
@@ -66,18 +71,19 @@ def register_scheduler(cls: S) -> S:
 
 
 def _load_all() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(f"gridlb.sched.{mod}")
-        except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is missing
-            if exc.name != f"gridlb.sched.{mod}":
-                raise
+    """Import every scheduler module of the package (each registers itself); `_private` ones are helpers."""
+    path = importlib.import_module(_PACKAGE).__path__
+    for mod in pkgutil.iter_modules(path):
+        if not mod.name.startswith("_") and mod.name != "base":
+            importlib.import_module(f"{_PACKAGE}.{mod.name}")
 
 
 def scheduler_names() -> list[str]:
-    """Return the ipvsadm names of every registered scheduler."""
+    """Return the ipvsadm names of the package's schedulers: the one list of scheduler names that
+    config validation and the ipvsadm front end use (ones registered from elsewhere, such as a
+    test's, can be created but are not listed)."""
     _load_all()
-    return sorted(_REGISTRY)
+    return sorted(n for n, cls in _REGISTRY.items() if cls.__module__.startswith(f"{_PACKAGE}."))
 
 
 def create_scheduler(name: str, flags: frozenset[str] = frozenset()) -> Scheduler:

@@ -30,7 +30,7 @@ class DestinationHashing(Scheduler):
         n = len(dests)
         self.buckets = [dests[i % n].key if n else None for i in range(TAB_SIZE)]
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         key = self.buckets[hash_32(addr_fold(flow.vaddr), TAB_BITS)]
         view = next((d for d in dests if d.key == key), None)
         if view is None or not view.available or view.weight <= 0 or view.overloaded:

@@ -15,7 +15,7 @@ class LeastConnection(Scheduler):
 
     name = "lc"
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         least: DestView | None = None
         loh = 0
         for d in dests:

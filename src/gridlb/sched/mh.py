@@ -86,7 +86,7 @@ class MaglevHashing(Scheduler):
         self.lookup = lookup
         self._members = frozenset(lookup)
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         port = flow.client_port if self.use_port else 0
         return probe_table(
             self.lookup,

@@ -34,7 +34,7 @@ class RoundRobin(Scheduler):
             self._cursor = next((k for k in reversed(old[:i]) if k in present), None)
         self._order = keys
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         start = -1
         if self._cursor is not None:
             start = next((i for i, d in enumerate(dests) if d.key == self._cursor), -1)

@@ -15,7 +15,7 @@ class ShortestExpectedDelay(Scheduler):
 
     name = "sed"
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         start = next((i for i, d in enumerate(dests) if not d.overloaded and d.weight > 0), None)
         if start is None:
             return None

@@ -50,7 +50,7 @@ class SourceHashing(Scheduler):
                 count = 0
         self.buckets = buckets
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         port = flow.client_port if self.use_port else 0
         return probe_table(
             self.buckets, dests, lambda offset: sh_hashkey(flow.client, port, offset), fallback=self.fallback

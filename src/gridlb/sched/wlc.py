@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gridlb.sched._kernel import conn_overhead
+from gridlb.sched._kernel import wlc_least
 from gridlb.sched.base import DestView, Flow, Scheduler, register_scheduler
 from gridlb.table import RealKey
 
@@ -19,16 +19,6 @@ class WeightedLeastConnection(Scheduler):
 
     name = "wlc"
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
-        start = next((i for i, d in enumerate(dests) if not d.overloaded and d.weight > 0), None)
-        if start is None:
-            return None
-        least = dests[start]
-        loh = conn_overhead(least.active, least.inactive)
-        for d in dests[start + 1 :]:
-            if d.overloaded:
-                continue
-            doh = conn_overhead(d.active, d.inactive)
-            if loh * d.weight > doh * least.weight:
-                least, loh = d, doh
-        return least.key
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
+        least = wlc_least(dests)
+        return least.key if least is not None else None

@@ -40,7 +40,7 @@ class WeightedRoundRobin(Scheduler):
         elif self._di > 1:
             self._cw = (self._cw // self._di) * self._di + 1
 
-    def pick(self, dests: Sequence[DestView], flow: Flow) -> RealKey | None:
+    def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
         pos = -1  # -1 = the list head
         if self._cl is not None:
             pos = next((i for i, d in enumerate(dests) if d.key == self._cl), -1)

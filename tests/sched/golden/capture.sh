@@ -1,7 +1,7 @@
 #!/bin/bash
 # Records which real server a real IPVS kernel picks for a sequence of new TCP connections, per
-# scheduler (run inside the qemu lab of research/ipvs-vm-lab.md, as root):
-#   IPVSLAB_OUT_HOST=tests/sched/golden/out ipvs-vm-run.sh tests/sched/golden/capture.sh
+# scheduler (run as root inside a qemu VM with Debian's kernel, by tests/vm/ipvs-vm-run.sh):
+#   IPVSLAB_OUT_HOST=tests/sched/golden/out tests/vm/ipvs-vm-run.sh tests/sched/golden/capture.sh
 # A network namespace `lb` holds the VIP 10.0.0.1 and one service per scheduler (ports 80..); the
 # guest's root namespace sends one SYN per client address (10.0.1.10..49); `ipvsadm -Lnc` tells
 # which destination each connection got. The destinations never answer: scheduling happens on the SYN.
@@ -9,7 +9,7 @@ set -eu
 out=${IPVSLAB_OUT:-/tmp/sched-golden}
 mkdir -p "$out"
 modprobe ip_vs; modprobe veth
-for s in rr wrr lc wlc sed nq sh dh mh; do modprobe ip_vs_$s; done
+for s in rr wrr lc wlc sed nq sh dh mh fo ovf lblc lblcr; do modprobe ip_vs_$s; done  # no twos in 6.1
 ip netns add lb
 ip link add c0 type veth peer name l0 netns lb
 ip link set c0 up
@@ -24,7 +24,8 @@ ip route add 10.0.0.1/32 via 10.0.1.2
 /usr/bin/python3 - "$out" <<'PY'
 import socket, subprocess, sys, time
 out = sys.argv[1]
-specs = ["rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "sh -b sh-port", "dh", "mh", "mh -b mh-port"]
+specs = ["rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "sh -b sh-port", "dh", "mh", "mh -b mh-port",
+         "fo", "ovf", "lblc", "lblcr"]
 with open(f"{out}/services", "w") as services:
     for k, spec in enumerate(specs):
         port = 80 + k

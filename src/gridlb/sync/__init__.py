@@ -1,0 +1,1 @@
+"""Connection synchronisation between directors in the kernel IPVS sync format."""

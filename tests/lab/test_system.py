@@ -1,0 +1,155 @@
+"""`gridlb lab up|status|exec|down` as a product: real transfers through the VIP, then nothing left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gridlb.lab import system
+from tests.support import need_root, need_tool
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def gridlb(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=SRC)
+    argv = [sys.executable, "-m", "gridlb", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dr_dataplane_is_refused_until_it_exists() -> None:
+    out = gridlb("lab", "up", "--dataplane", "dr")
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        "gridlb lab: error: --dataplane dr: the dr dataplane is not in this build yet"
+    )
+
+
+def test_help_documents_every_action() -> None:
+    out = gridlb("lab", "--help").stdout
+    for word in ("up", "down", "status", "exec", "--realservers", "/run/gridlb-lab", "globus-url-copy"):
+        assert word in out
+    assert "--ipv6" in gridlb("lab", "up", "--help").stdout
+
+
+def _assert_gone(state: system.LabState) -> None:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [line for line in listed.splitlines() if line.startswith(state.options.prefix + "-")]
+    assert not any(system.alive(p) for p in state.procs)
+    assert not Path(state.workdir).exists() and not system.state_path(state.options.name).exists()
+    assert not any((Path("/etc/netns") / ns).exists() for ns in state.namespaces)
+    assert state.workdir not in Path("/proc/mounts").read_text()
+
+
+@pytest.mark.privileged
+def test_lab_globus_transfers_through_the_vip_v4_and_v6_then_down_leaves_nothing(tmp_path: Path) -> None:
+    need_root()
+    need_tool("globus-gridftp-server", "globus-url-copy")
+    name = f"g{os.getpid()}"
+    up = gridlb("lab", "up", "--name", name, "--realservers", "2", "--ipv6", "--net", "91.7")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = system.load_state(name)
+        assert (state.vip4, state.vip6) == ("10.91.7.100", "fd00:5b:7::100")
+        vips = [line for line in up.stdout.splitlines() if line.startswith("VIP ")]
+        assert vips == [f"VIP {state.vip4}: held by dir1", f"VIP {state.vip6}: held by dir1"]
+        status = gridlb("lab", "status", "--name", name)
+        assert status.returncode == 0 and status.stdout == up.stdout
+        os.chmod(tmp_path, 0o777)
+
+        def copy(*args: str) -> None:
+            argv = ["lab", "exec", "--name", name, "client", "--", "timeout", "60", "globus-url-copy", *args]
+            out = gridlb(*argv)
+            assert out.returncode == 0, out.stdout + out.stderr
+
+        path = state.url_path("random-1MiB.bin")
+        copy(f"ftp://{state.vip4}:2811{path}", f"file://{tmp_path}/p1.bin")
+        copy("-p", "4", f"ftp://{state.vip4}:2811{path}", f"file://{tmp_path}/p4.bin")
+        copy("-ipv6", f"ftp://[{state.vip6}]:2811{path}", f"file://{tmp_path}/v6.bin")
+        original = sha(Path(state.workdir) / "rs1" / "random-1MiB.bin")
+        for got in ("p1.bin", "p4.bin", "v6.bin"):
+            assert sha(tmp_path / got) == original
+        copy(
+            "-p",
+            "4",
+            f"file://{tmp_path}/p4.bin",
+            f"ftp://{state.vip4}:2811{state.url_path('upload/up4.bin')}",
+        )
+        copy(
+            "-ipv6",
+            f"file://{tmp_path}/p1.bin",
+            f"ftp://[{state.vip6}]:2811{state.url_path('upload/up6.bin')}",
+        )
+        uploads = sorted(Path(state.workdir).glob("rs*/upload/*.bin"))
+        assert [p.name for p in uploads] == ["up4.bin", "up6.bin"] or sorted(p.name for p in uploads) == [
+            "up4.bin",
+            "up6.bin",
+        ]
+        assert all(sha(p) == original for p in uploads)
+        # every real server serves its own files on one path: both are reached through the VIP
+        served = set()
+        for i in range(8):
+            copy(f"ftp://{state.vip4}:2811{state.url_path('hello.txt')}", f"file://{tmp_path}/h{i}.txt")
+            served.add((tmp_path / f"h{i}.txt").read_text())
+        assert served == {"served by rs1\n", "served by rs2\n"}
+        # the real servers were set up by `gridlb realserver apply`: VIPs on lo
+        lo = gridlb(
+            "lab", "exec", "--name", name, "rs1", "--", "ip", "-br", "addr", "show", "dev", "lo"
+        ).stdout
+        assert f"{state.vip4}/32" in lo and f"{state.vip6}/128" in lo
+        rs1 = state.nodes["rs1"]
+        site = f"{state.workdir}/realserver.yaml"
+        addrs = [f"--address={rs1['ipv4']}", f"--address={rs1['ipv6']}"]
+        check = gridlb("lab", "exec", "--name", name, "rs1", "--", sys.executable, "-m", "gridlb",
+                       "realserver", "check", site, *addrs)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.stdout.splitlines() == [
+            f"ok: GridFTP on {state.vip4}:2811 advertises {rs1['ipv4']} for data connections",
+            f"ok: GridFTP on [{state.vip6}]:2811 advertises {rs1['ipv6']} for data connections",
+            f"ok: 2 VIP(s) set up ({state.vip4}, {state.vip6})",
+        ]
+    finally:
+        down = gridlb("lab", "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.endswith(f"lab {name} removed\n")
+    _assert_gone(state)
+    assert gridlb("lab", "status", "--name", name).returncode == 2
+
+
+@pytest.mark.privileged
+def test_lab_with_gridlb_servers_and_one_director(tmp_path: Path) -> None:
+    need_root()
+    need_tool("globus-url-copy")
+    name = f"e{os.getpid()}"
+    up = gridlb("lab", "up", "--name", name, "--realservers", "1", "--gridftp", "gridlb", "--directors", "1")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = system.load_state(name)
+        assert sorted(state.nodes) == ["client", "dir1", "rs1"]
+        os.chmod(tmp_path, 0o777)
+        argv = ["lab", "exec", "--name", name, "client", "--", "timeout", "60", "globus-url-copy"]
+        out = gridlb(*argv, f"ftp://{state.vip4}:2811/hello.txt", f"file://{tmp_path}/h.txt")
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "h.txt").read_text() == "served by rs1\n"
+        again = gridlb("lab", "up", "--name", name)
+        assert again.returncode == 2 and "exists already" in again.stderr
+        # a dead process shows in status
+        proc = next(p for p in state.procs if p.role == "gridftp4")
+        os.kill(proc.pid, 9)
+        st = gridlb("lab", "status", "--name", name)
+        assert st.returncode == 1 and f"pid {proc.pid}" in st.stdout and "NOT RUNNING" in st.stdout
+        assert json.loads(system.state_path(name).read_text())["options"]["gridftp"] == "gridlb"
+    finally:
+        down = gridlb("lab", "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(state)
