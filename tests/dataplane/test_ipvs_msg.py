@@ -233,3 +233,8 @@ def test_conn_table_parser() -> None:
         899,
     )
     assert (str(b.client), b.state, b.expire_s) == ("[fd00::50]:54321", "FIN_WAIT", 97)
+
+
+def test_with_seq_changes_only_the_sequence() -> None:
+    template = m.dump_dests_request(FAMILY, VIP, 0)
+    assert m.with_seq(template, 77) == m.dump_dests_request(FAMILY, VIP, 77)

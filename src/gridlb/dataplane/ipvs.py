@@ -46,7 +46,7 @@ from gridlb.dataplane.base import (
     SyncDaemonSpec,
 )
 from gridlb.ipvsadm.model import KERNEL_SCHEDULERS
-from gridlb.table import ConnEntry, Dest, ForwardMethod, IpvsTable, Op, Proto, Service
+from gridlb.table import ConnEntry, Dest, ForwardMethod, IpvsTable, Op, Proto, Service, ServiceKey
 
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
@@ -131,6 +131,7 @@ class IpvsSocket:
             self._buf = bytearray(RECV_BYTES)  # one datagram: a dump part or an answer
             self._services: dict[bytes, Service | None] = {}  # the last dump's replies, decoded
             self._dests: dict[tuple[int, bytes], Dest | None] = {}
+            self._dest_requests: dict[ServiceKey, bytes] = {}  # GET_DEST per service, sequence 0
             self._view = memoryview(self._buf)
             self._sock.bind((0, 0))
             self._seq = 0
@@ -206,7 +207,10 @@ class IpvsSocket:
         out = []
         for svc in services:
             dests = []
-            for reply in self.request(functools.partial(m.dump_dests_request, self.family, svc.key)):
+            template = self._dest_requests.get(svc.key)
+            if template is None:
+                template = self._dest_requests[svc.key] = m.dump_dests_request(self.family, svc.key, 0)
+            for reply in self.request(functools.partial(m.with_seq, template)):
                 cache_key = (svc.key.af, reply.payload)
                 dest = self._dests.get(cache_key)
                 if dest is None:
@@ -217,6 +221,10 @@ class IpvsSocket:
                     dests.append(dest)
             out.append(replace(svc, dests=tuple(dests)))
         self._services, self._dests = seen_services, seen_dests
+        if len(self._dest_requests) > 2 * len(services) + 64:  # services come and go: keep it bounded
+            self._dest_requests = {
+                s.key: self._dest_requests[s.key] for s in services if s.key in self._dest_requests
+            }
         return IpvsTable(services=tuple(out), timeouts=timeouts)
 
     def apply(self, ops: Sequence[Op]) -> list[int]:

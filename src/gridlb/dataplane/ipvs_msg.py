@@ -322,6 +322,13 @@ def dump_dests_request(family: int, key: ServiceKey, seq: int) -> bytes:
     return genl_message(family, Cmd.GET_DEST, attrs, flags=NLM_F_REQUEST | NLM_F_DUMP, seq=seq)
 
 
+def with_seq(message: bytes, seq: int) -> bytes:
+    """Return `message` (one request) with its sequence number set to `seq`."""
+    out = bytearray(message)
+    struct.pack_into("=I", out, 8, seq)
+    return bytes(out)
+
+
 def simple_request(family: int, cmd: Cmd, seq: int, *, dump: bool = False) -> bytes:
     """Return a request without attributes (GET_CONFIG, GET_INFO, FLUSH, GET_DAEMON dump, ZERO)."""
     flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
@@ -567,4 +574,5 @@ __all__ = [
     "service_key_attrs",
     "simple_request",
     "split_replies",
+    "with_seq",
 ]
