@@ -12,7 +12,7 @@ the point). In a fresh network namespace it times, for SERVICES x REALS destinat
 * ipvsadm -R 1 %: the same change as ipvsadm -R edit lines (-e, -d, -a) on the full table.
 
 Each is repeated (median). The kernel table is checked against the desired one after every run.
-Prints a table and, last, `RESULT reconcile key=value ...`. `--quick`: 200 services, one repeat.
+Prints a table and, last, `RESULT reconcile key=value ...`. `--quick`: 100 services, one repeat.
 Figures from a loaded machine are indicative only.
 """
 
@@ -200,13 +200,13 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="200 services, one repeat (< 1 min in the VM)")
+    p.add_argument("--quick", action="store_true", help="100 services, one repeat (< 1 min with the VM boot)")
     p.add_argument("--services", type=int, default=1000)
     p.add_argument("--reals", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     if args.quick:
-        args.services, args.repeat = min(args.services, 200), 1
+        args.services, args.repeat = min(args.services, 100), 1
     if not os.path.exists("/proc/net/ip_vs"):
         subprocess.run(["modprobe", "-q", "ip_vs"], check=False, capture_output=True)
     if not os.path.exists("/proc/net/ip_vs"):
