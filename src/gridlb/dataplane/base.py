@@ -213,6 +213,7 @@ class DataplaneFactory(Protocol):
 _MODULES: dict[str, str] = {
     "proxy": "gridlb.dataplane.proxy",
     "ipvs": "gridlb.dataplane.ipvs",
+    "dr": "gridlb.dataplane.dr",
 }
 _REGISTERED: dict[str, DataplaneFactory] = {}
 
