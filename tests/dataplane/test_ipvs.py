@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from ipaddress import ip_address
 
@@ -29,7 +28,7 @@ from gridlb.table import (
     Timeouts,
     diff,
 )
-from tests.support import need_root, need_tool
+from tests.support import lab, need_root, need_tool
 
 pytestmark = [pytest.mark.ipvs, pytest.mark.privileged]
 
@@ -43,13 +42,8 @@ def netns() -> Iterator[str]:
     """A fresh network namespace (a fresh IPVS table) with lo up (IPVS refuses DR reals without it)."""
     need_root()
     need_tool("ipvsadm")
-    name = f"glbI-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+    with lab("I", realservers=0, directors=0, start="none") as built:  # the lab's client namespace
+        yield built.node("client").ns
 
 
 def ipvsadm(ns: str, *args: str) -> str:

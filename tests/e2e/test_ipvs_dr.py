@@ -6,7 +6,7 @@ arp_announce=2) and answer each line on a connection with their name. Connection
 the kernel's wlc (active*256 + inactive) spreads them evenly, a drained server gets no new one and
 keeps its own, a restarted director adopts the table without losing one, and with VRRP and the
 connection-sync daemon the backup already lists them and carries them after the master is killed.
-Every process is killed by PID and every namespace deleted (the Lab context).
+Every process is killed by PID and every namespace deleted (the lab's `down`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import pytest
 
 from gridlb.api.client import ControlClient
 from gridlb.errors import GridlbError
-from gridlb.lab.netns import Lab, LabSpec
+from gridlb.lab.netns import Lab
+from tests.support import lab as lab_up
 from tests.support import need_root, need_tool
 
 pytestmark = [pytest.mark.ipvs, pytest.mark.privileged]
@@ -201,7 +202,7 @@ def vrrp(lab: Lab, node: str, priority: int) -> str:
 def lab() -> Iterator[Lab]:
     need_root()
     need_tool("ipvsadm")
-    with Lab(LabSpec(prefix=f"glbV-{os.getpid()}", realservers=3, net_a=78)) as lab:
+    with lab_up("idr", realservers=3, start="none", net_a=78) as lab:
         lab.exec("lan", ["ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
         for rs in ("rs1", "rs2", "rs3"):
             lab.sysctl(
