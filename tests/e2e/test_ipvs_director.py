@@ -1,23 +1,22 @@
 """`gridlb director run` with the ipvs dataplane against the VM's kernel (VM tier, `make test-ipvs`).
 
 The seed's Hiera YAML (its IPv4 service, plus an IPv6 one written the same way) is programmed into
-the kernel table of a fresh namespace; the real `ipvsadm -Ln` / `-Sn` must print exactly what
-`gridlb ipvsadm --socket` prints, through drain, enable, add, remove and reload. The namespace has
-only `lo` and the VM has no network card: the seed's public addresses are programmed, never
-contacted (their `tcp_check` is left out, so no check ever tries). A second service, with a real
-server in a namespace of its own, shows a health change reaching the kernel within one check
-interval. Start-up adopts a table it finds (no flush); `--flush-on-exit` empties it at stop.
+the kernel table of a fresh namespace (the lab's dir1); the real `ipvsadm -Ln` / `-Sn` must print
+exactly what `gridlb ipvsadm --socket` prints, through drain, enable, add, remove and reload. dir1's
+only link is the lab's bridge, with no route beyond it, and the VM has no network card: the seed's
+public addresses are programmed, never contacted (their `tcp_check` is left out, so no check ever
+tries). A second service, with the lab's rs1 as its real server, shows a health change reaching
+the kernel within one check interval. Start-up adopts a table it finds (no flush);
+`--flush-on-exit` empties it at stop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import pytest
 
 from gridlb.api.client import ControlClient
 from gridlb.errors import GridlbError
+from gridlb.lab.netns import Lab
+from tests.support import lab as lab_up
 from tests.support import need_root, need_tool
 
 pytestmark = [pytest.mark.ipvs, pytest.mark.privileged]
@@ -145,30 +146,16 @@ class Director:
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
+def netns() -> Iterator[Lab]:
+    """The lab's dir1 (a fresh IPVS table) and rs1 on its bridge, nothing set up or running."""
     need_root()
     need_tool("ipvsadm")
-    names = []
-
-    def make(tag: str) -> str:
-        name = f"glbD-{tag}-{uuid.uuid4().hex[:6]}"
-        run("ip", "netns", "add", name)
-        names.append(name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
-        return name
-
-    main = make("dir")
-    try:
-        yield main
-    finally:
-        for name in reversed(names):
-            for pid in run("ip", "netns", "pids", name).split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+    with lab_up("ipd", realservers=1, directors=1, start="none", net_a=9, net_b=0) as built:
+        yield built
 
 
-def test_seed_services_programmed_operated_and_listed_as_ipvsadm(netns: str, tmp_path: Path) -> None:
+def test_seed_services_programmed_operated_and_listed_as_ipvsadm(netns: Lab, tmp_path: Path) -> None:
+    ns = netns.node("dir1").ns
     site = tmp_path / "seed.yaml"
     site.write_text(seed_without_checks())
     v6 = tmp_path / "v6.yaml"
@@ -176,8 +163,8 @@ def test_seed_services_programmed_operated_and_listed_as_ipvsadm(netns: str, tmp
     gridlb = tmp_path / "gridlb.yaml"
     gridlb.write_text("gridlb:\n  dataplane: ipvs\n")
     # A foreign entry already in the kernel: start-up adopts the table (it is removed by diff, not flushed).
-    run("ip", "netns", "exec", netns, "ipvsadm", "-A", "-t", "10.9.9.9:80", "-s", "rr")
-    director = Director(netns, tmp_path, [site, v6, gridlb])
+    run("ip", "netns", "exec", ns, "ipvsadm", "-A", "-t", "10.9.9.9:80", "-s", "rr")
+    director = Director(ns, tmp_path, [site, v6, gridlb])
     director.start()
     try:
         saved = director.assert_same_listings()
@@ -213,44 +200,29 @@ def test_seed_services_programmed_operated_and_listed_as_ipvsadm(netns: str, tmp
     assert "-A -t 129.93.239.157:2811 -s sh\n" in director.ipvsadm("-Sn")
 
 
-def test_health_change_reaches_the_kernel_within_one_interval(netns: str, tmp_path: Path) -> None:
-    rs = netns.replace("-dir-", "-rs-")
-    run("ip", "netns", "add", rs)
+def test_health_change_reaches_the_kernel_within_one_interval(netns: Lab, tmp_path: Path) -> None:
+    vip, rip = netns.vip4, netns.node("rs1").ipv4
+    listener = netns.spawn("rs1", [sys.executable, "-c", LISTENER, str(rip), "2811"])
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"keepalived::virtual_servers:\n  svc:\n    ip_address: {vip}\n    port: 2811\n"
+        f"    lb_algo: wlc\n    lb_kind: DR\n    delay_loop: {CHECK_INTERVAL_S}\n"
+        "    tcp_check: {connect_timeout: 1, retry: 0}\n"
+        f"    real_servers:\n      - ip_address: {rip}\n        port: 2811\n"
+        "gridlb:\n  dataplane: ipvs\n"
+    )
+    director = Director(netns.node("dir1").ns, tmp_path, [site], "--flush-on-exit")
+    director.start()
     try:
-        run("ip", "-n", rs, "link", "set", "lo", "up")
-        run("ip", "link", "add", "h0", "netns", netns, "type", "veth", "peer", "name", "h1", "netns", rs)
-        run("ip", "-n", netns, "addr", "add", "10.9.0.1/24", "dev", "h0")
-        run("ip", "-n", rs, "addr", "add", "10.9.0.2/24", "dev", "h1")
-        run("ip", "-n", netns, "link", "set", "h0", "up")
-        run("ip", "-n", rs, "link", "set", "h1", "up")
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", rs, sys.executable, "-c", LISTENER, "10.9.0.2", "2811"]
-        )
-        site = tmp_path / "site.yaml"
-        site.write_text(
-            "keepalived::virtual_servers:\n  svc:\n    ip_address: 10.9.1.1\n    port: 2811\n"
-            f"    lb_algo: wlc\n    lb_kind: DR\n    delay_loop: {CHECK_INTERVAL_S}\n"
-            "    tcp_check: {connect_timeout: 1, retry: 0}\n"
-            "    real_servers:\n      - ip_address: 10.9.0.2\n        port: 2811\n"
-            "gridlb:\n  dataplane: ipvs\n"
-        )
-        director = Director(netns, tmp_path, [site], "--flush-on-exit")
-        director.start()
-        try:
-            line = "-a -t 10.9.1.1:2811 -r 10.9.0.2:2811 -g -w 1\n"
-            wait_for(lambda: line in director.ipvsadm("-Sn"), 60, "the real server to pass its first check")
-            listener.kill()
-            listener.wait(timeout=10)
-            down_at = time.monotonic()
-            wait_for(lambda: line not in director.ipvsadm("-Sn"), 30, "the failed check to reach the kernel")
-            took = time.monotonic() - down_at
-            assert took <= CHECK_INTERVAL_S, f"the kernel changed {took:.1f} s after the server died"
-            director.assert_same_listings()
-        finally:
-            director.stop()
-        assert director.ipvsadm("-Sn") == ""  # --flush-on-exit
+        line = f"-a -t {vip}:2811 -r {rip}:2811 -g -w 1\n"
+        wait_for(lambda: line in director.ipvsadm("-Sn"), 60, "the real server to pass its first check")
+        listener.kill()
+        listener.wait(timeout=10)
+        down_at = time.monotonic()
+        wait_for(lambda: line not in director.ipvsadm("-Sn"), 30, "the failed check to reach the kernel")
+        took = time.monotonic() - down_at
+        assert took <= CHECK_INTERVAL_S, f"the kernel changed {took:.1f} s after the server died"
+        director.assert_same_listings()
     finally:
-        for pid in run("ip", "netns", "pids", rs).split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", rs], check=False, timeout=30)
+        director.stop()
+    assert director.ipvsadm("-Sn") == ""  # --flush-on-exit
