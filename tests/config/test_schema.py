@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from gridlb.config import defaults as D
 from gridlb.config.schema import (
     KEY_ALIASES,
+    BgpPeer,
     CheckKind,
     GridftpCheck,
     GridftpCheckSettings,
@@ -20,6 +21,7 @@ from gridlb.config.schema import (
     MiscCheck,
     ProxySettings,
     RealServer,
+    ScaleoutSettings,
     TcpCheck,
     TimeoutSettings,
     Vip,
@@ -244,6 +246,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         XrootdCheckSettings,
         ProxySettings,
         TimeoutSettings,
+        ScaleoutSettings,
+        BgpPeer,
     ],
 )
 def test_every_field_is_documented(model: type[BaseModel]) -> None:
