@@ -114,6 +114,7 @@ class DirectorStatus:
     counters: CounterStatus = CounterStatus()
     services: tuple[ServiceStatus, ...] = ()
     vrrp: Mapping[str, Any] | None = None  # the VRRP instances' status, when the director runs VRRP
+    scaleout: Mapping[str, Any] | None = None  # BGP announcements, when the director scales out
 
     def reals(self) -> list[tuple[ServiceStatus, RealStatus]]:
         """Return every (service, real server) pair in order."""

@@ -19,6 +19,8 @@ from typing import Any
 from gridlb import __version__
 from gridlb.api.messages import (
     ApiError,
+    DirectorDrainRequest,
+    DirectorUndrainRequest,
     ErrorCode,
     EventsRequest,
     FailoverRequest,
@@ -98,6 +100,10 @@ class DirectorDaemon:
         self.ha = HaController.from_paths(config.paths, on_role=self.director.set_role) if opts.vrrp else None
         if self.ha is not None:
             self.metrics.registry.register(self.ha.collector)
+        from gridlb.scaleout.controller import ScaleoutController  # BGP: the router's ECMP spreads flows
+
+        director = self.director
+        self.scaleout = ScaleoutController.from_config(config, director.status, lambda: director.config.plans)
         self._stop = asyncio.Event()
         self.started_at = time.time()
 
@@ -119,7 +125,15 @@ class DirectorDaemon:
             status = await director.status()
             if self.ha is not None:
                 status = replace(status, vrrp=self.ha.status())
+            if self.scaleout is not None:
+                status = replace(status, scaleout=await self.scaleout.status())
             return status_to_json(status)
+        if isinstance(request, DirectorDrainRequest | DirectorUndrainRequest):
+            if self.scaleout is None:
+                raise ApiError(ErrorCode.NOT_FOUND, "this director does not scale out (no gridlb.scaleout)")
+            if isinstance(request, DirectorDrainRequest):
+                return await self.scaleout.drain()
+            return await self.scaleout.undrain()
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
@@ -139,6 +153,12 @@ class DirectorDaemon:
         if self.ha is not None:  # after the table: the proxy already listens on the VIPs (IP_FREEBIND)
             try:
                 await self.ha.start()
+            except BaseException:
+                await self.stop()
+                raise
+        if self.scaleout is not None:  # announces once the table serves
+            try:
+                await self.scaleout.start()
             except BaseException:
                 await self.stop()
                 raise
@@ -179,6 +199,8 @@ class DirectorDaemon:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
         assert self.director is not None
+        if self.scaleout is not None:  # withdraw first: the router moves flows while this one still serves
+            await self.scaleout.stop()
         if self.ha is not None:  # priority-0 advert and VIPs off first, while the proxy still serves
             await self.ha.stop()
         await self.director.stop()

@@ -78,7 +78,7 @@ RETIRE_POLL_S = 0.25
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
 #: `gridlb:` settings a running director cannot change: a reload that changes one says so.
-RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
+RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy", "scaleout")
 
 
 from gridlb.director.config import DirectorConfig  # noqa: E402
