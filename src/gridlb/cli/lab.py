@@ -21,6 +21,9 @@ Build the seed's topology on this machine, in network namespaces, and run the re
               own address: Globus' globus-gridftp-server (-data-interface, and -epsv-ip for
               IPv6) or gridlb's embedded server (--data-address)
   lan         the namespace holding the bridge br0 every node's eth0 is plugged into
+  router      with --scaleout: BIRD with one eBGP session per director and ECMP (Linux multipath,
+              L4 hash) for the VIP; its eth1 leads to the client network 10.A.(B+1).0/24
+  remote      with --scaleout: a client behind the router (10.A.(B+1).50)
 
 Addresses: 10.90.1.H/24 and fd00:5a:1::H/64 (H = 50 client, 2 and 3 directors, 11.. real servers),
 MACs 02:5a:01:00:00:HH, VIPs 10.90.1.100 and fd00:5a:1::100 (--net A.B changes 90.1). Namespaces
@@ -96,7 +99,18 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--gridftp", choices=system.GRIDFTP_KINDS, default="globus", help="the real servers' GridFTP server"
     )
-    up.add_argument("--directors", type=_count(1, 2), default=2, metavar="1|2", help="directors (default 2)")
+    up.add_argument(
+        "--directors",
+        type=_count(1, 4),
+        default=2,
+        metavar="N",
+        help="directors (default 2; 3 or 4 need --scaleout)",
+    )
+    up.add_argument(
+        "--scaleout",
+        action="store_true",
+        help="active directors announcing the VIP over BGP to a router (BIRD, ECMP) with a client behind it",
+    )
     up.add_argument("--dataplane", default="proxy", metavar="proxy", help="the directors' dataplane (proxy)")
     up.add_argument("--ipv6", action="store_true", help="also an IPv6 VIP, service and GridFTP addresses")
     up.add_argument("--net", type=_net, default=(90, 1), metavar="A.B", help="use 10.A.B.0/24 (default 90.1)")
@@ -146,6 +160,12 @@ def _up(args: argparse.Namespace) -> int:
             f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
         )
         return EXIT_USAGE
+    if args.directors > 2 and not args.scaleout:
+        print("gridlb lab: error: --directors 3 or 4 needs --scaleout (VRRP pairs have 2)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.scaleout and args.ipv6:
+        print("gridlb lab: error: --scaleout builds IPv4 only; drop --ipv6", file=sys.stderr)
+        return EXIT_USAGE
     options = system.LabOptions(
         name=args.name,
         realservers=args.realservers,
@@ -155,6 +175,7 @@ def _up(args: argparse.Namespace) -> int:
         ipv6=args.ipv6,
         net_a=args.net[0],
         net_b=args.net[1],
+        scaleout=args.scaleout,
     )
     state = system.up(options, timeout_s=args.timeout)
     lines, _ = system.status_lines(state)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.errors import GridlbError
+from gridlb.lab import scaleout
 from gridlb.lab.netns import Lab, LabSpec
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
@@ -54,6 +55,7 @@ class LabOptions:
     ipv6: bool = False
     net_a: int = 90
     net_b: int = 1
+    scaleout: bool = False  # a router running BIRD with ECMP over the directors (gridlb.lab.scaleout)
 
     @property
     def prefix(self) -> str:
@@ -263,10 +265,15 @@ class _Builder:
         os.chmod(self.workdir, 0o755)
         state_path(self.options.name).write_text(self.state().to_json())
         self.lab.build()
+        if self.options.scaleout:
+            scaleout.build_network(self)
         state_path(self.options.name).write_text(self.state().to_json())
         self._realservers()
         self._gridftp()
-        self._directors(timeout_s)
+        if self.options.scaleout:
+            scaleout.start(self, timeout_s)
+        else:
+            self._directors(timeout_s)
         return self.state()
 
     def _realservers(self) -> None:
@@ -493,13 +500,17 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
     o = state.options
     lines = [
         f"lab {o.name}: {o.realservers} real server(s) running {o.gridftp} GridFTP, "
-        f"{o.directors} director(s), dataplane {o.dataplane}{', IPv6' if o.ipv6 else ''}",
+        f"{o.directors} director(s), dataplane {o.dataplane}{', IPv6' if o.ipv6 else ''}"
+        f"{', scale-out (BGP to a router, ECMP)' if o.scaleout else ''}",
         f"{'NODE':<8} {'NAMESPACE':<24} {'IPv4':<15} {'IPv6':<22} MAC",
     ]
     for name, n in state.nodes.items():
         lines.append(f"{name:<8} {n['ns']:<24} {n['ipv4']:<15} {n['ipv6']:<22} {n['mac']}")
     healthy = True
-    for fam in o.families:
+    if o.scaleout:
+        router_lines, healthy = scaleout.status_lines(state)
+        lines += router_lines
+    for fam in () if o.scaleout else o.families:
         vip = state.vip4 if fam == 4 else state.vip6
         holder = vip_holder(state, fam)
         lines.append(f"VIP {vip}: {'held by ' + holder if holder else 'held by no director'}")
@@ -516,6 +527,14 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
         f"  gridlb lab exec --name {o.name} client -- globus-url-copy ftp://{host}:{PORT}{path} file:///tmp/x",
         f"  gridlb lab exec --name {o.name} dir1 -- gridlb status --socket {state.workdir}/dir1.sock",
     ]
+    if o.scaleout:
+        lines += [
+            f"  gridlb lab exec --name {o.name} remote -- globus-url-copy ftp://{state.vip4}:{PORT}{path} "
+            "file:///tmp/x   (through the router)",
+            f"  birdc -s {state.workdir}/router-bird.ctl show route   (the router's RIB)",
+            f"  gridlb lab exec --name {o.name} dir2 -- gridlb director drain "
+            f"--socket {state.workdir}/dir2.sock",
+        ]
     return lines, healthy
 
 
