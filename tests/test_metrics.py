@@ -156,3 +156,20 @@ async def test_oversized_or_malformed_requests_get_4xx_and_no_traceback(
     assert reply.split(b"\r\n", 1)[0].decode() == f"HTTP/1.0 {status}"
     assert good.startswith(b"HTTP/1.0 200 OK\r\n") and b"gridlb_director_info" in good
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+
+
+async def test_certificate_days_left_reach_status_and_metrics(
+    setup: tuple[Director, FakeDataplane, Metrics],
+) -> None:
+    director, _, metrics = setup
+    director.report_check(
+        (SVC, B), CheckResult(Verdict.UP, "certificate expires in 12 days", cert_days_left=12.5)
+    )
+    await director.resync()
+    status = await director.status()
+    (real,) = [r for _, r in status.reals() if r.real == str(B)]
+    assert real.last_check is not None and real.last_check.cert_days_left == 12.5
+    text = (await metrics.scrape()).decode()
+    rs = {**LABELS, "real_server": str(B)}
+    assert metric(text, "gridlb_real_server_certificate_days_left", **rs) == 12.5
+    assert "gridlb_real_server_certificate_days_left{" + f'real_server="{A}"' not in text

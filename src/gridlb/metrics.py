@@ -119,6 +119,12 @@ class DirectorCollector:
             [*rs_labels, "state"],
         )
         drained = family(g, "gridlb_real_server_drained", "1 while drained by an operator.", rs_labels)
+        cert_days = family(
+            g,
+            "gridlb_real_server_certificate_days_left",
+            "Days until the real server's TLS certificate expires (HTTPS checks).",
+            rs_labels,
+        )
         passive = family(
             c,
             "gridlb_real_server_passive_failures",
@@ -132,6 +138,8 @@ class DirectorCollector:
                 for state in HealthState:
                     health.add_metric([*labels, state.value], 1 if state.value == real.health else 0)
                 drained.add_metric(labels, 1 if real.drained else 0)
+                if real.last_check is not None and real.last_check.cert_days_left is not None:
+                    cert_days.add_metric(labels, real.last_check.cert_days_left)
                 passive.add_metric(labels, real.passive_failures)
             if not svc.in_table:
                 continue
@@ -154,7 +162,7 @@ class DirectorCollector:
                 r_overload.add_metric(labels, 1 if real.overloaded else 0)
         yield from (s_active, s_inactive, s_conns, s_in, s_out, quorum)
         yield from (r_active, r_inactive, r_conns, r_in, r_out, r_weight, r_overload, decisions)
-        yield from (health, drained, passive)
+        yield from (health, drained, passive, cert_days)
 
         counters = st.counters
         errors = family(

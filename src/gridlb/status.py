@@ -22,6 +22,7 @@ class CheckStatus:
     latency_s: float
     age_s: float
     kind: str = ""
+    cert_days_left: float | None = None  # HTTPS checks: days until the real server's certificate expires
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -356,24 +356,38 @@ E_DEST_EXISTS = "Destination already exists"
 E_NO_DEST = "No such destination"
 
 
-def check_op(table: IpvsTable, op: Op) -> None:
-    """Raise KeyError/ValueError with ipvsadm's wording when `op` cannot be applied to `table`."""
+def check_op(
+    op: Op,
+    has_service: Callable[[ServiceKey], bool],
+    has_dest: Callable[[ServiceKey, RealKey], bool],
+) -> None:
+    """Raise KeyError/ValueError with ipvsadm's wording when `op` cannot be applied to a table that
+    has the services and destinations the two predicates say (every dataplane's model answers them)."""
     if isinstance(op, SetTimeouts):
         return
     if isinstance(op, AddService | EditService | DelService):
-        have = table.service(op.key) is not None
+        have = has_service(op.key)
         if isinstance(op, AddService) and have:
             raise ValueError(E_SVC_EXISTS)
         if not isinstance(op, AddService) and not have:
             raise KeyError(E_NO_SERVICE)
         return
-    svc = table.service(op.service)
-    if svc is None:
+    if not has_service(op.service):
         raise KeyError(E_NO_SERVICE)
-    if isinstance(op, AddDest) and svc.dest(op.key) is not None:
+    have = has_dest(op.service, op.key)
+    if isinstance(op, AddDest) and have:
         raise ValueError(E_DEST_EXISTS)
-    if not isinstance(op, AddDest) and svc.dest(op.key) is None:
+    if not isinstance(op, AddDest) and not have:
         raise KeyError(E_NO_DEST)
+
+
+def _table_has_service(table: IpvsTable, service: ServiceKey) -> bool:
+    return table.service(service) is not None
+
+
+def _table_has_dest(table: IpvsTable, service: ServiceKey, key: RealKey) -> bool:
+    svc = table.service(service)
+    return svc is not None and svc.dest(key) is not None
 
 
 def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
@@ -382,7 +396,7 @@ def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
     Raises KeyError/ValueError with ipvsadm's wording (`check_op`) when an op is impossible.
     """
     for op in ops:
-        check_op(table, op)
+        check_op(op, functools.partial(_table_has_service, table), functools.partial(_table_has_dest, table))
         if isinstance(op, SetTimeouts):
             table = replace(table, timeouts=op.timeouts)
         elif isinstance(op, AddService):

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gridlb.config.keepalived_conf import Node, emit, parse_file, parse_text, quote
+from gridlb.config.keepalived_conf import INCLUDE_KEYWORDS, Node, emit, parse_file, parse_text, quote
+from gridlb.config.load import ConfigErrors
 from gridlb.errors import ConfigError
 
 
@@ -86,9 +87,8 @@ def test_empty_block_and_nested() -> None:
         ("a {\n b {\n c\n}\n", 1, "never closed"),
         ("{\n", 1, "without a keyword"),
         ('a "b\n', 1, "unterminated double quote"),
-        ("$IF=eth0\n", 1, "not supported"),
-        ("@host1 router_id x\n", 1, "not supported"),
-        ("router_id ${_INSTANCE}\n", 1, "substitution"),
+        ("~SEQ(i, 1, 3)\n", 1, "not supported"),
+        ("router_id $_RANDOM\n", 1, "different file on every read"),
         ("include x.conf\n", 1, "only allowed when reading a file"),
     ],
 )
@@ -97,6 +97,54 @@ def test_errors_name_file_and_line(text: str, line: int, message: str) -> None:
         parse_text(text, "bad.conf")
     assert message in str(info.value)
     assert str(info.value).startswith(f"bad.conf:{line}: error")
+
+
+def test_conditionals_and_parameters_as_keepalived_reads_them() -> None:
+    text = (
+        "$PRIO=150\n"
+        "@other $PRIO=10\n"
+        "$ADDR=10.2.${SUB}\n"
+        "$SUB=0\n"
+        "$INST= \\\n"
+        "vrrp_instance VI_${N} { \\\n"
+        "  interface eth0 \\\n"
+        "  @^other priority $PRIO \\\n"
+        "}\n"
+        "global_defs {\n"
+        "  router_id ${_INSTANCE}-x\n"
+        "  @other router_id no\n"
+        "  @me smtp_server 10.0.0.1\n"
+        "}\n"
+        "$N=1\n"
+        "$INST\n"
+        "virtual_server ${ADDR}.1 80 {\n"
+        ' lb_algo "$UNDEF x"\n'
+        "}\n"
+    )
+    nodes = parse_text(text, "p.conf", config_id="me")
+    assert _strip(nodes) == [
+        ("global_defs", (), [("router_id", ("me-x",), None), ("smtp_server", ("10.0.0.1",), None)]),
+        ("vrrp_instance", ("VI_1",), [("interface", ("eth0",), None), ("priority", ("150",), None)]),
+        ("virtual_server", ("10.2.0.1", "80"), [("lb_algo", ("$UNDEF x",), None)]),
+    ]
+    assert nodes[1].line == 16  # an expanded line is where the parameter was used
+    # another config id takes the other lines
+    other = parse_text(text, "p.conf", config_id="other")
+    assert _strip(other)[0][2] == [("router_id", ("other-x",), None), ("router_id", ("no",), None)]
+    # the emitter keeps a literal `$NAME` from being substituted when read back
+    assert parse_text(emit(nodes), config_id="me") == nodes
+
+
+def test_every_problem_is_reported_in_one_run() -> None:
+    text = 'a {\n b "x\n}\n}\n~SEQ(i,1,2)\nc {\n'
+    with pytest.raises(ConfigErrors) as info:
+        parse_text(text, "many.conf")
+    assert [str(e).split(": error")[0] for e in info.value.errors] == [
+        "many.conf:2",
+        "many.conf:4",
+        "many.conf:5",
+        "many.conf:6",
+    ]
 
 
 def test_include_glob_relative_and_nested(tmp_path: Path) -> None:
@@ -167,7 +215,8 @@ def test_emit_layout() -> None:
         ("!x", '"!x"'),
         ('q"', '"q\\""'),
         ("{", '"{"'),
-        ("$X=1", '"$X=1"'),
+        ("$X=1", '"$""X=1"'),
+        ("a$", '"a$"'),
         ("@h", '"@h"'),
     ],
 )
@@ -186,7 +235,7 @@ _words = st.text(
 def _trees(draw: st.DrawFn, depth: int = 0) -> tuple[Node, ...]:
     out = []
     for _ in range(draw(st.integers(0, 4))):
-        keyword = draw(_words.filter(lambda w: w not in ("include", "includea", "includer", "{", "}")))
+        keyword = draw(_words.filter(lambda w: w not in INCLUDE_KEYWORDS and w not in ("{", "}")))
         args = tuple(draw(st.lists(_words, max_size=3)))
         children = draw(_trees(depth + 1)) if depth < 2 and draw(st.booleans()) else None
         out.append(Node(keyword, args, children))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from gridlb.config.lint import Finding, Severity, lint_site
@@ -200,3 +201,73 @@ def test_fractions_keepalived_2_2_7_reads_as_whole_seconds() -> None:
     assert all(f.severity is Severity.WARNING for f in findings)
     assert findings[0].key == "keepalived::vrrp_instances.VI_1.garp_master_delay"
     assert findings[2].key == "keepalived::vrrp_scripts.s.interval"
+
+
+def test_what_only_keepalived_does_is_reported() -> None:
+    """Checkers gridlb does not run, sync groups, static blocks, VMAC, routes and mail: each a finding."""
+
+    from gridlb.config.import_keepalived import import_file
+    from gridlb.config.lint import unsupported_checkers
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "keepalived" / "16-every-checker.conf"
+    site = import_file(str(corpus)).site()
+    codes = sorted({f.code for f in lint_site(site)})
+    for code in (
+        "checker-not-run",
+        "keepalived-only",
+        "mail-not-sent",
+        "routes-not-installed",
+        "static-not-installed",
+        "sync-group-not-run",
+        "vmac-not-supported",
+    ):
+        assert code in codes
+    not_run = [f for f in lint_site(site) if f.code == "checker-not-run"]
+    assert any(
+        "gridlb does not run file_check (keepalived does); only its http_get decide" in f.message
+        for f in not_run
+    )
+    assert any("smtp_check" in f.message and "counts as up" in f.message for f in not_run)
+    listed = {(u.real_server, u.keyword) for u in unsupported_checkers(site)}
+    assert ("10.90.0.12:25", "SMTP_CHECK") in listed and ("10.90.0.11:443", "BFD_CHECK") in listed
+    assert ("10.90.0.13:53", "UDP_CHECK") in listed and ("10.90.0.13:53", "PING_CHECK") in listed
+    assert ("10.90.0.11:80", "FILE_CHECK") in listed and ("10.90.0.13:53", "DNS_CHECK") in listed
+    assert not any(k in ("HTTP_GET", "SSL_GET") for _rs, k in listed)
+
+
+def test_director_says_at_start_which_checkers_it_does_not_run() -> None:
+    from gridlb.config.import_keepalived import import_file
+    from gridlb.director.config import DirectorConfig
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "keepalived" / "16-every-checker.conf"
+    from gridlb.dataplane import base
+    from gridlb.table import ForwardMethod, Proto
+
+    class Everything:  # a dataplane that can do whatever the corpus asks, so only the checkers remain
+        name = "everything"
+        capabilities = base.Capabilities(
+            forwarding=frozenset(ForwardMethod),
+            schedulers=frozenset({"rr", "wrr", "lc", "wlc", "sh", "dh", "mh", "sed", "nq"}),
+            protocols=frozenset(Proto),
+            fwmark=True,
+            persistence=True,
+        )
+
+        def unavailable(self) -> str:
+            return ""
+
+        def create(self, settings: object, hooks: object) -> object:
+            raise NotImplementedError
+
+    config = DirectorConfig.from_site(import_file(str(corpus)).site(), [str(corpus)])
+    config = dataclasses.replace(
+        config, settings=config.settings.model_copy(update={"dataplane": "everything"})
+    )
+    base.register(Everything())  # type: ignore[arg-type]
+    try:
+        _, said = config.check_dataplane()
+    finally:
+        base.unregister("everything")
+    not_run = [line for line in said if "is not run by gridlb" in line]
+    assert any("SMTP_CHECK of 10.90.0.12:25" in line and "counts as up" in line for line in not_run), said
+    assert len(not_run) >= 6

@@ -115,7 +115,7 @@ def test_deleted_destination_goes_to_trash_and_is_revived_with_counters() -> Non
     assert d.key not in svc.trash  # last reference gone: forgotten
 
 
-def test_passive_failure_takes_destination_out_until_marked_up() -> None:
+def test_passive_failure_takes_destination_out_until_edited() -> None:
     s = make((A, DestSpec(weight=5)), (B, DestSpec()))
     svc = s.services[SVC]
     a = s.pick(svc, FLOW, 0.0)
@@ -124,9 +124,8 @@ def test_passive_failure_takes_destination_out_until_marked_up() -> None:
     assert [v.key for v in svc.candidate_views()] == [B]
     b = s.pick(svc, FLOW, 0.0)
     assert b is not None and b.key == B
-    assert s.mark_up(SVC, A)
+    apply_all(s, [EditDest(SVC, A, DestSpec(weight=5))])  # what the director sends to put it back
     assert [v.key for v in svc.candidate_views()] == [A, B]
-    assert not s.mark_up(SVC, RealKey.parse("10.0.0.1:1"))
 
 
 def test_op_errors_use_ipvsadm_wording() -> None:
@@ -203,7 +202,9 @@ def test_cached_scheduler_input_equals_a_fresh_build(events: list[tuple[str, int
         elif kind == "f" and live:
             s.connect_failed(live.pop(which % len(live)), mark_down=True)
         elif kind == "u":
-            s.mark_up(SVC, keys[which])
+            have = svc.dest(keys[which])
+            if have is not None:
+                apply_all(s, [EditDest(SVC, keys[which], have.spec)])
         elif kind == "a":
             apply_all(s, [AddDest(SVC, keys[which], DestSpec(weight=which + 1))])
         elif kind == "d":

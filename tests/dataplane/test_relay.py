@@ -1,13 +1,24 @@
-"""Relay engine pieces: the splice probe, the pipe pool and the listening socket options."""
+"""Relay engine pieces: the splice probe, the pipe pool, the listening socket options and abort paths."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
+import re
 import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
 
-from gridlb.dataplane.relay import PipePool, listen_socket, splice_available
-from gridlb.table import ServiceKey
+import pytest
+
+from gridlb.dataplane.relay import PipePool, RelayEngine, RelayMode, listen_socket, splice_available
+from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
 from tests.dataplane.servers import free_port
+from tests.support import need_tool
 
 
 def test_splice_probe_and_pipe_pool_grow_pipes() -> None:
@@ -38,3 +49,290 @@ def test_listen_socket_binds_addresses_not_held_and_is_v6only() -> None:
         assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
     finally:
         s6.close()
+
+
+# --- an abort must not leave bytes in a pooled pipe ----------------------------------------------
+
+
+@contextlib.contextmanager
+def engine_over(backend: socket.socket) -> Iterator[tuple[RelayEngine, tuple[str, int]]]:
+    """A splice RelayEngine with one rr service on 127.0.0.1 over `backend` (a listening socket)."""
+    engine = RelayEngine(mode=RelayMode.SPLICE)
+    key = ServiceKey.tcp("127.0.0.1", free_port())
+    real = RealKey.parse(f"127.0.0.1:{backend.getsockname()[1]}")
+
+    def setup() -> None:
+        engine.state.apply(AddService(key, ServiceSpec(scheduler="rr")))
+        engine.state.apply(AddDest(key, real, DestSpec(weight=1)))
+        engine.open_listener(engine.state.services[key])
+
+    engine.call(setup).result(5)
+    try:
+        yield engine, ("127.0.0.1", key.port)
+    finally:
+        engine.call(lambda: engine.stop(0)).result(5)
+        engine.join(5)
+        assert not engine.alive
+
+
+def pair(vip: tuple[str, int], backend: socket.socket) -> tuple[socket.socket, socket.socket]:
+    """Connect a client through the relay; return (client, backend side), relaying in both directions."""
+    c = socket.create_connection(vip, timeout=5)
+    b, _ = backend.accept()
+    b.settimeout(5)
+    b.sendall(b"hello\n")  # the server speaks first, as an FTP server does
+    assert c.recv(100) == b"hello\n"
+    c.sendall(b"hi\n")
+    assert b.recv(100) == b"hi\n"
+    return c, b
+
+
+def reset(s: socket.socket) -> None:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("direction", ["to_client", "to_server"])
+def test_a_write_failing_with_bytes_in_the_pipe_does_not_pool_them(direction: str) -> None:
+    """The engine reads a burst into the pipe, and the write to the reset peer fails (ECONNRESET/EPIPE).
+
+    The engine thread is held in a command while the burst arrives and then the peer resets, so
+    that epoll reports the readable side first: the splice out of the pipe is the one that fails.
+    The next connection, which takes the pooled pipes, must carry only its own bytes.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
+        c, b = pair(vip, backend)
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold() -> bool:  # runs in the engine thread: nothing is relayed until `gate` is set
+            entered.set()
+            return gate.wait(5)
+
+        held = engine.call(hold)
+        assert entered.wait(5)
+        secret = b"SECRET" * 1000
+        if direction == "to_client":
+            b.sendall(secret)
+            time.sleep(0.05)
+            reset(c)
+            b_after = b
+        else:
+            c.sendall(secret)
+            time.sleep(0.05)
+            reset(b)
+            b_after = c
+        gate.set()
+        held.result(5)
+        # the relay aborted the connection: both of its sockets are closed, counters settled
+        deadline = time.monotonic() + 5
+        while engine.call(engine.open_count).result(5) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.call(engine.open_count).result(5) == 0
+        b_after.settimeout(5)
+        with contextlib.suppress(OSError):
+            while b_after.recv(65536):  # EOF or reset: the relay closed its side
+                pass
+        b_after.close()
+        errors = engine.call(lambda: dict(engine.errors)).result(5)
+        assert {"relay: ECONNRESET", "relay: EPIPE"} & errors.keys(), errors
+
+        c2 = socket.create_connection(vip, timeout=5)
+        b2, _ = backend.accept()
+        b2.settimeout(5)
+        b2.sendall(b"hello-2\n")
+        assert recv_exactly(c2, 8) == b"hello-2\n"
+        c2.sendall(b"ping-2\n")
+        assert recv_exactly(b2, 7) == b"ping-2\n"
+        c2.shutdown(socket.SHUT_WR)
+        assert b2.recv(100) == b""  # nothing more than what this client sent
+        b2.shutdown(socket.SHUT_WR)
+        assert c2.recv(100) == b""
+        c2.close()
+        b2.close()
+        snap = engine.call(engine.state.snapshot).result(5)
+        assert [d.counters.active for s in snap.services for d in s.dests] == [0]
+
+
+def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:
+    pool = PipePool(1 << 16)
+    r, w, cap = pool.get()
+    os.write(w, b"left over")
+    pool.put(r, w, cap)
+    assert pool.idle == [] and pool.discarded == 1
+    with pytest.raises(OSError):
+        os.fstat(r)  # closed, not kept
+    r2, w2, cap2 = pool.get()
+    pool.put(r2, w2, cap2)
+    assert pool.idle == [(r2, w2, cap2)] and pool.discarded == 1
+    pool.close()
+
+
+# --- a bulk receiver gets a short unsent queue ----------------------------------------------------
+
+
+def notsent_of(port: int, side: str = "sport") -> list[int]:
+    """Return `notsent` bytes of every established socket with `side` (sport/dport) `port` (0: none)."""
+    out = subprocess.run(
+        ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    sizes = []
+    for sock in re.split(r"\n(?=\S)", out.strip()):  # a socket: its line, then indented TCP info
+        if sock:
+            m = re.search(r"\bnotsent:(\d+)", sock)
+            sizes.append(int(m.group(1)) if m else 0)
+    return sizes
+
+
+@pytest.mark.parametrize("lowat", [0, 1 << 17])
+def test_a_full_receiver_keeps_at_most_notsent_lowat_unsent(lowat: int) -> None:
+    """The client reads nothing: its window closes and the rest waits in the relay's send queue.
+
+    With `notsent_lowat` the relay stops writing once that much waits unsent (the pipe holds the
+    rest, then the real server's socket); without it the queue grows towards tcp_wmem[2].
+    """
+    need_tool("ss")
+    engine = RelayEngine(mode=RelayMode.SPLICE, notsent_lowat=lowat)
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        key = ServiceKey.tcp("127.0.0.1", free_port())
+        real = RealKey.parse(f"127.0.0.1:{backend.getsockname()[1]}")
+
+        def setup() -> None:
+            engine.state.apply(AddService(key, ServiceSpec(scheduler="rr")))
+            engine.state.apply(AddDest(key, real, DestSpec(weight=1)))
+            engine.open_listener(engine.state.services[key])
+
+        engine.call(setup).result(5)
+        c = socket.create_connection(("127.0.0.1", key.port), timeout=5)
+        b, _ = backend.accept()
+        b.settimeout(0.2)
+        chunk = b"x" * (1 << 20)
+        sent = 0
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and sent < 64 << 20:  # until the whole chain is full
+                try:
+                    sent += b.send(chunk)
+                except TimeoutError:
+                    break
+            unsent = notsent_of(key.port)
+            assert len(unsent) == 1, unsent
+            if lowat:
+                assert unsent[0] <= lowat + (1 << 16), unsent
+            else:
+                assert unsent[0] > 1 << 20, unsent
+            # nothing is lost either way: the client reads everything that was sent
+            b.shutdown(socket.SHUT_WR)
+            got = 0
+            while chunk_in := c.recv(1 << 20):
+                got += len(chunk_in)
+            assert got == sent
+        finally:
+            c.close()
+            b.close()
+            engine.call(lambda: engine.stop(0)).result(5)
+            engine.join(5)
+
+
+def test_a_reset_never_reaches_the_connection_that_reuses_its_descriptor() -> None:
+    """Events of one epoll batch for a closed socket must not act on a new socket with the same number.
+
+    One batch, in this order: client A's real server resets (A is aborted), client B arrives (its
+    sockets are created), client A resets. Had A's descriptors been closed at once, B's would reuse
+    them and A's reset would be taken for B's connect failing: the only real server marked down, B
+    closed with no byte. Descriptors are allocated lowest-first, so this happens unless closes wait
+    for the end of the batch.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
+        for _ in range(10):  # each round is one chance; lowest-first allocation makes most rounds hit
+            client_b = socket.socket()
+            client_b.settimeout(5)
+            c, b = pair(vip, backend)
+            entered, gate = threading.Event(), threading.Event()
+
+            def hold() -> bool:
+                entered.set()  # noqa: B023 - called at once, in this round
+                return gate.wait(5)  # noqa: B023
+
+            held = engine.call(hold)
+            assert entered.wait(5)
+            reset(b)  # 1: A's real server resets
+            time.sleep(0.02)
+            client_b.connect(vip)  # 2: B waits in the accept queue (the kernel completed the handshake)
+            time.sleep(0.02)
+            reset(c)  # 3: client A resets
+            time.sleep(0.02)
+            gate.set()
+            held.result(5)
+            b2, _ = backend.accept()
+            b2.settimeout(5)
+            b2.sendall(b"hello-b\n")
+            assert recv_exactly(client_b, 8) == b"hello-b\n"
+            client_b.close()
+            b2.close()
+        errors = engine.call(lambda: dict(engine.errors)).result(5)
+        assert not [k for k in errors if k.startswith(("connect", "no destination"))], errors
+
+
+def test_an_upload_to_a_full_real_server_gets_the_cap_from_its_first_block() -> None:
+    """Uploads: the real server's socket gets TCP_NOTSENT_LOWAT when a write to it first blocks.
+
+    The first fill happens before the cap (the queue holds up to tcp_wmem[2] then); once the server
+    has read that, the queue refills only up to the cap. Bytes arrive complete either way.
+    """
+    need_tool("ss")
+    lowat = 1 << 17
+    engine = RelayEngine(mode=RelayMode.SPLICE, notsent_lowat=lowat)
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        bport = backend.getsockname()[1]
+        key = ServiceKey.tcp("127.0.0.1", free_port())
+
+        def setup() -> None:
+            engine.state.apply(AddService(key, ServiceSpec(scheduler="rr")))
+            engine.state.apply(AddDest(key, RealKey.parse(f"127.0.0.1:{bport}"), DestSpec(weight=1)))
+            engine.open_listener(engine.state.services[key])
+
+        engine.call(setup).result(5)
+        c = socket.create_connection(("127.0.0.1", key.port), timeout=5)
+        b, _ = backend.accept()
+        total = 48 << 20
+        sent = threading.Event()
+
+        def upload() -> None:
+            with contextlib.suppress(OSError):
+                c.sendall(b"u" * total)
+                c.shutdown(socket.SHUT_WR)
+            sent.set()
+
+        sender = threading.Thread(target=upload, daemon=True)
+        sender.start()
+        got = 0
+        try:
+            time.sleep(0.5)  # the whole chain fills: the relay's write to the server blocks
+            b.settimeout(5)
+            while got < 16 << 20:  # the server reads a part, then stops again
+                got += len(b.recv(1 << 20))
+            time.sleep(0.5)  # the relay refills the server's socket as far as it may
+            unsent = notsent_of(bport, "dport")
+            assert len(unsent) == 1 and unsent[0] <= lowat + (1 << 16), unsent
+            while chunk := b.recv(1 << 20):
+                got += len(chunk)
+            assert got == total and sent.wait(5)
+        finally:
+            c.close()
+            b.close()
+            engine.call(lambda: engine.stop(0)).result(5)
+            engine.join(5)

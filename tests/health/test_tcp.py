@@ -112,8 +112,8 @@ def test_bad_options() -> None:
         TcpChecker(bindto="not-an-address")
     with pytest.raises(TypeError):
         create_checker("tcp", misc_path="x")
-    with pytest.raises(KeyError, match="known: gridftp, script, tcp"):
-        create_checker("http")
+    with pytest.raises(KeyError, match="known: gridftp, http, https, script, tcp"):
+        create_checker("nonesuch")
 
 
 async def test_bind_if(listener: tuple[RealKey, list[str]]) -> None:

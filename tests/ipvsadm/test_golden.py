@@ -1,9 +1,9 @@
 """gridlb ipvsadm against text captured from the real ipvsadm 1.31 on a real IPVS kernel.
 
-The fixtures in golden/out/ were produced by golden/capture.sh inside the qemu lab of
-research/ipvs-vm-lab.md (Debian 12 kernel 6.1.0-56-amd64, ipvsadm 1:1.31-1+b1):
+The fixtures in golden/out/ were produced by golden/capture.sh under Debian 12's kernel in qemu
+(6.1.0-56-amd64, ipvsadm 1:1.31-1+b1), with the project's runner:
 
-    IPVSLAB_OUT_HOST=tests/ipvsadm/golden/out ipvs-vm-run.sh tests/ipvsadm/golden/capture.sh
+    IPVSLAB_OUT_HOST=tests/ipvsadm/golden/out tests/vm/ipvs-vm-run.sh tests/ipvsadm/golden/capture.sh
 
 The same rules restored into gridlb must print the same bytes and exit with the same status.
 """

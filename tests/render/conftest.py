@@ -15,7 +15,7 @@ import pytest
 from tests.support import need_root, need_tool
 
 #: Interfaces the seed and the corpus name (veth ends inside the namespace; no dummy links here).
-INTERFACES = ("em1", "eth0", "eth1", "bond0")
+INTERFACES = ("em1", "eth0", "eth1", "eth2", "eth3", "eth0.1", "bond0")
 _counter = itertools.count()
 
 

@@ -96,3 +96,23 @@ def test_import_errors_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert main(["import", str(tmp_path / "missing.conf")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_import_reports_every_problem_in_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "many.conf"
+    conf.write_text(
+        "vrrp_instance VI {\n interface em1\n priorty 100\n virtual_router_id 300\n}\n"
+        "virtual_server 10.0.0.1 80 {\n lvs_sched fastest\n}\n"
+        "bogus {\n}\n"
+    )
+    assert main(["import", str(conf)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": error: ")[0] for line in err] == [f"gridlb: {conf}:{n}" for n in (3, 4, 7, 9)]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_import_config_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "cid.conf"
+    conf.write_text("global_defs {\n @lvs1 router_id red-lvs1\n @lvs2 router_id red-lvs2\n}\n")
+    assert main(["import", "-i", "lvs2", str(conf)]) == 0
+    assert "director_name: red-lvs2" in capsys.readouterr().out

@@ -18,11 +18,12 @@ from tests.render.conftest import KeepalivedTest
 DATA = Path(__file__).resolve().parents[1] / "data"
 SEED = DATA / "seed-hiera.yaml"
 CORPUS = sorted((DATA / "keepalived").glob("*.conf"))
+SAMPLES = sorted(Path("/usr/share/doc/keepalived/samples").glob("keepalived.conf.*"))
 
 
 def sections(site: Site) -> list[tuple[Any, ...]]:
     """What a site says, file by file, without where it was read from."""
-    return [(f.vrrp_instances, f.virtual_servers, f.vrrp_scripts, f.gridlb) for f in site.files]
+    return [(f.vrrp_instances, f.virtual_servers, f.vrrp_scripts, f.gridlb, f.keepalived) for f in site.files]
 
 
 def _top(text: str, keyword: str) -> list[Node]:
@@ -272,6 +273,92 @@ def test_keepalived_accepts_corpus_and_its_renders(
 def test_keepalived_accepts_a_gridftp_check(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
     path = tmp_path / "gftp.conf"
     path.write_text(render_keepalived(site_from_mapping(GRIDFTP_SITE, source="gftp.yaml"), "gftp"))
+    assert keepalived_netns.check(path) == (0, "")
+
+
+# ---------------------------------------------------------------------- keepalived's own samples
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_samples_round_trip(path: Path) -> None:
+    """import(render(x)) is x for every sample keepalived 2.2.7 ships, for each director rendered."""
+    site = import_file(str(path)).site()
+    for text in render_site(site).values():
+        again = import_text(text, str(path)).site()
+        if again.vrrp_instances == site.vrrp_instances:  # the director itself (not the derived peer)
+            assert sections(again) == sections(site)
+            assert text in render_site(again).values()  # and rendering is stable
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_keepalived_accepts_the_samples_renders(
+    path: Path, keepalived_netns: KeepalivedTest, tmp_path: Path
+) -> None:
+    """keepalived -t is clean on every rendering (the samples themselves: 4 of them exit 5)."""
+    configs = render_site(import_file(str(path)).site())
+    assert configs
+    for name, text in configs.items():
+        out = tmp_path / f"{name}.conf"
+        out.write_text(text)
+        assert keepalived_netns.check(out) == (0, ""), text
+
+
+@pytest.mark.privileged
+def test_keepalived_t_can_fail_on_a_sample(keepalived_netns: KeepalivedTest) -> None:
+    """The check above can fail: the rules sample as shipped makes keepalived -t exit 5."""
+    rc, output = keepalived_netns.check(Path("/usr/share/doc/keepalived/samples/keepalived.conf.vrrp.rules"))
+    assert rc == 5 and "invalid IP 192.168.100./24" in output
+
+
+MULTI_SITE = {
+    "keepalived::virtual_servers": {
+        "gridftp": {
+            "ip_address": "10.0.0.100",
+            "port": 2811,
+            "lb_kind": "DR",
+            "gridftp_check": {"level": "banner"},
+            "real_servers": [{"ip_address": "10.0.0.11"}],
+        },
+        "webdav": {
+            "ip_address": "10.0.0.100",
+            "port": 443,
+            "lb_kind": "DR",
+            "virtualhost": "dav.example.org",
+            "ssl_get": {
+                "url": [{"path": "/store/", "status_code": "200-299 207"}],
+                "enable_sni": True,
+                "level": "propfind",
+                "cert_warn_days": 14,
+            },
+            "real_servers": [{"ip_address": "10.0.0.11"}, {"ip_address": "10.0.0.12"}],
+        },
+    },
+    "gridlb": {"director_name": "multi"},
+}
+
+
+def test_one_vip_several_protocols_renders_with_what_keepalived_will_not_do() -> None:
+    site = site_from_mapping(MULTI_SITE, source="multi.yaml")
+    text = render_keepalived(site, "multi")
+    servers = _top(text, "virtual_server")
+    assert [vs.args for vs in servers] == [("10.0.0.100", "2811"), ("10.0.0.100", "443")]
+    ssl = servers[1].find("real_server")[0].first("SSL_GET")
+    assert ssl is not None and ssl.first("enable_sni") is not None
+    url = ssl.first("url")
+    assert url is not None and url.first("status_code") == Node("status_code", ("200-299", "207"))
+    assert (
+        "# 10.0.0.11: gridlb's ssl_get also checks level, cert_warn_days, tls_verify (certificate checks); "
+        "keepalived's checker does not" in text
+    )
+    back = import_text(text, "multi.conf").site().virtual_servers["tcp-10.0.0.100-443"].real_servers[0]
+    assert back.ssl_get is not None and back.ssl_get.tls_verify is False and back.ssl_get.level is None
+
+
+@pytest.mark.privileged
+def test_keepalived_accepts_several_protocols(keepalived_netns: KeepalivedTest, tmp_path: Path) -> None:
+    path = tmp_path / "multi.conf"
+    path.write_text(render_keepalived(site_from_mapping(MULTI_SITE, source="multi.yaml"), "multi"))
     assert keepalived_netns.check(path) == (0, "")
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from gridlb.config import defaults as D
 from gridlb.errors import ConfigError
+from gridlb.health import http as http_check
 from gridlb.health.base import CheckResult, Verdict, create_checker
 from gridlb.table import RealKey
 
 DEFAULT_PORT = 2811
-DEFAULT_PORTS = {"xrootd": D.XROOTD_PORT}
+DEFAULT_PORTS = {"xrootd": D.XROOTD_PORT, "http": 80, "https": 443}
 
 
 def _target(text: str, kind: str = "") -> RealKey:
@@ -128,13 +129,24 @@ def register(subparsers: Any) -> None:
         help="the command (options go before TARGET)",
     )
 
-    for p in (tcp, gftp, xrd, script):
+    web = [
+        kinds.add_parser(k, help=f"keepalived {ka} + WebDAV levels")
+        for k, ka in (("http", "HTTP_GET"), ("https", "SSL_GET"))
+    ]
+    for p in web:
+        _common(p)
+        _connect_opts(p)
+        http_check.add_cli_options(p)
+
+    for p in (tcp, gftp, xrd, script, *web):
         p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
-    if args.kind in ("tcp", "gridftp", "xrootd"):
+    if args.kind in ("http", "https"):
+        opts.update(http_check.cli_options(args))
+    if args.kind in ("tcp", "gridftp", "xrootd", "http", "https"):
         opts.update(
             bindto=args.bindto,
             bind_port=args.bind_port,

@@ -11,15 +11,47 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from gridlb.config.import_keepalived import VIRTUAL_SERVERS, VRRP_INSTANCES, VRRP_SCRIPTS, import_file
-from gridlb.errors import EXIT_OK
+from gridlb.config.import_keepalived import (
+    BFD_INSTANCES,
+    GLOBAL_DEFS,
+    STATIC_IPADDRESS,
+    STATIC_ROUTES,
+    STATIC_RULES,
+    SYNC_GROUPS,
+    TRACK_FILES,
+    VIRTUAL_SERVERS,
+    VRRP_INSTANCES,
+    VRRP_SCRIPTS,
+    import_file,
+)
+from gridlb.config.load import ConfigErrors
+from gridlb.errors import EXIT_OK, EXIT_USAGE
 from gridlb.userfiles import write_atomic
 
 #: Section order in the written site file, as the seed lists them.
-_ORDER = (VRRP_SCRIPTS, VRRP_INSTANCES, VIRTUAL_SERVERS, "gridlb")
+_ORDER = (
+    GLOBAL_DEFS,
+    STATIC_IPADDRESS,
+    STATIC_ROUTES,
+    STATIC_RULES,
+    TRACK_FILES,
+    BFD_INSTANCES,
+    VRRP_SCRIPTS,
+    VRRP_INSTANCES,
+    SYNC_GROUPS,
+    VIRTUAL_SERVERS,
+    "gridlb",
+)
 _COMMENTS = {
+    GLOBAL_DEFS: "keepalived's mail settings (smtp_alert); gridlb sends no mail",
+    STATIC_IPADDRESS: "installed by keepalived at start, not by gridlb",
+    STATIC_ROUTES: "installed by keepalived at start, not by gridlb",
+    STATIC_RULES: "installed by keepalived at start, not by gridlb",
+    TRACK_FILES: "read by keepalived's FILE_CHECK, not by gridlb",
+    BFD_INSTANCES: "run by keepalived, not by gridlb",
     VRRP_SCRIPTS: "vrrp_script blocks (tracked by instances)",
     VRRP_INSTANCES: "arioch/puppet-keepalived VRRP",
+    SYNC_GROUPS: "vrrp_sync_group blocks (gridlb does not synchronise them)",
     VIRTUAL_SERVERS: "arioch/puppet-keepalived LVS",
     "gridlb": "gridlb settings (router_id becomes director_name)",
 }
@@ -37,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument("conf", metavar="keepalived.conf")
+    p.add_argument(
+        "-i",
+        "--config-id",
+        metavar="ID",
+        help="the id `@ID` lines are for, as keepalived -i (default: keepalived's, the node name)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write the site file to FILE instead of stdout")
     p.set_defaults(func=run)
 
@@ -70,10 +108,15 @@ def to_yaml(mapping: Mapping[str, Any], source: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Import, validate, and write the site file."""
-    imported = import_file(args.conf)
-    imported.site()  # validate: errors name the keepalived.conf line
+    imported = import_file(args.conf, config_id=args.config_id)
     for warning in imported.warnings:
         print(f"gridlb: {warning}", file=sys.stderr)
+    try:
+        imported.site()  # validate: errors name the keepalived.conf line
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(f"gridlb: {err}", file=sys.stderr)
+        return EXIT_USAGE
     text = to_yaml(imported.mapping, args.conf)
     if args.output:
         write_atomic(args.output, text, what="--output")

@@ -9,8 +9,20 @@ line or the next one) opens a block that ends at the matching `}`. `include PATT
 also inside blocks) splices in every file the glob pattern matches, relative to the including file's
 directory, in sorted order; csh-style `{a,b}` braces are expanded as keepalived's GLOB_BRACE does.
 
-Not supported (reported as errors, never silently misread): `$NAME=` parameter definitions and `$NAME`
-substitution, `@SYSTEM_ID` conditional lines and `~SEQ` loops.
+Read as keepalived reads them, before the words are split:
+
+* `@ID line` is kept only when ID is the config id (`@^ID` only when it is not); the config id is
+  keepalived's default, the node name up to its first dot, unless the caller gives one (`-i`);
+* `$NAME=VALUE` defines a parameter (a value ending in `\\` continues on the next lines: a multiline
+  definition); later `$NAME` (followed by white space, `,`, `)` or the line's end) and `${NAME}` are
+  replaced by the value, again and again while replacements happen; a multiline value standing alone
+  on its line becomes those lines; an undefined name stays as written; `$_PWD` (the file's
+  directory) and `$_INSTANCE` (the config id) are predefined;
+* `include` lines are recognised after substitution.
+
+Not supported (reported, never silently misread): `~SEQ` loops and `$_RANDOM`.
+
+Problems do not stop the reading: each is collected with its file and line, and all are reported.
 """
 
 from __future__ import annotations
@@ -78,8 +90,6 @@ class _Token:
 
 
 _ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_UNSUPPORTED_LINE = re.compile(r"^(\$[A-Za-z_][A-Za-z0-9_]*\s*=|@\^?\S|~SEQ)")
-_STD_DEFINITION = re.compile(r"\$\{?_(PWD|INSTANCE|RANDOM)\b")
 
 
 def _decomment(text: str, loc: Location) -> str:
@@ -249,47 +259,218 @@ def _read(path: str, loc: Location | None) -> str:
         raise ConfigError(f"cannot read {path}: {exc.message}", location=loc or exc.location) from None
 
 
-def _lines(text: str, file: str, base_dir: str | None, stack: tuple[str, ...]) -> Iterator[list[_Token]]:
-    """Yield the tokens of each non-empty line, with includes spliced in (when base_dir is given)."""
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        loc = Location(file, lineno)
-        stripped = raw.strip(_WHITE)
-        if not stripped:
-            continue
-        body = _decomment(stripped, loc)
-        if not body:
-            continue
-        if (bad := not_utf8(body)) is not None:
-            byte = bad.encode("utf-8", "surrogateescape").hex()
-            raise ConfigError(f"byte 0x{byte} is not UTF-8 text; save the file as UTF-8", location=loc)
-        if _UNSUPPORTED_LINE.match(body):
-            raise ConfigError(
-                "parameter definitions, @conditional lines and ~SEQ are not supported; expand them first",
-                location=loc,
-                key=body.split()[0],
+def default_config_id() -> str:
+    """keepalived's default config id: the node name up to its first dot (`uname -n`)."""
+    return os.uname().nodename.split(".", 1)[0]
+
+
+_DEF_LINE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+_MAX_SUBSTITUTIONS = 1000
+
+
+@dataclass
+class _Definition:
+    value: str
+    multiline: bool
+
+
+class _LineReader:
+    """keepalived's read_line(): conditionals, parameter definitions and substitution, includes.
+
+    Every problem is appended to `errors` and the line is skipped, so one run reports them all.
+    """
+
+    def __init__(self, config_id: str, errors: list[ConfigError]) -> None:
+        self.config_id = config_id
+        self.errors = errors
+        self.defs: dict[str, _Definition] = {}
+        self.pending: tuple[str, list[str]] | None = None  # a multiline definition being read
+
+    def _define(self, name: str, value: str) -> None:
+        if value.endswith("\\"):
+            first = value[:-1].rstrip(" \t")
+            self.pending = (name, [first] if first else [])
+            self.defs[name] = _Definition("", True)
+        else:
+            self.defs[name] = _Definition(value, False)
+
+    def _continue_definition(self, body: str) -> bool:
+        """Add a line to the multiline definition being read; False once it has ended."""
+        if self.pending is None:
+            return False
+        name, parts = self.pending
+        if body.endswith("\\"):
+            piece = body[:-1].rstrip(" \t")
+            if piece:
+                parts.append(piece)
+        else:
+            if body:
+                parts.append(body)
+            self.pending = None
+        self.defs[name] = _Definition("\n".join(parts), len(parts) > 1 or self.pending is not None)
+        return True
+
+    def _std(self, name: str, file: str) -> str | None:
+        if name == "_PWD":
+            return os.path.dirname(os.path.abspath(file)) if os.sep in file else os.getcwd()
+        if name == "_INSTANCE":
+            return self.config_id
+        return None
+
+    def _substitute(self, body: str, file: str, loc: Location) -> list[str]:
+        """Replace `$NAME` (followed by white space, `,`, `)` or the end) and `${NAME}`; a multiline
+        value standing alone on its line becomes several lines. Undefined names stay as written."""
+        out = body
+        for _ in range(_MAX_SUBSTITUTIONS):
+            changed = False
+            i = out.find("$")
+            while i >= 0 and i + 1 < len(out):
+                braces = out[i + 1] == "{"
+                j = i + 2 if braces else i + 1
+                k = j
+                while k < len(out) and (out[k].isalnum() or out[k] == "_"):
+                    k += 1
+                name = out[j:k]
+                end = k + 1 if braces else k
+                ok = bool(name) and not name[0].isdigit()
+                if braces:
+                    ok = ok and k < len(out) and out[k] == "}"
+                else:
+                    ok = ok and (k == len(out) or out[k] in " \t,)")
+                value: str | None = None
+                multiline = False
+                if ok:
+                    if name == "_RANDOM":
+                        self.errors.append(
+                            ConfigError(
+                                "$_RANDOM gives a different file on every read", location=loc, key=name
+                            )
+                        )
+                        return []
+                    d = self.defs.get(name)
+                    if d is not None:
+                        value, multiline = d.value, d.multiline
+                    else:
+                        value = self._std(name, file)
+                if value is None:
+                    i = out.find("$", i + 1)
+                    continue
+                if multiline:
+                    if out[end:].strip(_WHITE) or out[:i].strip(_WHITE):
+                        i = out.find("$", i + 1)  # keepalived expands a multiline value only on its own
+                        continue
+                    return [line for line in value.split("\n")]
+                out = out[:i] + value + out[end:]
+                changed = True
+                break
+            if not changed:
+                return [out]
+        self.errors.append(ConfigError("parameter substitution does not end", location=loc, key="$"))
+        return []
+
+    def _conditional(self, body: str) -> str | None:
+        """The line without its `@ID ` / `@^ID ` prefix when it applies here, else None."""
+        neg = body.startswith("@^")
+        rest = body[2:] if neg else body[1:]
+        parts = rest.split(None, 1)
+        if len(parts) < 2 or rest[:1] in " \t":
+            return None
+        matches = parts[0] == self.config_id
+        return parts[1] if matches != neg else None
+
+    def lines(
+        self, text: str, file: str, base_dir: str | None, stack: tuple[str, ...]
+    ) -> Iterator[list[_Token]]:
+        """Yield the tokens of each line that is in effect, with includes spliced in."""
+        for lineno, raw in enumerate(text.split("\n"), start=1):
+            loc = Location(file, lineno)
+            stripped = raw.strip(_WHITE)
+            if not stripped:
+                if self.pending is not None:
+                    self._continue_definition("")
+                continue
+            try:
+                body = _decomment(stripped, loc)
+            except ConfigError as exc:
+                self.errors.append(exc)
+                continue
+            if self._continue_definition(body):
+                continue
+            if not body:
+                continue
+            if (bad := not_utf8(body)) is not None:
+                byte = bad.encode("utf-8", "surrogateescape").hex()
+                self.errors.append(
+                    ConfigError(f"byte 0x{byte} is not UTF-8 text; save the file as UTF-8", location=loc)
+                )
+                continue
+            yield from self._expand(body, file, loc, base_dir, stack, 0)
+
+    def _expand(
+        self, body: str, file: str, loc: Location, base_dir: str | None, stack: tuple[str, ...], depth: int
+    ) -> Iterator[list[_Token]]:
+        if depth > _MAX_INCLUDE_DEPTH:
+            self.errors.append(ConfigError("parameters expand too deeply", location=loc, key="$"))
+            return
+        if body.startswith("@"):
+            kept = self._conditional(body)
+            if kept is None:
+                return
+            body = kept.lstrip(_WHITE)
+        m = _DEF_LINE.match(body)
+        if m:
+            self._define(m.group(1), m.group(2).lstrip(" \t"))
+            return
+        if body.startswith("~"):
+            self.errors.append(
+                ConfigError(
+                    "~SEQ loops are not supported; expand them first", location=loc, key=body.split()[0]
+                )
             )
+            return
+        if "$" in body:
+            expanded = self._substitute(body, file, loc)
+            if expanded != [body]:
+                for line in expanded:
+                    line = line.strip(_WHITE)
+                    if line:
+                        yield from self._expand(line, file, loc, base_dir, stack, depth + 1)
+                return
         target = _include_target(body, loc)
         if target is not None:
-            if base_dir is None:
-                raise ConfigError("include is only allowed when reading a file", location=loc, key="include")
-            if len(stack) >= _MAX_INCLUDE_DEPTH:
-                raise ConfigError("includes nested too deeply", location=loc, key="include")
-            for path in _include_paths(target, base_dir, loc):
+            try:
+                if base_dir is None:
+                    raise ConfigError(
+                        "include is only allowed when reading a file", location=loc, key="include"
+                    )
+                if len(stack) >= _MAX_INCLUDE_DEPTH:
+                    raise ConfigError("includes nested too deeply", location=loc, key="include")
+                paths = _include_paths(target, base_dir, loc)
+            except ConfigError as exc:
+                self.errors.append(exc)
+                return
+            for path in paths:
                 real = os.path.realpath(path)
                 if real in stack:
-                    raise ConfigError(f"include loop: {path} includes itself", location=loc, key="include")
-                yield from _lines(_read(path, loc), path, os.path.dirname(path) or ".", (*stack, real))
-            continue
-        tokens = _split_words(body, file, lineno)
-        if _STD_DEFINITION.search(body):
-            raise ConfigError(
-                "parameter substitution ($NAME) is not supported", location=loc, key=tokens[0].text
-            )
-        yield tokens
+                    self.errors.append(
+                        ConfigError(f"include loop: {path} includes itself", location=loc, key="include")
+                    )
+                    continue
+                try:
+                    text = _read(path, loc)
+                except ConfigError as exc:
+                    self.errors.append(exc)
+                    continue
+                yield from self.lines(text, path, os.path.dirname(path) or ".", (*stack, real))
+            return
+        try:
+            yield _split_words(body, file, loc.line)
+        except ConfigError as exc:
+            self.errors.append(exc)
 
 
-def _parse_tokens(lines: Iterable[list[_Token]]) -> tuple[Node, ...]:
-    """Build the keyword tree from lines of tokens."""
+def _parse_tokens(lines: Iterable[list[_Token]], errors: list[ConfigError]) -> tuple[Node, ...]:
+    """Build the keyword tree from lines of tokens; problems go to `errors` and are skipped."""
     # Each open block: (keyword token, args, children list)
     stack: list[tuple[_Token, tuple[str, ...], list[Node]]] = []
     top: list[Node] = []
@@ -309,21 +490,28 @@ def _parse_tokens(lines: Iterable[list[_Token]]) -> tuple[Node, ...]:
             tok = tokens[i]
             if tok.text == _BOB and not tok.quoted:
                 if pending is None:
-                    raise ConfigError(
-                        "'{' without a keyword before it", location=Location(tok.file, tok.line)
+                    errors.append(
+                        ConfigError("'{' without a keyword before it", location=Location(tok.file, tok.line))
                     )
-                stack.append((pending[0], pending[1], []))
-                pending = None
+                    stack.append((_Token("{", False, tok.file, tok.line), (), []))
+                else:
+                    stack.append((pending[0], pending[1], []))
+                    pending = None
                 i += 1
                 continue
             flush_pending()
             if tok.text == _EOB and not tok.quoted:
                 if not stack:
-                    raise ConfigError("extra '}' found", location=Location(tok.file, tok.line), key="}")
+                    errors.append(
+                        ConfigError("extra '}' found", location=Location(tok.file, tok.line), key="}")
+                    )
+                    i += 1
+                    continue
                 kw, args, children = stack.pop()
-                (stack[-1][2] if stack else top).append(
-                    Node(kw.text, args, tuple(children), kw.file, kw.line)
-                )
+                if kw.text != _BOB or kw.quoted:
+                    (stack[-1][2] if stack else top).append(
+                        Node(kw.text, args, tuple(children), kw.file, kw.line)
+                    )
                 i += 1
                 continue
             j = i + 1
@@ -333,29 +521,66 @@ def _parse_tokens(lines: Iterable[list[_Token]]) -> tuple[Node, ...]:
             i = j
         # end of line: a pending statement may still open a block on the next line
     flush_pending()
-    if stack:
-        kw = stack[-1][0]
-        raise ConfigError(
-            "block is never closed (missing '}')", location=Location(kw.file, kw.line), key=kw.text
+    while stack:
+        kw = stack.pop()[0]
+        errors.append(
+            ConfigError(
+                "block is never closed (missing '}')", location=Location(kw.file, kw.line), key=kw.text
+            )
         )
     return tuple(top)
 
 
-def parse_text(text: str, file: str = "<string>", *, base_dir: str | None = None) -> tuple[Node, ...]:
-    """Parse keepalived.conf text into top-level nodes; `include` needs `base_dir` (the file's directory)."""
-    return _parse_tokens(_lines(text, file, base_dir, ()))
+def _raise(errors: list[ConfigError]) -> None:
+    if errors:
+        from gridlb.config.load import ConfigErrors
+
+        raise ConfigErrors(sorted(errors, key=_error_order)) if len(errors) > 1 else errors[0]
 
 
-def parse_file(path: str) -> tuple[Node, ...]:
-    """Parse a keepalived.conf file and everything it includes."""
+def _error_order(err: ConfigError) -> tuple[str, int]:
+    loc = err.location
+    return (loc.file, loc.line) if loc is not None else ("", 0)
+
+
+def parse_text(
+    text: str,
+    file: str = "<string>",
+    *,
+    base_dir: str | None = None,
+    config_id: str | None = None,
+    errors: list[ConfigError] | None = None,
+) -> tuple[Node, ...]:
+    """Parse keepalived.conf text into top-level nodes; `include` needs `base_dir` (the file's directory).
+
+    `config_id` decides `@ID` lines (default: the node name, as keepalived). With an `errors` list,
+    problems are appended to it and parsing goes on; without one, they are raised together at the end.
+    """
+    own: list[ConfigError] = [] if errors is None else errors
+    reader = _LineReader(config_id if config_id is not None else default_config_id(), own)
+    nodes = _parse_tokens(reader.lines(text, file, base_dir, ()), own)
+    if errors is None:
+        _raise(own)
+    return nodes
+
+
+def parse_file(
+    path: str, *, config_id: str | None = None, errors: list[ConfigError] | None = None
+) -> tuple[Node, ...]:
+    """Parse a keepalived.conf file and everything it includes (see `parse_text`)."""
+    own: list[ConfigError] = [] if errors is None else errors
     real = os.path.realpath(path)
     text = _read(path, None)
-    return _parse_tokens(_lines(text, path, os.path.dirname(path) or ".", (real,)))
+    reader = _LineReader(config_id if config_id is not None else default_config_id(), own)
+    nodes = _parse_tokens(reader.lines(text, path, os.path.dirname(path) or ".", (real,)), own)
+    if errors is None:
+        _raise(own)
+    return nodes
 
 
 # ----------------------------------------------------------------------------------------------- emitter
 
-_SAFE_WORD = re.compile(r"^[^\s\"'\\#!{}$@~][^\s\"'\\#!{}]*$")
+_SAFE_WORD = re.compile(r"^[^\s\"'\\#!{}$@~][^\s\"'\\#!{}$]*$")
 
 
 def quote(word: str) -> str:
@@ -363,7 +588,11 @@ def quote(word: str) -> str:
     if _SAFE_WORD.match(word):
         return word
     out = ['"']
-    for ch in word:
+    for i, ch in enumerate(word):
+        nxt = word[i + 1 : i + 2]
+        if ch == "$" and nxt and ((nxt.isascii() and nxt.isalpha()) or nxt in "_{"):
+            out.append('$""')  # a quote after `$` keeps keepalived from substituting a parameter here
+            continue
         if ch in '"\\':
             out.append("\\" + ch)
         elif ch == "\n":

@@ -52,7 +52,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from gridlb.config import defaults as D
 from gridlb.config.load import Site, SiteFile
-from gridlb.config.schema import InitialState, RealServer, VirtualServer, VrrpInstance
+from gridlb.config.schema import (
+    CHECKER_BLOCKS,
+    UNSUPPORTED_CHECKERS,
+    InitialState,
+    RealServer,
+    VirtualServer,
+    VrrpInstance,
+)
 from gridlb.errors import Location
 from gridlb.health.spec import site_check_problems
 from gridlb.table import ForwardMethod, IPAddress, RealKey
@@ -94,6 +101,7 @@ def lint_site(site: Site) -> list[Finding]:
         for name, inst in f.vrrp_instances.items():
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
+        found.extend(_keepalived_only(f))
     found.extend(_across_files(site))
     found.extend(_checks(site))
     found.extend(_scaleout(site))
@@ -120,6 +128,119 @@ def _checks(site: Site) -> Iterator[Finding]:
     for problem in site_check_problems(site):
         location = problem.location or Location(site.files[0].path if site.files else "<site>")
         yield Finding(location, Severity.ERROR, problem.key, problem.message, "check-cannot-run")
+
+
+# ------------------------------------------------------------------- what only keepalived does
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedChecker:
+    """A checker a site names that gridlb does not run (keepalived would): where, and which."""
+
+    service: str
+    real_server: str  # "ADDR:PORT"
+    keyword: str  # keepalived's name: SMTP_CHECK, DNS_CHECK, UDP_CHECK, PING_CHECK, FILE_CHECK, BFD_CHECK
+    location: Location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.keyword} of {self.real_server} in {self.service} is not run by gridlb"
+
+
+def unsupported_checkers(site: Site) -> list[UnsupportedChecker]:
+    """Every checker of `site` that gridlb will not run, in file order (for lint and the director's
+    start-up message). A real server whose only checkers are these has no check in gridlb: always up."""
+    out = []
+    for f in site.files:
+        for name, vs in f.virtual_servers.items():
+            for i, rs in enumerate(vs.real_servers):
+                own = bool(rs.checker_blocks)
+                source = rs if own else vs
+                for key, _block in source.checker_blocks:
+                    if key not in UNSUPPORTED_CHECKERS:
+                        continue
+                    path = (VS, name, "real_servers", i, key) if own else (VS, name, key)
+                    keyword = next(k for k, (site_key, _m) in CHECKER_BLOCKS.items() if site_key == key)
+                    out.append(UnsupportedChecker(name, str(rs.real_key(vs)), keyword, f.locate(*path)))
+    return out
+
+
+def _keepalived_only(f: SiteFile) -> Iterator[Finding]:
+    """What the site asks of keepalived that gridlb itself does not do."""
+    for name, vs in f.virtual_servers.items():
+        for i, rs in enumerate(vs.real_servers):
+            own = bool(rs.checker_blocks)
+            source = rs if own else vs
+            blocks = source.checker_blocks
+            for key, _block in blocks:
+                if key not in UNSUPPORTED_CHECKERS:
+                    continue
+                path = (VS, name, "real_servers", i, key) if own else (VS, name, key)
+                runs = [k for k, _b in blocks if k not in UNSUPPORTED_CHECKERS]
+                effect = (
+                    f"only its {', '.join(runs)} decide(s) its health"
+                    if runs
+                    else "the real server has no check in gridlb and counts as up"
+                )
+                yield _at(
+                    f,
+                    path,
+                    Severity.WARNING,
+                    "checker-not-run",
+                    f"gridlb does not run {key} (keepalived does); {effect}",
+                )
+    for name, inst in f.vrrp_instances.items():
+        if inst.use_vmac is not None:
+            yield _at(
+                f,
+                (VI, name, "use_vmac"),
+                Severity.WARNING,
+                "vmac-not-supported",
+                "gridlb does not create VMAC interfaces (keepalived does)",
+            )
+        for key in ("virtual_routes", "virtual_rules"):
+            if getattr(inst, key):
+                yield _at(
+                    f,
+                    (VI, name, key),
+                    Severity.WARNING,
+                    "routes-not-installed",
+                    f"gridlb does not install {key} with the VIPs (keepalived does)",
+                )
+    x = f.keepalived
+    for name in x.vrrp_sync_groups:
+        yield _at(
+            f,
+            ("vrrp_sync_groups", name),
+            Severity.WARNING,
+            "sync-group-not-run",
+            "gridlb runs each instance on its own and does not synchronise the group (keepalived does)",
+        )
+    for key in ("static_ipaddress", "static_routes", "static_rules"):
+        if getattr(x, key):
+            yield _at(
+                f,
+                (key,),
+                Severity.WARNING,
+                "static-not-installed",
+                f"gridlb does not install {key} (keepalived does at start)",
+            )
+    for key in ("track_files", "bfd_instances"):
+        for name in getattr(x, key):
+            yield _at(
+                f,
+                (key, name),
+                Severity.WARNING,
+                "keepalived-only",
+                f"gridlb does not run {key} (keepalived does)",
+            )
+    if x.global_defs is not None:
+        yield _at(
+            f,
+            ("global_defs",),
+            Severity.WARNING,
+            "mail-not-sent",
+            "gridlb sends no smtp_alert mail (keepalived does); the settings are kept for rendering",
+        )
 
 
 # ----------------------------------------------------------------------------------- services

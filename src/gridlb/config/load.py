@@ -62,6 +62,7 @@ from gridlb.config.schema import (
     KEY_ALIASES,
     TOP_LEVEL_KEYS,
     GridlbSettings,
+    KeepalivedExtras,
     SiteData,
     VirtualServer,
     VrrpInstance,
@@ -136,6 +137,9 @@ class SiteFile:
     vrrp_scripts: dict[str, VrrpScript]
     gridlb: GridlbSettings | None
     source: SourceMap
+    keepalived: KeepalivedExtras = field(
+        default_factory=KeepalivedExtras.empty
+    )  # sync groups, static_*, mail
 
     @property
     def director(self) -> str:
@@ -162,6 +166,7 @@ class Site:
     virtual_servers: dict[str, VirtualServer]
     vrrp_scripts: dict[str, VrrpScript]
     gridlb: GridlbSettings
+    keepalived: KeepalivedExtras = field(default_factory=KeepalivedExtras.empty)
 
     @classmethod
     def from_files(cls, files: Sequence[SiteFile]) -> Site:
@@ -170,7 +175,9 @@ class Site:
         servers: dict[str, VirtualServer] = {}
         scripts: dict[str, VrrpScript] = {}
         settings: dict[str, Any] = {}
+        extras = KeepalivedExtras.empty()
         for f in files:
+            extras = extras.merged(f.keepalived)
             for name, inst in f.vrrp_instances.items():
                 instances.setdefault(name, inst)
             for name, vs in f.virtual_servers.items():
@@ -179,7 +186,7 @@ class Site:
                 scripts.setdefault(name, script)
             if f.gridlb is not None:
                 settings.update({k: getattr(f.gridlb, k) for k in f.gridlb.model_fields_set})
-        return cls(tuple(files), instances, servers, scripts, GridlbSettings(**settings))
+        return cls(tuple(files), instances, servers, scripts, GridlbSettings(**settings), extras)
 
     @property
     def directors(self) -> tuple[str, ...]:
@@ -350,7 +357,13 @@ def _validate(doc: Any, source: str) -> SiteFile:
         raise ConfigErrors(errors)
     assert model is not None
     return SiteFile(
-        source, model.vrrp_instances, model.virtual_servers, model.vrrp_scripts, model.gridlb, smap
+        source,
+        model.vrrp_instances,
+        model.virtual_servers,
+        model.vrrp_scripts,
+        model.gridlb,
+        smap,
+        KeepalivedExtras.of(model),
     )
 
 

@@ -65,6 +65,14 @@ KEY_ALIASES: dict[str, str] = {
     "MISC_CHECK": "misc_check",
     "GRIDFTP_CHECK": "gridftp_check",
     "XROOTD_CHECK": "xrootd_check",
+    "HTTP_GET": "http_get",
+    "SSL_GET": "ssl_get",
+    "SMTP_CHECK": "smtp_check",
+    "DNS_CHECK": "dns_check",
+    "UDP_CHECK": "udp_check",
+    "PING_CHECK": "ping_check",
+    "FILE_CHECK": "file_check",
+    "BFD_CHECK": "bfd_check",
     "notify_script_master": "notify_master",
     "notify_script_backup": "notify_backup",
     "notify_script_fault": "notify_fault",
@@ -88,6 +96,21 @@ TOP_LEVEL_KEYS: dict[str, str] = {
     "keepalived::vrrp_scripts": "vrrp_scripts",
     "keepalived::vrrp_script": "vrrp_scripts",
     "vrrp_scripts": "vrrp_scripts",
+    "keepalived::vrrp_sync_groups": "vrrp_sync_groups",
+    "keepalived::vrrp_sync_group": "vrrp_sync_groups",
+    "vrrp_sync_groups": "vrrp_sync_groups",
+    "keepalived::global_defs": "global_defs",
+    "global_defs": "global_defs",
+    "keepalived::static_ipaddress": "static_ipaddress",
+    "static_ipaddress": "static_ipaddress",
+    "keepalived::static_routes": "static_routes",
+    "static_routes": "static_routes",
+    "keepalived::static_rules": "static_rules",
+    "static_rules": "static_rules",
+    "keepalived::track_files": "track_files",
+    "track_files": "track_files",
+    "keepalived::bfd_instances": "bfd_instances",
+    "bfd_instances": "bfd_instances",
     "gridlb": "gridlb",
 }
 
@@ -202,6 +225,8 @@ class CheckKind(enum.Enum):
     GRIDFTP = "gridftp"
     SCRIPT = "script"
     XROOTD = "xrootd"
+    HTTP = "http"
+    HTTPS = "https"
     NONE = "none"
 
     def __str__(self) -> str:
@@ -362,6 +387,11 @@ class VrrpInstance(_Model):
     notify_stop: str | None = None
     notify: str | None = None
     lvs_sync_daemon_interface: str | None = None
+    smtp_alert: bool | None = None  # keepalived mails on state changes (global_defs says where)
+    use_vmac: str | None = None  # "" = keepalived's default name (vrrp.VRID); gridlb has no VMAC
+    vmac_xmit_base: bool = False
+    virtual_routes: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()  # installed by keepalived only
+    virtual_rules: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()
 
     _upper_state = field_validator("state", "auth_type", mode="before")(_upper)
 
@@ -457,6 +487,200 @@ def _xrootd_user(value: str) -> str:
     return value
 
 
+class HttpUrl(_Model):
+    """One `url { }` of HTTP_GET / SSL_GET: the path, and what the answer must be."""
+
+    path: str
+    digest: str | None = None  # keepalived: MD5 of the body, 32 hex digits
+    status_code: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()  # "200", "200-299"; () = 200-299
+    virtualhost: str | None = None
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _digest(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not re.fullmatch(r"[0-9A-Fa-f]{32}", value):
+                raise ValueError(f"{value!r}: a digest is 32 hexadecimal digits (an MD5, as genhash prints)")
+            return value.lower()
+        return value
+
+    @field_validator("status_code", mode="before")
+    @classmethod
+    def _codes(cls, value: object) -> object:
+        if isinstance(value, int):
+            value = (str(value),)
+        elif isinstance(value, str):
+            value = tuple(value.split())
+        items = _listify(value)
+        out = []
+        for item in items if isinstance(items, tuple | list) else ():
+            text = str(item)
+            low, _, high = text.partition("-")
+            try:
+                lo, hi = int(low), int(high or low)
+            except ValueError:
+                raise ValueError(f"status_code {text!r}: expected N or N-M") from None
+            if not (D.HTTP_STATUS_MIN <= lo <= hi <= D.HTTP_STATUS_MAX):
+                raise ValueError(f"status_code {text!r}: codes are {D.HTTP_STATUS_MIN}..{D.HTTP_STATUS_MAX}")
+            out.append(text)
+        return tuple(out)
+
+    def accepts(self, status: int) -> bool:
+        """Return True when `status` is one of the codes (keepalived's default 200-299 when none)."""
+        if not self.status_code:
+            return D.HTTP_DEFAULT_STATUS_MIN <= status <= D.HTTP_DEFAULT_STATUS_MAX
+        for text in self.status_code:
+            low, _, high = text.partition("-")
+            if int(low) <= status <= int(high or low):
+                return True
+        return False
+
+
+class HttpCheck(_ConnectCheck):
+    """keepalived `HTTP_GET` / `SSL_GET`, run by gridlb's `http` / `https` checker.
+
+    The keepalived keys behave as keepalived's; the gridlb keys (`level`, `tls_verify`, `ca_file`,
+    `cert_warn_days`, `canary_path`) add WebDAV levels and certificate checks.
+    """
+
+    url: Annotated[tuple[HttpUrl, ...], BeforeValidator(_listify)] = ()
+    virtualhost: str | None = None
+    http_protocol: Literal["1.0", "1.0C", "1.1"] | None = None
+    enable_sni: bool | None = None
+    fast_recovery: bool | None = None
+    # gridlb's own (rendered as `gridlb check http|https` for keepalived)
+    level: Literal["get", "options", "canary", "propfind"] | None = None  # None = get
+    canary_path: str | None = None
+    tls_verify: bool | None = None  # None = verify (SSL_GET from a keepalived.conf imports as false)
+    ca_file: str | None = None
+    cert_warn_days: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("http_protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: object) -> object:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _check_level(self) -> HttpCheck:
+        if self.level == "canary" and not self.canary_path:
+            raise ValueError("level 'canary' needs canary_path")
+        return self
+
+    @property
+    def gridlb_only(self) -> bool:
+        """Return True when a setting keepalived's HTTP_GET/SSL_GET cannot express is used."""
+        return (
+            any(v is not None for v in (self.level, self.canary_path, self.ca_file, self.cert_warn_days))
+            or self.tls_verify is not None
+        )
+
+
+class SmtpHost(_Model):
+    """One `host { }` of SMTP_CHECK: another address to try."""
+
+    connect_ip: IpAddr | None = None
+    connect_port: Port | None = None
+    bindto: IpAddr | None = None
+    bind_port: Port | None = None
+    bind_if: str | None = None
+    connect_timeout: Interval | None = None
+    fwmark: Annotated[int, Field(ge=0)] | None = None
+
+
+class SmtpCheck(_ConnectCheck):
+    """keepalived `SMTP_CHECK` (gridlb does not run it: imported, rendered and reported by lint)."""
+
+    helo_name: str | None = None
+    host: Annotated[tuple[SmtpHost, ...], BeforeValidator(_listify)] = ()
+
+
+class DnsCheck(_ConnectCheck):
+    """keepalived `DNS_CHECK` (gridlb does not run it)."""
+
+    type: Literal["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"] | None = None
+    name: str | None = None
+
+    _upper_type = field_validator("type", mode="before")(_upper)
+
+
+class UdpCheck(_ConnectCheck):
+    """keepalived `UDP_CHECK` (gridlb does not run it)."""
+
+    payload: str | None = None
+    require_reply: str | bool | None = None  # True = any reply, text = hex the reply must match
+    min_reply_length: Annotated[int, Field(ge=0)] | None = None
+    max_reply_length: Annotated[int, Field(ge=0)] | None = None
+
+
+class PingCheck(_ConnectCheck):
+    """keepalived `PING_CHECK` (gridlb does not run it)."""
+
+
+class FileCheck(_Model):
+    """keepalived `FILE_CHECK`: a weight read from a `track_file` (gridlb does not run it)."""
+
+    track_file: str
+    weight: int | None = None
+    reverse: bool = False
+
+
+class BfdCheck(_Model):
+    """keepalived `BFD_CHECK`: the state of a `bfd_instance` (gridlb does not run it)."""
+
+    name: str
+    alpha: bool | None = None
+
+
+#: keepalived checker keyword → (site key, model), in the order the renderer writes them.
+CHECKER_BLOCKS: dict[str, tuple[str, type[_Model]]] = {
+    "TCP_CHECK": ("tcp_check", TcpCheck),
+    "MISC_CHECK": ("misc_check", MiscCheck),
+    "GRIDFTP_CHECK": ("gridftp_check", GridftpCheck),
+    "XROOTD_CHECK": ("xrootd_check", XrootdCheck),
+    "HTTP_GET": ("http_get", HttpCheck),
+    "SSL_GET": ("ssl_get", HttpCheck),
+    "SMTP_CHECK": ("smtp_check", SmtpCheck),
+    "DNS_CHECK": ("dns_check", DnsCheck),
+    "UDP_CHECK": ("udp_check", UdpCheck),
+    "PING_CHECK": ("ping_check", PingCheck),
+    "FILE_CHECK": ("file_check", FileCheck),
+    "BFD_CHECK": ("bfd_check", BfdCheck),
+}
+
+#: The checkers gridlb reads, renders and lints but does not run (site keys).
+UNSUPPORTED_CHECKERS = ("smtp_check", "dns_check", "udp_check", "ping_check", "file_check", "bfd_check")
+
+AnyChecker = (
+    TcpCheck
+    | MiscCheck
+    | GridftpCheck
+    | XrootdCheck
+    | HttpCheck
+    | SmtpCheck
+    | DnsCheck
+    | UdpCheck
+    | PingCheck
+    | FileCheck
+    | BfdCheck
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSpec:
+    """The HTTP part of a resolved `http` / `https` check."""
+
+    urls: tuple[HttpUrl, ...]
+    virtualhost: str | None = None  # the url's own virtualhost wins
+    tls: bool = False
+    sni: bool = False
+    http_protocol: str = "1.0"
+    level: str = "get"
+    canary_path: str | None = None
+    tls_verify: bool = True
+    ca_file: str | None = None
+    cert_warn_days: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CheckSpec:
     """One resolved health check of one real server: kind, target and keepalived-inherited timing."""
@@ -486,6 +710,7 @@ class CheckSpec:
     xrootd_canary_path: str | None = None
     xrootd_user: str = D.XROOTD_CHECK_USER
     xrootd_check_redirect: bool = True
+    http: HttpSpec | None = None  # HTTP / HTTPS
 
 
 # ------------------------------------------------------------------------------- virtual servers
@@ -505,12 +730,48 @@ class _Inherited(_Model):
     misc_check: MiscCheck | None = None
     gridftp_check: GridftpCheck | None = None
     xrootd_check: XrootdCheck | None = None
+    http_get: HttpCheck | None = None
+    ssl_get: HttpCheck | None = None
+    smtp_check: SmtpCheck | None = None
+    dns_check: DnsCheck | None = None
+    udp_check: UdpCheck | None = None
+    ping_check: PingCheck | None = None
+    file_check: FileCheck | None = None
+    bfd_check: BfdCheck | None = None
+    smtp_alert: bool | None = None
+    virtualhost: str | None = None
 
     @property
-    def checkers(self) -> tuple[TcpCheck | MiscCheck | GridftpCheck | XrootdCheck, ...]:
-        """Return the checker blocks written here, in a fixed order (tcp, misc, gridftp, xrootd)."""
-        blocks = (self.tcp_check, self.misc_check, self.gridftp_check, self.xrootd_check)
+    def checker_blocks(self) -> tuple[tuple[str, AnyChecker], ...]:
+        """Return (site key, block) of every checker written here, in `CHECKER_BLOCKS` order."""
+        out = []
+        for key, _model in CHECKER_BLOCKS.values():
+            block = getattr(self, key)
+            if block is not None:
+                out.append((key, block))
+        return tuple(out)
+
+    @property
+    def checkers(self) -> tuple[TcpCheck | MiscCheck | GridftpCheck | XrootdCheck | HttpCheck, ...]:
+        """Return the checker blocks gridlb runs, in a fixed order (tcp, misc, gridftp, xrootd, http, ssl)."""
+        blocks = (
+            self.tcp_check,
+            self.misc_check,
+            self.gridftp_check,
+            self.xrootd_check,
+            self.http_get,
+            self.ssl_get,
+        )
         return tuple(c for c in blocks if c is not None)
+
+    @property
+    def unsupported_checkers(self) -> tuple[str, ...]:
+        """Return the keepalived keywords of the checkers written here that gridlb does not run."""
+        return tuple(
+            kw
+            for kw, (key, _m) in CHECKER_BLOCKS.items()
+            if key in UNSUPPORTED_CHECKERS and getattr(self, key) is not None
+        )
 
 
 class RealServer(_Inherited):
@@ -588,7 +849,6 @@ class VirtualServer(_Inherited):
     sorry_server_inhibit: bool = False
     omega: bool = False
     ha_suspend: bool = False
-    virtualhost: str | None = None
     sh_port: bool = False
     sh_fallback: bool = False
     mh_port: bool = False
@@ -690,7 +950,7 @@ class VirtualServer(_Inherited):
         Inheritance is keepalived's: the service's value is the default for the real server, the real
         server's for its checkers; keys nobody wrote take keepalived's defaults.
         """
-        blocks = rs.checkers or self.checkers
+        blocks = rs.checkers if rs.checker_blocks else self.checkers
         return tuple(self._resolve(rs, block, settings or GridlbSettings()) for block in blocks)
 
     def check_for(self, rs: RealServer, settings: GridlbSettings | None = None) -> CheckSpec:
@@ -708,7 +968,7 @@ class VirtualServer(_Inherited):
     def _resolve(
         self,
         rs: RealServer,
-        block: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck,
+        block: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck | HttpCheck,
         settings: GridlbSettings,
     ) -> CheckSpec:
         def pick(name: str, default: Any) -> Any:
@@ -721,7 +981,9 @@ class VirtualServer(_Inherited):
             MiscCheck: CheckKind.SCRIPT,
             GridftpCheck: CheckKind.GRIDFTP,
             XrootdCheck: CheckKind.XROOTD,
-        }[type(block)]
+        }.get(
+            type(block), CheckKind.HTTPS if block is rs.ssl_get or block is self.ssl_get else CheckKind.HTTP
+        )
         delay_loop = float(pick("delay_loop", D.CHECK_DELAY_LOOP_S))
         common: dict[str, Any] = {
             "kind": kind,
@@ -729,7 +991,14 @@ class VirtualServer(_Inherited):
             "connect_timeout_s": float(pick("connect_timeout", D.CHECK_CONNECT_TIMEOUT_S)),
             "delay_loop_s": delay_loop,
             "retry": int(pick("retry", D.CHECK_RETRY_MISC if kind is CheckKind.SCRIPT else D.CHECK_RETRY)),
-            "delay_before_retry_s": float(pick("delay_before_retry", D.CHECK_DELAY_BEFORE_RETRY_S)),
+            "delay_before_retry_s": float(
+                pick(
+                    "delay_before_retry",
+                    D.CHECK_DELAY_BEFORE_RETRY_HTTP_S
+                    if kind in (CheckKind.HTTP, CheckKind.HTTPS)
+                    else D.CHECK_DELAY_BEFORE_RETRY_S,
+                )
+            ),
             "warmup_s": pick("warmup", None),
             "alpha": bool(pick("alpha", D.CHECK_ALPHA)),
             "inhibit_on_failure": bool(
@@ -771,6 +1040,20 @@ class VirtualServer(_Inherited):
                 xrootd_canary_path=block.canary_path or x.canary_path,
                 xrootd_user=block.user or x.user,
                 xrootd_check_redirect=_first(block.check_redirect, x.check_redirect),
+            )
+        if isinstance(block, HttpCheck):
+            tls = kind is CheckKind.HTTPS
+            common["http"] = HttpSpec(
+                urls=block.url,
+                virtualhost=_first(block.virtualhost, rs.virtualhost, self.virtualhost),
+                tls=tls,
+                sni=bool(block.enable_sni),
+                http_protocol=block.http_protocol or D.HTTP_PROTOCOL,
+                level=block.level or D.HTTP_CHECK_LEVEL,
+                canary_path=block.canary_path,
+                tls_verify=tls and _first(block.tls_verify, True),
+                ca_file=block.ca_file,
+                cert_warn_days=block.cert_warn_days,
             )
         return CheckSpec(**common)
 
@@ -943,6 +1226,132 @@ class GridlbSettings(_Model):
         return value
 
 
+# ------------------------------------------------------------------- keepalived-only sections
+
+
+class VrrpSyncGroup(_Model):
+    """A `vrrp_sync_group`: instances that change state together (gridlb does not synchronise them)."""
+
+    group: Annotated[tuple[str, ...], BeforeValidator(_listify)]
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+    notify: str | None = None
+    smtp_alert: bool | None = None
+    global_tracking: bool = False
+    sync_group_tracking_weight: bool = False
+    track_interface: Annotated[tuple[TrackInterface, ...], BeforeValidator(_listify)] = ()
+    track_script: Annotated[tuple[TrackScript, ...], BeforeValidator(_listify)] = ()
+
+    @field_validator("group")
+    @classmethod
+    def _two_or_more(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("a sync group names at least one vrrp_instance")
+        return value
+
+
+class GlobalDefs(_Model):
+    """The `global_defs` settings a site keeps besides `gridlb:`: where keepalived's mail goes."""
+
+    notification_email: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()
+    notification_email_from: str | None = None
+    smtp_server: str | None = None  # "ADDR [PORT]" or a host name
+    smtp_helo_name: str | None = None
+    smtp_connect_timeout: Annotated[int, Field(ge=1)] | None = None
+    smtp_alert: bool | None = None
+    smtp_alert_vrrp: bool | None = None
+    smtp_alert_checker: bool | None = None
+
+    @field_validator("smtp_server", mode="before")
+    @classmethod
+    def _server(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TrackFile(_Model):
+    """A `track_file` (keepalived 2.2 name; `vrrp_track_file` is the old one): a weight read from a file."""
+
+    file: str
+    weight: int | None = None
+    init_file: str | None = None  # "" = create it with 0; "VALUE" (overwrite) as keepalived's words
+
+
+class BfdInstance(_Model):
+    """A `bfd_instance`: a BFD session keepalived runs (gridlb does not)."""
+
+    neighbor_ip: IpAddr
+    source_ip: IpAddr | None = None
+    min_rx: Annotated[int, Field(ge=1)] | None = None
+    min_tx: Annotated[int, Field(ge=1)] | None = None
+    idle_tx: Annotated[int, Field(ge=1)] | None = None
+    multiplier: Annotated[int, Field(ge=1, le=255)] | None = None
+    passive: bool = False
+    ttl: Annotated[int, Field(ge=1, le=255)] | None = None
+    max_hops: Annotated[int, Field(ge=0, le=255)] | None = None
+
+
+class StaticAddress(Vip):
+    """One `static_ipaddress` line: `ADDR[/PREFIX] [dev IF] [scope S] [label L] [brd B]`."""
+
+
+@dataclass(frozen=True)
+class KeepalivedExtras:
+    """What a site carries only for keepalived: gridlb itself does not act on it (lint says so)."""
+
+    vrrp_sync_groups: Mapping[str, VrrpSyncGroup]
+    global_defs: GlobalDefs | None
+    static_ipaddress: tuple[StaticAddress, ...]
+    static_routes: tuple[str, ...]
+    static_rules: tuple[str, ...]
+    track_files: Mapping[str, TrackFile]
+    bfd_instances: Mapping[str, BfdInstance]
+
+    @classmethod
+    def empty(cls) -> KeepalivedExtras:
+        """Return extras with nothing in them."""
+        return cls({}, None, (), (), (), {}, {})
+
+    @classmethod
+    def of(cls, data: SiteData) -> KeepalivedExtras:
+        """Return the extras one file's data gives."""
+        return cls(
+            dict(data.vrrp_sync_groups),
+            data.global_defs,
+            data.static_ipaddress,
+            data.static_routes,
+            data.static_rules,
+            dict(data.track_files),
+            dict(data.bfd_instances),
+        )
+
+    def merged(self, other: KeepalivedExtras) -> KeepalivedExtras:
+        """Return these extras with `other`'s added (names and lists already here win)."""
+        return KeepalivedExtras(
+            {**other.vrrp_sync_groups, **self.vrrp_sync_groups},
+            self.global_defs or other.global_defs,
+            self.static_ipaddress or other.static_ipaddress,
+            self.static_routes or other.static_routes,
+            self.static_rules or other.static_rules,
+            {**other.track_files, **self.track_files},
+            {**other.bfd_instances, **self.bfd_instances},
+        )
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.vrrp_sync_groups,
+                self.global_defs,
+                self.static_ipaddress,
+                self.static_routes,
+                self.static_rules,
+                self.track_files,
+                self.bfd_instances,
+            )
+        )
+
+
 # ------------------------------------------------------------------------------------ one file
 
 
@@ -953,8 +1362,23 @@ class SiteData(_Model):
     virtual_servers: dict[str, VirtualServer] = {}
     vrrp_scripts: dict[str, VrrpScript] = {}
     gridlb: GridlbSettings | None = None
+    vrrp_sync_groups: dict[str, VrrpSyncGroup] = {}
+    global_defs: GlobalDefs | None = None
+    static_ipaddress: Annotated[tuple[StaticAddress, ...], BeforeValidator(_listify)] = ()
+    static_routes: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()
+    static_rules: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()
+    track_files: dict[str, TrackFile] = {}
+    bfd_instances: dict[str, BfdInstance] = {}
 
-    @field_validator("vrrp_instances", "virtual_servers", "vrrp_scripts", mode="before")
+    @field_validator(
+        "vrrp_instances",
+        "virtual_servers",
+        "vrrp_scripts",
+        "vrrp_sync_groups",
+        "track_files",
+        "bfd_instances",
+        mode="before",
+    )
     @classmethod
     def _null_is_empty(cls, value: object) -> object:
         return {} if value is None else value

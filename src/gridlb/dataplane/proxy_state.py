@@ -14,7 +14,7 @@ the kernel (net/netfilter/ipvs/ip_vs_conn.c, ip_vs_ctl.c):
 * a destination deleted while connections still reference it keeps counting in a trash list and is
   revived, counters included, when the same key is added back (as the kernel's dest trash does);
 * a passive failure (refused or timed-out connect) takes the destination out of scheduling at once
-  until the control side says it is up again (`mark_up`, or any AddDest/EditDest of it).
+  until the control side says it is up again (any AddDest/EditDest of it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler
 from gridlb.table import (
     AddDest,
     AddService,
-    DelDest,
     DelService,
     Dest,
     DestCounters,
@@ -44,6 +43,7 @@ from gridlb.table import (
     SetTimeouts,
     Stats,
     Timeouts,
+    check_op,
 )
 
 #: The EWMA estimator period and weight the kernel uses for the rate columns (ip_vs_est.c: 2 s, 1/4).
@@ -172,7 +172,6 @@ class ServiceState:
     __slots__ = (
         "dests",
         "dirty",
-        "fallback",
         "key",
         "members",
         "scheduler",
@@ -188,7 +187,6 @@ class ServiceState:
         self.scheduler = scheduler
         self.dests: list[DestState] = []
         self.trash: dict[RealKey, DestState] = {}  # deleted but still referenced by connections
-        self.fallback: DestState | None = None  # used when the scheduler finds no destination
         self.traffic = Traffic()
         self.views: list[DestView] | None = None  # scheduler input; None = stale
         self.members: list[DestState] = []  # the destination behind each entry of `views`
@@ -252,28 +250,15 @@ class ProxyState:
 
     def check(self, op: Op) -> None:
         """Raise ValueError/KeyError (ipvsadm's wording) when `op` cannot be applied; change nothing."""
-        if isinstance(op, SetTimeouts):
-            return
-        if isinstance(op, AddService):
-            if op.key in self.services:
-                raise ValueError("Service already exists")
+        check_op(op, self.services.__contains__, self._has_dest)
+        if isinstance(op, AddService | EditService):
             _check_service(op.key, op.spec)
-        elif isinstance(op, EditService | DelService):
-            if op.key not in self.services:
-                raise KeyError("No such service")
-            if isinstance(op, EditService):
-                _check_service(op.key, op.spec)
-        else:
-            svc = self.services.get(op.service)
-            if svc is None:
-                raise KeyError("No such service")
-            have = svc.dest(op.key)
-            if isinstance(op, AddDest) and have is not None:
-                raise ValueError("Destination already exists")
-            if isinstance(op, EditDest | DelDest) and have is None:
-                raise KeyError("No such destination")
-            if isinstance(op, AddDest | EditDest):
-                _check_dest(op.spec)
+        elif isinstance(op, AddDest | EditDest):
+            _check_dest(op.spec)
+
+    def _has_dest(self, service: ServiceKey, key: RealKey) -> bool:
+        svc = self.services.get(service)
+        return svc is not None and svc.dest(key) is not None
 
     def apply(self, op: Op) -> None:
         """Apply one op (after `check`); listeners are the engine's business."""
@@ -329,31 +314,10 @@ class ProxyState:
         d.spec = spec
         d.view = None
 
-    def set_fallback(self, service: ServiceKey, real: RealKey | None) -> None:
-        """Use `real` for new connections of `service` whenever the scheduler finds no destination."""
-        svc = self.services.get(service)
-        if svc is None:
-            raise KeyError("No such service")
-        if real is None:
-            svc.fallback = None
-        elif svc.fallback is None or svc.fallback.key != real:
-            svc.fallback = DestState(svc, real, DestSpec(weight=1))
-
-    def mark_up(self, service: ServiceKey, real: RealKey) -> bool:
-        """Put a passively failed destination back into scheduling; False when it is unknown."""
-        svc = self.services.get(service)
-        d = svc.dest(real) if svc is not None else None
-        if d is None:
-            return False
-        if d.down:
-            d.down = False
-            svc.notify_scheduler()  # type: ignore[union-attr]
-        return True
-
     # --- connections ------------------------------------------------------------------------------
 
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
-        """Schedule a new connection and bind it; the fallback destination when none is available."""
+        """Schedule a new connection and bind it; None when no destination may take it."""
         key = svc.scheduler.pick(svc.candidate_views(), flow, now)
         d: DestState | None = None
         if key is not None:
@@ -362,9 +326,7 @@ class ProxyState:
                     d = cand
                     break
         if d is None:
-            d = svc.fallback
-            if d is None:
-                return None
+            return None
         d.bind()
         return d
 
@@ -372,7 +334,7 @@ class ProxyState:
         """Unbind a connection whose connect failed; optionally mark `d` down. True if newly down."""
         d.active -= 1
         d.unbind_check()
-        if not mark_down or d.down or d is d.service.fallback:
+        if not mark_down or d.down:
             self._collect(d)
             return False
         d.down = True

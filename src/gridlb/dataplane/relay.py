@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import socket
+import termios
 import threading
 import time
 from collections import deque
@@ -50,6 +51,13 @@ ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness be
 POLL_BATCH: Final = 512
 DEFAULT_PIPE_SIZE: Final = 1 << 20
 DEFAULT_COPY_SIZE: Final = 1 << 18
+#: TCP_NOTSENT_LOWAT of relayed sockets: at most this much waits unsent in a socket's send queue
+#: before EPOLLOUT stops. Without a cap the relay, far faster than a bulk receiver, fills the queue
+#: (up to tcp_wmem[2], 4 MiB) and the kernel sends it as the receiver's ACKs open the window, i.e.
+#: inside the receiver's ACK processing, on the receiver's CPU; with it the relay thread sends as the
+#: window opens. Set on listening sockets (accepted client sockets inherit it, no per-connection
+#: cost) and on a real server's socket when an upload to it first blocks. 0 = the kernel's default.
+DEFAULT_NOTSENT_LOWAT: Final = 1 << 20  # one pipe: lower costs the relay more wake-ups
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -60,6 +68,8 @@ _INET6: Final = int(socket.AF_INET6)
 _STREAM: Final = int(socket.SOCK_STREAM)
 _STREAM_NB: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
 _SHUT_WR: Final = int(socket.SHUT_WR)
+_IPPROTO_TCP: Final = int(socket.IPPROTO_TCP)
+_TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 class RelayMode(enum.Enum):
@@ -105,13 +115,19 @@ def splice_available() -> bool:
 
 
 class PipePool:
-    """Idle pipes kept for reuse so that no connection pays pipe2 + fcntl on its path."""
+    """Idle pipes kept for reuse so that no connection pays pipe2 + fcntl on its path.
+
+    A pipe is taken back only when it is empty (checked with FIONREAD, not trusted from the caller's
+    accounting): a byte left in a pooled pipe would be sent on the next connection that takes it.
+    """
 
     def __init__(self, size: int, keep: int = 256) -> None:
         self.size = size
         self.keep = keep
         self.idle: list[tuple[int, int, int]] = []
         self.created = 0
+        self.discarded = 0  # pipes closed on return because they still held bytes
+        self._nread = bytearray(4)  # FIONREAD result, reused
 
     def get(self) -> tuple[int, int, int]:
         """Return (read fd, write fd, capacity) of an empty pipe."""
@@ -126,12 +142,19 @@ class PipePool:
         return r, w, cap
 
     def put(self, r: int, w: int, cap: int) -> None:
-        """Take back an empty pipe."""
+        """Take back a pipe: kept for reuse when it is empty and the pool has room, else closed."""
+        nread = self._nread
         if len(self.idle) < self.keep:
-            self.idle.append((r, w, cap))
-        else:
-            os.close(r)
-            os.close(w)
+            try:
+                fcntl.ioctl(r, termios.FIONREAD, nread)
+            except OSError:
+                nread[:] = b"\xff\xff\xff\xff"
+            if not any(nread):
+                self.idle.append((r, w, cap))
+                return
+            self.discarded += 1
+        os.close(r)
+        os.close(w)
 
     def close(self) -> None:
         """Close every idle pipe."""
@@ -151,6 +174,7 @@ class _Dir:
         "dst",
         "eof",
         "inbound",
+        "lowat",
         "mv",
         "off",
         "pend",
@@ -176,6 +200,7 @@ class _Dir:
         self.pend = 0  # bytes read from src not yet written to dst
         self.eof = False  # src reached EOF
         self.shut = False  # EOF passed on to dst
+        self.lowat = False  # TCP_NOTSENT_LOWAT set on dst
 
 
 class _Conn:
@@ -238,8 +263,11 @@ class _Waker:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
-def listen_socket(key: ServiceKey, backlog: int) -> socket.socket:
-    """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY)."""
+def listen_socket(key: ServiceKey, backlog: int, notsent_lowat: int = 0) -> socket.socket:
+    """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY).
+
+    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit.
+    """
     assert key.addr is not None
     family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -250,6 +278,8 @@ def listen_socket(key: ServiceKey, backlog: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_FREEBIND", 78), 1)
         sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        if notsent_lowat:
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NOTSENT_LOWAT, notsent_lowat)
         sock.bind((str(key.addr), key.port))
         sock.listen(backlog)
     except BaseException:
@@ -269,6 +299,7 @@ class RelayEngine:
         connect_timeout_s: float = 3.0,
         pipe_size: int = DEFAULT_PIPE_SIZE,
         copy_size: int = DEFAULT_COPY_SIZE,
+        notsent_lowat: int = DEFAULT_NOTSENT_LOWAT,
         backlog: int = 4096,
         on_failure: FailureCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -284,6 +315,7 @@ class RelayEngine:
         self.connect_timeout_s = connect_timeout_s
         self.backlog = backlog
         self.copy_size = copy_size
+        self.notsent_lowat = notsent_lowat
         self.on_failure = on_failure
         self.clock = clock
         self.cpu = cpu
@@ -307,6 +339,11 @@ class RelayEngine:
         self._stop_at: float | None = None
         self._stopped = False
         self._ipcache: dict[str, IPAddress] = {}
+        # Sockets to close once the current batch of epoll events is handled. A descriptor closed in
+        # the middle of a batch could be handed out again (accept, socket) before the batch's later
+        # events for its old file are handled, and those would then act on the new connection: a
+        # reset of one client taken for a refused connect of another, a server marked down for it.
+        self._closing: list[socket.socket | _socket.socket] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -336,7 +373,7 @@ class RelayEngine:
 
     def open_listener(self, svc: ServiceState) -> None:
         """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
-        sock = listen_socket(svc.key, self.backlog)
+        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat)
         lst = _Listener(sock, svc)
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
@@ -347,7 +384,7 @@ class RelayEngine:
         lst = self.listeners.pop(key, None)
         if lst is not None:
             self._fdmap.pop(lst.fd, None)
-            lst.sock.close()  # closing removes it from the epoll set
+            self._closing.append(lst.sock)  # closing removes it from the epoll set
 
     def rebind_listener(self, svc: ServiceState) -> None:
         """Point the listener of `svc.key` at a (new) ServiceState object."""
@@ -423,6 +460,8 @@ class RelayEngine:
             timeout = self._timers(now) if now >= self._due else self._due - now
             if self._stop_at is not None and (now >= self._stop_at or not self.open_count()):
                 return
+            if self._closing:
+                self._close_deferred()
             try:
                 events = ep.poll(timeout, POLL_BATCH)
             except InterruptedError:  # pragma: no cover - PEP 475 retries poll itself
@@ -481,6 +520,13 @@ class RelayEngine:
         self._due = now + wait
         return wait
 
+    def _close_deferred(self) -> None:
+        """Close the sockets of the batch just handled (between batches no stale event can exist)."""
+        closing = self._closing
+        for sock in closing:
+            sock.close()
+        closing.clear()
+
     def _run_commands(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._waker.fd)
@@ -514,6 +560,7 @@ class RelayEngine:
         conns = {id(h): h for h in self._fdmap.values() if isinstance(h, _Conn)}
         for conn in conns.values():
             self._close(conn, aborted=True)
+        self._close_deferred()
         self._fdmap.clear()
         self.pipes.close()
         self._ep.close()
@@ -606,7 +653,7 @@ class RelayEngine:
         b = conn.b
         assert b is not None and conn.dest is not None
         self._fdmap.pop(conn.bfd, None)
-        b.close()
+        self._closing.append(b)
         conn.b = None
         conn.bfd = -1
         self._failed_attempt(conn, conn.dest, reason)
@@ -673,6 +720,12 @@ class RelayEngine:
         (edge-triggered) while nothing can be done with it.
         """
         self.pauses += 1
+        if d.inbound and not d.lowat and self.notsent_lowat:
+            # A real server that cannot keep up with an upload gets the cap client sockets inherit
+            # from the listener (set here, not per connection: short connections never block).
+            d.lowat = True
+            with contextlib.suppress(OSError):
+                d.dst.setsockopt(_IPPROTO_TCP, _TCP_NOTSENT_LOWAT, self.notsent_lowat)
         if d.inbound:  # client -> real server
             cm, bm = conn.cmask & ~EPOLLIN, conn.bmask | EPOLLOUT
         else:
@@ -729,12 +782,15 @@ class RelayEngine:
                 else:
                     dtr.outbytes += n
                     str_.outbytes += n
+                # `pend` counts what the pipe holds from here on: if the write below fails (EPIPE,
+                # ECONNRESET), `_close` must see these bytes and not pool the pipe with them.
+                d.pend = n
                 try:
                     m = splice(pr, dfd, n, None, None, _SPLICE_FLAGS)
                 except BlockingIOError:
                     m = 0
+                d.pend = n - m
                 if m < n:
-                    d.pend = n - m
                     self._blocked(conn, d)
                     return False  # dst full: its EPOLLOUT edge resumes us
                 # Edge-triggered: go on until EAGAIN. A short read does not prove src drained
@@ -812,17 +868,17 @@ class RelayEngine:
         fdmap.pop(conn.cfd, None)
         if conn.b is not None:
             fdmap.pop(conn.bfd, None)
-            conn.b.close()
-        conn.c.close()
+            self._closing.append(conn.b)
+        self._closing.append(conn.c)
         for d in (conn.up, conn.down):
             if d is None:
                 continue
             if d.pr >= 0:
-                if d.pend:
+                if d.pend:  # bytes of this connection are still in it: never reused
                     os.close(d.pr)
                     os.close(d.pw)
                 else:
-                    self.pipes.put(d.pr, d.pw, d.cap)
+                    self.pipes.put(d.pr, d.pw, d.cap)  # checks it is empty once more
                 d.pr = d.pw = -1
             if d.buf is not None:
                 if len(self.buffers) < 64:

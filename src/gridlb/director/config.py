@@ -35,6 +35,8 @@ class DirectorConfig:
     checks: Mapping[HealthKey, tuple[CheckSpec, ...]]
     settings: GridlbSettings = field(default_factory=GridlbSettings)
     paths: tuple[str, ...] = ()
+    #: What the site asks that the director will not do (checkers it does not run), said at start.
+    notices: tuple[str, ...] = ()
 
     @classmethod
     def from_site(cls, site: Site, paths: Sequence[str] = ()) -> DirectorConfig:
@@ -42,8 +44,11 @@ class DirectorConfig:
         problems = site_check_problems(site)
         if problems:
             raise ConfigErrors(problems)
+        from gridlb.config.lint import unsupported_checkers
+
         plans, checks = plan_site(site)
-        return cls(plans, checks, site.gridlb, tuple(paths))
+        notices = tuple(f"{u}: that real server counts as up" for u in unsupported_checkers(site))
+        return cls(plans, checks, site.gridlb, tuple(paths), notices)
 
     @classmethod
     def load(cls, paths: Sequence[str]) -> DirectorConfig:
@@ -82,4 +87,4 @@ class DirectorConfig:
         if refused:
             more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
             raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
-        return factory, warnings
+        return factory, [*warnings, *self.notices]

@@ -127,5 +127,6 @@ def _real_status(
             round(last.result.latency_s, 6),
             round(max(0.0, now - last.at), 3),
             last.kind,
+            last.result.cert_days_left,
         ),
     )

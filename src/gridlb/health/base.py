@@ -39,6 +39,7 @@ class CheckResult:
     reason: str = ""
     latency_s: float = 0.0
     weight: int | None = None  # MISC_CHECK misc_dynamic weight, when the check sets one
+    cert_days_left: float | None = None  # HTTPS: days until the server's certificate expires
 
     @property
     def ok(self) -> bool:
@@ -60,7 +61,7 @@ class Checker(ABC):
 
 
 _REGISTRY: dict[str, type[Checker]] = {}
-_MODULES = ("tcp", "gridftp", "script", "xrootd")
+_MODULES = ("tcp", "gridftp", "script", "xrootd", "http")
 C = TypeVar("C", bound=type[Checker])
 
 

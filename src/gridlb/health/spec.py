@@ -18,9 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from gridlb.config.load import Site
-from gridlb.config.schema import CheckKind, CheckSpec, MiscCheck, RealServer, VirtualServer
+from gridlb.config.schema import (
+    UNSUPPORTED_CHECKERS,
+    CheckKind,
+    CheckSpec,
+    MiscCheck,
+    RealServer,
+    VirtualServer,
+)
 from gridlb.errors import ConfigError
 from gridlb.health.base import Checker, create_checker
+from gridlb.health.http import options_from_spec
 from gridlb.health.script import ScriptChecker
 from gridlb.health.tracker import CheckPolicy
 from gridlb.table import IPAddress, RealKey
@@ -68,6 +76,8 @@ def from_check_spec(
         connect.update(connect_ip=str(spec.target.addr), connect_port=spec.target.port)
     if spec.kind is CheckKind.TCP:
         return create_checker("tcp", **connect), policy
+    if spec.kind in (CheckKind.HTTP, CheckKind.HTTPS):
+        return create_checker(spec.kind.value, **options_from_spec(spec, real or spec.target)), policy
     if spec.kind is CheckKind.XROOTD:
         return (
             create_checker(
@@ -102,15 +112,17 @@ def site_check_problems(site: Site) -> list[ConfigError]:
     for name, vs in site.virtual_servers.items():
         origin = site.origin("virtual_servers", name)
         for i, rs in enumerate(vs.real_servers):
-            holder: RealServer | VirtualServer = rs if rs.checkers else vs
+            holder: RealServer | VirtualServer = rs if rs.checker_blocks else vs
             base: tuple[str | int, ...] = ("virtual_servers", name)
-            if rs.checkers:
+            if rs.checker_blocks:
                 base = (*base, "real_servers", i)
             specs = vs.checks_for(rs, site.gridlb)
-            for n, (block, spec) in enumerate(zip(holder.checkers, specs, strict=True)):
-                block_path = (*base, _FIELDS[type(block).__name__])
+            # the blocks gridlb runs (the others are lint's `checker-not-run`), in `checkers` order
+            runnable = [(k, b) for k, b in holder.checker_blocks if k not in UNSUPPORTED_CHECKERS]
+            for n, ((field, block), spec) in enumerate(zip(runnable, specs, strict=True)):
+                block_path = (*base, field)
                 if n > 0 and (holder is rs or i == 0):
-                    first = _FIELDS[type(holder.checkers[0]).__name__]
+                    first = runnable[0][0]
                     message = (
                         f"a second checker on one real server: gridlb runs one checker per real server "
                         f"(keepalived would need every one to pass); keep one ({first} is the first)"
@@ -125,14 +137,6 @@ def site_check_problems(site: Site) -> list[ConfigError]:
                         f = next((x for x in reversed(site.files) if x.gridlb is not None), origin)
                     problems.append(ConfigError(message, location=f.locate(*key_path), key=f.key(*key_path)))
     return list(dict.fromkeys(problems))
-
-
-_FIELDS = {
-    "TcpCheck": "tcp_check",
-    "MiscCheck": "misc_check",
-    "GridftpCheck": "gridftp_check",
-    "XrootdCheck": "xrootd_check",
-}
 
 
 def _spec_problems(

@@ -16,10 +16,17 @@ director file (the seed's own text) also yields the peer director's view, derive
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gridlb.config.load import Site
-from gridlb.config.schema import GridlbSettings, InitialState, VirtualServer, VrrpInstance, VrrpScript
+from gridlb.config.schema import (
+    GridlbSettings,
+    InitialState,
+    KeepalivedExtras,
+    VirtualServer,
+    VrrpInstance,
+    VrrpScript,
+)
 from gridlb.errors import ConfigError
 
 #: How far below the given director's priority the derived peer runs.
@@ -40,6 +47,9 @@ class DirectorView:
     vrrp_scripts: Mapping[str, VrrpScript]
     gridlb: GridlbSettings
     derived_from: str | None = None  # the director this peer view was derived from
+    keepalived: KeepalivedExtras = field(
+        default_factory=KeepalivedExtras.empty
+    )  # sync groups, static_*, mail
 
 
 def peer_priority(priority: int) -> int:
@@ -55,6 +65,7 @@ def _view(site: Site, name: str) -> DirectorView:
         virtual_servers=dict(site.virtual_servers),
         vrrp_scripts=dict(site.vrrp_scripts),
         gridlb=site.gridlb,
+        keepalived=site.keepalived,
     )
 
 
@@ -87,6 +98,7 @@ def peer_view(view: DirectorView) -> DirectorView:
         vrrp_scripts=view.vrrp_scripts,
         gridlb=view.gridlb,
         derived_from=view.name,
+        keepalived=view.keepalived,
     )
 
 

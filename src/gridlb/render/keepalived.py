@@ -29,12 +29,22 @@ from gridlb.config import defaults as D
 from gridlb.config.keepalived_conf import Node, emit_lines
 from gridlb.config.load import Site
 from gridlb.config.schema import (
+    CHECKER_BLOCKS,
+    AnyChecker,
+    BfdCheck,
     CheckSpec,
+    DnsCheck,
+    FileCheck,
     GridftpCheck,
     GridlbSettings,
+    HttpCheck,
+    KeepalivedExtras,
     MiscCheck,
+    PingCheck,
     RealServer,
+    SmtpCheck,
     TcpCheck,
+    UdpCheck,
     Vip,
     VirtualServer,
     VrrpInstance,
@@ -49,6 +59,21 @@ DEFAULT_GRIDLB_COMMAND = "/usr/local/bin/gridlb"
 
 #: How much longer keepalived lets the GridFTP check run than the check's own timeout.
 GRIDFTP_MISC_TIMEOUT_FACTOR = 3
+
+
+AnyTiming = (
+    TcpCheck
+    | MiscCheck
+    | GridftpCheck
+    | XrootdCheck
+    | HttpCheck
+    | SmtpCheck
+    | DnsCheck
+    | UdpCheck
+    | PingCheck
+    | VirtualServer
+    | RealServer
+)
 
 
 def fmt(value: object) -> str:
@@ -105,6 +130,17 @@ def _args(args: tuple[object, ...]) -> tuple[str, ...]:
 
 def _global_defs(view: DirectorView) -> Node:
     b = _Block()
+    g = view.keepalived.global_defs
+    if g is not None:
+        if g.notification_email:
+            b.sub("notification_email", [Node(e) for e in g.notification_email])
+        b.opt("notification_email_from", g.notification_email_from)
+        if g.smtp_server is not None:
+            b.add("smtp_server", *g.smtp_server.split())
+        b.opt("smtp_helo_name", g.smtp_helo_name)
+        b.opt("smtp_connect_timeout", g.smtp_connect_timeout)
+        for kw in ("smtp_alert", "smtp_alert_vrrp", "smtp_alert_checker"):
+            b.tristate(kw, getattr(g, kw))
     b.add("router_id", view.name)
     b.add("enable_script_security")
     b.add("script_user", view.gridlb.script_user)
@@ -190,12 +226,23 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
         b.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in inst.track_script])
     for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
         b.opt(kw, getattr(inst, kw))
+    b.tristate("smtp_alert", inst.smtp_alert)
+    if inst.use_vmac is not None:
+        b.add("use_vmac", *([inst.use_vmac] if inst.use_vmac else []))
+    b.opt("vmac_xmit_base", inst.vmac_xmit_base)
+    if inst.virtual_routes:
+        b.sub("virtual_routes", [_line(r) for r in inst.virtual_routes])
+    if inst.virtual_rules:
+        b.sub("virtual_rules", [_line(r) for r in inst.virtual_rules])
     return b.node("vrrp_instance", name)
 
 
-def _timing(
-    b: _Block, c: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck | VirtualServer | RealServer
-) -> None:
+def _line(text: str) -> Node:
+    words = text.split()
+    return Node(words[0], tuple(words[1:]))
+
+
+def _timing(b: _Block, c: AnyTiming) -> None:
     """The timing keys a checker shares with its real server and service."""
     b.opt("retry", c.retry)
     b.opt("delay_before_retry", c.delay_before_retry)
@@ -209,8 +256,8 @@ def _resolved(
 ) -> CheckSpec:
     """The check as keepalived's inheritance resolves it for `rs` (service → real server → checker)."""
     field = "xrootd_check" if isinstance(check, XrootdCheck) else "gridftp_check"
-    blocks: dict[str, object] = {"tcp_check": None, "misc_check": None, "gridftp_check": None}
-    alone = rs.model_copy(update={**blocks, "xrootd_check": None, field: check})
+    blocks: dict[str, object] = {key: None for key, _model in CHECKER_BLOCKS.values()}
+    alone = rs.model_copy(update={**blocks, field: check})
     return vs.checks_for(alone, settings)[0]
 
 
@@ -285,23 +332,108 @@ def xrootd_command(
     return shlex.join(argv)
 
 
+def _connect(b: _Block, c: TcpCheck | HttpCheck | SmtpCheck | DnsCheck | UdpCheck | PingCheck) -> None:
+    b.opt("connect_ip", c.connect_ip)
+    b.opt("connect_port", c.connect_port)
+    b.opt("bindto", c.bindto)
+    b.opt("bind_port", c.bind_port)
+    b.opt("bind_if", c.bind_if)
+    b.opt("connect_timeout", c.connect_timeout)
+    _timing(b, c)
+
+
+def _http(c: HttpCheck, keyword: str) -> Node:
+    b = _Block()
+    _connect(b, c)
+    b.opt("virtualhost", c.virtualhost)
+    b.opt("http_protocol", c.http_protocol)
+    b.opt("enable_sni", c.enable_sni)
+    b.opt("fast_recovery", c.fast_recovery)
+    for url in c.url:
+        u = _Block()
+        u.add("path", url.path)
+        u.opt("digest", url.digest)
+        if url.status_code:
+            u.add("status_code", *url.status_code)
+        u.opt("virtualhost", url.virtualhost)
+        b.sub("url", u.items)
+    return b.node(keyword)
+
+
+def gridlb_only_http(c: HttpCheck, tls: bool) -> list[str]:
+    """The gridlb settings of an HTTP/HTTPS check that keepalived's HTTP_GET/SSL_GET do not do."""
+    out = [k for k in ("level", "canary_path", "ca_file", "cert_warn_days") if getattr(c, k) is not None]
+    if tls and c.tls_verify is not False:
+        out.append("tls_verify (certificate checks)")
+    return out
+
+
+def _other(key: str, c: AnyChecker) -> Node:
+    """A checker gridlb does not run, written back as keepalived reads it."""
+    b = _Block()
+    if isinstance(c, SmtpCheck):
+        _connect(b, c)
+        b.opt("helo_name", c.helo_name)
+        for host in c.host:
+            h = _Block()
+            for kw in (
+                "connect_ip",
+                "connect_port",
+                "bindto",
+                "bind_port",
+                "bind_if",
+                "connect_timeout",
+                "fwmark",
+            ):
+                h.opt(kw, getattr(host, kw))
+            b.sub("host", h.items)
+        return b.node("SMTP_CHECK")
+    if isinstance(c, DnsCheck):
+        _connect(b, c)
+        b.opt("type", c.type)
+        b.opt("name", c.name)
+        return b.node("DNS_CHECK")
+    if isinstance(c, UdpCheck):
+        _connect(b, c)
+        if c.payload is not None:
+            b.add("payload", *c.payload.split())
+        if c.require_reply is True:
+            b.add("require_reply")
+        elif isinstance(c, UdpCheck) and isinstance(c.require_reply, str):
+            b.add("require_reply", *c.require_reply.split())
+        b.opt("min_reply_length", c.min_reply_length)
+        b.opt("max_reply_length", c.max_reply_length)
+        return b.node("UDP_CHECK")
+    if isinstance(c, PingCheck):
+        _connect(b, c)
+        return b.node("PING_CHECK")
+    if isinstance(c, FileCheck):
+        b.add("track_file", c.track_file)
+        if c.weight is not None:
+            b.add("weight", c.weight, "reverse" if c.reverse else None)
+        return b.node("FILE_CHECK")
+    assert isinstance(c, BfdCheck), key
+    b.add("name", c.name)
+    b.tristate("alpha", c.alpha)
+    return b.node("BFD_CHECK")
+
+
 def _checker(
     vs: VirtualServer,
     rs: RealServer,
-    c: TcpCheck | MiscCheck | GridftpCheck | XrootdCheck,
+    key: str,
+    c: AnyChecker,
     settings: GridlbSettings,
     gridlb_command: str,
 ) -> Node:
     b = _Block()
-    if isinstance(c, TcpCheck):
-        b.opt("connect_ip", c.connect_ip)
-        b.opt("connect_port", c.connect_port)
-        b.opt("bindto", c.bindto)
-        b.opt("bind_port", c.bind_port)
-        b.opt("bind_if", c.bind_if)
-        b.opt("connect_timeout", c.connect_timeout)
-        _timing(b, c)
+    if isinstance(c, TcpCheck) and not isinstance(c, (HttpCheck, SmtpCheck, DnsCheck, UdpCheck, PingCheck)):
+        _connect(b, c)
         return b.node("TCP_CHECK")
+    if isinstance(c, HttpCheck):
+        return _http(c, "SSL_GET" if key == "ssl_get" else "HTTP_GET")
+    if not isinstance(c, MiscCheck | GridftpCheck | XrootdCheck):
+        return _other(key, c)
     if isinstance(c, MiscCheck):
         b.add("misc_path", c.misc_path)
         b.opt("misc_timeout", c.misc_timeout)
@@ -347,9 +479,11 @@ def _real_server(vs: VirtualServer, rs: RealServer, settings: GridlbSettings, gr
     b.opt("lthreshold", rs.lthreshold)
     b.opt("notify_up", rs.notify_up)
     b.opt("notify_down", rs.notify_down)
+    b.tristate("smtp_alert", rs.smtp_alert)
+    b.opt("virtualhost", rs.virtualhost)
     _inherited(b, rs)
-    for c in rs.checkers or vs.checkers:
-        b.items.append(_checker(vs, rs, c, settings, gridlb_command))
+    for key, c in rs.checker_blocks or vs.checker_blocks:
+        b.items.append(_checker(vs, rs, key, c, settings, gridlb_command))
     if vs.fwmark is not None:
         return b.node("real_server", rs.ip_address)
     return b.node("real_server", rs.ip_address, rs.port if rs.port is not None else vs.port)
@@ -379,12 +513,38 @@ def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command:
     b.opt("omega", vs.omega)
     b.opt("ha_suspend", vs.ha_suspend)
     b.opt("virtualhost", vs.virtualhost)
+    b.tristate("smtp_alert", vs.smtp_alert)
     for rs in unique_real_servers(vs):
         b.items.append(_real_server(vs, rs, settings, gridlb_command))
     if vs.fwmark is not None:
         return b.node("virtual_server", "fwmark", vs.fwmark)
     assert vs.ip_address is not None
     return b.node("virtual_server", vs.ip_address, vs.port)
+
+
+def _extras_before(x: KeepalivedExtras) -> Iterator[Node]:
+    """Top-level blocks written before the VRRP instances: static_*, track_file, bfd_instance."""
+    if x.static_ipaddress:
+        yield Node("static_ipaddress", (), tuple(_vip_line(a) for a in x.static_ipaddress))
+    if x.static_routes:
+        yield Node("static_routes", (), tuple(_line(r) for r in x.static_routes))
+    if x.static_rules:
+        yield Node("static_rules", (), tuple(_line(r) for r in x.static_rules))
+    for name, tf in x.track_files.items():
+        b = _Block()
+        b.add("file", tf.file)
+        b.opt("weight", tf.weight)
+        if tf.init_file is not None:
+            b.add("init_file", *tf.init_file.split())
+        yield b.node("track_file", name)
+    for name, bfd in x.bfd_instances.items():
+        b = _Block()
+        b.add("neighbor_ip", bfd.neighbor_ip)
+        b.opt("source_ip", bfd.source_ip)
+        for kw in ("min_rx", "min_tx", "idle_tx", "multiplier", "ttl", "max_hops"):
+            b.opt(kw, getattr(bfd, kw))
+        b.opt("passive", bfd.passive)
+        yield b.node("bfd_instance", name)
 
 
 def _comments(view: DirectorView) -> Iterator[str]:
@@ -401,6 +561,7 @@ def build(
 ) -> list[tuple[list[str], Node]]:
     """The top-level statements of the director's keepalived.conf, each with the comments before it."""
     out: list[tuple[list[str], Node]] = [(list(_comments(view)), _global_defs(view))]
+    out.extend(([], node) for node in _extras_before(view.keepalived))
     for name, script in view.vrrp_scripts.items():
         out.append(([], _vrrp_script(name, script)))
     for name, inst in view.vrrp_instances.items():
@@ -410,6 +571,23 @@ def build(
             for t in own_interface_tracks(inst)
         ]
         out.append((notes, _vrrp_instance(name, inst)))
+    for name, group in view.keepalived.vrrp_sync_groups.items():
+        g = _Block()
+        g.sub("group", [Node(i) for i in group.group])
+        for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
+            g.opt(kw, getattr(group, kw))
+        g.tristate("smtp_alert", group.smtp_alert)
+        g.opt("global_tracking", group.global_tracking)
+        g.opt("sync_group_tracking_weight", group.sync_group_tracking_weight)
+        if group.track_interface:
+            g.sub(
+                "track_interface", [_track_line(t.name, t.weight, t.reverse) for t in group.track_interface]
+            )
+        if group.track_script:
+            g.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in group.track_script])
+        out.append(
+            (["gridlb does not synchronise sync groups; keepalived does"], g.node("vrrp_sync_group", name))
+        )
     for name, vs in view.virtual_servers.items():
         notes = [f"virtual server {name}"]
         dropped = len(vs.real_servers) - len(unique_real_servers(vs))
@@ -420,6 +598,15 @@ def build(
             for rs in vs.real_servers
             if any(isinstance(c, GridftpCheck) for c in rs.checkers or vs.checkers)
         ]
+        for rs in vs.real_servers:
+            for key, c in rs.checker_blocks or vs.checker_blocks:
+                if isinstance(c, HttpCheck):
+                    extra = gridlb_only_http(c, key == "ssl_get")
+                    if extra:
+                        notes.append(
+                            f"{rs.ip_address}: gridlb's {key} also checks {', '.join(extra)}; "
+                            "keepalived's checker does not"
+                        )
         if gridftp:
             notes.append(
                 "GridFTP checks run `gridlb check gridftp` (misc_dynamic: exit W+2 up at weight W, "

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Captures the real ipvsadm 1.31's text for rules.txt under a kernel with IPVS (run inside the lab VM:
 #   IPVSLAB_OUT_HOST=tests/ipvsadm/golden/out ipvs-vm-run.sh tests/ipvsadm/golden/capture.sh
-# with ipvs-vm-run.sh from research/ipvs-vm-lab.md). Writes one file per command to $IPVSLAB_OUT.
+# with tests/vm/ipvs-vm-run.sh). Writes one file per command to $IPVSLAB_OUT.
 set -u
 cd "$(dirname "$0")"
 out=${IPVSLAB_OUT:-/tmp/golden-out}
