@@ -65,25 +65,6 @@ asyncio.run(main())
 print(done, errors)
 """
 
-HOLD = """
-import socket, struct, sys
-vip, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
-socks = []
-for p in ports:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST: no TIME_WAIT
-    s.bind(("", p))
-    s.settimeout(5)
-    s.connect((vip, 2811))
-    assert s.recv(64).startswith(b"220")
-    socks.append(s)
-print("ready", flush=True)
-sys.stdin.readline()
-for s in socks:
-    s.close()
-"""
-
 
 def socket_of(state: system.LabState, node: str) -> str:
     return f"{state.workdir}/{node}.sock"
@@ -114,34 +95,7 @@ def load(state: system.LabState, seconds: float) -> tuple[float, int]:
 
 def mapping(state: system.LabState) -> dict[int, str]:
     """Open the fixed-port flows, read each flow's real server from the directors, close them."""
-    argv = system.exec_argv(
-        state, "remote", [sys.executable, "-c", HOLD, state.vip4, ",".join(map(str, PORTS))]
-    )
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the flows did not open")
-        out: dict[int, str] = {}
-        remote = state.nodes["remote"]["ipv4"]
-        for i in range(DIRECTORS):
-            with ControlClient(socket_of(state, f"dir{i + 1}"), timeout_s=20) as c:
-                for conn in c.table(connections=True).connections:
-                    if (
-                        str(conn.client.addr) == remote
-                        and conn.client.port in PORTS
-                        and conn.state == "ESTABLISHED"
-                    ):
-                        out[conn.client.port] = str(conn.dest)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    time.sleep(0.3)  # the directors see the resets
-    return out
+    return scaleout.flow_map(state, PORTS, sys.executable)
 
 
 def moved(before: dict[int, str], after: dict[int, str], gone: str) -> tuple[float, float]:

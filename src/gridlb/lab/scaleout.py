@@ -232,6 +232,69 @@ def rib(state: LabState) -> str:
     return proc.stdout
 
 
+#: Run in `remote`: open one connection per source port given, read the banner, hold them until a
+#: line arrives on stdin, then reset them (SO_LINGER 0: no TIME_WAIT, the ports are reusable at once).
+HOLD_FLOWS = """
+import socket, struct, sys
+vip, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+socks = []
+for p in ports:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.bind(("", p))
+    s.settimeout(5)
+    s.connect((vip, 2811))
+    assert s.recv(64).startswith(b"220")
+    socks.append(s)
+print("ready", flush=True)
+sys.stdin.readline()
+for s in socks:
+    s.close()
+"""
+
+
+def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
+    """Open flows from `remote` with these source ports and return each one's real server.
+
+    The real server of each flow is read from the directors' connection tables while the flows
+    are held open; then they are reset. Use ports above the ephemeral range (62000+).
+    """
+    from gridlb.api.client import ControlClient
+    from gridlb.lab.system import LabStateError, exec_argv
+
+    argv = exec_argv(state, "remote", [python, "-c", HOLD_FLOWS, state.vip4, ",".join(map(str, ports))])
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise LabStateError("the flows did not open")
+        out: dict[int, str] = {}
+        remote = state.nodes["remote"]["ipv4"]
+        wanted = set(ports)
+        for name in [n for n in state.nodes if n.startswith("dir")]:
+            sock = Path(state.workdir) / f"{name}.sock"
+            if not sock.exists():
+                continue
+            try:
+                with ControlClient(str(sock), timeout_s=20) as client:
+                    conns = client.table(connections=True).connections
+            except OSError:
+                continue  # a director that is down holds no flow
+            for c in conns:
+                if str(c.client.addr) == remote and c.client.port in wanted and c.state == "ESTABLISHED":
+                    out[c.client.port] = str(c.dest)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.3)  # the directors see the resets
+    return out
+
+
 def status_lines(state: LabState) -> tuple[list[str], bool]:
     """Return the router's view for `gridlb lab status`: which directors it sends the VIP to."""
     dirs = {str(n["ipv4"]): name for name, n in state.nodes.items() if name.startswith("dir")}
