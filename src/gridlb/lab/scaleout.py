@@ -14,7 +14,8 @@ what the router sends it. The services use `mh` with `mh-port`, `mh-fallback` an
 This kernel has resilient next-hop groups (`ip nexthop ... type resilient`), but BIRD 2.0.12
 installs plain multipath routes (hash-threshold): when a director leaves, flows of the remaining
 ones may move too. With `mh` they keep their real server; with the proxy dataplane (which
-terminates TCP) a moved connection is reset.
+terminates TCP) a moved connection is reset. With `--dataplane dr` (once it is in the build) the
+services are DR and the directors hold no VIP: their ingress rules forward what the router sends.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def build_network(b: _Builder) -> None:
     for name, node in lab.nodes.items():
         if name.startswith(("dir", "rs")):
             _ip("-n", node.ns, "route", "add", str(net), "via", str(lab.addr4(ROUTER_HOST)))
-        if name.startswith("dir"):  # the VIP is local (the proxy accepts it); never answer ARP for it
+        if name.startswith("dir") and opts.dataplane == "proxy":  # the proxy accepts on a local VIP
             _ip("-n", node.ns, "addr", "add", f"{lab.vip4}/32", "dev", "lo")
             lab.sysctl(node.ns, {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"})
 
