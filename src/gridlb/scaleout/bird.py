@@ -156,9 +156,13 @@ def parse_protocols(text: str, plan: BirdPlan) -> tuple[PeerState, ...]:
     return tuple(out)
 
 
+#: prctl(2), looked up once here: the child between fork and exec only calls it (the director has
+#: threads, so nothing that may take a lock, such as dlopen, runs there).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 class BirdSpeaker:
