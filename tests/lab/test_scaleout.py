@@ -220,6 +220,27 @@ def test_a_real_server_change_moves_about_the_flows_it_must(lab: system.LabState
     assert minimum <= moved <= minimum + 4 / len(PORTS)
 
 
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_a_speaker_that_dies_is_started_again_and_announces_again(lab: system.LabState) -> None:
+    director = next(p for p in lab.procs if p.node == "dir1" and p.role == "director")
+    birds = [c for c in children(director.pid) if Path(f"/proc/{c}/comm").read_text().strip() == "bird"]
+    assert len(birds) == 1
+    os.kill(birds[0], signal.SIGKILL)
+    gone = wait_for(lambda: director_addr(lab, "dir1") not in scaleout.nexthops(lab), 5)
+    assert gone is not None
+    back = wait_for(lambda: director_addr(lab, "dir1") in scaleout.nexthops(lab), 20)
+    assert back is not None
+    print(f"\nspeaker killed: route gone after {gone * 1000:.0f} ms, back {back:.1f} s later")
+    assert status(lab, "dir1")["scaleout"]["restarts"] == 1
+    assert "scale-out: bird is not running; starting it again" in Path(director.log).read_text()
+
+
 def test_director_killed_withdraws_at_once_and_a_silent_one_within_the_hold_time(
     lab: system.LabState,
 ) -> None:

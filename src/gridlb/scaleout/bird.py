@@ -228,6 +228,7 @@ class BirdSpeaker:
                     f"a BIRD already answers on {self.socket_path} (another director running?)",
                     key="gridlb.scaleout.bird_socket",
                 )
+        self.current = None
         self._write(frozenset())
         rc, out = await self._run(self.settings.bird_binary, "-p", "-c", str(self.config_path))
         if rc != 0:

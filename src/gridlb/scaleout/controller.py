@@ -3,9 +3,10 @@
 `ScaleoutController` runs next to the director (as the HA controller does for VRRP): it starts the
 site's BGP speaker, re-reads the director's status every `check_interval_s` (and at once after a
 drain, an undrain or a stop), decides which VIPs to announce (`gridlb.scaleout.decide`) and makes
-the speaker announce exactly those. A failing speaker is logged and retried on the next round; it
-never stops the director. `gridlb director drain` withdraws every VIP (the router moves the flows
-to the other directors) until `gridlb director undrain`; the drain is not kept across restarts.
+the speaker announce exactly those. A failing speaker is logged and retried on the next round, and
+one that died is started again; it never stops the director. `gridlb director drain` withdraws
+every VIP (the router moves the flows to the other directors) until `gridlb director undrain`; the
+drain is not kept across restarts.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class ScaleoutController:
         self.decisions: tuple[VipDecision, ...] = ()
         self.changes: list[dict[str, Any]] = []  # the latest announce/withdraw events, newest last
         self.speaker_error: str | None = None
+        self.restarts = 0  # times the speaker was found dead and started again
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._round = asyncio.Lock()
@@ -136,9 +138,15 @@ class ScaleoutController:
             decisions = decide(status, self.services(), drained=self.drained, stopping=self.stopping)
             before = {d.vip: d.announce for d in self.decisions}
             try:
+                if not self.speaker.running and not self.stopping:  # it died: start it again
+                    self.restarts += 1
+                    log.warning("scale-out: %s is not running; starting it again", self.speaker.name)
+                    self.decisions = ()  # what it announced went with it
+                    before = {}
+                    await self.speaker.start()
                 await self.speaker.announce(announced(decisions))
                 self.speaker_error = None
-            except SpeakerError as exc:
+            except (SpeakerError, ConfigError) as exc:
                 if self.speaker_error != str(exc):
                     log.error("scale-out: %s", exc)
                 self.speaker_error = str(exc)
@@ -207,6 +215,7 @@ class ScaleoutController:
             "speaker_error": self.speaker_error,
             "drained": self.drained,
             "hold_time_s": self.settings.hold_time_s,
+            "restarts": self.restarts,
             "vips": [
                 {"vip": str(d.vip), "announced": d.announce, "reason": d.reason} for d in self.decisions
             ],
