@@ -104,6 +104,8 @@ class DirectorDaemon:
 
         director = self.director
         self.scaleout = ScaleoutController.from_config(config, director.status, lambda: director.config.plans)
+        if self.scaleout is not None:
+            self.metrics.registry.register(self.scaleout.collector)
         self._stop = asyncio.Event()
         self.started_at = time.time()
 

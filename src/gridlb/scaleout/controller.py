@@ -12,11 +12,14 @@ drain is not kept across restarts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gridlb.config.load import load_site
 from gridlb.config.schema import ScaleoutSettings
@@ -85,6 +88,8 @@ class ScaleoutController:
         self.changes: list[dict[str, Any]] = []  # the latest announce/withdraw events, newest last
         self.speaker_error: str | None = None
         self.restarts = 0  # times the speaker was found dead and started again
+        self.counts: collections.Counter[str] = collections.Counter()  # announce / withdraw
+        self.collector = ScaleoutCollector(self)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._round = asyncio.Lock()
@@ -154,6 +159,7 @@ class ScaleoutController:
             for d in decisions:
                 if before.get(d.vip, False) != d.announce:
                     verb = "announce" if d.announce else "withdraw"
+                    self.counts[verb] += 1
                     log.info("scale-out: %s %s (%s)", verb, d.vip, d.reason)
                     self.changes.append(
                         {"at": round(self.clock(), 3), "vip": str(d.vip), "action": verb, "reason": d.reason}
@@ -225,3 +231,41 @@ class ScaleoutController:
             ],
             "changes": list(self.changes[-10:]),
         }
+
+
+class ScaleoutCollector:
+    """Prometheus metrics of the announcer (prometheus_client custom collector)."""
+
+    def __init__(self, controller: ScaleoutController) -> None:
+        self.controller = controller
+
+    def collect(self) -> Iterator[Metric]:
+        """Return the announced, drained, speaker and change metric families."""
+        c = self.controller
+        vips = GaugeMetricFamily(
+            "gridlb_scaleout_vip_announced",
+            "1 while this director announces the VIP over BGP",
+            labels=["vip"],
+        )
+        for d in c.decisions:
+            vips.add_metric([str(d.vip)], 1.0 if d.announce else 0.0)
+        yield vips
+        yield GaugeMetricFamily(
+            "gridlb_scaleout_drained", "1 while drained as a director", value=float(c.drained)
+        )
+        yield GaugeMetricFamily(
+            "gridlb_scaleout_speaker_failing",
+            "1 while the BGP speaker refuses or does not answer",
+            value=float(c.speaker_error is not None),
+        )
+        changes = CounterMetricFamily(
+            "gridlb_scaleout_changes", "announcements and withdrawals made", labels=["action"]
+        )
+        for action in ("announce", "withdraw"):
+            changes.add_metric([action], float(c.counts[action]))
+        yield changes
+        yield CounterMetricFamily(
+            "gridlb_scaleout_speaker_restarts",
+            "times the speaker was found dead and started again",
+            value=c.restarts,
+        )
