@@ -73,6 +73,12 @@ def test_announced_vip_held_by_vrrp_and_without_service_are_errors() -> None:
     assert "vip-not-held" not in [c for c, _, _ in got]  # the announced address needs no VRRP
 
 
+def test_announced_vip_of_a_family_no_peer_has_is_an_error() -> None:
+    text = site(announce="    announce: [fd00::1]\n").replace("ip_address: 10.0.9.1", "ip_address: fd00::1")
+    text = text.replace("10.0.0.11", "fd00::11").replace("10.0.0.12", "fd00::12")
+    assert ("scaleout-family", "d1.yaml", 19) in found(lint(text))
+
+
 def test_proxy_dataplane_named_warns_that_moved_flows_are_reset() -> None:
     assert "scaleout-dataplane" in [f.code for f in lint(site(extra_gridlb="  dataplane: proxy\n"))]
 

@@ -32,7 +32,7 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
   `inhibit_on_failure` and `mh_fallback` (the table follows the order of the real-server list,
   which removals and re-adds make differ between directors); the `proxy` dataplane (it terminates
   TCP: a flow moved to another director is reset); two directors with one `router_id`; a file
-  whose director is not among `directors`.
+  whose director is not among `directors`; an announced VIP of a family no peer has.
 
 What "VIP outside its interface's subnet" can infer: gridlb does not read the host's interfaces.
 The only address known to be on an instance's interface is its `unicast_source_ip` (adverts leave
@@ -659,6 +659,15 @@ def _scaleout(site: Site) -> Iterator[Finding]:
                         f"({sf.path}, {_line(sf, VI, iname)}): a scaled-out VIP is on every director at "
                         "once; take it out of the instance (or out of scaleout.announce)",
                     )
+        if not any(p.address.version == vip.version for p in so.peers):
+            yield _at(
+                f,
+                at_vip(vip),
+                Severity.ERROR,
+                "scaleout-family",
+                f"{vip} is IPv{vip.version} but no peer is: each BGP session carries its own address "
+                "family only, so nothing would announce it",
+            )
         if not any(vs.ip_address == vip for _, _, vs in services):
             yield _at(
                 f,

@@ -62,6 +62,11 @@ def check_site(paths: tuple[str, ...], so: ScaleoutSettings) -> str:
             raise ConfigError(
                 f"{vip} is announced but no virtual server has it", key="gridlb.scaleout.announce"
             )
+        if not any(p.address.version == vip.version for p in so.peers):
+            raise ConfigError(
+                f"{vip} is IPv{vip.version} but no peer is: BGP sessions here carry their own family only",
+                key="gridlb.scaleout.peers",
+            )
     return name
 
 
@@ -113,6 +118,9 @@ class ScaleoutController:
         addresses = [p.key.addr for p in config.plans if p.key.addr is not None]
         vips = so.announced(addresses)
         speaker = SPEAKERS[so.speaker](so, BirdPlan.from_settings(name, so, vips))
+        why = speaker.unavailable()
+        if why:
+            raise ConfigError(f"the BGP speaker cannot run: {why}", key="gridlb.scaleout.speaker")
 
         def services() -> Mapping[IPAddress, tuple[str, ...]]:
             return vip_services(plans() if plans is not None else config.plans, vips)
