@@ -244,12 +244,22 @@ def test_a_speaker_that_dies_is_started_again_and_announces_again(lab: system.La
 def test_director_killed_withdraws_at_once_and_a_silent_one_within_the_hold_time(
     lab: system.LabState,
 ) -> None:
+    before = scaleout.flow_places(lab, PORTS, sys.executable)
     proc = next(p for p in lab.procs if p.node == "dir3" and p.role == "director")
     os.kill(proc.pid, signal.SIGKILL)  # its BIRD dies with it (PR_SET_PDEATHSIG) and closes the session
     killed = wait_for(
         lambda: director_addr(lab, "dir3") not in scaleout.nexthops(lab), scaleout.HOLD_TIME_S + 2
     )
     assert killed is not None
+    after = scaleout.flow_places(lab, PORTS, sys.executable)
+    assert len(before) == len(after) == len(PORTS)
+    # the same flows now go through dir1 and dir2, and every one keeps its real server (mh)
+    assert {d for d, _ in after.values()} == {"dir1", "dir2"}
+    assert all(before[p][1] == after[p][1] for p in PORTS)
+    # the router's hash-threshold multipath moves some flows of the surviving directors too
+    survivors = [p for p in PORTS if before[p][0] != "dir3"]
+    reshuffled = sum(before[p][0] != after[p][0] for p in survivors) / len(survivors)
+    print(f"\nkill dir3: {reshuffled * 100:.0f} % of dir1's and dir2's flows moved director (hash-threshold)")
     assert connect_burst(lab, 30) == 30  # the others serve every flow
     # a director that goes silent (its link down: no FIN, no keepalive) is dropped by the hold timer
     in_node(lab, "dir1", "ip", "link", "set", "eth0", "down")

@@ -261,7 +261,13 @@ def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
     The real server of each flow is read from the directors' connection tables while the flows
     are held open; then they are reset. Use ports above the ephemeral range (62000+).
     """
+    return {port: real for port, (_, real) in flow_places(state, ports, python).items()}
+
+
+def flow_places(state: LabState, ports: list[int], python: str) -> dict[int, tuple[str, str]]:
+    """As `flow_map`, with the director each flow went through: port → (director, real server)."""
     from gridlb.api.client import ControlClient
+    from gridlb.errors import GridlbError
     from gridlb.lab.system import LabStateError, exec_argv
 
     argv = exec_argv(state, "remote", [python, "-c", HOLD_FLOWS, state.vip4, ",".join(map(str, ports))])
@@ -270,7 +276,7 @@ def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
         assert proc.stdout is not None and proc.stdin is not None
         if proc.stdout.readline().strip() != "ready":
             raise LabStateError("the flows did not open")
-        out: dict[int, str] = {}
+        out: dict[int, tuple[str, str]] = {}
         remote = state.nodes["remote"]["ipv4"]
         wanted = set(ports)
         for name in [n for n in state.nodes if n.startswith("dir")]:
@@ -280,11 +286,11 @@ def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
             try:
                 with ControlClient(str(sock), timeout_s=20) as client:
                     conns = client.table(connections=True).connections
-            except OSError:
+            except (OSError, GridlbError):
                 continue  # a director that is down holds no flow
             for c in conns:
                 if str(c.client.addr) == remote and c.client.port in wanted and c.state == "ESTABLISHED":
-                    out[c.client.port] = str(c.dest)
+                    out[c.client.port] = (name, str(c.dest))
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(timeout=30)
