@@ -111,6 +111,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="active directors announcing the VIP over BGP to a router (BIRD, ECMP) with a client behind it",
     )
+    up.add_argument(
+        "--plain-multipath",
+        action="store_true",
+        help="scale-out: keep BIRD's hash-threshold multipath route (default: a resilient next-hop group)",
+    )
     up.add_argument("--dataplane", default="proxy", metavar="proxy", help="the directors' dataplane (proxy)")
     up.add_argument("--ipv6", action="store_true", help="also an IPv6 VIP, service and GridFTP addresses")
     up.add_argument("--net", type=_net, default=(90, 1), metavar="A.B", help="use 10.A.B.0/24 (default 90.1)")
@@ -176,6 +181,7 @@ def _up(args: argparse.Namespace) -> int:
         net_a=args.net[0],
         net_b=args.net[1],
         scaleout=args.scaleout,
+        resilient=not args.plain_multipath,
     )
     state = system.up(options, timeout_s=args.timeout)
     lines, _ = system.status_lines(state)

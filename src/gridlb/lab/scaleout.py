@@ -11,26 +11,38 @@ while a real server is up); the VIP is on its `lo` (ARP for it suppressed) so th
 what the router sends it. The services use `mh` with `mh-port`, `mh-fallback` and
 `inhibit_on_failure`, so every director picks the same real server for a flow.
 
-This kernel has resilient next-hop groups (`ip nexthop ... type resilient`), but BIRD 2.0.12
-installs plain multipath routes (hash-threshold): when a director leaves, flows of the remaining
-ones may move too. With `mh` they keep their real server; with the proxy dataplane (which
-terminates TCP) a moved connection is reset. With `--dataplane dr` (once it is in the build) the
-services are DR and the directors hold no VIP: their ingress rules forward what the router sends.
+BIRD 2.0.12 installs plain multipath routes (hash-threshold): when a director leaves, flows of the
+remaining ones move too. Where the kernel has resilient next-hop groups (Linux >= 5.13), the lab
+lets BIRD export to a table of its own and `gridlb.lab.resilient` mirrors the VIP's next hops into
+a resilient group, so a director that leaves gives up only its own flows (`--plain-multipath`
+keeps BIRD's route as it is). With `mh` moved flows keep their real server; with the proxy
+dataplane (which terminates TCP) a moved connection is reset. With `--dataplane dr` (once it is in
+the build) the services are DR and the directors hold no VIP: their ingress rules forward what
+the router sends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gridlb.errors import GridlbError
 from gridlb.lab.netns import Node
 
 if TYPE_CHECKING:
     from gridlb.lab.system import LabOptions, LabState, _Builder
+
+
+class LabStateError(GridlbError):
+    """The lab named does not exist, already exists, or could not be built (`system` re-exports it)."""
+
 
 ROUTER_HOST = 1
 REMOTE_HOST = 50
@@ -46,8 +58,18 @@ def remote_net(options: LabOptions) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(f"10.{options.net_a}.{(options.net_b + 1) % 256}.0/24")
 
 
-def router_conf(lab_net: ipaddress.IPv4Network, directors: list[ipaddress.IPv4Address]) -> str:
-    """Return the router's BIRD configuration: eBGP to every director, multipath into the kernel."""
+#: The kernel table BIRD exports to when `gridlb.lab.resilient` mirrors it into a resilient group.
+BIRD_TABLE = 100
+
+
+def router_conf(
+    lab_net: ipaddress.IPv4Network, directors: list[ipaddress.IPv4Address], *, resilient: bool = True
+) -> str:
+    """Return the router's BIRD configuration: eBGP to every director, multipath into the kernel.
+
+    With `resilient`, BIRD's routes go to kernel table `BIRD_TABLE`, from which
+    `gridlb.lab.resilient` builds the resilient group the main table uses.
+    """
     me = lab_net.network_address + ROUTER_HOST
     lines = [
         "log stderr { info, remote, warning, error, auth, fatal, bug };",
@@ -57,6 +79,7 @@ def router_conf(lab_net: ipaddress.IPv4Network, directors: list[ipaddress.IPv4Ad
         "protocol kernel {",
         "  ipv4 { import none; export all; };",
         "  merge paths on;  # equal routes from several directors -> one multipath route (ECMP)",
+        *([f"  kernel table {BIRD_TABLE};  # mirrored into a resilient group"] if resilient else []),
         "}",
         "template bgp director {",
         f"  local {me} as {ROUTER_ASN};",
@@ -151,6 +174,26 @@ def build_network(b: _Builder) -> None:
         _ip("-n", ns, "link", "set", dev, "up")
     _ip("-n", remote_ns, "route", "add", "default", "via", str(router_addr))
     lab.sysctl(router_ns, {"net.ipv4.ip_forward": "1", "net.ipv4.fib_multipath_hash_policy": "1"})
+    if opts.resilient:  # refuse plainly when this kernel has no resilient groups (Linux < 5.13)
+        try:
+            _ip("-n", router_ns, "nexthop", "add", "id", "1", "dev", "eth0")
+            _ip(
+                "-n",
+                router_ns,
+                "nexthop",
+                "add",
+                "id",
+                "2",
+                "group",
+                "1",
+                "type",
+                "resilient",
+                "buckets",
+                "8",
+            )
+        except LabStateError as exc:
+            raise LabStateError(f"no resilient next-hop groups here ({exc}); use --plain-multipath") from None
+        _ip("-n", router_ns, "nexthop", "flush")
     lab.nodes["router"] = Node(
         "router", router_ns, "eth0", rmac, lab.addr4(ROUTER_HOST), lab.addr6(ROUTER_HOST)
     )
@@ -166,18 +209,19 @@ def build_network(b: _Builder) -> None:
 def _ip(*argv: str) -> None:
     proc = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
-        from gridlb.lab.system import LabStateError
-
         raise LabStateError(f"ip {' '.join(argv)}: {proc.stderr.strip()}")
 
 
 def start(b: _Builder, timeout_s: float) -> None:
     """Start the router's BIRD and every director, and wait for an ECMP route over all of them."""
-    from gridlb.lab.system import LabStateError, _gridlb_argv, _tail, alive
+    from gridlb.lab.system import _gridlb_argv, _tail, alive
 
     directors = [b.lab.node(f"dir{i + 1}").ipv4 for i in range(b.options.directors)]
     conf = b.workdir / "router-bird.conf"
-    conf.write_text(router_conf(b.lab.net4, directors))
+    conf.write_text(router_conf(b.lab.net4, directors, resilient=b.options.resilient))
+    if b.options.resilient:
+        glue = ["-m", "gridlb.lab.resilient", "--prefix", f"{b.lab.vip4}/32", "--dev", "eth0"]
+        b.spawn("router", "resilient", [sys.executable, *glue, "--table", str(BIRD_TABLE)])
     b.spawn("router", "bird", ["bird", "-f", "-c", str(conf), "-s", str(router_socket(b.workdir))])
     sockets = []
     for i in range(b.options.directors):
@@ -196,13 +240,30 @@ def start(b: _Builder, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise LabStateError(f"{node}: the director was not ready after {timeout_s:g} s")
             time.sleep(0.1)
-    while len(nexthops(b.state())) < b.options.directors:
+    while len(nexthops(b.state())) < b.options.directors or not balanced(b.state()):
         if time.monotonic() > deadline:
             raise LabStateError(
                 f"the router has {len(nexthops(b.state()))} of {b.options.directors} routes to the VIP "
                 f"after {timeout_s:g} s"
             )
         time.sleep(0.1)
+
+
+def balanced(state: LabState) -> bool:
+    """Return True unless the router's resilient group is still moving buckets to a new next hop."""
+    if not state.options.resilient:
+        return True
+    out = subprocess.run(
+        ["ip", "-n", state.ns_of("router"), "-j", "nexthop", "show", "id", "100"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    try:
+        args = json.loads(out)[0]["resilient_args"]
+    except (ValueError, LookupError, TypeError):
+        return False
+    return int(args.get("unbalanced_time", 0)) == 0
 
 
 def router_socket(workdir: Path | str) -> Path:
@@ -233,12 +294,13 @@ def rib(state: LabState) -> str:
     return proc.stdout
 
 
-#: Run in `remote`: open one connection per source port given, read the banner, hold them until a
-#: line arrives on stdin, then reset them (SO_LINGER 0: no TIME_WAIT, the ports are reusable at once).
+#: Run in `remote`: open one connection per source port given, read the banner and hold them. Each
+#: stdin line `probe` sends NOOP on every connection and prints the ports whose reply is not 200
+#: (`bad PORT ...`); any other line resets them all (SO_LINGER 0: no TIME_WAIT) and ends.
 HOLD_FLOWS = """
 import socket, struct, sys
 vip, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
-socks = []
+socks = {}
 for p in ports:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -247,40 +309,57 @@ for p in ports:
     s.settimeout(5)
     s.connect((vip, 2811))
     assert s.recv(64).startswith(b"220")
-    socks.append(s)
+    socks[p] = s
 print("ready", flush=True)
-sys.stdin.readline()
-for s in socks:
+while sys.stdin.readline().strip() == "probe":
+    bad = []
+    for p, s in socks.items():
+        try:
+            s.sendall(b"NOOP\\r\\n")
+            if not s.recv(64).startswith(b"200"):
+                bad.append(p)
+        except OSError:
+            bad.append(p)
+    print("bad", *bad, flush=True)
+for s in socks.values():
     s.close()
 """
 
 
-def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
-    """Open flows from `remote` with these source ports and return each one's real server.
+class HeldFlows:
+    """Connections from `remote` with fixed source ports, held open: which director and real server
+    each one went through, and which still answer (`probe`). A context manager; leaving resets them.
 
-    The real server of each flow is read from the directors' connection tables while the flows
-    are held open; then they are reset. Use ports above the ephemeral range (62000+).
+    The router hashes a connection's packets with the hash its socket put on them (veth keeps the
+    sender's skb hash), so a port reopened later may take another path; a held connection keeps one.
     """
-    return {port: real for port, (_, real) in flow_places(state, ports, python).items()}
 
+    def __init__(self, state: LabState, ports: list[int], python: str) -> None:
+        from gridlb.lab.system import exec_argv
 
-def flow_places(state: LabState, ports: list[int], python: str) -> dict[int, tuple[str, str]]:
-    """As `flow_map`, with the director each flow went through: port → (director, real server)."""
-    from gridlb.api.client import ControlClient
-    from gridlb.errors import GridlbError
-    from gridlb.lab.system import LabStateError, exec_argv
+        self.state, self.ports = state, ports
+        argv = exec_argv(state, "remote", [python, "-c", HOLD_FLOWS, state.vip4, ",".join(map(str, ports))])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    argv = exec_argv(state, "remote", [python, "-c", HOLD_FLOWS, state.vip4, ",".join(map(str, ports))])
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        if proc.stdout.readline().strip() != "ready":
+    def __enter__(self) -> HeldFlows:
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
             raise LabStateError("the flows did not open")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def places(self) -> dict[int, tuple[str, str]]:
+        """Return port → (director, real server) from the directors' connection tables."""
+        from gridlb.api.client import ControlClient
+
         out: dict[int, tuple[str, str]] = {}
-        remote = state.nodes["remote"]["ipv4"]
-        wanted = set(ports)
-        for name in [n for n in state.nodes if n.startswith("dir")]:
-            sock = Path(state.workdir) / f"{name}.sock"
+        remote = self.state.nodes["remote"]["ipv4"]
+        wanted = set(self.ports)
+        for name in [n for n in self.state.nodes if n.startswith("dir")]:
+            sock = Path(self.state.workdir) / f"{name}.sock"
             if not sock.exists():
                 continue
             try:
@@ -291,15 +370,38 @@ def flow_places(state: LabState, ports: list[int], python: str) -> dict[int, tup
             for c in conns:
                 if str(c.client.addr) == remote and c.client.port in wanted and c.state == "ESTABLISHED":
                     out[c.client.port] = (name, str(c.dest))
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    time.sleep(0.3)  # the directors see the resets
-    return out
+        return out
+
+    def probe(self) -> list[int]:
+        """Return the ports whose connection no longer answers NOOP with 200."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("probe\n")
+        self.proc.stdin.flush()
+        words = self.proc.stdout.readline().split()
+        if words[:1] != ["bad"]:
+            raise LabStateError("the flow holder stopped")
+        return [int(w) for w in words[1:]]
+
+    def close(self) -> None:
+        """Reset every connection and wait for the holder to end."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.write("close\n")
+                self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        time.sleep(0.3)  # the directors see the resets
+
+
+def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
+    """Open flows from `remote` with these source ports and return each one's real server, then reset
+    them. Use ports above the ephemeral range (62000+)."""
+    with HeldFlows(state, ports, python) as flows:
+        return {port: real for port, (_, real) in flows.places().items()}
 
 
 def status_lines(state: LabState) -> tuple[list[str], bool]:
@@ -307,8 +409,10 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
     dirs = {str(n["ipv4"]): name for name, n in state.nodes.items() if name.startswith("dir")}
     hops = nexthops(state)
     named = ", ".join(f"{dirs.get(h, h)} ({h})" for h in hops) or "no director"
+    how = "resilient next-hop group" if state.options.resilient else "hash-threshold multipath"
     lines = [
-        f"VIP {state.vip4}: the router sends it to {named} (ECMP, L4 hash; BGP hold time {HOLD_TIME_S} s)",
+        f"VIP {state.vip4}: the router sends it to {named} "
+        f"(ECMP, {how}, L4 hash; BGP hold time {HOLD_TIME_S} s)",
         f"remote client: {state.nodes['remote']['ipv4']} (behind the router)",
     ]
     return lines, bool(hops)

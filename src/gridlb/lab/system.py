@@ -39,8 +39,7 @@ DATAPLANES = ("proxy",)  # `dr` joins when the dr dataplane exists
 SAMPLE_SIZE = 1 << 20
 
 
-class LabStateError(GridlbError):
-    """The lab named does not exist, already exists, or could not be built."""
+LabStateError = scaleout.LabStateError  # the lab named does not exist, already exists, or failed to build
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,7 @@ class LabOptions:
     net_a: int = 90
     net_b: int = 1
     scaleout: bool = False  # a router running BIRD with ECMP over the directors (gridlb.lab.scaleout)
+    resilient: bool = True  # scale-out: the router's ECMP route as a resilient next-hop group
 
     @property
     def prefix(self) -> str:
