@@ -31,7 +31,7 @@ def test_commands_build_change_and_remove_the_group() -> None:
             "buckets",
             "64",
             "idle_timer",
-            "1",
+            "5",
         ],
         ["route", "replace", "10.9.1.100/32", "nhid", "100"],
     ]
