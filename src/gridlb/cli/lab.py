@@ -21,8 +21,9 @@ Build the seed's topology on this machine, in network namespaces, and run the re
               own address: Globus' globus-gridftp-server (-data-interface, and -epsv-ip for
               IPv6) or gridlb's embedded server (--data-address)
   lan         the namespace holding the bridge br0 every node's eth0 is plugged into
-  router      with --scaleout: BIRD with one eBGP session per director and ECMP (Linux multipath,
-              L4 hash) for the VIP; its eth1 leads to the client network 10.A.(B+1).0/24
+  router      with --scaleout: BIRD with one eBGP session per director and ECMP for the VIP (L4
+              hash; a resilient next-hop group, or BIRD's multipath route with --plain-multipath);
+              its eth1 leads to the client network 10.A.(B+1).0/24
   remote      with --scaleout: a client behind the router (10.A.(B+1).50)
 
 Addresses: 10.90.1.H/24 and fd00:5a:1::H/64 (H = 50 client, 2 and 3 directors, 11.. real servers),
