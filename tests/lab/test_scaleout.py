@@ -1,10 +1,11 @@
 """The scale-out lab as acceptance: 3 directors announcing the VIP over BGP to a BIRD router with ECMP.
 
 Everything is real: BIRD on the router and on each director, Linux multipath routes with the L4
-hash, `gridlb director run` with the proxy dataplane and `mh`, gridlb's GridFTP servers on 4 real
-servers, connections and globus-url-copy transfers from a client behind the router. One lab is
-built for the module (about 10 s) and removed at the end; the tests run in file order, the
-destructive ones (kill, silence, stop) last. Withdrawal times are printed (`-s` shows them).
+hash through a resilient next-hop group, `gridlb director run` with the proxy dataplane and `mh`,
+Globus' globus-gridftp-server on 4 real servers, connections and globus-url-copy transfers from a
+client behind the router. One lab is built for the module (about 15 s) and removed at the end; the
+tests run in file order, the destructive ones (kill, silence, stop) last. Withdrawal times are
+printed (`-s` shows them).
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ print(ok)
 @pytest.fixture(scope="module")
 def lab() -> Iterator[system.LabState]:
     need_root()
-    need_tool("bird", "birdc", "ip", "globus-url-copy")
+    need_tool("bird", "birdc", "ip", "globus-url-copy", "globus-gridftp-server")
     options = system.LabOptions(
         name=f"so{os.getpid() % 100000}",
         realservers=REALSERVERS,
-        gridftp="gridlb",
+        gridftp="globus",
         directors=DIRECTORS,
         net_a=98,
         net_b=(os.getpid() % 120) * 2,
@@ -147,7 +148,8 @@ def test_gridftp_transfers_through_the_router_match_checksums(lab: system.LabSta
     want = hashlib.sha256(Path(lab.workdir, "rs1", "random-1MiB.bin").read_bytes()).hexdigest()
     for i in range(6):
         out = tmp_path / f"r{i}.bin"
-        in_node(lab, "remote", "globus-url-copy", f"ftp://{lab.vip4}:2811/random-1MiB.bin", f"file://{out}")
+        url = f"ftp://{lab.vip4}:2811{lab.url_path('random-1MiB.bin')}"
+        in_node(lab, "remote", "globus-url-copy", url, f"file://{out}")
         assert hashlib.sha256(out.read_bytes()).hexdigest() == want
 
 

@@ -300,6 +300,14 @@ def rib(state: LabState) -> str:
 HOLD_FLOWS = """
 import socket, struct, sys
 vip, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+def reply(s):
+    line = b""
+    while not line.endswith(b"\\n"):
+        chunk = s.recv(256)
+        if not chunk:
+            break
+        line += chunk
+    return line
 socks = {}
 for p in ports:
     s = socket.socket()
@@ -308,7 +316,7 @@ for p in ports:
     s.bind(("", p))
     s.settimeout(5)
     s.connect((vip, 2811))
-    assert s.recv(64).startswith(b"220")
+    assert reply(s).startswith(b"220")
     socks[p] = s
 print("ready", flush=True)
 while sys.stdin.readline().strip() == "probe":
@@ -316,7 +324,7 @@ while sys.stdin.readline().strip() == "probe":
     for p, s in socks.items():
         try:
             s.sendall(b"NOOP\\r\\n")
-            if not s.recv(64).startswith(b"200"):
+            if not reply(s).startswith(b"200"):
                 bad.append(p)
         except OSError:
             bad.append(p)
