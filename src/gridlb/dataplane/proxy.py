@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from gridlb.dataplane.base import (
@@ -35,6 +35,7 @@ from gridlb.table import (
     ForwardMethod,
     IpvsTable,
     Op,
+    Proto,
     RealKey,
     ServiceKey,
     Timeouts,
@@ -59,13 +60,38 @@ class ProxyOptions:
     copy_size: int = 1 << 18  # buffer per direction in copy mode
     backlog: int = 4096
     cpu: int | None = None  # pin the relay thread to this CPU
+    expire_quiescent_template: bool = False  # the kernel sysctl: drop a drained server's templates
+    #: GridFTP services: the line answered when no real server can take a client (421 ...).
+    replies: Mapping[ServiceKey, str] = field(default_factory=dict)
+    #: GridFTP services: the real servers' passive port range, served on the VIP as well.
+    data_ports: Mapping[ServiceKey, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def for_site(cls, settings: GridlbSettings) -> ProxyOptions:
+        """Return the options a site's `gridlb` section asks for."""
+        replies: dict[ServiceKey, str] = {}
+        data_ports: dict[ServiceKey, tuple[int, int]] = {}
+        for name, g in settings.gridftp_services.items():
+            rk = RealKey.parse(name)
+            key = ServiceKey(Proto.TCP, rk.addr, rk.port)
+            if g.unavailable_reply:
+                replies[key] = g.unavailable_reply
+            if g.data_ports is not None:
+                data_ports[key] = g.data_ports
+        return cls(
+            connect_timeout_s=settings.proxy.connect_timeout_s,
+            expire_quiescent_template=settings.proxy.expire_quiescent_template,
+            replies=replies,
+            data_ports=data_ports,
+        )
 
 
-#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6; it relays through
-#: itself whatever forwarding method a site names (the real servers see the director's address).
+#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6, persistence; it relays
+#: through itself whatever forwarding method a site names (the real servers see the director's address).
 CAPABILITIES = Capabilities(
     forwarding=frozenset({ForwardMethod.MASQ}),
     schedulers=frozenset(scheduler_names()),
+    persistence=True,  # IPVS templates (persistence.py); firewall marks stay out: no packet marks here
     forwarding_instead=(
         "the proxy dataplane relays the connection through the director instead (replies pass the "
         "director, the real server sees the director's address; GridFTP data channels still go "
@@ -106,7 +132,10 @@ class ProxyDataplane:
             on_failure=self._failure_from_engine,
             clock=clock,
             cpu=opts.cpu,
+            replies={k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
+            data_ports=opts.data_ports,
         )
+        self._engine.state.persist.expire_quiescent = opts.expire_quiescent_template  # before any op
         self._closed = False
 
     @property
@@ -209,7 +238,7 @@ class _Factory:
         """Return a proxy dataplane for a site with `settings`."""
         return ProxyDataplane(
             timeouts=settings.timeouts.table_timeouts(),
-            options=ProxyOptions(connect_timeout_s=settings.proxy.connect_timeout_s),
+            options=ProxyOptions.for_site(settings),
             on_backend_failure=hooks.on_backend_failure,
         )
 

@@ -24,8 +24,9 @@ import termios
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any, Final, TypeVar
 
@@ -218,6 +219,7 @@ class _Conn:
         "dest",
         "down",
         "flow",
+        "port",
         "state",
         "svc",
         "tried",
@@ -240,18 +242,20 @@ class _Conn:
         self.bmask = 0
         self.up: _Dir | None = None
         self.down: _Dir | None = None
+        self.port = 0  # a GridFTP data connection: this port on the control connection's server
 
 
 class _Listener:
     """The listening socket of one virtual service."""
 
-    __slots__ = ("fd", "paused", "sock", "svc")
+    __slots__ = ("data_port", "fd", "paused", "sock", "svc")
 
-    def __init__(self, sock: socket.socket, svc: ServiceState) -> None:
+    def __init__(self, sock: socket.socket, svc: ServiceState, data_port: int = 0) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.svc = svc
         self.paused = False
+        self.data_port = data_port  # 0: the service's own port; else one of its GridFTP data ports
 
 
 class _Waker:
@@ -305,6 +309,8 @@ class RelayEngine:
         clock: Callable[[], float] = time.monotonic,
         cpu: int | None = None,
         name: str = "gridlb-relay",
+        replies: Mapping[ServiceKey, bytes] | None = None,
+        data_ports: Mapping[ServiceKey, tuple[int, int]] | None = None,
     ) -> None:
         if mode is RelayMode.AUTO:
             mode = RelayMode.SPLICE if splice_available() else RelayMode.COPY
@@ -325,6 +331,10 @@ class RelayEngine:
         self.relayed = 0  # connections that reached OPEN
         self.pauses = 0  # times a direction waited for a full receiver (reads from its sender paused)
         self.listeners: dict[ServiceKey, _Listener] = {}
+        #: GridFTP: the line a client reads when no real server can take it; the data ports the VIP serves.
+        self.replies: dict[ServiceKey, bytes] = dict(replies or {})
+        self.data_ports: dict[ServiceKey, tuple[int, int]] = dict(data_ports or {})
+        self.data_listeners: dict[ServiceKey, list[_Listener]] = {}
         self._ep = select.epoll()
         self._fdmap: dict[int, _Conn | _Listener | _Waker] = {}
         self._waker = _Waker()
@@ -378,6 +388,26 @@ class RelayEngine:
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
         self._ep.register(lst.fd, EPOLLIN)
+        ports = self.data_ports.get(svc.key)
+        if ports is not None:
+            self._open_data_listeners(svc, ports)
+
+    def _open_data_listeners(self, svc: ServiceState, ports: tuple[int, int]) -> None:
+        """Serve the GridFTP data ports on the VIP too (clients that ignore the PASV address)."""
+        opened: list[_Listener] = []
+        self.data_listeners[svc.key] = opened
+        svc.tracks_owner = True
+        port = ports[0]
+        try:
+            for port in range(ports[0], ports[1] + 1):
+                sock = listen_socket(replace(svc.key, port=port), self.backlog)
+                lst = _Listener(sock, svc, port)
+                opened.append(lst)
+                self._fdmap[lst.fd] = lst
+                self._ep.register(lst.fd, EPOLLIN)
+        except OSError as exc:
+            self.close_listener(svc.key)
+            raise OSError(exc.errno, f"{exc.strerror or exc} (data port {port})") from None
 
     def close_listener(self, key: ServiceKey) -> None:
         """Stop accepting for `key`; connections already accepted go on."""
@@ -385,6 +415,9 @@ class RelayEngine:
         if lst is not None:
             self._fdmap.pop(lst.fd, None)
             self._closing.append(lst.sock)  # closing removes it from the epoll set
+        for data in self.data_listeners.pop(key, ()):
+            self._fdmap.pop(data.fd, None)
+            self._closing.append(data.sock)
 
     def rebind_listener(self, svc: ServiceState) -> None:
         """Point the listener of `svc.key` at a (new) ServiceState object."""
@@ -410,14 +443,15 @@ class RelayEngine:
                 seen.add(id(h))
                 svc_key = h.svc.key
                 assert svc_key.addr is not None
+                dkey = h.dest.key
                 out.append(
                     ConnEntry(
                         Proto.TCP,
                         self.state.timeouts.tcp if h.state is _OPEN else 0,
                         "ESTABLISHED" if h.state is _OPEN else "SYN_SENT",
                         RealKey(ip_address(h.caddr[0]), h.caddr[1]),
-                        RealKey(svc_key.addr, svc_key.port),
-                        h.dest.key,
+                        RealKey(svc_key.addr, h.port or svc_key.port),
+                        RealKey(dkey.addr, h.port) if h.port else dkey,
                     )
                 )
         for expires, dest, host, port in self.state.closed:
@@ -433,6 +467,7 @@ class RelayEngine:
                     dest.key,
                 )
             )
+        out.extend(self.state.template_entries(now))
         return out
 
     def open_count(self) -> int:
@@ -510,7 +545,7 @@ class RelayEngine:
         wait = min(wait, max(0.0, self._next_expiry - now))
         while self._paused and self._paused[0][0] <= now:
             _, lst = self._paused.popleft()
-            if lst.paused and self.listeners.get(lst.svc.key) is lst:
+            if lst.paused and self._fdmap.get(lst.fd) is lst:
                 lst.paused = False
                 self._ep.modify(lst.fd, EPOLLIN)
         if self._paused:
@@ -573,7 +608,7 @@ class RelayEngine:
         accept: Callable[[], tuple[int, Any]] = lst.sock._accept  # type: ignore[attr-defined]
         svc = lst.svc
         vaddr = svc.key.addr
-        vport = svc.key.port
+        vport = lst.data_port or svc.key.port
         assert vaddr is not None
         family = lst.sock.family
         ipcache = self._ipcache
@@ -599,19 +634,25 @@ class RelayEngine:
                 if len(ipcache) > 4096:
                     ipcache.clear()
                 ip = ipcache[host] = ip_address(host)
-            self._connect(_Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport)), self.clock())
+            conn = _Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport))
+            conn.port = lst.data_port
+            self._connect(conn, self.clock())
 
     def _connect(self, conn: _Conn, now: float) -> None:
         """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
         svc = conn.svc
         state = self.state
-        limit = len(svc.dests) + 1
+        port = conn.port
+        limit = 1 if port else len(svc.dests) + 1
         while True:
-            d = state.pick(svc, conn.flow, now) if conn.tried < limit else None
+            if conn.tried >= limit:
+                d = None
+            elif port:
+                d = state.pick_owner(svc, conn.flow)
+            else:
+                d = state.pick(svc, conn.flow, now)
             if d is None:
-                self._count("no destination")
-                conn.state = _CLOSED
-                conn.c.close()
+                self._no_destination(conn)
                 return
             conn.tried += 1
             conn.attempt += 1
@@ -620,12 +661,12 @@ class RelayEngine:
                 b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
             except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
                 self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
-                state.connect_failed(d, mark_down=False)
+                state.connect_failed(d, mark_down=False, flow=conn.flow)
                 conn.dest = None
                 conn.state = _CLOSED
                 conn.c.close()
                 return
-            err = b.connect_ex(d.sockaddr)
+            err = b.connect_ex((d.sockaddr[0], port) if port else d.sockaddr)
             if err == errno.EINPROGRESS or err == 0:
                 conn.b = b
                 conn.bfd = bfd = b.fileno()
@@ -640,9 +681,26 @@ class RelayEngine:
             b.close()
             self._failed_attempt(conn, d, _reason(err))
 
+    def _no_destination(self, conn: _Conn) -> None:
+        """Nobody can take `conn`: a GridFTP service answers its 421 line, anything else just closes."""
+        conn.state = _CLOSED
+        reply = None if conn.port else self.replies.get(conn.svc.key)
+        if conn.port:
+            if not conn.tried:  # (a failed connect to the owner was counted as such)
+                self._count("data connection: no control connection from this client")
+        elif reply:
+            with contextlib.suppress(OSError):  # a fresh socket's send buffer takes one line
+                conn.c.send(reply)
+            self._count("no destination: answered 421")
+        else:
+            self._count("no destination")
+        conn.c.close()
+
     def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
         self._count(f"connect: {reason}")
-        if self.state.connect_failed(d, mark_down=True) and self.on_failure is not None:
+        # a data port refused by the control connection's server says nothing about its health
+        mark_down = not conn.port
+        if self.state.connect_failed(d, mark_down=mark_down, flow=conn.flow) and self.on_failure is not None:
             try:
                 self.on_failure(conn.svc.key, d.key, reason)
             except Exception:  # a faulty callback must not take the relay down
@@ -894,7 +952,7 @@ class RelayEngine:
                 if expires < self._next_expiry:
                     self._next_expiry = self._due = expires
             else:  # aborted while connecting (engine stop): never established
-                self.state.connect_failed(dest, mark_down=False)
+                self.state.connect_failed(dest, mark_down=False, flow=conn.flow)
             conn.dest = None
 
 

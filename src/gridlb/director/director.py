@@ -58,6 +58,7 @@ from gridlb.health.base import CheckResult
 from gridlb.status import (
     DirectorStatus,
 )
+from gridlb.systemd.journal import fields, keepalived_address
 from gridlb.table import (
     ConnEntry,
     IpvsTable,
@@ -77,8 +78,20 @@ DEFAULT_RESYNC_INTERVAL_S = 5.0
 RETIRE_POLL_S = 0.25
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
+#: How long `stop` waits for the loop and the timer to end once cancelled.
+STOP_WAIT_S = 5.0
 #: `gridlb:` settings a running director cannot change: a reload that changes one says so.
-RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy", "scaleout")
+RESTART_SETTINGS = (
+    "dataplane",
+    "control_socket",
+    "control_group",
+    "metrics_listen",
+    "proxy",
+    "gridftp_services",
+    "dashboard_listen",
+    "dashboard_token_file",
+    "scaleout",
+)
 
 
 from gridlb.director.config import DirectorConfig  # noqa: E402
@@ -238,7 +251,10 @@ class Director:
             await self.health_monitor.close()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a task that ignores its cancellation must not keep the director up
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in stuck:
+                log.error("director: task %s did not stop within %g s", task.get_name(), STOP_WAIT_S)
         self._tasks.clear()
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -260,7 +276,8 @@ class Director:
         while True:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_tick_s())
+                async with asyncio.timeout(self._next_tick_s()):
+                    await self._wake.wait()
                 continue  # the schedule changed: compute it again
             self.submit(Resync())
 
@@ -403,7 +420,7 @@ class Director:
         old = self.health.get(pair) or self._initial(pair)
         new = old if report.state is None else RealHealth(report.state, report.weight)
         if new != old:
-            log.info("%s: health %s -> %s (%s)", fmt_pair(pair), old.state, new.state, report.result.reason)
+            log_health_change(pair, report.kind, old.state, new.state, report.result.reason)
             self.health[pair] = new
             return f"health {pair[1]} {new.state}"
         return "check" if mark is not None else ""
@@ -414,7 +431,16 @@ class Director:
         for pair in pairs:
             self.counters.passive_failures[pair] = self.counters.passive_failures.get(pair, 0) + 1
             if pair not in self.passive:
-                log.warning("%s: marked down: %s", fmt_pair(pair), item.reason)
+                log.warning(
+                    "Passive failure on service %s of VS %s: %s; marked down (%s)",
+                    keepalived_address(pair[1]),
+                    keepalived_address(pair[0]),
+                    item.reason,
+                    fmt_pair(pair),
+                    extra=fields(
+                        service=pair[0], real=pair[1], transition="passive-down", reason=item.reason
+                    ),
+                )
             self.passive[pair] = PassiveMark(at, item.reason)
         return f"passive failure {item.real}" if pairs else ""
 
@@ -452,7 +478,14 @@ class Director:
             pairs = self._resolve(request.real)
             for key in {p[1] for p in pairs}:
                 self.overrides = self.overrides.drain(key)
-            log.info("operator: drain %s", ", ".join(sorted({str(p[1]) for p in pairs})))
+            for svc, real in pairs:
+                log.info(
+                    "Operator drain: service %s of VS %s set to weight 0 (operator: drain %s)",
+                    keepalived_address(real),
+                    keepalived_address(svc),
+                    real,
+                    extra=fields(service=svc, real=real, transition="drain", reason="operator"),
+                )
             return {"drained": sorted({str(p[1]) for p in pairs})}
         if isinstance(request, EnableRequest):
             pairs = self._resolve(request.real)
@@ -460,7 +493,14 @@ class Director:
             was = sorted(str(k) for k in keys if self.overrides.is_drained(k))
             for key in keys:
                 self.overrides = self.overrides.enable(key)
-            log.info("operator: enable %s", ", ".join(sorted(str(k) for k in keys)))
+            for svc, real in pairs:
+                log.info(
+                    "Operator enable: service %s of VS %s gets its weight back (operator: enable %s)",
+                    keepalived_address(real),
+                    keepalived_address(svc),
+                    real,
+                    extra=fields(service=svc, real=real, transition="enable", reason="operator"),
+                )
             return {"enabled": sorted(str(k) for k in keys), "was_drained": was}
         if isinstance(request, AddRequest):
             skey = parse_service(request.service)
@@ -710,7 +750,8 @@ class Director:
         either, it answers from the last table the dataplane gave.
         """
         try:
-            await asyncio.wait_for(self._busy.acquire(), STATUS_WAIT_S)
+            async with asyncio.timeout(STATUS_WAIT_S):
+                await self._busy.acquire()
         except TimeoutError:
             return self.snapshot(self.observed)
         try:
@@ -723,3 +764,22 @@ class Director:
         from gridlb.director.report import snapshot
 
         return snapshot(self, table)
+
+
+def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reason: str) -> None:
+    """Log a health transition as keepalived words it, with the journal fields operators filter on."""
+    check = {"script": "MISC_CHECK", "": "Check"}.get(kind, f"{kind.upper()}_CHECK")
+    rs, vs = keepalived_address(pair[1]), keepalived_address(pair[0])
+    verb = {"up": "succeeded", "refusing": "refuses new sessions", "down": "failed"}.get(str(new), str(new))
+    log.info(
+        "%s on service %s of VS %s %s: %s (health %s -> %s: %s)",
+        check,
+        rs,
+        vs,
+        verb,
+        reason or "-",
+        old,
+        new,
+        fmt_pair(pair),
+        extra=fields(service=pair[0], real=pair[1], transition=f"{old}->{new}", reason=reason),
+    )
