@@ -127,8 +127,9 @@ def director_site(b: _Builder, node: str, socket_path: Path) -> str:
         f"    port: {PORT}",
     ]
     out += ["    lb_algo: mh", "    mh_port: true", "    mh_fallback: true", "    inhibit_on_failure: true"]
+    kind = "DR" if b.options.dataplane == "dr" else "NAT"  # the proxy relays (NAT); dr forwards frames
     out += [
-        "    lb_kind: NAT",
+        f"    lb_kind: {kind}",
         "    delay_loop: 1",
         "    tcp_check: {connect_timeout: 1}",
         "    real_servers:",
@@ -359,8 +360,20 @@ class HeldFlows:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def places(self) -> dict[int, tuple[str, str]]:
-        """Return port → (director, real server) from the directors' connection tables."""
+    def places(self, wait_s: float = 5.0) -> dict[int, tuple[str, str]]:
+        """Return port → (director, real server) from the directors' connection tables.
+
+        Waits up to `wait_s` for every port to show up ESTABLISHED (a dataplane may report its
+        connection states with a lag, as dr's poll does).
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = self._places()
+            if len(found) == len(self.ports) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def _places(self) -> dict[int, tuple[str, str]]:
         from gridlb.api.client import ControlClient
 
         out: dict[int, tuple[str, str]] = {}
