@@ -16,9 +16,9 @@ remaining ones move too. Where the kernel has resilient next-hop groups (Linux >
 lets BIRD export to a table of its own and `gridlb.lab.resilient` mirrors the VIP's next hops into
 a resilient group, so a director that leaves gives up only its own flows (`--plain-multipath`
 keeps BIRD's route as it is). With `mh` moved flows keep their real server; with the proxy
-dataplane (which terminates TCP) a moved connection is reset. With `--dataplane dr` (once it is in
-the build) the services are DR and the directors hold no VIP: their ingress rules forward what
-the router sends.
+dataplane (which terminates TCP) a moved connection is reset. With `--dataplane dr` the services are DR
+and the directors hold no VIP: their ingress rules forward what the router sends, and the real
+servers answer the client through the router.
 """
 
 from __future__ import annotations
