@@ -22,11 +22,13 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Iterable
+from ipaddress import ip_address
 
 from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler
 from gridlb.table import (
     AddDest,
     AddService,
+    ConnEntry,
     DelService,
     Dest,
     DestCounters,
@@ -393,6 +395,25 @@ class ProxyState:
             dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
             services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
         return IpvsTable(services=tuple(services), timeouts=self.timeouts)
+
+
+    def closed_entries(self, now: float) -> list[ConnEntry]:
+        """Return the inactive connections as `ipvsadm -Lc` lists them (FIN_WAIT, time left)."""
+        out = []
+        for expires, dest, host, port in self.closed:
+            vkey = dest.service.key
+            assert vkey.addr is not None
+            out.append(
+                ConnEntry(
+                    Proto.TCP,
+                    max(0, round(expires - now)),
+                    "FIN_WAIT",
+                    RealKey(ip_address(host), port),
+                    RealKey(vkey.addr, vkey.port),
+                    dest.key,
+                )
+            )
+        return out
 
 
 def _check_service(key: ServiceKey, spec: ServiceSpec) -> None:

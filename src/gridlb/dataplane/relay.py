@@ -5,8 +5,9 @@ interest set once per socket; a connection is two directions, each moving bytes 
 through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
 pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
 both directions have ended. The control side talks to the engine through `call()`: a command queue
-drained by the engine thread after an eventfd wake-up, so every piece of state below is only ever
-touched by the engine thread. Scheduling and counters are the pure `ProxyState`.
+drained by the engine thread after an eventfd wake-up, so every socket, pipe and buffer below is only
+ever touched by the engine thread. Scheduling and counters are the pure `ProxyState`; several engines
+(workers.py) may share one, so every use of it here holds `lock` (one lock per engine by default).
 """
 
 from __future__ import annotations
@@ -263,16 +264,21 @@ class _Waker:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
-def listen_socket(key: ServiceKey, backlog: int, notsent_lowat: int = 0) -> socket.socket:
+def listen_socket(
+    key: ServiceKey, backlog: int, notsent_lowat: int = 0, *, reuseport: bool = False
+) -> socket.socket:
     """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY).
 
-    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit.
+    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit;
+    `reuseport` sets SO_REUSEPORT (one socket per worker, the kernel spreads connections over them).
     """
     assert key.addr is not None
     family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # Bind an address this host does not hold (yet): a backup director listens on the VIP.
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -289,7 +295,11 @@ def listen_socket(key: ServiceKey, backlog: int, notsent_lowat: int = 0) -> sock
 
 
 class RelayEngine:
-    """The relay thread: owns the epoll set, every socket and pipe, and the `ProxyState`."""
+    """The relay thread: owns the epoll set, every socket and pipe; uses `state` under `lock`.
+
+    Alone (the default) it makes its own `ProxyState`; a `WorkerPool` hands every engine the same
+    state and lock, and `reuseport=True` so that each engine has its own listening socket per service.
+    """
 
     def __init__(
         self,
@@ -305,13 +315,18 @@ class RelayEngine:
         clock: Callable[[], float] = time.monotonic,
         cpu: int | None = None,
         name: str = "gridlb-relay",
+        state: ProxyState | None = None,
+        lock: threading.Lock | None = None,
+        reuseport: bool = False,
     ) -> None:
         if mode is RelayMode.AUTO:
             mode = RelayMode.SPLICE if splice_available() else RelayMode.COPY
         elif mode is RelayMode.SPLICE and not splice_available():
             raise OSError(errno.ENOSYS, "os.splice is not available on this system")
         self.mode = mode
-        self.state = ProxyState(timeouts)
+        self.state = state if state is not None else ProxyState(timeouts)
+        self.lock = lock if lock is not None else threading.Lock()  # guards `state`
+        self.reuseport = reuseport
         self.connect_timeout_s = connect_timeout_s
         self.backlog = backlog
         self.copy_size = copy_size
@@ -373,7 +388,7 @@ class RelayEngine:
 
     def open_listener(self, svc: ServiceState) -> None:
         """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
-        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat)
+        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat, reuseport=self.reuseport)
         lst = _Listener(sock, svc)
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
@@ -401,8 +416,15 @@ class RelayEngine:
 
     def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays and inactive ones."""
-        now = self.clock()
-        self.state.expire(now)
+        out = self.open_connections()
+        with self.lock:
+            now = self.clock()
+            self.state.expire(now)
+            out.extend(self.state.closed_entries(now))
+        return out
+
+    def open_connections(self) -> list[ConnEntry]:
+        """Return this engine's open relays and connects in flight (`ipvsadm -Lc` lines)."""
         out = []
         seen: set[int] = set()
         for h in self._fdmap.values():
@@ -420,19 +442,6 @@ class RelayEngine:
                         h.dest.key,
                     )
                 )
-        for expires, dest, host, port in self.state.closed:
-            vkey = dest.service.key
-            assert vkey.addr is not None
-            out.append(
-                ConnEntry(
-                    Proto.TCP,
-                    max(0, round(expires - now)),
-                    "FIN_WAIT",
-                    RealKey(ip_address(host), port),
-                    RealKey(vkey.addr, vkey.port),
-                    dest.key,
-                )
-            )
         return out
 
     def open_count(self) -> int:
@@ -505,7 +514,8 @@ class RelayEngine:
                 with contextlib.suppress(Exception):
                     self._close(conn, aborted=True)
         if now >= self._next_expiry:
-            nxt = self.state.expire(now)
+            with self.lock:
+                nxt = self.state.expire(now)
             self._next_expiry = nxt if nxt is not None else now + 1.0
         wait = min(wait, max(0.0, self._next_expiry - now))
         while self._paused and self._paused[0][0] <= now:
@@ -539,8 +549,9 @@ class RelayEngine:
                 continue
             try:
                 self._next_expiry = self._due = 0.0  # commands may read counters: expire first
-                self.state.expire(self.clock())
-                fut.set_result(fn())
+                with self.lock:
+                    self.state.expire(self.clock())
+                fut.set_result(fn())  # a command that touches `state` where others share it takes `lock`
             except BaseException as exc:  # reported to the caller, never kills the engine
                 fut.set_exception(exc)
 
@@ -606,8 +617,13 @@ class RelayEngine:
         svc = conn.svc
         state = self.state
         limit = len(svc.dests) + 1
+        lock = self.lock
         while True:
-            d = state.pick(svc, conn.flow, now) if conn.tried < limit else None
+            if conn.tried < limit:
+                with lock:
+                    d = state.pick(svc, conn.flow, now)
+            else:
+                d = None
             if d is None:
                 self._count("no destination")
                 conn.state = _CLOSED
@@ -620,7 +636,8 @@ class RelayEngine:
                 b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
             except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
                 self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
-                state.connect_failed(d, mark_down=False)
+                with lock:
+                    state.connect_failed(d, mark_down=False)
                 conn.dest = None
                 conn.state = _CLOSED
                 conn.c.close()
@@ -642,7 +659,9 @@ class RelayEngine:
 
     def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
         self._count(f"connect: {reason}")
-        if self.state.connect_failed(d, mark_down=True) and self.on_failure is not None:
+        with self.lock:  # True for one engine only: a failure is reported once
+            newly_down = self.state.connect_failed(d, mark_down=True)
+        if newly_down and self.on_failure is not None:
             try:
                 self.on_failure(conn.svc.key, d.key, reason)
             except Exception:  # a faulty callback must not take the relay down
@@ -766,22 +785,14 @@ class RelayEngine:
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
         sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
-        dest = conn.dest
-        assert dest is not None
-        dtr = dest.traffic
-        str_ = conn.svc.traffic
+        moved = 0
         try:
             while True:
                 n = splice(sfd, pw, cap, None, None, _SPLICE_FLAGS)
                 if not n:
                     d.eof = True
                     break
-                if d.inbound:
-                    dtr.inbytes += n
-                    str_.inbytes += n
-                else:
-                    dtr.outbytes += n
-                    str_.outbytes += n
+                moved += n
                 # `pend` counts what the pipe holds from here on: if the write below fails (EPIPE,
                 # ECONNRESET), `_close` must see these bytes and not pool the pipe with them.
                 d.pend = n
@@ -797,8 +808,25 @@ class RelayEngine:
                 # (a pipe also fills by slots), and no new edge would come for data already queued.
         except BlockingIOError:
             return True
+        finally:
+            if moved:
+                self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
+
+    def _account(self, conn: _Conn, inbound: bool, n: int) -> None:
+        """Count `n` payload bytes read in one pump call (one lock per call, not per read)."""
+        dest = conn.dest
+        assert dest is not None
+        dtr = dest.traffic
+        str_ = conn.svc.traffic
+        with self.lock:
+            if inbound:
+                dtr.inbytes += n
+                str_.inbytes += n
+            else:
+                dtr.outbytes += n
+                str_.outbytes += n
 
     def _flush_splice(self, conn: _Conn, d: _Dir) -> None:
         try:
@@ -817,22 +845,14 @@ class RelayEngine:
         buf, mv = d.buf, d.mv
         assert mv is not None
         src, dst = d.src, d.dst
-        dest = conn.dest
-        assert dest is not None
-        dtr = dest.traffic
-        str_ = conn.svc.traffic
+        moved = 0
         try:
             while True:
                 n = src.recv_into(buf)
                 if not n:
                     d.eof = True
                     break
-                if d.inbound:
-                    dtr.inbytes += n
-                    str_.inbytes += n
-                else:
-                    dtr.outbytes += n
-                    str_.outbytes += n
+                moved += n
                 try:
                     m = dst.send(mv[:n])
                 except BlockingIOError:
@@ -844,6 +864,9 @@ class RelayEngine:
                     return False
         except BlockingIOError:
             return True
+        finally:
+            if moved:
+                self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
 
@@ -889,12 +912,14 @@ class RelayEngine:
         if dest is not None:
             if was_open:
                 now = self.clock()
-                self.state.closed_conn(dest, now, conn.caddr[0], conn.caddr[1])
-                expires = now + self.state.timeouts.tcpfin
+                with self.lock:
+                    self.state.closed_conn(dest, now, conn.caddr[0], conn.caddr[1])
+                    expires = now + self.state.timeouts.tcpfin
                 if expires < self._next_expiry:
                     self._next_expiry = self._due = expires
             else:  # aborted while connecting (engine stop): never established
-                self.state.connect_failed(dest, mark_down=False)
+                with self.lock:
+                    self.state.connect_failed(dest, mark_down=False)
             conn.dest = None
 
 
