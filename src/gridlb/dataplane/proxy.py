@@ -146,7 +146,7 @@ class ProxyDataplane:
 
     async def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays, then inactive ones."""
-        return await self._pool.connections()
+        return self._pool.connections()
 
     async def counters(self) -> DataplaneCounters:
         """Return the relay's error counts by reason (accept, connect and relay errors)."""

@@ -317,6 +317,7 @@ class RelayEngine:
         name: str = "gridlb-relay",
         state: ProxyState | None = None,
         lock: threading.Lock | None = None,
+        live: LiveConns | None = None,
         reuseport: bool = False,
     ) -> None:
         if mode is RelayMode.AUTO:
@@ -325,7 +326,8 @@ class RelayEngine:
             raise OSError(errno.ENOSYS, "os.splice is not available on this system")
         self.mode = mode
         self.state = state if state is not None else ProxyState(timeouts)
-        self.lock = lock if lock is not None else threading.Lock()  # guards `state`
+        self.lock = lock if lock is not None else threading.Lock()  # guards `state` and `live`
+        self.live: LiveConns = live if live is not None else {}  # bound connections -> destination
         self.reuseport = reuseport
         self.connect_timeout_s = connect_timeout_s
         self.backlog = backlog
@@ -399,6 +401,10 @@ class RelayEngine:
         lst = self.listeners.pop(key, None)
         if lst is not None:
             self._fdmap.pop(lst.fd, None)
+            # Refuse new connections now (a listening socket shut down leaves the port at once, its
+            # queue reset); the descriptor itself is closed after the batch, like every socket.
+            with contextlib.suppress(OSError):
+                lst.sock.shutdown(socket.SHUT_RDWR)
             self._closing.append(lst.sock)  # closing removes it from the epoll set
 
     def rebind_listener(self, svc: ServiceState) -> None:
@@ -416,33 +422,10 @@ class RelayEngine:
 
     def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays and inactive ones."""
-        out = self.open_connections()
         with self.lock:
             now = self.clock()
             self.state.expire(now)
-            out.extend(self.state.closed_entries(now))
-        return out
-
-    def open_connections(self) -> list[ConnEntry]:
-        """Return this engine's open relays and connects in flight (`ipvsadm -Lc` lines)."""
-        out = []
-        seen: set[int] = set()
-        for h in self._fdmap.values():
-            if isinstance(h, _Conn) and id(h) not in seen and h.dest is not None:
-                seen.add(id(h))
-                svc_key = h.svc.key
-                assert svc_key.addr is not None
-                out.append(
-                    ConnEntry(
-                        Proto.TCP,
-                        self.state.timeouts.tcp if h.state is _OPEN else 0,
-                        "ESTABLISHED" if h.state is _OPEN else "SYN_SENT",
-                        RealKey(ip_address(h.caddr[0]), h.caddr[1]),
-                        RealKey(svc_key.addr, svc_key.port),
-                        h.dest.key,
-                    )
-                )
-        return out
+            return [*live_entries(self.live, self.state.timeouts), *self.state.closed_entries(now)]
 
     def open_count(self) -> int:
         """Return the number of client connections currently held (connecting or relaying)."""
@@ -618,10 +601,13 @@ class RelayEngine:
         state = self.state
         limit = len(svc.dests) + 1
         lock = self.lock
+        live = self.live
         while True:
             if conn.tried < limit:
                 with lock:
                     d = state.pick(svc, conn.flow, now)
+                    if d is not None:
+                        live[conn] = d
             else:
                 d = None
             if d is None:
@@ -637,6 +623,7 @@ class RelayEngine:
             except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
                 self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
                 with lock:
+                    del live[conn]
                     state.connect_failed(d, mark_down=False)
                 conn.dest = None
                 conn.state = _CLOSED
@@ -660,6 +647,7 @@ class RelayEngine:
     def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
         self._count(f"connect: {reason}")
         with self.lock:  # True for one engine only: a failure is reported once
+            del self.live[conn]
             newly_down = self.state.connect_failed(d, mark_down=True)
         if newly_down and self.on_failure is not None:
             try:
@@ -913,14 +901,41 @@ class RelayEngine:
             if was_open:
                 now = self.clock()
                 with self.lock:
+                    del self.live[conn]
                     self.state.closed_conn(dest, now, conn.caddr[0], conn.caddr[1])
                     expires = now + self.state.timeouts.tcpfin
                 if expires < self._next_expiry:
                     self._next_expiry = self._due = expires
             else:  # aborted while connecting (engine stop): never established
                 with self.lock:
+                    del self.live[conn]
                     self.state.connect_failed(dest, mark_down=False)
             conn.dest = None
+
+
+#: Every bound connection (connecting or relaying) -> its destination, kept under the state lock so
+#: that a listing sees each connection once: open here, or closed in `ProxyState.closed`.
+LiveConns = dict[_Conn, DestState]
+
+
+def live_entries(live: LiveConns, timeouts: Timeouts) -> list[ConnEntry]:
+    """Return the bound connections as `ipvsadm -Lc` lines (call with the state lock held)."""
+    out = []
+    for conn, dest in live.items():
+        svc_key = conn.svc.key
+        assert svc_key.addr is not None
+        opened = conn.state is _OPEN
+        out.append(
+            ConnEntry(
+                Proto.TCP,
+                timeouts.tcp if opened else 0,
+                "ESTABLISHED" if opened else "SYN_SENT",
+                RealKey(ip_address(conn.caddr[0]), conn.caddr[1]),
+                RealKey(svc_key.addr, svc_key.port),
+                dest.key,
+            )
+        )
+    return out
 
 
 def _reason(err: int) -> str:
@@ -936,9 +951,11 @@ def _reason(err: int) -> str:
 __all__ = [
     "ConnState",
     "FailureCallback",
+    "LiveConns",
     "PipePool",
     "RelayEngine",
     "RelayMode",
     "listen_socket",
+    "live_entries",
     "splice_available",
 ]

@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 
 from gridlb.config.defaults import PROXY_WORKERS_MAX
 from gridlb.dataplane.proxy_state import ProxyState, ServiceState
-from gridlb.dataplane.relay import FailureCallback, RelayEngine, RelayMode, splice_available
+from gridlb.dataplane.relay import (
+    FailureCallback,
+    LiveConns,
+    RelayEngine,
+    RelayMode,
+    live_entries,
+    splice_available,
+)
 from gridlb.table import ConnEntry, ServiceKey, Timeouts
 
 T = TypeVar("T")
@@ -80,6 +87,7 @@ class WorkerPool:
             mode = RelayMode.SPLICE if splice_available() else RelayMode.COPY
         self.state = ProxyState(timeouts)
         self.lock = threading.Lock()
+        self.live: LiveConns = {}
         self.clock = clock
         self._stopped = False
         ncpu = os.cpu_count() or 1
@@ -95,6 +103,7 @@ class WorkerPool:
                         name="gridlb-relay" if workers == 1 else f"gridlb-relay-{i}",
                         state=self.state,
                         lock=self.lock,
+                        live=self.live,
                         reuseport=workers > 1,
                         **engine_options,
                     )
@@ -147,15 +156,13 @@ class WorkerPool:
             if isinstance(r, BaseException):
                 raise r
 
-    async def connections(self) -> list[ConnEntry]:
-        """Return the connection table: every engine's open relays, then the inactive connections."""
-        out: list[ConnEntry] = []
-        for r in await self.each(lambda e: e.open_connections()):
-            if isinstance(r, BaseException):
-                raise r
-            out.extend(r)
-        out.extend(self.locked(lambda s: s.closed_entries(self.clock())))
-        return out
+    def connections(self) -> list[ConnEntry]:
+        """Return the connection table: open relays of every engine, then the inactive connections."""
+
+        def listing(state: ProxyState) -> list[ConnEntry]:
+            return [*live_entries(self.live, state.timeouts), *state.closed_entries(self.clock())]
+
+        return self.locked(listing)
 
     async def errors(self) -> dict[str, int]:
         """Return the engines' error counts by reason, summed."""
