@@ -396,7 +396,6 @@ class ProxyState:
             services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
         return IpvsTable(services=tuple(services), timeouts=self.timeouts)
 
-
     def closed_entries(self, now: float) -> list[ConnEntry]:
         """Return the inactive connections as `ipvsadm -Lc` lists them (FIN_WAIT, time left)."""
         out = []
