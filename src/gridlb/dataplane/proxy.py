@@ -13,6 +13,7 @@ task that this object keeps referenced until it ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from gridlb.table import (
 
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
+log = logging.getLogger(__name__)
 
 #: Called on the asyncio loop when a real server refused or timed out a connect: (service, real, reason).
 BackendFailureCallback = Callable[[ServiceKey, RealKey, str], Awaitable[None] | None]
@@ -217,11 +219,13 @@ class _Factory:
 
     def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> ProxyDataplane:
         """Return a proxy dataplane for a site with `settings`."""
+        workers = resolve_workers(settings.proxy.workers)
+        log.info("proxy dataplane: %d relay worker%s", workers, "" if workers == 1 else "s")
         return ProxyDataplane(
             timeouts=settings.timeouts.table_timeouts(),
             options=ProxyOptions(
                 connect_timeout_s=settings.proxy.connect_timeout_s,
-                workers=resolve_workers(settings.proxy.workers),
+                workers=workers,
             ),
             on_backend_failure=hooks.on_backend_failure,
         )
