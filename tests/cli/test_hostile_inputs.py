@@ -3,7 +3,9 @@
 Each input (the 478-byte alias bomb, 10,000-deep YAML, /dev/zero, a non-UTF-8 keepalived.conf, deep
 JSON, surrogate escapes) must give exit 2 and exactly one `file:line: error: ...` line, no traceback,
 nothing on stdout, and leave an existing output file as it was. Commands run as real `gridlb`
-processes; their CPU time and peak memory are taken from wait4() for that process alone.
+processes; their CPU time is taken from wait4() for that process alone, and their peak memory from
+the kernel's high-water mark of the process's own address space (VmHWM, read at exit): wait4's
+ru_maxrss would count the test runner's memory too, which the child shares between fork and exec.
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ import pytest
 
 from tests.config.test_load_hostile import alias_bomb
 
-GRIDLB = [sys.executable, "-m", "gridlb"]
+#: `gridlb` run as `python -m gridlb`, writing its own VmHWM (KiB) at exit to the file named first.
+HWM_WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def hwm():
+    with open("/proc/self/status") as status, open(out, "w") as o:
+        o.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+atexit.register(hwm)
+sys.argv[0] = "gridlb"
+runpy.run_module("gridlb", run_name="__main__", alter_sys=True)
+"""
 ONE_ERROR = re.compile(r"^(gridlb( ipvsadm)?: )?\S+:\d+: error: \S.*$")
 
 #: The acceptance bounds: within 2 s (of CPU, so that a loaded test machine does not decide) and 200 MB.
@@ -46,7 +58,11 @@ def run(args: list[str], tmp: Path, stdin: Path | None = None, timeout_s: float 
         err.open("wb") as e,
         stdin.open("rb") if stdin else open(os.devnull, "rb") as i,
     ):
-        proc = subprocess.Popen([*GRIDLB, *args], stdin=i, stdout=o, stderr=e, cwd=tmp)
+        hwm = tmp / "vmhwm"
+        hwm.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HWM_WRAPPER, str(hwm), *args], stdin=i, stdout=o, stderr=e, cwd=tmp
+        )
     deadline = time.monotonic() + timeout_s
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -64,7 +80,7 @@ def run(args: list[str], tmp: Path, stdin: Path | None = None, timeout_s: float 
         out.read_text(errors="replace"),
         err.read_text(errors="replace"),
         usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss,
+        int(hwm.read_text()) if hwm.exists() else usage.ru_maxrss,
     )
 
 
