@@ -18,7 +18,9 @@ from ipaddress import ip_address
 
 import pytest
 
-from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
+from gridlb.config.schema import GridlbSettings
+from gridlb.dataplane.base import DataplaneHooks
+from gridlb.dataplane.proxy import FACTORY, ProxyDataplane, ProxyOptions
 from gridlb.dataplane.workers import cpu_count, resolve_workers
 from gridlb.sched.base import DestView, Flow, create_scheduler
 from gridlb.table import (
@@ -295,3 +297,15 @@ async def test_connections_lists_every_worker(made: list[ProxyDataplane], server
 def test_resolve_workers() -> None:
     assert resolve_workers(3) == 3
     assert resolve_workers("auto") == cpu_count() >= 1
+
+
+@pytest.mark.parametrize(("setting", "want"), [(None, 1), (2, 2), ("auto", cpu_count())])
+async def test_the_site_setting_makes_the_workers(setting: int | str | None, want: int) -> None:
+    proxy_section = {} if setting is None else {"workers": setting}
+    settings = GridlbSettings.model_validate({"proxy": proxy_section})
+    dp = FACTORY.create(settings, DataplaneHooks())
+    try:
+        assert dp.workers == want
+        assert [e.alive for e in dp._pool.engines] == [True] * want
+    finally:
+        await dp.close()
