@@ -11,7 +11,7 @@ Both run the real `ProxyState` with gridlb.sched's wlc over 3 destinations, a pi
 close per connection, and report process CPU µs per connection (all threads), medians of 3 rounds.
 The lock is measured with and without a second worker taking it at the same time.
 
-    python bench/workers_sched.py [--conns 50000]
+    python bench/workers_sched.py [--quick] [--conns 50000]
 """
 
 from __future__ import annotations
@@ -121,20 +121,26 @@ def measure(fn: Callable[[], None], conns: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10,000 connections per case")
     ap.add_argument("--conns", type=int, default=50_000)
-    n = ap.parse_args().conns
-    cases: dict[str, tuple[Callable[[], None], int]] = {
-        "no lock (one worker, no sharing)": (lambda: plain(n), n),
-        "lock, 1 thread": (lambda: locked(n), n),
-        "lock, 2 threads contending": (lambda: locked(n // 2, 2), n),
-        "owner thread, hand-off per pick": (lambda: owner(n), n),
+    a = ap.parse_args()
+    n = 10_000 if a.quick else a.conns
+    cases: dict[str, tuple[str, Callable[[], None]]] = {
+        "none": ("no lock (one worker, no sharing)", lambda: plain(n)),
+        "lock": ("lock, 1 thread", lambda: locked(n)),
+        "lock2": ("lock, 2 threads contending", lambda: locked(n // 2, 2)),
+        "owner": ("owner thread, hand-off per pick", lambda: owner(n)),
     }
     base = 0.0
-    for name, (fn, conns) in cases.items():
-        vals = [measure(fn, conns) for _ in range(3)]
+    kv = {}
+    print("CPU µs per connection, median of 3 [min–max], and the cost over no sharing")
+    for key, (label, fn) in cases.items():
+        vals = [measure(fn, n) for _ in range(3)]
         med = statistics.median(vals)
         base = base or med
-        print(f"{name:<36} {med:7.2f} µs/conn [{min(vals):.2f}–{max(vals):.2f}]  +{med - base:.2f}")
+        print(f"{label:<36} {med:7.2f} µs/conn [{min(vals):.2f}–{max(vals):.2f}]  +{med - base:.2f}")
+        kv[f"{key}_us"] = f"{med:.2f}"
+    print("RESULT workers_sched " + " ".join(f"{k}={v}" for k, v in kv.items()))
     return 0
 
 
