@@ -44,6 +44,7 @@ from gridlb.table import (
 
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
+
 log = logging.getLogger(__name__)
 
 #: Called on the asyncio loop when a real server refused or timed out a connect: (service, real, reason).
