@@ -47,5 +47,5 @@ def test_director_pair_v4_v6_crash(tmp_path: Path) -> None:
             assert probe(lab, fam, "dir2"), d2.log.read_text()[-2000:]
         assert [i["state"] for i in d2.status()["instances"]] == ["MASTER", "MASTER"]
         d2.stop_clean()
-        assert d2.proc is not None and d2.proc.returncode == 0
+        assert d2.proc is not None and d2.proc.returncode == 0, d2.log.read_text()[-4000:]
         assert not any(d2.holds_vip(f) for f in both)

@@ -77,6 +77,8 @@ DEFAULT_RESYNC_INTERVAL_S = 5.0
 RETIRE_POLL_S = 0.25
 #: How long `status` waits for a batch in progress before answering from the last known table.
 STATUS_WAIT_S = 0.25
+#: How long `stop` waits for the loop and the timer to end once cancelled.
+STOP_WAIT_S = 5.0
 #: `gridlb:` settings a running director cannot change: a reload that changes one says so.
 RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
 
@@ -238,7 +240,10 @@ class Director:
             await self.health_monitor.close()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a task that ignores its cancellation must not keep the director up
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in stuck:
+                log.error("director: task %s did not stop within %g s", task.get_name(), STOP_WAIT_S)
         self._tasks.clear()
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -260,7 +265,8 @@ class Director:
         while True:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_tick_s())
+                async with asyncio.timeout(self._next_tick_s()):
+                    await self._wake.wait()
                 continue  # the schedule changed: compute it again
             self.submit(Resync())
 
@@ -710,7 +716,8 @@ class Director:
         either, it answers from the last table the dataplane gave.
         """
         try:
-            await asyncio.wait_for(self._busy.acquire(), STATUS_WAIT_S)
+            async with asyncio.timeout(STATUS_WAIT_S):
+                await self._busy.acquire()
         except TimeoutError:
             return self.snapshot(self.observed)
         try:

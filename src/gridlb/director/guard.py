@@ -82,7 +82,10 @@ class GuardedDataplane:
         """Run one dataplane call under a deadline; raise DataplaneCallError (recorded) on any failure."""
         limit = self.deadline_s if deadline_s is None else deadline_s
         try:
-            value = await asyncio.wait_for(call(), limit)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation of
+            # the caller that arrives as the call completes, and the director's loop would never stop
+            async with asyncio.timeout(limit):
+                value = await call()
         except TimeoutError:
             error = f"{method}: no answer within {limit:g} s"
         except asyncio.CancelledError:
