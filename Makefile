@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use (installed only when running as root).
 DEB_PKGS := keepalived ipvsadm nftables arptables iproute2 procps psmisc netbase \
-            globus-gridftp-server-progs globus-gass-copy-progs haproxy xrootd-server xrootd-client curl \
-            nginx-light libnginx-mod-http-dav-ext libnginx-mod-http-echo
+            globus-gridftp-server-progs globus-gass-copy-progs haproxy xrootd-server xrootd-client curl wget \
+            nginx-light libnginx-mod-http-dav-ext libnginx-mod-http-echo \
+            chromium systemd
 
 .PHONY: demo test venv deb lint typecheck pytest clean bench
 

@@ -165,9 +165,12 @@ async def test_certificate_days_left_reach_status_and_metrics(
     director.report_check(
         (SVC, B), CheckResult(Verdict.UP, "certificate expires in 12 days", cert_days_left=12.5)
     )
-    await director.resync()
-    status = await director.status()
-    (real,) = [r for _, r in status.reals() if r.real == str(B)]
+    for _ in range(100):  # the director's loop takes the report from its queue
+        status = await director.status()
+        (real,) = [r for _, r in status.reals() if r.real == str(B)]
+        if real.last_check is not None:
+            break
+        await asyncio.sleep(0.01)
     assert real.last_check is not None and real.last_check.cert_days_left == 12.5
     text = (await metrics.scrape()).decode()
     rs = {**LABELS, "real_server": str(B)}

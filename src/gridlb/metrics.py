@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -253,8 +254,8 @@ class Metrics:
             async with asyncio.timeout(HTTP_HEAD_TIMEOUT_S):
                 head = await read_request_head(reader)
             if isinstance(head, str):  # refused: answer, then let the client finish sending
-                await _respond(writer, head, "text/plain", head.encode() + b"\n", with_body=True)
-                await _linger(writer, reader)
+                await respond(writer, head, "text/plain", head.encode() + b"\n", with_body=True)
+                await linger(writer, reader)
                 return
             parts = head.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
@@ -269,7 +270,7 @@ class Metrics:
                 body = b'<html><body><a href="/metrics">gridlb metrics</a></body></html>\n'
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found; try /metrics\n"
-            await _respond(writer, status, ctype, body, with_body=parts[:1] != ["HEAD"])
+            await respond(writer, status, ctype, body, with_body=parts[:1] != ["HEAD"])
         except (TimeoutError, ConnectionError):
             pass
         except Exception:
@@ -293,8 +294,16 @@ LINGER_BYTES = 4 << 20
 LINGER_S = 2.0
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> bytes | str:
-    """Read an HTTP request head; return its request line, or the status refusing it (414, 431, 400)."""
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A request line and its headers (names lower-cased; a repeated one keeps its last value)."""
+
+    line: bytes
+    headers: Mapping[str, str]
+
+
+async def read_request(reader: asyncio.StreamReader) -> RequestHead | str:
+    """Read an HTTP request head; return it, or the status refusing it (414, 431, 400)."""
     try:
         line = await reader.readuntil(b"\n")
     except asyncio.LimitOverrunError:
@@ -304,6 +313,7 @@ async def read_request_head(reader: asyncio.StreamReader) -> bytes | str:
             raise ConnectionResetError("closed before a request") from None
         return "400 Bad Request"
     total = len(line)
+    headers: dict[str, str] = {}
     while True:
         try:
             header = await reader.readuntil(b"\n")
@@ -316,18 +326,34 @@ async def read_request_head(reader: asyncio.StreamReader) -> bytes | str:
             return "431 Request Header Fields Too Large"
         if not header.strip():
             break
-    return line
+        name, sep, value = header.decode("latin-1").partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return RequestHead(line, headers)
 
 
-async def _respond(
-    writer: asyncio.StreamWriter, status: str, ctype: str, body: bytes, *, with_body: bool
+async def read_request_head(reader: asyncio.StreamReader) -> bytes | str:
+    """Read an HTTP request head; return its request line, or the status refusing it (414, 431, 400)."""
+    head = await read_request(reader)
+    return head if isinstance(head, str) else head.line
+
+
+async def respond(
+    writer: asyncio.StreamWriter,
+    status: str,
+    ctype: str,
+    body: bytes,
+    *,
+    with_body: bool,
+    extra: str = "",
 ) -> None:
-    head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+    """Write one HTTP/1.0 response (`extra`: more header lines, each ending in CRLF)."""
+    head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     writer.write(head.encode() + (body if with_body else b""))
     await writer.drain()
 
 
-async def _linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+async def linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
     """Half-close, then drop what the client still sends (bounded), so our reply is not lost to a reset."""
     if writer.can_write_eof():
         writer.write_eof()
@@ -339,6 +365,20 @@ async def _linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) ->
                 if not chunk:
                     break
                 left -= len(chunk)
+
+
+def check_listen(text: str, key: str) -> str:
+    """Return `text` when it is ``ADDR:PORT`` as the site file's listeners take it; ConfigError otherwise."""
+    from gridlb.config.schema import GridlbSettings
+    from gridlb.errors import ConfigError
+
+    try:
+        GridlbSettings.model_validate({"metrics_listen": text})
+    except ValueError:
+        raise ConfigError(
+            f"{text!r}: expected ADDR:PORT, e.g. 127.0.0.1:9100 or [::1]:9100", key=key
+        ) from None
+    return text
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -2,7 +2,7 @@
 
 The venv gets only what `pip install gridlb` brings (the package and its runtime dependencies, no
 extras), the demo runs as `nobody` for 20 s, and a file is fetched through it with our client and
-with globus-url-copy, then compared with the demo's own copy.
+with globus-url-copy and curl (which dials the VIP for data), then compared with the demo's own copy.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def fresh_venv(where: Path) -> Path:
 
 def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
     need_root()
-    need_tool("setpriv", "globus-url-copy")
+    need_tool("setpriv", "globus-url-copy", "curl")
     venv = fresh_venv(workdir)
     gridlb = str(venv / "bin" / "gridlb")
     proc = subprocess.Popen(
@@ -106,6 +106,18 @@ def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
         assert copied.returncode == 0, copied.stderr
         assert guc.read_bytes() == original
 
+        # curl with its default options dials the VIP for data: the demo serves its data ports too
+        assert "curl ftp://127.0.0.1:2811/hello.txt" in text
+        by_curl = workdir / "curl.bin"
+        fetched = subprocess.run(
+            ["curl", "-sS", "-o", str(by_curl), "ftp://127.0.0.1:2811/random-1MiB.bin"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert fetched.returncode == 0, fetched.stderr
+        assert by_curl.read_bytes() == original
+
         status = subprocess.run(
             [
                 "setpriv",
@@ -130,7 +142,7 @@ def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
             for line in metrics.splitlines()
             if line.startswith("gridlb_real_server_connections_total{")
         )
-        assert total >= 2  # both downloads went through the director
+        assert total >= 4  # the downloads went through the director (curl's data connection too)
 
         rest, err = proc.communicate(timeout=40)
         assert proc.returncode == 0, err

@@ -62,3 +62,21 @@ def test_bad_site_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"gridlb: {site}:4: error: virtual_servers.gridftp.port")
+
+
+def test_fwmark_service_on_the_proxy_is_refused_with_one_line_exit_2(tmp_path: Path) -> None:
+    from tests.cli.test_lint import FWMARK_ON_PROXY
+
+    site = tmp_path / "site.yaml"
+    site.write_text(FWMARK_ON_PROXY)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gridlb", "director", "run", str(site), "--socket", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "service FWM 7: the proxy dataplane: firewall-mark services are not supported" in lines[0]
+    assert not (tmp_path / "s").exists()  # never "running" and serving nothing

@@ -143,3 +143,28 @@ def test_installed_console_script(tmp_path: Path) -> None:
         [str(script), "lint", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+FWMARK_ON_PROXY = (
+    "virtual_servers:\n"
+    "  marked:\n"
+    "    fwmark: 7\n"
+    "    persistence_timeout: 300\n"
+    "    real_servers:\n"
+    "      - ip_address: 127.0.0.2\n"
+    "gridlb:\n"
+    "  dataplane: proxy\n"
+)
+
+
+def test_fwmark_service_on_the_proxy_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text(FWMARK_ON_PROXY)
+    assert main(["lint", str(p)]) == 1
+    out, _ = capsys.readouterr()
+    (line,) = [x for x in out.splitlines() if "firewall-mark" in x]
+    assert line.startswith(f"{p}:2: error: virtual_servers.marked: the proxy dataplane: ")
+    # persistence itself is no longer a finding: the proxy keeps IPVS templates
+    assert "persistence" not in out

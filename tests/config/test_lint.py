@@ -271,3 +271,15 @@ def test_director_says_at_start_which_checkers_it_does_not_run() -> None:
     not_run = [line for line in said if "is not run by gridlb" in line]
     assert any("SMTP_CHECK of 10.90.0.12:25" in line and "counts as up" in line for line in not_run), said
     assert len(not_run) >= 6
+
+
+def test_lvs_sync_daemon_interface_with_a_dataplane_that_does_not_sync_is_a_warning() -> None:
+    vs = "keepalived::virtual_servers: {}\n"
+    proxy = lint(
+        instance(extra="    lvs_sync_daemon_interface: eth0\n") + vs + "gridlb:\n  dataplane: proxy\n"
+    )
+    assert [(f.code, f.severity) for f in proxy if f.code == "sync-not-run"] == [
+        ("sync-not-run", Severity.WARNING)
+    ]
+    dr = lint(instance(extra="    lvs_sync_daemon_interface: eth0\n") + vs + "gridlb:\n  dataplane: dr\n")
+    assert [f for f in dr if f.code == "sync-not-run"] == []

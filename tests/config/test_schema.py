@@ -20,6 +20,7 @@ from gridlb.config.schema import (
     GlobalDefs,
     GridftpCheck,
     GridftpCheckSettings,
+    GridftpService,
     GridlbSettings,
     HttpCheck,
     HttpUrl,
@@ -264,6 +265,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         GridftpCheckSettings,
         XrootdCheckSettings,
         ProxySettings,
+        GridftpService,
         HttpCheck,
         HttpUrl,
         SmtpCheck,
@@ -297,3 +299,32 @@ def test_persistence_granularity_is_a_netmask_or_an_ipv6_prefix_length() -> None
     for bad, family in (("garbage", {}), ("64", {}), ("129", {"ip_address": "fd00::1"})):
         with pytest.raises(ValidationError, match="persistence_granularity"):
             vs(persistence_granularity=bad, **family)
+
+
+def test_gridftp_services_name_a_vip_port_a_range_and_a_421_line() -> None:
+    s = GridlbSettings.model_validate(
+        {"gridftp_services": {"192.0.2.1:2811": {"data_ports": "50000-50999"}, "[2001:db8::1]:2811": {}}}
+    )
+    v4 = s.gridftp_service(ServiceKey.tcp("192.0.2.1", 2811))
+    assert v4 is not None and v4.data_ports == (50000, 50999)
+    assert v4.unavailable_reply.startswith("421 ")
+    assert s.gridftp_service(ServiceKey.tcp("2001:db8::1", 2811)) is not None
+    assert s.gridftp_service(ServiceKey.tcp("192.0.2.1", 2812)) is None
+    for bad, where in (
+        ({"x": {}}, "VIP:PORT"),
+        ({"192.0.2.1:2811": {"data_ports": "51000-50000"}}, "above the last"),
+        ({"192.0.2.1:2811": {"data_ports": "1-5000"}}, "at most 4096"),
+        ({"192.0.2.1:2811": {"data_ports": "fifty"}}, "A-B"),
+        ({"192.0.2.1:2811": {"unavailable_reply": "500 no"}}, "421"),
+        ({"192.0.2.1:2811": {"unavailable_reply": "421 a\r\n220 b"}}, "one printable line"),
+        ({"192.0.2.1:2811": {"data_ports": "2800-2900"}}, "share port 2811"),
+        (
+            {
+                "192.0.2.1:2811": {"data_ports": "50000-50999"},
+                "192.0.2.1:2812": {"data_ports": "50900-51000"},
+            },
+            "share port 50900",
+        ),
+    ):
+        with pytest.raises(ValidationError, match=where):
+            GridlbSettings.model_validate({"gridftp_services": bad})

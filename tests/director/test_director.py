@@ -163,13 +163,13 @@ async def test_passive_failure_is_retried_after_passive_retry_s(h: Harness) -> N
 
 
 async def test_reload_refuses_what_start_refuses_and_names_restart_settings(h: Harness) -> None:
-    # a scheduler the dataplane lacks: start refuses it (check_dataplane), so reload does too
+    # a protocol the dataplane lacks: start refuses it (check_dataplane), so reload does too
     with pytest.raises(ConfigError):
-        site_config(A, lb_algo="wlc", persistence_timeout=300).check_dataplane()
-    h.next_config = site_config(A, persistence_timeout=300)
+        site_config(A, protocol="UDP").check_dataplane()
+    h.next_config = site_config(A, protocol="UDP")
     with pytest.raises(ApiError) as exc:
         await h.director.call(ReloadRequest())
-    assert exc.value.code is ErrorCode.CONFIG and "persistence" in exc.value.message
+    assert exc.value.code is ErrorCode.CONFIG and "protocol UDP" in exc.value.message
     assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}
     # a setting a running director cannot change is named in the reply, not silently ignored
     new = site_config(A, B, C)

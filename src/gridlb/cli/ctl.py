@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -281,29 +282,77 @@ def run_drain(args: argparse.Namespace) -> int:
         print(f"drained {names}: no new connections")
         if not args.wait:
             return EXIT_OK
-        match = _matcher(args.real)
-        deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-        shown = -1
-        while True:
-            try:
-                active = _active_of(client.snapshot(), match)
-            except ApiError as exc:
-                return _refused("drain", exc)
-            total = sum(active.values())
-            if total == 0:
-                print(f"{names}: no active connection")
-                return EXIT_OK
-            if total != shown:
-                print(f"waiting: {total} active connection{'s' if total != 1 else ''}", flush=True)
-                shown = total
-            if deadline is not None and time.monotonic() >= deadline:
-                print(
-                    f"gridlb drain: timed out after {args.timeout:g} s; {names} still has {total} active "
-                    "connection(s) (it stays drained)",
-                    file=sys.stderr,
+        view = DrainView(names, tty=sys.stdout.isatty())
+        try:
+            return _wait_drained(client, args, names, view)
+        finally:
+            view.close()
+
+
+class DrainView:
+    """Shows the active connections left falling to zero: a rich bar on a terminal, else a line per change."""
+
+    def __init__(self, names: str, *, tty: bool, console: Console | None = None) -> None:
+        self.names = names
+        self.console = console
+        self.tty = tty
+        self.shown = -1
+        self.first: int | None = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def update(self, left: int) -> None:
+        """Show `left` active connections."""
+        if self.first is None:
+            self.first = left
+            if self.tty and left > 0:
+                self.progress = Progress(
+                    TextColumn(f"draining {self.names}"),
+                    BarColumn(),
+                    TextColumn("{task.fields[left]} active connection(s) left"),
+                    TimeElapsedColumn(),
+                    console=self.console,
+                    transient=True,
                 )
-                return EXIT_REFUSED
-            time.sleep(0.2)
+                self.progress.start()
+                self.task = self.progress.add_task("drain", total=left, left=left)
+        if self.progress is not None and self.task is not None:
+            first = max(self.first, left)
+            self.progress.update(self.task, total=first, completed=first - left, left=left)
+        elif left != self.shown and left > 0:
+            print(f"waiting: {left} active connection{'s' if left != 1 else ''}", flush=True)
+        self.shown = left
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _wait_drained(client: ControlClient, args: argparse.Namespace, names: str, view: DrainView) -> int:
+    match = _matcher(args.real)
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    while True:
+        try:
+            active = _active_of(client.snapshot(), match)
+        except ApiError as exc:
+            return _refused("drain", exc)
+        total = sum(active.values())
+        view.update(total)
+        if total == 0:
+            view.close()
+            print(f"{names}: no active connection")
+            return EXIT_OK
+        if deadline is not None and time.monotonic() >= deadline:
+            view.close()
+            print(
+                f"gridlb drain: timed out after {args.timeout:g} s; {names} still has {total} active "
+                "connection(s) (it stays drained)",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        time.sleep(0.2)
 
 
 def run_enable(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Three embedded GridFTP real servers on 127.0.0.2, 127.0.0.3 and 127.0.0.4 port 2811 serve one demo
 directory, each advertising its own address for data connections; a director with the userspace
-proxy dataplane balances 127.0.0.1:2811 over them (wlc, GridFTP checks every second), serves its
+proxy dataplane balances 127.0.0.1:2811 over them (wlc, GridFTP checks every second) and serves
+their passive data ports 61100-61163 on 127.0.0.1 too (for curl and ftplib), serves its
 control socket in a private run directory and Prometheus metrics on 127.0.0.1:9100. The live status
 table is shown until Ctrl-C (or --duration); --no-tui prints plain logs instead.
 """
@@ -32,6 +33,8 @@ from gridlb.gridftp.server import GridftpServer, ServerConfig
 VIP = "127.0.0.1"
 PORT = 2811
 REALS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+#: The real servers' passive ports; the VIP serves them too, for clients that ignore the PASV address.
+DATA_PORTS = (61100, 61163)  # above the ephemeral ports (32768-60999): no client holds them
 FILES = {"hello.txt": None, "random-1MiB.bin": 1 << 20, "random-16MiB.bin": 16 << 20}
 
 log = logging.getLogger("gridlb.demo")
@@ -53,12 +56,18 @@ def register(subparsers: Any) -> None:
         "--metrics", default=f"{VIP}:9100", metavar="ADDR:PORT", help="metrics listener ('' = off)"
     )
     p.add_argument(
+        "--dashboard",
+        default="",
+        metavar="ADDR:PORT",
+        help="serve the web dashboard there, e.g. 127.0.0.1:8080 (default: off)",
+    )
+    p.add_argument(
         "--dir", metavar="DIR", help="run directory (default: a new temporary one, removed at exit)"
     )
     p.set_defaults(func=run)
 
 
-def demo_site(run_dir: Path, metrics: str) -> DirectorConfig:
+def demo_site(run_dir: Path, metrics: str, dashboard: str = "") -> DirectorConfig:
     """Return the demo's director config: one wlc service over the three real servers."""
     site = site_from_mapping(
         {
@@ -80,7 +89,9 @@ def demo_site(run_dir: Path, metrics: str) -> DirectorConfig:
                 "dataplane": "proxy",
                 "control_socket": str(run_dir / "control.sock"),
                 **({"metrics_listen": metrics} if metrics else {}),
+                **({"dashboard_listen": dashboard} if dashboard else {}),
                 "timeouts": {"tcpfin": 10},
+                "gridftp_services": {f"{VIP}:{PORT}": {"data_ports": "{}-{}".format(*DATA_PORTS)}},
             },
         },
         source="<demo>",
@@ -102,7 +113,7 @@ def make_demo_files(root: Path) -> None:
                     f.write(chunk)
 
 
-def instructions(run_dir: Path, data: Path, metrics: str) -> str:
+def instructions(run_dir: Path, data: Path, metrics: str, dashboard: str = "") -> str:
     """Return the how-to-try text."""
     sock = run_dir / "control.sock"
     lines = [
@@ -113,11 +124,15 @@ def instructions(run_dir: Path, data: Path, metrics: str) -> str:
     ]
     if metrics:
         lines.append(f"  metrics       http://{metrics}/metrics")
+    if dashboard:
+        lines.append(f"  dashboard     http://{dashboard}/")
     lines += [
         "Try, from another terminal:",
         f"  gridlb gridftp-client get ftp://{VIP}:{PORT}/hello.txt /tmp/hello.txt",
         f"  gridlb gridftp-client get ftp://{VIP}:{PORT}/random-16MiB.bin /tmp/r.bin --parallel 4",
     ]
+    if shutil.which("curl"):  # curl ignores the PASV address: the VIP serves the data ports too
+        lines.append(f"  curl ftp://{VIP}:{PORT}/hello.txt")
     if shutil.which("globus-url-copy"):
         lines.append(f"  globus-url-copy ftp://{VIP}:{PORT}/random-1MiB.bin file:///tmp/random-1MiB.bin")
     lines += [
@@ -134,7 +149,10 @@ async def _demo(args: argparse.Namespace, run_dir: Path) -> int:
     data = run_dir / "data"
     make_demo_files(data)
     servers = [
-        GridftpServer(ServerConfig(root=str(data), host=ip, port=PORT, data_address=ip)) for ip in REALS
+        GridftpServer(
+            ServerConfig(root=str(data), host=ip, port=PORT, data_address=ip, port_range=DATA_PORTS)
+        )
+        for ip in REALS
     ]
     started: list[GridftpServer] = []
     try:
@@ -147,7 +165,7 @@ async def _demo(args: argparse.Namespace, run_dir: Path) -> int:
                     key="demo",
                 ) from None
             started.append(server)
-        config = demo_site(run_dir, args.metrics)
+        config = demo_site(run_dir, args.metrics, args.dashboard)
         daemon = DirectorDaemon(config, DaemonOptions(socket_path=str(run_dir / "control.sock"), grace_s=1.0))
         try:
             await daemon.start()
@@ -160,7 +178,7 @@ async def _demo(args: argparse.Namespace, run_dir: Path) -> int:
             errors = "; ".join(r.error for r in director.last_errors)
             await daemon.stop()
             raise ConfigError(f"the proxy cannot serve {VIP}:{PORT}: {errors}", key="demo")
-        print(instructions(run_dir, data, args.metrics), flush=True)
+        print(instructions(run_dir, data, args.metrics, args.dashboard), flush=True)
         loop = asyncio.get_running_loop()
         if args.duration > 0:
             loop.call_later(args.duration, daemon.request_stop)

@@ -10,6 +10,7 @@ from typing import Any
 from gridlb.director.daemon import DaemonOptions, DirectorDaemon
 from gridlb.director.director import DEFAULT_RESYNC_INTERVAL_S, DirectorConfig
 from gridlb.errors import ConfigError
+from gridlb.metrics import check_listen
 
 
 def _mode(text: str) -> int:
@@ -58,6 +59,11 @@ def register(subparsers: Any) -> None:
         help="Prometheus listener ('' = off; default: gridlb.metrics_listen)",
     )
     run_p.add_argument(
+        "--dashboard",
+        metavar="ADDR:PORT",
+        help="web dashboard listener ('' = off; default: gridlb.dashboard_listen)",
+    )
+    run_p.add_argument(
         "--resync",
         type=float,
         default=DEFAULT_RESYNC_INTERVAL_S,
@@ -72,20 +78,48 @@ def register(subparsers: Any) -> None:
     )
     run_p.add_argument("-v", "--verbose", action="store_true", help="log every change")
     run_p.set_defaults(func=run)
+    unit_p = sub.add_parser(
+        "unit",
+        help="print the systemd unit for `gridlb director run` with this installation's paths",
+        description=(
+            "Print gridlb-director.service (Type=notify, watchdog, reload on SIGHUP, restart on failure, "
+            "only CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE) running this gridlb on SITE.yaml. "
+            "Install: gridlb director unit --site /etc/gridlb/director.yaml "
+            "> /etc/systemd/system/gridlb-director.service && systemctl daemon-reload"
+        ),
+    )
+    unit_p.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        metavar="SITE.yaml",
+        help="site file (repeatable; default /etc/gridlb/director.yaml)",
+    )
+    unit_p.set_defaults(func=run_unit)
+
+
+def run_unit(args: argparse.Namespace) -> int:
+    """Print the director's systemd unit."""
+    from gridlb.systemd.units import render_director_unit
+
+    print(render_director_unit(args.site or ["/etc/gridlb/director.yaml"]), end="")
+    return 0
 
 
 def setup_logging(verbose: bool) -> None:
     """Log to stderr, one line per event."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from gridlb.systemd.journal import setup_logging as journal_or_stderr
+
+    journal_or_stderr(logging.DEBUG if verbose else logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the director until stopped."""
     setup_logging(args.verbose)
     config = DirectorConfig.load(args.site)
+    for name, value in (("--metrics", args.metrics), ("--dashboard", args.dashboard)):
+        if value:
+            check_listen(value, name)
     if args.resync <= 0:
         raise ConfigError("must be > 0", key="--resync")
     options = DaemonOptions(
@@ -93,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         socket_mode=args.socket_mode,
         socket_group=args.group,
         metrics_listen=args.metrics,
+        dashboard_listen=args.dashboard,
         resync_interval_s=args.resync,
         grace_s=max(0.0, args.grace),
         vrrp=not args.no_vrrp,

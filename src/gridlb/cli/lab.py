@@ -40,7 +40,9 @@ down    stop every process the lab started (by recorded PID: SIGTERM, then SIGKI
 
 State and logs live in /run/gridlb-lab/NAME.json and /run/gridlb-lab/NAME/. Needs root, iproute2,
 and for --gridftp globus the globus-gridftp-server-progs package (globus-url-copy is in
-globus-gass-copy-progs). Only --dataplane proxy exists in this build.
+globus-gass-copy-progs). --dataplane proxy relays through the directors (lb_kind NAT); --dataplane
+dr forwards by MAC rewrite in nftables (lb_kind DR: replies go from the real servers straight to
+the client), with connection sync between the two directors.
 """
 
 EXAMPLES = """\
@@ -97,7 +99,9 @@ def register(subparsers: Any) -> None:
         "--gridftp", choices=system.GRIDFTP_KINDS, default="globus", help="the real servers' GridFTP server"
     )
     up.add_argument("--directors", type=_count(1, 2), default=2, metavar="1|2", help="directors (default 2)")
-    up.add_argument("--dataplane", default="proxy", metavar="proxy", help="the directors' dataplane (proxy)")
+    up.add_argument(
+        "--dataplane", default="proxy", metavar="proxy|dr", help="the directors' dataplane (default proxy)"
+    )
     up.add_argument("--ipv6", action="store_true", help="also an IPv6 VIP, service and GridFTP addresses")
     up.add_argument("--net", type=_net, default=(90, 1), metavar="A.B", help="use 10.A.B.0/24 (default 90.1)")
     up.add_argument("--timeout", type=float, default=90.0, metavar="S", help="give up after S seconds (90)")
@@ -112,9 +116,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Carry out `args.action`."""
     if args.action == "up" and args.dataplane not in system.DATAPLANES:
-        why = "the dr dataplane is not in this build yet" if args.dataplane == "dr" else "no such dataplane"
+        have = " or ".join(system.DATAPLANES)
         print(
-            f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
+            f"gridlb lab: error: --dataplane {args.dataplane}: no such dataplane; use {have}", file=sys.stderr
         )
         return EXIT_USAGE
     if os.geteuid() != 0:
@@ -140,12 +144,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    if args.dataplane not in system.DATAPLANES:
-        why = "the dr dataplane is not in this build yet" if args.dataplane == "dr" else "no such dataplane"
-        print(
-            f"gridlb lab: error: --dataplane {args.dataplane}: {why}; use --dataplane proxy", file=sys.stderr
-        )
-        return EXIT_USAGE
     options = system.LabOptions(
         name=args.name,
         realservers=args.realservers,
@@ -156,7 +154,19 @@ def _up(args: argparse.Namespace) -> int:
         net_a=args.net[0],
         net_b=args.net[1],
     )
-    state = system.up(options, timeout_s=args.timeout)
+    if sys.stderr.isatty():  # a spinner with the current step; plain lines otherwise
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"lab {args.name}: building") as spinner:
+            state = system.up(
+                options, timeout_s=args.timeout, say=lambda text: spinner.update(f"lab {args.name}: {text}")
+            )
+    else:
+        state = system.up(
+            options,
+            timeout_s=args.timeout,
+            say=lambda text: print(f"lab {args.name}: {text}", file=sys.stderr, flush=True),
+        )
     lines, _ = system.status_lines(state)
     print("\n".join(lines))
     return EXIT_OK

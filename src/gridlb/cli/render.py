@@ -1,4 +1,5 @@
-"""`gridlb render keepalived SITE.yaml [MORE.yaml ...]`: write each director's keepalived.conf.
+"""`gridlb render keepalived|fwmark SITE.yaml [MORE.yaml ...]`: each director's keepalived.conf, or the
+nftables rules that mark GridFTP control and data ports for firewall-mark services.
 
 Files are written whole or not at all (a temporary file renamed over the old one), so a failed render
 leaves an existing keepalived.conf as it was.
@@ -10,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from gridlb.config.load import load_site
+from gridlb.config.load import Site, load_site
 from gridlb.errors import EXIT_OK, ConfigError
+from gridlb.render.fwmark import fwmark_rules
 from gridlb.render.keepalived import DEFAULT_GRIDLB_COMMAND, render_site
 from gridlb.userfiles import write_atomic
 
@@ -27,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "with one file per director each is rendered as written."
         ),
     )
-    p.add_argument("format", choices=["keepalived"], help="what to render (keepalived.conf)")
+    p.add_argument(
+        "format",
+        choices=["keepalived", "fwmark"],
+        help="what to render: keepalived.conf, or the nftables rules of GridFTP firewall-mark services",
+    )
     p.add_argument("site", nargs="+", metavar="SITE.yaml", help="site files (e.g. one per director)")
     p.add_argument("--director", metavar="NAME", help="render only this director (a file's or NAME-peer)")
     out = p.add_mutually_exclusive_group()
@@ -45,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Render and write or print the configs."""
     site = load_site(args.site)
+    if args.format == "fwmark":
+        return _fwmark(site, args)
     configs = render_site(site, director=args.director, gridlb_command=args.gridlb_command)
     if args.output_dir:
         out_dir = Path(args.output_dir)
@@ -72,5 +80,21 @@ def run(args: argparse.Namespace) -> int:
             if i:
                 sys.stdout.write("\n")
             sys.stdout.write(f"# ===== director {name} =====\n")
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _fwmark(site: Site, args: argparse.Namespace) -> int:
+    """Write or print the nftables script that marks the site's GridFTP firewall-mark services."""
+    text = fwmark_rules(site)
+    if not text:
+        raise ConfigError(
+            "no gridlb.gridftp_services entry names a fwmark: nothing to mark", key="gridlb.gridftp_services"
+        )
+    if args.output_dir:
+        raise ConfigError("fwmark rules are one file for both directors: use -o FILE", key="--output-dir")
+    if args.output:
+        write_atomic(args.output, text, what="--output")
+    else:
         sys.stdout.write(text)
     return EXIT_OK

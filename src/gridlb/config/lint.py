@@ -48,7 +48,7 @@ from gridlb.config.load import Site, SiteFile
 from gridlb.config.schema import CHECKER_BLOCKS, UNSUPPORTED_CHECKERS, InitialState, VrrpInstance
 from gridlb.errors import Location
 from gridlb.health.spec import site_check_problems
-from gridlb.table import ForwardMethod, RealKey
+from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
 
 VS = "virtual_servers"
 VI = "vrrp_instances"
@@ -84,6 +84,8 @@ def lint_site(site: Site) -> list[Finding]:
     for f in site.files:
         found.extend(_services(f, site))
         found.extend(_dataplane(f, site))
+        found.extend(_gridftp_services(f, site))
+        found.extend(_dashboard(f))
         for name, inst in f.vrrp_instances.items():
             found.extend(_instance(f, name, inst, site))
         found.extend(_per_director(f))
@@ -244,6 +246,89 @@ def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
         for m in caps.assess(vs.service_key(), vs.service_spec(), methods):
             sev = Severity.ERROR if m.severity is Level.ERROR else Severity.WARNING
             yield _at(f, (VS, vs_name), sev, "dataplane-cannot", f"the {name} dataplane: {m.message}")
+    for inst_name, inst in f.vrrp_instances.items():
+        if inst.lvs_sync_daemon_interface and not caps.connection_sync:
+            yield _at(
+                f,
+                (VI, inst_name, "lvs_sync_daemon_interface"),
+                Severity.WARNING,
+                "sync-not-run",
+                f"the {name} dataplane does not sync connections; lvs_sync_daemon_interface is not used",
+            )
+
+
+def _gridftp_services(f: SiteFile, site: Site) -> Iterator[Finding]:
+    """`gridlb.gridftp_services`: each names a virtual server; the fwmark recipe is complete."""
+    if f.gridlb is None:
+        return
+    by_addr = {vs.service_key(): n for n, vs in site.virtual_servers.items() if vs.fwmark is None}
+    by_mark = {vs.fwmark: (n, vs) for n, vs in site.virtual_servers.items() if vs.fwmark is not None}
+    for name, g in f.gridlb.gridftp_services.items():
+        path = ("gridlb", "gridftp_services", name)
+        rk = RealKey.parse(name)
+        if g.fwmark is None:
+            if ServiceKey(Proto.TCP, rk.addr, rk.port) not in by_addr:
+                yield _at(f, path, Severity.ERROR, "gridftp-service-unknown", "names no virtual server")
+            continue
+        found = by_mark.get(g.fwmark)
+        if found is None:
+            yield _at(
+                f,
+                (*path, "fwmark"),
+                Severity.ERROR,
+                "gridftp-service-unknown",
+                f"no virtual server has fwmark {g.fwmark}",
+            )
+            continue
+        vs_name, vs = found
+        if not vs.persistence_timeout:
+            yield _at(
+                f,
+                (*path, "fwmark"),
+                Severity.ERROR,
+                "fwmark-without-persistence",
+                f"virtual server {vs_name} (fwmark {g.fwmark}) has no persistence_timeout: a client's data "
+                "connections could reach another real server than its control connection",
+            )
+        if vs.family != rk.addr.version:
+            yield _at(
+                f,
+                (*path, "fwmark"),
+                Severity.ERROR,
+                "fwmark-family",
+                f"virtual server {vs_name} is IPv{vs.family}, the address {rk.addr} is not",
+            )
+        if vs.forward is ForwardMethod.MASQ and any(rs.port for rs in vs.real_servers):
+            yield _at(
+                f,
+                (*path, "fwmark"),
+                Severity.ERROR,
+                "fwmark-nat-port",
+                f"virtual server {vs_name} is NAT with real-server ports: every data port would be "
+                "rewritten to that port (use DR or TUN, or leave the real servers' port out)",
+            )
+        if g.data_ports is None:
+            yield _at(
+                f,
+                path,
+                Severity.WARNING,
+                "fwmark-no-data-ports",
+                "no data_ports: the mark covers the control port only, clients that ignore the PASV "
+                "address still fail",
+            )
+
+
+def _dashboard(f: SiteFile) -> Iterator[Finding]:
+    g = f.gridlb
+    if g is not None and g.dashboard_token_file and not g.dashboard_listen:
+        yield _at(
+            f,
+            ("gridlb", "dashboard_token_file"),
+            Severity.WARNING,
+            "dashboard-token-unused",
+            "a token for dashboard actions, but gridlb.dashboard_listen is not set: the dashboard is off "
+            "(unless `director run --dashboard` turns it on)",
+        )
 
 
 def _services(f: SiteFile, site: Site) -> Iterator[Finding]:

@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -1105,6 +1106,58 @@ class ProxySettings(_Model):
     #: Relay threads sharing one scheduling state, each with its own SO_REUSEPORT listener per
     #: service; "auto" = one per CPU this process may use.
     workers: Annotated[int, Field(ge=1, le=D.PROXY_WORKERS_MAX)] | Literal["auto"] = D.PROXY_WORKERS
+    #: The kernel sysctl of the same name: a drained (weight 0) server's persistence templates are
+    #: dropped at their client's next connection instead of kept (the kernel's default: kept).
+    expire_quiescent_template: bool = False
+
+
+def _data_ports(value: object) -> object:
+    if isinstance(value, str):
+        a, sep, b = value.replace(" ", "").partition("-")
+        if not sep or not a.isdigit() or not b.isdigit():
+            raise ValueError(f"{value!r}: expected a port range A-B, e.g. 50000-50999")
+        return (int(a), int(b))
+    return value
+
+
+class GridftpService(_Model):
+    """What the balancer knows of one GridFTP virtual service (`gridlb.gridftp_services`)."""
+
+    #: The real servers' passive data port range (Globus: GLOBUS_TCP_PORT_RANGE / `-port-range`); the
+    #: proxy serves these ports on the VIP too, for clients that ignore the PASV address (curl, ftplib).
+    data_ports: Annotated[tuple[Port, Port] | None, BeforeValidator(_data_ports)] = None
+    #: The line answered when no real server can take a client ("" = close without a word).
+    unavailable_reply: str = D.GRIDFTP_UNAVAILABLE_REPLY
+    #: IPVS sites: the firewall-mark virtual server that serves this VIP's control and data ports
+    #: (`gridlb render fwmark` writes the rules that mark them).
+    fwmark: Annotated[int, Field(ge=D.FWMARK_MIN, le=D.FWMARK_MAX)] | None = None
+
+    @field_validator("data_ports")
+    @classmethod
+    def _range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None:
+            a, b = value
+            if a > b:
+                raise ValueError(f"{a}-{b}: the first port is above the last")
+            if b - a + 1 > D.GRIDFTP_DATA_PORTS_MAX:
+                raise ValueError(f"{a}-{b}: at most {D.GRIDFTP_DATA_PORTS_MAX} data ports per service")
+        return value
+
+    @field_validator("unavailable_reply")
+    @classmethod
+    def _reply(cls, value: str) -> str:
+        if value and not value.startswith("421 "):
+            raise ValueError(f"{value!r}: expected an FTP reply line starting with '421 '")
+        if "\r" in value or "\n" in value or not value.isprintable():
+            raise ValueError("one printable line, please")
+        return value
+
+
+class DrSettings(_Model):
+    """Settings of the dr dataplane: connection sync between the directors (off without an interface)."""
+
+    sync_interface: str | None = None  # send and receive IPVS sync v1 datagrams on this interface
+    syncid: Annotated[int, Field(ge=0, le=255)] = 0  # 0 = accept every sync id, send 0
 
 
 TimeoutSeconds = Annotated[int, Field(ge=1, le=D.TIMEOUT_MAX_S)]
@@ -1137,10 +1190,16 @@ class GridlbSettings(_Model):
     control_socket: str = D.GRIDLB_CONTROL_SOCKET
     control_group: str | None = None  # group allowed to change things over the control socket
     metrics_listen: str | None = None  # "ADDR:PORT" for Prometheus metrics; None = off
+    dashboard_listen: str | None = None  # "ADDR:PORT" for the web dashboard; None = off
+    dashboard_token_file: str | None = None  # file holding the token that allows drain/enable from it
     gridftp_check: GridftpCheckSettings = GridftpCheckSettings()
     xrootd_check: XrootdCheckSettings = XrootdCheckSettings()
     proxy: ProxySettings = ProxySettings()
+    dr: DrSettings = DrSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
+    #: GridFTP services by "VIP:PORT": data ports served on the VIP, the reply when nothing is up.
+    #: A service with a GRIDFTP_CHECK and no entry here gets the defaults (a 421 line, no data ports).
+    gridftp_services: dict[str, GridftpService] = {}
     #: How long a real server put out by a passive failure (a refused connect) stays out before it is
     #: tried again, with or without a checker.
     passive_retry_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = D.PASSIVE_RETRY_S
@@ -1157,7 +1216,43 @@ class GridlbSettings(_Model):
             raise ValueError(f"{value!r}: this build has the dataplanes {', '.join(names)}")
         return value
 
-    @field_validator("metrics_listen")
+    @field_validator("gridftp_services")
+    @classmethod
+    def _service_keys(cls, value: dict[str, GridftpService]) -> dict[str, GridftpService]:
+        for name in value:
+            try:
+                key = RealKey.parse(name)
+            except ValueError:
+                raise ValueError(
+                    f"{name!r}: name a GridFTP service as VIP:PORT, e.g. 192.0.2.10:2811"
+                ) from None
+            if not key.port:
+                raise ValueError(f"{name!r}: the service port must not be 0")
+        taken: dict[IPAddress, list[tuple[int, int, str]]] = {}
+        for name, g in value.items():
+            key = RealKey.parse(name)
+            ranges = taken.setdefault(key.addr, [])
+            ranges.append((key.port, key.port, name))
+            if g.data_ports is not None:
+                ranges.append((*g.data_ports, f"{name} data_ports"))
+        for ranges in taken.values():
+            ranges.sort()
+            for (_, b1, n1), (a2, _, n2) in pairwise(ranges):
+                if a2 <= b1:
+                    raise ValueError(f"{n1} and {n2} share port {a2} on one address")
+        return value
+
+    def gridftp_service(self, key: ServiceKey) -> GridftpService | None:
+        """Return the GridFTP settings of service `key`, or None when it is not named here."""
+        if key.addr is None:
+            return None
+        for name, svc in self.gridftp_services.items():
+            rk = RealKey.parse(name)
+            if rk.addr == key.addr and rk.port == key.port:
+                return svc
+        return None
+
+    @field_validator("metrics_listen", "dashboard_listen")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is None:

@@ -202,6 +202,7 @@ class DataplaneFactory(Protocol):
 #: Built-in dataplanes: name -> module holding `FACTORY`. Adding one is a module and one line here.
 _MODULES: dict[str, str] = {
     "proxy": "gridlb.dataplane.proxy",
+    "dr": "gridlb.dataplane.dr",
 }
 _REGISTERED: dict[str, DataplaneFactory] = {}
 

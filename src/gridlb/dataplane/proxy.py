@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gridlb.dataplane.base import (
@@ -37,6 +37,7 @@ from gridlb.table import (
     ForwardMethod,
     IpvsTable,
     Op,
+    Proto,
     RealKey,
     ServiceKey,
     Timeouts,
@@ -62,13 +63,39 @@ class ProxyOptions:
     backlog: int = 4096
     cpu: int | None = None  # pin the relay thread to this CPU (worker i to CPU cpu + i)
     workers: int = 1  # relay threads sharing one scheduling state (`gridlb.proxy.workers`)
+    expire_quiescent_template: bool = False  # the kernel sysctl: drop a drained server's templates
+    #: GridFTP services: the line answered when no real server can take a client (421 ...).
+    replies: Mapping[ServiceKey, str] = field(default_factory=dict)
+    #: GridFTP services: the real servers' passive port range, served on the VIP as well.
+    data_ports: Mapping[ServiceKey, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def for_site(cls, settings: GridlbSettings) -> ProxyOptions:
+        """Return the options a site's `gridlb` section asks for."""
+        replies: dict[ServiceKey, str] = {}
+        data_ports: dict[ServiceKey, tuple[int, int]] = {}
+        for name, g in settings.gridftp_services.items():
+            rk = RealKey.parse(name)
+            key = ServiceKey(Proto.TCP, rk.addr, rk.port)
+            if g.unavailable_reply:
+                replies[key] = g.unavailable_reply
+            if g.data_ports is not None:
+                data_ports[key] = g.data_ports
+        return cls(
+            connect_timeout_s=settings.proxy.connect_timeout_s,
+            workers=resolve_workers(settings.proxy.workers),
+            expire_quiescent_template=settings.proxy.expire_quiescent_template,
+            replies=replies,
+            data_ports=data_ports,
+        )
 
 
-#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6; it relays through
-#: itself whatever forwarding method a site names (the real servers see the director's address).
+#: What the proxy can do: every scheduler of `gridlb.sched`, TCP, IPv4 and IPv6, persistence; it relays
+#: through itself whatever forwarding method a site names (the real servers see the director's address).
 CAPABILITIES = Capabilities(
     forwarding=frozenset({ForwardMethod.MASQ}),
     schedulers=frozenset(scheduler_names()),
+    persistence=True,  # IPVS templates (persistence.py); firewall marks stay out: no packet marks here
     forwarding_instead=(
         "the proxy dataplane relays the connection through the director instead (replies pass the "
         "director, the real server sees the director's address; GridFTP data channels still go "
@@ -110,7 +137,10 @@ class ProxyDataplane:
             pipe_size=opts.pipe_size,
             copy_size=opts.copy_size,
             backlog=opts.backlog,
+            replies={k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
+            data_ports=opts.data_ports,
         )
+        self._pool.state.persist.expire_quiescent = opts.expire_quiescent_template  # before any op
         self._applying = asyncio.Lock()
         self._closed = False
 
@@ -220,14 +250,12 @@ class _Factory:
 
     def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> ProxyDataplane:
         """Return a proxy dataplane for a site with `settings`."""
-        workers = resolve_workers(settings.proxy.workers)
-        log.info("proxy dataplane: %d relay worker%s", workers, "" if workers == 1 else "s")
+        options = ProxyOptions.for_site(settings)
+        n = options.workers
+        log.info("proxy dataplane: %d relay worker%s", n, "" if n == 1 else "s")
         return ProxyDataplane(
             timeouts=settings.timeouts.table_timeouts(),
-            options=ProxyOptions(
-                connect_timeout_s=settings.proxy.connect_timeout_s,
-                workers=workers,
-            ),
+            options=options,
             on_backend_failure=hooks.on_backend_failure,
         )
 

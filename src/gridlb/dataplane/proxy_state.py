@@ -14,16 +14,21 @@ the kernel (net/netfilter/ipvs/ip_vs_conn.c, ip_vs_ctl.c):
 * a destination deleted while connections still reference it keeps counting in a trash list and is
   revived, counters included, when the same key is added back (as the kernel's dest trash does);
 * a passive failure (refused or timed-out connect) takes the destination out of scheduling at once
-  until the control side says it is up again (any AddDest/EditDest of it).
+  until the control side says it is up again (any AddDest/EditDest of it);
+* a persistent service (`persistence_timeout`) schedules through the templates of persistence.py: a
+  deleted or passively failed destination's templates are dropped, a drained one's kept.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
+import contextlib
+from collections import Counter, deque
 from collections.abc import Iterable
+from dataclasses import replace
 from ipaddress import ip_address
 
+from gridlb.dataplane.persistence import INVALID_PORT, PersistenceTable, Template
 from gridlb.sched.base import DestView, Flow, Scheduler, create_scheduler
 from gridlb.table import (
     AddDest,
@@ -35,6 +40,7 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     EditService,
+    IPAddress,
     IpvsTable,
     Op,
     Proto,
@@ -178,6 +184,7 @@ class ServiceState:
         "members",
         "scheduler",
         "spec",
+        "tracks_owner",
         "traffic",
         "trash",
         "views",
@@ -193,6 +200,7 @@ class ServiceState:
         self.views: list[DestView] | None = None  # scheduler input; None = stale
         self.members: list[DestState] = []  # the destination behind each entry of `views`
         self.dirty: list[DestState] = []  # members whose counters changed since `views` was made
+        self.tracks_owner = False  # GridFTP data ports: remember which server holds each client's control
 
     def dest(self, key: RealKey) -> DestState | None:
         """Return the live destination `key`, or None."""
@@ -247,6 +255,13 @@ class ProxyState:
         self.timeouts = timeouts or Timeouts()
         self.closed: deque[ClosedConn] = deque()  # ordered by `expires`
         self.next_rate_sample = 0.0
+        self.persist: PersistenceTable[DestState] = PersistenceTable()
+        #: The template each connection of a persistent service was made through, until it is freed:
+        #: (dest, client address, client port) -> templates (a list: a client port may come back).
+        self.controls: dict[tuple[DestState, IPAddress, int], list[Template[DestState]]] = {}
+        #: Open control connections of services that serve data ports: (service, client address) ->
+        #: [(dest, client port)], oldest first (see `pick_owner`).
+        self.owners: dict[tuple[ServiceKey, IPAddress], list[tuple[DestState, int]]] = {}
 
     # --- ops --------------------------------------------------------------------------------------
 
@@ -281,6 +296,7 @@ class ProxyState:
         elif isinstance(op, DelService):
             svc = self.services.pop(op.key)
             self.order.remove(op.key)
+            self.persist.drop_service(op.key)
             svc.dests.clear()
             svc.views = None
         elif isinstance(op, AddDest):
@@ -320,6 +336,43 @@ class ProxyState:
 
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule a new connection and bind it; None when no destination may take it."""
+        if svc.spec.persistence_timeout_s:
+            d = self._pick_persistent(svc, flow, now)
+        else:
+            d = self._schedule(svc, flow, now)
+        if d is not None and svc.tracks_owner:
+            self.owners.setdefault((svc.key, flow.client), []).append((d, flow.client_port))
+        return d
+
+    def pick_owner(self, svc: ServiceState, flow: Flow) -> DestState | None:
+        """Bind a data connection to the server holding the client's control connection (same address).
+
+        The newest open control connection from that address wins; with none open, the client's
+        persistence template, if any. None: no server knows this client, the connection is refused.
+        """
+        held = self.owners.get((svc.key, flow.client))
+        d: DestState | None = None
+        if held:
+            d = held[-1][0]
+        elif svc.spec.persistence_timeout_s:
+            t = self.persist.lookup(svc.key, svc.spec.netmask, flow.client, lambda _: True, lambda _: 1)
+            d = t.dest if t is not None else None
+        if d is not None:
+            d.bind()
+        return d
+
+    def _disown(self, d: DestState, client: IPAddress | str, port: int) -> None:
+        if isinstance(client, str):
+            client = ip_address(client)
+        key = (d.service.key, client)
+        held = self.owners.get(key)
+        if held:
+            with contextlib.suppress(ValueError):
+                held.remove((d, port))
+            if not held:
+                del self.owners[key]
+
+    def _schedule(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         key = svc.scheduler.pick(svc.candidate_views(), flow, now)
         d: DestState | None = None
         if key is not None:
@@ -332,8 +385,48 @@ class ProxyState:
         d.bind()
         return d
 
-    def connect_failed(self, d: DestState, *, mark_down: bool) -> bool:
+    def _pick_persistent(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
+        """Kernel ip_vs_sched_persist: the client's template's destination, else schedule and make one."""
+        spec = svc.spec
+        t = self.persist.lookup(
+            svc.key,
+            spec.netmask,
+            flow.client,
+            lambda d: not d.down and svc.dest(d.key) is d,
+            lambda d: d.spec.weight,
+        )
+        if t is not None:
+            d = t.dest
+            d.bind()
+        else:
+            found = self._schedule(svc, flow, now)
+            if found is None:
+                return None
+            d = found
+            t = self.persist.create(svc.key, spec.netmask, flow.client, d, spec.persistence_timeout_s, now)
+        self.persist.use(t, now)
+        self.controls.setdefault((d, flow.client, flow.client_port), []).append(t)
+        return d
+
+    def _release(self, d: DestState, client: IPAddress | str, port: int) -> None:
+        """The connection (`d`, client, port) was freed: its template controls one fewer."""
+        if not self.controls:
+            return
+        if isinstance(client, str):
+            client = ip_address(client)
+        key = (d, client, port)
+        ts = self.controls.get(key)
+        if ts:
+            self.persist.release(ts.pop())
+            if not ts:
+                del self.controls[key]
+
+    def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
         """Unbind a connection whose connect failed; optionally mark `d` down. True if newly down."""
+        if flow is not None:
+            self._release(d, flow.client, flow.client_port)
+            if d.service.tracks_owner:
+                self._disown(d, flow.client, flow.client_port)
         d.active -= 1
         d.unbind_check()
         if not mark_down or d.down:
@@ -350,6 +443,8 @@ class ProxyState:
         d.active -= 1
         d.inactive += 1
         d.touch()
+        if d.service.tracks_owner:
+            self._disown(d, client_host, client_port)
         entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
         closed = self.closed
         if closed and closed[-1][0] > entry[0]:
@@ -361,10 +456,12 @@ class ProxyState:
         """Drop inactive connections whose FIN timeout ran out; return the next deadline, if any."""
         closed = self.closed
         while closed and closed[0][0] <= now:
-            d = closed.popleft()[1]
+            _, d, host, port = closed.popleft()
             d.inactive -= 1
             d.unbind_check()
             self._collect(d)
+            self._release(d, host, port)
+        nxt_t = self.persist.expire(now) if self.persist.live else None
         if now >= self.next_rate_sample:
             if self.next_rate_sample:
                 for svc in self.services.values():
@@ -373,7 +470,8 @@ class ProxyState:
                         d.traffic.sample(RATE_PERIOD_S)
             self.next_rate_sample = now + RATE_PERIOD_S
         head = closed[0][0] if closed else None
-        return self.next_rate_sample if head is None else min(head, self.next_rate_sample)
+        nxt = self.next_rate_sample if head is None else min(head, self.next_rate_sample)
+        return nxt if nxt_t is None else min(nxt, nxt_t)
 
     def set_timeouts(self, timeouts: Timeouts) -> None:
         """Change the timeouts; a new FIN timeout applies to connections that close from now on."""
@@ -392,7 +490,13 @@ class ProxyState:
         services = []
         for key in self.order:
             svc = self.services[key]
-            dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
+            if self.persist.live:
+                held = Counter(id(t.dest) for t in self.persist.live)
+                dests = tuple(
+                    Dest(d.key, d.spec, replace(d.counters(), persistent=held[id(d)])) for d in svc.dests
+                )
+            else:
+                dests = tuple(Dest(d.key, d.spec, d.counters()) for d in svc.dests)
             services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
         return IpvsTable(services=tuple(services), timeouts=self.timeouts)
 
@@ -410,6 +514,26 @@ class ProxyState:
                     RealKey(ip_address(host), port),
                     RealKey(vkey.addr, vkey.port),
                     dest.key,
+                )
+            )
+        return out
+
+    def template_entries(self, now: float) -> list[ConnEntry]:
+        """Return the persistence templates as `ipvsadm -Lc` lists them (state NONE, client port 0)."""
+        out = []
+        for t in self.persist:
+            vaddr = t.service.addr
+            assert vaddr is not None
+            vport = t.service.port if t.valid else INVALID_PORT
+            dkey = t.dest.key
+            out.append(
+                ConnEntry(
+                    t.service.proto,
+                    max(0, round(t.expires - now)),
+                    "NONE",
+                    RealKey(t.client, 0),
+                    RealKey(vaddr, vport),
+                    RealKey(dkey.addr, dkey.port if t.valid else INVALID_PORT),
                 )
             )
         return out

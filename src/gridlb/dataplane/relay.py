@@ -25,8 +25,9 @@ import termios
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any, Final, TypeVar
 
@@ -219,6 +220,7 @@ class _Conn:
         "dest",
         "down",
         "flow",
+        "port",
         "state",
         "svc",
         "tried",
@@ -241,18 +243,20 @@ class _Conn:
         self.bmask = 0
         self.up: _Dir | None = None
         self.down: _Dir | None = None
+        self.port = 0  # a GridFTP data connection: this port on the control connection's server
 
 
 class _Listener:
     """The listening socket of one virtual service."""
 
-    __slots__ = ("fd", "paused", "sock", "svc")
+    __slots__ = ("data_port", "fd", "paused", "sock", "svc")
 
-    def __init__(self, sock: socket.socket, svc: ServiceState) -> None:
+    def __init__(self, sock: socket.socket, svc: ServiceState, data_port: int = 0) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.svc = svc
         self.paused = False
+        self.data_port = data_port  # 0: the service's own port; else one of its GridFTP data ports
 
 
 class _Waker:
@@ -319,6 +323,8 @@ class RelayEngine:
         lock: threading.Lock | None = None,
         live: LiveConns | None = None,
         reuseport: bool = False,
+        replies: Mapping[ServiceKey, bytes] | None = None,
+        data_ports: Mapping[ServiceKey, tuple[int, int]] | None = None,
     ) -> None:
         if mode is RelayMode.AUTO:
             mode = RelayMode.SPLICE if splice_available() else RelayMode.COPY
@@ -342,6 +348,10 @@ class RelayEngine:
         self.relayed = 0  # connections that reached OPEN
         self.pauses = 0  # times a direction waited for a full receiver (reads from its sender paused)
         self.listeners: dict[ServiceKey, _Listener] = {}
+        #: GridFTP: the line a client reads when no real server can take it; the data ports the VIP serves.
+        self.replies: dict[ServiceKey, bytes] = dict(replies or {})
+        self.data_ports: dict[ServiceKey, tuple[int, int]] = dict(data_ports or {})
+        self.data_listeners: dict[ServiceKey, list[_Listener]] = {}
         self._ep = select.epoll()
         self._fdmap: dict[int, _Conn | _Listener | _Waker] = {}
         self._waker = _Waker()
@@ -395,6 +405,26 @@ class RelayEngine:
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
         self._ep.register(lst.fd, EPOLLIN)
+        ports = self.data_ports.get(svc.key)
+        if ports is not None:
+            self._open_data_listeners(svc, ports)
+
+    def _open_data_listeners(self, svc: ServiceState, ports: tuple[int, int]) -> None:
+        """Serve the GridFTP data ports on the VIP too (clients that ignore the PASV address)."""
+        opened: list[_Listener] = []
+        self.data_listeners[svc.key] = opened
+        svc.tracks_owner = True
+        port = ports[0]
+        try:
+            for port in range(ports[0], ports[1] + 1):
+                sock = listen_socket(replace(svc.key, port=port), self.backlog, reuseport=self.reuseport)
+                lst = _Listener(sock, svc, port)
+                opened.append(lst)
+                self._fdmap[lst.fd] = lst
+                self._ep.register(lst.fd, EPOLLIN)
+        except OSError as exc:
+            self.close_listener(svc.key)
+            raise OSError(exc.errno, f"{exc.strerror or exc} (data port {port})") from None
 
     def close_listener(self, key: ServiceKey) -> None:
         """Stop accepting for `key`; connections already accepted go on."""
@@ -406,6 +436,11 @@ class RelayEngine:
             with contextlib.suppress(OSError):
                 lst.sock.shutdown(socket.SHUT_RDWR)
             self._closing.append(lst.sock)  # closing removes it from the epoll set
+        for data in self.data_listeners.pop(key, ()):
+            self._fdmap.pop(data.fd, None)
+            with contextlib.suppress(OSError):
+                data.sock.shutdown(socket.SHUT_RDWR)
+            self._closing.append(data.sock)
 
     def rebind_listener(self, svc: ServiceState) -> None:
         """Point the listener of `svc.key` at a (new) ServiceState object."""
@@ -425,7 +460,11 @@ class RelayEngine:
         with self.lock:
             now = self.clock()
             self.state.expire(now)
-            return [*live_entries(self.live, self.state.timeouts), *self.state.closed_entries(now)]
+            return [
+                *live_entries(self.live, self.state.timeouts),
+                *self.state.closed_entries(now),
+                *self.state.template_entries(now),
+            ]
 
     def open_count(self) -> int:
         """Return the number of client connections currently held (connecting or relaying)."""
@@ -503,7 +542,7 @@ class RelayEngine:
         wait = min(wait, max(0.0, self._next_expiry - now))
         while self._paused and self._paused[0][0] <= now:
             _, lst = self._paused.popleft()
-            if lst.paused and self.listeners.get(lst.svc.key) is lst:
+            if lst.paused and self._fdmap.get(lst.fd) is lst:
                 lst.paused = False
                 self._ep.modify(lst.fd, EPOLLIN)
         if self._paused:
@@ -567,7 +606,7 @@ class RelayEngine:
         accept: Callable[[], tuple[int, Any]] = lst.sock._accept  # type: ignore[attr-defined]
         svc = lst.svc
         vaddr = svc.key.addr
-        vport = svc.key.port
+        vport = lst.data_port or svc.key.port
         assert vaddr is not None
         family = lst.sock.family
         ipcache = self._ipcache
@@ -593,27 +632,28 @@ class RelayEngine:
                 if len(ipcache) > 4096:
                     ipcache.clear()
                 ip = ipcache[host] = ip_address(host)
-            self._connect(_Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport)), self.clock())
+            conn = _Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport))
+            conn.port = lst.data_port
+            self._connect(conn, self.clock())
 
     def _connect(self, conn: _Conn, now: float) -> None:
         """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
         svc = conn.svc
         state = self.state
-        limit = len(svc.dests) + 1
+        port = conn.port
+        limit = 1 if port else len(svc.dests) + 1
         lock = self.lock
         live = self.live
         while True:
-            if conn.tried < limit:
+            if conn.tried >= limit:
+                d = None
+            else:
                 with lock:
-                    d = state.pick(svc, conn.flow, now)
+                    d = state.pick_owner(svc, conn.flow) if port else state.pick(svc, conn.flow, now)
                     if d is not None:
                         live[conn] = d
-            else:
-                d = None
             if d is None:
-                self._count("no destination")
-                conn.state = _CLOSED
-                conn.c.close()
+                self._no_destination(conn)
                 return
             conn.tried += 1
             conn.attempt += 1
@@ -624,12 +664,12 @@ class RelayEngine:
                 self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
                 with lock:
                     del live[conn]
-                    state.connect_failed(d, mark_down=False)
+                    state.connect_failed(d, mark_down=False, flow=conn.flow)
                 conn.dest = None
                 conn.state = _CLOSED
                 conn.c.close()
                 return
-            err = b.connect_ex(d.sockaddr)
+            err = b.connect_ex((d.sockaddr[0], port) if port else d.sockaddr)
             if err == errno.EINPROGRESS or err == 0:
                 conn.b = b
                 conn.bfd = bfd = b.fileno()
@@ -644,11 +684,28 @@ class RelayEngine:
             b.close()
             self._failed_attempt(conn, d, _reason(err))
 
+    def _no_destination(self, conn: _Conn) -> None:
+        """Nobody can take `conn`: a GridFTP service answers its 421 line, anything else just closes."""
+        conn.state = _CLOSED
+        reply = None if conn.port else self.replies.get(conn.svc.key)
+        if conn.port:
+            if not conn.tried:  # (a failed connect to the owner was counted as such)
+                self._count("data connection: no control connection from this client")
+        elif reply:
+            with contextlib.suppress(OSError):  # a fresh socket's send buffer takes one line
+                conn.c.send(reply)
+            self._count("no destination: answered 421")
+        else:
+            self._count("no destination")
+        conn.c.close()
+
     def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
         self._count(f"connect: {reason}")
+        # a data port refused by the control connection's server says nothing about its health
+        mark_down = not conn.port
         with self.lock:  # True for one engine only: a failure is reported once
             del self.live[conn]
-            newly_down = self.state.connect_failed(d, mark_down=True)
+            newly_down = self.state.connect_failed(d, mark_down=mark_down, flow=conn.flow)
         if newly_down and self.on_failure is not None:
             try:
                 self.on_failure(conn.svc.key, d.key, reason)
@@ -909,7 +966,7 @@ class RelayEngine:
             else:  # aborted while connecting (engine stop): never established
                 with self.lock:
                     del self.live[conn]
-                    self.state.connect_failed(dest, mark_down=False)
+                    self.state.connect_failed(dest, mark_down=False, flow=conn.flow)
             conn.dest = None
 
 
@@ -925,14 +982,16 @@ def live_entries(live: LiveConns, timeouts: Timeouts) -> list[ConnEntry]:
         svc_key = conn.svc.key
         assert svc_key.addr is not None
         opened = conn.state is _OPEN
+        dkey = dest.key
+        port = conn.port  # a GridFTP data connection: this port on both sides
         out.append(
             ConnEntry(
                 Proto.TCP,
                 timeouts.tcp if opened else 0,
                 "ESTABLISHED" if opened else "SYN_SENT",
                 RealKey(ip_address(conn.caddr[0]), conn.caddr[1]),
-                RealKey(svc_key.addr, svc_key.port),
-                dest.key,
+                RealKey(svc_key.addr, port or svc_key.port),
+                RealKey(dkey.addr, port) if port else dkey,
             )
         )
     return out

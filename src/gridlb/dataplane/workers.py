@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from gridlb.config.defaults import PROXY_WORKERS_MAX
@@ -145,6 +146,12 @@ class WorkerPool:
         """Listen for `svc` in every engine; on any error none listens and the first error is raised."""
         if len(self.engines) > 1:
             probe_bind(svc.key)
+            first, last = self.engines[0].data_ports.get(svc.key, (1, 0))
+            for port in range(first, last + 1):  # GridFTP data ports served on the VIP too
+                try:
+                    probe_bind(replace(svc.key, port=port))
+                except OSError as exc:
+                    raise OSError(exc.errno, f"{exc.strerror or exc} (data port {port})") from None
         errors = [r for r in await self.each(lambda e: e.open_listener(svc)) if isinstance(r, BaseException)]
         if errors:
             await self.close_listener(svc.key)
@@ -160,7 +167,12 @@ class WorkerPool:
         """Return the connection table: open relays of every engine, then the inactive connections."""
 
         def listing(state: ProxyState) -> list[ConnEntry]:
-            return [*live_entries(self.live, state.timeouts), *state.closed_entries(self.clock())]
+            now = self.clock()
+            return [
+                *live_entries(self.live, state.timeouts),
+                *state.closed_entries(now),
+                *state.template_entries(now),
+            ]
 
         return self.locked(listing)
 

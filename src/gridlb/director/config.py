@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gridlb.config.load import ConfigErrors, Site, load_site
-from gridlb.config.schema import CheckSpec, GridlbSettings
+from gridlb.config.schema import CheckKind, CheckSpec, GridftpService, GridlbSettings
 from gridlb.dataplane.base import (
     DataplaneFactory,
     Severity,
@@ -25,6 +25,30 @@ from gridlb.table import (
 )
 
 # --- configuration --------------------------------------------------------------------------------
+
+
+def _connection_sync(site: Site) -> tuple[GridlbSettings, list[str]]:
+    """Honour keepalived's `lvs_sync_daemon_interface`: the dr dataplane syncs on it unless
+    `gridlb.dr.sync_interface` names another interface; any other dataplane says it does not sync."""
+    settings = site.gridlb
+    named = [
+        (f.path, name, inst.lvs_sync_daemon_interface)
+        for f in site.files
+        for name, inst in f.vrrp_instances.items()
+        if inst.lvs_sync_daemon_interface
+    ]
+    if not named:
+        return settings, []
+    if settings.dataplane == "dr":
+        if settings.dr.sync_interface is None:
+            dr = settings.dr.model_copy(update={"sync_interface": named[0][2]})
+            settings = settings.model_copy(update={"dr": dr})
+        return settings, []
+    return settings, [
+        f"{path}: vrrp instance {name}: lvs_sync_daemon_interface {ifname}: the {settings.dataplane} "
+        "dataplane does not sync connections; it is not used"
+        for path, name, ifname in named
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +71,10 @@ class DirectorConfig:
         from gridlb.config.lint import unsupported_checkers
 
         plans, checks = plan_site(site)
-        notices = tuple(f"{u}: that real server counts as up" for u in unsupported_checkers(site))
-        return cls(plans, checks, site.gridlb, tuple(paths), notices)
+        notices = [f"{u}: that real server counts as up" for u in unsupported_checkers(site)]
+        settings, sync_notices = _connection_sync(site)
+        settings = gridftp_defaults(settings, checks)
+        return cls(plans, checks, settings, tuple(paths), (*notices, *sync_notices))
 
     @classmethod
     def load(cls, paths: Sequence[str]) -> DirectorConfig:
@@ -88,3 +114,21 @@ class DirectorConfig:
             more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
             raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")
         return factory, [*warnings, *self.notices]
+
+
+def gridftp_defaults(
+    settings: GridlbSettings, checks: Mapping[HealthKey, tuple[CheckSpec, ...]]
+) -> GridlbSettings:
+    """Return `settings` with a default `gridftp_services` entry for every service with a GRIDFTP_CHECK.
+
+    Such a service is a GridFTP service: with no real server up its clients read the default 421 line.
+    """
+    named = dict(settings.gridftp_services)
+    for (service, _), specs in checks.items():
+        if service.addr is None or not any(c.kind is CheckKind.GRIDFTP for c in specs):
+            continue
+        if settings.gridftp_service(service) is None:
+            named.setdefault(str(service).split(" ", 1)[1], GridftpService())
+    if len(named) == len(settings.gridftp_services):
+        return settings
+    return settings.model_copy(update={"gridftp_services": named})

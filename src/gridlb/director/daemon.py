@@ -23,6 +23,7 @@ from gridlb.api.messages import (
     EventsRequest,
     FailoverRequest,
     Ping,
+    ReloadRequest,
     Request,
     StatusRequest,
     TableRequest,
@@ -33,7 +34,8 @@ from gridlb.dataplane.base import Dataplane, DataplaneHooks
 from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
 from gridlb.metrics import Metrics, parse_listen
-from gridlb.status import status_to_json
+from gridlb.status import DirectorStatus, status_to_json
+from gridlb.systemd.notify import Notifier
 from gridlb.table import RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class DaemonOptions:
     socket_mode: int = 0o660
     socket_group: str | None = None  # None = gridlb.control_group
     metrics_listen: str | None = None  # None = gridlb.metrics_listen ("" = off)
+    dashboard_listen: str | None = None  # None = gridlb.dashboard_listen ("" = off)
     resync_interval_s: float = 5.0
     grace_s: float = 5.0
     install_signals: bool = True
@@ -93,11 +96,29 @@ class DirectorDaemon:
         self.metrics_listen = listen or None
         self.metrics = Metrics(self.director)
         self.metrics_address: tuple[str, int] | None = None
+        dash = (
+            opts.dashboard_listen if opts.dashboard_listen is not None else config.settings.dashboard_listen
+        )
+        self.dashboard_listen = dash or None
+        self.dashboard_address: tuple[str, int] | None = None
+        self.dashboard: Any = None  # a gridlb.dashboard.server.Dashboard when one is asked for
+        self.notifier = Notifier()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
         from gridlb.director.ha import HaController  # VRRP: the VIPs follow the role
 
         self.ha = HaController.from_paths(config.paths, on_role=self.director.set_role) if opts.vrrp else None
         if self.ha is not None:
             self.metrics.registry.register(self.ha.collector)
+        if config.settings.dashboard_token_file and not self.dashboard_listen:
+            log.warning(
+                "gridlb.dashboard_token_file is set but the dashboard is off (no gridlb.dashboard_listen "
+                "or --dashboard): no dashboard actions"
+            )
+        if self.dashboard_listen:  # reads the token file now: a bad one stops start-up before anything runs
+            from gridlb.dashboard.server import Dashboard
+
+            self.dashboard = Dashboard.for_daemon(self)
         self._stop = asyncio.Event()
         self.started_at = time.time()
 
@@ -116,10 +137,7 @@ class DirectorDaemon:
         if isinstance(request, Ping):
             return {"version": __version__, "uptime_s": round(time.time() - self.started_at, 3)}
         if isinstance(request, StatusRequest):
-            status = await director.status()
-            if self.ha is not None:
-                status = replace(status, vrrp=self.ha.status())
-            return status_to_json(status)
+            return status_to_json(await self.status())
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
@@ -130,6 +148,36 @@ class DirectorDaemon:
                 table = replace(table, connections=tuple(await director.connections()))
             return table_to_json(table)
         return await director.call(request)
+
+    async def status(self) -> DirectorStatus:
+        """Return the director's typed status, with the VRRP part when it runs VRRP."""
+        assert self.director is not None
+        status = await self.director.status()
+        if self.ha is not None:
+            status = replace(status, vrrp=self.ha.status())
+        return status
+
+    def reload(self) -> None:
+        """Reload the site files (SIGHUP), telling systemd when it begins and ends."""
+        self.notifier.reloading()
+        task = asyncio.ensure_future(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        assert self.director is not None
+        try:
+            await self.director.call(ReloadRequest())
+            outcome = "reloaded"
+        except ApiError:  # the director logged why; the previous config still runs
+            outcome = "reload refused, previous config running"
+        self.notifier.ready(outcome)
+
+    async def _watchdog_loop(self, interval_s: float) -> None:
+        """Ping systemd's watchdog at half its interval while the event loop runs."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval_s / 2)
 
     async def start(self) -> None:
         """Start the director (programs the table), then the checks, the API and metrics."""
@@ -145,18 +193,26 @@ class DirectorDaemon:
         if self.metrics_listen:
             host, port = parse_listen(self.metrics_listen)
             self.metrics_address = await self.metrics.start(host, port)
+        if self.dashboard is not None and self.dashboard_listen:
+            host, port = parse_listen(self.dashboard_listen)
+            self.dashboard_address = await self.dashboard.start(host, port)
         if self.options.install_signals:
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, self.director.request_reload)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
         log.info(
-            "director running: %d services, dataplane %s, control socket %s%s",
+            "director running: %d services, dataplane %s, control socket %s%s%s",
             len(self.config.plans),
             self.dataplane.name,
             self.socket_path,
             f", metrics http://{self.metrics_listen}/metrics" if self.metrics_listen else "",
+            f", dashboard http://{self.dashboard_listen}/" if self.dashboard_listen else "",
         )
+        if self.notifier.enabled:
+            self.notifier.ready(f"{len(self.config.plans)} services, dataplane {self.dataplane.name}")
+            if self.notifier.watchdog_s:
+                self._watchdog = asyncio.ensure_future(self._watchdog_loop(self.notifier.watchdog_s))
 
     @property
     def stopping(self) -> bool:
@@ -179,12 +235,18 @@ class DirectorDaemon:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
         assert self.director is not None
+        self.notifier.stopping()
+        if self.dashboard is not None:
+            await self.dashboard.close()
         if self.ha is not None:  # priority-0 advert and VIPs off first, while the proxy still serves
             await self.ha.stop()
         await self.director.stop()
         await self.api.close()
         await self.metrics.close()
         await self.dataplane.close(grace_s=self.options.grace_s)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         log.info("director stopped")
 
     async def run(self) -> None:

@@ -58,6 +58,7 @@ from gridlb.health.base import CheckResult
 from gridlb.status import (
     DirectorStatus,
 )
+from gridlb.systemd.journal import fields, keepalived_address
 from gridlb.table import (
     ConnEntry,
     IpvsTable,
@@ -80,7 +81,16 @@ STATUS_WAIT_S = 0.25
 #: How long `stop` waits for the loop and the timer to end once cancelled.
 STOP_WAIT_S = 5.0
 #: `gridlb:` settings a running director cannot change: a reload that changes one says so.
-RESTART_SETTINGS = ("dataplane", "control_socket", "control_group", "metrics_listen", "proxy")
+RESTART_SETTINGS = (
+    "dataplane",
+    "control_socket",
+    "control_group",
+    "metrics_listen",
+    "proxy",
+    "gridftp_services",
+    "dashboard_listen",
+    "dashboard_token_file",
+)
 
 
 from gridlb.director.config import DirectorConfig  # noqa: E402
@@ -409,7 +419,7 @@ class Director:
         old = self.health.get(pair) or self._initial(pair)
         new = old if report.state is None else RealHealth(report.state, report.weight)
         if new != old:
-            log.info("%s: health %s -> %s (%s)", fmt_pair(pair), old.state, new.state, report.result.reason)
+            log_health_change(pair, report.kind, old.state, new.state, report.result.reason)
             self.health[pair] = new
             return f"health {pair[1]} {new.state}"
         return "check" if mark is not None else ""
@@ -420,7 +430,16 @@ class Director:
         for pair in pairs:
             self.counters.passive_failures[pair] = self.counters.passive_failures.get(pair, 0) + 1
             if pair not in self.passive:
-                log.warning("%s: marked down: %s", fmt_pair(pair), item.reason)
+                log.warning(
+                    "Passive failure on service %s of VS %s: %s; marked down (%s)",
+                    keepalived_address(pair[1]),
+                    keepalived_address(pair[0]),
+                    item.reason,
+                    fmt_pair(pair),
+                    extra=fields(
+                        service=pair[0], real=pair[1], transition="passive-down", reason=item.reason
+                    ),
+                )
             self.passive[pair] = PassiveMark(at, item.reason)
         return f"passive failure {item.real}" if pairs else ""
 
@@ -458,7 +477,14 @@ class Director:
             pairs = self._resolve(request.real)
             for key in {p[1] for p in pairs}:
                 self.overrides = self.overrides.drain(key)
-            log.info("operator: drain %s", ", ".join(sorted({str(p[1]) for p in pairs})))
+            for svc, real in pairs:
+                log.info(
+                    "Operator drain: service %s of VS %s set to weight 0 (operator: drain %s)",
+                    keepalived_address(real),
+                    keepalived_address(svc),
+                    real,
+                    extra=fields(service=svc, real=real, transition="drain", reason="operator"),
+                )
             return {"drained": sorted({str(p[1]) for p in pairs})}
         if isinstance(request, EnableRequest):
             pairs = self._resolve(request.real)
@@ -466,7 +492,14 @@ class Director:
             was = sorted(str(k) for k in keys if self.overrides.is_drained(k))
             for key in keys:
                 self.overrides = self.overrides.enable(key)
-            log.info("operator: enable %s", ", ".join(sorted(str(k) for k in keys)))
+            for svc, real in pairs:
+                log.info(
+                    "Operator enable: service %s of VS %s gets its weight back (operator: enable %s)",
+                    keepalived_address(real),
+                    keepalived_address(svc),
+                    real,
+                    extra=fields(service=svc, real=real, transition="enable", reason="operator"),
+                )
             return {"enabled": sorted(str(k) for k in keys), "was_drained": was}
         if isinstance(request, AddRequest):
             skey = parse_service(request.service)
@@ -730,3 +763,22 @@ class Director:
         from gridlb.director.report import snapshot
 
         return snapshot(self, table)
+
+
+def log_health_change(pair: HealthKey, kind: str, old: object, new: object, reason: str) -> None:
+    """Log a health transition as keepalived words it, with the journal fields operators filter on."""
+    check = {"script": "MISC_CHECK", "": "Check"}.get(kind, f"{kind.upper()}_CHECK")
+    rs, vs = keepalived_address(pair[1]), keepalived_address(pair[0])
+    verb = {"up": "succeeded", "refusing": "refuses new sessions", "down": "failed"}.get(str(new), str(new))
+    log.info(
+        "%s on service %s of VS %s %s: %s (health %s -> %s: %s)",
+        check,
+        rs,
+        vs,
+        verb,
+        reason or "-",
+        old,
+        new,
+        fmt_pair(pair),
+        extra=fields(service=pair[0], real=pair[1], transition=f"{old}->{new}", reason=reason),
+    )

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -432,15 +433,27 @@ async def transfer(
     parallel: int = 1,
     timeout_s: float = 30.0,
     transfer_timeout_s: float = 3600.0,
+    on_total: Callable[[int | None], None] | None = None,
 ) -> TransferResult | None:
-    """Copy between URLs: ftp→file (get), file→ftp (put) or ftp→ftp (third party); ValueError for bad URLs."""
+    """Copy between URLs: ftp→file (get), file→ftp (put) or ftp→ftp (third party); ValueError for bad URLs.
+
+    `on_total` (a progress display's hook) learns the size to move before the data flows: the
+    server's SIZE for a get, the local file's for a put (None when unknown).
+    """
     s, d = parse_url(source), parse_url(dest)
     if s.scheme is Scheme.FTP and d.scheme is Scheme.FILE:
         async with await _open(s, timeout_s) as c:
+            if on_total is not None:
+                try:
+                    on_total(await c.size(s.path))
+                except ClientError:  # no SIZE for it: the transfer says what is wrong, if anything
+                    on_total(None)
             res = await c.get(s.path, d.path, parallel=parallel)
             await c.quit()
             return res
     if s.scheme is Scheme.FILE and d.scheme is Scheme.FTP:
+        if on_total is not None:
+            on_total(os.path.getsize(s.path))
         async with await _open(d, timeout_s) as c:
             res = await c.put(s.path, d.path, parallel=parallel)
             await c.quit()

@@ -42,8 +42,14 @@ import httpx
 
 from gridlb.config import defaults as D
 from gridlb.config.schema import CheckSpec, HttpUrl
-from gridlb.health.base import Checker, CheckResult, Verdict, register_checker
-from gridlb.health.tcp import ConnectOptions, describe_os_error
+from gridlb.health.base import (
+    Checker,
+    CheckResult,
+    ConnectOptions,
+    Verdict,
+    describe_os_error,
+    register_checker,
+)
 from gridlb.table import RealKey
 
 #: What keepalived's HTTP_GET sends as User-Agent.

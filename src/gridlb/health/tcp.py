@@ -15,13 +15,12 @@ from gridlb.health.base import (
     CheckResult,
     ConnectOptions,
     Verdict,
-    connect_socket,
     describe_os_error,
     register_checker,
 )
 from gridlb.table import RealKey
 
-__all__ = ["ConnectOptions", "TcpChecker", "connect_socket", "describe_os_error"]  # helpers live in base
+__all__ = ["TcpChecker"]
 
 
 def _fmt_s(seconds: float) -> str:

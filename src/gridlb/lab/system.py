@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -34,7 +35,7 @@ STATE_ROOT = Path("/run/gridlb-lab")
 NETNS_ETC = Path("/etc/netns")
 PORT = 2811
 GRIDFTP_KINDS = ("globus", "gridlb")
-DATAPLANES = ("proxy",)  # `dr` joins when the dr dataplane exists
+DATAPLANES = ("proxy", "dr")
 SAMPLE_SIZE = 1 << 20
 
 
@@ -166,8 +167,10 @@ def _settings(options: LabOptions) -> PairSettings:
 def director_site(lab: Lab, options: LabOptions, spec: RouterSpec, socket_path: Path) -> str:
     """A director's site file: the VRRP instance(s) and one service per VIP over every real server."""
     out = [gridlb_site(lab, _settings(options), spec).rstrip("\n"), "keepalived::virtual_servers:"]
-    out += _services(lab, options, "NAT", check=True)
+    out += _services(lab, options, "DR" if options.dataplane == "dr" else "NAT", check=True)
     out += ["gridlb:", f"  dataplane: {options.dataplane}", f"  control_socket: {socket_path}"]
+    if options.dataplane == "dr" and options.directors == 2:
+        out.append("  dr: {sync_interface: eth0}")  # connection sync between the two directors
     return "\n".join(out) + "\n"
 
 
@@ -208,8 +211,9 @@ def _env() -> dict[str, str]:
 class _Builder:
     """Builds one lab; on any failure `abort()` removes everything made so far."""
 
-    def __init__(self, options: LabOptions) -> None:
+    def __init__(self, options: LabOptions, say: Callable[[str], None] | None = None) -> None:
         self.options = options
+        self.say = say or (lambda _text: None)
         self.workdir = STATE_ROOT / options.name
         self.lab = Lab(
             LabSpec(
@@ -262,10 +266,13 @@ class _Builder:
         self.workdir.mkdir(parents=True)
         os.chmod(self.workdir, 0o755)
         state_path(self.options.name).write_text(self.state().to_json())
+        self.say(f"creating namespaces {self.options.prefix}-* and the bridge")
         self.lab.build()
         state_path(self.options.name).write_text(self.state().to_json())
         self._realservers()
+        self.say(f"starting the GridFTP servers ({self.options.gridftp})")
         self._gridftp()
+        self.say(f"starting {self.options.directors} director(s); waiting for dir1 to hold the VIPs")
         self._directors(timeout_s)
         return self.state()
 
@@ -274,6 +281,7 @@ class _Builder:
         site.write_text(realserver_site(self.lab, self.options))
         sample = os.urandom(SAMPLE_SIZE)
         for name in [n for n in self.lab.nodes if n.startswith("rs")]:
+            self.say(f"{name}: gridlb realserver apply (VIPs on lo, ARP suppressed)")
             node = self.lab.node(name)
             export = self.workdir / name
             (export / "upload").mkdir(parents=True)
@@ -397,10 +405,11 @@ def _director_ready(sock: Path) -> bool:
     return bool(status.get("vrrp")) and bool(reals) and all(r["in_table"] for r in reals)
 
 
-def up(options: LabOptions, *, timeout_s: float = 60.0) -> LabState:
-    """Build the lab; on failure remove everything made and raise LabStateError."""
+def up(options: LabOptions, *, timeout_s: float = 60.0, say: Callable[[str], None] | None = None) -> LabState:
+    """Build the lab, telling `say` each step; on failure remove everything made and raise LabStateError."""
     if options.dataplane not in DATAPLANES:
-        raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: proxy)")
+        have = ", ".join(DATAPLANES)
+        raise LabStateError(f"dataplane {options.dataplane!r} is not in this build (available: {have})")
     if state_path(options.name).exists():
         raise LabStateError(
             f"a lab named {options.name!r} exists already (`gridlb lab down --name {options.name}`)"
@@ -408,7 +417,7 @@ def up(options: LabOptions, *, timeout_s: float = 60.0) -> LabState:
     stale = [ns for ns in _netns_list() if ns.startswith(options.prefix + "-")]
     if stale:
         raise LabStateError(f"namespaces {', '.join(stale)} exist without a state file; delete them first")
-    builder = _Builder(options)
+    builder = _Builder(options, say)
     try:
         return builder.build(timeout_s)
     except BaseException as exc:

@@ -556,6 +556,19 @@ def _comments(view: DirectorView) -> Iterator[str]:
         )
 
 
+def _fwmark_notes(vs: VirtualServer, settings: GridlbSettings) -> list[str]:
+    """The GridFTP firewall-mark recipe: which addresses and ports the kernel expects marked."""
+    marked = [n for n, g in settings.gridftp_services.items() if vs.fwmark and g.fwmark == vs.fwmark]
+    return (
+        [
+            f"GridFTP control and data ports of {', '.join(marked)} carry mark {vs.fwmark}: "
+            "load the rules of `gridlb render fwmark` on every director"
+        ]
+        if marked
+        else []
+    )
+
+
 def build(
     view: DirectorView, *, gridlb_command: str = DEFAULT_GRIDLB_COMMAND
 ) -> list[tuple[list[str], Node]]:
@@ -617,6 +630,7 @@ def build(
                 f"real servers weighted over {MISC_DYNAMIC_MAX_WEIGHT} get no misc_dynamic: exit 0 up, "
                 "1 down or refusing"
             )
+        notes += _fwmark_notes(vs, view.gridlb)
         out.append((notes, _virtual_server(vs, view.gridlb, gridlb_command)))
     return out
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
+from gridlb.systemd.journal import fields
 from gridlb.vrrp.config import IPAddress, TrackScript, VrrpConfig
 from gridlb.vrrp.events import Announce, Event, MasterSeen, PriorityChanged, State, StateChanged
 from gridlb.vrrp.machine import VrrpMachine
@@ -143,14 +144,18 @@ class InstanceRunner:
             elif event.old is State.MASTER:
                 await self.vips.remove()
             name, old, new = self.config.name, event.old.value, event.new.value
-            log.info(
-                "%s: %s -> %s (%s: %s) priority %d",
+            log.info(  # keepalived: "(VI_1) Entering MASTER STATE"
+                "(%s) Entering %s STATE (%s -> %s, %s: %s, priority %d)",
                 name,
+                new,
                 old,
                 new,
                 event.trigger.value,
                 event.detail,
                 event.priority,
+                extra=fields(
+                    instance=name, transition=f"{old}->{new}", reason=f"{event.trigger.value}: {event.detail}"
+                ),
             )
             self.notifier.on_state_changed(event)
         elif isinstance(event, Announce):

@@ -1,0 +1,238 @@
+"""The `dr` dataplane's nftables ruleset as a value, and the one nft transaction that turns one into another.
+
+Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
+
+* an ingress base chain per device facing real servers; while the director forwards (MASTER or
+  STANDALONE) it sends frames addressed to this host for a service (`svc4`/`svc6`: VIP . port) to
+  `v4`/`v6`, else it is empty (a BACKUP keeps its flows but forwards nothing);
+* `v4`/`v6` look the flow (client . port . VIP . port) up in the verdict map `flows4`/`flows6`
+  and jump to the destination's chain; anything else is dropped, so the director's own TCP stack
+  never answers for a VIP (a new connection's SYN was already read by the director off a packet
+  socket, which sees frames before the ingress hook, and is forwarded by it once scheduled);
+* one chain and one named counter per destination: count, note the TCP state in the dynamic sets
+  `est4/6` (a packet without SYN/FIN/RST, timeout = the TCP timeout, refreshed per packet) and
+  `fin4/6` (FIN or RST, timeout = the FIN timeout), rewrite the MACs, `fwd` out of the device.
+
+`transaction(old, new)` returns one script that the kernel applies atomically; flow elements are
+added and deleted in the same script when given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from gridlb.table import IPAddress, Timeouts
+
+TABLE = "gridlb_dr"
+FAMILY = "netdev"
+#: Size of the dynamic state sets (per family): the most connections the data path tracks.
+MAX_FLOWS = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FlowKey:
+    """A connection as the data path keys it: client address and port, virtual address and port."""
+
+    client: IPAddress
+    client_port: int
+    vaddr: IPAddress
+    vport: int
+
+    @property
+    def af(self) -> int:
+        """Return 4 or 6."""
+        return self.vaddr.version
+
+    def element(self) -> str:
+        """Return the key as nft writes a concatenation element."""
+        return f"{self.client} . {self.client_port} . {self.vaddr} . {self.vport}"
+
+
+def decode_key(data: bytes) -> FlowKey | None:
+    """Return the flow of a set key as the kernel stores a concatenation (each field padded to 4 bytes)."""
+    if len(data) == 16:
+        c, cp, v, vp = IPv4Address(data[0:4]), data[4:6], IPv4Address(data[8:12]), data[12:14]
+        return FlowKey(c, int.from_bytes(cp, "big"), v, int.from_bytes(vp, "big"))
+    if len(data) == 40:
+        c6, v6 = IPv6Address(data[0:16]), IPv6Address(data[20:36])
+        return FlowKey(c6, int.from_bytes(data[16:18], "big"), v6, int.from_bytes(data[36:38], "big"))
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DestRule:
+    """One destination's chain: where its frames go (device and MACs) and under which name."""
+
+    chain: str
+    af: int
+    device: str
+    director_mac: str
+    real_mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """Everything the table holds except flows and the dynamic state sets' contents."""
+
+    devices: tuple[str, ...] = ()
+    forwarding: bool = False
+    services: frozenset[tuple[IPAddress, int]] = frozenset()
+    dests: tuple[DestRule, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+def _ip(af: int) -> str:
+    return "ip" if af == 4 else "ip6"
+
+
+def _key_expr(af: int) -> str:
+    ip = _ip(af)
+    return f"{ip} saddr . tcp sport . {ip} daddr . tcp dport"
+
+
+def _key_type(af: int) -> str:
+    addr = "ipv4_addr" if af == 4 else "ipv6_addr"
+    return f"{addr} . inet_service . {addr} . inet_service"
+
+
+def ingress_chain(device: str) -> str:
+    """Return the name of the ingress base chain of `device`."""
+    return "in_" + "".join(c if c.isalnum() else "_" for c in device)
+
+
+def _quote(name: str) -> str:
+    if not name or any(c in name for c in '"\\\n'):
+        raise ValueError(f"unusable interface name {name!r}")
+    return f'"{name}"'
+
+
+def _skeleton(timeouts: Timeouts) -> list[str]:
+    """The table, its maps and sets, and the two per-family chains."""
+    out = [f"add table {FAMILY} {TABLE}"]
+    for af in (4, 6):
+        addr = "ipv4_addr" if af == 4 else "ipv6_addr"
+        t = f"{FAMILY} {TABLE}"
+        out.append(f"add set {t} svc{af} {{ type {addr} . inet_service; }}")
+        out.append(f"add map {t} flows{af} {{ type {_key_type(af)} : verdict; }}")
+        for name, timeout_s in (("est", timeouts.tcp), ("fin", timeouts.tcpfin)):
+            out.append(
+                f"add set {t} {name}{af} {{ type {_key_type(af)}; flags dynamic, timeout; "
+                f"timeout {timeout_s}s; size {MAX_FLOWS}; }}"
+            )
+        out.append(f"add chain {t} v{af}")
+        out.append(f"add rule {t} v{af} {_key_expr(af)} vmap @flows{af}")
+        out.append(f"add rule {t} v{af} drop")
+    return out
+
+
+def _dest_rules(d: DestRule, timeouts: Timeouts) -> list[str]:
+    t = f"{FAMILY} {TABLE}"
+    key = _key_expr(d.af)
+    fin = f"update @fin{d.af} {{ {key} timeout {timeouts.tcpfin}s }}"
+    est = f"update @est{d.af} {{ {key} timeout {timeouts.tcp}s }}"
+    return [
+        f'add rule {t} {d.chain} counter name "{d.chain}"',
+        f"add rule {t} {d.chain} tcp flags & (fin | rst) != 0 {fin}",
+        f"add rule {t} {d.chain} tcp flags & (syn | fin | rst) == 0 {est}",
+        f"add rule {t} {d.chain} ether saddr set {d.director_mac} ether daddr set {d.real_mac} "
+        f"fwd to {_quote(d.device)}",
+    ]
+
+
+def _ingress_rules(device: str, forwarding: bool) -> list[str]:
+    if not forwarding:
+        return []
+    t = f"{FAMILY} {TABLE}"
+    chain = ingress_chain(device)
+    return [
+        f"add rule {t} {chain} meta pkttype host ip daddr . tcp dport @svc4 jump v4",
+        f"add rule {t} {chain} meta pkttype host ip6 daddr . tcp dport @svc6 jump v6",
+    ]
+
+
+def _services(services: Iterable[tuple[IPAddress, int]]) -> list[str]:
+    out = []
+    t = f"{FAMILY} {TABLE}"
+    for af in (4, 6):
+        out.append(f"flush set {t} svc{af}")
+        elems = sorted(f"{a} . {p}" for a, p in services if (4 if isinstance(a, IPv4Address) else 6) == af)
+        if elems:
+            out.append(f"add element {t} svc{af} {{ {', '.join(elems)} }}")
+    return out
+
+
+def transaction(
+    old: Ruleset | None,
+    new: Ruleset,
+    *,
+    add_flows: Sequence[tuple[FlowKey, str]] = (),
+    del_flows: Sequence[FlowKey] = (),
+) -> str:
+    """Return one nft script turning `old` (None = a fresh start) into `new`, with flow changes.
+
+    A fresh start deletes any table of the same name first (a director restarting takes over).
+    Flow elements are deleted before chains go, and added after new chains exist; a destination
+    chain is only dropped from a ruleset once no flow references it (the caller's bookkeeping).
+    """
+    t = f"{FAMILY} {TABLE}"
+    out: list[str] = []
+    if old is None:
+        out += [f"add table {t}", f"delete table {t}"]
+        out += _skeleton(new.timeouts)
+        old = Ruleset(timeouts=new.timeouts)
+    # A timeout change re-renders the destination chains: each per-packet `update` carries its timeout.
+    for key in del_flows:
+        out.append(f"delete element {t} flows{key.af} {{ {key.element()} }}")
+    old_dests = {d.chain: d for d in old.dests}
+    new_dests = {d.chain: d for d in new.dests}
+    for name, d in new_dests.items():
+        if name not in old_dests:
+            out.append(f"add counter {t} {name}")
+            out.append(f"add chain {t} {name}")
+            out += _dest_rules(d, new.timeouts)
+        elif old_dests[name] != d or old.timeouts != new.timeouts:
+            out.append(f"flush chain {t} {name}")
+            out += _dest_rules(d, new.timeouts)
+    if old.services != new.services or not old.devices:
+        out += _services(new.services)
+    for device in new.devices:
+        chain = ingress_chain(device)
+        if device not in old.devices:
+            out.append(
+                f"add chain {t} {chain} {{ type filter hook ingress device {_quote(device)} priority 0; "
+                "policy accept; }"
+            )
+            out += _ingress_rules(device, new.forwarding)
+        elif old.forwarding != new.forwarding:
+            out.append(f"flush chain {t} {chain}")
+            out += _ingress_rules(device, new.forwarding)
+    for device in old.devices:
+        if device not in new.devices:
+            out.append(f"delete chain {t} {ingress_chain(device)}")
+    for key, chain in add_flows:
+        out.append(f"add element {t} flows{key.af} {{ {key.element()} : goto {chain} }}")
+    for name in old_dests:
+        if name not in new_dests:
+            out.append(f"delete chain {t} {name}")
+            out.append(f"delete counter {t} {name}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def teardown() -> str:
+    """Return the script that removes the whole table (forwarding stops at once)."""
+    return f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
+
+
+__all__ = [
+    "FAMILY",
+    "TABLE",
+    "DestRule",
+    "FlowKey",
+    "Ruleset",
+    "decode_key",
+    "ingress_chain",
+    "teardown",
+    "transaction",
+]

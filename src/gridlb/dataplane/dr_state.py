@@ -1,0 +1,361 @@
+"""Pure bookkeeping of the `dr` dataplane: services and schedulers, flows, their TCP states, and the ruleset.
+
+No sockets, no nft, no clock: the I/O side passes `now` and what it read from the kernel. Services,
+destinations, schedulers, thresholds and the deleted-but-referenced trash are `ProxyState`'s (the same
+kernel rules); this adds what direct routing needs:
+
+* a flow is bound when its SYN is scheduled. The kernel counts a new connection active and its SYN
+  at once moves it to SYN_RECV, which is inactive: so does this. The data path notes later packets in
+  two dynamic sets (see dr_rules): a flow found in `fin` is FIN_WAIT (inactive), else in `est` it is
+  ESTABLISHED (active); a SYN_RECV flow seen in neither for `SYN_TIMEOUT_S`, an ESTABLISHED one gone
+  from `est` (the TCP timeout ran out without a packet) and a FIN_WAIT one gone from `fin` expire;
+  the states are the kernel's input-only (DR) ones, observed at every poll rather than per packet;
+* a flow keeps its destination's chain until it expires, whatever happens to the destination (edit,
+  weight 0, delete): a deleted destination stays in the trash, chain included, while flows use it;
+* a destination is scheduled only once its MAC is known (`set_link`); until then it is held out like
+  a passively failed one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from gridlb.dataplane.dr_rules import DestRule, FlowKey, Ruleset
+from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
+from gridlb.sched.base import Flow
+from gridlb.table import (
+    ConnEntry,
+    DelService,
+    Dest,
+    IPAddress,
+    IpvsTable,
+    Op,
+    Proto,
+    RealKey,
+    Service,
+    ServiceKey,
+    Timeouts,
+)
+
+#: How long a connection may stay in SYN_RECV (the kernel's IP_VS_TCP_S_SYN_RECV timeout).
+SYN_TIMEOUT_S = 60.0
+
+
+class TcpState(enum.Enum):
+    """A flow's state as `ipvsadm -Lc` names it."""
+
+    SYN_RECV = "SYN_RECV"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT = "FIN_WAIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Where a real server is on the wire: the device facing it, that device's MAC, the server's MAC."""
+
+    device: str
+    director_mac: str
+    real_mac: str
+
+
+@dataclass(slots=True)
+class FlowRec:
+    """One scheduled connection."""
+
+    key: FlowKey
+    service: ServiceKey
+    dest: DestState
+    chain: str
+    state: TcpState
+    created: float
+    expires: float
+    held_until: float = 0.0  # learned from the peer director: kept until then without own packets
+    synced: tuple[TcpState, float] | None = None  # (state, when) last sent to the peer
+
+
+class DrState:
+    """Every service, flow and destination chain of one `dr` dataplane."""
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.table = ProxyState(timeouts)
+        self.flows: dict[FlowKey, FlowRec] = {}
+        self.chains: dict[tuple[ServiceKey, RealKey], str] = {}
+        self.links: dict[IPAddress, Link] = {}
+        self.forwarding = False
+        self.counters: dict[str, tuple[int, int]] = {}  # chain -> (packets, bytes)
+        self.dropped_flows: list[FlowKey] = []  # flows to delete from the kernel map (service deleted)
+        self._next_chain = 1
+
+    # --- table ops --------------------------------------------------------------------------------
+
+    def apply(self, op: Op) -> None:
+        """Apply one op (ValueError/KeyError in ipvsadm's words when impossible)."""
+        self.table.apply(op)
+        if isinstance(op, DelService):
+            for key, rec in list(self.flows.items()):
+                if rec.service == op.key:
+                    del self.flows[key]
+                    self.dropped_flows.append(key)
+        for svc in self.table.services.values():
+            for d in svc.dests:
+                self._chain_of(svc.key, d.key)
+        self._hold_unresolved()
+        self._collect_chains()
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """Return the connection timeouts."""
+        return self.table.timeouts
+
+    def _chain_of(self, service: ServiceKey, real: RealKey) -> str:
+        key = (service, real)
+        chain = self.chains.get(key)
+        if chain is None:
+            chain = self.chains[key] = f"d{self._next_chain}"
+            self._next_chain += 1
+        return chain
+
+    def _referenced(self) -> set[tuple[ServiceKey, RealKey]]:
+        keys = {(rec.service, rec.dest.key) for rec in self.flows.values()}
+        for svc in self.table.services.values():
+            keys.update((svc.key, d.key) for d in svc.dests)
+            keys.update((svc.key, k) for k in svc.trash)
+        return keys
+
+    def _collect_chains(self) -> None:
+        live = self._referenced()
+        for key in [k for k in self.chains if k not in live]:
+            del self.chains[key]
+
+    def addresses(self) -> set[IPAddress]:
+        """Return every real server address the table or a flow uses (to resolve their MACs)."""
+        return {real.addr for _, real in self.chains}
+
+    def set_link(self, addr: IPAddress, link: Link) -> bool:
+        """Record where real server `addr` is; return True when that changed anything."""
+        if self.links.get(addr) == link:
+            return False
+        self.links[addr] = link
+        self._hold_unresolved()
+        return True
+
+    def _hold_unresolved(self) -> None:
+        """Hold destinations without a known MAC out of scheduling; put resolved ones back."""
+        for svc in self.table.services.values():
+            changed = False
+            for d in svc.dests:
+                down = d.key.addr not in self.links
+                if d.down != down:
+                    d.down = down
+                    changed = True
+            if changed:
+                svc.notify_scheduler()
+
+    def set_forwarding(self, forwarding: bool) -> None:
+        """Forward (MASTER, STANDALONE) or keep the state only (BACKUP, FAULT)."""
+        self.forwarding = forwarding
+
+    def ruleset(self) -> Ruleset:
+        """Return the ruleset this state asks of the kernel (destination chains with known MACs)."""
+        dests = []
+        devices = set()
+        for (_, real), chain in sorted(self.chains.items(), key=lambda kv: int(kv[1][1:])):
+            link = self.links.get(real.addr)
+            if link is None:
+                continue
+            devices.add(link.device)
+            dests.append(DestRule(chain, real.addr.version, link.device, link.director_mac, link.real_mac))
+        services = frozenset(
+            (k.addr, k.port) for k in self.table.services if k.addr is not None and k.proto is Proto.TCP
+        )
+        return Ruleset(tuple(sorted(devices)), self.forwarding, services, tuple(dests), self.timeouts)
+
+    # --- flows ------------------------------------------------------------------------------------
+
+    def service_of(self, key: FlowKey) -> ServiceState | None:
+        """Return the service a flow is addressed to, or None."""
+        return self.table.services.get(ServiceKey(Proto.TCP, key.vaddr, key.vport))
+
+    def schedule(self, key: FlowKey, now: float) -> FlowRec | None:
+        """Pick a destination for a new connection (its SYN) and bind it; None when none may take it."""
+        known = self.flows.get(key)
+        if known is not None:
+            return known
+        svc = self.service_of(key)
+        if svc is None:
+            return None
+        d = self.table.pick(svc, Flow(key.client, key.client_port, key.vaddr, key.vport), now)
+        if d is None or d.key.addr not in self.links:
+            if d is not None:
+                self._unbind(d, active=True)
+            return None
+        # ip_vs_bind_dest counts it active; its SYN moves it to SYN_RECV at once: inactive.
+        d.active -= 1
+        d.inactive += 1
+        d.touch()
+        chain = self._chain_of(svc.key, d.key)
+        rec = FlowRec(key, svc.key, d, chain, TcpState.SYN_RECV, now, now + SYN_TIMEOUT_S)
+        self.flows[key] = rec
+        return rec
+
+    def forget(self, key: FlowKey) -> None:
+        """Unbind a flow that never made it into the kernel map."""
+        rec = self.flows.pop(key, None)
+        if rec is not None:
+            self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
+            self._collect_chains()
+
+    def _unbind(self, d: DestState, *, active: bool) -> None:
+        if active:
+            d.active -= 1
+        else:
+            d.inactive -= 1
+        d.unbind_check()
+        svc = d.service
+        if not d.active and not d.inactive and svc.trash.get(d.key) is d:
+            del svc.trash[d.key]
+
+    def observe(
+        self, est: Mapping[FlowKey, float], fin: Mapping[FlowKey, float], now: float
+    ) -> list[FlowKey]:
+        """Move flows along what the data path saw (key -> seconds left); return the expired ones."""
+        expired: list[FlowKey] = []
+        for key, rec in self.flows.items():
+            if key in fin:
+                new, left = TcpState.FIN_WAIT, fin[key]
+            elif key in est and rec.state is not TcpState.FIN_WAIT:
+                new, left = TcpState.ESTABLISHED, est[key]
+            elif rec.state is TcpState.SYN_RECV and now < rec.created + SYN_TIMEOUT_S:
+                continue
+            elif now < rec.held_until:
+                continue  # learned from the peer: its packets have not reached this director yet
+            else:
+                expired.append(key)
+                continue
+            if new is not rec.state:
+                d = rec.dest
+                was_active = rec.state is TcpState.ESTABLISHED
+                is_active = new is TcpState.ESTABLISHED
+                if was_active != is_active:
+                    d.active += 1 if is_active else -1
+                    d.inactive += -1 if is_active else 1
+                    if is_active:
+                        d.touch()
+                    else:
+                        d.unbind_check()
+                rec.state = new
+            rec.expires = now + left
+        for key in expired:
+            rec = self.flows.pop(key)
+            self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
+        if expired:
+            self._collect_chains()
+        return expired
+
+    def learn(
+        self, key: FlowKey, real: RealKey, state: TcpState, timeout_s: float, now: float
+    ) -> FlowRec | None:
+        """Adopt a flow the peer director reported (connection sync), bound as IPVS binds it.
+
+        Returns the new record when the kernel map needs it (a new flow, or one that moved to
+        another destination), else None. A flow for an unknown service or destination is ignored.
+        """
+        svc = self.service_of(key)
+        if svc is None:
+            return None
+        d = svc.dest(real) or svc.trash.get(real)
+        if d is None or d.key.addr not in self.links:
+            return None
+        rec = self.flows.get(key)
+        if rec is not None and rec.dest is not d:
+            self.flows.pop(key)
+            self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
+            rec = None
+        if rec is None:
+            if state is TcpState.ESTABLISHED:
+                d.active += 1
+            else:
+                d.inactive += 1
+            d.traffic.conns += 1
+            svc.traffic.conns += 1
+            d.touch()
+            chain = self._chain_of(svc.key, d.key)
+            rec = FlowRec(key, svc.key, d, chain, state, now, now + timeout_s, held_until=now + timeout_s)
+            self.flows[key] = rec
+            return rec
+        if rec.state is not state:
+            if (rec.state is TcpState.ESTABLISHED) != (state is TcpState.ESTABLISHED):
+                d.active += 1 if state is TcpState.ESTABLISHED else -1
+                d.inactive += -1 if state is TcpState.ESTABLISHED else 1
+                d.touch()
+            rec.state = state
+        rec.expires = rec.held_until = now + timeout_s
+        return None
+
+    def to_sync(self, now: float, refresh_s: float) -> list[FlowRec]:
+        """Return the flows to send to the peer: state changed since last sent, or not sent for `refresh_s`.
+
+        SYN_RECV flows are not sent (the kernel syncs established and closing states only).
+        """
+        out = []
+        for rec in self.flows.values():
+            if rec.state is TcpState.SYN_RECV:
+                continue
+            last = rec.synced
+            if last is None or last[0] is not rec.state or now - last[1] >= refresh_s:
+                rec.synced = (rec.state, now)
+                out.append(rec)
+        return out
+
+    # --- reports ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> IpvsTable:
+        """Return the table with packet and byte counters from the destination chains' counters."""
+        table = self.table.snapshot()
+        services = []
+        for svc in table.services:
+            dests = []
+            pkts_total = bytes_total = 0
+            for d in svc.dests:
+                chain = self.chains.get((svc.key, d.key))
+                pkts, nbytes = self.counters.get(chain, (0, 0)) if chain else (0, 0)
+                pkts_total += pkts
+                bytes_total += nbytes
+                stats = replace(d.counters.stats, inpkts=pkts, inbytes=nbytes)
+                dests.append(Dest(d.key, d.spec, replace(d.counters, stats=stats)))
+            stats = replace(svc.stats, inpkts=pkts_total, inbytes=bytes_total)
+            services.append(Service(svc.key, svc.spec, tuple(dests), stats))
+        return replace(table, services=tuple(services))
+
+    def connections(self, now: float) -> list[ConnEntry]:
+        """Return the connection list (`ipvsadm -Lc`), established first."""
+        out = []
+        for rec in self.flows.values():
+            k = rec.key
+            out.append(
+                ConnEntry(
+                    proto=Proto.TCP,
+                    expire_s=max(0, round(rec.expires - now)),
+                    state=rec.state.value,
+                    client=RealKey(k.client, k.client_port),
+                    virtual=RealKey(k.vaddr, k.vport),
+                    dest=rec.dest.key,
+                    age_s=round(now - rec.created, 3),
+                )
+            )
+        out.sort(key=lambda c: (c.state != TcpState.ESTABLISHED.value, str(c.client)))
+        return out
+
+    def rate_tick(self, now: float) -> None:
+        """Fold traffic into the rate estimators (every `RATE_PERIOD_S`)."""
+        for svc in self.table.services.values():
+            for d in svc.dests:
+                chain = self.chains.get((svc.key, d.key))
+                if chain in self.counters:
+                    d.traffic.inbytes = self.counters[chain][1]
+        self.table.expire(now)
+
+
+__all__ = ["SYN_TIMEOUT_S", "DrState", "FlowRec", "Link", "TcpState"]

@@ -1,0 +1,1 @@
+"""Running under systemd: the shipped unit files, sd_notify and the journal's native protocol."""
