@@ -1,10 +1,14 @@
-"""Shared test set-up: tests marked `privileged` go through the privileged-test gate."""
+"""Shared test set-up: tests marked `privileged` go through the privileged-test gate.
+
+Tests marked `ipvs` need kernel IPVS: they run in the VM tier (`make test-ipvs`, tests/vm/run.sh),
+where a kernel without IPVS is a failure; on a host kernel without IPVS they are skipped.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support import need_root
+from tests.support import IN_VM, kernel_has_ipvs, need_root
 
 
 @pytest.fixture
@@ -14,6 +18,11 @@ def privileged() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ipvs_items = [item for item in items if item.get_closest_marker("ipvs") is not None]
+    if ipvs_items and not IN_VM and not kernel_has_ipvs():
+        skip = pytest.mark.skip(reason="needs kernel IPVS: runs in the VM tier (make test-ipvs)")
+        for item in ipvs_items:
+            item.add_marker(skip)
     for item in items:
         names = getattr(item, "fixturenames", None)
         if (

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
 REQUIRE_PRIVILEGED = os.environ.get("GRIDLB_REQUIRE_PRIVILEGED") == "1"
+#: Set by tests/vm/run.sh inside its VM: there, tests marked `ipvs` must run.
+IN_VM = os.environ.get("GRIDLB_IN_VM") == "1"
+
+
+def kernel_has_ipvs() -> bool:
+    """Return True when this kernel has IPVS loaded or loadable (as root)."""
+    if not os.path.exists("/proc/net/ip_vs") and os.geteuid() == 0 and shutil.which("modprobe"):
+        subprocess.run(["modprobe", "-q", "ip_vs"], capture_output=True, timeout=30, check=False)
+    return os.path.exists("/proc/net/ip_vs")
 
 
 def need(condition: bool, why: str) -> None:

@@ -318,12 +318,13 @@ def diff(observed: IpvsTable, desired: IpvsTable) -> list[Op]:
     if observed.timeouts != desired.timeouts:
         ops.append(SetTimeouts(desired.timeouts))
     desired_keys = {s.key for s in desired.services}
+    observed_by_key = {s.key: s for s in observed.services}  # one lookup per service, not a scan
     for svc in observed.services:
         if svc.key not in desired_keys:
             ops.extend(DelDest(svc.key, d.key) for d in svc.dests)
             ops.append(DelService(svc.key))
     for want in desired.services:
-        have = observed.service(want.key)
+        have = observed_by_key.get(want.key)
         if have is None:
             ops.append(AddService(want.key, want.spec))
             ops.extend(_dest_ops(want.key, (), want.dests))

@@ -181,3 +181,17 @@ def test_no_director(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert (
         err == f"gridlb: {sock}: no director is listening (is `gridlb director run` running? --socket PATH)\n"
     )
+
+
+def test_status_says_which_dataplane_auto_picked() -> None:
+    from rich.console import Console
+
+    from gridlb.cli.ctl import render_status
+    from gridlb.status import DirectorStatus, status_from_json, status_to_json
+
+    choice = "dataplane auto: proxy (not ipvs: it needs root (gridlb runs as uid 1000))"
+    status = DirectorStatus("0", "proxy", ("site.yaml",), 1, 1.0, None, "", False, dataplane_choice=choice)
+    assert status_from_json(status_to_json(status)) == status
+    console = Console(width=200, record=True)
+    console.print(render_status(status))
+    assert choice in console.export_text()

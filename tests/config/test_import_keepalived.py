@@ -443,3 +443,22 @@ def test_mutated_corpus_imports_or_gives_one_config_error(
         return
     for view_text in configs.values():
         parse_text(view_text)
+
+
+def test_lvs_sync_daemon_id_round_trips() -> None:
+    """`lvs_sync_daemon IF INSTANCE id N` imports as the instance's interface and id, and renders back."""
+    imported = import_text(
+        "global_defs {\n lvs_sync_daemon em2 VI id 42\n}\n"
+        "vrrp_instance VI {\n interface em1\n virtual_router_id 9\n}\n",
+        "sync.conf",
+    )
+    site = imported.site()
+    inst = site.vrrp_instances["VI"]
+    assert (inst.lvs_sync_daemon_interface, inst.lvs_sync_daemon_id) == ("em2", 42)
+    assert any("lvs_sync_daemon em2 VI id 42\n" in text for text in render_site(site).values())
+    with pytest.raises(ConfigError) as info:
+        import_text(
+            "global_defs {\n lvs_sync_daemon em2 VI id 300\n}\nvrrp_instance VI {\n}\n", "bad.conf"
+        ).site()
+    errors = info.value.errors if isinstance(info.value, ConfigErrors) else (info.value,)
+    assert any("bad.conf:2: error: lvs_sync_daemon:" in str(e) and "id 0..255" in str(e) for e in errors)

@@ -111,7 +111,7 @@ def test_several_files_keep_origin_and_merge_first_wins() -> None:
     assert site.directors == ("red-lvs1", "red-lvs2")
     assert [f.vrrp_instances["VI_1"].priority for f in site.files] == [100, 50]
     assert site.vrrp_instances["VI_1"].priority == 100
-    assert site.gridlb.dataplane == "proxy"  # the default: neither file names one
+    assert site.gridlb.dataplane == "auto"  # the default: neither file names one
     assert site.gridlb.director_name == "red-lvs2"  # gridlb: keys layer, the later file wins
     two = site.for_director("red-lvs2")
     assert two.vrrp_instances["VI_1"].priority == 50

@@ -222,7 +222,7 @@ def test_sorry_server_and_real_server_ip_alias() -> None:
 def test_gridlb_settings() -> None:
     g = GridlbSettings()
     assert (g.dataplane, g.control_socket, g.timeouts.tcpfin) == (
-        "proxy",
+        "auto",
         "/run/gridlb/control.sock",
         120,
     )

@@ -3,7 +3,7 @@
 The fixtures in golden/out/ were produced by golden/capture.sh under Debian 12's kernel in qemu
 (6.1.0-56-amd64, ipvsadm 1:1.31-1+b1), with the project's runner:
 
-    IPVSLAB_OUT_HOST=tests/ipvsadm/golden/out tests/vm/ipvs-vm-run.sh tests/ipvsadm/golden/capture.sh
+    GRIDLB_VM_OUT=tests/ipvsadm/golden/out tests/vm/run.sh tests/ipvsadm/golden/capture.sh
 
 The same rules restored into gridlb must print the same bytes and exit with the same status.
 """

@@ -4,7 +4,7 @@ The fixtures were recorded inside a qemu VM booting Debian 12's stock kernel (6.
 no twos) by sending one SYN per client address to one service per scheduler,
 all with the destinations 10.0.2.11..14 (weights 1, 2, 1, 3) added in that order:
 
-    IPVSLAB_OUT_HOST=tests/sched/golden/out tests/vm/ipvs-vm-run.sh tests/sched/golden/capture.sh
+    GRIDLB_VM_OUT=tests/sched/golden/out tests/vm/run.sh tests/sched/golden/capture.sh
 
 The replay adds the destinations one by one (each add is a scheduler update, as in the kernel) and
 counts each connection on its destination between picks, so the counter-driven schedulers see what

@@ -167,6 +167,8 @@ def render_status(status: DirectorStatus) -> Group:
     if status.role:
         head += f", VRRP {status.role}"
     lines: list[Any] = [Text(head)]
+    if status.dataplane_choice:  # `dataplane: auto`: which one and why
+        lines.append(Text(status.dataplane_choice))
     from gridlb.cli.failover import vrrp_lines  # VRRP role, peer, last transition
 
     lines.extend(vrrp_lines(status.vrrp))

@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
     run_p.add_argument(
         "--no-vrrp", action="store_true", help="do not run the site's VRRP instances (no VIPs are managed)"
     )
+    run_p.add_argument(
+        "--flush-on-exit",
+        action="store_true",
+        help="delete every virtual service from the dataplane at stop (default: the kernel table stays, "
+        "so a restart drops no connection)",
+    )
     run_p.add_argument("-v", "--verbose", action="store_true", help="log every change")
     run_p.set_defaults(func=run)
     unit_p = sub.add_parser(
@@ -131,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         resync_interval_s=args.resync,
         grace_s=max(0.0, args.grace),
         vrrp=not args.no_vrrp,
+        flush_on_exit=args.flush_on_exit,
     )
 
     async def main() -> None:

@@ -69,7 +69,7 @@ CHECK_INHIBIT_ON_FAILURE = False  # True: a failed server stays with weight 0 in
 # warmup: None means keepalived's default, a random delay up to delay_loop before the first check.
 
 # --- gridlb: section (what keepalived has no words for) -----------------------------------------
-GRIDLB_DATAPLANE: Final = "proxy"
+GRIDLB_DATAPLANE: Final = "auto"  # ipvs where the kernel has it and gridlb runs as root, else proxy
 GRIDLB_CONTROL_SOCKET = "/run/gridlb/control.sock"
 GRIDFTP_CHECK_LEVEL: Final = "banner"
 GRIDFTP_CHECK_USER = "anonymous"

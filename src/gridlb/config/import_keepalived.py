@@ -8,8 +8,9 @@ What is read (keepalived 2.2 keywords; old spellings `lb_algo`, `lb_kind`, `nb_g
 
 * `global_defs`: `router_id` (becomes `gridlb.director_name`), `vrrp_version` (the default of each
   instance's `version`), `script_user`, `enable_script_security` (always rendered),
-  `lvs_sync_daemon IF [inst] INSTANCE` (that instance's `lvs_sync_daemon_interface`); other global
-  settings are daemon tuning that a site file does not carry: they are dropped with a warning.
+  `lvs_sync_daemon IF [inst] INSTANCE [id N]` (that instance's `lvs_sync_daemon_interface` and
+  `lvs_sync_daemon_id`); other global settings are daemon tuning that a site file does not carry:
+  they are dropped with a warning.
 * `vrrp_script NAME { script interval timeout weight rise fall user init_fail }`.
 * `vrrp_instance NAME { ... }`: the fields of `schema.VrrpInstance` with blocks `virtual_ipaddress`,
   `virtual_ipaddress_excluded`, `unicast_peer`, `track_interface`, `track_script`, `authentication`.
@@ -190,7 +191,7 @@ class _Reader:
 
     def __init__(self, source: str) -> None:
         self.out = Imported(source=source, mapping={})
-        self.sync_daemon: tuple[str, str, Node] | None = None
+        self.sync_daemon: tuple[str, str, int | None, Node] | None = None
         self.rule_preference = RULE_PREFERENCE_START  # keepalived numbers rules without one downwards
 
     # -- helpers -------------------------------------------------------------------------------
@@ -327,11 +328,15 @@ class _Reader:
                 self.flag(child)
             elif kw == "lvs_sync_daemon":
                 words = [w for w in child.args if w != "inst"]
+                sync_id: int | None = None
+                if len(words) == 4 and words[2] == "id" and words[3].isdigit() and int(words[3]) <= 255:
+                    sync_id, words = int(words[3]), words[:2]
                 if len(words) != 2 or child.is_block:
                     raise self.error(
-                        child, "only `lvs_sync_daemon INTERFACE [inst] VRRP_INSTANCE` is supported"
+                        child,
+                        "only `lvs_sync_daemon INTERFACE [inst] VRRP_INSTANCE [id 0..255]` is supported",
                     )
-                self.sync_daemon = (words[0], words[1], child)
+                self.sync_daemon = (words[0], words[1], sync_id, child)
             else:
                 self.warn(child, "global setting not kept in the site (gridlb renders its own global_defs)")
         return vrrp_version
@@ -954,12 +959,15 @@ class _Reader:
                 self.mark(f"{SYNC_GROUPS}.{node.args[0]}", node)
                 syncs[node.args[0]] = data
         if self.sync_daemon is not None:
-            interface, instance, node = self.sync_daemon
+            interface, instance, sync_id, node = self.sync_daemon
             if instance not in instances:
                 self.out.errors.append(self.error(node, f"no vrrp_instance named {instance}"))
             else:
                 instances[instance]["lvs_sync_daemon_interface"] = interface
                 self.mark(f"{VRRP_INSTANCES}.{instance}.lvs_sync_daemon_interface", node)
+                if sync_id is not None:
+                    instances[instance]["lvs_sync_daemon_id"] = sync_id
+                    self.mark(f"{VRRP_INSTANCES}.{instance}.lvs_sync_daemon_id", node)
         if scripts:
             mapping[VRRP_SCRIPTS] = scripts
         if instances:

@@ -235,12 +235,13 @@ def _keepalived_only(f: SiteFile) -> Iterator[Finding]:
 
 def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
     from gridlb.dataplane.base import Severity as Level
-    from gridlb.dataplane.base import get_factory
+    from gridlb.dataplane.base import resolve_factory
 
     if not any(sf.gridlb is not None and "dataplane" in sf.gridlb.model_fields_set for sf in site.files):
         return  # not named: `director run` says at start what its dataplane does differently
-    name = site.gridlb.dataplane
-    caps = get_factory(name).capabilities
+    factory, _ = resolve_factory(site.gridlb.dataplane)
+    name = factory.name
+    caps = factory.capabilities
     for vs_name, vs in f.virtual_servers.items():
         methods = [rs.dest_spec(vs).forward for rs in vs.real_servers]
         for m in caps.assess(vs.service_key(), vs.service_spec(), methods):

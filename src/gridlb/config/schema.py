@@ -388,6 +388,7 @@ class VrrpInstance(_Model):
     notify_stop: str | None = None
     notify: str | None = None
     lvs_sync_daemon_interface: str | None = None
+    lvs_sync_daemon_id: Annotated[int, Field(ge=0, le=255)] | None = None  # None = virtual_router_id
     smtp_alert: bool | None = None  # keepalived mails on state changes (global_defs says where)
     use_vmac: str | None = None  # "" = keepalived's default name (vrrp.VRID); gridlb has no VMAC
     vmac_xmit_base: bool = False
@@ -1209,9 +1210,9 @@ class GridlbSettings(_Model):
     @field_validator("dataplane")
     @classmethod
     def _known_dataplane(cls, value: str) -> str:
-        from gridlb.dataplane.base import dataplane_names
+        from gridlb.dataplane.base import AUTO, dataplane_names
 
-        names = dataplane_names()
+        names = (AUTO, *dataplane_names())
         if value not in names:
             raise ValueError(f"{value!r}: this build has the dataplanes {', '.join(names)}")
         return value

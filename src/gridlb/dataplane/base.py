@@ -178,10 +178,20 @@ BackendFailure = Callable[[ServiceKey, RealKey, str], None]
 
 
 @dataclass(frozen=True, slots=True)
+class SyncDaemonSpec:
+    """The connection-sync daemon of a pair (keepalived's `lvs_sync_daemon IFACE INSTANCE [id N]`)."""
+
+    interface: str
+    sync_id: int  # 0..255; keepalived's default is the instance's virtual_router_id
+    instance: str = ""  # the VRRP instance it follows
+
+
+@dataclass(frozen=True, slots=True)
 class DataplaneHooks:
-    """What a dataplane may call back into the director."""
+    """What a dataplane may call back into the director, and what it needs from the rest of the site."""
 
     on_backend_failure: BackendFailure | None = None
+    sync_daemon: SyncDaemonSpec | None = None  # for dataplanes with `connection_sync`
 
 
 class DataplaneFactory(Protocol):
@@ -202,6 +212,7 @@ class DataplaneFactory(Protocol):
 #: Built-in dataplanes: name -> module holding `FACTORY`. Adding one is a module and one line here.
 _MODULES: dict[str, str] = {
     "proxy": "gridlb.dataplane.proxy",
+    "ipvs": "gridlb.dataplane.ipvs",
     "dr": "gridlb.dataplane.dr",
 }
 _REGISTERED: dict[str, DataplaneFactory] = {}
@@ -228,9 +239,36 @@ def _modules() -> dict[str, str]:
 
 
 def dataplane_names() -> tuple[str, ...]:
-    """Return every dataplane name this build knows, built-ins first."""
+    """Return every dataplane name this build knows, built-ins first (`auto` is not one, see AUTO)."""
     modules = _modules()
     return (*modules, *(n for n in _REGISTERED if n not in modules))
+
+
+#: The configured name that picks a dataplane at start: the first of `AUTO_ORDER` this machine can run.
+AUTO = "auto"
+AUTO_ORDER: tuple[str, ...] = ("ipvs", "proxy")
+
+
+def resolve_factory(name: str) -> tuple[DataplaneFactory, str]:
+    """Return the factory a site naming `name` runs and, for `auto`, a sentence saying why that one.
+
+    `auto` is kernel IPVS where the kernel has it and gridlb runs as root, else the proxy.
+    Raises KeyError for a name this build does not have.
+    """
+    if name != AUTO:
+        try:
+            return get_factory(name), ""
+        except KeyError:
+            raise KeyError(f"no dataplane {name!r} in this build") from None
+    passed: list[str] = []
+    for candidate in AUTO_ORDER:
+        factory = get_factory(candidate)
+        why = factory.unavailable()
+        if not why:
+            skipped = f" ({'; '.join(passed)})" if passed else ""
+            return factory, f"dataplane auto: {candidate}{skipped}"
+        passed.append(f"not {candidate}: {why}")
+    raise KeyError(f"auto: no dataplane can run here ({'; '.join(passed)})")
 
 
 def get_factory(name: str) -> DataplaneFactory:
@@ -243,6 +281,8 @@ def get_factory(name: str) -> DataplaneFactory:
 
 
 __all__ = [
+    "AUTO",
+    "AUTO_ORDER",
     "BackendFailure",
     "Capabilities",
     "Dataplane",
@@ -253,8 +293,10 @@ __all__ = [
     "OpResult",
     "Role",
     "Severity",
+    "SyncDaemonSpec",
     "dataplane_names",
     "get_factory",
     "register",
+    "resolve_factory",
     "unregister",
 ]

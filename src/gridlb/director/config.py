@@ -11,7 +11,7 @@ from gridlb.config.schema import CheckKind, CheckSpec, GridftpService, GridlbSet
 from gridlb.dataplane.base import (
     DataplaneFactory,
     Severity,
-    get_factory,
+    resolve_factory,
 )
 from gridlb.director.reconcile import (
     HealthKey,
@@ -95,11 +95,11 @@ class DirectorConfig:
         what it cannot do. Start and reload both call this: a reload never accepts what a start
         would refuse.
         """
-        name = self.settings.dataplane
-        try:
-            factory = get_factory(name)
-        except KeyError:
-            raise ConfigError(f"no dataplane {name!r} in this build", key="gridlb.dataplane") from None
+        try:  # `auto` resolves to the first dataplane that can run here
+            factory, _ = resolve_factory(self.settings.dataplane)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0]), key="gridlb.dataplane") from None
+        name = factory.name
         why = factory.unavailable()
         if why:
             raise ConfigError(f"the {name} dataplane cannot run here: {why}", key="gridlb.dataplane")

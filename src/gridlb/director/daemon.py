@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,13 +30,15 @@ from gridlb.api.messages import (
     table_to_json,
 )
 from gridlb.api.server import ApiServer, PeerCred
-from gridlb.dataplane.base import Dataplane, DataplaneHooks
+from gridlb.config.load import load_site
+from gridlb.config.schema import VrrpInstance
+from gridlb.dataplane.base import AUTO, Dataplane, DataplaneHooks, SyncDaemonSpec, resolve_factory
 from gridlb.director.director import Director, DirectorConfig
 from gridlb.director.health import RunnerMonitor
 from gridlb.metrics import Metrics, parse_listen
 from gridlb.status import DirectorStatus, status_to_json
 from gridlb.systemd.notify import Notifier
-from gridlb.table import RealKey, ServiceKey
+from gridlb.table import DelService, RealKey, ServiceKey
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +58,36 @@ class DaemonOptions:
     grace_s: float = 5.0
     install_signals: bool = True
     vrrp: bool = True  # run the site's VRRP instances (False: the table only, no VIPs)
+    flush_on_exit: bool = False  # delete every service of the dataplane at stop (keepalived's lvs_flush)
 
 
-def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> Dataplane:
+def sync_daemon_spec(instances: Mapping[str, VrrpInstance]) -> SyncDaemonSpec | None:
+    """Return the connection-sync daemon of the first instance with `lvs_sync_daemon_interface`."""
+    for name, inst in instances.items():
+        if inst.lvs_sync_daemon_interface:
+            sync_id = (
+                inst.lvs_sync_daemon_id if inst.lvs_sync_daemon_id is not None else inst.virtual_router_id
+            )
+            return SyncDaemonSpec(inst.lvs_sync_daemon_interface, sync_id, name)
+    return None
+
+
+def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> tuple[Dataplane, str]:
     """Return the dataplane the site asks for (`gridlb.dataplane`), found through the registry.
 
+    With `auto` the second value says which one runs and why (logged here); "" otherwise.
     Raises ConfigError (one line, exit 2) when this machine cannot run it, or when a service asks
     what it cannot do; logs a warning for each thing it does differently from what the site says.
     """
+    choice = resolve_factory(AUTO)[1] if config.settings.dataplane == AUTO else ""
     factory, warnings = config.check_dataplane()
+    if choice:
+        log.info("%s", choice)
     for text in warnings:
         log.warning("%s", text)
-    return factory.create(config.settings, DataplaneHooks(on_backend_failure=on_failure))
+    sync = sync_daemon_spec(load_site(list(config.paths)).vrrp_instances) if config.paths else None
+    hooks = DataplaneHooks(on_backend_failure=on_failure, sync_daemon=sync)
+    return factory.create(config.settings, hooks), choice
 
 
 class DirectorDaemon:
@@ -83,7 +103,11 @@ class DirectorDaemon:
         self.config = config
         self.options = opts = options or DaemonOptions()
         self.director: Director | None = None
-        self.dataplane = dataplane or make_dataplane(config, self._on_failure)
+        #: With `dataplane: auto`, which one runs and why (logged at start, shown in status).
+        self.dataplane_choice = ""
+        if dataplane is None:
+            dataplane, self.dataplane_choice = make_dataplane(config, self._on_failure)
+        self.dataplane = dataplane
         vips = tuple(str(p.key.addr) for p in config.plans if p.key.addr is not None)
         self.monitor = RunnerMonitor(self._on_report, vips=vips)
         self.director = Director(
@@ -153,6 +177,8 @@ class DirectorDaemon:
         """Return the director's typed status, with the VRRP part when it runs VRRP."""
         assert self.director is not None
         status = await self.director.status()
+        if self.dataplane_choice:
+            status = replace(status, dataplane_choice=self.dataplane_choice)
         if self.ha is not None:
             status = replace(status, vrrp=self.ha.status())
         return status
@@ -241,6 +267,8 @@ class DirectorDaemon:
         if self.ha is not None:  # priority-0 advert and VIPs off first, while the proxy still serves
             await self.ha.stop()
         await self.director.stop()
+        if self.options.flush_on_exit:
+            await self._flush()
         await self.api.close()
         await self.metrics.close()
         await self.dataplane.close(grace_s=self.options.grace_s)
@@ -248,6 +276,18 @@ class DirectorDaemon:
             self._watchdog.cancel()
             self._watchdog = None
         log.info("director stopped")
+
+    async def _flush(self) -> None:
+        """Delete every service of the dataplane (`--flush-on-exit`); by default the table stays."""
+        try:
+            table = await self.dataplane.dump()
+            results = await self.dataplane.apply([DelService(s.key) for s in table.services])
+        except Exception as exc:  # the dataplane is broken: say so, go on stopping
+            log.error("--flush-on-exit: the dataplane failed: %s", exc)
+            return
+        failed = [r for r in results if not r.ok]
+        refused = f", {len(failed)} refused" if failed else ""
+        log.info("flushed %d services on exit%s", len(results) - len(failed), refused)
 
     async def run(self) -> None:
         """Start, run until a stop is requested, and stop."""

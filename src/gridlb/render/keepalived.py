@@ -146,7 +146,8 @@ def _global_defs(view: DirectorView) -> Node:
     b.add("script_user", view.gridlb.script_user)
     for name, inst in view.vrrp_instances.items():
         if inst.lvs_sync_daemon_interface is not None:
-            b.add("lvs_sync_daemon", inst.lvs_sync_daemon_interface, name)
+            sync_id = () if inst.lvs_sync_daemon_id is None else ("id", str(inst.lvs_sync_daemon_id))
+            b.add("lvs_sync_daemon", inst.lvs_sync_daemon_interface, name, *sync_id)
             break  # keepalived runs one sync daemon
     return b.node("global_defs")
 

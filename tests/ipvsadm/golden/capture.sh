@@ -1,10 +1,10 @@
 #!/bin/bash
 # Captures the real ipvsadm 1.31's text for rules.txt under a kernel with IPVS (run inside the lab VM:
-#   IPVSLAB_OUT_HOST=tests/ipvsadm/golden/out ipvs-vm-run.sh tests/ipvsadm/golden/capture.sh
-# with tests/vm/ipvs-vm-run.sh). Writes one file per command to $IPVSLAB_OUT.
+#   GRIDLB_VM_OUT=tests/ipvsadm/golden/out tests/vm/run.sh tests/ipvsadm/golden/capture.sh
+# with tests/vm/run.sh). Writes one file per command to $GRIDLB_VM_OUT.
 set -u
 cd "$(dirname "$0")"
-out=${IPVSLAB_OUT:-/tmp/golden-out}
+out=${GRIDLB_VM_OUT:-/tmp/golden-out}
 mkdir -p "$out"
 for m in ip_vs ip_vs_wlc ip_vs_rr ip_vs_sh ip_vs_mh ip_vs_wrr ip_vs_lc ip_vs_pe_sip; do modprobe $m; done
 ipvsadm -C

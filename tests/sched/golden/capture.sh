@@ -1,12 +1,12 @@
 #!/bin/bash
 # Records which real server a real IPVS kernel picks for a sequence of new TCP connections, per
-# scheduler (run as root inside a qemu VM with Debian's kernel, by tests/vm/ipvs-vm-run.sh):
-#   IPVSLAB_OUT_HOST=tests/sched/golden/out tests/vm/ipvs-vm-run.sh tests/sched/golden/capture.sh
+# scheduler (run as root inside a qemu VM with Debian's kernel, by tests/vm/run.sh):
+#   GRIDLB_VM_OUT=tests/sched/golden/out tests/vm/run.sh tests/sched/golden/capture.sh
 # A network namespace `lb` holds the VIP 10.0.0.1 and one service per scheduler (ports 80..); the
 # guest's root namespace sends one SYN per client address (10.0.1.10..49); `ipvsadm -Lnc` tells
 # which destination each connection got. The destinations never answer: scheduling happens on the SYN.
 set -eu
-out=${IPVSLAB_OUT:-/tmp/sched-golden}
+out=${GRIDLB_VM_OUT:-/tmp/sched-golden}
 mkdir -p "$out"
 modprobe ip_vs; modprobe veth
 for s in rr wrr lc wlc sed nq sh dh mh fo ovf lblc lblcr; do modprobe ip_vs_$s; done  # no twos in 6.1

@@ -1,0 +1,223 @@
+"""How fast the ipvs dataplane programs a large kernel table, against `ipvsadm -R` in the same boot.
+
+Runs where the kernel has IPVS (as root); elsewhere it re-runs itself in the VM of tests/vm/run.sh
+(Debian's kernel under qemu, TCG: absolute figures are slower than on hardware, the ratio is
+the point). In a fresh network namespace it times, for SERVICES x REALS destinations:
+
+* gridlb full: one reconcile pass as the director makes it: dump, diff against the desired table,
+  apply, dump again (the director records what the kernel has), from an empty kernel table;
+* gridlb 1 %: the same pass after 1 % of the services change (every real's weight, and one real
+  replaced): two dumps of the full table and a small apply;
+* ipvsadm -R full: `ipvsadm -C`, then `ipvsadm -R` of the same rules (`ipvsadm -Sn` text);
+* ipvsadm -R 1 %: the same change as ipvsadm -R edit lines (-e, -d, -a) on the full table.
+
+Each is repeated (median). The kernel table is checked against the desired one after every run.
+Prints a table and, last, `RESULT reconcile key=value ...`. `--quick`: 100 services, one repeat.
+Figures from a loaded machine are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from ipaddress import IPv4Address
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from gridlb.dataplane.ipvs import IpvsDataplane, IpvsOptions, enter_netns  # noqa: E402
+from gridlb.ipvsadm.format import save  # noqa: E402
+from gridlb.ipvsadm.names import SystemResolver  # noqa: E402
+from gridlb.table import (  # noqa: E402
+    Dest,
+    DestSpec,
+    IpvsTable,
+    RealKey,
+    Service,
+    ServiceKey,
+    ServiceSpec,
+    diff,
+)
+
+
+def desired_table(services: int, reals: int) -> IpvsTable:
+    """SERVICES TCP services on 10.100.x.y:2811 (wlc), each with REALS DR destinations."""
+    out = []
+    for i in range(services):
+        key = ServiceKey.tcp(str(IPv4Address("10.100.0.0") + i), 2811)
+        dests = tuple(
+            Dest(RealKey(IPv4Address("10.200.0.0") + i * reals + j, 2811), DestSpec(1 + j % 3))
+            for j in range(reals)
+        )
+        out.append(Service(key, ServiceSpec("wlc"), dests))
+    return IpvsTable(services=tuple(out))
+
+
+def changed_table(table: IpvsTable, fraction: float) -> IpvsTable:
+    """Change every destination weight of `fraction` of the services and replace one real of each."""
+    n = max(1, int(len(table.services) * fraction))
+    services = list(table.services)
+    for i in range(0, len(services), max(1, len(services) // n))[:n]:
+        svc = services[i]
+        dests = [replace(d, spec=replace(d.spec, weight=d.spec.weight + 5)) for d in svc.dests[1:]]
+        new = Dest(RealKey(IPv4Address("10.250.0.0") + i, 2811), DestSpec(7))
+        services[i] = replace(svc, dests=(new, *dests))
+    return replace(table, services=tuple(services))
+
+
+def ipvsadm(ns: str, *args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        ["ipvsadm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: enter_netns(ns),
+        timeout=600,
+    ).stdout
+
+
+def delta_rules(old: IpvsTable, new: IpvsTable) -> str:
+    """The change as ipvsadm -R lines: -d for removed reals, -a for new ones, -e for changed ones."""
+    lines = []
+    for svc in new.services:
+        have = old.service(svc.key)
+        assert have is not None
+        target = f"-t {svc.key.addr}:{svc.key.port}"
+        for d in have.dests:
+            if svc.dest(d.key) is None:
+                lines.append(f"-d {target} -r {d.key}")
+        for d in svc.dests:
+            before = have.dest(d.key)
+            if before is None:
+                lines.append(f"-a {target} -r {d.key} -g -w {d.spec.weight}")
+            elif before.spec != d.spec:
+                lines.append(f"-e {target} -r {d.key} -g -w {d.spec.weight}")
+    return "\n".join(lines) + "\n"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+async def gridlb_pass(dp: IpvsDataplane, want: IpvsTable, phases: dict[str, list[float]]) -> int:
+    """One reconcile pass as the director makes it (dump, diff, apply, dump again); return the ops.
+
+    `phases` gets the time of the first dump + diff ("dump") and of the apply ("apply").
+    """
+    start = time.perf_counter()
+    ops = diff(await dp.dump(), want)
+    middle = time.perf_counter()
+    results = await dp.apply(ops)
+    phases["dump"].append(middle - start)
+    phases["apply"].append(time.perf_counter() - middle)
+    failed = [r for r in results if not r.ok]
+    assert not failed, failed[:3]
+    assert diff(await dp.dump(), want) == []
+    return len(ops)
+
+
+def check(ns: str, want: IpvsTable, resolver: SystemResolver) -> None:
+    have = ipvsadm(ns, "-Sn")
+    expected = save(want, True, resolver)
+    assert sorted(have.splitlines()) == sorted(expected.splitlines()), (
+        "kernel table differs from the desired one"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    ns = f"glbB-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    resolver = SystemResolver()
+    full = desired_table(args.services, args.reals)
+    change = changed_table(full, 0.01)
+    rules_full = save(full, True, resolver)
+    rules_delta = delta_rules(full, change)
+    figures: dict[str, list[float]] = {
+        k: [] for k in ("gridlb_full", "gridlb_1pct", "ipvsadm_full", "ipvsadm_1pct")
+    }
+    ops = {"full": 0, "1pct": 0}
+    phases: dict[str, dict[str, list[float]]] = {k: {"dump": [], "apply": []} for k in ops}
+    try:
+        dp = IpvsDataplane(IpvsOptions(netns=ns))
+        for _ in range(args.repeat):
+            ipvsadm(ns, "-C")
+            start = time.perf_counter()
+            ops["full"] = await gridlb_pass(dp, full, phases["full"])
+            figures["gridlb_full"].append(time.perf_counter() - start)
+            check(ns, full, resolver)
+            start = time.perf_counter()
+            ops["1pct"] = await gridlb_pass(dp, change, phases["1pct"])
+            figures["gridlb_1pct"].append(time.perf_counter() - start)
+            check(ns, change, resolver)
+
+            ipvsadm(ns, "-C")
+            figures["ipvsadm_full"].append(timed(lambda: ipvsadm(ns, "-R", stdin=rules_full)))
+            check(ns, full, resolver)
+            figures["ipvsadm_1pct"].append(timed(lambda: ipvsadm(ns, "-R", stdin=rules_delta)))
+            check(ns, change, resolver)
+        await dp.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    kernel = os.uname().release
+    print(f"kernel {kernel}, {args.services} services x {args.reals} reals, median of {args.repeat}")
+    print(f"{'':<26}{'gridlb (reconcile pass)':>26}{'ipvsadm -R':>14}{'ratio':>8}")
+    for label, key in (("full table from empty", "full"), ("1 % of the services", "1pct")):
+        g, i = med[f"gridlb_{key}"], med[f"ipvsadm_{key}"]
+        print(f"{label:<26}{g:>24.3f} s{i:>12.3f} s{g / i:>8.2f}   ({ops[key]} ops)")
+    for key in ("full", "1pct"):
+        dump, apply = (statistics.median(phases[key][p]) for p in ("dump", "apply"))
+        print(f"  gridlb {key}: first dump + diff {dump:.3f} s, apply {apply:.3f} s, then a second dump")
+    kv = {
+        "services": args.services,
+        "reals": args.reals,
+        "repeat": args.repeat,
+        "gridlb_full_s": f"{med['gridlb_full']:.3f}",
+        "ipvsadm_full_s": f"{med['ipvsadm_full']:.3f}",
+        "full_ratio": f"{med['gridlb_full'] / med['ipvsadm_full']:.2f}",
+        "gridlb_1pct_s": f"{med['gridlb_1pct']:.3f}",
+        "ipvsadm_1pct_s": f"{med['ipvsadm_1pct']:.3f}",
+        "gridlb_1pct_over_full": f"{med['gridlb_1pct'] / med['gridlb_full']:.3f}",
+        "gridlb_1pct_apply_s": f"{statistics.median(phases['1pct']['apply']):.3f}",
+        "gridlb_full_dump_s": f"{statistics.median(phases['1pct']['dump']):.3f}",
+        "kernel": kernel,
+    }
+    print("RESULT reconcile " + " ".join(f"{k}={v}" for k, v in kv.items()))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="100 services, one repeat (< 1 min with the VM boot)")
+    p.add_argument("--services", type=int, default=1000)
+    p.add_argument("--reals", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    if args.quick:
+        args.services, args.repeat = min(args.services, 100), 1
+    if not os.path.exists("/proc/net/ip_vs"):
+        subprocess.run(["modprobe", "-q", "ip_vs"], check=False, capture_output=True)
+    if not os.path.exists("/proc/net/ip_vs"):
+        if os.environ.get("GRIDLB_IN_VM") == "1":
+            print("reconcile: the VM's kernel has no IPVS", file=sys.stderr)
+            return 1
+        argv = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+        return subprocess.run([str(ROOT / "tests/vm/run.sh"), *argv], check=False).returncode
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
