@@ -293,4 +293,3 @@ def test_proxy_workers_with_another_dataplane_is_a_warning() -> None:
     ]
     proxy = lint(vs + "gridlb:\n  dataplane: proxy\n  proxy:\n    workers: auto\n")
     assert [f for f in proxy if f.code == "proxy-setting-unused"] == []
-
