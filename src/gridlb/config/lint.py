@@ -271,6 +271,14 @@ def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
                 "sync-not-run",
                 f"the {name} dataplane does not sync connections; lvs_sync_daemon_interface is not used",
             )
+    if name != "proxy" and f.gridlb is not None and "workers" in f.gridlb.proxy.model_fields_set:
+        yield _at(
+            f,
+            ("gridlb", "proxy", "workers"),
+            Severity.WARNING,
+            "proxy-setting-unused",
+            f"the {name} dataplane has no relay workers; proxy.workers is not used",
+        )
 
 
 def _gridftp_services(f: SiteFile, site: Site) -> Iterator[Finding]:

@@ -1104,6 +1104,9 @@ class ProxySettings(_Model):
     """Settings of the userspace proxy dataplane."""
 
     connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
+    #: Relay threads sharing one scheduling state, each with its own SO_REUSEPORT listener per
+    #: service; "auto" = one per CPU this process may use.
+    workers: Annotated[int, Field(ge=1, le=D.PROXY_WORKERS_MAX)] | Literal["auto"] = D.PROXY_WORKERS
     #: The kernel sysctl of the same name: a drained (weight 0) server's persistence templates are
     #: dropped at their client's next connection instead of kept (the kernel's default: kept).
     expire_quiescent_template: bool = False
