@@ -13,6 +13,10 @@ ratio to haproxy is taken within a round (same minute, same foreign load) before
     python bench/proxy.py            # full run: 3 rounds, then 100,000 connections through gridlb
     python bench/proxy.py --quick    # 3 shorter rounds, about a minute
 
+The row `gridlb-2w` is the proxy with 2 relay workers (`gridlb.proxy.workers: 2`, worker i on CPU i,
+so one shares CPU 0 with the load), judged by CPU µs per short connection against the 1-worker row
+of the same round (the load shares the CPUs, so the total rate is not the figure).
+
 Internal roles (the bench runs itself in subprocesses): --role backends|proxy|loadgen.
 """
 
@@ -289,16 +293,19 @@ def ensure_wlc() -> str:
     return "bench-wlc"
 
 
-def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str) -> None:
+def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str, workers: int = 1) -> None:
     from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
     from gridlb.dataplane.relay import RelayMode
     from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
 
-    pin(PROXY_CPU)
+    if workers == 1:
+        pin(PROXY_CPU)
+    # several workers: one relay thread per CPU (worker i on CPU i), the load shares CPU 0 with one
+    cpu = 0 if workers > 1 else None
     sched = ensure_wlc()
 
     async def main() -> None:
-        dp = ProxyDataplane(options=ProxyOptions(relay=RelayMode(mode)))
+        dp = ProxyDataplane(options=ProxyOptions(relay=RelayMode(mode), workers=workers, cpu=cpu))
         ops: list[Any] = []
         for port, pool in zip(listen, pools, strict=True):
             key = ServiceKey.tcp(HOST, port)
@@ -344,6 +351,7 @@ class System:
         else:
             cmd = [sys.executable, __file__, "--role", "proxy", "--listen", f"{self.banner},{self.bulk}"]
             cmd += ["--pools", ";".join(",".join(map(str, p)) for p in pools), "--mode", self.extra["mode"]]
+            cmd += ["--workers", str(self.extra.get("workers", 1))]
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()
@@ -418,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--role", choices=["backends", "proxy", "loadgen"])
     ap.add_argument("--listen", default="")
     ap.add_argument("--pools", default="")
+    ap.add_argument("--workers", type=int, default=1, help="relay workers of the gridlb proxy (role proxy)")
     ap.add_argument("rest", nargs="*")
     a = ap.parse_args(argv)
     if a.role == "backends":
@@ -429,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [int(x) for x in a.listen.split(",")],
             [list(map(int, x.split(","))) for x in a.pools.split(";")],
             a.mode,
+            a.workers,
         )
         return 0
     if a.role == "loadgen":
@@ -449,12 +459,14 @@ def orchestrate(quick: bool, rounds: int, mode: str) -> int:
         print("needs 2 CPUs (proxy on CPU 1, load on CPU 0)", file=sys.stderr)
         return 2
     have_haproxy = shutil.which("haproxy") is not None
-    ports = free_ports(6 + 8)
+    ports = free_ports(6 + 10)
     pools = (ports[0:3], ports[3:6])
-    names = ["direct", *(["haproxy", "haproxy-256k"] if have_haproxy else []), "gridlb"]
+    # gridlb-2w: the proxy with 2 relay workers (the multi-worker row)
+    names = ["direct", *(["haproxy", "haproxy-256k"] if have_haproxy else []), "gridlb-2w", "gridlb"]
     systems = [System(n, ports[6 + 2 * i], ports[7 + 2 * i]) for i, n in enumerate(names)]
     systems[0].banner, systems[0].bulk = pools[0][0], pools[1][0]
-    systems[-1].extra["mode"] = mode
+    systems[-1].extra["mode"] = systems[-2].extra["mode"] = mode
+    systems[-2].extra["workers"] = 2
     c1 = ("1", "1", "20000") if quick else ("1", "3", "40000")
     c64 = ("64", "1.5", "30000") if quick else ("64", "30", "40000")
     bulk1 = ("1", "256" if quick else "2048")
@@ -648,6 +660,22 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
         print(
             f"  {'errors':<26} {int(kv['errors']):8d} == 0      {'ok' if kv['errors'] == '0' else 'MISSED'}"
         )
+    if "gridlb-2w" in rounds:
+        # the multi-worker row: CPU per short connection with 2 workers over 1, within each round
+        # (the load generator shares this machine's CPUs, so total rate is not the figure)
+        ratios = [
+            rounds["gridlb-2w"][i]["us_conn"] / rounds["gridlb"][i]["us_conn"]
+            for i in sorted(rounds["gridlb"])
+            if "us_conn" in rounds["gridlb-2w"].get(i, {}) and rounds["gridlb"][i].get("us_conn")
+        ]
+        med, lo, hi = spread(ratios)
+        met = med <= 1.1
+        ok = ok and met
+        verdict = "ok" if met else "MISSED"
+        print(f"  {'us_conn_2w_vs_1w':<26} {med:8.2f} [{lo:.2f}–{hi:.2f}] <= 1.1    {verdict}")
+        kv["us_conn_2w"] = f"{rows['gridlb-2w']['us_conn']:.0f}"
+        kv["us_conn_2w_vs_1w"] = f"{med:.2f}"
+        kv["us_conn_2w_vs_1w_range"] = f"{lo:.2f}..{hi:.2f}"
     kv["goals_met"] = "yes" if ok else "no"
     print("RESULT proxy " + " ".join(f"{k}={v}" for k, v in kv.items()))
     return 0

@@ -115,6 +115,7 @@ class DirectorStatus:
     counters: CounterStatus = CounterStatus()
     services: tuple[ServiceStatus, ...] = ()
     vrrp: Mapping[str, Any] | None = None  # the VRRP instances' status, when the director runs VRRP
+    scaleout: Mapping[str, Any] | None = None  # BGP announcements, when the director scales out
     dataplane_choice: str = ""  # with `dataplane: auto`: which one runs and why
 
     def reals(self) -> list[tuple[ServiceStatus, RealStatus]]:

@@ -283,3 +283,13 @@ def test_lvs_sync_daemon_interface_with_a_dataplane_that_does_not_sync_is_a_warn
     ]
     dr = lint(instance(extra="    lvs_sync_daemon_interface: eth0\n") + vs + "gridlb:\n  dataplane: dr\n")
     assert [f for f in dr if f.code == "sync-not-run"] == []
+
+
+def test_proxy_workers_with_another_dataplane_is_a_warning() -> None:
+    vs = "keepalived::virtual_servers: {}\n"
+    dr = lint(vs + "gridlb:\n  dataplane: dr\n  proxy:\n    workers: 2\n")
+    assert [(f.code, f.severity) for f in dr if f.code == "proxy-setting-unused"] == [
+        ("proxy-setting-unused", Severity.WARNING)
+    ]
+    proxy = lint(vs + "gridlb:\n  dataplane: proxy\n  proxy:\n    workers: auto\n")
+    assert [f for f in proxy if f.code == "proxy-setting-unused"] == []

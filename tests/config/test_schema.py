@@ -14,6 +14,7 @@ from gridlb.config.schema import (
     KEY_ALIASES,
     BfdCheck,
     BfdInstance,
+    BgpPeer,
     CheckKind,
     DnsCheck,
     FileCheck,
@@ -28,6 +29,7 @@ from gridlb.config.schema import (
     MiscCheck,
     ProxySettings,
     RealServer,
+    ScaleoutSettings,
     SmtpCheck,
     SmtpHost,
     TcpCheck,
@@ -232,6 +234,15 @@ def test_gridlb_settings() -> None:
             GridlbSettings.model_validate(bad)
 
 
+def test_proxy_workers_is_a_count_or_auto() -> None:
+    assert ProxySettings().workers == D.PROXY_WORKERS == 1
+    assert ProxySettings.model_validate({"workers": 2}).workers == 2
+    assert ProxySettings.model_validate({"workers": "auto"}).workers == "auto"
+    for bad in (0, 65, "many", -1):
+        with pytest.raises(ValidationError, match="workers"):
+            ProxySettings.model_validate({"workers": bad})
+
+
 def test_models_are_frozen() -> None:
     v = vs()
     with pytest.raises(ValidationError):
@@ -270,6 +281,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
         TrackFile,
         BfdInstance,
         TimeoutSettings,
+        ScaleoutSettings,
+        BgpPeer,
     ],
 )
 def test_every_field_is_documented(model: type[BaseModel]) -> None:

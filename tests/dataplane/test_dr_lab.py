@@ -251,3 +251,30 @@ def test_drain_remove_and_add_under_load_fail_no_transfer(lab: system.LabState, 
     for n, files in [*((n, 50) for n in range(8)), *((100 + n, 20) for n in range(6))]:
         for k in range(files):
             assert sha(tmp_path / f"s{n}-{k}.bin") == original
+
+
+def test_only_the_master_director_answers_arp_and_nd_for_the_vip(lab: system.LabState) -> None:
+    """From the client: the VIP's MAC is the master director's; no backup or real server answers."""
+    state = lab
+    neighbours = str(Path(__file__).resolve().parents[1] / "realserver" / "neighbours.py")
+
+    def mac_of(node: str) -> str:
+        return in_node(state, node, "cat", "/sys/class/net/eth0/address").stdout.strip()
+
+    deadline = time.monotonic() + 20
+    masters: list[str] = []
+    while time.monotonic() < deadline:
+        masters = [
+            n
+            for n in ("dir1", "dir2")
+            if f"{state.vip4}/" in in_node(state, n, "ip", "-br", "addr", "show", "eth0").stdout
+        ]
+        if len(masters) == 1:
+            break
+        time.sleep(0.2)
+    assert len(masters) == 1, f"directors holding the VIP: {masters}"
+    others = {mac_of(n) for n in ("dir1", "dir2", "rs1", "rs2", "rs3") if n != masters[0]}
+    for vip in (state.vip4, state.vip6):
+        answered = in_node(state, "client", sys.executable, neighbours, "eth0", vip, "3").stdout.split()
+        assert set(answered) == {mac_of(masters[0])}, (vip, answered, masters)
+        assert not set(answered) & others

@@ -199,7 +199,7 @@ def test_the_site_setting_reaches_the_templates() -> None:
         )
         off = FACTORY.create(GridlbSettings(), DataplaneHooks())
         try:
-            return on._engine.state.persist.expire_quiescent, off._engine.state.persist.expire_quiescent
+            return on._pool.state.persist.expire_quiescent, off._pool.state.persist.expire_quiescent
         finally:
             await on.close()
             await off.close()

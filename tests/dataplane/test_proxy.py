@@ -1,4 +1,8 @@
-"""ProxyDataplane end to end on loopback: real sockets through the relay thread, both relay modes."""
+"""ProxyDataplane end to end on loopback: real sockets through the relay threads, both relay modes.
+
+Every test runs with one worker and with two (`make_proxy` is parametrized): the semantics are the
+same whichever worker's listener the kernel hands a connection to.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +41,16 @@ MODES = [RelayMode.SPLICE, RelayMode.COPY]
 Factory = Callable[..., ProxyDataplane]
 
 
-@pytest.fixture
-async def make_proxy() -> AsyncIterator[Factory]:
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+async def make_proxy(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     made: list[ProxyDataplane] = []
+    workers: int = request.param
 
     def factory(**kw: object) -> ProxyDataplane:
-        dp = ProxyDataplane(**kw)  # type: ignore[arg-type]
+        opts = kw.pop("options", None) or ProxyOptions()
+        assert isinstance(opts, ProxyOptions)
+        dp = ProxyDataplane(options=replace(opts, workers=workers), **kw)  # type: ignore[arg-type]
+        assert dp.workers == workers
         made.append(dp)
         return dp
 
@@ -386,7 +394,7 @@ async def test_copy_mode_uses_no_pipes(make_proxy: Factory, backends: list[HashB
         dp = make_proxy(options=ProxyOptions(relay=mode))
         svc = await service(dp, "127.0.0.1", [(rkey(a), DestSpec())])
         await exchange("127.0.0.1", svc.port, payload(1, 1 << 20))
-        assert (dp._engine.pipes.created > 0) is uses_pipes
+        assert (dp._pool.pipes_created > 0) is uses_pipes
 
 
 async def test_dump_after_apply_equals_desired(make_proxy: Factory) -> None:
@@ -480,4 +488,4 @@ async def test_slow_receiver_pauses_and_resumes_without_loss(
             await asyncio.sleep(0.002)  # slower than the sender: the proxy's writes to us fill up
     w.close()
     assert n == size and got.hexdigest() == hashlib.sha256(payload(1, size)).hexdigest()
-    assert dp._engine.pauses > 0
+    assert dp._pool.pauses > 0

@@ -34,9 +34,9 @@ CLEAN = 400
 GUC = 5
 
 
-@pytest.fixture
-def lb() -> Iterator[Loopback]:
-    harness = Loopback(next(_nets))
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def lb(request: pytest.FixtureRequest) -> Iterator[Loopback]:
+    harness = Loopback(next(_nets), workers=request.param)
     try:
         yield harness
     finally:

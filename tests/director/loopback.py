@@ -105,6 +105,7 @@ class Site:
     dataplane: str = "proxy"
     check: bool = True  # a GRIDFTP_CHECK on every real server
     passive_retry_s: float = 10.0
+    workers: int = 1  # gridlb.proxy.workers (the proxy dataplane only)
 
     def text(self) -> str:
         reals = "\n".join(f"      - ip_address: {a}\n        weight: {w}" for a, w in self.reals)
@@ -128,6 +129,7 @@ class Site:
             f"  passive_retry_s: {self.passive_retry_s}\n"
             "  timeouts:\n"
             "    tcpfin: 2\n"
+            + (f"  proxy:\n    workers: {self.workers}\n" if self.dataplane == "proxy" else "")
         )
 
 
@@ -137,6 +139,7 @@ class Loopback:
 
     net: int
     dataplane: str = "proxy"  # "asyncio": the test-only dataplane of tests/director/asyncio_dataplane.py
+    workers: int = 1  # relay threads of the proxy dataplane
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="glbD-e2e-")))
     servers: dict[str, RealServer] = field(default_factory=dict)
     director: subprocess.Popen[bytes] | None = None
@@ -174,7 +177,9 @@ class Loopback:
         passive_retry_s: float = 10.0,
     ) -> Path:
         listed = [(self.addr(i), w) for i, w in reals]
-        site = Site(self.vip, listed, self.socket, delay_loop_s, self.dataplane, check, passive_retry_s)
+        site = Site(
+            self.vip, listed, self.socket, delay_loop_s, self.dataplane, check, passive_retry_s, self.workers
+        )
         path = self.dir / "site.yaml"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(site.text())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from gridlb.config.load import Site, parse_text, site_from_mapping
 from gridlb.config.schema import GridftpService
+from gridlb.dataplane import base
+from gridlb.dataplane.base import Capabilities
 from gridlb.director.config import DirectorConfig
-from gridlb.table import ServiceKey
+from gridlb.table import ForwardMethod, ServiceKey
 
 SITE = """\
 keepalived::vrrp_instances:
@@ -86,3 +88,24 @@ def test_a_gridftp_checked_service_gets_the_default_421_and_named_ones_keep_thei
     assert settings.gridftp_service(ServiceKey.tcp("127.0.0.1", 1094)) is None  # not GridFTP
     named = settings.gridftp_service(ServiceKey.tcp("127.0.0.5", 2811))
     assert named is not None and named.unavailable_reply == ""
+
+
+def test_proxy_workers_with_another_dataplane_is_said_at_start() -> None:
+    class Other:
+        name = "other-dp"
+        capabilities = Capabilities(forwarding=frozenset(ForwardMethod), schedulers=frozenset({"wlc"}))
+
+        def unavailable(self) -> str:
+            return ""
+
+        def create(self, settings: object, hooks: object) -> object:
+            raise NotImplementedError
+
+    base.register(Other())  # type: ignore[arg-type]
+    try:
+        _, said = config("other-dp", "  proxy: {workers: 2}\n").check_dataplane()
+        _, proxy_said = config("proxy", "  proxy: {workers: 2}\n").check_dataplane()
+    finally:
+        base.unregister("other-dp")
+    assert "gridlb.proxy.workers: the other-dp dataplane has no relay workers; it is not used" in said
+    assert not [line for line in proxy_said if "workers" in line]

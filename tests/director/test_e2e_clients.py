@@ -42,6 +42,7 @@ class Site:
     """Real servers with their own storage, a director, and the site file tying them together."""
 
     net: int
+    workers: int = 1  # gridlb.proxy.workers
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="glbD-clients-")))
     servers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     director: subprocess.Popen[bytes] | None = None
@@ -120,6 +121,8 @@ class Site:
         lines += [
             "gridlb:",
             "  dataplane: proxy",
+            "  proxy:",
+            f"    workers: {self.workers}",
             f"  control_socket: {self.socket}",
             f"  metrics_listen: {self.metrics}",
             "  timeouts:",
@@ -183,9 +186,9 @@ class Site:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def site() -> Iterator[Site]:
-    s = Site(161)
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def site(request: pytest.FixtureRequest) -> Iterator[Site]:
+    s = Site(161, workers=request.param)  # 2 workers: a data connection may reach the other one
     try:
         yield s
     finally:

@@ -29,13 +29,15 @@ from tests.support import need_root
 _nets = itertools.count(10 + os.getpid() % 100)
 
 
-#: Every dataplane in the registry, and the test-only one that no code in gridlb.director knows.
-DATAPLANES = ["proxy", "asyncio"]
+#: Every dataplane in the registry (the proxy with one and with two relay workers), and the test-only
+#: one that no code in gridlb.director knows.
+DATAPLANES = [("proxy", 1), ("proxy", 2), ("asyncio", 1)]
 
 
-@pytest.fixture(params=DATAPLANES)
+@pytest.fixture(params=DATAPLANES, ids=["proxy", "proxy-2workers", "asyncio"])
 def lb(request: pytest.FixtureRequest) -> Iterator[Loopback]:
-    harness = Loopback(next(_nets), dataplane=request.param)
+    dataplane, workers = request.param
+    harness = Loopback(next(_nets), dataplane=dataplane, workers=workers)
     try:
         yield harness
     finally:

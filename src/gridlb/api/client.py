@@ -13,6 +13,8 @@ from gridlb.api.messages import (
     MAX_LINE_BYTES,
     AddRequest,
     ApiError,
+    DirectorDrainRequest,
+    DirectorUndrainRequest,
     DrainRequest,
     EnableRequest,
     ErrorCode,
@@ -160,6 +162,16 @@ class ControlClient:
     ) -> dict[str, Any]:
         """Remove `real` (from `service`, or from all); with `drain`, once idle."""
         result: dict[str, Any] = self.call(RemoveRequest(real, service, drain, timeout_s))
+        return result
+
+    def director_drain(self) -> dict[str, Any]:
+        """Scale-out: withdraw this director's VIPs; returns once the speaker has withdrawn them."""
+        result: dict[str, Any] = self.call(DirectorDrainRequest())
+        return result
+
+    def director_undrain(self) -> dict[str, Any]:
+        """Scale-out: announce this director's VIPs again while it can serve them."""
+        result: dict[str, Any] = self.call(DirectorUndrainRequest())
         return result
 
     def reload(self) -> dict[str, Any]:

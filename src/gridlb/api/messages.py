@@ -147,6 +147,20 @@ class EventsRequest:
     wait_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class DirectorDrainRequest:
+    """Scale-out: withdraw this director's VIPs from the router (`gridlb director drain`)."""
+
+    op = "director-drain"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorUndrainRequest:
+    """Scale-out: announce this director's VIPs again while it can serve them."""
+
+    op = "director-undrain"
+
+
 Request = (
     Ping
     | StatusRequest
@@ -158,6 +172,8 @@ Request = (
     | ReloadRequest
     | FailoverRequest
     | EventsRequest
+    | DirectorDrainRequest
+    | DirectorUndrainRequest
 )
 
 _REQUESTS: dict[str, type[Any]] = {
@@ -173,6 +189,8 @@ _REQUESTS: dict[str, type[Any]] = {
         ReloadRequest,
         FailoverRequest,
         EventsRequest,
+        DirectorDrainRequest,
+        DirectorUndrainRequest,
     )
 }
 READ_OPS = frozenset({"ping", "status", "table", "events"})

@@ -172,6 +172,9 @@ def render_status(status: DirectorStatus) -> Group:
     from gridlb.cli.failover import vrrp_lines  # VRRP role, peer, last transition
 
     lines.extend(vrrp_lines(status.vrrp))
+    from gridlb.scaleout.view import scaleout_lines  # BGP announcements, sessions
+
+    lines.extend(Text(line) for line in scaleout_lines(status.scaleout))
     if status.dataplane_fault is not None:
         f = status.dataplane_fault
         lines.append(

@@ -1,4 +1,5 @@
-"""`gridlb director run SITE.yaml [MORE.yaml ...]`: run the director in the foreground."""
+"""`gridlb director run SITE.yaml [MORE.yaml ...]`: run the director in the foreground; `gridlb director
+drain|undrain`: take a scaled-out director out of (and back into) the router's ECMP."""
 
 from __future__ import annotations
 
@@ -103,6 +104,29 @@ def register(subparsers: Any) -> None:
     )
     unit_p.set_defaults(func=run_unit)
 
+    from gridlb.cli.ctl import add_socket_option
+
+    drain_p = sub.add_parser(
+        "drain",
+        help="scale-out: withdraw this director's VIPs from the router (flows move to the other directors)",
+        description=(
+            "Withdraw every VIP this director announces over BGP (gridlb.scaleout). Returns once the "
+            "speaker has withdrawn them; the router then sends new flows to the other directors. The "
+            "director keeps serving what still reaches it. Lasts until `gridlb director undrain` or a "
+            "restart."
+        ),
+    )
+    add_socket_option(drain_p)
+    drain_p.set_defaults(func=run_drain)
+    undrain_p = sub.add_parser(
+        "undrain",
+        help="scale-out: announce this director's VIPs again (while it can serve them)",
+        description="Lift `gridlb director drain`: each VIP is announced again while a real server is up "
+        "for it.",
+    )
+    add_socket_option(undrain_p)
+    undrain_p.set_defaults(func=run_undrain)
+
 
 def run_unit(args: argparse.Namespace) -> int:
     """Print the director's systemd unit."""
@@ -148,4 +172,33 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except OSError as exc:
         raise ConfigError(str(exc), key="director") from None
+    return 0
+
+
+def run_drain(args: argparse.Namespace) -> int:
+    """Withdraw this director's VIPs."""
+    return _drain_op(args, drain=True)
+
+
+def run_undrain(args: argparse.Namespace) -> int:
+    """Announce this director's VIPs again."""
+    return _drain_op(args, drain=False)
+
+
+def _drain_op(args: argparse.Namespace, *, drain: bool) -> int:
+    from gridlb.api.client import ControlClient, default_socket
+    from gridlb.api.messages import ApiError
+    from gridlb.cli.ctl import _refused
+
+    with ControlClient(args.socket or default_socket()) as client:
+        try:
+            result = client.director_drain() if drain else client.director_undrain()
+        except ApiError as exc:
+            return _refused(f"director {'drain' if drain else 'undrain'}", exc)
+    if drain:
+        vips = ", ".join(result["withdrawn"]) or "no VIP"
+        print(f"director drained: withdrew {vips}{' (was already drained)' if result['was_drained'] else ''}")
+    else:
+        vips = ", ".join(result["announced"]) or "no VIP (none can be served now)"
+        print(f"director undrained: announcing {vips}")
     return 0

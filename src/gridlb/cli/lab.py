@@ -21,6 +21,10 @@ Build the seed's topology on this machine, in network namespaces, and run the re
               own address: Globus' globus-gridftp-server (-data-interface, and -epsv-ip for
               IPv6) or gridlb's embedded server (--data-address)
   lan         the namespace holding the bridge br0 every node's eth0 is plugged into
+  router      with --scaleout: BIRD with one eBGP session per director and ECMP for the VIP (L4
+              hash; a resilient next-hop group, or BIRD's multipath route with --plain-multipath);
+              its eth1 leads to the client network 10.A.(B+1).0/24
+  remote      with --scaleout: a client behind the router (10.A.(B+1).50)
 
 Addresses: 10.90.1.H/24 and fd00:5a:1::H/64 (H = 50 client, 2 and 3 directors, 11.. real servers),
 MACs 02:5a:01:00:00:HH, VIPs 10.90.1.100 and fd00:5a:1::100 (--net A.B changes 90.1). Namespaces
@@ -104,7 +108,21 @@ def register(subparsers: Any) -> None:
         "--gridftp", choices=system.GRIDFTP_KINDS, default="globus", help="the real servers' GridFTP server"
     )
     up.add_argument(
-        "--directors", type=_count(0, 2), default=2, metavar="0|1|2", help="directors (default 2)"
+        "--directors",
+        type=_count(0, 4),
+        default=2,
+        metavar="N",
+        help="directors (default 2; 3 or 4 need --scaleout; 0 needs --start realservers or none)",
+    )
+    up.add_argument(
+        "--scaleout",
+        action="store_true",
+        help="active directors announcing the VIP over BGP to a router (BIRD, ECMP) with a client behind it",
+    )
+    up.add_argument(
+        "--plain-multipath",
+        action="store_true",
+        help="scale-out: keep BIRD's hash-threshold multipath route (default: a resilient next-hop group)",
     )
     up.add_argument(
         "--dataplane", default="proxy", metavar="proxy|dr", help="the directors' dataplane (default proxy)"
@@ -163,6 +181,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    if args.directors > 2 and not args.scaleout:
+        print("gridlb lab: error: --directors 3 or 4 needs --scaleout (VRRP pairs have 2)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.scaleout and args.ipv6:
+        print("gridlb lab: error: --scaleout builds IPv4 only; drop --ipv6", file=sys.stderr)
+        return EXIT_USAGE
     options = system.LabOptions(
         name=args.name,
         realservers=args.realservers,
@@ -173,6 +197,8 @@ def _up(args: argparse.Namespace) -> int:
         net_a=args.net[0],
         net_b=args.net[1],
         start=args.start,
+        scaleout=args.scaleout,
+        resilient=not args.plain_multipath,
     )
     if sys.stderr.isatty():  # a spinner with the current step; plain lines otherwise
         from rich.console import Console

@@ -84,8 +84,20 @@ TIMEOUT_TCPFIN_S: Final = 120
 TIMEOUT_UDP_S: Final = 300
 TIMEOUT_MAX_S: Final = 2_147_483  # the kernel keeps timeouts in jiffies of an int
 PROXY_CONNECT_TIMEOUT_S = 5.0
+PROXY_WORKERS: Final = 1  # relay threads of the proxy dataplane ("auto" = one per CPU)
+PROXY_WORKERS_MAX: Final = 64
 
 #: What the proxy answers a GridFTP client when no real server can take it (RFC 959 421).
 GRIDFTP_UNAVAILABLE_REPLY = "421 Service not available: no GridFTP server is up behind this address"
 #: At most this many data ports per GridFTP service (the proxy holds one listening socket per port).
 GRIDFTP_DATA_PORTS_MAX = 4096
+
+# --- gridlb.scaleout (BGP announcements through BIRD) -------------------------------------------
+ASN_MAX: Final = 4_294_967_295  # 4-octet AS numbers (RFC 6793)
+BGP_HOLD_TIME_MIN_S: Final = 3  # RFC 4271: 0 or at least 3 s; gridlb always keeps a hold timer
+BGP_HOLD_TIME_MAX_S: Final = 65535
+SCALEOUT_SPEAKER: Final = "bird"
+SCALEOUT_HOLD_TIME_S: Final = 9  # keepalives every 3 s; BIRD's own default is 240 s
+SCALEOUT_CHECK_INTERVAL_S: Final = 1.0  # how often the announcer re-reads the director's status
+SCALEOUT_BIRD_CONFIG: Final = "/run/gridlb/bird.conf"
+SCALEOUT_BIRD_SOCKET: Final = "/run/gridlb/bird.ctl"

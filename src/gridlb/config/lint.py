@@ -26,6 +26,13 @@ range errors (weights, ports, priorities, VRIDs, advert_int, unknown keys) are c
   `user` (or `gridlb.script_user`) that does not exist, a script keepalived's
   `enable_script_security` would refuse (missing, not executable by its user, or run as root from
   a path a non-root user can change), a checker option its checker rejects.
+* scale-out (`gridlb.scaleout`): an announced VIP that a VRRP instance also holds (two mechanisms
+  moving one address); an announced address no service has; a scaled-out service whose scheduler
+  is not `mh` (flows change real server when ECMP moves them between directors); `mh` without
+  `inhibit_on_failure` and `mh_fallback` (the table follows the order of the real-server list,
+  which removals and re-adds make differ between directors); the `proxy` dataplane (it terminates
+  TCP: a flow moved to another director is reset); two directors with one `router_id`; a file
+  whose director is not among `directors`; an announced VIP of a family no peer has.
 
 What "VIP outside its interface's subnet" can infer: gridlb does not read the host's interfaces.
 The only address known to be on an instance's interface is its `unicast_source_ip` (adverts leave
@@ -41,14 +48,21 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from gridlb.config import defaults as D
 from gridlb.config.load import Site, SiteFile
-from gridlb.config.schema import CHECKER_BLOCKS, UNSUPPORTED_CHECKERS, InitialState, VrrpInstance
+from gridlb.config.schema import (
+    CHECKER_BLOCKS,
+    UNSUPPORTED_CHECKERS,
+    InitialState,
+    RealServer,
+    VirtualServer,
+    VrrpInstance,
+)
 from gridlb.errors import Location
 from gridlb.health.spec import site_check_problems
-from gridlb.table import ForwardMethod, Proto, RealKey, ServiceKey
+from gridlb.table import ForwardMethod, IPAddress, Proto, RealKey, ServiceKey
 
 VS = "virtual_servers"
 VI = "vrrp_instances"
@@ -92,6 +106,7 @@ def lint_site(site: Site) -> list[Finding]:
         found.extend(_keepalived_only(f))
     found.extend(_across_files(site))
     found.extend(_checks(site))
+    found.extend(_scaleout(site))
     order = {f.path: i for i, f in enumerate(site.files)}
     unique = list(dict.fromkeys(found))
     unique.sort(key=lambda x: (order.get(x.location.file, len(order)), x.location.line, x.code))
@@ -256,6 +271,14 @@ def _dataplane(f: SiteFile, site: Site) -> Iterator[Finding]:
                 "sync-not-run",
                 f"the {name} dataplane does not sync connections; lvs_sync_daemon_interface is not used",
             )
+    if name != "proxy" and f.gridlb is not None and "workers" in f.gridlb.proxy.model_fields_set:
+        yield _at(
+            f,
+            ("gridlb", "proxy", "workers"),
+            Severity.WARNING,
+            "proxy-setting-unused",
+            f"the {name} dataplane has no relay workers; proxy.workers is not used",
+        )
 
 
 def _gridftp_services(f: SiteFile, site: Site) -> Iterator[Finding]:
@@ -334,6 +357,8 @@ def _dashboard(f: SiteFile) -> Iterator[Finding]:
 
 def _services(f: SiteFile, site: Site) -> Iterator[Finding]:
     held = {vip.address for sf in site.files for inst in sf.vrrp_instances.values() for vip in inst.vips}
+    if held:  # an address scale-out announces is held by the directors' BGP routes instead
+        held |= set(_announced(site))
     seen_service: dict[object, str] = {}
     for name, vs in f.virtual_servers.items():
         key = vs.service_key()
@@ -676,3 +701,140 @@ def _service_mismatch(site: Site) -> Iterator[Finding]:
                     f"differs from the definition in {first[name].path} "
                     f"({_line(first[name], VS, name)}), which is the one used",
                 )
+
+
+# ------------------------------------------------------------------------------------ scale-out
+
+SO = ("gridlb", "scaleout")
+
+
+def _announced(site: Site) -> tuple[IPAddress, ...]:
+    so = site.gridlb.scaleout
+    if so is None:
+        return ()
+    return so.announced([vs.ip_address for vs in site.virtual_servers.values() if vs.ip_address is not None])
+
+
+def _inhibits(vs: VirtualServer, rs: RealServer) -> bool:
+    value = rs.inhibit_on_failure if rs.inhibit_on_failure is not None else vs.inhibit_on_failure
+    return bool(value)
+
+
+def _scaleout_file(site: Site) -> SiteFile | None:
+    """Return the last file that writes `gridlb.scaleout` (the one the merged view uses)."""
+    found = None
+    for f in site.files:
+        if f.gridlb is not None and f.gridlb.scaleout is not None:
+            found = f
+    return found
+
+
+def _scaleout(site: Site) -> Iterator[Finding]:
+    so = site.gridlb.scaleout
+    f = _scaleout_file(site)
+    if so is None or f is None:
+        return
+    announced = _announced(site)
+
+    def at_vip(vip: IPAddress) -> tuple[str | int, ...]:
+        return (*SO, "announce", so.announce.index(vip)) if vip in so.announce else SO
+
+    services = [(sf, name, vs) for sf in site.files for name, vs in sf.virtual_servers.items()]
+    for vip in announced:
+        for sf in site.files:
+            for iname, inst in sf.vrrp_instances.items():
+                if any(v.address == vip for v in inst.vips):
+                    yield _at(
+                        f,
+                        at_vip(vip),
+                        Severity.ERROR,
+                        "scaleout-vrrp-vip",
+                        f"{vip} is announced over BGP and also held by VRRP instance {iname} "
+                        f"({sf.path}, {_line(sf, VI, iname)}): a scaled-out VIP is on every director at "
+                        "once; take it out of the instance (or out of scaleout.announce)",
+                    )
+        if not any(p.address.version == vip.version for p in so.peers):
+            yield _at(
+                f,
+                at_vip(vip),
+                Severity.ERROR,
+                "scaleout-family",
+                f"{vip} is IPv{vip.version} but no peer is: each BGP session carries its own address "
+                "family only, so nothing would announce it",
+            )
+        if not any(vs.ip_address == vip for _, _, vs in services):
+            yield _at(
+                f,
+                at_vip(vip),
+                Severity.ERROR,
+                "scaleout-no-service",
+                f"{vip} is announced but no virtual server has that address: the director never "
+                "announces it (it announces a VIP only while a service on it can serve)",
+            )
+    seen: set[str] = set()
+    for sf, name, vs in services:
+        if vs.ip_address not in announced or name in seen:
+            continue
+        seen.add(name)
+        if vs.scheduler != "mh":
+            yield _at(
+                sf,
+                (VS, name, "lb_algo"),
+                Severity.WARNING,
+                "scaleout-scheduler",
+                f"scheduler {vs.scheduler} on a scaled-out service: each director picks real servers on "
+                "its own, so a flow that the router moves to another director (a director added, "
+                "drained or lost) lands on a different real server and breaks; use mh (Maglev), "
+                "which maps a flow to the same real server on every director",
+            )
+        elif not (vs.mh_fallback and all(_inhibits(vs, rs) for rs in vs.real_servers)):
+            yield _at(
+                sf,
+                (VS, name),
+                Severity.WARNING,
+                "scaleout-mh-order",
+                "mh builds its table in the order of the real-server list, and a failed server that is "
+                "removed comes back at the head of it, so directors with different histories build "
+                "tables that differ in a few entries (about 0.3 % for 4 servers), whose flows change "
+                "real server when they move between directors; set inhibit_on_failure (a failed "
+                "server keeps its place at weight 0) and mh_fallback (its flows go to the next server "
+                "in the table)",
+            )
+    if site.gridlb.dataplane == "proxy" and any(
+        sf.gridlb is not None and "dataplane" in sf.gridlb.model_fields_set for sf in site.files
+    ):
+        yield _at(
+            f,
+            SO,
+            Severity.WARNING,
+            "scaleout-dataplane",
+            "the proxy dataplane terminates TCP on the director: a connection the router moves to "
+            "another director (one added, drained or lost) is reset; flows survive that only with "
+            "a dataplane that forwards packets (dr, ipvs)",
+        )
+    ids: dict[IPv4Address, SiteFile] = {}
+    for sf in site.files:
+        sso = sf.gridlb.scaleout if sf.gridlb is not None else None
+        if sso is None:
+            continue
+        if sso.directors and sf.director not in sso.directors and (sf.vrrp_instances or sf.virtual_servers):
+            yield _at(
+                sf,
+                (*SO, "directors"),
+                Severity.WARNING,
+                "scaleout-unknown-director",
+                f"this file describes director {sf.director}, which is not among directors "
+                f"({', '.join(sso.directors)}): it refuses to start with scaleout",
+            )
+        rid = sso.router_id
+        if rid is not None and rid in ids and ids[rid].director != sf.director:
+            yield _at(
+                sf,
+                (*SO, "router_id"),
+                Severity.ERROR,
+                "scaleout-router-id",
+                f"router_id {rid} is also {ids[rid].director}'s ({ids[rid].path}): each director "
+                "needs its own BGP identifier",
+            )
+        elif rid is not None:
+            ids[rid] = sf

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 from itertools import pairwise
@@ -1104,6 +1104,9 @@ class ProxySettings(_Model):
     """Settings of the userspace proxy dataplane."""
 
     connect_timeout_s: Seconds = D.PROXY_CONNECT_TIMEOUT_S
+    #: Relay threads sharing one scheduling state, each with its own SO_REUSEPORT listener per
+    #: service; "auto" = one per CPU this process may use.
+    workers: Annotated[int, Field(ge=1, le=D.PROXY_WORKERS_MAX)] | Literal["auto"] = D.PROXY_WORKERS
     #: The kernel sysctl of the same name: a drained (weight 0) server's persistence templates are
     #: dropped at their client's next connection instead of kept (the kernel's default: kept).
     expire_quiescent_template: bool = False
@@ -1176,6 +1179,66 @@ class TimeoutSettings(_Model):
         return Timeouts(self.tcp, self.tcpfin, self.udp)
 
 
+class BgpPeer(_Model):
+    """One BGP neighbour of a scaled-out director (the upstream router): address and AS numbers."""
+
+    address: IpAddr
+    asn: Annotated[int, Field(ge=1, le=D.ASN_MAX)]  # the router's AS
+    local_address: IpAddr | None = None  # this director's address for the session (None: the kernel's)
+
+    @model_validator(mode="after")
+    def _family(self) -> BgpPeer:
+        if self.local_address is not None and self.local_address.version != self.address.version:
+            raise ValueError("local_address and address must be of the same family")
+        return self
+
+
+class ScaleoutSettings(_Model):
+    """`gridlb.scaleout`: active directors that announce VIPs over BGP through a speaker gridlb drives."""
+
+    speaker: Literal["bird"] = D.SCALEOUT_SPEAKER  # BIRD 2, run by the director (config + birdc)
+    directors: Annotated[tuple[str, ...], BeforeValidator(_listify)] = ()  # director names that announce
+    local_asn: Annotated[int, Field(ge=1, le=D.ASN_MAX)]  # the directors' AS
+    router_id: IPv4Address | None = None  # BGP identifier, unique per director (None: first peer's local)
+    peers: Annotated[tuple[BgpPeer, ...], BeforeValidator(_listify), Field(min_length=1)]
+    announce: Annotated[tuple[IpAddr, ...], BeforeValidator(_listify)] = ()  # () = every service address
+    hold_time_s: Annotated[int, Field(ge=D.BGP_HOLD_TIME_MIN_S, le=D.BGP_HOLD_TIME_MAX_S)] = (
+        D.SCALEOUT_HOLD_TIME_S
+    )
+    check_interval_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = D.SCALEOUT_CHECK_INTERVAL_S
+    bird_binary: str = "bird"
+    birdc_binary: str = "birdc"
+    bird_config: str = D.SCALEOUT_BIRD_CONFIG  # written by the director
+    bird_socket: str = D.SCALEOUT_BIRD_SOCKET  # BIRD's control socket
+
+    @field_validator("router_id", mode="before")
+    @classmethod
+    def _router_id(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return IPv4Address(value)
+            except ValueError:
+                raise ValueError(f"{value!r}: a BGP router id is written as an IPv4 address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ScaleoutSettings:
+        seen: set[object] = set()
+        for peer in self.peers:
+            if peer.address in seen:
+                raise ValueError(f"peer {peer.address} is listed twice")
+            seen.add(peer.address)
+        if len(set(self.directors)) != len(self.directors):
+            raise ValueError("a director is listed twice in directors")
+        return self
+
+    def announced(self, service_addresses: Sequence[IPv4Address | IPv6Address]) -> tuple[IPAddress, ...]:
+        """Return the VIPs to announce: `announce`, else every service address (in order, once)."""
+        if self.announce:
+            return tuple(dict.fromkeys(self.announce))
+        return tuple(dict.fromkeys(service_addresses))
+
+
 _LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d+)$")
 
 
@@ -1201,6 +1264,7 @@ class GridlbSettings(_Model):
     #: How long a real server put out by a passive failure (a refused connect) stays out before it is
     #: tried again, with or without a checker.
     passive_retry_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = D.PASSIVE_RETRY_S
+    scaleout: ScaleoutSettings | None = None  # active directors announcing VIPs over BGP; None = off
 
     _lower_dataplane = field_validator("dataplane", mode="before")(_lower)
 

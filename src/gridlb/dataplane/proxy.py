@@ -1,9 +1,10 @@
 """The `proxy` dataplane: a userspace L4 full proxy per virtual service, driven from asyncio.
 
 `ProxyDataplane` implements the whole `Dataplane` protocol; `FACTORY` registers it as `proxy`. The
-bytes never touch the asyncio loop: a `RelayEngine` thread (select.epoll + os.splice, see relay.py)
-accepts, schedules with the shared schedulers, connects and relays; this class only posts commands to
-it and awaits the answers.
+bytes never touch the asyncio loop: `RelayEngine` threads (select.epoll + os.splice, see relay.py;
+`options.workers` of them, see workers.py) accept, schedule with the shared schedulers, connect and
+relay; this class applies ops to their shared state, posts listener commands to them and awaits the
+answers.
 Passive health failures (a refused or timed-out connect) come back as calls of
 `on_backend_failure(service, real, reason)` on the asyncio loop; a coroutine result is run as a
 task that this object keeps referenced until it ends.
@@ -12,12 +13,11 @@ task that this object keeps referenced until it ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from gridlb.dataplane.base import (
     Capabilities,
@@ -26,7 +26,9 @@ from gridlb.dataplane.base import (
     OpResult,
     Role,
 )
-from gridlb.dataplane.relay import RelayEngine, RelayMode
+from gridlb.dataplane.proxy_state import ProxyState, ServiceState
+from gridlb.dataplane.relay import RelayMode
+from gridlb.dataplane.workers import WorkerPool, resolve_workers
 from gridlb.sched import scheduler_names
 from gridlb.table import (
     AddService,
@@ -44,7 +46,7 @@ from gridlb.table import (
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Called on the asyncio loop when a real server refused or timed out a connect: (service, real, reason).
 BackendFailureCallback = Callable[[ServiceKey, RealKey, str], Awaitable[None] | None]
@@ -59,7 +61,8 @@ class ProxyOptions:
     pipe_size: int = 1 << 20  # F_SETPIPE_SZ for splice pipes (falls back to the default size)
     copy_size: int = 1 << 18  # buffer per direction in copy mode
     backlog: int = 4096
-    cpu: int | None = None  # pin the relay thread to this CPU
+    cpu: int | None = None  # pin the relay thread to this CPU (worker i to CPU cpu + i)
+    workers: int = 1  # relay threads sharing one scheduling state (`gridlb.proxy.workers`)
     expire_quiescent_template: bool = False  # the kernel sysctl: drop a drained server's templates
     #: GridFTP services: the line answered when no real server can take a client (421 ...).
     replies: Mapping[ServiceKey, str] = field(default_factory=dict)
@@ -80,6 +83,7 @@ class ProxyOptions:
                 data_ports[key] = g.data_ports
         return cls(
             connect_timeout_s=settings.proxy.connect_timeout_s,
+            workers=resolve_workers(settings.proxy.workers),
             expire_quiescent_template=settings.proxy.expire_quiescent_template,
             replies=replies,
             data_ports=data_ports,
@@ -122,86 +126,96 @@ class ProxyDataplane:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
-        self._engine = RelayEngine(
+        self._pool = WorkerPool(
+            opts.workers,
             timeouts=timeouts,
             mode=opts.relay,
+            on_failure=self._failure_from_engine,
+            clock=clock,
+            cpu=opts.cpu,
             connect_timeout_s=opts.connect_timeout_s,
             pipe_size=opts.pipe_size,
             copy_size=opts.copy_size,
             backlog=opts.backlog,
-            on_failure=self._failure_from_engine,
-            clock=clock,
-            cpu=opts.cpu,
             replies={k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
             data_ports=opts.data_ports,
         )
-        self._engine.state.persist.expire_quiescent = opts.expire_quiescent_template  # before any op
+        self._pool.state.persist.expire_quiescent = opts.expire_quiescent_template  # before any op
+        self._applying = asyncio.Lock()
         self._closed = False
 
     @property
     def relay_mode(self) -> RelayMode:
         """Return how bytes are moved (SPLICE or COPY; AUTO is resolved at start)."""
-        return self._engine.mode
+        return self._pool.mode
+
+    @property
+    def workers(self) -> int:
+        """Return the number of relay threads."""
+        return len(self._pool.engines)
 
     # --- Dataplane protocol -----------------------------------------------------------------------
 
     async def dump(self) -> IpvsTable:
-        """Return services, destinations, counters and timeouts as the engine has them now."""
-        return await self._call(self._engine.state.snapshot)
+        """Return services, destinations, counters and timeouts as the engines have them now."""
+        return self._pool.locked(lambda state: state.snapshot())
 
     async def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        """Apply `ops` in order; each result carries the reason when the op was refused."""
-        ops = list(ops)
-        return await self._call(lambda: [self._apply_one(op) for op in ops])
+        """Apply `ops` in order; each result carries the reason when the op was refused.
+
+        Once it returns every worker schedules with the new state (a drained server gets no new
+        connection), listens for each added service and no longer accepts for a deleted one.
+        """
+        self._remember_loop()
+        async with self._applying:
+            return [await self._apply_one(op) for op in list(ops)]
 
     async def close(self, grace_s: float = 0.0) -> None:
         """Stop accepting at once; let open relays finish for up to `grace_s`, then close everything."""
         if self._closed:
             return
         self._closed = True
-        engine = self._engine
-        if engine.alive:
-            with contextlib.suppress(RuntimeError):  # the engine ended meanwhile
-                await self._call(lambda: engine.stop(grace_s))
-        await asyncio.get_running_loop().run_in_executor(None, engine.join, grace_s + 5.0)
+        await self._pool.close(grace_s)
 
     async def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays, then inactive ones."""
-        return await self._call(self._engine.connections)
+        return self._pool.connections()
 
     async def counters(self) -> DataplaneCounters:
         """Return the relay's error counts by reason (accept, connect and relay errors)."""
-        return DataplaneCounters(await self._call(lambda: dict(self._engine.errors)))
+        return DataplaneCounters(await self._pool.errors())
 
     async def set_role(self, role: Role) -> None:
         """Nothing to do: the proxy listens with IP_FREEBIND, so it serves whenever the VIP arrives."""
 
     # --- internals --------------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[], T]) -> T:
+    def _remember_loop(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        fut: Future[T] = self._engine.call(fn)
-        return await asyncio.wrap_future(fut)
 
-    def _apply_one(self, op: Op) -> OpResult:
-        """Run in the engine thread: update the state and the listeners together."""
-        engine = self._engine
-        state = engine.state
+    async def _apply_one(self, op: Op) -> OpResult:
+        """Update the shared state (under its lock) and every worker's listeners together."""
+        pool = self._pool
         try:
-            state.check(op)
             if isinstance(op, AddService):
-                state.apply(op)
+
+                def add(state: ProxyState) -> ServiceState:
+                    state.apply(op)
+                    return state.services[op.key]
+
+                svc = pool.locked(add)
                 try:
-                    engine.open_listener(state.services[op.key])
+                    await pool.open_listener(svc)
                 except OSError as exc:
-                    state.apply(DelService(op.key))
+                    pool.locked(lambda state: state.apply(DelService(op.key)))
                     return OpResult(op, f"cannot listen on {op.key}: {exc.strerror or exc}")
             elif isinstance(op, DelService):
-                engine.close_listener(op.key)
-                state.apply(op)
+                pool.locked(lambda state: state.check(op))
+                await pool.close_listener(op.key)
+                pool.locked(lambda state: state.apply(op))
             else:
-                state.apply(op)
+                pool.locked(lambda state: state.apply(op))
         except (KeyError, ValueError) as exc:
             return OpResult(op, str(exc.args[0]) if exc.args else type(exc).__name__)
         return OpResult(op)
@@ -236,9 +250,12 @@ class _Factory:
 
     def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> ProxyDataplane:
         """Return a proxy dataplane for a site with `settings`."""
+        options = ProxyOptions.for_site(settings)
+        n = options.workers
+        log.info("proxy dataplane: %d relay worker%s", n, "" if n == 1 else "s")
         return ProxyDataplane(
             timeouts=settings.timeouts.table_timeouts(),
-            options=ProxyOptions.for_site(settings),
+            options=options,
             on_backend_failure=hooks.on_backend_failure,
         )
 

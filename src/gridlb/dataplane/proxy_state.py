@@ -500,6 +500,24 @@ class ProxyState:
             services.append(Service(key, svc.spec, dests, svc.traffic.stats()))
         return IpvsTable(services=tuple(services), timeouts=self.timeouts)
 
+    def closed_entries(self, now: float) -> list[ConnEntry]:
+        """Return the inactive connections as `ipvsadm -Lc` lists them (FIN_WAIT, time left)."""
+        out = []
+        for expires, dest, host, port in self.closed:
+            vkey = dest.service.key
+            assert vkey.addr is not None
+            out.append(
+                ConnEntry(
+                    Proto.TCP,
+                    max(0, round(expires - now)),
+                    "FIN_WAIT",
+                    RealKey(ip_address(host), port),
+                    RealKey(vkey.addr, vkey.port),
+                    dest.key,
+                )
+            )
+        return out
+
     def template_entries(self, now: float) -> list[ConnEntry]:
         """Return the persistence templates as `ipvsadm -Lc` lists them (state NONE, client port 0)."""
         out = []

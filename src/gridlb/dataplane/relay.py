@@ -5,8 +5,9 @@ interest set once per socket; a connection is two directions, each moving bytes 
 through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
 pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
 both directions have ended. The control side talks to the engine through `call()`: a command queue
-drained by the engine thread after an eventfd wake-up, so every piece of state below is only ever
-touched by the engine thread. Scheduling and counters are the pure `ProxyState`.
+drained by the engine thread after an eventfd wake-up, so every socket, pipe and buffer below is only
+ever touched by the engine thread. Scheduling and counters are the pure `ProxyState`; several engines
+(workers.py) may share one, so every use of it here holds `lock` (one lock per engine by default).
 """
 
 from __future__ import annotations
@@ -267,16 +268,21 @@ class _Waker:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
-def listen_socket(key: ServiceKey, backlog: int, notsent_lowat: int = 0) -> socket.socket:
+def listen_socket(
+    key: ServiceKey, backlog: int, notsent_lowat: int = 0, *, reuseport: bool = False
+) -> socket.socket:
     """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY).
 
-    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit.
+    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit;
+    `reuseport` sets SO_REUSEPORT (one socket per worker, the kernel spreads connections over them).
     """
     assert key.addr is not None
     family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # Bind an address this host does not hold (yet): a backup director listens on the VIP.
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -293,7 +299,11 @@ def listen_socket(key: ServiceKey, backlog: int, notsent_lowat: int = 0) -> sock
 
 
 class RelayEngine:
-    """The relay thread: owns the epoll set, every socket and pipe, and the `ProxyState`."""
+    """The relay thread: owns the epoll set, every socket and pipe; uses `state` under `lock`.
+
+    Alone (the default) it makes its own `ProxyState`; a `WorkerPool` hands every engine the same
+    state and lock, and `reuseport=True` so that each engine has its own listening socket per service.
+    """
 
     def __init__(
         self,
@@ -309,6 +319,10 @@ class RelayEngine:
         clock: Callable[[], float] = time.monotonic,
         cpu: int | None = None,
         name: str = "gridlb-relay",
+        state: ProxyState | None = None,
+        lock: threading.Lock | None = None,
+        live: LiveConns | None = None,
+        reuseport: bool = False,
         replies: Mapping[ServiceKey, bytes] | None = None,
         data_ports: Mapping[ServiceKey, tuple[int, int]] | None = None,
     ) -> None:
@@ -317,7 +331,10 @@ class RelayEngine:
         elif mode is RelayMode.SPLICE and not splice_available():
             raise OSError(errno.ENOSYS, "os.splice is not available on this system")
         self.mode = mode
-        self.state = ProxyState(timeouts)
+        self.state = state if state is not None else ProxyState(timeouts)
+        self.lock = lock if lock is not None else threading.Lock()  # guards `state` and `live`
+        self.live: LiveConns = live if live is not None else {}  # bound connections -> destination
+        self.reuseport = reuseport
         self.connect_timeout_s = connect_timeout_s
         self.backlog = backlog
         self.copy_size = copy_size
@@ -383,7 +400,7 @@ class RelayEngine:
 
     def open_listener(self, svc: ServiceState) -> None:
         """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
-        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat)
+        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat, reuseport=self.reuseport)
         lst = _Listener(sock, svc)
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
@@ -400,7 +417,7 @@ class RelayEngine:
         port = ports[0]
         try:
             for port in range(ports[0], ports[1] + 1):
-                sock = listen_socket(replace(svc.key, port=port), self.backlog)
+                sock = listen_socket(replace(svc.key, port=port), self.backlog, reuseport=self.reuseport)
                 lst = _Listener(sock, svc, port)
                 opened.append(lst)
                 self._fdmap[lst.fd] = lst
@@ -414,9 +431,15 @@ class RelayEngine:
         lst = self.listeners.pop(key, None)
         if lst is not None:
             self._fdmap.pop(lst.fd, None)
+            # Refuse new connections now (a listening socket shut down leaves the port at once, its
+            # queue reset); the descriptor itself is closed after the batch, like every socket.
+            with contextlib.suppress(OSError):
+                lst.sock.shutdown(socket.SHUT_RDWR)
             self._closing.append(lst.sock)  # closing removes it from the epoll set
         for data in self.data_listeners.pop(key, ()):
             self._fdmap.pop(data.fd, None)
+            with contextlib.suppress(OSError):
+                data.sock.shutdown(socket.SHUT_RDWR)
             self._closing.append(data.sock)
 
     def rebind_listener(self, svc: ServiceState) -> None:
@@ -434,41 +457,14 @@ class RelayEngine:
 
     def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays and inactive ones."""
-        now = self.clock()
-        self.state.expire(now)
-        out = []
-        seen: set[int] = set()
-        for h in self._fdmap.values():
-            if isinstance(h, _Conn) and id(h) not in seen and h.dest is not None:
-                seen.add(id(h))
-                svc_key = h.svc.key
-                assert svc_key.addr is not None
-                dkey = h.dest.key
-                out.append(
-                    ConnEntry(
-                        Proto.TCP,
-                        self.state.timeouts.tcp if h.state is _OPEN else 0,
-                        "ESTABLISHED" if h.state is _OPEN else "SYN_SENT",
-                        RealKey(ip_address(h.caddr[0]), h.caddr[1]),
-                        RealKey(svc_key.addr, h.port or svc_key.port),
-                        RealKey(dkey.addr, h.port) if h.port else dkey,
-                    )
-                )
-        for expires, dest, host, port in self.state.closed:
-            vkey = dest.service.key
-            assert vkey.addr is not None
-            out.append(
-                ConnEntry(
-                    Proto.TCP,
-                    max(0, round(expires - now)),
-                    "FIN_WAIT",
-                    RealKey(ip_address(host), port),
-                    RealKey(vkey.addr, vkey.port),
-                    dest.key,
-                )
-            )
-        out.extend(self.state.template_entries(now))
-        return out
+        with self.lock:
+            now = self.clock()
+            self.state.expire(now)
+            return [
+                *live_entries(self.live, self.state.timeouts),
+                *self.state.closed_entries(now),
+                *self.state.template_entries(now),
+            ]
 
     def open_count(self) -> int:
         """Return the number of client connections currently held (connecting or relaying)."""
@@ -540,7 +536,8 @@ class RelayEngine:
                 with contextlib.suppress(Exception):
                     self._close(conn, aborted=True)
         if now >= self._next_expiry:
-            nxt = self.state.expire(now)
+            with self.lock:
+                nxt = self.state.expire(now)
             self._next_expiry = nxt if nxt is not None else now + 1.0
         wait = min(wait, max(0.0, self._next_expiry - now))
         while self._paused and self._paused[0][0] <= now:
@@ -574,8 +571,9 @@ class RelayEngine:
                 continue
             try:
                 self._next_expiry = self._due = 0.0  # commands may read counters: expire first
-                self.state.expire(self.clock())
-                fut.set_result(fn())
+                with self.lock:
+                    self.state.expire(self.clock())
+                fut.set_result(fn())  # a command that touches `state` where others share it takes `lock`
             except BaseException as exc:  # reported to the caller, never kills the engine
                 fut.set_exception(exc)
 
@@ -644,13 +642,16 @@ class RelayEngine:
         state = self.state
         port = conn.port
         limit = 1 if port else len(svc.dests) + 1
+        lock = self.lock
+        live = self.live
         while True:
             if conn.tried >= limit:
                 d = None
-            elif port:
-                d = state.pick_owner(svc, conn.flow)
             else:
-                d = state.pick(svc, conn.flow, now)
+                with lock:
+                    d = state.pick_owner(svc, conn.flow) if port else state.pick(svc, conn.flow, now)
+                    if d is not None:
+                        live[conn] = d
             if d is None:
                 self._no_destination(conn)
                 return
@@ -661,7 +662,9 @@ class RelayEngine:
                 b = _socket.socket(_INET if d.version == 4 else _INET6, _STREAM_NB, 0)
             except OSError as exc:  # out of descriptors or memory: this director's problem, not d's
                 self._count(f"socket: {errno.errorcode.get(exc.errno or 0, 'error')}")
-                state.connect_failed(d, mark_down=False, flow=conn.flow)
+                with lock:
+                    del live[conn]
+                    state.connect_failed(d, mark_down=False, flow=conn.flow)
                 conn.dest = None
                 conn.state = _CLOSED
                 conn.c.close()
@@ -700,7 +703,10 @@ class RelayEngine:
         self._count(f"connect: {reason}")
         # a data port refused by the control connection's server says nothing about its health
         mark_down = not conn.port
-        if self.state.connect_failed(d, mark_down=mark_down, flow=conn.flow) and self.on_failure is not None:
+        with self.lock:  # True for one engine only: a failure is reported once
+            del self.live[conn]
+            newly_down = self.state.connect_failed(d, mark_down=mark_down, flow=conn.flow)
+        if newly_down and self.on_failure is not None:
             try:
                 self.on_failure(conn.svc.key, d.key, reason)
             except Exception:  # a faulty callback must not take the relay down
@@ -824,22 +830,14 @@ class RelayEngine:
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
         sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
-        dest = conn.dest
-        assert dest is not None
-        dtr = dest.traffic
-        str_ = conn.svc.traffic
+        moved = 0
         try:
             while True:
                 n = splice(sfd, pw, cap, None, None, _SPLICE_FLAGS)
                 if not n:
                     d.eof = True
                     break
-                if d.inbound:
-                    dtr.inbytes += n
-                    str_.inbytes += n
-                else:
-                    dtr.outbytes += n
-                    str_.outbytes += n
+                moved += n
                 # `pend` counts what the pipe holds from here on: if the write below fails (EPIPE,
                 # ECONNRESET), `_close` must see these bytes and not pool the pipe with them.
                 d.pend = n
@@ -855,8 +853,25 @@ class RelayEngine:
                 # (a pipe also fills by slots), and no new edge would come for data already queued.
         except BlockingIOError:
             return True
+        finally:
+            if moved:
+                self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
+
+    def _account(self, conn: _Conn, inbound: bool, n: int) -> None:
+        """Count `n` payload bytes read in one pump call (one lock per call, not per read)."""
+        dest = conn.dest
+        assert dest is not None
+        dtr = dest.traffic
+        str_ = conn.svc.traffic
+        with self.lock:
+            if inbound:
+                dtr.inbytes += n
+                str_.inbytes += n
+            else:
+                dtr.outbytes += n
+                str_.outbytes += n
 
     def _flush_splice(self, conn: _Conn, d: _Dir) -> None:
         try:
@@ -875,22 +890,14 @@ class RelayEngine:
         buf, mv = d.buf, d.mv
         assert mv is not None
         src, dst = d.src, d.dst
-        dest = conn.dest
-        assert dest is not None
-        dtr = dest.traffic
-        str_ = conn.svc.traffic
+        moved = 0
         try:
             while True:
                 n = src.recv_into(buf)
                 if not n:
                     d.eof = True
                     break
-                if d.inbound:
-                    dtr.inbytes += n
-                    str_.inbytes += n
-                else:
-                    dtr.outbytes += n
-                    str_.outbytes += n
+                moved += n
                 try:
                     m = dst.send(mv[:n])
                 except BlockingIOError:
@@ -902,6 +909,9 @@ class RelayEngine:
                     return False
         except BlockingIOError:
             return True
+        finally:
+            if moved:
+                self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
 
@@ -947,13 +957,44 @@ class RelayEngine:
         if dest is not None:
             if was_open:
                 now = self.clock()
-                self.state.closed_conn(dest, now, conn.caddr[0], conn.caddr[1])
-                expires = now + self.state.timeouts.tcpfin
+                with self.lock:
+                    del self.live[conn]
+                    self.state.closed_conn(dest, now, conn.caddr[0], conn.caddr[1])
+                    expires = now + self.state.timeouts.tcpfin
                 if expires < self._next_expiry:
                     self._next_expiry = self._due = expires
             else:  # aborted while connecting (engine stop): never established
-                self.state.connect_failed(dest, mark_down=False, flow=conn.flow)
+                with self.lock:
+                    del self.live[conn]
+                    self.state.connect_failed(dest, mark_down=False, flow=conn.flow)
             conn.dest = None
+
+
+#: Every bound connection (connecting or relaying) -> its destination, kept under the state lock so
+#: that a listing sees each connection once: open here, or closed in `ProxyState.closed`.
+LiveConns = dict[_Conn, DestState]
+
+
+def live_entries(live: LiveConns, timeouts: Timeouts) -> list[ConnEntry]:
+    """Return the bound connections as `ipvsadm -Lc` lines (call with the state lock held)."""
+    out = []
+    for conn, dest in live.items():
+        svc_key = conn.svc.key
+        assert svc_key.addr is not None
+        opened = conn.state is _OPEN
+        dkey = dest.key
+        port = conn.port  # a GridFTP data connection: this port on both sides
+        out.append(
+            ConnEntry(
+                Proto.TCP,
+                timeouts.tcp if opened else 0,
+                "ESTABLISHED" if opened else "SYN_SENT",
+                RealKey(ip_address(conn.caddr[0]), conn.caddr[1]),
+                RealKey(svc_key.addr, port or svc_key.port),
+                RealKey(dkey.addr, port) if port else dkey,
+            )
+        )
+    return out
 
 
 def _reason(err: int) -> str:
@@ -969,9 +1010,11 @@ def _reason(err: int) -> str:
 __all__ = [
     "ConnState",
     "FailureCallback",
+    "LiveConns",
     "PipePool",
     "RelayEngine",
     "RelayMode",
     "listen_socket",
+    "live_entries",
     "splice_available",
 ]

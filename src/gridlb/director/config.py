@@ -110,6 +110,9 @@ class DirectorConfig:
             for m in factory.capabilities.assess(plan.key, plan.spec, forwarding):
                 text = f"service {m.service}: the {name} dataplane: {m.message}"
                 (refused if m.severity is Severity.ERROR else warnings).append(text)
+        if name != "proxy" and "workers" in self.settings.proxy.model_fields_set:
+            unused = f"the {name} dataplane has no relay workers; it is not used"
+            warnings.append(f"gridlb.proxy.workers: {unused}")
         if refused:
             more = f" (and {len(refused) - 1} more; `gridlb lint` lists them)" if len(refused) > 1 else ""
             raise ConfigError(f"{refused[0]}{more}", key="gridlb.dataplane")

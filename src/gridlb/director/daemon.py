@@ -19,6 +19,8 @@ from typing import Any
 from gridlb import __version__
 from gridlb.api.messages import (
     ApiError,
+    DirectorDrainRequest,
+    DirectorUndrainRequest,
     ErrorCode,
     EventsRequest,
     FailoverRequest,
@@ -134,6 +136,12 @@ class DirectorDaemon:
         self.ha = HaController.from_paths(config.paths, on_role=self.director.set_role) if opts.vrrp else None
         if self.ha is not None:
             self.metrics.registry.register(self.ha.collector)
+        from gridlb.scaleout.controller import ScaleoutController  # BGP: the router's ECMP spreads flows
+
+        director = self.director
+        self.scaleout = ScaleoutController.from_config(config, director.status, lambda: director.config.plans)
+        if self.scaleout is not None:
+            self.metrics.registry.register(self.scaleout.collector)
         if config.settings.dashboard_token_file and not self.dashboard_listen:
             log.warning(
                 "gridlb.dashboard_token_file is set but the dashboard is off (no gridlb.dashboard_listen "
@@ -162,6 +170,12 @@ class DirectorDaemon:
             return {"version": __version__, "uptime_s": round(time.time() - self.started_at, 3)}
         if isinstance(request, StatusRequest):
             return status_to_json(await self.status())
+        if isinstance(request, DirectorDrainRequest | DirectorUndrainRequest):
+            if self.scaleout is None:
+                raise ApiError(ErrorCode.NOT_FOUND, "this director does not scale out (no gridlb.scaleout)")
+            if isinstance(request, DirectorDrainRequest):
+                return await self.scaleout.drain()
+            return await self.scaleout.undrain()
         if isinstance(request, FailoverRequest | EventsRequest):
             if self.ha is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "this director runs no VRRP instance (no vrrp_instances)")
@@ -174,13 +188,15 @@ class DirectorDaemon:
         return await director.call(request)
 
     async def status(self) -> DirectorStatus:
-        """Return the director's typed status, with the VRRP part when it runs VRRP."""
+        """Return the director's typed status, with the VRRP and scale-out parts when it runs them."""
         assert self.director is not None
         status = await self.director.status()
         if self.dataplane_choice:
             status = replace(status, dataplane_choice=self.dataplane_choice)
         if self.ha is not None:
             status = replace(status, vrrp=self.ha.status())
+        if self.scaleout is not None:
+            status = replace(status, scaleout=await self.scaleout.status())
         return status
 
     def reload(self) -> None:
@@ -213,6 +229,12 @@ class DirectorDaemon:
         if self.ha is not None:  # after the table: the proxy already listens on the VIPs (IP_FREEBIND)
             try:
                 await self.ha.start()
+            except BaseException:
+                await self.stop()
+                raise
+        if self.scaleout is not None:  # announces once the table serves
+            try:
+                await self.scaleout.start()
             except BaseException:
                 await self.stop()
                 raise
@@ -262,6 +284,8 @@ class DirectorDaemon:
                     loop.remove_signal_handler(sig)
         assert self.director is not None
         self.notifier.stopping()
+        if self.scaleout is not None:  # withdraw first: the router moves flows while this one still serves
+            await self.scaleout.stop()
         if self.dashboard is not None:
             await self.dashboard.close()
         if self.ha is not None:  # priority-0 advert and VIPs off first, while the proxy still serves

@@ -90,6 +90,7 @@ RESTART_SETTINGS = (
     "gridftp_services",
     "dashboard_listen",
     "dashboard_token_file",
+    "scaleout",
 )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 #: Host part of each well-known node's addresses (real servers get 11, 12, ...).
 CLIENT_HOST = 50
-DIRECTOR_HOSTS = (2, 3)
+DIRECTOR_HOSTS = (2, 3, 4, 5)  # dir3 and dir4 exist only in a scale-out lab
 RS_FIRST_HOST = 11
 VIP_HOST = 100
 

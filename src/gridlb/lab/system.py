@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.errors import GridlbError
+from gridlb.lab import scaleout
 from gridlb.lab.netns import Lab, LabSpec, gridlb_env, kill_all_in
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
@@ -43,8 +44,7 @@ START_KINDS = ("all", "realservers", "none")
 SAMPLE_SIZE = 1 << 20
 
 
-class LabStateError(GridlbError):
-    """The lab named does not exist, already exists, or could not be built."""
+LabStateError = scaleout.LabStateError  # the lab named does not exist, already exists, or failed to build
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,8 @@ class LabOptions:
     ipv6: bool = False
     net_a: int = 90
     net_b: int = 1
+    scaleout: bool = False  # a router running BIRD with ECMP over the directors (gridlb.lab.scaleout)
+    resilient: bool = True  # scale-out: the router's ECMP route as a resilient next-hop group
     start: str = "all"
 
     @property
@@ -271,6 +273,8 @@ class _Builder:
         state_path(self.options.name).write_text(self.state().to_json())
         self.say(f"creating namespaces {self.options.prefix}-* and the bridge")
         self.lab.build()
+        if self.options.scaleout:
+            scaleout.build_network(self)
         state_path(self.options.name).write_text(self.state().to_json())
         self._exports()
         if self.options.start in ("all", "realservers"):
@@ -278,8 +282,12 @@ class _Builder:
             self.say(f"starting the GridFTP servers ({self.options.gridftp})")
             self._gridftp()
         if self.options.start == "all":
-            self.say(f"starting {self.options.directors} director(s); waiting for dir1 to hold the VIPs")
-            self._directors(timeout_s)
+            wait = "the router's routes to the VIP" if self.options.scaleout else "dir1 to hold the VIPs"
+            self.say(f"starting {self.options.directors} director(s); waiting for {wait}")
+            if self.options.scaleout:
+                scaleout.start(self, timeout_s)
+            else:
+                self._directors(timeout_s)
         return self.state()
 
     def _exports(self) -> None:
@@ -527,13 +535,17 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
     lines = [
         f"lab {o.name}: {o.realservers} real server(s) running {o.gridftp} GridFTP, "
         f"{o.directors} director(s), dataplane {o.dataplane}{', IPv6' if o.ipv6 else ''}"
+        f"{', scale-out (BGP to a router, ECMP)' if o.scaleout else ''}"
         + ("" if o.start == "all" else f"; started: {_STARTED[o.start]}"),
         f"{'NODE':<8} {'NAMESPACE':<24} {'IPv4':<15} {'IPv6':<22} MAC",
     ]
     for name, n in state.nodes.items():
         lines.append(f"{name:<8} {n['ns']:<24} {n['ipv4']:<15} {n['ipv6']:<22} {n['mac']}")
     healthy = True
-    for fam in o.families:
+    if o.scaleout:
+        router_lines, healthy = scaleout.status_lines(state)
+        lines += router_lines
+    for fam in () if o.scaleout else o.families:
         vip = state.vip4 if fam == 4 else state.vip6
         holder = vip_holder(state, fam)
         lines.append(f"VIP {vip}: {'held by ' + holder if holder else 'held by no director'}")
@@ -550,6 +562,14 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
         f"  gridlb lab exec --name {o.name} client -- globus-url-copy ftp://{host}:{PORT}{path} file:///tmp/x",
         f"  gridlb lab exec --name {o.name} dir1 -- gridlb status --socket {state.workdir}/dir1.sock",
     ]
+    if o.scaleout:
+        lines += [
+            f"  gridlb lab exec --name {o.name} remote -- globus-url-copy ftp://{state.vip4}:{PORT}{path} "
+            "file:///tmp/x   (through the router)",
+            f"  birdc -s {state.workdir}/router-bird.ctl show route   (the router's RIB)",
+            f"  gridlb lab exec --name {o.name} dir2 -- gridlb director drain "
+            f"--socket {state.workdir}/dir2.sock",
+        ]
     return lines, healthy
 
 

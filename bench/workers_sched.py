@@ -1,0 +1,148 @@
+"""What keeping one scheduling table across proxy workers costs per connection: a lock, or a hand-off.
+
+The proxy's workers share one `ProxyState`; every connection is picked and bound, then counted
+closed, and each pump call adds its bytes. Two ways to keep that exact across threads:
+
+* lock: every worker takes one `threading.Lock` around each use of the state (what gridlb does);
+* owner: one thread owns the state and the workers post each pick to it and wait for the answer
+  (a deque plus an eventfd wake-up each way, like `RelayEngine.call`).
+
+Both run the real `ProxyState` with gridlb.sched's wlc over 3 destinations, a pick + bind and a
+close per connection, and report process CPU µs per connection (all threads), medians of 3 rounds.
+The lock is measured with and without a second worker taking it at the same time.
+
+    python bench/workers_sched.py [--quick] [--conns 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from ipaddress import ip_address
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
+from gridlb.sched.base import Flow
+from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec, Timeouts
+
+
+def table() -> tuple[ProxyState, ServiceState, Flow]:
+    state = ProxyState(Timeouts(tcpfin=1))
+    key = ServiceKey.tcp("127.0.0.1", 2811)
+    state.apply(AddService(key, ServiceSpec(scheduler="wlc")))
+    for i in range(3):
+        state.apply(AddDest(key, RealKey.parse(f"127.0.0.{i + 2}:2811"), DestSpec(weight=i + 1)))
+    flow = Flow(ip_address("192.0.2.1"), 40000, ip_address("127.0.0.1"), 2811)
+    return state, state.services[key], flow
+
+
+def one_conn(state: ProxyState, svc: ServiceState, flow: Flow, now: float) -> DestState:
+    d = state.pick(svc, flow, now)
+    assert d is not None
+    state.closed_conn(d, now, "192.0.2.1", 40000)
+    state.expire(now)
+    return d
+
+
+def plain(n: int) -> None:
+    state, svc, flow = table()
+    for i in range(n):
+        one_conn(state, svc, flow, i * 1e-3)
+
+
+def locked(n: int, threads: int = 1) -> None:
+    state, svc, flow = table()
+    lock = threading.Lock()
+    clock = iter(range(n * threads))  # next() is atomic under the GIL
+
+    def worker() -> None:
+        for _ in range(n):
+            with lock:  # pick + bind
+                now = next(clock) * 1e-3
+                d = state.pick(svc, flow, now)
+            assert d is not None
+            with lock:  # the close
+                state.closed_conn(d, now, "192.0.2.1", 40000)
+                state.expire(now)
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+def owner(n: int) -> None:
+    state, svc, flow = table()
+    requests: deque[tuple[int, list[DestState | None]]] = deque()
+    ask = os.eventfd(0)
+    answer = os.eventfd(0)
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.is_set():
+            os.eventfd_read(ask)
+            while requests:
+                i, box = requests.popleft()
+                if i < 0:
+                    return
+                box.append(one_conn(state, svc, flow, i * 1e-3))
+                os.eventfd_write(answer, 1)
+
+    t = threading.Thread(target=run)
+    t.start()
+    for i in range(n):
+        box: list[DestState | None] = []
+        requests.append((i, box))
+        os.eventfd_write(ask, 1)
+        os.eventfd_read(answer)
+        assert box
+    requests.append((-1, []))
+    os.eventfd_write(ask, 1)
+    t.join()
+    os.close(ask)
+    os.close(answer)
+
+
+def measure(fn: Callable[[], None], conns: int) -> float:
+    """Return process CPU µs per connection of `fn` (all threads)."""
+    c0 = time.process_time()
+    fn()
+    return (time.process_time() - c0) * 1e6 / conns
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10,000 connections per case")
+    ap.add_argument("--conns", type=int, default=50_000)
+    a = ap.parse_args()
+    n = 10_000 if a.quick else a.conns
+    cases: dict[str, tuple[str, Callable[[], None]]] = {
+        "none": ("no lock (one worker, no sharing)", lambda: plain(n)),
+        "lock": ("lock, 1 thread", lambda: locked(n)),
+        "lock2": ("lock, 2 threads contending", lambda: locked(n // 2, 2)),
+        "owner": ("owner thread, hand-off per pick", lambda: owner(n)),
+    }
+    base = 0.0
+    kv = {}
+    print("CPU µs per connection, median of 3 [min–max], and the cost over no sharing")
+    for key, (label, fn) in cases.items():
+        vals = [measure(fn, n) for _ in range(3)]
+        med = statistics.median(vals)
+        base = base or med
+        print(f"{label:<36} {med:7.2f} µs/conn [{min(vals):.2f}–{max(vals):.2f}]  +{med - base:.2f}")
+        kv[f"{key}_us"] = f"{med:.2f}"
+    print("RESULT workers_sched " + " ".join(f"{k}={v}" for k, v in kv.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Scale-out: active directors behind the router's ECMP, each announcing its VIPs over BGP."""
