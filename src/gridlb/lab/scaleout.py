@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gridlb.errors import GridlbError
 from gridlb.lab.netns import Node
@@ -232,9 +232,11 @@ def start(b: _Builder, timeout_s: float) -> None:
         site.write_text(director_site(b, node, sock))
         b.spawn(node, "director", _gridlb_argv("director", "run", str(site), "--grace", "0"))
         sockets.append((node, sock))
+    from gridlb.lab.system import director_ready  # system imports this module
+
     deadline = time.monotonic() + timeout_s
     for node, sock in sockets:
-        while not director_ready(sock):
+        while not director_ready(sock, "scaleout"):
             proc = next(p for p in b.procs if p.node == node and p.role == "director")
             if not alive(proc):
                 raise LabStateError(f"{node}: gridlb director exited: {_tail(proc.log)}")
@@ -437,18 +439,3 @@ def status_lines(state: LabState) -> tuple[list[str], bool]:
         f"remote client: {state.nodes['remote']['ipv4']} (behind the router)",
     ]
     return lines, bool(hops)
-
-
-def director_ready(sock: Path) -> bool:
-    """Return True when a scaled-out director answers with every real server in its table."""
-    from gridlb.api.client import ControlClient
-
-    if not sock.exists():
-        return False
-    try:
-        with ControlClient(str(sock), timeout_s=5) as client:
-            status: dict[str, Any] = client.status()
-    except Exception:
-        return False
-    reals = [r for s in status.get("services", []) for r in s["reals"]]
-    return bool(status.get("scaleout")) and bool(reals) and all(r["in_table"] for r in reals)

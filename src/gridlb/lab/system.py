@@ -387,7 +387,7 @@ class _Builder:
             sockets.append((node, sock))
         deadline = time.monotonic() + timeout_s
         for node, sock in sockets:
-            while not _director_ready(sock):
+            while not director_ready(sock):
                 proc = next(p for p in self.procs if p.node == node and p.role == "director")
                 if not alive(proc):
                     raise LabStateError(f"{node}: gridlb director exited: {_tail(proc.log)}")
@@ -408,7 +408,9 @@ def _tail(path: str, n: int = 1500) -> str:
         return "(no log)"
 
 
-def _director_ready(sock: Path) -> bool:
+def director_ready(sock: Path, part: str = "vrrp") -> bool:
+    """Return True when the director on `sock` reports `part` (its VRRP or its scale-out status) and
+    has every real server in its table."""
     from gridlb.api.client import ControlClient
 
     if not sock.exists():
@@ -419,7 +421,7 @@ def _director_ready(sock: Path) -> bool:
     except Exception:
         return False
     reals = [r for s in status.get("services", []) for r in s["reals"]]
-    return bool(status.get("vrrp")) and bool(reals) and all(r["in_table"] for r in reals)
+    return bool(status.get(part)) and bool(reals) and all(r["in_table"] for r in reals)
 
 
 def up(options: LabOptions, *, timeout_s: float = 60.0, say: Callable[[str], None] | None = None) -> LabState:
