@@ -64,6 +64,15 @@ def in_node(
     )
 
 
+def pace(state: system.LabState, rate: str = "100mbit") -> None:
+    """Cap each real server's sending rate (tbf), so that transfer sessions last long enough to span
+    the changes a test makes, on a quiet machine as on a loaded one."""
+    for node in ("rs1", "rs2", "rs3"):
+        tbf = ["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate]
+        r = in_node(state, node, *tbf, "burst", "256kb", "latency", "200ms", timeout_s=30)
+        assert r.returncode == 0, r.stderr
+
+
 def probe(state: system.LabState, node: str) -> None:
     """Count, at a director: TCP from a VIP (a reply) and TCP to a VIP on another port (a data channel)."""
     rules = "\n".join(
@@ -146,6 +155,7 @@ def test_60_globus_transfers_through_the_vip_and_replies_bypass_the_directors(
 def test_master_killed_while_20_transfers_run(lab: system.LabState, tmp_path: Path) -> None:
     state = lab
     os.chmod(tmp_path, 0o777)
+    pace(state)  # 600 MiB at 3 x 100 Mbit/s: the sessions last about 16 s
     original = sha(Path(state.workdir) / "rs1" / "random-1MiB.bin")
     # Each transfer is one globus-url-copy session of 30 files over one control connection: it
     # lasts across the failover, so its control connection must survive it.
@@ -206,6 +216,7 @@ def test_master_killed_while_20_transfers_run(lab: system.LabState, tmp_path: Pa
 def test_drain_remove_and_add_under_load_fail_no_transfer(lab: system.LabState, tmp_path: Path) -> None:
     state = lab
     os.chmod(tmp_path, 0o777)
+    pace(state)  # the sessions span the drain, the removal and the additions on any machine
     original = sha(Path(state.workdir) / "rs1" / "random-1MiB.bin")
     url = f"ftp://{state.vip4}:2811{state.url_path('random-1MiB.bin')}"
     results: dict[int, subprocess.CompletedProcess[str]] = {}
