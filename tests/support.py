@@ -56,3 +56,16 @@ def lab(tag: str, **options: Any) -> contextlib.AbstractContextManager[Lab]:
     """
     need_root()
     return running(LabOptions(name=f"{tag}{os.getpid()}", **options))
+
+
+def pip_install(pip: list[str], *targets: str, timeout_s: float = 300) -> None:
+    """Run `pip install -q TARGETS`, once more if the first attempt fails (a fresh build environment
+    fetches hatchling from the package index, which may hiccup); fail with pip's own words."""
+    for attempt in (1, 2):
+        done = subprocess.run(
+            [*pip, "install", "-q", *targets], timeout=timeout_s, capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0:
+            return
+        if attempt == 2:
+            pytest.fail(f"pip install {' '.join(targets)} failed twice:\n{done.stderr[-3000:]}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import lab, need_root, need_tool
+from tests.support import lab, need_root, need_tool, pip_install
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (
@@ -70,7 +70,7 @@ def test_wheel_installs_into_a_fresh_venv_and_serves_the_dashboard(lo_ns: str, t
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    subprocess.run([*pip, "install", "-q", str(wheel)], check=True, timeout=300, capture_output=True)
+    pip_install(pip, str(wheel))
     gridlb = str(venv / "bin" / "gridlb")
     py = str(venv / "bin" / "python")
     where = subprocess.run(

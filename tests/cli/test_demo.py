@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import need_root, need_tool
+from tests.support import need_root, need_tool, pip_install
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def fresh_venv(where: Path) -> Path:
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    subprocess.run([*pip, "install", "-q", str(ROOT)], check=True, timeout=240, capture_output=True)
+    pip_install(pip, str(ROOT), timeout_s=240)
     return venv
 
 
