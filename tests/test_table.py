@@ -149,3 +149,26 @@ def test_keys_sort_across_families_and_protocols() -> None:
     assert [str(k) for k in sorted(keys)] == ["10.0.0.1:2", "10.0.0.2:1", "[fd00::1]:1"]
     svcs = [VS6, VS, ServiceKey(Proto.UDP, VS.addr, 2811)]
     assert sorted(svcs)[0] == VS and sorted(svcs)[-1] == VS6
+
+
+def test_apply_ops_keeps_untouched_objects_and_the_kernel_order_of_readds() -> None:
+    from gridlb.table import ServiceSpec
+
+    other = ServiceKey.tcp("10.0.0.9", 80)
+    t = apply_ops(
+        IpvsTable(),
+        [
+            AddService(VS, ServiceSpec()),
+            AddService(other, ServiceSpec()),
+            *(AddDest(VS, rk(i), DestSpec()) for i in (1, 2, 3)),
+            AddDest(other, rk(4), DestSpec()),
+        ],
+    )
+    kept = t.service(other)
+    t2 = apply_ops(t, [DelDest(VS, rk(2)), AddDest(VS, rk(2), DestSpec(weight=5))])
+    assert t2.service(other) is kept  # untouched: the same object
+    svc = t2.service(VS)
+    assert svc is not None and [(d.key, d.spec.weight) for d in svc.dests] == [(rk(2), 5), (rk(3), 1), (rk(1), 1)]
+    t3 = apply_ops(t2, [DelService(VS), AddService(VS, ServiceSpec("rr"))])
+    assert [s.key for s in t3.services] == [other, VS]  # a re-added service comes last, empty
+    assert t3.services[1].dests == () and t3.services[1].spec.scheduler == "rr"

@@ -382,43 +382,52 @@ def check_op(
         raise KeyError(E_NO_DEST)
 
 
-def _table_has_service(table: IpvsTable, service: ServiceKey) -> bool:
-    return table.service(service) is not None
-
-
-def _table_has_dest(table: IpvsTable, service: ServiceKey, key: RealKey) -> bool:
-    svc = table.service(service)
-    return svc is not None and svc.dest(key) is not None
-
-
 def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
-    """Return `table` with `ops` applied as the kernel would (pure; used by fakes and table files).
+    """Return `table` with `ops` applied as the kernel would (pure; used by fakes, table files and
+    the director's view of the table after an apply).
 
     Raises KeyError/ValueError with ipvsadm's wording (`check_op`) when an op is impossible.
+    Services and destinations no op touches are kept as the same objects (counters included), and
+    the cost grows with the ops and the services they touch, not with the whole table.
     """
+    services = {s.key: s for s in table.services}
+    # Touched services' destinations, oldest first (the kernel adds at the head of its list).
+    touched: dict[ServiceKey, dict[RealKey, Dest]] = {}
+
+    def dests_of(key: ServiceKey) -> dict[RealKey, Dest]:
+        found = touched.get(key)
+        if found is None:
+            found = touched[key] = {d.key: d for d in reversed(services[key].dests)}
+        return found
+
+    def has_dest(service: ServiceKey, key: RealKey) -> bool:
+        found = touched.get(service)
+        return key in found if found is not None else services[service].dest(key) is not None
+
+    timeouts = table.timeouts
     for op in ops:
-        check_op(op, functools.partial(_table_has_service, table), functools.partial(_table_has_dest, table))
+        check_op(op, services.__contains__, has_dest)
         if isinstance(op, SetTimeouts):
-            table = replace(table, timeouts=op.timeouts)
+            timeouts = op.timeouts
         elif isinstance(op, AddService):
-            table = replace(table, services=(*table.services, Service(op.key, op.spec)))
-        elif isinstance(op, EditService | DelService):
-            services = (
-                (replace(s, spec=op.spec) if isinstance(op, EditService) else None) if s.key == op.key else s
-                for s in table.services
-            )
-            table = replace(table, services=tuple(s for s in services if s is not None))
+            services[op.key] = Service(op.key, op.spec)
+            touched[op.key] = {}
+        elif isinstance(op, EditService):
+            services[op.key] = replace(services[op.key], spec=op.spec)
+        elif isinstance(op, DelService):
+            del services[op.key]
+            touched.pop(op.key, None)
         else:
-            svc = table.service(op.service)
-            assert svc is not None
+            dests = dests_of(op.service)
             if isinstance(op, AddDest):
-                dests = (Dest(op.key, op.spec), *svc.dests)
+                dests[op.key] = Dest(op.key, op.spec)
             elif isinstance(op, EditDest):
-                dests = tuple(replace(d, spec=op.spec) if d.key == op.key else d for d in svc.dests)
+                dests[op.key] = replace(dests[op.key], spec=op.spec)  # in place: the order is kept
             else:
-                dests = tuple(d for d in svc.dests if d.key != op.key)
-            table = table.with_service(replace(svc, dests=dests))
-    return table
+                del dests[op.key]
+    for key, dests in touched.items():
+        services[key] = replace(services[key], dests=tuple(reversed(dests.values())))
+    return replace(table, services=tuple(services.values()), timeouts=timeouts)
 
 
 __all__ = [

@@ -344,6 +344,21 @@ async def test_resync_repairs_drift(h: Harness) -> None:
     assert h.weights() == {str(A): 1, str(B): 1, str(C): 1}
 
 
+async def test_one_dump_per_pass_the_view_after_apply_is_derived(h: Harness) -> None:
+    h.dp.set_active(SVC, B, 3)  # counters come from the pass's dump and stay
+    before = h.dp.dumps
+    await h.director.call(DrainRequest(str(A)))
+    assert h.dp.dumps == before + 1  # dump, diff, apply; no second dump
+    assert h.director.observed == h.dp.table  # derived: the dump plus the accepted op
+    svc = h.director.observed.service(SVC)
+    dest_b = svc.dest(B) if svc is not None else None
+    assert dest_b is not None and dest_b.counters.active == 3
+    h.dp.fail[EditDest] = "Operation not permitted"  # a refused op is not in the derived view
+    with pytest.raises(ApiError):
+        await h.director.call(EnableRequest(str(A)))
+    assert h.director.observed == h.dp.table
+
+
 async def test_dataplane_error_is_reported_and_retried(h: Harness) -> None:
     h.dp.fail[EditDest] = "Operation not permitted"
     with pytest.raises(ApiError) as exc:

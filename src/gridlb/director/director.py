@@ -3,8 +3,10 @@
 Inputs are health reports, passive failures from the dataplane, operator intents from the control
 API, reloads (SIGHUP or API), role changes (VRRP) and resync ticks. Each batch of inputs updates the
 director's state; then the desired table is rebuilt purely (`reconcile.build_table`), compared with
-what the dataplane reports (`table.diff`), and only the difference is applied. A periodic resync does
-the same with no input, which repairs drift (someone edited the table by hand, an op failed).
+what the dataplane reports (`table.diff`), and only the difference is applied; the table the
+dataplane then holds is derived from that one dump and the accepted ops, not dumped again. A
+periodic resync does the same with no input, which repairs drift (someone edited the table by hand,
+an op failed).
 Dataplane errors become visible state and are retried on the next pass; they never stop the director.
 
 Operator replies are sent after the batch's changes were applied, so "acknowledged" means the
@@ -52,6 +54,7 @@ from gridlb.director.reconcile import (
     build_table,
     configured_pairs,
     initial_health,
+    observed_after,
 )
 from gridlb.errors import GridlbError
 from gridlb.health.base import CheckResult
@@ -682,7 +685,9 @@ class Director:
                 for r in results:
                     if r.ok:
                         log.info("applied %s (%s)", describe_op(r.op), cause)
-                observed = await self.guard.dump()
+                # One dump per pass: what the dataplane holds now is that dump plus the accepted ops.
+                after = observed_after(observed, results)
+                observed = after if after is not None else await self.guard.dump()
             elif cause == "resync":
                 self.last_errors = ()
             self.observed = observed

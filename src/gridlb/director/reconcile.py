@@ -18,6 +18,11 @@ takes their place; while quorum is up the sorry server is absent, or at weight 0
 
 The kernel adds a destination at the head of its list, so the desired table lists destinations newest
 first: the reverse of plan order.
+
+After an apply the director does not dump again: `observed_after` derives what the dataplane now
+holds from the pass's one dump and the ops it accepted (counters as that dump had them). A change
+made behind the director's back (ipvsadm by hand) is found by the next pass's dump, at the latest
+the periodic resync.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 
 from gridlb.config.load import Site
 from gridlb.config.schema import CheckSpec
+from gridlb.dataplane.base import OpResult
 from gridlb.director.overrides import Overrides
 from gridlb.table import (
     Dest,
@@ -39,6 +45,7 @@ from gridlb.table import (
     ServiceKey,
     ServiceSpec,
     Timeouts,
+    apply_ops,
 )
 
 HealthKey = tuple[ServiceKey, RealKey]
@@ -277,6 +284,18 @@ def _forward(plan: ServicePlan) -> ForwardMethod:
     if plan.reals:
         return plan.reals[0].spec.forward
     return ForwardMethod.ROUTE
+
+
+def observed_after(observed: IpvsTable, results: Sequence[OpResult]) -> IpvsTable | None:
+    """Return `observed` with the ops that succeeded applied, counters kept (None: they do not fit it).
+
+    None means the dataplane accepted an op that the dump says it could not (someone changed the
+    table between the dump and the apply): the caller dumps again instead.
+    """
+    try:
+        return apply_ops(observed, (r.op for r in results if r.ok))
+    except (KeyError, ValueError):
+        return None
 
 
 def configured_pairs(plans: Sequence[ServicePlan]) -> frozenset[HealthKey]:
