@@ -12,6 +12,13 @@ next request, which makes programming thousands of destinations slower than `ipv
 Here every request is the one ipvsadm sends, and `apply` sends them in windows and then collects
 the answers (each op still gets its own answer and error).
 
+A dump costs one GET_DEST round trip per service, so it reuses what it already knows: the previous
+dump plus the ops the kernel accepted since. One read of /proc/net/ip_vs (every destination's
+address, port, method, weight, active and inactive connections) and the GET_SERVICE dump (each
+service's spec and counters) show which services differ from that; only those are dumped again.
+What the listing does not show (thresholds, tunnel options, persistent-connection counts) is
+caught by a full dump at least every `full_dump_s` (5 s, the director's resync period).
+
 What the kernel has is adopted, never flushed: start-up dumps, diffs and applies; `close` leaves
 the table and the sync daemons running, so a restart or an upgrade drops no connection.
 The connection-sync daemon follows the VRRP role as keepalived's `lvs_sync_daemon` does: MASTER
@@ -25,12 +32,14 @@ import contextlib
 import ctypes
 import errno
 import functools
+import math
 import os
 import socket
 import struct
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +55,17 @@ from gridlb.dataplane.base import (
     SyncDaemonSpec,
 )
 from gridlb.ipvsadm.model import KERNEL_SCHEDULERS
-from gridlb.table import ConnEntry, Dest, ForwardMethod, IpvsTable, Op, Proto, Service, ServiceKey
+from gridlb.table import (
+    ConnEntry,
+    Dest,
+    ForwardMethod,
+    IpvsTable,
+    Op,
+    Proto,
+    Service,
+    ServiceKey,
+    apply_ops,
+)
 
 if TYPE_CHECKING:
     from gridlb.config.schema import GridlbSettings
@@ -66,6 +85,10 @@ NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
 CLONE_NEWNET = 0x40000000
 PROC_IPVS = "/proc/net/ip_vs"
+#: The listing of the calling thread's namespace (the worker thread may have entered another one).
+PROC_IPVS_THREAD = "/proc/thread-self/net/ip_vs"
+#: A dump asks the kernel for every service's destinations at least this often (see the module doc).
+FULL_DUMP_S = 5.0
 MODULE_DIR = "/lib/modules"
 
 
@@ -112,7 +135,14 @@ def enter_netns(name_or_path: str) -> None:
 class IpvsSocket:
     """A blocking generic-netlink socket bound to the IPVS family of the calling thread's namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, full_dump_s: float = FULL_DUMP_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.full_dump_s = full_dump_s
+        self._clock = clock
+        self._known: IpvsTable | None = None  # the last dump plus the ops applied since
+        self._swept_at = -math.inf  # when the last full dump began
+        # Per known service: its destinations and what /proc/net/ip_vs shows for them (id, lines).
+        self._expected: dict[ServiceKey, tuple[tuple[Dest, ...], str, str]] = {}
+        self.dumped_services = 0  # GET_DEST dumps made (tests and the benchmark read it)
         self._sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, m.NETLINK_GENERIC
         )
@@ -187,10 +217,14 @@ class IpvsSocket:
     def dump(self) -> IpvsTable:
         """Return the kernel's table: timeouts, services in kernel order, their destinations, counters.
 
-        A service or destination whose reply is byte-identical to the previous dump's is not decoded
-        again (the previous value is reused): a resync of a large, quiet table costs little more
-        than the netlink round trips.
+        A service whose spec, counters and /proc/net/ip_vs lines are what this socket already knows
+        keeps its known destinations; the others are dumped (GET_DEST), and all of them when the
+        last full dump is `full_dump_s` old. A service or destination whose reply is byte-identical
+        to the previous dump's is not decoded again.
         """
+        now = self._clock()
+        known = self._known
+        listing = None if known is None or now - self._swept_at >= self.full_dump_s else self._listing()
         config = self.request(lambda seq: m.simple_request(self.family, m.Cmd.GET_CONFIG, seq))
         timeouts = m.decode_timeouts(config[0].genl_attrs()) if config else IpvsTable().timeouts
         seen_services: dict[bytes, Service | None] = {}
@@ -203,29 +237,77 @@ class IpvsSocket:
             seen_services[reply.payload] = svc
             if svc is not None:
                 services.append(svc)
+        by_key = {s.key: s for s in known.services} if known is not None and listing is not None else {}
         seen_dests: dict[tuple[int, bytes], Dest | None] = {}
         out = []
         for svc in services:
-            dests = []
-            template = self._dest_requests.get(svc.key)
-            if template is None:
-                template = self._dest_requests[svc.key] = m.dump_dests_request(self.family, svc.key, 0)
-            for reply in self.request(functools.partial(m.with_seq, template)):
-                cache_key = (svc.key.af, reply.payload)
-                dest = self._dests.get(cache_key)
-                if dest is None:
-                    raw = reply.genl_attrs().get(m.CMD_ATTR_DEST)
-                    dest = m.decode_dest(raw, svc.key.af) if raw is not None else None
-                seen_dests[cache_key] = dest
-                if dest is not None:
-                    dests.append(dest)
-            out.append(replace(svc, dests=tuple(dests)))
-        self._services, self._dests = seen_services, seen_dests
+            have = by_key.get(svc.key)
+            if have is not None and listing is not None and self._unchanged(have, svc, listing):
+                out.append(have)
+            else:
+                out.append(replace(svc, dests=self._dump_dests(svc.key, seen_dests)))
+        self._services = seen_services
+        if listing is None:
+            self._dests = seen_dests
+            self._swept_at = now
+        else:
+            self._dests.update(seen_dests)
         if len(self._dest_requests) > 2 * len(services) + 64:  # services come and go: keep it bounded
             self._dest_requests = {
                 s.key: self._dest_requests[s.key] for s in services if s.key in self._dest_requests
             }
-        return IpvsTable(services=tuple(out), timeouts=timeouts)
+        table = IpvsTable(services=tuple(out), timeouts=timeouts)
+        self._remember(table)
+        return table
+
+    def _unchanged(self, have: Service, svc: Service, listing: Mapping[str, str | None]) -> bool:
+        """Return True when the kernel's `svc` and its listing lines are what `have` says."""
+        if have.spec != svc.spec or have.stats != svc.stats:  # counters moved: traffic, dump it
+            return False
+        expected = self._expected.get(svc.key)
+        return expected is not None and expected[0] is have.dests and listing.get(expected[1]) == expected[2]
+
+    def _dump_dests(self, key: ServiceKey, seen: dict[tuple[int, bytes], Dest | None]) -> tuple[Dest, ...]:
+        """Return the destinations of service `key` (one GET_DEST dump)."""
+        self.dumped_services += 1
+        template = self._dest_requests.get(key)
+        if template is None:
+            template = self._dest_requests[key] = m.dump_dests_request(self.family, key, 0)
+        dests = []
+        for reply in self.request(functools.partial(m.with_seq, template)):
+            cache_key = (key.af, reply.payload)
+            dest = self._dests.get(cache_key)
+            if dest is None:
+                raw = reply.genl_attrs().get(m.CMD_ATTR_DEST)
+                dest = m.decode_dest(raw, key.af) if raw is not None else None
+            seen[cache_key] = dest
+            if dest is not None:
+                dests.append(dest)
+        return tuple(dests)
+
+    def _listing(self) -> dict[str, str | None] | None:
+        """Return /proc/net/ip_vs by service id, or None when it cannot be read (then: a full dump)."""
+        try:
+            with open(PROC_IPVS_THREAD, encoding="ascii", errors="replace") as f:
+                return m.parse_proc_services(f.read())
+        except OSError:
+            return None
+
+    def _remember(self, table: IpvsTable | None) -> None:
+        """Keep `table` as what the kernel holds, with the listing lines each service should show."""
+        self._known = table
+        if table is None:
+            self._expected.clear()
+            return
+        expected = self._expected
+        for svc in table.services:
+            entry = expected.get(svc.key)
+            if entry is None or entry[0] is not svc.dests:
+                expected[svc.key] = (svc.dests, m.proc_service_id(svc.key), m.proc_dest_lines(svc.dests))
+        if len(expected) > len(table.services):
+            keys = {s.key for s in table.services}
+            for key in [k for k in expected if k not in keys]:
+                del expected[key]
 
     def apply(self, ops: Sequence[Op]) -> list[int]:
         """Apply `ops` in order; return each one's errno (0 = applied). Requests go out in windows."""
@@ -244,6 +326,13 @@ class IpvsSocket:
                     if reply.type == m.NLMSG_ERROR and index < len(window):
                         answers[index] = reply.error
             codes.extend(answers[i] for i in range(len(window)))
+        known = self._known
+        if known is not None:
+            try:  # what the kernel holds now: the last dump plus the ops it accepted
+                known = apply_ops(known, (op for op, code in zip(ops, codes, strict=True) if not code))
+            except (KeyError, ValueError):  # the table changed behind our back: dump it all next time
+                known = None
+            self._remember(known)
         return codes
 
     def daemons(self) -> list[m.SyncDaemon]:
@@ -267,6 +356,7 @@ class IpvsOptions:
 
     netns: str | None = None  # a namespace name or path; None = the director's own
     sync: SyncDaemonSpec | None = None  # the connection-sync daemon (None = leave sync daemons alone)
+    full_dump_s: float = FULL_DUMP_S  # a dump asks for every service's destinations at least this often
 
 
 class IpvsDataplane:
@@ -291,7 +381,7 @@ class IpvsDataplane:
 
     def _socket(self) -> IpvsSocket:
         if self._sock is None:
-            self._sock = IpvsSocket()
+            self._sock = IpvsSocket(self.options.full_dump_s)
         return self._sock
 
     def _count(self, reason: str) -> None:

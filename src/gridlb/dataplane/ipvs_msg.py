@@ -3,7 +3,8 @@
 The attribute layout is the kernel's (include/uapi/linux/ip_vs.h) and every request carries the
 attributes ipvsadm 1.31 (libipvs) sends, in its order, so the bytes can be golden-tested without a
 kernel. `gridlb.dataplane.ipvs` does the I/O. Also here: the `/proc/net/ip_vs_conn` parser (the
-kernel offers the connection table only there) and the kernel's error numbers in ipvsadm's words.
+kernel offers the connection table only there), the `/proc/net/ip_vs` listing as a cheap check of
+what a dump already knows, and the kernel's error numbers in ipvsadm's words.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import re
 import socket
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import NamedTuple
@@ -30,6 +32,7 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     EditService,
+    ForwardMethod,
     IPAddress,
     Op,
     Proto,
@@ -522,6 +525,52 @@ def op_error_text(op: Op, code: int) -> str:
     return f"{errno.errorcode.get(code, str(code))}: {os.strerror(code)}"
 
 
+# --- /proc/net/ip_vs ---------------------------------------------------------------------------------
+# The kernel's text listing (ip_vs_ctl.c, ip_vs_info_seq_show): one line per service, then one per
+# destination with its address, port, forwarding method, weight, active and inactive connections.
+# One read of it costs far less than a GET_DEST dump per service, so a dump uses it to find the
+# services whose destinations differ from what it already knows (only those are dumped again).
+
+_PROC_FORWARD = {f: f.ipvsadm_name for f in ForwardMethod}
+_PROC_SERVICE = re.compile(r"^(\S+  \S+) [^\n]*\n((?:  ->[^\n]*\n)*)", re.M)
+
+
+def proc_service_id(key: ServiceKey) -> str:
+    """Return how /proc/net/ip_vs starts the line of service `key` ("TCP  0A000001:0AFB")."""
+    if key.fwmark:
+        return f"FWM  {key.fwmark:08X}"  # the family is not shown: a v4 and a v6 mark look alike
+    assert key.addr is not None
+    addr = f"{int(key.addr):08X}" if key.addr.version == 4 else f"[{key.addr.exploded}]"
+    return f"{key.proto.value}  {addr}:{key.port:04X}"
+
+
+def proc_dest_lines(dests: Sequence[Dest]) -> str:
+    """Return the destination lines /proc/net/ip_vs shows for `dests` (kernel order, counters)."""
+    out = []
+    for d in dests:
+        addr = d.key.addr
+        text = f"{int(addr):08X}" if addr.version == 4 else f"[{addr.exploded}]"
+        c, spec = d.counters, d.spec
+        out.append(
+            f"  -> {text}:{d.key.port:04X}      {_PROC_FORWARD[spec.forward]:<7} {spec.weight:<6} "
+            f"{c.active:<10} {c.inactive:<10}\n"
+        )
+    return "".join(out)
+
+
+def parse_proc_services(text: str) -> dict[str, str | None]:
+    """Return {service id: its destination lines} of a /proc/net/ip_vs listing.
+
+    An id that occurs twice (a firewall mark used by an IPv4 and an IPv6 service) maps to None:
+    the listing cannot tell which lines are whose.
+    """
+    out: dict[str, str | None] = {}
+    for match in _PROC_SERVICE.finditer(text):
+        key = match.group(1)
+        out[key] = None if key in out else match.group(2)
+    return out
+
+
 # --- /proc/net/ip_vs_conn ---------------------------------------------------------------------------
 
 
@@ -570,6 +619,9 @@ __all__ = [
     "op_error_text",
     "op_request",
     "parse_conn_table",
+    "parse_proc_services",
+    "proc_dest_lines",
+    "proc_service_id",
     "service_attrs",
     "service_key_attrs",
     "simple_request",
