@@ -336,6 +336,8 @@ def diff(observed: IpvsTable, desired: IpvsTable) -> list[Op]:
 
 
 def _dest_ops(service: ServiceKey, have: Sequence[Dest], want: Sequence[Dest]) -> Iterable[Op]:
+    if len(have) == len(want) and [(d.key, d.spec) for d in have] == [(d.key, d.spec) for d in want]:
+        return  # the usual case, and much cheaper than hashing every key (same objects compare at once)
     have_by_key = {d.key: d for d in have}
     want_keys = {d.key for d in want}
     for d in have:
@@ -393,20 +395,32 @@ def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
     services = {s.key: s for s in table.services}
     # Touched services' destinations, oldest first (the kernel adds at the head of its list).
     touched: dict[ServiceKey, dict[RealKey, Dest]] = {}
-
-    def dests_of(key: ServiceKey) -> dict[RealKey, Dest]:
-        found = touched.get(key)
-        if found is None:
-            found = touched[key] = {d.key: d for d in reversed(services[key].dests)}
-        return found
-
-    def has_dest(service: ServiceKey, key: RealKey) -> bool:
-        found = touched.get(service)
-        return key in found if found is not None else services[service].dest(key) is not None
-
     timeouts = table.timeouts
+    last_key: ServiceKey | None = None  # ops come grouped by service: look the group up once
+    dests: dict[RealKey, Dest] = {}
     for op in ops:
-        check_op(op, services.__contains__, has_dest)
+        if isinstance(op, AddDest | EditDest | DelDest):
+            if op.service is not last_key:
+                found = touched.get(op.service)
+                if found is None:
+                    svc = services.get(op.service)
+                    if svc is None:
+                        raise KeyError(E_NO_SERVICE)
+                    found = touched[op.service] = {d.key: d for d in reversed(svc.dests)}
+                last_key, dests = op.service, found
+            if isinstance(op, AddDest):
+                new = Dest(op.key, op.spec)
+                if dests.setdefault(op.key, new) is not new:
+                    raise ValueError(E_DEST_EXISTS)
+            else:
+                old = dests.pop(op.key, None) if isinstance(op, DelDest) else dests.get(op.key)
+                if old is None:
+                    raise KeyError(E_NO_DEST)
+                if isinstance(op, EditDest):
+                    dests[op.key] = Dest(op.key, op.spec, old.counters)  # in place: the order is kept
+            continue
+        last_key = None
+        check_op(op, services.__contains__, lambda _s, _k: False)
         if isinstance(op, SetTimeouts):
             timeouts = op.timeouts
         elif isinstance(op, AddService):
@@ -414,19 +428,11 @@ def apply_ops(table: IpvsTable, ops: Iterable[Op]) -> IpvsTable:
             touched[op.key] = {}
         elif isinstance(op, EditService):
             services[op.key] = replace(services[op.key], spec=op.spec)
-        elif isinstance(op, DelService):
+        else:
             del services[op.key]
             touched.pop(op.key, None)
-        else:
-            dests = dests_of(op.service)
-            if isinstance(op, AddDest):
-                dests[op.key] = Dest(op.key, op.spec)
-            elif isinstance(op, EditDest):
-                dests[op.key] = replace(dests[op.key], spec=op.spec)  # in place: the order is kept
-            else:
-                del dests[op.key]
-    for key, dests in touched.items():
-        services[key] = replace(services[key], dests=tuple(reversed(dests.values())))
+    for key, kept in touched.items():
+        services[key] = replace(services[key], dests=tuple(reversed(kept.values())))
     return replace(table, services=tuple(services.values()), timeouts=timeouts)
 
 

@@ -153,3 +153,35 @@ async def test_sync_daemon_follows_the_role(netns: str) -> None:
         assert "backup sync daemon (mcast=sync0, syncid=7," in ipvsadm(netns, "-L", "--daemon")
     finally:
         await dp.close()
+
+
+async def test_a_dump_redumps_only_what_changed_and_a_full_dump_sees_the_rest(netns: str) -> None:
+    """The dump after an apply needs no GET_DEST; a hand edit is seen by the next dump."""
+    dp = IpvsDataplane(IpvsOptions(netns=netns, full_dump_s=3600))  # no full dump falls in this test
+    full = IpvsDataplane(IpvsOptions(netns=netns, full_dump_s=0))  # every dump is a full one
+    try:
+        want = seed_like_table()
+        await dp.apply(diff(await dp.dump(), want))
+        before = dp.services_dumped
+        have = await dp.dump()
+        assert dp.services_dumped == before  # known: the last dump plus the accepted ops
+        assert have == await full.dump()  # the same table, order and counters, as a full dump
+        v4 = ServiceKey.tcp("10.0.0.1", 2811)
+        ipvsadm(netns, "-e", "-t", "10.0.0.1:2811", "-r", "10.0.0.11:2811", "-g", "-w", "7")
+        ipvsadm(netns, "-a", "-t", "10.0.0.2:2811", "-r", "10.0.0.31:2811", "-g")
+        have = await dp.dump()
+        assert dp.services_dumped == before + 2  # the two services the listing shows changed
+        assert have == await full.dump()
+        svc = have.service(v4)
+        dest = svc.dest(RealKey.parse("10.0.0.11:2811")) if svc is not None else None
+        assert dest is not None and dest.spec.weight == 7
+        # What /proc/net/ip_vs does not show (thresholds) waits for the next full dump.
+        ipvsadm(netns, "-e", "-t", "10.0.0.1:2811", "-r", "10.0.0.11:2811", "-g", "-w", "7", "-x", "50")
+        svc = (await full.dump()).service(v4)
+        dest = svc.dest(RealKey.parse("10.0.0.11:2811")) if svc is not None else None
+        assert dest is not None and dest.spec.u_threshold == 50
+        ipvsadm(netns, "-C")  # gone behind its back: the dump says so
+        assert (await dp.dump()).services == ()
+    finally:
+        await dp.close()
+        await full.close()

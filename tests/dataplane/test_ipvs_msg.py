@@ -238,3 +238,66 @@ def test_conn_table_parser() -> None:
 def test_with_seq_changes_only_the_sequence() -> None:
     template = m.dump_dests_request(FAMILY, VIP, 0)
     assert m.with_seq(template, 77) == m.dump_dests_request(FAMILY, VIP, 77)
+
+
+# /proc/net/ip_vs as kernel 6.1 prints it (ip_vs_info_seq_show): the header, a v4 service with one
+# packet scheduling, a persistent IPv6 one and a firewall mark, each with its destinations.
+PROC_IPVS = (
+    "IP Virtual Server version 1.2.1 (size=4096)\n"
+    "Prot LocalAddress:Port Scheduler Flags\n"
+    "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+    "TCP  0A000001:0AFB wlc ops \n"
+    "  -> 0A00000C:0AFB      Route   2      5          0         \n"
+    "  -> 0A00000B:0AFB      Masq    0      0          12        \n"
+    "UDP  [2001:0db8:0000:0000:0000:0000:0000:0001]:0035 rr persistent 600 00000040\n"
+    "  -> [2001:0db8:0000:0000:0000:0000:0000:0011]:0035      Tunnel  3      0          0         \n"
+    "FWM  00000007 sh \n"
+)
+
+
+def test_proc_listing_split_by_service_and_rendered_from_a_table() -> None:
+    from gridlb.table import Dest, DestCounters
+
+    v4 = ServiceKey.tcp("10.0.0.1", 2811)
+    v6 = ServiceKey(Proto.UDP, ip_address("2001:db8::1"), 53)
+    fwm = ServiceKey(Proto.TCP, None, 0, fwmark=7)
+    listing = m.parse_proc_services(PROC_IPVS)
+    assert list(listing) == [m.proc_service_id(k) for k in (v4, v6, fwm)]
+    v4_dests = (
+        Dest(RealKey.parse("10.0.0.12:2811"), DestSpec(2), DestCounters(active=5)),
+        Dest(RealKey.parse("10.0.0.11:2811"), DestSpec(0, ForwardMethod.MASQ), DestCounters(inactive=12)),
+    )
+    v6_dests = (Dest(RealKey.parse("[2001:db8::11]:53"), DestSpec(3, ForwardMethod.TUNNEL)),)
+    assert listing[m.proc_service_id(v4)] == m.proc_dest_lines(v4_dests)
+    assert listing[m.proc_service_id(v6)] == m.proc_dest_lines(v6_dests)
+    assert listing[m.proc_service_id(fwm)] == m.proc_dest_lines(()) == ""
+    # any difference in what the listing shows is seen: weight, counters, order, a missing dest
+    assert listing[m.proc_service_id(v4)] != m.proc_dest_lines(v4_dests[::-1])
+    assert listing[m.proc_service_id(v4)] != m.proc_dest_lines(v4_dests[:1])
+    changed = (Dest(v4_dests[0].key, DestSpec(3), DestCounters(active=5)), v4_dests[1])
+    assert listing[m.proc_service_id(v4)] != m.proc_dest_lines(changed)
+    # an IPv4 and an IPv6 service with the same mark look alike: neither can be checked
+    twice = m.parse_proc_services(
+        PROC_IPVS + "FWM  00000007 rr \n  -> 0A000015:0000      Route   1      0          0\n"
+    )
+    assert twice[m.proc_service_id(fwm)] is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        VIP,
+        ServiceKey(Proto.UDP, ip_address("2001:db8::1"), 53),
+        ServiceKey(Proto.TCP, None, 0, fwmark=7, af=6),
+    ],
+)
+def test_service_parts_shared_and_seeded_keys_match_the_reply(key: ServiceKey) -> None:
+    """A reply decodes the same with the parts cache; a key seeded by `service_key_raw` is the one hit."""
+    spec = ServiceSpec("wrr", 60, "48" if key.af == 6 else "255.255.255.0")
+    parts = m.ServiceParts.empty()
+    parts.keys[m.service_key_raw(key)] = key
+    first = m.decode_service(m.service_attrs(key, spec), parts)
+    assert (first.key, first.spec) == (key, spec) and first.key is key  # the seeded key, not a new one
+    assert len(parts.keys) == 1
+    again = m.decode_service(m.service_attrs(key, spec), parts)
+    assert again.spec is first.spec and again == m.decode_service(m.service_attrs(key, spec))

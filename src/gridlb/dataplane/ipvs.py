@@ -56,6 +56,7 @@ from gridlb.dataplane.base import (
 )
 from gridlb.ipvsadm.model import KERNEL_SCHEDULERS
 from gridlb.table import (
+    AddService,
     ConnEntry,
     Dest,
     ForwardMethod,
@@ -161,6 +162,7 @@ class IpvsSocket:
             self._buf = bytearray(RECV_BYTES)  # one datagram: a dump part or an answer
             self._services: dict[bytes, Service | None] = {}  # the last dump's replies, decoded
             self._dests: dict[tuple[int, bytes], Dest | None] = {}
+            self._parts = m.ServiceParts.empty()  # keys, specs and counters of replies, decoded
             self._dest_requests: dict[ServiceKey, bytes] = {}  # GET_DEST per service, sequence 0
             self._view = memoryview(self._buf)
             self._sock.bind((0, 0))
@@ -233,7 +235,7 @@ class IpvsSocket:
             svc = self._services.get(reply.payload)
             if svc is None:
                 raw = reply.genl_attrs().get(m.CMD_ATTR_SERVICE)
-                svc = m.decode_service(raw) if raw is not None else None
+                svc = m.decode_service(raw, self._parts) if raw is not None else None
             seen_services[reply.payload] = svc
             if svc is not None:
                 services.append(svc)
@@ -247,6 +249,8 @@ class IpvsSocket:
             else:
                 out.append(replace(svc, dests=self._dump_dests(svc.key, seen_dests)))
         self._services = seen_services
+        if len(self._parts.stats) > 2 * len(services) + 64 or len(self._parts.keys) > 2 * len(services) + 64:
+            self._parts.clear()  # counters move and services come and go: keep it bounded
         if listing is None:
             self._dests = seen_dests
             self._swept_at = now
@@ -262,7 +266,9 @@ class IpvsSocket:
 
     def _unchanged(self, have: Service, svc: Service, listing: Mapping[str, str | None]) -> bool:
         """Return True when the kernel's `svc` and its listing lines are what `have` says."""
-        if have.spec != svc.spec or have.stats != svc.stats:  # counters moved: traffic, dump it
+        if (have.spec is not svc.spec and have.spec != svc.spec) or (
+            have.stats is not svc.stats and have.stats != svc.stats  # counters moved: traffic, dump it
+        ):
             return False
         expected = self._expected.get(svc.key)
         return expected is not None and expected[0] is have.dests and listing.get(expected[1]) == expected[2]
@@ -326,10 +332,15 @@ class IpvsSocket:
                     if reply.type == m.NLMSG_ERROR and index < len(window):
                         answers[index] = reply.error
             codes.extend(answers[i] for i in range(len(window)))
+        accepted = [op for op, code in zip(ops, codes, strict=True) if not code]
+        keys = self._parts.keys
+        for op in accepted:  # the next dump's replies for new services: their keys are known
+            if isinstance(op, AddService):
+                keys.setdefault(m.service_key_raw(op.key), op.key)
         known = self._known
         if known is not None:
             try:  # what the kernel holds now: the last dump plus the ops it accepted
-                known = apply_ops(known, (op for op, code in zip(ops, codes, strict=True) if not code))
+                known = apply_ops(known, accepted)
             except (KeyError, ValueError):  # the table changed behind our back: dump it all next time
                 known = None
             self._remember(known)
@@ -400,6 +411,12 @@ class IpvsDataplane:
                 raise
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    @property
+    def services_dumped(self) -> int:
+        """Return how many services' destinations were dumped (GET_DEST) so far on this socket."""
+        sock = self._sock
+        return sock.dumped_services if sock is not None else 0
 
     # --- Dataplane protocol -----------------------------------------------------------------------
 

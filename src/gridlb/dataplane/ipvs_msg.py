@@ -414,22 +414,79 @@ def decode_stats(attrs: Mapping[int, bytes], stats: int, stats64: int) -> Stats:
     return Stats(*(_u(a.get(i)) for i in range(1, 11)))
 
 
-def decode_service(payload: bytes) -> Service:
-    """Return the service in a GET_SERVICE reply's IPVS_CMD_ATTR_SERVICE."""
+@dataclass(slots=True)
+class ServiceParts:
+    """Decoded parts of GET_SERVICE replies by their bytes: services that share a spec (or counters)
+    decode it once, and a reply that differs from a known one only in its counters decodes those."""
+
+    keys: dict[tuple[bytes | None, ...], ServiceKey]
+    specs: dict[tuple[bytes | None, ...], ServiceSpec]
+    stats: dict[bytes | None, Stats]
+
+    @classmethod
+    def empty(cls) -> ServiceParts:
+        return cls({}, {}, {})
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.specs.clear()
+        self.stats.clear()
+
+
+def service_key_raw(key: ServiceKey) -> tuple[bytes | None, ...]:
+    """Return the key attributes' payloads a GET_SERVICE reply carries for `key` (as `decode_service`
+    reads them: AF, FWMARK, PROTOCOL, ADDR, PORT), so a service just added needs no decoding."""
+    af = struct.pack("=H", _AF[key.af])
+    if key.fwmark:
+        return (af, struct.pack("=I", key.fwmark), None, None, None)
+    proto = struct.pack("=H", _PROTO_NUMBERS[key.proto])
+    return (af, None, proto, _addr16(key.addr), struct.pack("!H", key.port))
+
+
+def decode_service(payload: bytes, parts: ServiceParts | None = None) -> Service:
+    """Return the service in a GET_SERVICE reply's IPVS_CMD_ATTR_SERVICE (parts reused from `parts`)."""
     a = parse_attrs(payload)
+    get = a.get
+    key_raw = (get(SVC_AF), get(SVC_FWMARK), get(SVC_PROTOCOL), get(SVC_ADDR), get(SVC_PORT))
+    spec_raw = (
+        get(SVC_AF),
+        get(SVC_FLAGS),
+        get(SVC_SCHED_NAME),
+        get(SVC_NETMASK),
+        get(SVC_TIMEOUT),
+        get(SVC_PE_NAME),
+    )
+    stats_raw = get(SVC_STATS64) or get(SVC_STATS)
+    if parts is None:
+        parts = ServiceParts.empty()
+    key = parts.keys.get(key_raw)
+    if key is None:
+        key = parts.keys[key_raw] = _service_key(a)
+    spec = parts.specs.get(spec_raw)
+    if spec is None:
+        spec = parts.specs[spec_raw] = _service_spec(a, key.af)
+    stats = parts.stats.get(stats_raw)
+    if stats is None:
+        stats = parts.stats[stats_raw] = decode_stats(a, SVC_STATS, SVC_STATS64)
+    return Service(key, spec, (), stats)
+
+
+def _service_key(a: Mapping[int, bytes]) -> ServiceKey:
     af = _FAMILY.get(_u(a.get(SVC_AF)), 4)
     fwmark = _u(a.get(SVC_FWMARK))
     proto = _PROTO_BY_NUMBER.get(_u(a.get(SVC_PROTOCOL)), Proto.TCP)
     if fwmark:
-        key = ServiceKey(Proto.TCP, None, 0, fwmark=fwmark, af=af)
-    else:
-        key = ServiceKey(proto, _addr_from(a.get(SVC_ADDR), af), _be16(a.get(SVC_PORT)))
+        return ServiceKey(Proto.TCP, None, 0, fwmark=fwmark, af=af)
+    return ServiceKey(proto, _addr_from(a.get(SVC_ADDR), af), _be16(a.get(SVC_PORT)))
+
+
+def _service_spec(a: Mapping[int, bytes], af: int) -> ServiceSpec:
     flags = struct.unpack_from("=I", a[SVC_FLAGS])[0] if len(a.get(SVC_FLAGS, b"")) >= 4 else 0
     scheduler = _text(a.get(SVC_SCHED_NAME))
     raw_mask = _u(a.get(SVC_NETMASK), 0xFFFFFFFF if af == 4 else 128)
     mask = struct.unpack("!I", struct.pack("=I", raw_mask))[0] if af == 4 else raw_mask
     persistent = bool(flags & SVC_F_PERSISTENT)
-    spec = ServiceSpec(
+    return ServiceSpec(
         scheduler=scheduler,
         persistence_timeout_s=_u(a.get(SVC_TIMEOUT)) if persistent else 0,
         netmask=netmask_text(af, mask),
@@ -437,7 +494,6 @@ def decode_service(payload: bytes) -> Service:
         one_packet=bool(flags & SVC_F_ONEPACKET),
         pe_name=_text(a.get(SVC_PE_NAME)),
     )
-    return Service(key, spec, (), decode_stats(a, SVC_STATS, SVC_STATS64))
 
 
 def decode_dest(payload: bytes, service_af: int) -> Dest:
@@ -602,6 +658,7 @@ __all__ = [
     "Cmd",
     "NetlinkError",
     "Reply",
+    "ServiceParts",
     "SyncDaemon",
     "SyncState",
     "decode_daemon",
@@ -624,6 +681,7 @@ __all__ = [
     "proc_service_id",
     "service_attrs",
     "service_key_attrs",
+    "service_key_raw",
     "simple_request",
     "split_replies",
     "with_seq",
