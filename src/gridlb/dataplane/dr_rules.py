@@ -8,9 +8,8 @@ Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
   packet of an established connection. A frame for a service (`svc4`/`svc6`: VIP . port) that is not
   in the map is dropped, so the director's own TCP stack never answers for a VIP (a new connection's
   SYN was already read by the director off a packet socket, which sees frames before the ingress
-  hook, and is forwarded by it once scheduled). A flow keeps being forwarded while it is in the map,
-  even after its service went, as IPVS looks the connection up before the service. Without
-  forwarding (BACKUP) the chain is empty: the flows are kept but nothing is forwarded;
+  hook, and is forwarded by it once scheduled). Without forwarding (BACKUP) the chain is empty:
+  the flows are kept but nothing is forwarded;
 * one chain and one named counter per destination: note the TCP state in the dynamic sets
   `est4/6` (a packet without SYN/FIN/RST, timeout = the TCP timeout, refreshed per packet) and
   `fin4/6` (FIN or RST, timeout = the FIN timeout), then count, rewrite the MACs and `fwd` out of
