@@ -6,13 +6,16 @@ dataplane, three real servers with the VIP on lo, one bridge. Each round measure
 
 * pps: one established flow per CPU (held connections through the VIP, so each is in the director's
   flow map), 60-byte ACK frames of each flow blasted by netsniff-ng's `trafgen` (one process pinned
-  per CPU, C, TX ring), first at the director's MAC, then straight at each flow's real server. A
+  per CPU, C, TX ring) along three paths: through the director, through the least nft rule that
+  forwards on the director (bare MAC rewrite and `fwd`), and straight at each flow's real server. A
   benchmark-only nft netdev rule on each real server's ingress counts and drops the marked frames, so
-  no real server's TCP stack is in the path. Offered (trafgen), forwarded (the director's destination
-  chain counters) and delivered (the real servers' drop counters) pps, and the softirq CPU-seconds the
+  no real server's TCP stack is in the path. Offered (trafgen), forwarded (the director's chain
+  counters) and delivered (the real servers' drop counters) pps, and the softirq CPU-seconds the
   machine spent: on veths the whole path runs in softirq on the sender's CPU, so the difference of
-  softirq time per packet between the two paths is the director's share (an upper bound: it also holds
-  the second bridge pass and veth hop);
+  softirq time per packet between a path and the direct one is the director's share (an upper
+  bound: it also holds the second bridge pass and veth hop);
+* the same for gridlb's ruleset alone (`dr_rules.transaction`, one flow per CPU) in three
+  namespaces of its own (generator, veth, director, veth, sink; no bridge), against a bare `fwd`;
 * new connections/s: connect, read the banner, close, with 32 concurrent clients, through the VIP
   and straight to one real server;
 * upload MB/s: globus-url-copy -p 4 of a file through `ftp://VIP:2811` and straight to a real
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +46,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from tests.dataplane.dr_lab import DrLab  # noqa: E402
+
+from gridlb.dataplane.dr_rules import DestRule, FlowKey, Ruleset, transaction  # noqa: E402
 
 PORT = 2811  # GridFTP
 BANNER_PORT = 2899  # the name servers (pps and connections/s)
@@ -106,13 +112,17 @@ def rule_packets(t: DrLab, node: str) -> int:
     return total
 
 
-def bench_table(t: DrLab, node: str, rules: list[str]) -> None:
-    """Install the benchmark's own ingress table on `node`'s eth0, ahead of any other chain."""
+def ingress_table(rules: list[str]) -> str:
+    """The benchmark's own table: `rules` at eth0's ingress, ahead of any other chain."""
     script = f"table netdev {SINK_TABLE} {{\n chain in {{\n"
     script += '  type filter hook ingress device "eth0" priority -500;\n'
-    script += "".join(f"  {r}\n" for r in rules) + " }\n}\n"
+    return script + "".join(f"  {r}\n" for r in rules) + " }\n}\n"
+
+
+def bench_table(t: DrLab, node: str, rules: list[str]) -> None:
+    """Install `ingress_table(rules)` on `node`."""
     path = t.workdir / f"bench-{node}.nft"
-    path.write_text(script)
+    path.write_text(ingress_table(rules))
     t.lab.exec(node, ["nft", "-f", str(path)])
 
 
@@ -206,6 +216,86 @@ def blast(
     }
 
 
+def _sh(argv: list[str], timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=True)
+
+
+def ruleset_alone(rounds: int, seconds: float, ncpu: int) -> dict[str, list[dict[str, float]]]:
+    """gridlb's ruleset alone against a bare `fwd`: generator -veth- director -veth- sink, no bridge.
+
+    The director's table is the one `dr_rules.transaction` renders (one destination, one flow per
+    CPU, as the dataplane would program them). Three namespaces with a unique prefix, deleted at
+    the end; trafgen is the only process started in them and ends by its timeout.
+    """
+    pre = f"Bdrr{os.getpid()}"
+    ns = {n: f"{pre}-{n}" for n in ("gen", "dir", "sink")}
+    got: dict[str, list[dict[str, float]]] = {"dr": [], "bare": []}
+    work = Path(tempfile.mkdtemp(prefix="gdrr-", dir="/tmp"))
+    try:
+        for name in ns.values():
+            _sh(["ip", "netns", "add", name])
+        for a, adev, b, bdev in (("gen", "eth0", "dir", "eth0"), ("dir", "eth1", "sink", "eth0")):
+            _sh(["ip", "link", "add", adev, "netns", ns[a], "type", "veth", "peer", bdev, "netns", ns[b]])
+        for node, dev in (("gen", "eth0"), ("dir", "eth0"), ("dir", "eth1"), ("sink", "eth0")):
+            _sh(["ip", "-n", ns[node], "link", "set", dev, "up"])
+
+        def mac(node: str, dev: str) -> str:
+            out = _sh(["ip", "-n", ns[node], "-j", "link", "show", dev]).stdout
+            return str(json.loads(out)[0]["address"])
+
+        dir_in, dir_out, sink = mac("dir", "eth0"), mac("dir", "eth1"), mac("sink", "eth0")
+        client, vip = "10.0.0.1", "10.0.0.100"
+
+        def nft(node: str, script: str) -> None:
+            path = work / f"{node}.nft"
+            path.write_text(script)
+            _sh(["ip", "netns", "exec", ns[node], "nft", "-f", str(path)])
+
+        def sink_count() -> int:
+            out = _sh(["ip", "netns", "exec", ns["sink"], "nft", "-j", "list", "table", "netdev", SINK_TABLE])
+            items = json.loads(out.stdout)["nftables"]
+            exprs = [e for i in items for e in i.get("rule", {}).get("expr", [])]
+            return sum(int(e["counter"]["packets"]) for e in exprs if "counter" in e)
+
+        nft("sink", ingress_table([f"ip ttl {MARK_TTL} counter drop"]))
+        dest = DestRule("d1", 4, "eth1", dir_out, sink)
+        rules = Ruleset(("eth0",), True, frozenset({(ip_address(vip), BANNER_PORT)}), (dest,))
+        keys = [FlowKey(ip_address(client), 40000 + i, ip_address(vip), BANNER_PORT) for i in range(ncpu)]
+        gridlb_table = transaction(None, rules, add_flows=[(k, "d1") for k in keys])
+        fwd = f'ether saddr set {dir_out} ether daddr set {sink} fwd to "eth1"'
+        bare_table = ingress_table([f"ip ttl {MARK_TTL} {fwd}"])
+        cfg = work / "trafgen.cfg"
+        cfg.write_text(
+            "\n".join(
+                f"cpu({i}): {{ {_bytes(dir_in)}, {_bytes('02:00:00:00:00:01')}, c16(0x0800), "
+                f"0x45, 0, c16(40), c16({MARK_ID}), c16(0x4000), {MARK_TTL}, 6, csumip(14, 33), "
+                f"{_octets(client)}, {_octets(vip)}, c16({k.client_port}), c16({BANNER_PORT}), "
+                "c32(1), c32(1), 0x50, 0x10, c16(65535), csumtcp(14, 34), c16(0), fill(0, 6) }"
+                for i, k in enumerate(keys)
+            )
+            + "\n"
+        )
+        for r in range(rounds):
+            for variant in ("dr", "bare") if r % 2 == 0 else ("bare", "dr"):
+                nft("dir", gridlb_table if variant == "dr" else bare_table)
+                before, before_si = sink_count(), softirq_s()
+                argv = ["ip", "netns", "exec", ns["gen"], "timeout", "-s", "INT", str(seconds)]
+                argv += ["trafgen", "-i", str(cfg), "-o", "eth0", "-P", str(ncpu), "-Q", "-n", "200000000"]
+                t0 = time.monotonic()
+                subprocess.run(argv, capture_output=True, timeout=seconds + 30, check=False)
+                el = time.monotonic() - t0
+                si = softirq_s() - before_si
+                n = sink_count() - before
+                got[variant].append({"delivered": n / el, "per_core": n / si if si > 0 else 0.0})
+                table = "gridlb_dr" if variant == "dr" else SINK_TABLE
+                _sh(["ip", "netns", "exec", ns["dir"], "nft", "delete", "table", "netdev", table])
+    finally:
+        for name in ns.values():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return got
+
+
 def hold_flows(t: DrLab, n: int) -> tuple[subprocess.Popen[str], list[tuple[int, str]]]:
     """`n` connections through the VIP, held open: (the holder, [(client port, real server)])."""
     hold = t.lab.spawn(
@@ -275,8 +365,9 @@ def main() -> int:
         print("bench/dr.py needs trafgen (Debian netsniff-ng)", file=sys.stderr)
         return 2
     q = args.quick
-    pps_s, cps_s, up_mib, rounds = (2.0, 2.0, 256, 3) if q else (5.0, 5.0, 1024, 5)
+    pps_s, cps_s, up_mib, rounds = (1.5, 1.5, 256, 3) if q else (5.0, 5.0, 1024, 5)
     ncpu = max(2, os.cpu_count() or 1)
+    alone = ruleset_alone(rounds, pps_s, ncpu)
     workdir = Path(tempfile.mkdtemp(prefix="gdrb-", dir="/tmp"))
     workdir.chmod(0o755)
     rows: list[tuple[str, str, str, str]] = []
@@ -354,6 +445,22 @@ def main() -> int:
                     spread(ratio(dir_per_core, bare_per_core), ".2f"),
                 ),
             ]
+            a_dr = {k: [r[k] for r in alone["dr"]] for k in alone["dr"][0]}
+            a_bare = {k: [r[k] for r in alone["bare"]] for k in alone["bare"][0]}
+            rows += [
+                (
+                    "gridlb's ruleset alone (veth, director, veth; no bridge): pps delivered",
+                    spread(a_dr["delivered"], ",.0f"),
+                    "bare fwd " + spread(a_bare["delivered"], ",.0f"),
+                    spread(ratio(a_dr["delivered"], a_bare["delivered"]), ".2f"),
+                ),
+                (
+                    "gridlb's ruleset alone: pps per softirq CPU-second (per core)",
+                    spread(a_dr["per_core"], ",.0f"),
+                    "bare fwd " + spread(a_bare["per_core"], ",.0f"),
+                    spread(ratio(a_dr["per_core"], a_bare["per_core"]), ".2f"),
+                ),
+            ]
             vip_cps, direct_cps = paired(
                 rounds,
                 lambda: measure_cps(t, t.vip4, cps_s, 100_000),
@@ -381,6 +488,10 @@ def main() -> int:
                 "pps_per_core_direct": f"{statistics.median(direct['per_core']):.0f}",
                 "director_pps_per_core": f"{statistics.median(dir_per_core):.0f}",
                 "bare_pps_per_core": f"{statistics.median(bare_per_core):.0f}",
+                "ruleset_pps": f"{statistics.median(a_dr['delivered']):.0f}",
+                "ruleset_pps_bare": f"{statistics.median(a_bare['delivered']):.0f}",
+                "ruleset_pps_per_core": f"{statistics.median(a_dr['per_core']):.0f}",
+                "ruleset_pps_per_core_bare": f"{statistics.median(a_bare['per_core']):.0f}",
                 "flows": str(len(flows)),
                 "cps_vip": f"{statistics.median(vip_cps):.0f}",
                 "cps_direct": f"{statistics.median(direct_cps):.0f}",
