@@ -29,9 +29,16 @@ def test_a_fresh_start_replaces_any_old_table_and_builds_everything() -> None:
         " ip6 saddr . tcp sport . ip6 daddr . tcp dport vmap @flows6",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host ip6 daddr . tcp dport @svc6 drop",
     ]
-    # a destination chain: the TCP state, then count, rewrite and forward in one rule
+    # the flow maps count each element's packets (the lookup does): no per-packet set update
+    assert (
+        "add map netdev gridlb_dr flows4 { type ipv4_addr . inet_service . ipv4_addr . inet_service :"
+        " verdict; counter; }" in lines
+    )
+    assert not any("est4" in x or "est6" in x for x in lines)
+    # a destination chain: a FIN or RST noted, then count, rewrite and forward in one rule
     d1 = [x for x in lines if x.startswith("add rule netdev gridlb_dr d1 ")]
-    assert len(d1) == 3
+    assert len(d1) == 2
+    assert "tcp flags & (fin | rst) != 0 update @fin4" in d1[0]
     assert d1[-1].endswith(
         'counter name "d1" ether saddr set 02:00:00:00:00:02 ether daddr set 02:00:00:00:00:0b fwd to "eth0"'
     )
