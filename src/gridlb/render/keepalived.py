@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from gridlb.config import defaults as D
-from gridlb.config.keepalived_conf import Node, emit_lines
+from gridlb.config.check_command import CHECK_COMMANDS
+from gridlb.config.keepalived_conf import Node, emit_lines, fmt
 from gridlb.config.load import Site
 from gridlb.config.schema import (
     CHECKER_BLOCKS,
@@ -74,15 +77,6 @@ AnyTiming = (
     | VirtualServer
     | RealServer
 )
-
-
-def fmt(value: object) -> str:
-    """A number or address as keepalived reads it (`1.0` → `1`, `0.5` → `0.5`)."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
 
 
 def _kv(keyword: str, value: object) -> Node:
@@ -266,71 +260,47 @@ def _resolved(
 MISC_DYNAMIC_MAX_WEIGHT = 253
 
 
+def check_command(
+    vs: VirtualServer,
+    rs: RealServer,
+    check: GridftpCheck | XrootdCheck,
+    settings: GridlbSettings,
+    gridlb_command: str,
+) -> str:
+    """The `gridlb check gridftp|xrootd` command line keepalived runs for a GridFTP or XRootD check of `rs`.
+
+    With `--misc-dynamic-weight W` (the server's weight) the check exits W+2 when up (weight W),
+    2 when the server is up but refusing (GridFTP 421/422, XRootD kXR_wait: weight 0, drained) and
+    1 when down.
+    """
+    command = CHECK_COMMANDS["xrootd_check" if isinstance(check, XrootdCheck) else "gridftp_check"]
+    weight = rs.weight if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT else None
+    spec = _resolved(vs, rs, check, settings)
+    return shlex.join(command.argv(spec, gridlb_command, vs.ip_address, weight))
+
+
 def gridftp_command(
     vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings, gridlb_command: str
 ) -> str:
-    """The `gridlb check gridftp` command line keepalived runs for a GridFTP check of `rs`.
-
-    With `--misc-dynamic-weight W` (the server's weight) the check exits W+2 when up (weight W),
-    2 when the server is up but refusing (421/422: weight 0, drained) and 1 when down.
-    """
-    spec = _resolved(vs, rs, check, settings)
-    argv = [gridlb_command, "check", "gridftp"]
-    if spec.gridftp_level != D.GRIDFTP_CHECK_LEVEL:
-        argv += ["--level", spec.gridftp_level]
-    argv += ["--timeout", fmt(spec.connect_timeout_s)]
-    if spec.gridftp_user != D.GRIDFTP_CHECK_USER:
-        argv += ["--user", spec.gridftp_user]
-    if spec.gridftp_password != D.GRIDFTP_CHECK_PASSWORD:
-        argv += ["--password", spec.gridftp_password]
-    if spec.gridftp_canary_path:
-        argv += ["--canary", spec.gridftp_canary_path]
-    if not spec.gridftp_check_data_address:
-        argv.append("--no-data-address-check")
-    if spec.bindto is not None:
-        argv += ["--bindto", str(spec.bindto)]
-    if spec.bind_port:
-        argv += ["--bind-port", str(spec.bind_port)]
-    if spec.bind_if:
-        argv += ["--bind-if", spec.bind_if]
-    if vs.ip_address is not None:
-        argv += ["--vip", str(vs.ip_address)]
-    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
-        argv += ["--misc-dynamic-weight", str(rs.weight)]
-    argv.append(str(spec.target))
-    return shlex.join(argv)
+    """The `gridlb check gridftp` command line keepalived runs for a GridFTP check of `rs`."""
+    return check_command(vs, rs, check, settings, gridlb_command)
 
 
 def xrootd_command(
     vs: VirtualServer, rs: RealServer, check: XrootdCheck, settings: GridlbSettings, gridlb_command: str
 ) -> str:
-    """The `gridlb check xrootd` command line keepalived runs for an XRootD check of `rs`.
+    """The `gridlb check xrootd` command line keepalived runs for an XRootD check of `rs`."""
+    return check_command(vs, rs, check, settings, gridlb_command)
 
-    Exit statuses as for GridFTP: W+2 up (weight W), 2 refusing (kXR_wait: weight 0), 1 down.
-    """
-    spec = _resolved(vs, rs, check, settings)
-    argv = [gridlb_command, "check", "xrootd"]
-    if spec.xrootd_level != D.XROOTD_CHECK_LEVEL:
-        argv += ["--level", spec.xrootd_level]
-    argv += ["--timeout", fmt(spec.connect_timeout_s)]
-    if spec.xrootd_user != D.XROOTD_CHECK_USER:
-        argv += ["--user", spec.xrootd_user]
-    if spec.xrootd_canary_path:
-        argv += ["--canary", spec.xrootd_canary_path]
-    if not spec.xrootd_check_redirect:
-        argv.append("--no-redirect-check")
-    if spec.bindto is not None:
-        argv += ["--bindto", str(spec.bindto)]
-    if spec.bind_port:
-        argv += ["--bind-port", str(spec.bind_port)]
-    if spec.bind_if:
-        argv += ["--bind-if", spec.bind_if]
-    if vs.ip_address is not None:
-        argv += ["--vip", str(vs.ip_address)]
-    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
-        argv += ["--misc-dynamic-weight", str(rs.weight)]
-    argv.append(str(spec.target))
-    return shlex.join(argv)
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a checker is written: its service and real server, the site's settings, the gridlb program."""
+
+    vs: VirtualServer
+    rs: RealServer
+    settings: GridlbSettings
+    gridlb_command: str
 
 
 def _connect(b: _Block, c: TcpCheck | HttpCheck | SmtpCheck | DnsCheck | UdpCheck | PingCheck) -> None:
@@ -343,8 +313,11 @@ def _connect(b: _Block, c: TcpCheck | HttpCheck | SmtpCheck | DnsCheck | UdpChec
     _timing(b, c)
 
 
-def _http(c: HttpCheck, keyword: str) -> Node:
-    b = _Block()
+def _tcp(b: _Block, c: TcpCheck | PingCheck, _at: _At) -> None:
+    _connect(b, c)
+
+
+def _http(b: _Block, c: HttpCheck, _at: _At) -> None:
     _connect(b, c)
     b.opt("virtualhost", c.virtualhost)
     b.opt("http_protocol", c.http_protocol)
@@ -358,7 +331,6 @@ def _http(c: HttpCheck, keyword: str) -> Node:
             u.add("status_code", *url.status_code)
         u.opt("virtualhost", url.virtualhost)
         b.sub("url", u.items)
-    return b.node(keyword)
 
 
 def gridlb_only_http(c: HttpCheck, tls: bool) -> list[str]:
@@ -369,89 +341,95 @@ def gridlb_only_http(c: HttpCheck, tls: bool) -> list[str]:
     return out
 
 
-def _other(key: str, c: AnyChecker) -> Node:
-    """A checker gridlb does not run, written back as keepalived reads it."""
-    b = _Block()
-    if isinstance(c, SmtpCheck):
-        _connect(b, c)
-        b.opt("helo_name", c.helo_name)
-        for host in c.host:
-            h = _Block()
-            for kw in (
-                "connect_ip",
-                "connect_port",
-                "bindto",
-                "bind_port",
-                "bind_if",
-                "connect_timeout",
-                "fwmark",
-            ):
-                h.opt(kw, getattr(host, kw))
-            b.sub("host", h.items)
-        return b.node("SMTP_CHECK")
-    if isinstance(c, DnsCheck):
-        _connect(b, c)
-        b.opt("type", c.type)
-        b.opt("name", c.name)
-        return b.node("DNS_CHECK")
-    if isinstance(c, UdpCheck):
-        _connect(b, c)
-        if c.payload is not None:
-            b.add("payload", *c.payload.split())
-        if c.require_reply is True:
-            b.add("require_reply")
-        elif isinstance(c, UdpCheck) and isinstance(c.require_reply, str):
-            b.add("require_reply", *c.require_reply.split())
-        b.opt("min_reply_length", c.min_reply_length)
-        b.opt("max_reply_length", c.max_reply_length)
-        return b.node("UDP_CHECK")
-    if isinstance(c, PingCheck):
-        _connect(b, c)
-        return b.node("PING_CHECK")
-    if isinstance(c, FileCheck):
-        b.add("track_file", c.track_file)
-        if c.weight is not None:
-            b.add("weight", c.weight, "reverse" if c.reverse else None)
-        return b.node("FILE_CHECK")
-    assert isinstance(c, BfdCheck), key
+def _misc(b: _Block, c: MiscCheck, _at: _At) -> None:
+    b.add("misc_path", c.misc_path)
+    b.opt("misc_timeout", c.misc_timeout)
+    b.opt("misc_dynamic", c.misc_dynamic)
+    b.opt("user", c.user)
+    _timing(b, c)
+
+
+def _gridlb_check(b: _Block, c: GridftpCheck | XrootdCheck, at: _At) -> None:
+    """A GridFTP or XRootD check: a MISC_CHECK running `gridlb check`, given time beyond its own timeout."""
+    timeout = _resolved(at.vs, at.rs, c, at.settings).connect_timeout_s
+    b.add("misc_path", check_command(at.vs, at.rs, c, at.settings, at.gridlb_command))
+    b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))
+    b.opt("misc_dynamic", at.rs.weight <= MISC_DYNAMIC_MAX_WEIGHT)
+    _timing(b, c)
+
+
+_HOST_KEYS = (
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "bind_if",
+    "connect_timeout",
+    "fwmark",
+)
+
+
+def _smtp(b: _Block, c: SmtpCheck, _at: _At) -> None:
+    _connect(b, c)
+    b.opt("helo_name", c.helo_name)
+    for host in c.host:
+        h = _Block()
+        for kw in _HOST_KEYS:
+            h.opt(kw, getattr(host, kw))
+        b.sub("host", h.items)
+
+
+def _dns(b: _Block, c: DnsCheck, _at: _At) -> None:
+    _connect(b, c)
+    b.opt("type", c.type)
+    b.opt("name", c.name)
+
+
+def _udp(b: _Block, c: UdpCheck, _at: _At) -> None:
+    _connect(b, c)
+    if c.payload is not None:
+        b.add("payload", *c.payload.split())
+    if c.require_reply is True:
+        b.add("require_reply")
+    elif isinstance(c.require_reply, str):
+        b.add("require_reply", *c.require_reply.split())
+    b.opt("min_reply_length", c.min_reply_length)
+    b.opt("max_reply_length", c.max_reply_length)
+
+
+def _file(b: _Block, c: FileCheck, _at: _At) -> None:
+    b.add("track_file", c.track_file)
+    if c.weight is not None:
+        b.add("weight", c.weight, "reverse" if c.reverse else None)
+
+
+def _bfd(b: _Block, c: BfdCheck, _at: _At) -> None:
     b.add("name", c.name)
     b.tristate("alpha", c.alpha)
-    return b.node("BFD_CHECK")
 
 
-def _checker(
-    vs: VirtualServer,
-    rs: RealServer,
-    key: str,
-    c: AnyChecker,
-    settings: GridlbSettings,
-    gridlb_command: str,
-) -> Node:
+#: One entry per checker block (site key): the keepalived block it is written as and what goes in it.
+CHECKER_RENDERERS: dict[str, tuple[str, Callable[[_Block, Any, _At], None]]] = {
+    "tcp_check": ("TCP_CHECK", _tcp),
+    "misc_check": ("MISC_CHECK", _misc),
+    "gridftp_check": ("MISC_CHECK", _gridlb_check),
+    "xrootd_check": ("MISC_CHECK", _gridlb_check),
+    "http_get": ("HTTP_GET", _http),
+    "ssl_get": ("SSL_GET", _http),
+    "smtp_check": ("SMTP_CHECK", _smtp),
+    "dns_check": ("DNS_CHECK", _dns),
+    "udp_check": ("UDP_CHECK", _udp),
+    "ping_check": ("PING_CHECK", _tcp),
+    "file_check": ("FILE_CHECK", _file),
+    "bfd_check": ("BFD_CHECK", _bfd),
+}
+
+
+def _checker(key: str, c: AnyChecker, at: _At) -> Node:
+    keyword, fill = CHECKER_RENDERERS[key]
     b = _Block()
-    if isinstance(c, TcpCheck) and not isinstance(c, (HttpCheck, SmtpCheck, DnsCheck, UdpCheck, PingCheck)):
-        _connect(b, c)
-        return b.node("TCP_CHECK")
-    if isinstance(c, HttpCheck):
-        return _http(c, "SSL_GET" if key == "ssl_get" else "HTTP_GET")
-    if not isinstance(c, MiscCheck | GridftpCheck | XrootdCheck):
-        return _other(key, c)
-    if isinstance(c, MiscCheck):
-        b.add("misc_path", c.misc_path)
-        b.opt("misc_timeout", c.misc_timeout)
-        b.opt("misc_dynamic", c.misc_dynamic)
-        b.opt("user", c.user)
-        _timing(b, c)
-        return b.node("MISC_CHECK")
-    if isinstance(c, XrootdCheck):
-        command = xrootd_command(vs, rs, c, settings, gridlb_command)
-    else:
-        command = gridftp_command(vs, rs, c, settings, gridlb_command)
-    timeout = _resolved(vs, rs, c, settings).connect_timeout_s
-    b.add("misc_path", command)
-    b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))
-    b.opt("misc_dynamic", rs.weight <= MISC_DYNAMIC_MAX_WEIGHT)
-    _timing(b, c)
-    return b.node("MISC_CHECK")
+    fill(b, c, at)
+    return b.node(keyword)
 
 
 def _inherited(b: _Block, x: VirtualServer | RealServer) -> None:
@@ -483,8 +461,9 @@ def _real_server(vs: VirtualServer, rs: RealServer, settings: GridlbSettings, gr
     b.tristate("smtp_alert", rs.smtp_alert)
     b.opt("virtualhost", rs.virtualhost)
     _inherited(b, rs)
+    at = _At(vs, rs, settings, gridlb_command)
     for key, c in rs.checker_blocks or vs.checker_blocks:
-        b.items.append(_checker(vs, rs, key, c, settings, gridlb_command))
+        b.items.append(_checker(key, c, at))
     if vs.fwmark is not None:
         return b.node("real_server", rs.ip_address)
     return b.node("real_server", rs.ip_address, rs.port if rs.port is not None else vs.port)
