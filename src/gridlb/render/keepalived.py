@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +47,14 @@ from gridlb.config.schema import (
     RealServer,
     SmtpCheck,
     TcpCheck,
+    TrackInterface,
+    TrackScript,
     UdpCheck,
     Vip,
     VirtualServer,
     VrrpInstance,
     VrrpScript,
+    VrrpSyncGroup,
     XrootdCheck,
 )
 from gridlb.render import DirectorView, director_views, find_view
@@ -114,6 +117,11 @@ class _Block:
     def sub(self, keyword: str, children: list[Node], *args: object) -> None:
         self.items.append(Node(keyword, _args(args), tuple(children)))
 
+    def lines(self, keyword: str, children: list[Node]) -> None:
+        """Add a block of lines (`virtual_ipaddress { ... }`) unless it has none."""
+        if children:
+            self.sub(keyword, children)
+
     def node(self, keyword: str, *args: object) -> Node:
         return Node(keyword, _args(args), tuple(self.items))
 
@@ -126,8 +134,7 @@ def _global_defs(view: DirectorView) -> Node:
     b = _Block()
     g = view.keepalived.global_defs
     if g is not None:
-        if g.notification_email:
-            b.sub("notification_email", [Node(e) for e in g.notification_email])
+        b.lines("notification_email", [Node(e) for e in g.notification_email])
         b.opt("notification_email_from", g.notification_email_from)
         if g.smtp_server is not None:
             b.add("smtp_server", *g.smtp_server.split())
@@ -168,13 +175,26 @@ def _vip_line(vip: Vip) -> Node:
     return Node(words[0], tuple(words[1:]))
 
 
-def _track_line(name: str, weight: int | None, reverse: bool) -> Node:
+def _track_line(t: TrackInterface | TrackScript) -> Node:
     args: list[str] = []
-    if weight is not None:
-        args += ["weight", str(weight)]
-    if reverse:
+    if t.weight is not None:
+        args += ["weight", str(t.weight)]
+    if t.reverse:
         args.append("reverse")
-    return Node(name, tuple(args))
+    return Node(t.name, tuple(args))
+
+
+def _tracks(b: _Block, interfaces: Sequence[TrackInterface], scripts: Sequence[TrackScript]) -> None:
+    """The `track_interface` and `track_script` blocks of an instance or a sync group."""
+    b.lines("track_interface", [_track_line(t) for t in interfaces])
+    b.lines("track_script", [_track_line(t) for t in scripts])
+
+
+def _notify(b: _Block, x: VrrpInstance | VrrpSyncGroup) -> None:
+    """The notify scripts and `smtp_alert` of an instance or a sync group."""
+    for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
+        b.opt(kw, getattr(x, kw))
+    b.tristate("smtp_alert", x.smtp_alert)
 
 
 def own_interface_tracks(inst: VrrpInstance) -> list[str]:
@@ -207,29 +227,28 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
             auth.append(_kv("auth_pass", inst.auth_pass))
         b.sub("authentication", auth)
     b.opt("unicast_src_ip", inst.unicast_source_ip)
-    if inst.unicast_peers:
-        b.sub("unicast_peer", [Node(str(p)) for p in inst.unicast_peers])
+    b.lines("unicast_peer", [Node(str(p)) for p in inst.unicast_peers])
     b.opt("mcast_src_ip", inst.multicast_source_ip)
-    if inst.virtual_ipaddress:
-        b.sub("virtual_ipaddress", [_vip_line(v) for v in inst.virtual_ipaddress])
-    if inst.virtual_ipaddress_excluded:
-        b.sub("virtual_ipaddress_excluded", [_vip_line(v) for v in inst.virtual_ipaddress_excluded])
-    tracks = [t for t in inst.track_interface if t.name != inst.interface]
-    if tracks:
-        b.sub("track_interface", [_track_line(t.name, t.weight, t.reverse) for t in tracks])
-    if inst.track_script:
-        b.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in inst.track_script])
-    for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
-        b.opt(kw, getattr(inst, kw))
-    b.tristate("smtp_alert", inst.smtp_alert)
+    b.lines("virtual_ipaddress", [_vip_line(v) for v in inst.virtual_ipaddress])
+    b.lines("virtual_ipaddress_excluded", [_vip_line(v) for v in inst.virtual_ipaddress_excluded])
+    _tracks(b, [t for t in inst.track_interface if t.name != inst.interface], inst.track_script)
+    _notify(b, inst)
     if inst.use_vmac is not None:
         b.add("use_vmac", *([inst.use_vmac] if inst.use_vmac else []))
     b.opt("vmac_xmit_base", inst.vmac_xmit_base)
-    if inst.virtual_routes:
-        b.sub("virtual_routes", [_line(r) for r in inst.virtual_routes])
-    if inst.virtual_rules:
-        b.sub("virtual_rules", [_line(r) for r in inst.virtual_rules])
+    b.lines("virtual_routes", [_line(r) for r in inst.virtual_routes])
+    b.lines("virtual_rules", [_line(r) for r in inst.virtual_rules])
     return b.node("vrrp_instance", name)
+
+
+def _vrrp_sync_group(name: str, group: VrrpSyncGroup) -> Node:
+    b = _Block()
+    b.sub("group", [Node(i) for i in group.group])
+    _notify(b, group)
+    b.opt("global_tracking", group.global_tracking)
+    b.opt("sync_group_tracking_weight", group.sync_group_tracking_weight)
+    _tracks(b, group.track_interface, group.track_script)
+    return b.node("vrrp_sync_group", name)
 
 
 def _line(text: str) -> Node:
@@ -565,22 +584,8 @@ def build(
         ]
         out.append((notes, _vrrp_instance(name, inst)))
     for name, group in view.keepalived.vrrp_sync_groups.items():
-        g = _Block()
-        g.sub("group", [Node(i) for i in group.group])
-        for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
-            g.opt(kw, getattr(group, kw))
-        g.tristate("smtp_alert", group.smtp_alert)
-        g.opt("global_tracking", group.global_tracking)
-        g.opt("sync_group_tracking_weight", group.sync_group_tracking_weight)
-        if group.track_interface:
-            g.sub(
-                "track_interface", [_track_line(t.name, t.weight, t.reverse) for t in group.track_interface]
-            )
-        if group.track_script:
-            g.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in group.track_script])
-        out.append(
-            (["gridlb does not synchronise sync groups; keepalived does"], g.node("vrrp_sync_group", name))
-        )
+        notes = ["gridlb does not synchronise sync groups; keepalived does"]
+        out.append((notes, _vrrp_sync_group(name, group)))
     for name, vs in view.virtual_servers.items():
         notes = [f"virtual server {name}"]
         dropped = len(vs.real_servers) - len(unique_real_servers(vs))
