@@ -23,6 +23,7 @@ from typing import Any
 from gridlb.config import defaults as D
 from gridlb.config.keepalived_conf import fmt, number
 from gridlb.config.schema import CheckSpec
+from gridlb.table import IPAddress
 
 #: The port `gridlb check gridftp` assumes when its target has none (the importer uses it for every kind).
 GRIDFTP_DEFAULT_PORT = 2811
@@ -64,7 +65,7 @@ class CheckCommand:
     options: tuple[Option, ...]
 
     def argv(
-        self, spec: CheckSpec, gridlb_command: str, vip: object | None, dynamic_weight: int | None
+        self, spec: CheckSpec, gridlb_command: str, vip: IPAddress | None, dynamic_weight: int | None
     ) -> list[str]:
         """The command the renderer writes for the resolved check `spec`."""
         argv = [gridlb_command, "check", self.kind]
