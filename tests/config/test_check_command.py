@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
@@ -14,61 +15,58 @@ from gridlb.table import RealKey
 
 TARGET = RealKey(ip_address("10.0.0.11"), 2812)
 
-#: A check with every option away from what the renderer leaves out.
+#: Where a check connects from, as the renderer writes it and as the importer reads it back.
+SOURCE = CheckSpec(
+    kind=CheckKind.GRIDFTP,
+    target=TARGET,
+    connect_timeout_s=2.5,
+    bindto=ip_address("10.0.0.2"),
+    bind_port=1234,
+    bind_if="lo",
+)
+SOURCE_BLOCK = {
+    "connect_timeout": 2.5,
+    "bindto": "10.0.0.2",
+    "bind_port": 1234,
+    "bind_if": "lo",
+    "connect_ip": "10.0.0.11",
+    "connect_port": 2812,
+}
+
+#: A check with every option away from what the renderer leaves out, and what the importer makes of it.
 FULL = {
-    "gridftp_check": CheckSpec(
-        kind=CheckKind.GRIDFTP,
-        target=TARGET,
-        connect_timeout_s=2.5,
-        bindto=ip_address("10.0.0.2"),
-        bind_port=1234,
-        bind_if="lo",
+    "gridftp_check": replace(
+        SOURCE,
         gridftp_level="canary",
         gridftp_canary_path="/store/canary",
         gridftp_check_data_address=False,
         gridftp_user="probe",
         gridftp_password="pass word",
     ),
-    "xrootd_check": CheckSpec(
+    "xrootd_check": replace(
+        SOURCE,
         kind=CheckKind.XROOTD,
-        target=TARGET,
-        connect_timeout_s=2.5,
-        bindto=ip_address("10.0.0.2"),
-        bind_port=1234,
-        bind_if="lo",
         xrootd_level="canary",
         xrootd_canary_path="/store/canary",
         xrootd_user="probe",
         xrootd_check_redirect=False,
     ),
 }
-
-#: What the importer makes of FULL's command line.
 FULL_BLOCK = {
     "gridftp_check": {
         "level": "canary",
-        "connect_timeout": 2.5,
         "user": "probe",
         "password": "pass word",
         "canary_path": "/store/canary",
         "check_data_address": False,
-        "bindto": "10.0.0.2",
-        "bind_port": 1234,
-        "bind_if": "lo",
-        "connect_ip": "10.0.0.11",
-        "connect_port": 2812,
+        **SOURCE_BLOCK,
     },
     "xrootd_check": {
         "level": "canary",
-        "connect_timeout": 2.5,
         "user": "probe",
         "canary_path": "/store/canary",
         "check_redirect": False,
-        "bindto": "10.0.0.2",
-        "bind_port": 1234,
-        "bind_if": "lo",
-        "connect_ip": "10.0.0.11",
-        "connect_port": 2812,
+        **SOURCE_BLOCK,
     },
 }
 
