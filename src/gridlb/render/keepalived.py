@@ -114,6 +114,11 @@ class _Block:
         else:
             self.add(keyword, value)
 
+    def fields(self, x: object, *keywords: str) -> None:
+        """`opt` for each field of `x` that keepalived names as the field is named."""
+        for keyword in keywords:
+            self.opt(keyword, getattr(x, keyword))
+
     def sub(self, keyword: str, children: list[Node], *args: object) -> None:
         self.items.append(Node(keyword, _args(args), tuple(children)))
 
@@ -192,8 +197,7 @@ def _tracks(b: _Block, interfaces: Sequence[TrackInterface], scripts: Sequence[T
 
 def _notify(b: _Block, x: VrrpInstance | VrrpSyncGroup) -> None:
     """The notify scripts and `smtp_alert` of an instance or a sync group."""
-    for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
-        b.opt(kw, getattr(x, kw))
+    b.fields(x, "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
     b.tristate("smtp_alert", x.smtp_alert)
 
 
@@ -209,11 +213,7 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
     b.add("virtual_router_id", inst.virtual_router_id)
     b.add("priority", inst.priority)
     b.add("advert_int", inst.advert_int)
-    b.opt("version", inst.version)
-    b.opt("native_ipv6", inst.native_ipv6)
-    b.opt("dont_track_primary", inst.dont_track_primary)
-    b.opt("nopreempt", inst.nopreempt)
-    b.opt("preempt", inst.preempt)
+    b.fields(inst, "version", "native_ipv6", "dont_track_primary", "nopreempt", "preempt")
     b.opt("preempt_delay", inst.preempt_delay, D.VRRP_PREEMPT_DELAY_S)
     b.opt("garp_master_delay", inst.garp_master_delay, D.VRRP_GARP_MASTER_DELAY_S)
     b.opt("garp_master_repeat", inst.garp_master_repeat, D.VRRP_GARP_MASTER_REPEAT)
@@ -322,13 +322,12 @@ class _At:
     gridlb_command: str
 
 
+#: Where a checker connects to and from (an SMTP_CHECK `host` has them too).
+_CONNECT_KEYS = ("connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "connect_timeout")
+
+
 def _connect(b: _Block, c: TcpCheck | HttpCheck | SmtpCheck | DnsCheck | UdpCheck | PingCheck) -> None:
-    b.opt("connect_ip", c.connect_ip)
-    b.opt("connect_port", c.connect_port)
-    b.opt("bindto", c.bindto)
-    b.opt("bind_port", c.bind_port)
-    b.opt("bind_if", c.bind_if)
-    b.opt("connect_timeout", c.connect_timeout)
+    b.fields(c, *_CONNECT_KEYS)
     _timing(b, c)
 
 
@@ -377,24 +376,12 @@ def _gridlb_check(b: _Block, c: GridftpCheck | XrootdCheck, at: _At) -> None:
     _timing(b, c)
 
 
-_HOST_KEYS = (
-    "connect_ip",
-    "connect_port",
-    "bindto",
-    "bind_port",
-    "bind_if",
-    "connect_timeout",
-    "fwmark",
-)
-
-
 def _smtp(b: _Block, c: SmtpCheck, _at: _At) -> None:
     _connect(b, c)
     b.opt("helo_name", c.helo_name)
     for host in c.host:
         h = _Block()
-        for kw in _HOST_KEYS:
-            h.opt(kw, getattr(host, kw))
+        h.fields(host, *_CONNECT_KEYS, "fwmark")
         b.sub("host", h.items)
 
 
@@ -473,10 +460,7 @@ def _real_server(vs: VirtualServer, rs: RealServer, settings: GridlbSettings, gr
     b = _Block()
     b.add("weight", rs.weight)
     b.opt("lvs_method", rs.lb_kind)
-    b.opt("uthreshold", rs.uthreshold)
-    b.opt("lthreshold", rs.lthreshold)
-    b.opt("notify_up", rs.notify_up)
-    b.opt("notify_down", rs.notify_down)
+    b.fields(rs, "uthreshold", "lthreshold", "notify_up", "notify_down")
     b.tristate("smtp_alert", rs.smtp_alert)
     b.opt("virtualhost", rs.virtualhost)
     _inherited(b, rs)
@@ -499,19 +483,14 @@ def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command:
         b.add(flag)
     b.opt("ops", vs.ops)
     _inherited(b, vs)
-    b.opt("persistence_timeout", vs.persistence_timeout)
-    b.opt("persistence_granularity", vs.persistence_granularity)
+    b.fields(vs, "persistence_timeout", "persistence_granularity")
     b.opt("quorum", vs.quorum, D.VS_QUORUM)
     b.opt("hysteresis", vs.hysteresis, D.VS_HYSTERESIS)
-    b.opt("quorum_up", vs.quorum_up)
-    b.opt("quorum_down", vs.quorum_down)
+    b.fields(vs, "quorum_up", "quorum_down")
     if vs.sorry_server is not None:
         s = vs.sorry_server
         b.add("sorry_server", s.ip_address, s.port)
-    b.opt("sorry_server_inhibit", vs.sorry_server_inhibit)
-    b.opt("omega", vs.omega)
-    b.opt("ha_suspend", vs.ha_suspend)
-    b.opt("virtualhost", vs.virtualhost)
+    b.fields(vs, "sorry_server_inhibit", "omega", "ha_suspend", "virtualhost")
     b.tristate("smtp_alert", vs.smtp_alert)
     for rs in unique_real_servers(vs):
         b.items.append(_real_server(vs, rs, settings, gridlb_command))
@@ -540,8 +519,7 @@ def _extras_before(x: KeepalivedExtras) -> Iterator[Node]:
         b = _Block()
         b.add("neighbor_ip", bfd.neighbor_ip)
         b.opt("source_ip", bfd.source_ip)
-        for kw in ("min_rx", "min_tx", "idle_tx", "multiplier", "ttl", "max_hops"):
-            b.opt(kw, getattr(bfd, kw))
+        b.fields(bfd, "min_rx", "min_tx", "idle_tx", "multiplier", "ttl", "max_hops")
         b.opt("passive", bfd.passive)
         yield b.node("bfd_instance", name)
 
