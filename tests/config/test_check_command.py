@@ -8,6 +8,7 @@ from ipaddress import ip_address
 
 import pytest
 
+from gridlb.cli.check import DEFAULT_PORT, DEFAULT_PORTS
 from gridlb.cli.main import build_parser
 from gridlb.config.check_command import CHECK_COMMANDS, CheckCommand, check_from_command
 from gridlb.config.schema import CHECKER_BLOCKS, CheckKind, CheckSpec
@@ -134,3 +135,16 @@ def test_xrootd_command_parsing() -> None:
     assert parse("gridlb check xrootd 10.0.0.1:1094 --timeout") is None  # a flag without its value
     assert CHECK_COMMANDS["gridftp_check"].parse("gridlb check gridftp --no-redirect-check h:1") is None
     assert check_from_command("gridlb check tcp 10.0.0.1:2811") is None
+
+
+@pytest.mark.parametrize("field", sorted(CHECK_COMMANDS))
+def test_a_target_without_a_port_gets_the_port_gridlb_check_assumes(field: str) -> None:
+    """The importer reads a bare target with the same default port as `gridlb check KIND` uses."""
+    cmd = CHECK_COMMANDS[field]
+    args = build_parser().parse_args(["check", cmd.kind, "10.0.0.1"])
+    assert cmd.default_port == DEFAULT_PORTS.get(cmd.kind, DEFAULT_PORT)
+    assert args.target == "10.0.0.1"
+    assert cmd.parse(f"gridlb check {cmd.kind} 10.0.0.1") == {
+        "connect_ip": "10.0.0.1",
+        "connect_port": cmd.default_port,
+    }

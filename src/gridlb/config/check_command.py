@@ -25,7 +25,7 @@ from gridlb.config.keepalived_conf import fmt, number
 from gridlb.config.schema import CheckSpec
 from gridlb.table import IPAddress
 
-#: The port `gridlb check gridftp` assumes when its target has none (the importer uses it for every kind).
+#: The port `gridlb check gridftp` assumes when its target has none (`gridlb check xrootd`: 1094).
 GRIDFTP_DEFAULT_PORT = 2811
 
 #: Flags the renderer derives from the service and the real server, not from the check block.
@@ -63,6 +63,7 @@ class CheckCommand:
     kind: str  # the `gridlb check` subcommand
     field: str  # the real server's check block (`gridftp_check`)
     options: tuple[Option, ...]
+    default_port: int  # the port `gridlb check KIND` assumes for a target without one
 
     def argv(
         self, spec: CheckSpec, gridlb_command: str, vip: IPAddress | None, dynamic_weight: int | None
@@ -105,7 +106,7 @@ class CheckCommand:
                     data[option.field] = number(value) if option.numeric else value
                 i += 2
             elif not word.startswith("-") and target is None:
-                target = split_target(word)
+                target = split_target(word, self.default_port)
                 if target is None:
                     return None
                 i += 1
@@ -118,8 +119,8 @@ class CheckCommand:
         return data
 
 
-def split_target(text: str) -> tuple[str, int | float | str] | None:
-    """`ADDR:PORT`, `[V6]:PORT` or a bare address (GridFTP's port 2811)."""
+def split_target(text: str, default_port: int) -> tuple[str, int | float | str] | None:
+    """`ADDR:PORT`, `[V6]:PORT` or a bare address (then `default_port`)."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")
@@ -127,7 +128,7 @@ def split_target(text: str) -> tuple[str, int | float | str] | None:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    return (host, number(port) if port else GRIDFTP_DEFAULT_PORT) if host else None
+    return (host, number(port) if port else default_port) if host else None
 
 
 _TIMEOUT = Option("--timeout", "connect_timeout", "connect_timeout_s", numeric=True)
@@ -142,8 +143,8 @@ _CONNECT = (
 )
 
 
-def _command(kind: str, options: Sequence[Option]) -> CheckCommand:
-    return CheckCommand(kind, f"{kind}_check", (*options, *_SOURCE, *_CONNECT))
+def _command(kind: str, default_port: int, options: Sequence[Option]) -> CheckCommand:
+    return CheckCommand(kind, f"{kind}_check", (*options, *_SOURCE, *_CONNECT), default_port)
 
 
 #: One entry per check kind the renderer writes as a `gridlb check` MISC_CHECK, by check block field.
@@ -152,6 +153,7 @@ CHECK_COMMANDS: dict[str, CheckCommand] = {
     for c in (
         _command(
             "gridftp",
+            GRIDFTP_DEFAULT_PORT,
             (
                 Option("--level", "level", "gridftp_level", skip=D.GRIDFTP_CHECK_LEVEL),
                 _TIMEOUT,
@@ -168,6 +170,7 @@ CHECK_COMMANDS: dict[str, CheckCommand] = {
         ),
         _command(
             "xrootd",
+            D.XROOTD_PORT,
             (
                 Option("--level", "level", "xrootd_level", skip=D.XROOTD_CHECK_LEVEL),
                 _TIMEOUT,
