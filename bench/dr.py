@@ -365,7 +365,7 @@ def main() -> int:
         print("bench/dr.py needs trafgen (Debian netsniff-ng)", file=sys.stderr)
         return 2
     q = args.quick
-    pps_s, cps_s, up_mib, rounds = (1.5, 1.5, 256, 3) if q else (5.0, 5.0, 1024, 5)
+    pps_s, cps_s, up_mib, rounds = (1.5, 1.0, 256, 3) if q else (5.0, 5.0, 1024, 5)
     ncpu = max(2, os.cpu_count() or 1)
     alone = ruleset_alone(rounds, pps_s, ncpu)
     workdir = Path(tempfile.mkdtemp(prefix="gdrb-", dir="/tmp"))
