@@ -168,7 +168,11 @@ def test_apply_ops_keeps_untouched_objects_and_the_kernel_order_of_readds() -> N
     t2 = apply_ops(t, [DelDest(VS, rk(2)), AddDest(VS, rk(2), DestSpec(weight=5))])
     assert t2.service(other) is kept  # untouched: the same object
     svc = t2.service(VS)
-    assert svc is not None and [(d.key, d.spec.weight) for d in svc.dests] == [(rk(2), 5), (rk(3), 1), (rk(1), 1)]
+    assert svc is not None and [(d.key, d.spec.weight) for d in svc.dests] == [
+        (rk(2), 5),
+        (rk(3), 1),
+        (rk(1), 1),
+    ]
     t3 = apply_ops(t2, [DelService(VS), AddService(VS, ServiceSpec("rr"))])
     assert [s.key for s in t3.services] == [other, VS]  # a re-added service comes last, empty
     assert t3.services[1].dests == () and t3.services[1].spec.scheduler == "rr"
