@@ -192,6 +192,7 @@ class DataplaneHooks:
 
     on_backend_failure: BackendFailure | None = None
     sync_daemon: SyncDaemonSpec | None = None  # for dataplanes with `connection_sync`
+    resync_interval_s: float = 5.0  # the director's resync period (ipvs: how often a dump is a full one)
 
 
 class DataplaneFactory(Protocol):

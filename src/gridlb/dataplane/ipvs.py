@@ -17,7 +17,7 @@ dump plus the ops the kernel accepted since. One read of /proc/net/ip_vs (every 
 address, port, method, weight, active and inactive connections) and the GET_SERVICE dump (each
 service's spec and counters) show which services differ from that; only those are dumped again.
 What the listing does not show (thresholds, tunnel options, persistent-connection counts) is
-caught by a full dump at least every `full_dump_s` (5 s, the director's resync period).
+caught by a full dump at least every `full_dump_s` (the director's resync period, 5 s by default).
 
 What the kernel has is adopted, never flushed: start-up dumps, diffs and applies; `close` leaves
 the table and the sync daemons running, so a restart or an upgrade drops no connection.
@@ -523,8 +523,9 @@ class _Factory:
         return unavailable()
 
     def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> IpvsDataplane:
-        """Return an ipvs dataplane; the sync daemon comes from the site's VRRP instance (hooks)."""
-        return IpvsDataplane(IpvsOptions(sync=hooks.sync_daemon))
+        """Return an ipvs dataplane; the sync daemon comes from the site's VRRP instance (hooks), and a
+        dump is a full one at least once per resync period."""
+        return IpvsDataplane(IpvsOptions(sync=hooks.sync_daemon, full_dump_s=hooks.resync_interval_s))
 
 
 FACTORY = _Factory()

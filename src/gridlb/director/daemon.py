@@ -74,7 +74,9 @@ def sync_daemon_spec(instances: Mapping[str, VrrpInstance]) -> SyncDaemonSpec | 
     return None
 
 
-def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> tuple[Dataplane, str]:
+def make_dataplane(
+    config: DirectorConfig, on_failure: FailureCallback, resync_interval_s: float = 5.0
+) -> tuple[Dataplane, str]:
     """Return the dataplane the site asks for (`gridlb.dataplane`), found through the registry.
 
     With `auto` the second value says which one runs and why (logged here); "" otherwise.
@@ -88,7 +90,9 @@ def make_dataplane(config: DirectorConfig, on_failure: FailureCallback) -> tuple
     for text in warnings:
         log.warning("%s", text)
     sync = sync_daemon_spec(load_site(list(config.paths)).vrrp_instances) if config.paths else None
-    hooks = DataplaneHooks(on_backend_failure=on_failure, sync_daemon=sync)
+    hooks = DataplaneHooks(
+        on_backend_failure=on_failure, sync_daemon=sync, resync_interval_s=resync_interval_s
+    )
     return factory.create(config.settings, hooks), choice
 
 
@@ -108,7 +112,9 @@ class DirectorDaemon:
         #: With `dataplane: auto`, which one runs and why (logged at start, shown in status).
         self.dataplane_choice = ""
         if dataplane is None:
-            dataplane, self.dataplane_choice = make_dataplane(config, self._on_failure)
+            dataplane, self.dataplane_choice = make_dataplane(
+                config, self._on_failure, opts.resync_interval_s
+            )
         self.dataplane = dataplane
         vips = tuple(str(p.key.addr) for p in config.plans if p.key.addr is not None)
         self.monitor = RunnerMonitor(self._on_report, vips=vips)
