@@ -427,6 +427,25 @@ def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
         return {port: real for port, (_, real) in flows.places().items()}
 
 
+def add_client_addresses(state: LabState, count: int, first: int) -> list[str]:
+    """Give `remote` `count` more addresses on the client network (host numbers from `first`); return them.
+
+    A load generator spreads its connections over them as many clients would: one address opening
+    thousands of connections a second to one VIP and port fills its ephemeral ports with TIME_WAIT,
+    and then every `connect()` searches them (milliseconds each).
+    """
+    net = remote_net(state.options)
+    ns = state.ns_of("remote")
+    out = []
+    for host in range(first, first + count):
+        if not REMOTE_HOST < host < net.num_addresses - 1:
+            raise LabStateError(f"client address host {host} is outside {net} (or the remote's own)")
+        addr = str(net.network_address + host)
+        _ip("-n", ns, "addr", "replace", f"{addr}/32", "dev", "eth0")
+        out.append(addr)
+    return out
+
+
 def status_lines(state: LabState) -> tuple[list[str], bool]:
     """Return the router's view for `gridlb lab status`: which directors it sends the VIP to."""
     dirs = {str(n["ipv4"]): name for name, n in state.nodes.items() if name.startswith("dir")}
