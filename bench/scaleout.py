@@ -1,22 +1,31 @@
 """Scale-out benchmark: new connections per second through 1, 2 and 3 directors behind a BGP/ECMP router,
-and the share of flows a real-server change moves against the theoretical minimum.
+and the share of flows a real-server change moves against the theoretical minimum and the table's bound.
 
 One `gridlb lab up --scaleout --directors 3 --realservers 4` (real BIRD on the router and on every
-director, Linux multipath with the L4 hash, the proxy dataplane with `mh` + `mh-port` +
-`mh-fallback`, gridlb's GridFTP servers). The number of directors the router uses is set with
-`gridlb director drain/undrain` (the drained ones withdraw the VIP). A load generator on the client
-behind the router opens connections (connect, read the 220 banner, close) from many source ports
-with 32 in flight, for a fixed time per setting.
+director, Linux multipath with the L4 hash through a resilient next-hop group, the proxy dataplane
+with `mh` + `mh-port` + `mh-fallback`, gridlb's GridFTP servers). The number of directors the router
+uses is set with `gridlb director drain/undrain` (the drained ones withdraw the VIP); a round starts
+once the router's FIB has them and its buckets are shared evenly. A load generator on the client
+behind the router opens connections (connect, read the 220 banner, close) with 32 in flight. Rounds
+are interleaved (3, 2, 1 directors, repeated `--rounds` times); each reports conn/s, the time to the
+banner (p50/p99) and how many connections each director accepted.
 
-Disruption: 200 flows with fixed source ports are held open and their real servers read from the
-directors' connection tables; then rs4 is taken out on every director, the flows are opened again
-from the same ports and the fraction that changed real server is compared with the minimum (the
-flows that were on rs4). Two ways out: quiesce (weight 0; with `inhibit_on_failure`, the table keeps
-its entries and `mh-fallback` moves only rs4's flows) and remove (the table is rebuilt from 3
-servers). The same flows sent through each director alone show whether the directors agree.
-The pure table figures for the kernel's 4093 entries come from `gridlb.scaleout.consistency`.
+Each round opens its connections from 4 fresh client addresses. One address that opened thousands
+of connections to the VIP holds as many ephemeral ports in TIME_WAIT for 60 s; once they fill the
+even half of the range (Linux's connect() tries even ports first), every connect() scans it, about
+2 ms each, and a one-thread load generator stalls at ~500 conn/s whatever sits behind the VIP.
 
-    python bench/scaleout.py [--quick]     # root; --quick < 1 minute
+Disruption: 200 flows with fixed source ports are opened and their real servers read from the
+directors' connection tables; then rs4 changes on every director, the flows are opened again from
+the same ports and the fraction that changed real server is compared with the minimum (the flows
+on rs4 before or after) and with the pure table's bound (the entries of the 4093-entry Maglev table
+that change owner, `gridlb.scaleout.consistency`). Changes: quiesce (weight 0; with
+`inhibit_on_failure`, the table keeps its entries and `mh-fallback` moves only rs4's flows), remove
+(the table is rebuilt from 3 servers) and add (rs4 back: built from 4 again). The same flows sent
+through each director alone show whether the directors agree. The flow maps run before the load:
+afterwards the directors' connection lists are long to read.
+
+    python bench/scaleout.py [--quick] [--rounds N] [--seconds S]    # root; --quick < 1 minute
 
 This machine is shared and small (2 cores for every director, real server, router and the load
 generator), so absolute figures and the scaling ratio are indicative only.
