@@ -49,3 +49,23 @@ def test_a_mac_change_rewrites_only_that_chain() -> None:
     lines = transaction(a, Ruleset(("eth0",), True, SVCS, (moved, D2))).splitlines()
     assert lines[0] == "flush chain netdev gridlb_dr d1"
     assert all(" d2" not in x for x in lines)
+
+
+def test_mid_flow_packets_of_mh_services_go_to_the_director_before_the_drop() -> None:
+    mh = frozenset({(ip_address("10.0.0.100"), 2811)})
+    a = Ruleset(("eth0",), True, SVCS, (D1,))
+    lines = transaction(None, a).splitlines()
+    v4 = [x for x in lines if x.startswith("add rule netdev gridlb_dr v4 ")]
+    assert v4[1:] == [
+        'add rule netdev gridlb_dr v4 ip daddr . tcp dport @mh4 tcp flags & syn == 0 fwd to "lo"',
+        "add rule netdev gridlb_dr v4 drop",
+    ]
+    assert "flush set netdev gridlb_dr mh4" in lines and not any(
+        "add element netdev gridlb_dr mh" in x for x in lines
+    )
+    b = Ruleset(("eth0",), True, SVCS, (D1,), mh_services=mh)
+    assert transaction(a, b).splitlines() == [
+        "flush set netdev gridlb_dr mh4",
+        "add element netdev gridlb_dr mh4 { 10.0.0.100 . 2811 }",
+        "flush set netdev gridlb_dr mh6",
+    ]

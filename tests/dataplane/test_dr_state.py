@@ -143,3 +143,33 @@ def test_the_master_sends_established_and_closing_flows_on_change_and_refresh() 
     s.observe({flow(1): 900.0}, {flow(1): 120.0}, now=2.0)
     assert [r.state for r in s.to_sync(2.0, 60.0)] == [TcpState.FIN_WAIT]
     assert [r.key for r in s.to_sync(62.5, 60.0)] == [flow(1)]
+
+
+def mh_state() -> DrState:
+    s = DrState()
+    s.apply(AddService(SVC, ServiceSpec("mh", flags=frozenset({"mh-port"}))))
+    for rs in RS:
+        s.apply(AddDest(SVC, rs, DestSpec()))
+        s.set_link(rs.addr, Link("eth0", "02:00:00:00:00:02", f"02:00:00:00:00:{rs.addr.packed[-1]:02x}"))
+    return s
+
+
+def test_a_flow_met_mid_connection_is_adopted_by_the_maglev_table_as_its_syn_was_elsewhere() -> None:
+    elsewhere, here = mh_state(), mh_state()  # two directors with the same real servers
+    assert here.ruleset().mh_services == frozenset({(SVC.addr, 2811)})
+    for port in range(40000, 40050):
+        syn = elsewhere.schedule(flow(port), now=0.0)
+        adopted = here.adopt(flow(port), now=5.0)
+        assert syn is not None and adopted is not None
+        assert adopted.dest.key == syn.dest.key and adopted.state is TcpState.ESTABLISHED
+    assert sum(a for a, _ in counts(here).values()) == 50  # established: active
+    assert here.adopt(flow(40000), now=6.0) is None  # known already
+    assert here.observe({}, {}, now=100.0) == []  # held until its packets show (the TCP timeout)
+    assert len(here.observe({}, {}, now=5.0 + here.timeouts.tcp + 1)) == 50
+
+
+def test_only_mh_services_adopt_mid_connection_flows() -> None:
+    s = state()  # wlc: another director may have picked any real server
+    assert s.ruleset().mh_services == frozenset()
+    assert s.adopt(flow(1), now=0.0) is None
+    assert mh_state().adopt(FlowKey(ip_address("10.0.0.50"), 1, ip_address("10.0.0.99"), 2811), 0.0) is None

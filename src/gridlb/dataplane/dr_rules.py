@@ -6,9 +6,11 @@ Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
   STANDALONE) it sends frames addressed to this host for a service (`svc4`/`svc6`: VIP . port) to
   `v4`/`v6`, else it is empty (a BACKUP keeps its flows but forwards nothing);
 * `v4`/`v6` look the flow (client . port . VIP . port) up in the verdict map `flows4`/`flows6`
-  and jump to the destination's chain; anything else is dropped, so the director's own TCP stack
-  never answers for a VIP (a new connection's SYN was already read by the director off a packet
-  socket, which sees frames before the ingress hook, and is forwarded by it once scheduled);
+  and jump to the destination's chain; a packet without SYN for an `mh` service (`mh4`/`mh6`)
+  goes to `MIDFLOW_DEVICE` for the director to adopt its flow; anything else is dropped, so the
+  director's own TCP stack never answers for a VIP (a new connection's SYN was already read by
+  the director off a packet socket, which sees frames before the ingress hook, and is forwarded
+  by it once scheduled);
 * one chain and one named counter per destination: count, note the TCP state in the dynamic sets
   `est4/6` (a packet without SYN/FIN/RST, timeout = the TCP timeout, refreshed per packet) and
   `fin4/6` (FIN or RST, timeout = the FIN timeout), rewrite the MACs, `fwd` out of the device.
@@ -29,6 +31,10 @@ TABLE = "gridlb_dr"
 FAMILY = "netdev"
 #: Size of the dynamic state sets (per family): the most connections the data path tracks.
 MAX_FLOWS = 1 << 20
+#: Where a packet without SYN of a flow the map does not know goes, for a service scheduled by `mh`
+#: (a flow that moved here from another director): the director reads it off this device and
+#: forwards it by the same Maglev table. On `lo` nothing else takes it (not addressed to lo's MAC).
+MIDFLOW_DEVICE = "lo"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -81,6 +87,7 @@ class Ruleset:
     services: frozenset[tuple[IPAddress, int]] = frozenset()
     dests: tuple[DestRule, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
+    mh_services: frozenset[tuple[IPAddress, int]] = frozenset()  # scheduled by `mh`: see MIDFLOW_DEVICE
 
 
 def _ip(af: int) -> str:
@@ -122,7 +129,12 @@ def _skeleton(timeouts: Timeouts) -> list[str]:
                 f"timeout {timeout_s}s; size {MAX_FLOWS}; }}"
             )
         out.append(f"add chain {t} v{af}")
+        out.append(f"add set {t} mh{af} {{ type {addr} . inet_service; }}")
         out.append(f"add rule {t} v{af} {_key_expr(af)} vmap @flows{af}")
+        out.append(
+            f"add rule {t} v{af} {_ip(af)} daddr . tcp dport @mh{af} tcp flags & syn == 0 "
+            f"fwd to {_quote(MIDFLOW_DEVICE)}"
+        )
         out.append(f"add rule {t} v{af} drop")
     return out
 
@@ -152,14 +164,15 @@ def _ingress_rules(device: str, forwarding: bool) -> list[str]:
     ]
 
 
-def _services(services: Iterable[tuple[IPAddress, int]]) -> list[str]:
+def _services(services: Iterable[tuple[IPAddress, int]], name: str = "svc") -> list[str]:
     out = []
     t = f"{FAMILY} {TABLE}"
+    services = list(services)
     for af in (4, 6):
-        out.append(f"flush set {t} svc{af}")
+        out.append(f"flush set {t} {name}{af}")
         elems = sorted(f"{a} . {p}" for a, p in services if (4 if isinstance(a, IPv4Address) else 6) == af)
         if elems:
-            out.append(f"add element {t} svc{af} {{ {', '.join(elems)} }}")
+            out.append(f"add element {t} {name}{af} {{ {', '.join(elems)} }}")
     return out
 
 
@@ -197,6 +210,8 @@ def transaction(
             out += _dest_rules(d, new.timeouts)
     if old.services != new.services or not old.devices:
         out += _services(new.services)
+    if old.mh_services != new.mh_services or not old.devices:
+        out += _services(new.mh_services, "mh")
     for device in new.devices:
         chain = ingress_chain(device)
         if device not in old.devices:
@@ -227,6 +242,7 @@ def teardown() -> str:
 
 __all__ = [
     "FAMILY",
+    "MIDFLOW_DEVICE",
     "TABLE",
     "DestRule",
     "FlowKey",
