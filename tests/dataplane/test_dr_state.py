@@ -164,8 +164,8 @@ def test_a_flow_met_mid_connection_is_adopted_by_the_maglev_table_as_its_syn_was
         assert adopted.dest.key == syn.dest.key and adopted.state is TcpState.ESTABLISHED
     assert sum(a for a, _ in counts(here).values()) == 50  # established: active
     assert here.adopt(flow(40000), now=6.0) is None  # known already
-    assert here.observe({}, {}, now=100.0) == []  # held until its packets show (the TCP timeout)
-    assert len(here.observe({}, {}, now=5.0 + here.timeouts.tcp + 1)) == 50
+    assert here.observe({flow(40000): 900.0}, {}, now=30.0) == []  # held until its packets show
+    assert len(here.observe({flow(40000): 870.0}, {}, now=5.0 + SYN_TIMEOUT_S + 1)) == 49  # or not
 
 
 def test_only_mh_services_adopt_mid_connection_flows() -> None:

@@ -211,8 +211,9 @@ class DrState:
         Such a flow moved here from another director (ECMP after a director left). Every director
         builds the same Maglev table, so the pick is the real server the flow already has (as
         Maglev and Katran do). Only `mh` services adopt; None for others, or when none may take it.
-        The flow is bound ESTABLISHED and held for the TCP timeout until its packets show in the
-        state sets.
+        The flow is bound ESTABLISHED and held for `SYN_TIMEOUT_S` until its packets show in the
+        state sets: a stray packet holds an entry no longer, and a flow that expires idle is adopted
+        again, by the same table, when it next sends.
         """
         svc = self.service_of(key)
         if key in self.flows or svc is None or svc.spec.scheduler != "mh":
@@ -224,7 +225,7 @@ class DrState:
             return None
         d.touch()  # ip_vs_bind_dest counted it active, as an established flow is
         chain = self._chain_of(svc.key, d.key)
-        hold = now + self.timeouts.tcp
+        hold = now + SYN_TIMEOUT_S
         rec = FlowRec(key, svc.key, d, chain, TcpState.ESTABLISHED, now, hold, held_until=hold)
         self.flows[key] = rec
         return rec
