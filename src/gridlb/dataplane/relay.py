@@ -3,7 +3,8 @@
 Design (see docs/proxy.md): no asyncio and no coroutine per connection. Edge-triggered epoll with
 interest set once per socket; a connection is two directions, each moving bytes with `os.splice`
 through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
-pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
+pooled buffer. In splice mode a direction starts with `recv_into`/`send`: it takes a pipe only once
+a read fills `SMALL_READ` bytes, so short connections never use one. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
 both directions have ended. The control side talks to the engine through `call()`: a command queue
 drained by the engine thread after an eventfd wake-up, so every socket, pipe and buffer below is only
 ever touched by the engine thread. Scheduling and counters are the pure `ProxyState`; several engines
@@ -53,6 +54,10 @@ ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness be
 POLL_BATCH: Final = 512
 DEFAULT_PIPE_SIZE: Final = 1 << 20
 DEFAULT_COPY_SIZE: Final = 1 << 18
+#: Splice mode: a direction reads with recv/send through one engine-wide buffer of this size until a
+#: read fills it; only then does it take a pipe. A short connection (a banner, a command, a reply)
+#: thus never touches a pipe: no splice pair per payload, no FIONREAD check when the pipe goes back.
+SMALL_READ: Final = 1 << 14
 #: TCP_NOTSENT_LOWAT of relayed sockets: at most this much waits unsent in a socket's send queue
 #: before EPOLLOUT stops. Without a cap the relay, far faster than a bulk receiver, fills the queue
 #: (up to tcp_wmem[2], 4 MiB) and the kernel sends it as the receiver's ACKs open the window, i.e.
@@ -344,6 +349,8 @@ class RelayEngine:
         self.cpu = cpu
         self.pipes = PipePool(pipe_size)
         self.buffers: list[bytearray] = []
+        self._small = bytearray(SMALL_READ)  # splice mode: the first payloads of every direction
+        self._small_mv = memoryview(self._small)
         self.errors: dict[str, int] = {}  # reason -> count (accept/connect/relay errors)
         self.relayed = 0  # connections that reached OPEN
         self.pauses = 0  # times a direction waited for a full receiver (reads from its sender paused)
@@ -759,17 +766,19 @@ class RelayEngine:
         try:
             if ev & EPOLLERR:
                 raise ConnectionResetError(errno.ECONNRESET, "socket error")
-            if self.mode is RelayMode.SPLICE:
-                pump, flush = self._pump_splice, self._flush_splice
-            else:
-                pump, flush = self._pump_copy, self._flush_copy
+            pump = self._pump_splice if self.mode is RelayMode.SPLICE else self._pump_copy
             if ev & EPOLLOUT and in_d.pend:
-                flush(conn, in_d)
+                # bytes wait in the pipe once the direction has one, else in its buffer
+                if in_d.pr >= 0:
+                    self._flush_splice(conn, in_d)
+                else:
+                    self._flush_copy(conn, in_d)
                 # the other side's reads were paused while this one was full: resume them
-                if not in_d.pend and not in_d.eof and pump(conn, in_d):
+                # (0: this event says nothing of that side's FIN)
+                if not in_d.pend and not in_d.eof and pump(conn, in_d, 0):
                     self._resume_reading(conn, in_d)
             if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
-                pump(conn, out_d)
+                pump(conn, out_d, ev)
         except OSError as exc:
             self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
             self._close(conn, aborted=True)
@@ -824,9 +833,57 @@ class RelayEngine:
             if exc.errno != errno.ENOTCONN:  # the peer is already gone: nothing left to tell it
                 raise
 
-    def _pump_splice(self, conn: _Conn, d: _Dir) -> bool:
-        """Move src -> pipe -> dst until src is drained, dst is full or src ends; True if drained."""
+    def _pump_small(self, conn: _Conn, d: _Dir, ev: int) -> bool | None:
+        """Relay one read of at most SMALL_READ bytes by recv/send; None when it filled the buffer.
+
+        Otherwise as a pump: True if src is drained, False if dst is full or src ended. A short read
+        empties the socket's receive queue (tcp_recvmsg stops only at an empty queue or a full
+        buffer), so no second read is needed to meet EAGAIN: data arriving later raises a new edge.
+        When the event `ev` that woke us already said the peer had sent its FIN (EPOLLRDHUP), every
+        byte before that FIN was queued and a short read has taken the last of them: that is EOF.
+        """
+        small = self._small
+        try:
+            n = d.src.recv_into(small)
+        except BlockingIOError:
+            return True
+        if not n:
+            d.eof = True
+            self._pass_eof(conn, d)
+            return False
+        self._account(conn, d.inbound, n)
+        mv = self._small_mv
+        try:
+            m = d.dst.send(mv[:n])
+        except BlockingIOError:
+            m = 0
+        if m < n:  # keep the rest in a buffer of this direction until dst takes it
+            if d.buf is None:
+                d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
+                d.mv = memoryview(d.buf)
+            assert d.mv is not None
+            d.mv[: n - m] = mv[m:n]
+            d.off = 0
+            d.pend = n - m
+            self._blocked(conn, d)
+            return False
+        if n == SMALL_READ:
+            return None
+        if ev & EPOLLRDHUP:
+            d.eof = True
+            self._pass_eof(conn, d)
+            return False
+        return True
+
+    def _pump_splice(self, conn: _Conn, d: _Dir, ev: int) -> bool:
+        """Move src -> pipe -> dst until src is drained, dst is full or src ends; True if drained.
+
+        A direction without a pipe yet relays through `_pump_small` and takes one at its first full read.
+        """
         if d.pr < 0:
+            small = self._pump_small(conn, d, ev)
+            if small is not None:
+                return small
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
         sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
@@ -882,8 +939,11 @@ class RelayEngine:
         if not d.pend and d.eof and not d.shut:
             self._pass_eof(conn, d)
 
-    def _pump_copy(self, conn: _Conn, d: _Dir) -> bool:
-        """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained."""
+    def _pump_copy(self, conn: _Conn, d: _Dir, ev: int) -> bool:
+        """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained.
+
+        A short read drains the socket and, after an EPOLLRDHUP event, is its EOF (see `_pump_small`).
+        """
         if d.buf is None:
             d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
             d.mv = memoryview(d.buf)
@@ -907,6 +967,11 @@ class RelayEngine:
                     d.pend = n - m
                     self._blocked(conn, d)
                     return False
+                if n < len(buf):
+                    if ev & EPOLLRDHUP:
+                        d.eof = True
+                        break
+                    return True
         except BlockingIOError:
             return True
         finally:
