@@ -64,7 +64,9 @@ SMALL_READ: Final = 1 << 14
 #: inside the receiver's ACK processing, on the receiver's CPU; with it the relay thread sends as the
 #: window opens. Set on listening sockets (accepted client sockets inherit it, no per-connection
 #: cost) and on a real server's socket when an upload to it first blocks. 0 = the kernel's default.
-DEFAULT_NOTSENT_LOWAT: Final = 1 << 20  # one pipe: lower costs the relay more wake-ups
+#: Half a pipe: with 1 MiB, 8 bulk streams left up to 8 MiB unsent that the receiver's ACKs sent on its
+#: own CPU (docs/proxy.md, "Short send queues"); lower costs the relay more wake-ups.
+DEFAULT_NOTSENT_LOWAT: Final = 1 << 19
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
