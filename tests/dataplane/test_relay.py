@@ -202,7 +202,7 @@ def test_short_payloads_take_no_pipe_and_a_bulk_stream_takes_one() -> None:
 
 
 def test_a_fin_seen_with_the_last_bytes_ends_one_direction_only() -> None:
-    """The server's banner and FIN arrive before the engine looks: the client gets both, and may still talk."""
+    """The server's reply and FIN arrive before the engine looks: the client gets both, may still talk."""
     with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
         c, b = pair(vip, backend)
         gate, held = hold_engine(engine)

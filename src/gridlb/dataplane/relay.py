@@ -4,11 +4,12 @@ Design (see docs/proxy.md): no asyncio and no coroutine per connection. Edge-tri
 interest set once per socket; a connection is two directions, each moving bytes with `os.splice`
 through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
 pooled buffer. In splice mode a direction starts with `recv_into`/`send`: it takes a pipe only once
-a read fills `SMALL_READ` bytes, so short connections never use one. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
-both directions have ended. The control side talks to the engine through `call()`: a command queue
-drained by the engine thread after an eventfd wake-up, so every socket, pipe and buffer below is only
-ever touched by the engine thread. Scheduling and counters are the pure `ProxyState`; several engines
-(workers.py) may share one, so every use of it here holds `lock` (one lock per engine by default).
+a read fills `SMALL_READ` bytes, so short connections never use one. EOF on one side is passed on
+with `shutdown(SHUT_WR)`; a connection closes once both directions have ended. The control side
+talks to the engine through `call()`: a command queue drained by the engine thread after an eventfd
+wake-up, so every socket, pipe and buffer below is only ever touched by the engine thread.
+Scheduling and counters are the pure `ProxyState`; several engines (workers.py) may share one, so
+every use of it here holds `lock` (one lock per engine by default).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ EPOLLERR: Final = select.EPOLLERR
 EPOLLHUP: Final = select.EPOLLHUP
 EPOLLET: Final = select.EPOLLET
 # Edge-triggered interest, set once per socket: no epoll_ctl(MOD) on the connection path. A socket is
-# read until EAGAIN or EOF; OUT is added only after a partial write.
+# read until EAGAIN, EOF or a short recv (which empties the queue); OUT is added only after a partial write.
 CLIENT_MASK: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
 BACKEND_MASK: Final = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 
