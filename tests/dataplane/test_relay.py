@@ -222,6 +222,40 @@ def test_a_fin_seen_with_the_last_bytes_ends_one_direction_only() -> None:
         assert errors == {}
 
 
+def test_small_writes_to_a_full_server_wait_in_a_buffer_and_the_idle_client_never_blocks_the_engine() -> None:
+    """Short reads that the server cannot take stay in the direction's buffer, in order, with no pipe.
+
+    The client sends 15,000-byte messages (each read whole, below the engine's 16 KiB) to a server
+    that reads nothing, until the relay holds some. When the server reads, the engine flushes and
+    reads the client again, which has nothing to send: that read must not wait (the client's
+    descriptor is not O_NONBLOCK until it splices, so every recv passes MSG_DONTWAIT).
+    """
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # accepted sockets inherit it
+        with engine_over(backend) as (engine, vip):
+            c, b = pair(vip, backend)
+            sent = bytearray()
+            deadline = time.monotonic() + 10
+            while not engine.pauses and time.monotonic() < deadline:
+                msg = os.urandom(15000)
+                c.sendall(msg)
+                sent += msg
+                time.sleep(0.003)  # one message per read
+                engine.call(lambda: None).result(5)  # (the pause count is read after a full batch)
+            assert engine.pauses, "the server's window never filled"
+            got = recv_exactly(b, len(sent))
+            assert got == bytes(sent)
+            assert engine.call(lambda: engine.pipes.created).result(5) == 0
+            # the engine flushed, read the idle client (EAGAIN) and still serves commands and bytes
+            c.sendall(b"after\n")
+            assert recv_exactly(b, 6) == b"after\n"
+            b.sendall(b"ok\n")
+            assert recv_exactly(c, 3) == b"ok\n"
+            assert engine.call(lambda: dict(engine.errors)).result(5) == {}
+            c.close()
+            b.close()
+
+
 def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:
     pool = PipePool(1 << 16)
     r, w, cap = pool.get()

@@ -75,9 +75,10 @@ _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _INET: Final = int(socket.AF_INET)
 _INET6: Final = int(socket.AF_INET6)
-_STREAM: Final = int(socket.SOCK_STREAM)
 _STREAM_NB: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_STREAM_NOWAIT: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)  # a socket object that never waits
 _SHUT_WR: Final = int(socket.SHUT_WR)
+_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _IPPROTO_TCP: Final = int(socket.IPPROTO_TCP)
 _TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
@@ -225,6 +226,7 @@ class _Conn:
         "caddr",
         "cfd",
         "cmask",
+        "cnb",
         "dest",
         "down",
         "flow",
@@ -252,6 +254,7 @@ class _Conn:
         self.up: _Dir | None = None
         self.down: _Dir | None = None
         self.port = 0  # a GridFTP data connection: this port on the control connection's server
+        self.cnb = False  # the client's descriptor is O_NONBLOCK (set when a direction takes a pipe)
 
 
 class _Listener:
@@ -636,8 +639,11 @@ class RelayEngine:
                     self._paused.append((self.clock() + ACCEPT_PAUSE_S, lst))
                     self._due = 0.0
                 return
-            c = new_socket(family, _STREAM, 0, fd)
-            c.setblocking(False)
+            # SOCK_NONBLOCK here only tells the object not to wait; CPython's accept4 does not set
+            # O_NONBLOCK, and an ioctl per connection to set it costs a syscall that a short
+            # connection does not need: every recv/send on a client socket passes MSG_DONTWAIT, and
+            # the descriptor is made non-blocking when one of its directions takes a pipe (splice).
+            c = new_socket(family, _STREAM_NOWAIT, 0, fd)
             host = caddr[0]
             ip = ipcache.get(host)
             if ip is None:
@@ -705,7 +711,7 @@ class RelayEngine:
                 self._count("data connection: no control connection from this client")
         elif reply:
             with contextlib.suppress(OSError):  # a fresh socket's send buffer takes one line
-                conn.c.send(reply)
+                conn.c.send(reply, _DONTWAIT)
             self._count("no destination: answered 421")
         else:
             self._count("no destination")
@@ -849,7 +855,7 @@ class RelayEngine:
         """
         small = self._small
         try:
-            n = d.src.recv_into(small)
+            n = d.src.recv_into(small, 0, _DONTWAIT)
         except BlockingIOError:
             return True
         if not n:
@@ -867,7 +873,7 @@ class RelayEngine:
                 conn.svc.traffic.outbytes += n
         mv = self._small_mv
         try:
-            m = d.dst.send(mv[:n])
+            m = d.dst.send(mv[:n], _DONTWAIT)
         except BlockingIOError:
             m = 0
         if m < n:  # keep the rest in a buffer of this direction until dst takes it
@@ -897,6 +903,9 @@ class RelayEngine:
             small = self._pump_small(conn, d, ev)
             if small is not None:
                 return small
+            if not conn.cnb:  # splice takes no MSG_DONTWAIT: the client's descriptor must be O_NONBLOCK
+                conn.c.setblocking(False)
+                conn.cnb = True
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
         sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
@@ -966,13 +975,13 @@ class RelayEngine:
         moved = 0
         try:
             while True:
-                n = src.recv_into(buf)
+                n = src.recv_into(buf, 0, _DONTWAIT)
                 if not n:
                     d.eof = True
                     break
                 moved += n
                 try:
-                    m = dst.send(mv[:n])
+                    m = dst.send(mv[:n], _DONTWAIT)
                 except BlockingIOError:
                     m = 0
                 if m < n:
@@ -996,7 +1005,7 @@ class RelayEngine:
     def _flush_copy(self, conn: _Conn, d: _Dir) -> None:
         assert d.mv is not None
         try:
-            m = d.dst.send(d.mv[d.off : d.off + d.pend])
+            m = d.dst.send(d.mv[d.off : d.off + d.pend], _DONTWAIT)
         except BlockingIOError:
             return
         d.off += m
