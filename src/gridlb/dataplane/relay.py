@@ -196,11 +196,11 @@ class _Dir:
         "src",
     )
 
-    def __init__(self, src: _socket.socket, dst: _socket.socket, inbound: bool) -> None:
+    def __init__(self, src: _socket.socket, dst: _socket.socket, inbound: bool, sfd: int, dfd: int) -> None:
         self.src = src
         self.dst = dst
-        self.sfd = src.fileno()
-        self.dfd = dst.fileno()
+        self.sfd = sfd  # the descriptors of src and dst, known to the caller (no fileno() calls)
+        self.dfd = dfd
         self.inbound = inbound  # client -> real server
         self.pr = -1  # pipe read end (splice mode), -1 while none is held
         self.pw = -1
@@ -751,8 +751,9 @@ class RelayEngine:
             return
         conn.state = _OPEN
         self.relayed += 1
-        conn.up = _Dir(c, b, True)
-        conn.down = _Dir(b, c, False)
+        cfd, bfd = conn.cfd, conn.bfd
+        conn.up = _Dir(c, b, True, cfd, bfd)
+        conn.down = _Dir(b, c, False, bfd, cfd)
         self._fdmap[conn.cfd] = conn
         self._ep.register(conn.cfd, CLIENT_MASK)  # reports at once if the client already sent
         conn.cmask = CLIENT_MASK
