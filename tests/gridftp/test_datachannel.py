@@ -232,3 +232,25 @@ async def test_stream_receive_idle_and_broken_fail_with_426(tmp_path: Path) -> N
         rx.close()
     finally:
         os.close(fd)
+
+
+async def test_loopback_senders_get_a_fixed_send_buffer_unless_sbuf_was_asked() -> None:
+    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())  # setsockopt caps at it
+    tx, rx = await tcp_pair("127.0.0.1")
+    assert dc.prepare_sender(tx)
+    want = 2 * min(dc.LOOPBACK_SEND_BUFFER_BYTES, wmem_max)
+    assert tx.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == want
+    dc.close_all([tx, rx])
+    listener = dc.open_listener("127.0.0.1")
+    sbuf = 100_000  # below every kernel's default wmem_max
+    tx = await dc.connect(HostPort("127.0.0.1", listener.getsockname()[1]), timeout_s=5, buffer_bytes=sbuf)
+    rx = await dc.accept(listener, timeout_s=5)
+    listener.close()
+    assert dc.prepare_sender(tx, sbuf)  # the client's SBUF is kept
+    assert tx.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * sbuf
+    dc.close_all([tx, rx])
+    a, b = socket.socketpair()
+    before = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert not dc.prepare_sender(a)  # not an IP peer: untouched
+    assert a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before
+    dc.close_all([a, b])
