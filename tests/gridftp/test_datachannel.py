@@ -4,6 +4,7 @@ socket pairs, reuse of cached connections, and broken streams."""
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import socket
 import struct
@@ -254,3 +255,20 @@ async def test_loopback_senders_get_a_fixed_send_buffer_unless_sbuf_was_asked() 
     assert not dc.prepare_sender(a)  # not an IP peer: untouched
     assert a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before
     dc.close_all([a, b])
+
+
+async def test_a_file_that_cannot_be_mapped_is_copied_to_a_loopback_peer() -> None:
+    """sysfs files are regular files mmap refuses (ENODEV): their bytes go pread + send instead."""
+    path = "/sys/devices/system/cpu/online"
+    content = Path(path).read_bytes()
+    tx, rx = await tcp_pair("127.0.0.1")
+    loop = asyncio.get_running_loop()
+    with open(path, "rb", buffering=0) as f:
+        with pytest.raises(OSError):
+            mmap.mmap(f.fileno(), len(content), prot=mmap.PROT_READ)
+        assert await dc.send_stream(tx, dc.Source(f, ranges=[(0, len(content))])) == len(content)
+    got = bytearray()
+    while len(got) < len(content):
+        got += await loop.sock_recv(rx, 4096)
+    assert bytes(got) == content
+    dc.close_all([tx, rx])
