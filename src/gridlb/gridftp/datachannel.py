@@ -1,9 +1,9 @@
 """Data-channel I/O shared by server and client: listeners, connects, stream mode and MODE E transfers.
 
 Sockets are plain non-blocking sockets driven with the event loop's ``sock_*`` calls: stream-mode and
-MODE E payloads leave through ``sendfile`` (``send`` from a file mapping to a loopback peer) and arrive
-with ``recv_into`` into one large buffer per connection, written with ``pwrite`` at the block's offset
-(no per-chunk copies or coroutines).
+MODE E payloads leave through ``sendfile`` (``send`` from a file mapping to a loopback peer). Stream
+mode arrives by ``splice`` (socket -> pipe -> file); MODE E with ``recv_into`` into one large buffer per
+connection, written with ``pwrite`` at the block's offset (no per-chunk copies or coroutines).
 """
 
 from __future__ import annotations
