@@ -467,8 +467,8 @@ def orchestrate(quick: bool, rounds: int, mode: str) -> int:
     systems[0].banner, systems[0].bulk = pools[0][0], pools[1][0]
     systems[-1].extra["mode"] = systems[-2].extra["mode"] = mode
     systems[-2].extra["workers"] = 2
-    c1 = ("1", "0.8", "20000") if quick else ("1", "3", "40000")
-    c64 = ("64", "1.2", "30000") if quick else ("64", "30", "40000")
+    c1 = ("1", "0.6", "20000") if quick else ("1", "3", "40000")
+    c64 = ("64", "1.0", "30000") if quick else ("64", "30", "40000")
     # bulk: 512 MiB per test in --quick (256 MiB took ~0.15 s, too short to rise above the noise)
     bulk1 = ("1", "512" if quick else "2048")
     bulk8 = ("8", "64" if quick else "256")
