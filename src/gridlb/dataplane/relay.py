@@ -342,6 +342,7 @@ class RelayEngine:
         elif mode is RelayMode.SPLICE and not splice_available():
             raise OSError(errno.ENOSYS, "os.splice is not available on this system")
         self.mode = mode
+        self._splice = mode is RelayMode.SPLICE  # read per event: a bool, not an enum attribute lookup
         self.state = state if state is not None else ProxyState(timeouts)
         self.lock = lock if lock is not None else threading.Lock()  # guards `state` and `live`
         self.live: LiveConns = live if live is not None else {}  # bound connections -> destination
@@ -778,7 +779,7 @@ class RelayEngine:
         try:
             if ev & EPOLLERR:
                 raise ConnectionResetError(errno.ECONNRESET, "socket error")
-            pump = self._pump_splice if self.mode is RelayMode.SPLICE else self._pump_copy
+            pump = self._pump_splice if self._splice else self._pump_copy
             if ev & EPOLLOUT and in_d.pend:
                 # bytes wait in the pipe once the direction has one, else in its buffer
                 if in_d.pr >= 0:
