@@ -26,12 +26,12 @@ def test_a_fresh_start_replaces_any_old_table_and_builds_everything() -> None:
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         " ip saddr . tcp sport . ip daddr . tcp dport vmap @flows4",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
-        ' ip daddr . tcp dport @mh4 tcp flags & syn == 0 fwd to "lo"',
+        ' ip daddr . tcp dport @mh4 tcp flags & syn == 0 limit rate 20000/second fwd to "lo"',
         "add rule netdev gridlb_dr in_eth0 meta pkttype host ip daddr . tcp dport @svc4 drop",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         " ip6 saddr . tcp sport . ip6 daddr . tcp dport vmap @flows6",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
-        ' ip6 daddr . tcp dport @mh6 tcp flags & syn == 0 fwd to "lo"',
+        ' ip6 daddr . tcp dport @mh6 tcp flags & syn == 0 limit rate 20000/second fwd to "lo"',
         "add rule netdev gridlb_dr in_eth0 meta pkttype host ip6 daddr . tcp dport @svc6 drop",
     ]
     # the flow maps count each element's packets (the lookup does): no per-packet set update

@@ -8,7 +8,8 @@ Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
   counter that the lookup itself bumps: the director reads it to see which flows carry packets
   (ESTABLISHED, as the kernel's TCP timeout counts), so a packet of an established connection costs
   one map lookup and no set update. A packet without SYN for an `mh` service (`mh4`/`mh6`) that
-  is not in the map goes to `MIDFLOW_DEVICE` for the director to adopt its flow. Any other frame
+  is not in the map goes to `MIDFLOW_DEVICE` (at most `MIDFLOW_RATE` a second) for the director to
+  adopt its flow. Any other frame
   for a service (`svc4`/`svc6`: VIP . port) that is not in the map is dropped, so the director's
   own TCP stack never answers for a VIP (a new connection's SYN was already read by the director
   off a packet socket, which sees frames before the ingress hook, and is forwarded by it once
@@ -38,6 +39,9 @@ MAX_FLOWS = 1 << 20
 #: (a flow that moved here from another director): the director reads it off this device and
 #: forwards it by the same Maglev table. On `lo` nothing else takes it (not addressed to lo's MAC).
 MIDFLOW_DEVICE = "lo"
+#: At most this many such packets a second go to the director (per family); the rest are dropped as
+#: any unknown frame is, so a flood of stray ACKs cannot occupy the director's Python loop.
+MIDFLOW_RATE = 20000
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -156,7 +160,7 @@ def _ingress_rules(device: str, forwarding: bool) -> list[str]:
         out.append(f"add rule {t} {chain} meta pkttype host {_key_expr(af)} vmap @flows{af}")
         out.append(
             f"add rule {t} {chain} meta pkttype host {ip} daddr . tcp dport @mh{af} tcp flags & syn == 0 "
-            f"fwd to {_quote(MIDFLOW_DEVICE)}"
+            f"limit rate {MIDFLOW_RATE}/second fwd to {_quote(MIDFLOW_DEVICE)}"
         )
         out.append(f"add rule {t} {chain} meta pkttype host {ip} daddr . tcp dport @svc{af} drop")
     return out
