@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 IPAddress = IPv4Address | IPv6Address
@@ -41,6 +41,9 @@ class ForwardMethod(enum.Enum):
         return {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route"}[self.value]
 
 
+_PROTO_ORDER = {p: i for i, p in enumerate(Proto)}
+
+
 def parse_address(text: str) -> IPAddress:
     """Return the address in `text`, accepting IPv6 in brackets."""
     return ip_address(text.strip().removeprefix("[").removesuffix("]"))
@@ -56,10 +59,19 @@ class ServiceKey:
     port: int
     fwmark: int = 0
     af: int = 4  # 4 or 6; taken from addr when addr is set
+    # Computed once: keys are looked up in dicts many times per reconcile pass (ints only, so it is
+    # the same in every process).
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if self.addr is not None and self.af != self.addr.version:
             object.__setattr__(self, "af", self.addr.version)
+        addr = int(self.addr) if self.addr is not None else 0
+        proto = _PROTO_ORDER[self.proto]
+        object.__setattr__(self, "_hash", hash((proto, addr, self.port, self.fwmark, self.af)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def _order(self) -> tuple[int, int, str, int, int]:
         addr = (self.addr.version, int(self.addr)) if self.addr is not None else (self.af, 0)
