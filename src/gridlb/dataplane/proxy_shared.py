@@ -1,0 +1,392 @@
+"""One scheduling table for several worker processes: a `ProxyState` replica per worker kept equal by a log.
+
+Every change of the table (an op, a pick and bind, a failed connect, a close, an expiry, the loss
+of a worker) is appended to one log in shared memory under one process-shared lock; a worker that
+takes the lock first replays what the others appended since it last held it. So before any pick a
+worker's replica has seen every connection of every worker, in one order, and `wlc` (any scheduler,
+persistence templates, GridFTP data-port owners, thresholds) decides as one kernel table would.
+Replay re-runs the same pure `ProxyState` methods with the values the writer used (its `now`, the
+client); a pick replays to the destination the writer bound (a random scheduler such as `twos`
+draws once, in the writer). Traffic bytes stay per worker (they decide nothing): `dump` sums them.
+
+The log is a ring of length-prefixed `marshal` records; a reader that falls more than a ring
+behind cannot catch up and raises `LogOverrun` (its worker is then restarted from a live worker's
+snapshot, as a dataplane fault).
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import pickle
+import struct
+from collections.abc import Callable, Mapping
+from ipaddress import ip_address
+from multiprocessing import shared_memory
+from typing import Any, Protocol
+
+from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
+from gridlb.sched.base import Flow
+from gridlb.table import AddService, IPAddress, Op, ServiceKey, Timeouts
+
+#: Ring size of the log: several seconds of records at tens of thousands of connections a second.
+RING_BYTES = 64 << 20
+_HEADER = 64  # u64 write position, u64 pid of the lock holder (0 = none)
+_LEN = struct.Struct("<I")
+
+
+class LogOverrun(RuntimeError):
+    """A replica fell more than a ring behind the log: its state can no longer be brought up to date."""
+
+
+class ProcessLock(Protocol):
+    """A lock shared between processes (multiprocessing.Lock)."""
+
+    def acquire(self, block: bool = ..., timeout: float | None = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class SharedLog:
+    """The ring of records in one shared-memory segment; read and written only under `lock`."""
+
+    def __init__(self, lock: ProcessLock, name: str | None = None, size: int = RING_BYTES) -> None:
+        self.lock = lock
+        self.owner = name is None
+        if name is None:
+            self.shm = shared_memory.SharedMemory(create=True, size=_HEADER + size)
+        else:
+            # (a spawned worker shares the director's resource tracker: the segment stays registered once)
+            self.shm = shared_memory.SharedMemory(name=name)
+        self.name = self.shm.name
+        self.size = self.shm.size - _HEADER
+        buf = self.shm.buf
+        assert buf is not None
+        self.hdr = buf[:16].cast("Q")  # [write position, lock holder pid]
+        self.ring = buf[_HEADER:]
+
+    @property
+    def end(self) -> int:
+        """Return the write position (bytes ever written)."""
+        return int(self.hdr[0])
+
+    @property
+    def holder(self) -> int:
+        """Return the pid holding the lock (0: none, or it had not written its pid yet)."""
+        return int(self.hdr[1])
+
+    def set_holder(self, pid: int) -> None:
+        """Record who holds the lock (so that the lock of a worker that died holding it is freed)."""
+        self.hdr[1] = pid
+
+    def append(self, record: bytes) -> int:
+        """Append one record (lock held); return the new write position."""
+        pos = self.hdr[0]
+        n = len(record)
+        self._put(pos, _LEN.pack(n))
+        self._put(pos + 4, record)
+        end = pos + 4 + n
+        self.hdr[0] = end
+        return int(end)
+
+    def read(self, pos: int) -> tuple[list[bytes], int]:
+        """Return the records from `pos` to the end and the end (lock held)."""
+        end = int(self.hdr[0])
+        if end - pos > self.size:
+            raise LogOverrun(f"the proxy state log ran {end - pos - self.size} bytes past this worker")
+        out = []
+        while pos < end:
+            (n,) = _LEN.unpack(self._get(pos, 4))
+            out.append(self._get(pos + 4, n))
+            pos += 4 + n
+        return out, pos
+
+    def _put(self, pos: int, data: bytes) -> None:
+        i = pos % self.size
+        n = len(data)
+        first = min(n, self.size - i)
+        self.ring[i : i + first] = data[:first]
+        if first < n:
+            self.ring[: n - first] = data[first:]
+
+    def _get(self, pos: int, n: int) -> bytes:
+        i = pos % self.size
+        first = min(n, self.size - i)
+        if first == n:
+            return bytes(self.ring[i : i + n])
+        return bytes(self.ring[i:]) + bytes(self.ring[: n - first])
+
+    def close(self) -> None:
+        """Unmap (and, for the creator, remove) the segment."""
+        self.hdr.release()
+        self.ring.release()
+        self.shm.close()
+        if self.owner:
+            self.shm.unlink()
+
+
+#: A connection bound in the table: (worker, service id, client address, client port).
+BoundKey = tuple[int, int, IPAddress, int]
+
+
+class Replica(ProxyState):
+    """A worker's copy of the shared table: its changes go to the log, the others' come from it."""
+
+    def __init__(
+        self,
+        worker: int,
+        timeouts: Timeouts | None = None,
+        *,
+        tracks_owner: frozenset[ServiceKey] = frozenset(),
+    ) -> None:
+        super().__init__(timeouts)
+        self.worker = worker
+        self.log: SharedLog | None = None  # None: a spec-only copy (the director's), nothing logged
+        self.pos = 0
+        self.tracks_owner_keys = tracks_owner  # services with GridFTP data ports
+        self.sids: dict[int, int] = {}  # id(ServiceState) -> service id (same in every replica)
+        self.by_sid: dict[int, ServiceState] = {}
+        self.next_sid = 1
+        self.bound: dict[BoundKey, tuple[DestState, Flow]] = {}
+        self._ips: dict[str, IPAddress] = {}
+        self._texts: dict[IPAddress, str] = {}
+        self.replayed = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["log"] = None
+        return state
+
+    def attach(self, log: SharedLog, pos: int, worker: int) -> None:
+        """Follow `log` from `pos` as worker `worker`."""
+        self.log = log
+        self.pos = pos
+        self.worker = worker
+
+    # --- log helpers ------------------------------------------------------------------------------
+
+    def _ip(self, text: str) -> IPAddress:
+        ip = self._ips.get(text)
+        if ip is None:
+            if len(self._ips) > 4096:
+                self._ips.clear()
+            ip = self._ips[text] = ip_address(text)
+        return ip
+
+    def _text(self, ip: IPAddress) -> str:
+        text = self._texts.get(ip)
+        if text is None:
+            if len(self._texts) > 4096:
+                self._texts.clear()
+            text = self._texts[ip] = str(ip)
+        return text
+
+    def _write(self, record: tuple[Any, ...]) -> None:
+        log = self.log
+        if log is not None:
+            self.pos = log.append(marshal.dumps(record))
+
+    def catch_up(self) -> None:
+        """Replay what other workers appended since this replica last held the lock (lock held)."""
+        log = self.log
+        if log is None or log.hdr[0] == self.pos:
+            return
+        records, self.pos = log.read(self.pos)
+        replay = self._replay
+        for record in records:
+            replay(marshal.loads(record))
+        self.replayed += len(records)
+
+    # --- the changes (each logged by the worker that makes it) -------------------------------------
+
+    def apply(self, op: Op) -> None:
+        """Apply a control op and log it; a new service gets the next service id."""
+        self._apply(op)
+        self._write(("a", pickle.dumps(op)))
+
+    def _apply(self, op: Op) -> None:
+        super().apply(op)
+        if isinstance(op, AddService):
+            svc = self.services[op.key]
+            sid = self.next_sid
+            self.next_sid += 1
+            self.sids[id(svc)] = sid
+            self.by_sid[sid] = svc
+            if op.key in self.tracks_owner_keys:
+                svc.tracks_owner = True
+
+    def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
+        """Schedule and bind (see `ProxyState.pick`), logged with the destination bound."""
+        d = super().pick(svc, flow, now)
+        sid = self.sids[id(svc)]
+        if d is not None:
+            self.bound[(self.worker, sid, flow.client, flow.client_port)] = (d, flow)
+        self._write(
+            ("p", self.worker, sid, self._text(flow.client), flow.client_port, flow.vport, now, _dkey(d))
+        )
+        return d
+
+    def pick_owner(self, svc: ServiceState, flow: Flow) -> DestState | None:
+        """Bind a data connection to its control connection's server (`ProxyState.pick_owner`), logged."""
+        d = super().pick_owner(svc, flow)
+        sid = self.sids[id(svc)]
+        if d is not None:
+            self.bound[(self.worker, sid, flow.client, flow.client_port)] = (d, flow)
+        self._write(("o", self.worker, sid, self._text(flow.client), flow.client_port, flow.vport, _dkey(d)))
+        return d
+
+    def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
+        """Unbind after a failed connect (`ProxyState.connect_failed`), logged."""
+        assert flow is not None  # the engine always names the connection
+        sid = self.sids[id(d.service)]
+        self.bound.pop((self.worker, sid, flow.client, flow.client_port), None)
+        newly = super().connect_failed(d, mark_down=mark_down, flow=flow)
+        self._write(("f", self.worker, sid, self._text(flow.client), flow.client_port, mark_down))
+        return newly
+
+    def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
+        """Count a finished relay inactive (`ProxyState.closed_conn`), logged."""
+        sid = self.sids[id(d.service)]
+        self.bound.pop((self.worker, sid, self._ip(client_host), client_port), None)
+        super().closed_conn(d, now, client_host, client_port)
+        self._write(("c", self.worker, sid, client_host, client_port, now))
+
+    def expire(self, now: float) -> float | None:
+        """Expire inactive connections and templates (`ProxyState.expire`), logged."""
+        nxt = super().expire(now)
+        self._write(("e", now))
+        return nxt
+
+    def abandon(self, worker: int) -> int:
+        """Unbind every connection a dead worker held (its sockets died with it); logged. Return how many."""
+        n = self._abandon(worker)
+        self._write(("x", worker))
+        return n
+
+    def _abandon(self, worker: int) -> int:
+        keys = [k for k in self.bound if k[0] == worker]
+        for k in keys:
+            d, flow = self.bound.pop(k)
+            super().connect_failed(d, mark_down=False, flow=flow)
+        return len(keys)
+
+    # --- replay -----------------------------------------------------------------------------------
+
+    def _replay(self, r: tuple[Any, ...]) -> None:
+        kind = r[0]
+        if kind == "p" or kind == "o":
+            w, sid, host, port, vport = r[1:6]
+            svc = self.by_sid[sid]
+            assert svc.key.addr is not None
+            flow = Flow(self._ip(host), port, svc.key.addr, vport)
+            if kind == "p":
+                d = super().pick(svc, flow, r[6])
+                want = r[7]
+            else:
+                d = super().pick_owner(svc, flow)
+                want = r[6]
+            if _dkey(d) != want:
+                d = self._rebind(svc, d, want)
+            if d is not None:
+                self.bound[(w, sid, flow.client, port)] = (d, flow)
+        elif kind == "c":
+            w, sid, host, port, now = r[1:]
+            found = self.bound.pop((w, sid, self._ip(host), port), None)
+            if found is not None:
+                super().closed_conn(found[0], now, host, port)
+        elif kind == "f":
+            w, sid, host, port, mark_down = r[1:]
+            found = self.bound.pop((w, sid, self._ip(host), port), None)
+            if found is not None:
+                super().connect_failed(found[0], mark_down=mark_down, flow=found[1])
+        elif kind == "e":
+            super().expire(r[1])
+        elif kind == "a":
+            self._apply(pickle.loads(r[1]))
+        elif kind == "x":
+            self._abandon(r[1])
+
+    def _rebind(self, svc: ServiceState, got: DestState | None, want: str | None) -> DestState | None:
+        """The writer bound `want` where this replica's scheduler chose `got` (a random draw): follow it."""
+        if got is not None:
+            got.active -= 1
+            got.traffic.conns -= 1
+            svc.traffic.conns -= 1
+            got.unbind_check()
+        if want is None:
+            return None
+        for d in svc.dests:
+            if _dkey(d) == want:
+                d.bind()
+                return d
+        return None
+
+
+def _dkey(d: DestState | None) -> str | None:
+    return None if d is None else f"{d.key.addr}|{d.key.port}"
+
+
+class SharedLock:
+    """The engine's `lock` in a worker process: the process-shared lock, then catching up with the log.
+
+    Only the worker's engine thread takes it (every control command runs in that thread).
+    """
+
+    def __init__(self, replica: Replica, log: SharedLog) -> None:
+        self.replica = replica
+        self.log = log
+        self.pid = os.getpid()
+        self._acquire: Callable[..., bool] = log.lock.acquire
+        self._release: Callable[[], None] = log.lock.release
+
+    def __enter__(self) -> None:
+        self._acquire()
+        self.log.hdr[1] = self.pid
+        try:
+            self.replica.catch_up()
+        except BaseException:
+            self.log.hdr[1] = 0
+            self._release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.log.hdr[1] = 0
+        self._release()
+
+
+def merge_traffic(tables: list[Any]) -> Any:
+    """Return the first worker's table with every worker's byte counters and byte rates summed.
+
+    Connections, active/inactive counts and rates of connections are the same in every replica.
+    """
+    from dataclasses import replace
+
+    from gridlb.table import IpvsTable, Stats
+
+    first: IpvsTable = tables[0]
+    if len(tables) == 1:
+        return first
+
+    def total(stats: list[Stats]) -> Stats:
+        return replace(
+            stats[0],
+            inbytes=sum(s.inbytes for s in stats),
+            outbytes=sum(s.outbytes for s in stats),
+            inbps=sum(s.inbps for s in stats),
+            outbps=sum(s.outbps for s in stats),
+        )
+
+    others: list[Mapping[Any, Any]] = [{s.key: s for s in t.services} for t in tables[1:]]
+    services = []
+    for svc in first.services:
+        peers = [o[svc.key] for o in others if svc.key in o]
+        dests = []
+        for d in svc.dests:
+            same = [pd for p in peers for pd in p.dests if pd.key == d.key]
+            stats = total([d.counters.stats, *(pd.counters.stats for pd in same)])
+            dests.append(replace(d, counters=replace(d.counters, stats=stats)))
+        services.append(replace(svc, dests=tuple(dests), stats=total([svc.stats, *(p.stats for p in peers)])))
+    return replace(first, services=tuple(services))
+
+
+__all__ = ["RING_BYTES", "LogOverrun", "ProcessLock", "Replica", "SharedLock", "SharedLog", "merge_traffic"]
