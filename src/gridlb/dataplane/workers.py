@@ -256,6 +256,20 @@ class WorkerPool:
 
     # --- figures (read without a lock: for tests and the benchmark) ---------------------------------
 
+    async def stats(self) -> list[dict[str, int]]:
+        """Return each engine's figures (pid, relayed, open, replayed, pauses, pipes_created)."""
+        return [
+            {
+                "pid": os.getpid(),
+                "relayed": e.relayed,
+                "open": len(e.live),
+                "replayed": 0,
+                "pauses": e.pauses,
+                "pipes_created": e.pipes.created,
+            }
+            for e in self.engines
+        ]
+
     @property
     def pauses(self) -> int:
         """Return how often a direction waited for a full receiver, over all engines."""
@@ -721,12 +735,14 @@ class ProcessPool:
         return merged
 
     async def connections(self) -> list[ConnEntry]:
-        """Return every worker's open relays, then the inactive connections and templates."""
+        """Return every worker's open relays, then the inactive connections and templates.
+
+        The workers answer one after the other: a relay that closed meanwhile is listed once, closed.
+        """
         live = await self._each("live")
-        return [
-            *(e for part in live for e in part),
-            *await self._blocking(lambda: self._live()[0].call("inactive")),
-        ]
+        rest: list[ConnEntry] = await self._blocking(lambda: self._live()[0].call("inactive"))
+        closed = {(e.client, e.virtual, e.dest) for e in rest if e.state == "FIN_WAIT"}
+        return [*(e for part in live for e in part if (e.client, e.virtual, e.dest) not in closed), *rest]
 
     async def errors(self) -> dict[str, int]:
         """Return the workers' error counts by reason, summed, and the pool's faults (workers that died)."""
@@ -739,6 +755,19 @@ class ProcessPool:
     async def stats(self) -> list[dict[str, int]]:
         """Return each worker's figures (pid, relayed, open, replayed, pauses, pipes_created)."""
         return await self._each("stats")
+
+    def _sum(self, figure: str) -> int:
+        return sum(int(w.call("stats")[figure]) for w in self._live())
+
+    @property
+    def pauses(self) -> int:
+        """Return how often a direction waited for a full receiver, over all workers (blocking)."""
+        return self._sum("pauses")
+
+    @property
+    def pipes_created(self) -> int:
+        """Return how many splice pipes the workers created (blocking)."""
+        return self._sum("pipes_created")
 
     async def close(self, grace_s: float) -> None:
         """Stop accepting in every worker at once; let open relays finish for up to `grace_s`; end them."""
