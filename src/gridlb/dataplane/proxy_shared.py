@@ -144,7 +144,7 @@ class Replica(ProxyState):
         self.log: SharedLog | None = None  # None: a spec-only copy (the director's), nothing logged
         self.pos = 0
         self.tracks_owner_keys = tracks_owner  # services with GridFTP data ports
-        self.sids: dict[int, int] = {}  # id(ServiceState) -> service id (same in every replica)
+        self.sids: dict[ServiceState, int] = {}  # service -> its id (the same in every replica)
         self.by_sid: dict[int, ServiceState] = {}
         self.next_sid = 1
         self.bound: dict[BoundKey, tuple[DestState, Flow]] = {}
@@ -210,7 +210,7 @@ class Replica(ProxyState):
             svc = self.services[op.key]
             sid = self.next_sid
             self.next_sid += 1
-            self.sids[id(svc)] = sid
+            self.sids[svc] = sid
             self.by_sid[sid] = svc
             if op.key in self.tracks_owner_keys:
                 svc.tracks_owner = True
@@ -218,7 +218,7 @@ class Replica(ProxyState):
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule and bind (see `ProxyState.pick`), logged with the destination bound."""
         d = super().pick(svc, flow, now)
-        sid = self.sids[id(svc)]
+        sid = self.sids[svc]
         if d is not None:
             self.bound[(self.worker, sid, flow.client, flow.client_port)] = (d, flow)
         self._write(
@@ -229,7 +229,7 @@ class Replica(ProxyState):
     def pick_owner(self, svc: ServiceState, flow: Flow) -> DestState | None:
         """Bind a data connection to its control connection's server (`ProxyState.pick_owner`), logged."""
         d = super().pick_owner(svc, flow)
-        sid = self.sids[id(svc)]
+        sid = self.sids[svc]
         if d is not None:
             self.bound[(self.worker, sid, flow.client, flow.client_port)] = (d, flow)
         self._write(("o", self.worker, sid, self._text(flow.client), flow.client_port, flow.vport, _dkey(d)))
@@ -238,7 +238,7 @@ class Replica(ProxyState):
     def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
         """Unbind after a failed connect (`ProxyState.connect_failed`), logged."""
         assert flow is not None  # the engine always names the connection
-        sid = self.sids[id(d.service)]
+        sid = self.sids[d.service]
         self.bound.pop((self.worker, sid, flow.client, flow.client_port), None)
         newly = super().connect_failed(d, mark_down=mark_down, flow=flow)
         self._write(("f", self.worker, sid, self._text(flow.client), flow.client_port, mark_down))
@@ -246,7 +246,7 @@ class Replica(ProxyState):
 
     def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
         """Count a finished relay inactive (`ProxyState.closed_conn`), logged."""
-        sid = self.sids[id(d.service)]
+        sid = self.sids[d.service]
         self.bound.pop((self.worker, sid, self._ip(client_host), client_port), None)
         super().closed_conn(d, now, client_host, client_port)
         self._write(("c", self.worker, sid, client_host, client_port, now))

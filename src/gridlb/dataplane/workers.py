@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import importlib
 import logging
 import multiprocessing
 import os
@@ -301,7 +302,16 @@ class WorkerSpec:
     timeouts: Timeouts | None
     expire_quiescent: bool
     engine_options: dict[str, Any]
+    plugins: tuple[str, ...]  # modules of schedulers registered outside gridlb.sched (imported first)
     snapshot: bytes | None  # pickled (Replica, log position) of a live worker; None: a new, empty table
+
+
+def scheduler_plugins() -> tuple[str, ...]:
+    """Return the modules of schedulers registered in this process outside gridlb.sched."""
+    from gridlb.sched import base
+
+    registry: Mapping[str, type] = base._REGISTRY
+    return tuple(sorted({c.__module__ for c in registry.values() if not c.__module__.startswith("gridlb.")}))
 
 
 class WorkerDied(RuntimeError):
@@ -320,7 +330,12 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
     """The body of a worker process: one engine over a replica of the shared table; commands from `ctl`."""
     _die_with_parent(spec.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the director decides when workers stop
-    log = SharedLog(lock, spec.log_name)
+    for module in spec.plugins:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # its services are refused with "unknown scheduler", not hidden
+            log.error("proxy relay worker %d: cannot import scheduler module %s: %s", spec.index, module, exc)
+    shared_log = SharedLog(lock, spec.log_name)
     if spec.snapshot is not None:
         replica, pos = pickle.loads(spec.snapshot)
         assert isinstance(replica, Replica)
@@ -330,8 +345,8 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
         )
         replica.persist.expire_quiescent = spec.expire_quiescent
         pos = 0
-    replica.attach(log, pos, spec.index)
-    shared = SharedLock(replica, log)
+    replica.attach(shared_log, pos, spec.index)
+    shared = SharedLock(replica, shared_log)
     send_lock = threading.Lock()
 
     def failed(service: ServiceKey, real: RealKey, reason: str) -> None:
@@ -381,7 +396,7 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
                 reply = ("error", f"{type(exc).__name__}: {exc}")
             ctl.send(reply)
     finally:
-        log.close()
+        shared_log.close()
 
 
 class _Commands:
@@ -515,6 +530,7 @@ class ProcessPool:
                 timeouts=timeouts,
                 expire_quiescent=expire_quiescent,
                 engine_options=dict(engine_options),
+                plugins=scheduler_plugins(),
                 snapshot=None,
             )
             for i in range(workers)
