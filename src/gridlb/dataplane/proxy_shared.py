@@ -33,6 +33,10 @@ from gridlb.table import AddService, IPAddress, Op, ServiceKey, Timeouts
 RING_BYTES = 64 << 20
 _HEADER = 64  # u64 write position, u64 pid of the lock holder (0 = none)
 _LEN = struct.Struct("<I")
+#: Schedulers that keep no state between picks (or draw at random): a replica binds the destination
+#: the writer picked without running them. The others (rr, wrr, lblc, lblcr: cursors and locality
+#: tables) run in every replica so that their state moves as in the writer's.
+BIND_AS_LOGGED = frozenset({"wlc", "lc", "sed", "nq", "fo", "ovf", "sh", "dh", "mh", "twos"})
 
 
 class LogOverrun(RuntimeError):
@@ -83,8 +87,13 @@ class SharedLog:
         """Append one record (lock held); return the new write position."""
         pos = self.hdr[0]
         n = len(record)
-        self._put(pos, _LEN.pack(n))
-        self._put(pos + 4, record)
+        i = pos % self.size
+        if i + 4 + n <= self.size:
+            ring = self.ring
+            _LEN.pack_into(ring, i, n)
+            ring[i + 4 : i + 4 + n] = record
+        else:  # wraps around
+            self._put(pos, _LEN.pack(n) + record)
         end = pos + 4 + n
         self.hdr[0] = end
         return int(end)
@@ -95,8 +104,19 @@ class SharedLog:
         if end - pos > self.size:
             raise LogOverrun(f"the proxy state log ran {end - pos - self.size} bytes past this worker")
         out = []
+        size = self.size
+        ring = self.ring
+        unpack = _LEN.unpack_from
         while pos < end:
-            (n,) = _LEN.unpack(self._get(pos, 4))
+            i = pos % size
+            if i + 4 <= size:
+                (n,) = unpack(ring, i)
+                if i + 4 + n <= size:
+                    out.append(ring[i + 4 : i + 4 + n].tobytes())
+                    pos += 4 + n
+                    continue
+            else:
+                (n,) = _LEN.unpack(self._get(pos, 4))
             out.append(self._get(pos + 4, n))
             pos += 4 + n
         return out, pos
@@ -125,8 +145,8 @@ class SharedLog:
             self.shm.unlink()
 
 
-#: A connection bound in the table: (worker, service id, client address, client port).
-BoundKey = tuple[int, int, IPAddress, int]
+#: A connection bound in the table: (worker, service id, client address as text, client port).
+BoundKey = tuple[int, int, str, int]
 
 
 class Replica(ProxyState):
@@ -149,7 +169,7 @@ class Replica(ProxyState):
         self.next_sid = 1
         self.bound: dict[BoundKey, tuple[DestState, Flow]] = {}
         self._ips: dict[str, IPAddress] = {}
-        self._texts: dict[IPAddress, str] = {}
+        self._texts: dict[int, tuple[IPAddress, str]] = {}  # id(address) -> (address, text)
         self.replayed = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -174,11 +194,14 @@ class Replica(ProxyState):
         return ip
 
     def _text(self, ip: IPAddress) -> str:
-        text = self._texts.get(ip)
-        if text is None:
-            if len(self._texts) > 4096:
-                self._texts.clear()
-            text = self._texts[ip] = str(ip)
+        # by identity (the engine reuses one address object per client host), the object kept alive
+        found = self._texts.get(id(ip))
+        if found is not None and found[0] is ip:
+            return found[1]
+        if len(self._texts) > 4096:
+            self._texts.clear()
+        text = str(ip)
+        self._texts[id(ip)] = (ip, text)
         return text
 
     def _write(self, record: tuple[Any, ...]) -> None:
@@ -219,43 +242,45 @@ class Replica(ProxyState):
         """Schedule and bind (see `ProxyState.pick`), logged with the destination bound."""
         d = super().pick(svc, flow, now)
         sid = self.sids[svc]
+        host = self._text(flow.client)
         if d is not None:
-            self.bound[(self.worker, sid, flow.client, flow.client_port)] = (d, flow)
-        self._write(
-            ("p", self.worker, sid, self._text(flow.client), flow.client_port, flow.vport, now, _dkey(d))
-        )
+            self.bound[(self.worker, sid, host, flow.client_port)] = (d, flow)
+        self._write(("p", self.worker, sid, host, flow.client_port, flow.vport, now, _index(svc, d)))
         return d
 
     def pick_owner(self, svc: ServiceState, flow: Flow) -> DestState | None:
         """Bind a data connection to its control connection's server (`ProxyState.pick_owner`), logged."""
         d = super().pick_owner(svc, flow)
         sid = self.sids[svc]
+        host = self._text(flow.client)
         if d is not None:
-            self.bound[(self.worker, sid, flow.client, flow.client_port)] = (d, flow)
-        self._write(("o", self.worker, sid, self._text(flow.client), flow.client_port, flow.vport, _dkey(d)))
+            self.bound[(self.worker, sid, host, flow.client_port)] = (d, flow)
+        self._write(("o", self.worker, sid, host, flow.client_port, flow.vport, _dkey(d)))
         return d
 
     def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
         """Unbind after a failed connect (`ProxyState.connect_failed`), logged."""
         assert flow is not None  # the engine always names the connection
         sid = self.sids[d.service]
-        self.bound.pop((self.worker, sid, flow.client, flow.client_port), None)
+        host = self._text(flow.client)
+        self.bound.pop((self.worker, sid, host, flow.client_port), None)
         newly = super().connect_failed(d, mark_down=mark_down, flow=flow)
-        self._write(("f", self.worker, sid, self._text(flow.client), flow.client_port, mark_down))
+        self._write(("f", self.worker, sid, host, flow.client_port, mark_down))
         return newly
 
     def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
         """Count a finished relay inactive (`ProxyState.closed_conn`), logged."""
         sid = self.sids[d.service]
-        self.bound.pop((self.worker, sid, self._ip(client_host), client_port), None)
+        self.bound.pop((self.worker, sid, client_host, client_port), None)
         super().closed_conn(d, now, client_host, client_port)
         self._write(("c", self.worker, sid, client_host, client_port, now))
 
     def expire(self, now: float) -> float | None:
-        """Expire inactive connections and templates (`ProxyState.expire`), logged."""
-        nxt = super().expire(now)
-        self._write(("e", now))
-        return nxt
+        """Expire inactive connections and templates (`ProxyState.expire`); logged if it changes anything."""
+        closed = self.closed
+        if (closed and closed[0][0] <= now) or now >= self.next_rate_sample or self.persist.live:
+            self._write(("e", now))
+        return super().expire(now)
 
     def abandon(self, worker: int) -> int:
         """Unbind every connection a dead worker held (its sockets died with it); logged. Return how many."""
@@ -274,29 +299,42 @@ class Replica(ProxyState):
 
     def _replay(self, r: tuple[Any, ...]) -> None:
         kind = r[0]
-        if kind == "p" or kind == "o":
-            w, sid, host, port, vport = r[1:6]
+        if kind == "p":
+            w, sid, host, port, vport, now, index = r[1:]
             svc = self.by_sid[sid]
             assert svc.key.addr is not None
             flow = Flow(self._ip(host), port, svc.key.addr, vport)
-            if kind == "p":
-                d = super().pick(svc, flow, r[6])
-                want = r[7]
-            else:
-                d = super().pick_owner(svc, flow)
-                want = r[6]
-            if _dkey(d) != want:
-                d = self._rebind(svc, d, want)
+            if svc.spec.persistence_timeout_s or svc.spec.scheduler not in BIND_AS_LOGGED:
+                d = super().pick(svc, flow, now)  # the scheduler's own state moves as in the writer
+                if _index(svc, d) != index:
+                    d = self._rebind(svc, d, index)
+            elif index < 0:
+                d = None
+            else:  # the scheduler keeps no state between picks: bind what the writer picked
+                d = svc.dests[index]
+                d.bind()
+                if svc.tracks_owner:
+                    self.owners.setdefault((svc.key, flow.client), []).append((d, port))
             if d is not None:
-                self.bound[(w, sid, flow.client, port)] = (d, flow)
+                self.bound[(w, sid, host, port)] = (d, flow)
+        elif kind == "o":
+            w, sid, host, port, vport, want = r[1:]
+            svc = self.by_sid[sid]
+            assert svc.key.addr is not None
+            flow = Flow(self._ip(host), port, svc.key.addr, vport)
+            d = super().pick_owner(svc, flow)
+            if _dkey(d) != want:  # cannot differ: the owners are replicated too
+                raise LogOverrun(f"replica differs from the writer's: data connection owner {want}")
+            if d is not None:
+                self.bound[(w, sid, host, port)] = (d, flow)
         elif kind == "c":
             w, sid, host, port, now = r[1:]
-            found = self.bound.pop((w, sid, self._ip(host), port), None)
+            found = self.bound.pop((w, sid, host, port), None)
             if found is not None:
                 super().closed_conn(found[0], now, host, port)
         elif kind == "f":
             w, sid, host, port, mark_down = r[1:]
-            found = self.bound.pop((w, sid, self._ip(host), port), None)
+            found = self.bound.pop((w, sid, host, port), None)
             if found is not None:
                 super().connect_failed(found[0], mark_down=mark_down, flow=found[1])
         elif kind == "e":
@@ -306,20 +344,22 @@ class Replica(ProxyState):
         elif kind == "x":
             self._abandon(r[1])
 
-    def _rebind(self, svc: ServiceState, got: DestState | None, want: str | None) -> DestState | None:
-        """The writer bound `want` where this replica's scheduler chose `got` (a random draw): follow it."""
+    def _rebind(self, svc: ServiceState, got: DestState | None, index: int) -> DestState | None:
+        """The writer bound dests[index] where this replica's scheduler chose `got`: follow the writer."""
         if got is not None:
             got.active -= 1
             got.traffic.conns -= 1
             svc.traffic.conns -= 1
             got.unbind_check()
-        if want is None:
+        if index < 0:
             return None
-        for d in svc.dests:
-            if _dkey(d) == want:
-                d.bind()
-                return d
-        return None
+        d = svc.dests[index]
+        d.bind()
+        return d
+
+
+def _index(svc: ServiceState, d: DestState | None) -> int:
+    return -1 if d is None else svc.dests.index(d)
 
 
 def _dkey(d: DestState | None) -> str | None:
@@ -335,22 +375,25 @@ class SharedLock:
     def __init__(self, replica: Replica, log: SharedLog) -> None:
         self.replica = replica
         self.log = log
+        self.hdr = log.hdr
         self.pid = os.getpid()
         self._acquire: Callable[..., bool] = log.lock.acquire
         self._release: Callable[[], None] = log.lock.release
 
     def __enter__(self) -> None:
         self._acquire()
-        self.log.hdr[1] = self.pid
-        try:
-            self.replica.catch_up()
-        except BaseException:
-            self.log.hdr[1] = 0
-            self._release()
-            raise
+        hdr = self.hdr
+        hdr[1] = self.pid
+        if hdr[0] != self.replica.pos:
+            try:
+                self.replica.catch_up()
+            except BaseException:
+                hdr[1] = 0
+                self._release()
+                raise
 
     def __exit__(self, *exc: object) -> None:
-        self.log.hdr[1] = 0
+        self.hdr[1] = 0
         self._release()
 
 
