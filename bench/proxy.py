@@ -73,12 +73,18 @@ def free_ports(n: int) -> list[int]:
 
 
 def cpu_s(pid: int) -> tuple[float, float]:
-    """Return (user, system) CPU seconds of process `pid` (all its threads)."""
+    """Return (user, system) CPU seconds of process `pid` (all its threads) and of its live descendants
+    (gridlb's relay worker processes)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0, 0.0
-    return int(fields[11]) / HZ, int(fields[12]) / HZ
+    user, system = int(fields[11]) / HZ, int(fields[12]) / HZ
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            u, s = cpu_s(int(child))
+            user, system = user + u, system + s
+    return user, system
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> bool:
