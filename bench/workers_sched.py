@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from gridlb.dataplane.proxy_shared import Replica, SharedLock, SharedLog
+from gridlb.dataplane.proxy_shared import Replica, SharedLog
 from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
 from gridlb.sched.base import Flow
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec, Timeouts
@@ -123,7 +123,7 @@ def replica_worker(index: int, name: str, lock: Any, done: Any, n: int, out: Any
     log = SharedLog(lock, name)
     rep = Replica(index, Timeouts(tcpfin=1))
     rep.attach(log, 0, index)
-    shared = SharedLock(rep, log)
+    shared = rep  # `with rep:` takes the process-shared lock (each change also takes it itself)
     key = ServiceKey.tcp("127.0.0.1", 2811)
     with shared:
         if index == 0:

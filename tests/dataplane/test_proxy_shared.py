@@ -10,7 +10,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from gridlb.dataplane.proxy_shared import LogOverrun, Replica, SharedLock, SharedLog
+from gridlb.dataplane.proxy_shared import LogOverrun, Replica, SharedLog
 from gridlb.dataplane.proxy_state import DestState, ProxyState
 from gridlb.sched.base import Flow
 from gridlb.table import AddDest, AddService, DestSpec, EditDest, RealKey, ServiceKey, ServiceSpec, Timeouts
@@ -33,10 +33,11 @@ def ops(scheduler: str, persistence_s: int = 0) -> list[AddService | AddDest]:
     ]
 
 
-def worker(log: SharedLog, index: int) -> tuple[Replica, SharedLock]:
+def worker(log: SharedLog, index: int) -> tuple[Replica, Replica]:
+    """Return a replica and its lock (the replica itself: `with replica:`)."""
     r = Replica(index, Timeouts(tcpfin=5))
     r.attach(log, 0, index)
-    return r, SharedLock(r, log)
+    return r, r
 
 
 @pytest.mark.parametrize(("scheduler", "persistence_s"), [("wlc", 0), ("rr", 0), ("wrr", 0), ("lc", 30)])
@@ -121,7 +122,7 @@ def test_a_dead_workers_connections_are_unbound_and_a_snapshot_carries_on(log: S
         assert sum(d.active for d in b.services[KEY].dests) == 3
     c, pos = pickle.loads(blob)  # the restarted worker 1 starts from a live copy
     c.attach(log, pos, 1)
-    c_lock = SharedLock(c, log)
+    c_lock = c
     with c_lock:
         c.pick(c.services[KEY], Flow(ip_address("192.0.2.9"), 7000, KEY.addr, KEY.port), 1.0)  # type: ignore[arg-type]
     with a_lock:

@@ -20,7 +20,7 @@ import marshal
 import os
 import pickle
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from ipaddress import ip_address
 from multiprocessing import shared_memory
 from typing import Any, Protocol
@@ -33,6 +33,9 @@ from gridlb.table import AddService, IPAddress, Op, ServiceKey, Timeouts
 RING_BYTES = 64 << 20
 _HEADER = 64  # u64 write position, u64 pid of the lock holder (0 = none)
 _LEN = struct.Struct("<I")
+#: Tries of a held lock before sleeping on it (a worker holds it for a pick or a close: µs; sleeping
+#: and being woken costs more than that in system calls and context switches).
+SPIN = 20
 #: Schedulers that keep no state between picks (or draw at random): a replica binds the destination
 #: the writer picked without running them. The others (rr, wrr, lblc, lblcr: cursors and locality
 #: tables) run in every replica so that their state moves as in the writer's.
@@ -99,11 +102,16 @@ class SharedLog:
         return int(end)
 
     def read(self, pos: int) -> tuple[list[bytes], int]:
-        """Return the records from `pos` to the end and the end (lock held)."""
+        """Return the records from `pos` to the end and the end.
+
+        Without the lock too: writers only write past the end, and the end is stored after the
+        record (x86-64 keeps stores in order); a reader lapped while it copies is told so after.
+        """
         end = int(self.hdr[0])
         if end - pos > self.size:
             raise LogOverrun(f"the proxy state log ran {end - pos - self.size} bytes past this worker")
         out = []
+        start = pos
         size = self.size
         ring = self.ring
         unpack = _LEN.unpack_from
@@ -119,6 +127,8 @@ class SharedLog:
                 (n,) = _LEN.unpack(self._get(pos, 4))
             out.append(self._get(pos + 4, n))
             pos += 4 + n
+        if int(self.hdr[0]) - start > self.size:  # lapped while copying: the copies may be torn
+            raise LogOverrun("the proxy state log ran a whole ring past this worker while it read")
         return out, pos
 
     def _put(self, pos: int, data: bytes) -> None:
@@ -167,14 +177,18 @@ class Replica(ProxyState):
         self.sids: dict[ServiceState, int] = {}  # service -> its id (the same in every replica)
         self.by_sid: dict[int, ServiceState] = {}
         self.next_sid = 1
-        self.bound: dict[BoundKey, tuple[DestState, Flow]] = {}
+        self.bound: dict[BoundKey, DestState] = {}
         self._ips: dict[str, IPAddress] = {}
         self._texts: dict[int, tuple[IPAddress, str]] = {}  # id(address) -> (address, text)
         self.replayed = 0
+        self.contended = 0  # times the shared lock was held by another worker when this one wanted it
+        self._depth = 0  # how deep this thread is inside `with replica:` (the lock is taken at 1)
+        self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["log"] = None
+        state["_depth"] = 0
         return state
 
     def attach(self, log: SharedLog, pos: int, worker: int) -> None:
@@ -182,6 +196,49 @@ class Replica(ProxyState):
         self.log = log
         self.pos = pos
         self.worker = worker
+        self._pid = os.getpid()
+
+    def __enter__(self) -> Replica:
+        """Take the shared lock (re-entrant within this replica's one thread) and catch up with the log."""
+        self._depth += 1
+        log = self.log
+        if self._depth == 1 and log is not None:
+            if log.hdr[0] != self.pos:
+                # most of what the others did is replayed before taking the lock: held shorter
+                try:
+                    self.catch_up()
+                except BaseException:
+                    self._depth = 0
+                    raise
+            if not log.lock.acquire(False):
+                self._wait(log.lock)
+            hdr = log.hdr
+            hdr[1] = self._pid
+            if hdr[0] != self.pos:
+                try:
+                    self.catch_up()
+                except BaseException:
+                    self._depth = 0
+                    hdr[1] = 0
+                    log.lock.release()
+                    raise
+        return self
+
+    def _wait(self, lock: ProcessLock) -> None:
+        """Another worker holds the lock (for a few µs): spin briefly before sleeping on it."""
+        self.contended += 1
+        try_lock = lock.acquire
+        for _ in range(SPIN):
+            if try_lock(False):
+                return
+        lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        log = self.log
+        if not self._depth and log is not None:
+            log.hdr[1] = 0
+            log.lock.release()
 
     # --- log helpers ------------------------------------------------------------------------------
 
@@ -210,7 +267,7 @@ class Replica(ProxyState):
             self.pos = log.append(marshal.dumps(record))
 
     def catch_up(self) -> None:
-        """Replay what other workers appended since this replica last held the lock (lock held)."""
+        """Replay what other workers appended since this replica last read the log."""
         log = self.log
         if log is None or log.hdr[0] == self.pos:
             return
@@ -224,8 +281,14 @@ class Replica(ProxyState):
 
     def apply(self, op: Op) -> None:
         """Apply a control op and log it; a new service gets the next service id."""
-        self._apply(op)
-        self._write(("a", pickle.dumps(op)))
+        with self:
+            self._apply(op)
+            self._write(("a", pickle.dumps(op)))
+
+    def check(self, op: Op) -> None:
+        """Raise why `op` cannot be applied (`ProxyState.check`) on the table as it is now."""
+        with self:
+            super().check(op)
 
     def _apply(self, op: Op) -> None:
         super().apply(op)
@@ -240,60 +303,71 @@ class Replica(ProxyState):
 
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule and bind (see `ProxyState.pick`), logged with the destination bound."""
-        d = super().pick(svc, flow, now)
-        sid = self.sids[svc]
-        host = self._text(flow.client)
-        if d is not None:
-            self.bound[(self.worker, sid, host, flow.client_port)] = (d, flow)
-        self._write(("p", self.worker, sid, host, flow.client_port, flow.vport, now, _index(svc, d)))
+        with self:
+            d = super().pick(svc, flow, now)
+            sid = self.sids[svc]
+            host = self._text(flow.client)
+            if d is not None:
+                self.bound[(self.worker, sid, host, flow.client_port)] = d
+            self._write(("p", self.worker, sid, host, flow.client_port, flow.vport, now, _index(svc, d)))
         return d
 
     def pick_owner(self, svc: ServiceState, flow: Flow) -> DestState | None:
         """Bind a data connection to its control connection's server (`ProxyState.pick_owner`), logged."""
-        d = super().pick_owner(svc, flow)
-        sid = self.sids[svc]
-        host = self._text(flow.client)
-        if d is not None:
-            self.bound[(self.worker, sid, host, flow.client_port)] = (d, flow)
-        self._write(("o", self.worker, sid, host, flow.client_port, flow.vport, _dkey(d)))
+        with self:
+            d = super().pick_owner(svc, flow)
+            sid = self.sids[svc]
+            host = self._text(flow.client)
+            if d is not None:
+                self.bound[(self.worker, sid, host, flow.client_port)] = d
+            self._write(("o", self.worker, sid, host, flow.client_port, flow.vport, _dkey(d)))
         return d
 
     def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
         """Unbind after a failed connect (`ProxyState.connect_failed`), logged."""
         assert flow is not None  # the engine always names the connection
-        sid = self.sids[d.service]
-        host = self._text(flow.client)
-        self.bound.pop((self.worker, sid, host, flow.client_port), None)
-        newly = super().connect_failed(d, mark_down=mark_down, flow=flow)
-        self._write(("f", self.worker, sid, host, flow.client_port, mark_down))
+        with self:
+            sid = self.sids[d.service]
+            host = self._text(flow.client)
+            self.bound.pop((self.worker, sid, host, flow.client_port), None)
+            newly = super().connect_failed(d, mark_down=mark_down, flow=flow)
+            self._write(("f", self.worker, sid, host, flow.client_port, mark_down))
         return newly
 
     def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
         """Count a finished relay inactive (`ProxyState.closed_conn`), logged."""
-        sid = self.sids[d.service]
-        self.bound.pop((self.worker, sid, client_host, client_port), None)
-        super().closed_conn(d, now, client_host, client_port)
-        self._write(("c", self.worker, sid, client_host, client_port, now))
+        with self:
+            sid = self.sids[d.service]
+            self.bound.pop((self.worker, sid, client_host, client_port), None)
+            super().closed_conn(d, now, client_host, client_port)
+            self._write(("c", self.worker, sid, client_host, client_port, now))
 
     def expire(self, now: float) -> float | None:
         """Expire inactive connections and templates (`ProxyState.expire`); logged if it changes anything."""
-        closed = self.closed
-        if (closed and closed[0][0] <= now) or now >= self.next_rate_sample or self.persist.live:
-            self._write(("e", now))
-        return super().expire(now)
+        with self:
+            closed = self.closed
+            if (closed and closed[0][0] <= now) or now >= self.next_rate_sample or self.persist.live:
+                self._write(("e", now))
+            return super().expire(now)
 
     def abandon(self, worker: int) -> int:
         """Unbind every connection a dead worker held (its sockets died with it); logged. Return how many."""
-        n = self._abandon(worker)
-        self._write(("x", worker))
+        with self:
+            n = self._abandon(worker)
+            self._write(("x", worker))
         return n
 
     def _abandon(self, worker: int) -> int:
         keys = [k for k in self.bound if k[0] == worker]
         for k in keys:
-            d, flow = self.bound.pop(k)
-            super().connect_failed(d, mark_down=False, flow=flow)
+            d = self.bound.pop(k)
+            super().connect_failed(d, mark_down=False, flow=self._flow(d, k[2], k[3]))
         return len(keys)
+
+    def _flow(self, d: DestState, host: str, port: int) -> Flow:
+        vaddr = d.service.key.addr
+        assert vaddr is not None
+        return Flow(self._ip(host), port, vaddr, d.service.key.port)
 
     # --- replay -----------------------------------------------------------------------------------
 
@@ -303,8 +377,8 @@ class Replica(ProxyState):
             w, sid, host, port, vport, now, index = r[1:]
             svc = self.by_sid[sid]
             assert svc.key.addr is not None
-            flow = Flow(self._ip(host), port, svc.key.addr, vport)
             if svc.spec.persistence_timeout_s or svc.spec.scheduler not in BIND_AS_LOGGED:
+                flow = Flow(self._ip(host), port, svc.key.addr, vport)
                 d = super().pick(svc, flow, now)  # the scheduler's own state moves as in the writer
                 if _index(svc, d) != index:
                     d = self._rebind(svc, d, index)
@@ -314,9 +388,9 @@ class Replica(ProxyState):
                 d = svc.dests[index]
                 d.bind()
                 if svc.tracks_owner:
-                    self.owners.setdefault((svc.key, flow.client), []).append((d, port))
+                    self.owners.setdefault((svc.key, self._ip(host)), []).append((d, port))
             if d is not None:
-                self.bound[(w, sid, host, port)] = (d, flow)
+                self.bound[(w, sid, host, port)] = d
         elif kind == "o":
             w, sid, host, port, vport, want = r[1:]
             svc = self.by_sid[sid]
@@ -326,17 +400,17 @@ class Replica(ProxyState):
             if _dkey(d) != want:  # cannot differ: the owners are replicated too
                 raise LogOverrun(f"replica differs from the writer's: data connection owner {want}")
             if d is not None:
-                self.bound[(w, sid, host, port)] = (d, flow)
+                self.bound[(w, sid, host, port)] = d
         elif kind == "c":
             w, sid, host, port, now = r[1:]
             found = self.bound.pop((w, sid, host, port), None)
             if found is not None:
-                super().closed_conn(found[0], now, host, port)
+                super().closed_conn(found, now, host, port)
         elif kind == "f":
             w, sid, host, port, mark_down = r[1:]
             found = self.bound.pop((w, sid, host, port), None)
             if found is not None:
-                super().connect_failed(found[0], mark_down=mark_down, flow=found[1])
+                super().connect_failed(found, mark_down=mark_down, flow=self._flow(found, host, port))
         elif kind == "e":
             super().expire(r[1])
         elif kind == "a":
@@ -366,35 +440,19 @@ def _dkey(d: DestState | None) -> str | None:
     return None if d is None else f"{d.key.addr}|{d.key.port}"
 
 
-class SharedLock:
-    """The engine's `lock` in a worker process: the process-shared lock, then catching up with the log.
+class NoLock:
+    """The engine's `lock` in a worker process: nothing to take.
 
-    Only the worker's engine thread takes it (every control command runs in that thread).
+    Only the worker's engine thread touches its replica and connections (every control command runs
+    in that thread), and each change of the replica takes the shared lock itself (`with replica:`),
+    so that counting relayed bytes (local to the worker) never waits for another worker.
     """
 
-    def __init__(self, replica: Replica, log: SharedLog) -> None:
-        self.replica = replica
-        self.log = log
-        self.hdr = log.hdr
-        self.pid = os.getpid()
-        self._acquire: Callable[..., bool] = log.lock.acquire
-        self._release: Callable[[], None] = log.lock.release
-
     def __enter__(self) -> None:
-        self._acquire()
-        hdr = self.hdr
-        hdr[1] = self.pid
-        if hdr[0] != self.replica.pos:
-            try:
-                self.replica.catch_up()
-            except BaseException:
-                hdr[1] = 0
-                self._release()
-                raise
+        return None
 
     def __exit__(self, *exc: object) -> None:
-        self.hdr[1] = 0
-        self._release()
+        return None
 
 
 def merge_traffic(tables: list[Any]) -> Any:
@@ -432,4 +490,4 @@ def merge_traffic(tables: list[Any]) -> Any:
     return replace(first, services=tuple(services))
 
 
-__all__ = ["RING_BYTES", "LogOverrun", "ProcessLock", "Replica", "SharedLock", "SharedLog", "merge_traffic"]
+__all__ = ["RING_BYTES", "LogOverrun", "NoLock", "ProcessLock", "Replica", "SharedLog", "merge_traffic"]

@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from gridlb.config.defaults import PROXY_WORKERS_MAX
-from gridlb.dataplane.proxy_shared import ProcessLock, Replica, SharedLock, SharedLog, merge_traffic
+from gridlb.dataplane.proxy_shared import NoLock, ProcessLock, Replica, SharedLog, merge_traffic
 from gridlb.dataplane.proxy_state import ProxyState, ServiceState
 from gridlb.dataplane.relay import (
     FailureCallback,
@@ -265,6 +265,7 @@ class WorkerPool:
                 "relayed": e.relayed,
                 "open": len(e.live),
                 "replayed": 0,
+                "contended": 0,
                 "pauses": e.pauses,
                 "pipes_created": e.pipes.created,
             }
@@ -346,7 +347,6 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
         replica.persist.expire_quiescent = spec.expire_quiescent
         pos = 0
     replica.attach(shared_log, pos, spec.index)
-    shared = SharedLock(replica, shared_log)
     send_lock = threading.Lock()
 
     def failed(service: ServiceKey, real: RealKey, reason: str) -> None:
@@ -359,12 +359,12 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
         cpu=spec.cpu,
         name=f"gridlb-relay-{spec.index}",
         state=replica,
-        lock=shared,  # type: ignore[arg-type]
+        lock=NoLock(),  # type: ignore[arg-type]  # the replica locks each change itself
         live={},
         reuseport=True,
         **spec.engine_options,
     )
-    commands = _Commands(engine, replica, shared)
+    commands = _Commands(engine, replica)
     try:
         for key in list(replica.order):  # a restarted worker serves what the table holds
             engine.call(functools.partial(commands.open, key)).result(CALL_TIMEOUT_S)
@@ -402,10 +402,10 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
 class _Commands:
     """What the director asks of a worker; each runs in the worker's engine thread."""
 
-    def __init__(self, engine: RelayEngine, replica: Replica, lock: SharedLock) -> None:
+    def __init__(self, engine: RelayEngine, replica: Replica) -> None:
         self.engine = engine
         self.replica = replica
-        self.lock = lock
+        self.lock = replica  # `with replica:` takes the shared lock and catches up
 
     def apply(self, op: Op) -> None:
         with self.lock:
@@ -446,6 +446,7 @@ class _Commands:
             "relayed": e.relayed,
             "open": e.open_count(),
             "replayed": self.replica.replayed,
+            "contended": self.replica.contended,
             "pauses": e.pauses,
             "pipes_created": e.pipes.created,
         }
