@@ -568,7 +568,7 @@ class ProcessPool:
             target=worker_main,
             args=(spec, self.lock, child_ctl, child_events),
             name=f"gridlb-relay-{spec.index}",
-            daemon=False,
+            daemon=True,  # a director that exits without close() ends them (multiprocessing's atexit)
         )
         proc.start()
         child_ctl.close()
