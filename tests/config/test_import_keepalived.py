@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gridlb.config.check_command import CHECK_COMMANDS
 from gridlb.config.import_keepalived import (
     DEPRECATED_KEYWORDS,
     gridftp_check_from_command,
@@ -18,7 +19,7 @@ from gridlb.config.import_keepalived import (
 )
 from gridlb.config.keepalived_conf import Node, emit, parse_file, parse_text
 from gridlb.config.load import ConfigErrors
-from gridlb.config.schema import InitialState
+from gridlb.config.schema import CHECKER_BLOCKS, InitialState
 from gridlb.errors import ConfigError
 from gridlb.render.keepalived import render_site
 from gridlb.table import Proto
@@ -331,6 +332,30 @@ def test_gridftp_command_parsing() -> None:
     assert gridftp_check_from_command("gridlb check gridftp --level login") is None
     assert gridftp_check_from_command("gridlb check gridftp a:1 b:2") is None
     assert gridftp_check_from_command("gridlb 'unbalanced") is None
+
+
+def test_every_keepalived_checker_is_read_in_a_real_server() -> None:
+    """Each checker keepalived knows (gridlb's own are MISC_CHECKs) is a real_server keyword with a
+    keyword set of its own, and comes back under its site key."""
+    keywords = supported_keywords()
+    checkers = {kw: key for kw, (key, _m) in CHECKER_BLOCKS.items() if key not in CHECK_COMMANDS}
+    assert set(checkers) <= keywords["real_server"] & set(keywords)
+    bodies = {
+        "MISC_CHECK": "misc_path /bin/true",
+        "HTTP_GET": "url { path /x }",
+        "SSL_GET": "url { path /x }",
+        "FILE_CHECK": "track_file f",
+        "BFD_CHECK": "name b",
+    }
+    for keyword, key in checkers.items():
+        text = (
+            "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n"
+            f"  {keyword} {{\n   {bodies.get(keyword, 'connect_timeout 3')}\n  }}\n }}\n}}\n"
+        )
+        imported = import_text(text, "one.conf")
+        assert imported.errors == [], keyword
+        (server,) = imported.mapping["keepalived::virtual_servers"].values()
+        assert list(server["real_servers"][0]) == ["ip_address", "port", key], keyword
 
 
 _KEYWORDS = supported_keywords()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, ip_address
+from typing import get_args
 
 from gridlb.realserver.plan import (
     ARP_ANNOUNCE,
     ARP_IGNORE,
+    ITEM_CHANGES,
     ArpRule,
     ForeignAddress,
+    Item,
     LoAddress,
     Method,
     NftArpTable,
@@ -143,3 +146,24 @@ def test_persist_items_and_unit_text() -> None:
         "missing: symlink /etc/systemd/system/multi-user.target.wants/gridlb-realserver.service -> "
         "/etc/systemd/system/gridlb-realserver.service",
     ]
+
+
+def test_every_item_a_method_desires_has_its_change_and_a_host_that_has_it_needs_none() -> None:
+    p = Persist("/etc/systemd/system", unit_text(["/usr/bin/gridlb"], "/etc/gridlb/site.yaml", Method.NFT))
+    desired = [i for m in Method for i in desired_items(targets(), m, p)]
+    assert {type(i) for i in desired} == set(ITEM_CHANGES) == set(get_args(Item)) - {ForeignAddress}
+    fresh = Observed()
+    for item in desired:
+        assert [c.item for c in diff([item], fresh)] == [item], item
+    arp = [i for i in desired if isinstance(i, ArpRule)]
+    nft = next(i for i in desired if isinstance(i, NftArpTable))
+    done = Observed(
+        lo=frozenset({(VIP4, 32), (VIP6, 128)}),
+        sysctls={ARP_IGNORE: "1", ARP_ANNOUNCE: "2"},
+        arp_rules=frozenset(i.save_line() for i in arp),
+        nft_vips=nft.vips,
+        files={p.unit_path: p.content},
+        links={p.link_path: p.unit_path},
+    )
+    for item in desired:
+        assert ITEM_CHANGES[type(item)](item, done) is None, item

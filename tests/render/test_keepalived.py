@@ -10,9 +10,10 @@ import pytest
 from gridlb.config.import_keepalived import import_file, import_text
 from gridlb.config.keepalived_conf import Node, parse_text
 from gridlb.config.load import Site, load_site, site_from_mapping
+from gridlb.config.schema import CHECKER_BLOCKS
 from gridlb.errors import ConfigError
 from gridlb.render import director_views, peer_priority
-from gridlb.render.keepalived import render_keepalived, render_site
+from gridlb.render.keepalived import CHECKER_RENDERERS, render_keepalived, render_site
 from tests.render.conftest import KeepalivedTest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -415,3 +416,22 @@ def test_keepalived_accepts_an_xrootd_check(keepalived_netns: KeepalivedTest, tm
     path = tmp_path / "xrd.conf"
     path.write_text(render_keepalived(site_from_mapping(XROOTD_SITE, source="xrd.yaml"), "xrd"))
     assert keepalived_netns.check(path) == (0, "")
+
+
+def test_every_checker_block_has_a_renderer_writing_keepalived_s_block() -> None:
+    """One entry per site key; each writes the keepalived block of that name (gridlb's run as MISC_CHECK)."""
+    assert list(CHECKER_RENDERERS) == [key for key, _model in CHECKER_BLOCKS.values()]
+    for keyword, (key, _model) in CHECKER_BLOCKS.items():
+        written = CHECKER_RENDERERS[key][0]
+        assert written == ("MISC_CHECK" if key in ("gridftp_check", "xrootd_check") else keyword), key
+    texts = [t for path in CORPUS for t in render_site(import_file(str(path)).site()).values()]
+    written_blocks = {n.keyword for text in texts for n in _walk_nodes(parse_text(text))}
+    assert {w for w, _fill in CHECKER_RENDERERS.values()} <= written_blocks
+
+
+def _walk_nodes(nodes: tuple[Node, ...]) -> list[Node]:
+    out = []
+    for node in nodes:
+        out.append(node)
+        out += _walk_nodes(node.children or ())
+    return out

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
@@ -35,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.config import defaults as D
+from gridlb.config.check_command import CHECK_COMMANDS, check_from_command
 from gridlb.config.keepalived_conf import Node, parse_file, parse_text
+from gridlb.config.keepalived_conf import number as _number
 from gridlb.config.load import ConfigErrors, Site, did_you_mean, site_from_mapping
 from gridlb.config.schema import CHECKER_BLOCKS
 from gridlb.errors import ConfigError, Location
@@ -94,12 +95,6 @@ _TOP_LEVEL_GLOBALS = frozenset(
         "child_wait_time",
     }
 )
-
-#: The argv the renderer writes for a GridFTP check: `<path>/gridlb check gridftp [options] HOST PORT`.
-GRIDFTP_CHECK_ARGV = ("check", "gridftp")
-
-#: The port `gridlb check gridftp` assumes when its target has none.
-GRIDFTP_DEFAULT_PORT = 2811
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,18 +167,7 @@ def _conf_key(mapping_key: str) -> str:
 # ------------------------------------------------------------------------------------ values
 
 
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 _BOOL_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
-
-
-def _number(word: str) -> int | float | str:
-    """A number when the word is one (left as text otherwise, for the schema to reject by name)."""
-    if _INT.match(word):
-        return int(word)
-    if _FLOAT.match(word):
-        return float(word)
-    return word
 
 
 class _Reader:
@@ -424,49 +408,62 @@ class _Reader:
             raise self.error(node, "expects `use_vmac [NAME]`")
         return "use_vmac", node.args[0] if node.args else ""
 
-    def _routes(self, node: Node, base: str, name: str) -> list[str]:
-        """Route lines, kept as written; a line whose destination keepalived cannot read is dropped
-        with a warning, as keepalived drops it."""
+    def _kept_lines(
+        self,
+        node: Node,
+        base: str,
+        name: str,
+        keep: Callable[[Node, tuple[str, ...]], tuple[str, ...] | None],
+    ) -> list[str]:
+        """The lines of a route or rule block, each as `keep` writes it out (None: dropped, with the
+        warning `keep` gave)."""
         out: list[str] = []
         for child in self.block(node):
             if child.is_block:
                 self.out.errors.append(self.error(child, f"unexpected block inside {node.keyword}"))
                 continue
-            words = child.words()
+            words = keep(child, child.words())
+            if words is None:
+                continue
+            self.mark(f"{base}.{name}[{len(out)}]", child)
+            out.append(" ".join(words))
+        return out
+
+    def _routes(self, node: Node, base: str, name: str) -> list[str]:
+        """Route lines, kept as written; a line whose destination keepalived cannot read is dropped
+        with a warning, as keepalived drops it."""
+
+        def keep(child: Node, words: tuple[str, ...]) -> tuple[str, ...] | None:
             if not _route_destination_ok(words):
                 self.warn(child, "keepalived cannot read this route's destination and skips it; dropped")
-                continue
+                return None
             words = _modern_route(words)
             if name == "virtual_routes" and "dev" not in words and "no_track" not in words:
                 self.warn(child, "a route without dev is not tracked by keepalived; written with no_track")
                 at = words.index("nexthop") if "nexthop" in words else len(words)
                 words = (*words[:at], "no_track", *words[at:])
-            self.mark(f"{base}.{name}[{len(out)}]", child)
-            out.append(" ".join(words))
-        return out
+            return words
+
+        return self._kept_lines(node, base, name, keep)
 
     def _rules(self, node: Node, base: str, name: str) -> list[str]:
         """Rule lines, kept as written; a `from`/`to` address keepalived cannot read drops the line
         with a warning, as keepalived skips it."""
-        out: list[str] = []
-        for child in self.block(node):
-            if child.is_block:
-                self.out.errors.append(self.error(child, f"unexpected block inside {node.keyword}"))
-                continue
-            words = child.words()
+
+        def keep(child: Node, words: tuple[str, ...]) -> tuple[str, ...] | None:
             bad = [w for k, w in itertools.pairwise(words) if k in ("from", "to") and not _prefix_ok(w)]
             if bad:
                 self.warn(child, f"keepalived cannot read the address {bad[0]} and skips this rule; dropped")
-                continue
+                return None
             if not {"preference", "prio", "priority"} & set(words):
                 words = (*words, "preference", str(self.rule_preference))
                 self.warn(
                     child, f"no preference: keepalived gives this rule {self.rule_preference}; written out"
                 )
                 self.rule_preference -= 1
-            self.mark(f"{base}.{name}[{len(out)}]", child)
-            out.append(" ".join(words))
-        return out
+            return words
+
+        return self._kept_lines(node, base, name, keep)
 
     def _lines_handler(self, name: str, base: str) -> Callable[[Node], tuple[str, Any]]:
         def handle(node: Node) -> tuple[str, Any]:
@@ -611,33 +608,46 @@ class _Reader:
         h["lvs_method"] = self._method("lb_kind")
         for kw in ("notify_up", "notify_down"):
             h[kw] = self.scripted(kw)
-        h["TCP_CHECK"] = lambda n: ("tcp_check", self._tcp_check(n, f"{base}.tcp_check"))
         h["MISC_CHECK"] = lambda n: self._misc_check(n, base)
         h["smtp_alert"] = self.boolean("smtp_alert")
         h["virtualhost"] = self.scalar("virtualhost", number=False)
-        h["HTTP_GET"] = lambda n: ("http_get", self._http_check(n, f"{base}.http_get", tls=False))
-        h["SSL_GET"] = lambda n: ("ssl_get", self._http_check(n, f"{base}.ssl_get", tls=True))
-        h["SMTP_CHECK"] = lambda n: ("smtp_check", self._smtp_check(n, f"{base}.smtp_check"))
-        h["DNS_CHECK"] = lambda n: ("dns_check", self._generic(n, f"{base}.dns_check", self._dns_handlers()))
-        h["UDP_CHECK"] = lambda n: ("udp_check", self._generic(n, f"{base}.udp_check", self._udp_handlers()))
-        h["PING_CHECK"] = lambda n: (
-            "ping_check",
-            self._generic(n, f"{base}.ping_check", self._tcp_handlers()),
-        )
-        h["FILE_CHECK"] = lambda n: (
-            "file_check",
-            self._generic(n, f"{base}.file_check", self._file_handlers()),
-        )
-        h["BFD_CHECK"] = lambda n: ("bfd_check", self._generic(n, f"{base}.bfd_check", self._bfd_handlers()))
+        for keyword, read in self._checker_readers().items():
+            h[keyword] = _checker_handler(CHECKER_BLOCKS[keyword][0], read, base)
         return h
 
-    # -- the other checkers --------------------------------------------------------------------
-    def _generic(
-        self, node: Node, base: str, handlers: Mapping[str, Callable[[Node], tuple[str, Any]]]
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        self.fill(data, base, node, handlers, node.keyword)
-        return data
+    # -- the checkers --------------------------------------------------------------------------
+    def _checker_readers(self) -> dict[str, Callable[[Node, str], dict[str, Any]]]:
+        """One entry per keepalived checker block but MISC_CHECK (which may be a gridlb check): what
+        reads it, given the block and the mapping key it goes under."""
+        return {
+            "TCP_CHECK": self._keywords_only(self._tcp_handlers),
+            "HTTP_GET": lambda node, base: self._http_check(node, base, tls=False),
+            "SSL_GET": lambda node, base: self._http_check(node, base, tls=True),
+            "SMTP_CHECK": self._smtp_check,
+            "DNS_CHECK": self._keywords_only(self._dns_handlers),
+            "UDP_CHECK": self._keywords_only(self._udp_handlers),
+            "PING_CHECK": self._keywords_only(self._tcp_handlers),
+            "FILE_CHECK": self._keywords_only(self._file_handlers),
+            "BFD_CHECK": self._keywords_only(self._bfd_handlers),
+        }
+
+    def _keywords_only(
+        self, handlers: Callable[[], Mapping[str, Callable[[Node], tuple[str, Any]]]]
+    ) -> Callable[[Node, str], dict[str, Any]]:
+        """The reader of a checker block made of keywords only (no repeated sub-blocks)."""
+
+        def read(node: Node, base: str) -> dict[str, Any]:
+            data: dict[str, Any] = {}
+            self.fill(data, base, node, handlers(), node.keyword)
+            return data
+
+        return read
+
+    def _split(self, node: Node, keyword: str) -> tuple[list[Node], Node]:
+        """The `keyword` sub-blocks of `node` (a checker may have several) and `node` without them."""
+        subs = [c for c in self.block(node) if c.keyword == keyword]
+        rest = tuple(c for c in self.block(node) if c.keyword != keyword)
+        return subs, Node(node.keyword, node.args, rest, node.file, node.line)
 
     def _http_handlers(self, base: str) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h = self._tcp_handlers()
@@ -662,14 +672,7 @@ class _Reader:
         return "status_code", list(node.args)
 
     def _http_check(self, node: Node, base: str, *, tls: bool) -> dict[str, Any]:
-        urls = [c for c in self.block(node) if c.keyword == "url"]
-        other = Node(
-            node.keyword,
-            node.args,
-            tuple(c for c in self.block(node) if c.keyword != "url"),
-            node.file,
-            node.line,
-        )
+        urls, other = self._split(node, "url")
         data: dict[str, Any] = {}
         self.fill(data, base, other, self._http_handlers(base), node.keyword)
         url_list: list[dict[str, Any]] = []
@@ -693,18 +696,9 @@ class _Reader:
         return data
 
     def _smtp_check(self, node: Node, base: str) -> dict[str, Any]:
-        hosts = [c for c in self.block(node) if c.keyword == "host"]
-        other = Node(
-            node.keyword,
-            node.args,
-            tuple(c for c in self.block(node) if c.keyword != "host"),
-            node.file,
-            node.line,
-        )
+        hosts, other = self._split(node, "host")
         data: dict[str, Any] = {}
-        h = self._tcp_handlers()
-        h["helo_name"] = self.scalar("helo_name", number=False)
-        self.fill(data, base, other, h, "SMTP_CHECK")
+        self.fill(data, base, other, self._smtp_handlers(), "SMTP_CHECK")
         host_list: list[dict[str, Any]] = []
         for host in hosts:
             hdata: dict[str, Any] = {}
@@ -716,6 +710,12 @@ class _Reader:
         if host_list:
             data["host"] = host_list
         return data
+
+    def _smtp_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
+        h = self._tcp_handlers()
+        h["helo_name"] = self.scalar("helo_name", number=False)
+        h["host"] = lambda n: ("host", n)  # collected by _smtp_check (several hosts)
+        return h
 
     def _dns_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h = self._tcp_handlers()
@@ -768,11 +768,6 @@ class _Reader:
         h["alpha"] = self.boolean("alpha")
         return h
 
-    def _tcp_check(self, node: Node, base: str) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        self.fill(data, base, node, self._tcp_handlers(), "TCP_CHECK")
-        return data
-
     def _tcp_handlers(self) -> dict[str, Callable[[Node], tuple[str, Any]]]:
         h = self._timing_handlers()
         for kw in ("connect_ip", "bindto", "bind_if"):
@@ -804,12 +799,10 @@ class _Reader:
         self.fill(data, f"{rs_base}.misc_check", node, self._misc_handlers(), "MISC_CHECK")
         if "misc_path" not in data:
             raise self.error(node, "MISC_CHECK has no misc_path")
-        field = "gridftp_check"
-        gridftp = gridftp_check_from_command(data["misc_path"])
-        if gridftp is None:
-            field, gridftp = "xrootd_check", xrootd_check_from_command(data["misc_path"])
-        if gridftp is None:
+        found = check_from_command(data["misc_path"])
+        if found is None:
             return "misc_check", data
+        field, gridftp = found
         # The renderer's own spelling of a GridFTP/XRootD check: give back the block it came from.
         for key in ("retry", "delay_before_retry", "delay_loop", "warmup", "alpha"):
             if key in data:
@@ -1114,6 +1107,13 @@ class _Reader:
         servers[name] = data
 
 
+def _checker_handler(
+    field: str, read: Callable[[Node, str], dict[str, Any]], rs_base: str
+) -> Callable[[Node], tuple[str, Any]]:
+    """The real server's handler of one checker block: its site key and what `read` makes of it."""
+    return lambda node: (field, read(node, f"{rs_base}.{field}"))
+
+
 #: The preference keepalived gives the first rule written without one (then one less each time).
 RULE_PREFERENCE_START = 16384
 
@@ -1197,124 +1197,18 @@ def _address_range(text: str, node: Node, reader: _Reader) -> list[str]:
     return [str(ip_address(int(first) - low + n)) for n in range(low, end + 1)]
 
 
-def _split_target(text: str) -> tuple[str, int | float | str] | None:
-    """`ADDR:PORT`, `[V6]:PORT` or a bare address (GridFTP's port 2811)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    return (host, _number(port) if port else GRIDFTP_DEFAULT_PORT) if host else None
-
-
 def gridftp_check_from_command(command: str) -> dict[str, Any] | None:
     """The `gridftp_check` a `gridlb check gridftp [options] TARGET` command line stands for, else None.
 
     `--vip` and `--misc-dynamic-weight` are left out: the renderer derives them from the service's
     address and the real server's weight.
     """
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return None
-    if len(argv) < 4 or Path(argv[0]).name != "gridlb" or tuple(argv[1:3]) != GRIDFTP_CHECK_ARGV:
-        return None
-    data: dict[str, Any] = {}
-    valued = {
-        "--level": "level",
-        "--timeout": "connect_timeout",
-        "--user": "user",
-        "--password": "password",
-        "--canary": "canary_path",
-        "--bindto": "bindto",
-        "--bind-port": "bind_port",
-        "--bind-if": "bind_if",
-        "--connect-ip": "connect_ip",
-        "--connect-port": "connect_port",
-        "--vip": "",
-        "--misc-dynamic-weight": "",
-    }
-    target: tuple[str, Any] | None = None
-    words = argv[3:]
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word == "--no-data-address-check":
-            data["check_data_address"] = False
-            i += 1
-        elif word in valued and i + 1 < len(words):
-            if valued[word]:
-                value = words[i + 1]
-                numeric = word in ("--timeout", "--connect-port", "--bind-port")
-                data[valued[word]] = _number(value) if numeric else value
-            i += 2
-        elif not word.startswith("-") and target is None:
-            target = _split_target(word)
-            if target is None:
-                return None
-            i += 1
-        else:
-            return None
-    if target is None:
-        return None
-    data.setdefault("connect_ip", target[0])
-    data.setdefault("connect_port", target[1])
-    return data
+    return CHECK_COMMANDS["gridftp_check"].parse(command)
 
 
 def xrootd_check_from_command(command: str) -> dict[str, Any] | None:
-    """The `xrootd_check` a `gridlb check xrootd [options] TARGET` command line stands for, else None.
-
-    `--vip` and `--misc-dynamic-weight` are left out, as for `gridftp_check_from_command`.
-    """
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return None
-    if len(argv) < 4 or Path(argv[0]).name != "gridlb" or tuple(argv[1:3]) != ("check", "xrootd"):
-        return None
-    data: dict[str, Any] = {}
-    valued = {
-        "--level": "level",
-        "--timeout": "connect_timeout",
-        "--user": "user",
-        "--canary": "canary_path",
-        "--bindto": "bindto",
-        "--bind-port": "bind_port",
-        "--bind-if": "bind_if",
-        "--connect-ip": "connect_ip",
-        "--connect-port": "connect_port",
-        "--vip": "",
-        "--misc-dynamic-weight": "",
-    }
-    target: tuple[str, Any] | None = None
-    words = argv[3:]
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word == "--no-redirect-check":
-            data["check_redirect"] = False
-            i += 1
-        elif word in valued and i + 1 < len(words):
-            if valued[word]:
-                value = words[i + 1]
-                numeric = word in ("--timeout", "--connect-port", "--bind-port")
-                data[valued[word]] = _number(value) if numeric else value
-            i += 2
-        elif not word.startswith("-") and target is None:
-            target = _split_target(word)
-            if target is None:
-                return None
-            i += 1
-        else:
-            return None
-    if target is None:
-        return None
-    data.setdefault("connect_ip", target[0])
-    data.setdefault("connect_port", target[1])
-    return data
+    """The `xrootd_check` a `gridlb check xrootd [options] TARGET` command line stands for, else None."""
+    return CHECK_COMMANDS["xrootd_check"].parse(command)
 
 
 #: keepalived's global_defs keywords the importer keeps (others are dropped with a warning).
@@ -1363,7 +1257,7 @@ def supported_keywords() -> dict[str, frozenset[str]]:
         "HTTP_GET": frozenset(r._http_handlers("")),
         "SSL_GET": frozenset(r._http_handlers("")),
         "url": frozenset(r._url_handlers()),
-        "SMTP_CHECK": frozenset({*r._tcp_handlers(), "helo_name", "host"}),
+        "SMTP_CHECK": frozenset(r._smtp_handlers()),
         "DNS_CHECK": frozenset(r._dns_handlers()),
         "UDP_CHECK": frozenset(r._udp_handlers()),
         "PING_CHECK": frozenset(r._tcp_handlers()),

@@ -578,6 +578,31 @@ def parse_file(
     return nodes
 
 
+# ------------------------------------------------------------------------------------------------ values
+
+
+def fmt(value: object) -> str:
+    """A number or address as keepalived reads it (`1.0` → `1`, `0.5` → `0.5`)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
+
+
+def number(word: str) -> int | float | str:
+    """A word as a number when it is one (left as text otherwise, for the schema to reject by name)."""
+    if _INT.match(word):
+        return int(word)
+    if _FLOAT.match(word):
+        return float(word)
+    return word
+
+
 # ----------------------------------------------------------------------------------------------- emitter
 
 _SAFE_WORD = re.compile(r"^[^\s\"'\\#!{}$@~][^\s\"'\\#!{}$]*$")

@@ -19,9 +19,10 @@ and applies. A VIP found on any other interface is wrong (it would answer ARP) a
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -280,6 +281,54 @@ def _lo_change(item: LoAddress, observed: Observed) -> Change | None:
     return Change(Verb.ADD, item, f"missing: {item}")
 
 
+def _sysctl_change(item: Sysctl, observed: Observed) -> Change | None:
+    have = observed.sysctls.get(item.key)
+    if have == item.value:
+        return None
+    return Change(Verb.SET, item, f"wrong: sysctl {item.key} is {have}, want {item.value}")
+
+
+def _arp_rule_change(item: ArpRule, observed: Observed) -> Change | None:
+    if item.save_line() in observed.arp_rules:
+        return None
+    return Change(Verb.ADD, item, f"missing: {item}")
+
+
+def _nft_change(item: NftArpTable, observed: Observed) -> Change | None:
+    if observed.nft_vips is None:
+        return Change(Verb.ADD, item, f"missing: {item}")
+    if tuple(observed.nft_vips) == item.vips:
+        return None
+    got = ", ".join(map(str, observed.nft_vips)) or "nothing"
+    return Change(Verb.SET, item, f"wrong: nft table arp {NFT_TABLE} drops {got}")
+
+
+def _unit_file_change(item: UnitFile, observed: Observed) -> Change | None:
+    content = observed.files.get(item.path)
+    if content == item.content:
+        return None
+    what = "missing" if content is None else "wrong (other content)"
+    return Change(Verb.SET, item, f"{what}: {item}")
+
+
+def _unit_link_change(item: UnitLink, observed: Observed) -> Change | None:
+    if observed.links.get(item.path) == item.target:
+        return None
+    return Change(Verb.SET, item, f"missing: {item}")
+
+
+#: One entry per kind of desired item: the change a host observed as given needs for it, or None.
+#: (A `ForeignAddress` is never desired: `diff` deletes the ones standing for managed VIPs.)
+ITEM_CHANGES: dict[type[Item], Callable[[Any, Observed], Change | None]] = {
+    LoAddress: _lo_change,
+    Sysctl: _sysctl_change,
+    ArpRule: _arp_rule_change,
+    NftArpTable: _nft_change,
+    UnitFile: _unit_file_change,
+    UnitLink: _unit_link_change,
+}
+
+
 def diff(
     desired: Iterable[Item], observed: Observed, *, managed_vips: Iterable[IPAddress] = ()
 ) -> list[Change]:
@@ -297,44 +346,29 @@ def diff(
             changes.append(
                 Change(Verb.DELETE, foreign, f"wrong: {foreign} (it would answer ARP/ND for the VIP)")
             )
-    want_rules = {i.save_line() for i in wanted if isinstance(i, ArpRule)}
-    nft_wanted = False
     for item in wanted:
-        if isinstance(item, LoAddress):
-            change = _lo_change(item, observed)
-            if change is not None:
-                changes.append(change)
-        elif isinstance(item, Sysctl):
-            have = observed.sysctls.get(item.key)
-            if have != item.value:
-                changes.append(
-                    Change(Verb.SET, item, f"wrong: sysctl {item.key} is {have}, want {item.value}")
-                )
-        elif isinstance(item, ArpRule):
-            if item.save_line() not in observed.arp_rules:
-                changes.append(Change(Verb.ADD, item, f"missing: {item}"))
-        elif isinstance(item, NftArpTable):
-            nft_wanted = True
-            if observed.nft_vips is None:
-                changes.append(Change(Verb.ADD, item, f"missing: {item}"))
-            elif tuple(observed.nft_vips) != item.vips:
-                got = ", ".join(map(str, observed.nft_vips)) or "nothing"
-                changes.append(Change(Verb.SET, item, f"wrong: nft table arp {NFT_TABLE} drops {got}"))
-        elif isinstance(item, UnitFile):
-            content = observed.files.get(item.path)
-            if content != item.content:
-                what = "missing" if content is None else "wrong (other content)"
-                changes.append(Change(Verb.SET, item, f"{what}: {item}"))
-        elif isinstance(item, UnitLink) and observed.links.get(item.path) != item.target:
-            changes.append(Change(Verb.SET, item, f"missing: {item}"))
-    for line in sorted(observed.arp_rules - want_rules):
+        change = ITEM_CHANGES[type(item)](item, observed)
+        if change is not None:
+            changes.append(change)
+    want_rules = {i.save_line() for i in wanted if isinstance(i, ArpRule)}
+    nft_wanted = any(isinstance(i, NftArpTable) for i in wanted)
+    for stale in _arp_leftovers(observed, vips, want_rules, keep_nft=nft_wanted):
+        changes.append(Change(Verb.DELETE, stale, f"wrong: {stale} (not used by this method)"))
+    return changes
+
+
+def _arp_leftovers(
+    observed: Observed, vips: set[IPAddress], keep_rules: set[str], *, keep_nft: bool
+) -> list[ArpRule | NftArpTable]:
+    """gridlb's own arptables rules for `vips` (but `keep_rules`) and its nft table (unless kept)."""
+    out: list[ArpRule | NftArpTable] = []
+    for line in sorted(observed.arp_rules - keep_rules):
         rule = _own_rule(line, vips)
         if rule is not None:
-            changes.append(Change(Verb.DELETE, rule, f"wrong: {rule} (not used by this method)"))
-    if observed.nft_vips is not None and not nft_wanted:
-        table = NftArpTable(tuple(observed.nft_vips))
-        changes.append(Change(Verb.DELETE, table, f"wrong: {table} (not used by this method)"))
-    return changes
+            out.append(rule)
+    if observed.nft_vips is not None and not keep_nft:
+        out.append(NftArpTable(tuple(observed.nft_vips)))
+    return out
 
 
 def _own_rule(line: str, vips: set[IPAddress]) -> ArpRule | None:
@@ -361,13 +395,8 @@ def removal(targets: Targets, observed: Observed, persist: Persist | None = None
     for addr, plen in sorted(observed.lo, key=str):
         if addr in vips:
             changes.append(Change(Verb.DELETE, LoAddress(addr), f"present: VIP {addr}/{plen} on lo"))
-    for line in sorted(observed.arp_rules):
-        rule = _own_rule(line, vips)
-        if rule is not None:
-            changes.append(Change(Verb.DELETE, rule, f"present: {rule}"))
-    if observed.nft_vips is not None:
-        table = NftArpTable(tuple(observed.nft_vips))
-        changes.append(Change(Verb.DELETE, table, f"present: {table}"))
+    for stale in _arp_leftovers(observed, vips, set(), keep_nft=False):
+        changes.append(Change(Verb.DELETE, stale, f"present: {stale}"))
     ours = {ARP_IGNORE: "1", ARP_ANNOUNCE: "2"}
     for key, value in ours.items():
         if observed.sysctls.get(key) == value:

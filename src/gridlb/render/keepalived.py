@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from gridlb.config import defaults as D
-from gridlb.config.keepalived_conf import Node, emit_lines
+from gridlb.config.check_command import CHECK_COMMANDS
+from gridlb.config.keepalived_conf import Node, emit_lines, fmt
 from gridlb.config.load import Site
 from gridlb.config.schema import (
     CHECKER_BLOCKS,
@@ -44,11 +47,14 @@ from gridlb.config.schema import (
     RealServer,
     SmtpCheck,
     TcpCheck,
+    TrackInterface,
+    TrackScript,
     UdpCheck,
     Vip,
     VirtualServer,
     VrrpInstance,
     VrrpScript,
+    VrrpSyncGroup,
     XrootdCheck,
 )
 from gridlb.render import DirectorView, director_views, find_view
@@ -74,15 +80,6 @@ AnyTiming = (
     | VirtualServer
     | RealServer
 )
-
-
-def fmt(value: object) -> str:
-    """A number or address as keepalived reads it (`1.0` → `1`, `0.5` → `0.5`)."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
 
 
 def _kv(keyword: str, value: object) -> Node:
@@ -117,8 +114,18 @@ class _Block:
         else:
             self.add(keyword, value)
 
+    def fields(self, x: object, *keywords: str) -> None:
+        """`opt` for each field of `x` that keepalived names as the field is named."""
+        for keyword in keywords:
+            self.opt(keyword, getattr(x, keyword))
+
     def sub(self, keyword: str, children: list[Node], *args: object) -> None:
         self.items.append(Node(keyword, _args(args), tuple(children)))
+
+    def lines(self, keyword: str, children: list[Node]) -> None:
+        """Add a block of lines (`virtual_ipaddress { ... }`) unless it has none."""
+        if children:
+            self.sub(keyword, children)
 
     def node(self, keyword: str, *args: object) -> Node:
         return Node(keyword, _args(args), tuple(self.items))
@@ -132,8 +139,7 @@ def _global_defs(view: DirectorView) -> Node:
     b = _Block()
     g = view.keepalived.global_defs
     if g is not None:
-        if g.notification_email:
-            b.sub("notification_email", [Node(e) for e in g.notification_email])
+        b.lines("notification_email", [Node(e) for e in g.notification_email])
         b.opt("notification_email_from", g.notification_email_from)
         if g.smtp_server is not None:
             b.add("smtp_server", *g.smtp_server.split())
@@ -174,13 +180,25 @@ def _vip_line(vip: Vip) -> Node:
     return Node(words[0], tuple(words[1:]))
 
 
-def _track_line(name: str, weight: int | None, reverse: bool) -> Node:
+def _track_line(t: TrackInterface | TrackScript) -> Node:
     args: list[str] = []
-    if weight is not None:
-        args += ["weight", str(weight)]
-    if reverse:
+    if t.weight is not None:
+        args += ["weight", str(t.weight)]
+    if t.reverse:
         args.append("reverse")
-    return Node(name, tuple(args))
+    return Node(t.name, tuple(args))
+
+
+def _tracks(b: _Block, interfaces: Sequence[TrackInterface], scripts: Sequence[TrackScript]) -> None:
+    """The `track_interface` and `track_script` blocks of an instance or a sync group."""
+    b.lines("track_interface", [_track_line(t) for t in interfaces])
+    b.lines("track_script", [_track_line(t) for t in scripts])
+
+
+def _notify(b: _Block, x: VrrpInstance | VrrpSyncGroup) -> None:
+    """The notify scripts and `smtp_alert` of an instance or a sync group."""
+    b.fields(x, "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
+    b.tristate("smtp_alert", x.smtp_alert)
 
 
 def own_interface_tracks(inst: VrrpInstance) -> list[str]:
@@ -195,11 +213,7 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
     b.add("virtual_router_id", inst.virtual_router_id)
     b.add("priority", inst.priority)
     b.add("advert_int", inst.advert_int)
-    b.opt("version", inst.version)
-    b.opt("native_ipv6", inst.native_ipv6)
-    b.opt("dont_track_primary", inst.dont_track_primary)
-    b.opt("nopreempt", inst.nopreempt)
-    b.opt("preempt", inst.preempt)
+    b.fields(inst, "version", "native_ipv6", "dont_track_primary", "nopreempt", "preempt")
     b.opt("preempt_delay", inst.preempt_delay, D.VRRP_PREEMPT_DELAY_S)
     b.opt("garp_master_delay", inst.garp_master_delay, D.VRRP_GARP_MASTER_DELAY_S)
     b.opt("garp_master_repeat", inst.garp_master_repeat, D.VRRP_GARP_MASTER_REPEAT)
@@ -213,29 +227,28 @@ def _vrrp_instance(name: str, inst: VrrpInstance) -> Node:
             auth.append(_kv("auth_pass", inst.auth_pass))
         b.sub("authentication", auth)
     b.opt("unicast_src_ip", inst.unicast_source_ip)
-    if inst.unicast_peers:
-        b.sub("unicast_peer", [Node(str(p)) for p in inst.unicast_peers])
+    b.lines("unicast_peer", [Node(str(p)) for p in inst.unicast_peers])
     b.opt("mcast_src_ip", inst.multicast_source_ip)
-    if inst.virtual_ipaddress:
-        b.sub("virtual_ipaddress", [_vip_line(v) for v in inst.virtual_ipaddress])
-    if inst.virtual_ipaddress_excluded:
-        b.sub("virtual_ipaddress_excluded", [_vip_line(v) for v in inst.virtual_ipaddress_excluded])
-    tracks = [t for t in inst.track_interface if t.name != inst.interface]
-    if tracks:
-        b.sub("track_interface", [_track_line(t.name, t.weight, t.reverse) for t in tracks])
-    if inst.track_script:
-        b.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in inst.track_script])
-    for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
-        b.opt(kw, getattr(inst, kw))
-    b.tristate("smtp_alert", inst.smtp_alert)
+    b.lines("virtual_ipaddress", [_vip_line(v) for v in inst.virtual_ipaddress])
+    b.lines("virtual_ipaddress_excluded", [_vip_line(v) for v in inst.virtual_ipaddress_excluded])
+    _tracks(b, [t for t in inst.track_interface if t.name != inst.interface], inst.track_script)
+    _notify(b, inst)
     if inst.use_vmac is not None:
         b.add("use_vmac", *([inst.use_vmac] if inst.use_vmac else []))
     b.opt("vmac_xmit_base", inst.vmac_xmit_base)
-    if inst.virtual_routes:
-        b.sub("virtual_routes", [_line(r) for r in inst.virtual_routes])
-    if inst.virtual_rules:
-        b.sub("virtual_rules", [_line(r) for r in inst.virtual_rules])
+    b.lines("virtual_routes", [_line(r) for r in inst.virtual_routes])
+    b.lines("virtual_rules", [_line(r) for r in inst.virtual_rules])
     return b.node("vrrp_instance", name)
+
+
+def _vrrp_sync_group(name: str, group: VrrpSyncGroup) -> Node:
+    b = _Block()
+    b.sub("group", [Node(i) for i in group.group])
+    _notify(b, group)
+    b.opt("global_tracking", group.global_tracking)
+    b.opt("sync_group_tracking_weight", group.sync_group_tracking_weight)
+    _tracks(b, group.track_interface, group.track_script)
+    return b.node("vrrp_sync_group", name)
 
 
 def _line(text: str) -> Node:
@@ -266,85 +279,63 @@ def _resolved(
 MISC_DYNAMIC_MAX_WEIGHT = 253
 
 
+def check_command(
+    vs: VirtualServer,
+    rs: RealServer,
+    check: GridftpCheck | XrootdCheck,
+    settings: GridlbSettings,
+    gridlb_command: str,
+) -> str:
+    """The `gridlb check gridftp|xrootd` command line keepalived runs for a GridFTP or XRootD check of `rs`.
+
+    With `--misc-dynamic-weight W` (the server's weight) the check exits W+2 when up (weight W),
+    2 when the server is up but refusing (GridFTP 421/422, XRootD kXR_wait: weight 0, drained) and
+    1 when down.
+    """
+    command = CHECK_COMMANDS["xrootd_check" if isinstance(check, XrootdCheck) else "gridftp_check"]
+    weight = rs.weight if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT else None
+    spec = _resolved(vs, rs, check, settings)
+    return shlex.join(command.argv(spec, gridlb_command, vs.ip_address, weight))
+
+
 def gridftp_command(
     vs: VirtualServer, rs: RealServer, check: GridftpCheck, settings: GridlbSettings, gridlb_command: str
 ) -> str:
-    """The `gridlb check gridftp` command line keepalived runs for a GridFTP check of `rs`.
-
-    With `--misc-dynamic-weight W` (the server's weight) the check exits W+2 when up (weight W),
-    2 when the server is up but refusing (421/422: weight 0, drained) and 1 when down.
-    """
-    spec = _resolved(vs, rs, check, settings)
-    argv = [gridlb_command, "check", "gridftp"]
-    if spec.gridftp_level != D.GRIDFTP_CHECK_LEVEL:
-        argv += ["--level", spec.gridftp_level]
-    argv += ["--timeout", fmt(spec.connect_timeout_s)]
-    if spec.gridftp_user != D.GRIDFTP_CHECK_USER:
-        argv += ["--user", spec.gridftp_user]
-    if spec.gridftp_password != D.GRIDFTP_CHECK_PASSWORD:
-        argv += ["--password", spec.gridftp_password]
-    if spec.gridftp_canary_path:
-        argv += ["--canary", spec.gridftp_canary_path]
-    if not spec.gridftp_check_data_address:
-        argv.append("--no-data-address-check")
-    if spec.bindto is not None:
-        argv += ["--bindto", str(spec.bindto)]
-    if spec.bind_port:
-        argv += ["--bind-port", str(spec.bind_port)]
-    if spec.bind_if:
-        argv += ["--bind-if", spec.bind_if]
-    if vs.ip_address is not None:
-        argv += ["--vip", str(vs.ip_address)]
-    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
-        argv += ["--misc-dynamic-weight", str(rs.weight)]
-    argv.append(str(spec.target))
-    return shlex.join(argv)
+    """The `gridlb check gridftp` command line keepalived runs for a GridFTP check of `rs`."""
+    return check_command(vs, rs, check, settings, gridlb_command)
 
 
 def xrootd_command(
     vs: VirtualServer, rs: RealServer, check: XrootdCheck, settings: GridlbSettings, gridlb_command: str
 ) -> str:
-    """The `gridlb check xrootd` command line keepalived runs for an XRootD check of `rs`.
+    """The `gridlb check xrootd` command line keepalived runs for an XRootD check of `rs`."""
+    return check_command(vs, rs, check, settings, gridlb_command)
 
-    Exit statuses as for GridFTP: W+2 up (weight W), 2 refusing (kXR_wait: weight 0), 1 down.
-    """
-    spec = _resolved(vs, rs, check, settings)
-    argv = [gridlb_command, "check", "xrootd"]
-    if spec.xrootd_level != D.XROOTD_CHECK_LEVEL:
-        argv += ["--level", spec.xrootd_level]
-    argv += ["--timeout", fmt(spec.connect_timeout_s)]
-    if spec.xrootd_user != D.XROOTD_CHECK_USER:
-        argv += ["--user", spec.xrootd_user]
-    if spec.xrootd_canary_path:
-        argv += ["--canary", spec.xrootd_canary_path]
-    if not spec.xrootd_check_redirect:
-        argv.append("--no-redirect-check")
-    if spec.bindto is not None:
-        argv += ["--bindto", str(spec.bindto)]
-    if spec.bind_port:
-        argv += ["--bind-port", str(spec.bind_port)]
-    if spec.bind_if:
-        argv += ["--bind-if", spec.bind_if]
-    if vs.ip_address is not None:
-        argv += ["--vip", str(vs.ip_address)]
-    if rs.weight <= MISC_DYNAMIC_MAX_WEIGHT:
-        argv += ["--misc-dynamic-weight", str(rs.weight)]
-    argv.append(str(spec.target))
-    return shlex.join(argv)
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a checker is written: its service and real server, the site's settings, the gridlb program."""
+
+    vs: VirtualServer
+    rs: RealServer
+    settings: GridlbSettings
+    gridlb_command: str
+
+
+#: Where a checker connects to and from (an SMTP_CHECK `host` has them too).
+_CONNECT_KEYS = ("connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "connect_timeout")
 
 
 def _connect(b: _Block, c: TcpCheck | HttpCheck | SmtpCheck | DnsCheck | UdpCheck | PingCheck) -> None:
-    b.opt("connect_ip", c.connect_ip)
-    b.opt("connect_port", c.connect_port)
-    b.opt("bindto", c.bindto)
-    b.opt("bind_port", c.bind_port)
-    b.opt("bind_if", c.bind_if)
-    b.opt("connect_timeout", c.connect_timeout)
+    b.fields(c, *_CONNECT_KEYS)
     _timing(b, c)
 
 
-def _http(c: HttpCheck, keyword: str) -> Node:
-    b = _Block()
+def _tcp(b: _Block, c: TcpCheck | PingCheck, _at: _At) -> None:
+    _connect(b, c)
+
+
+def _http(b: _Block, c: HttpCheck, _at: _At) -> None:
     _connect(b, c)
     b.opt("virtualhost", c.virtualhost)
     b.opt("http_protocol", c.http_protocol)
@@ -358,7 +349,6 @@ def _http(c: HttpCheck, keyword: str) -> Node:
             u.add("status_code", *url.status_code)
         u.opt("virtualhost", url.virtualhost)
         b.sub("url", u.items)
-    return b.node(keyword)
 
 
 def gridlb_only_http(c: HttpCheck, tls: bool) -> list[str]:
@@ -369,89 +359,83 @@ def gridlb_only_http(c: HttpCheck, tls: bool) -> list[str]:
     return out
 
 
-def _other(key: str, c: AnyChecker) -> Node:
-    """A checker gridlb does not run, written back as keepalived reads it."""
-    b = _Block()
-    if isinstance(c, SmtpCheck):
-        _connect(b, c)
-        b.opt("helo_name", c.helo_name)
-        for host in c.host:
-            h = _Block()
-            for kw in (
-                "connect_ip",
-                "connect_port",
-                "bindto",
-                "bind_port",
-                "bind_if",
-                "connect_timeout",
-                "fwmark",
-            ):
-                h.opt(kw, getattr(host, kw))
-            b.sub("host", h.items)
-        return b.node("SMTP_CHECK")
-    if isinstance(c, DnsCheck):
-        _connect(b, c)
-        b.opt("type", c.type)
-        b.opt("name", c.name)
-        return b.node("DNS_CHECK")
-    if isinstance(c, UdpCheck):
-        _connect(b, c)
-        if c.payload is not None:
-            b.add("payload", *c.payload.split())
-        if c.require_reply is True:
-            b.add("require_reply")
-        elif isinstance(c, UdpCheck) and isinstance(c.require_reply, str):
-            b.add("require_reply", *c.require_reply.split())
-        b.opt("min_reply_length", c.min_reply_length)
-        b.opt("max_reply_length", c.max_reply_length)
-        return b.node("UDP_CHECK")
-    if isinstance(c, PingCheck):
-        _connect(b, c)
-        return b.node("PING_CHECK")
-    if isinstance(c, FileCheck):
-        b.add("track_file", c.track_file)
-        if c.weight is not None:
-            b.add("weight", c.weight, "reverse" if c.reverse else None)
-        return b.node("FILE_CHECK")
-    assert isinstance(c, BfdCheck), key
+def _misc(b: _Block, c: MiscCheck, _at: _At) -> None:
+    b.add("misc_path", c.misc_path)
+    b.opt("misc_timeout", c.misc_timeout)
+    b.opt("misc_dynamic", c.misc_dynamic)
+    b.opt("user", c.user)
+    _timing(b, c)
+
+
+def _gridlb_check(b: _Block, c: GridftpCheck | XrootdCheck, at: _At) -> None:
+    """A GridFTP or XRootD check: a MISC_CHECK running `gridlb check`, given time beyond its own timeout."""
+    timeout = _resolved(at.vs, at.rs, c, at.settings).connect_timeout_s
+    b.add("misc_path", check_command(at.vs, at.rs, c, at.settings, at.gridlb_command))
+    b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))
+    b.opt("misc_dynamic", at.rs.weight <= MISC_DYNAMIC_MAX_WEIGHT)
+    _timing(b, c)
+
+
+def _smtp(b: _Block, c: SmtpCheck, _at: _At) -> None:
+    _connect(b, c)
+    b.opt("helo_name", c.helo_name)
+    for host in c.host:
+        h = _Block()
+        h.fields(host, *_CONNECT_KEYS, "fwmark")
+        b.sub("host", h.items)
+
+
+def _dns(b: _Block, c: DnsCheck, _at: _At) -> None:
+    _connect(b, c)
+    b.opt("type", c.type)
+    b.opt("name", c.name)
+
+
+def _udp(b: _Block, c: UdpCheck, _at: _At) -> None:
+    _connect(b, c)
+    if c.payload is not None:
+        b.add("payload", *c.payload.split())
+    if c.require_reply is True:
+        b.add("require_reply")
+    elif isinstance(c.require_reply, str):
+        b.add("require_reply", *c.require_reply.split())
+    b.opt("min_reply_length", c.min_reply_length)
+    b.opt("max_reply_length", c.max_reply_length)
+
+
+def _file(b: _Block, c: FileCheck, _at: _At) -> None:
+    b.add("track_file", c.track_file)
+    if c.weight is not None:
+        b.add("weight", c.weight, "reverse" if c.reverse else None)
+
+
+def _bfd(b: _Block, c: BfdCheck, _at: _At) -> None:
     b.add("name", c.name)
     b.tristate("alpha", c.alpha)
-    return b.node("BFD_CHECK")
 
 
-def _checker(
-    vs: VirtualServer,
-    rs: RealServer,
-    key: str,
-    c: AnyChecker,
-    settings: GridlbSettings,
-    gridlb_command: str,
-) -> Node:
+#: One entry per checker block (site key): the keepalived block it is written as and what goes in it.
+CHECKER_RENDERERS: dict[str, tuple[str, Callable[[_Block, Any, _At], None]]] = {
+    "tcp_check": ("TCP_CHECK", _tcp),
+    "misc_check": ("MISC_CHECK", _misc),
+    "gridftp_check": ("MISC_CHECK", _gridlb_check),
+    "xrootd_check": ("MISC_CHECK", _gridlb_check),
+    "http_get": ("HTTP_GET", _http),
+    "ssl_get": ("SSL_GET", _http),
+    "smtp_check": ("SMTP_CHECK", _smtp),
+    "dns_check": ("DNS_CHECK", _dns),
+    "udp_check": ("UDP_CHECK", _udp),
+    "ping_check": ("PING_CHECK", _tcp),
+    "file_check": ("FILE_CHECK", _file),
+    "bfd_check": ("BFD_CHECK", _bfd),
+}
+
+
+def _checker(key: str, c: AnyChecker, at: _At) -> Node:
+    keyword, fill = CHECKER_RENDERERS[key]
     b = _Block()
-    if isinstance(c, TcpCheck) and not isinstance(c, (HttpCheck, SmtpCheck, DnsCheck, UdpCheck, PingCheck)):
-        _connect(b, c)
-        return b.node("TCP_CHECK")
-    if isinstance(c, HttpCheck):
-        return _http(c, "SSL_GET" if key == "ssl_get" else "HTTP_GET")
-    if not isinstance(c, MiscCheck | GridftpCheck | XrootdCheck):
-        return _other(key, c)
-    if isinstance(c, MiscCheck):
-        b.add("misc_path", c.misc_path)
-        b.opt("misc_timeout", c.misc_timeout)
-        b.opt("misc_dynamic", c.misc_dynamic)
-        b.opt("user", c.user)
-        _timing(b, c)
-        return b.node("MISC_CHECK")
-    if isinstance(c, XrootdCheck):
-        command = xrootd_command(vs, rs, c, settings, gridlb_command)
-    else:
-        command = gridftp_command(vs, rs, c, settings, gridlb_command)
-    timeout = _resolved(vs, rs, c, settings).connect_timeout_s
-    b.add("misc_path", command)
-    b.add("misc_timeout", math.ceil(timeout * GRIDFTP_MISC_TIMEOUT_FACTOR))
-    b.opt("misc_dynamic", rs.weight <= MISC_DYNAMIC_MAX_WEIGHT)
-    _timing(b, c)
-    return b.node("MISC_CHECK")
+    fill(b, c, at)
+    return b.node(keyword)
 
 
 def _inherited(b: _Block, x: VirtualServer | RealServer) -> None:
@@ -476,15 +460,13 @@ def _real_server(vs: VirtualServer, rs: RealServer, settings: GridlbSettings, gr
     b = _Block()
     b.add("weight", rs.weight)
     b.opt("lvs_method", rs.lb_kind)
-    b.opt("uthreshold", rs.uthreshold)
-    b.opt("lthreshold", rs.lthreshold)
-    b.opt("notify_up", rs.notify_up)
-    b.opt("notify_down", rs.notify_down)
+    b.fields(rs, "uthreshold", "lthreshold", "notify_up", "notify_down")
     b.tristate("smtp_alert", rs.smtp_alert)
     b.opt("virtualhost", rs.virtualhost)
     _inherited(b, rs)
+    at = _At(vs, rs, settings, gridlb_command)
     for key, c in rs.checker_blocks or vs.checker_blocks:
-        b.items.append(_checker(vs, rs, key, c, settings, gridlb_command))
+        b.items.append(_checker(key, c, at))
     if vs.fwmark is not None:
         return b.node("real_server", rs.ip_address)
     return b.node("real_server", rs.ip_address, rs.port if rs.port is not None else vs.port)
@@ -501,19 +483,14 @@ def _virtual_server(vs: VirtualServer, settings: GridlbSettings, gridlb_command:
         b.add(flag)
     b.opt("ops", vs.ops)
     _inherited(b, vs)
-    b.opt("persistence_timeout", vs.persistence_timeout)
-    b.opt("persistence_granularity", vs.persistence_granularity)
+    b.fields(vs, "persistence_timeout", "persistence_granularity")
     b.opt("quorum", vs.quorum, D.VS_QUORUM)
     b.opt("hysteresis", vs.hysteresis, D.VS_HYSTERESIS)
-    b.opt("quorum_up", vs.quorum_up)
-    b.opt("quorum_down", vs.quorum_down)
+    b.fields(vs, "quorum_up", "quorum_down")
     if vs.sorry_server is not None:
         s = vs.sorry_server
         b.add("sorry_server", s.ip_address, s.port)
-    b.opt("sorry_server_inhibit", vs.sorry_server_inhibit)
-    b.opt("omega", vs.omega)
-    b.opt("ha_suspend", vs.ha_suspend)
-    b.opt("virtualhost", vs.virtualhost)
+    b.fields(vs, "sorry_server_inhibit", "omega", "ha_suspend", "virtualhost")
     b.tristate("smtp_alert", vs.smtp_alert)
     for rs in unique_real_servers(vs):
         b.items.append(_real_server(vs, rs, settings, gridlb_command))
@@ -542,8 +519,7 @@ def _extras_before(x: KeepalivedExtras) -> Iterator[Node]:
         b = _Block()
         b.add("neighbor_ip", bfd.neighbor_ip)
         b.opt("source_ip", bfd.source_ip)
-        for kw in ("min_rx", "min_tx", "idle_tx", "multiplier", "ttl", "max_hops"):
-            b.opt(kw, getattr(bfd, kw))
+        b.fields(bfd, "min_rx", "min_tx", "idle_tx", "multiplier", "ttl", "max_hops")
         b.opt("passive", bfd.passive)
         yield b.node("bfd_instance", name)
 
@@ -586,22 +562,8 @@ def build(
         ]
         out.append((notes, _vrrp_instance(name, inst)))
     for name, group in view.keepalived.vrrp_sync_groups.items():
-        g = _Block()
-        g.sub("group", [Node(i) for i in group.group])
-        for kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
-            g.opt(kw, getattr(group, kw))
-        g.tristate("smtp_alert", group.smtp_alert)
-        g.opt("global_tracking", group.global_tracking)
-        g.opt("sync_group_tracking_weight", group.sync_group_tracking_weight)
-        if group.track_interface:
-            g.sub(
-                "track_interface", [_track_line(t.name, t.weight, t.reverse) for t in group.track_interface]
-            )
-        if group.track_script:
-            g.sub("track_script", [_track_line(t.name, t.weight, t.reverse) for t in group.track_script])
-        out.append(
-            (["gridlb does not synchronise sync groups; keepalived does"], g.node("vrrp_sync_group", name))
-        )
+        notes = ["gridlb does not synchronise sync groups; keepalived does"]
+        out.append((notes, _vrrp_sync_group(name, group)))
     for name, vs in view.virtual_servers.items():
         notes = [f"virtual server {name}"]
         dropped = len(vs.real_servers) - len(unique_real_servers(vs))
