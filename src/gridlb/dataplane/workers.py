@@ -51,7 +51,7 @@ from gridlb.table import AddService, ConnEntry, DelService, IpvsTable, Op, RealK
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: The most workers a site may ask for (a thread and a listening socket per service each).
+#: The most workers a site may ask for (a process and a listening socket per service each).
 MAX_WORKERS = PROXY_WORKERS_MAX
 
 
