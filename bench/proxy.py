@@ -3,18 +3,18 @@
 Placement (as in research/perf-anchors.md): the proxy under test runs alone on CPU 1; the
 backends and the load generator run on CPU 0. Every system balances least-connection over 3
 banner backends ("220 ..." then close, like an FTP greeting) and 3 bulk senders (the client sends
-`<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time is read from
-/proc/PID/stat before and after each load run, so "µs per connection" and "CPU-s per GB" do not
-depend on the load side's ceiling. haproxy runs from a config in a temp dir, started and killed by
-PID. All traffic is on 127.0.0.1. Rounds interleave the systems (each round runs every system
+`<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time (with its worker
+processes) is read from /proc/PID/stat before and after each load run, so "µs per connection"
+and "CPU-s per GB" do not depend on the load side's ceiling. haproxy runs from a config in a
+temp dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems (each round runs every system
 once); every figure is the median over the rounds, shown with its spread (min–max), and every
 ratio to haproxy is taken within a round (same minute, same foreign load) before its median.
 
     python bench/proxy.py            # full run: 3 rounds, then 100,000 connections through gridlb
     python bench/proxy.py --quick    # 3 shorter rounds, about a minute
 
-The row `gridlb-2w` is the proxy with 2 relay workers (`gridlb.proxy.workers: 2`, worker i on CPU i,
-so one shares CPU 0 with the load), judged by CPU µs per short connection against the 1-worker row
+The row `gridlb-2w` is the proxy with 2 worker processes (`gridlb.proxy.workers: 2`, worker i on
+CPU i, so one shares CPU 0 with the load), judged by CPU µs per short connection against the 1-worker row
 of the same round (the load shares the CPUs, so the total rate is not the figure).
 
 Internal roles (the bench runs itself in subprocesses): --role backends|proxy|loadgen.
