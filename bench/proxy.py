@@ -6,9 +6,10 @@ banner backends ("220 ..." then close, like an FTP greeting) and 3 bulk senders 
 `<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time (with its worker
 processes) is read from /proc/PID/stat before and after each load run, so "µs per connection"
 and "CPU-s per GB" do not depend on the load side's ceiling. haproxy runs from a config in a
-temp dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems (each round runs every system
-once); every figure is the median over the rounds, shown with its spread (min–max), and every
-ratio to haproxy is taken within a round (same minute, same foreign load) before its median.
+temp dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems
+(each round runs every system once); every figure is the median over the rounds, shown with its
+spread (min–max), and every ratio to haproxy is taken within a round (same minute, same foreign
+load) before its median.
 
     python bench/proxy.py            # full run: 3 rounds, then 100,000 connections through gridlb
     python bench/proxy.py --quick    # 3 shorter rounds, about a minute
