@@ -7,6 +7,7 @@ DEB_PKGS := keepalived ipvsadm nftables arptables iproute2 procps psmisc netbase
             globus-gridftp-server-progs globus-gass-copy-progs haproxy xrootd-server xrootd-client curl wget \
             nginx-light libnginx-mod-http-dav-ext libnginx-mod-http-echo \
             chromium systemd \
+            netsniff-ng \
             qemu-system-x86 linux-image-amd64 busybox-static cpio kmod bird2
 # The tests that need kernel IPVS, run inside one VM boot by tests/vm/run.sh (`make test-ipvs`).
 IPVS_TESTS ?= tests/dataplane/test_ipvs.py tests/e2e/test_ipvs_director.py tests/e2e/test_ipvs_dr.py

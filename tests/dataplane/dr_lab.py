@@ -1,8 +1,9 @@
 """A direct-routing topology for the `dr` dataplane's tests and benchmark, built by the lab.
 
-Client, one director (dir1) and N real servers on one bridge. Each real server has the VIPs on `lo`
-(IPv4 /32, IPv6 /128) with ARP suppressed by sysctl (arp_ignore=1, arp_announce=2; Linux answers
-neighbour solicitations only for addresses of the receiving interface, so IPv6 needs nothing);
+Client, one director (dir1) and N real servers on one bridge. Each real server is set up by
+`gridlb realserver apply --method sysctl`, as `gridlb lab` does: the VIPs on `lo` (IPv4 /32, IPv6
+/128), ARP suppressed by arp_ignore=1 and arp_announce=2 (Linux answers neighbour solicitations only
+for addresses of the receiving interface, so IPv6 needs nothing);
 the director holds the VIPs on `eth0` and runs `gridlb director run --no-vrrp` with the dr dataplane.
 `NameServer` answers each TCP connection with the real server's name and keeps it open until the
 client closes, so established connections stay established while a test counts them.
@@ -89,20 +90,31 @@ class DrLab:
         return str(self.lab.vip6)
 
     def _setup(self) -> None:
+        """Set every real server up with the product's `gridlb realserver apply`, as `gridlb lab` does."""
         lab = self.lab
+        site = self.workdir / "realserver.yaml"
+        out = ["keepalived::virtual_servers:"]
+        for fam, vip in ((4, lab.vip4), (6, lab.vip6)):
+            out += [f"  rs{fam}:", f"    ip_address: '{vip}'", "    port: 2811", "    lb_kind: DR"]
+            out.append("    real_servers:")
+            for rs in self.realservers:
+                node = lab.node(rs)
+                out += [f"      - ip_address: '{node.ipv4 if fam == 4 else node.ipv6}'", "        port: 2811"]
+        site.write_text("\n".join(out) + "\n")
         for rs in self.realservers:
-            ns = lab.node(rs).ns
-            lab.exec(rs, ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "lo"])
-            lab.exec(rs, ["ip", "addr", "add", f"{lab.vip6}/128", "dev", "lo"])
-            lab.sysctl(
-                ns,
-                {
-                    "net.ipv4.conf.all.arp_ignore": "1",
-                    "net.ipv4.conf.all.arp_announce": "2",
-                    "net.ipv4.conf.eth0.arp_ignore": "1",
-                    "net.ipv4.conf.eth0.arp_announce": "2",
-                },
+            node = lab.node(rs)
+            argv = [sys.executable, "-m", "gridlb", "realserver", "apply", str(site), "--method", "sysctl"]
+            argv += [f"--address={node.ipv4}", f"--address={node.ipv6}"]
+            proc = subprocess.run(
+                lab.argv_in(rs, argv),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=gridlb_env(),
+                check=False,
             )
+            if proc.returncode != 0:
+                raise RuntimeError(f"{rs}: gridlb realserver apply: {proc.stderr.strip()}")
         if not self.static_vip:
             return
         lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "eth0"])

@@ -19,7 +19,29 @@ def test_a_fresh_start_replaces_any_old_table_and_builds_everything() -> None:
     assert "add element netdev gridlb_dr svc6 { fd00::100 . 2811 }" in lines
     assert any('ether daddr set 02:00:00:00:00:0b fwd to "eth0"' in x for x in lines)
     assert any('hook ingress device "eth0"' in x for x in lines)
-    assert any("meta pkttype host ip daddr . tcp dport @svc4 jump v4" in x for x in lines)
+    # an established packet takes one map lookup; a service's other frames are dropped
+    ingress = [x for x in lines if x.startswith("add rule netdev gridlb_dr in_eth0 ")]
+    assert ingress == [
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host"
+        " ip saddr . tcp sport . ip daddr . tcp dport vmap @flows4",
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host ip daddr . tcp dport @svc4 drop",
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host"
+        " ip6 saddr . tcp sport . ip6 daddr . tcp dport vmap @flows6",
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host ip6 daddr . tcp dport @svc6 drop",
+    ]
+    # the flow maps count each element's packets (the lookup does): no per-packet set update
+    assert (
+        "add map netdev gridlb_dr flows4 { type ipv4_addr . inet_service . ipv4_addr . inet_service :"
+        " verdict; counter; }" in lines
+    )
+    assert not any("est4" in x or "est6" in x for x in lines)
+    # a destination chain: a FIN or RST noted, then count, rewrite and forward in one rule
+    d1 = [x for x in lines if x.startswith("add rule netdev gridlb_dr d1 ")]
+    assert len(d1) == 2
+    assert "tcp flags & (fin | rst) != 0 update @fin4" in d1[0]
+    assert d1[-1].endswith(
+        'counter name "d1" ether saddr set 02:00:00:00:00:02 ether daddr set 02:00:00:00:00:0b fwd to "eth0"'
+    )
 
 
 def test_no_change_is_an_empty_script_and_a_role_change_only_touches_ingress() -> None:
@@ -27,7 +49,7 @@ def test_no_change_is_an_empty_script_and_a_role_change_only_touches_ingress() -
     assert transaction(a, a) == ""
     b = Ruleset(("eth0",), False, SVCS, (D1,))
     assert transaction(a, b).splitlines() == ["flush chain netdev gridlb_dr in_eth0"]
-    assert "jump v4" in transaction(b, a)
+    assert "vmap @flows4" in transaction(b, a)
 
 
 def test_flows_are_added_after_new_chains_and_removed_chains_go_last() -> None:

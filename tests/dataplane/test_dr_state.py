@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 from gridlb.dataplane.dr_rules import FlowKey
-from gridlb.dataplane.dr_state import SYN_TIMEOUT_S, DrState, Link, TcpState
+from gridlb.dataplane.dr_state import SYN_TIMEOUT_S, Activity, DrState, Link, TcpState
 from gridlb.table import AddDest, AddService, DelDest, DestSpec, EditDest, RealKey, ServiceKey, ServiceSpec
 
 SVC = ServiceKey.tcp("10.0.0.100", 2811)
@@ -143,3 +143,31 @@ def test_the_master_sends_established_and_closing_flows_on_change_and_refresh() 
     s.observe({flow(1): 900.0}, {flow(1): 120.0}, now=2.0)
     assert [r.state for r in s.to_sync(2.0, 60.0)] == [TcpState.FIN_WAIT]
     assert [r.key for r in s.to_sync(62.5, 60.0)] == [flow(1)]
+
+
+def test_activity_sees_a_flow_while_its_packet_count_moves_within_the_tcp_timeout() -> None:
+    a, b, c = flow(1000), flow(1001), flow(1002)
+    act = Activity()
+    # first poll: a count above 0 means packets passed; 0 (only the scheduled SYN so far) does not
+    assert act.update({a: 3, b: 0}, now=0.0, timeout_s=900) == {a: 900.0}
+    # b's first packet after its SYN; a idle: its time runs down from when it last moved
+    assert act.update({a: 3, b: 1}, now=10.0, timeout_s=900) == {a: 890.0, b: 900.0}
+    # the element was added again (a rebuild): its count reset, which is a change too
+    assert act.update({a: 0, b: 1, c: 0}, now=20.0, timeout_s=900) == {a: 900.0, b: 890.0}
+    # the TCP timeout runs out for b; a flow gone from the map is forgotten
+    assert act.update({a: 5, b: 1}, now=910.0, timeout_s=900) == {a: 900.0}
+    assert act.update({b: 1}, now=911.0, timeout_s=900) == {}
+    assert act.update({a: 5}, now=912.0, timeout_s=900) == {a: 900.0}  # back: counted as new
+
+
+def test_activity_feeds_observe_as_the_state_set_did() -> None:
+    s = state()
+    act = Activity()
+    rec = s.schedule(flow(1000), 0.0)
+    assert rec is not None and rec.state is TcpState.SYN_RECV
+    s.observe(act.update({flow(1000): 0}, 0.5, s.timeouts.tcp), {}, 0.5)
+    assert rec.state is TcpState.SYN_RECV
+    s.observe(act.update({flow(1000): 2}, 1.0, s.timeouts.tcp), {}, 1.0)
+    assert rec.state is TcpState.ESTABLISHED and sum(v[0] for v in counts(s).values()) == 1
+    later = 1.0 + s.timeouts.tcp + 1
+    assert s.observe(act.update({flow(1000): 2}, later, s.timeouts.tcp), {}, later) == [flow(1000)]

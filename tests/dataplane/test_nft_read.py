@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gridlb.dataplane.dr_rules import FlowKey, decode_key
-from gridlb.dataplane.nft_read import NftReadError, messages, parse_counter, parse_setelems, request
+from gridlb.dataplane.nft_read import (
+    NftReadError,
+    messages,
+    parse_counter,
+    parse_element_packets,
+    parse_setelems,
+    request,
+)
 from tests.support import lab, need_root, need_tool
 
 
@@ -29,6 +36,22 @@ def test_a_set_element_message_gives_keys_and_expiry() -> None:
     got = list(parse_setelems(payload))
     assert got == [(key, 1500)]
     assert decode_key(key) == FlowKey(ip_address("10.0.0.50"), 40000, ip_address("10.0.0.100"), 2811)
+
+
+def test_a_map_element_with_a_counter_gives_its_packets() -> None:
+    key = bytes([10, 0, 0, 50]) + b"\x9c\x40\0\0" + bytes([10, 0, 0, 100]) + b"\x0a\xfb\0\0"
+    counter = attr(1, b"counter\0") + attr(
+        2, attr(1, struct.pack(">Q", 4000)) + attr(2, struct.pack(">Q", 77))
+    )
+    one = attr(1, attr(1, key)) + attr(7, counter)  # NFTA_SET_ELEM_EXPR
+    listed = attr(1, attr(1, key)) + attr(11, attr(1, counter))  # NFTA_SET_ELEM_EXPRESSIONS
+    bare = attr(1, attr(1, key))
+    for elem, want in ((one, [(key, 77)]), (listed, [(key, 77)]), (bare, [])):
+        payload = attr(1, b"gridlb_dr\0") + attr(3, attr(1, elem))
+        assert list(parse_element_packets(payload)) == want
+        assert list(parse_setelems(payload)) == [(key, 0)]
+    quota = attr(1, b"quota\0") + attr(2, attr(2, struct.pack(">Q", 5)))
+    assert list(parse_element_packets(attr(3, attr(1, attr(1, attr(1, key)) + attr(7, quota))))) == []
 
 
 def test_a_counter_object_message() -> None:
@@ -49,8 +72,10 @@ def test_garbage_raises_only_nftreaderror(data: bytes) -> None:
     try:
         for _, _, payload in messages(data):
             list(parse_setelems(payload))
+            list(parse_element_packets(payload))
             parse_counter(payload)
         list(parse_setelems(data))
+        list(parse_element_packets(data))
         parse_counter(data)
         decode_key(data)
     except NftReadError:
@@ -79,6 +104,10 @@ rules = '''table netdev gridlb_dr {
   counter d1 { packets 5 bytes 300 }
   set est4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; flags dynamic, timeout; }
   set est6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; flags dynamic, timeout; }
+  chain d1 { }
+  map flows4 { type ipv4_addr . inet_service . ipv4_addr . inet_service : verdict; counter;
+    elements = { 10.0.0.50 . 40000 . 10.0.0.100 . 2811 counter packets 7 bytes 420 : goto d1,
+                 10.0.0.51 . 40001 . 10.0.0.100 . 2811 : goto d1 } }
 }
 '''
 subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
@@ -94,7 +123,8 @@ for k in keys4:
     want4.add(FlowKey(ip_address(c), int(cp), ip_address(v), int(vp)))
 got6 = r.set_elements("est6")
 print(json.dumps({"v4": got4 == want4, "n4": len(got4), "v6": [str(decode_key(k)) for k, _ in got6],
-                  "ms6": [ms for _, ms in got6], "counters": r.counters()}))
+                  "ms6": [ms for _, ms in got6], "counters": r.counters(),
+                  "flows": sorted([str(decode_key(k)), n] for k, n in r.element_packets("flows4"))}))
 """
         env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..", "src"))
         out = subprocess.run(
@@ -106,3 +136,6 @@ print(json.dumps({"v4": got4 == want4, "n4": len(got4), "v6": [str(decode_key(k)
         assert got["v6"] == [str(FlowKey(ip_address("fd00::50"), 40000, ip_address("fd00::100"), 2811))]
         assert 55_000 < got["ms6"][0] <= 60_000
         assert got["counters"] == {"d1": [5, 300]}
+        key = FlowKey(ip_address("10.0.0.50"), 40000, ip_address("10.0.0.100"), 2811)
+        other = FlowKey(ip_address("10.0.0.51"), 40001, ip_address("10.0.0.100"), 2811)
+        assert got["flows"] == sorted([[str(key), 7], [str(other), 0]])

@@ -7,10 +7,11 @@ flow goes into the kernel map in one nft transaction, and Python sends that firs
 Replies go from the real servers straight to the clients; they never pass the director.
 
 A poll (every `POLL_S`) reads the table back over nfnetlink (nft_read: a libnftables listing fetches
-the whole ruleset, far too slow with many flows): per-destination counters and the TCP state sets, moves
-flows along (active/inactive counts as the kernel keeps them), expires them, and refreshes the real
-servers' MACs from the kernel neighbour table (pyroute2), probing a missing one. Forwarding follows
-the VRRP role: a BACKUP keeps its flows and ruleset but its ingress chains are empty.
+the whole ruleset, far too slow with many flows): per-destination counters, each flow's packet count
+(its map element's counter) and the FIN sets. It moves flows along (active/inactive counts as the
+kernel keeps them), expires them, and refreshes the real servers' MACs from the kernel neighbour
+table (pyroute2), probing a missing one. Forwarding follows the VRRP role: a BACKUP keeps its flows
+and ruleset but its ingress chains are empty.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from gridlb.dataplane.base import Capabilities, DataplaneCounters, DataplaneHooks, OpResult, Role
 from gridlb.dataplane.dr_frames import filter_bytes, mac_bytes, parse_syn, readdress
 from gridlb.dataplane.dr_rules import TABLE, FlowKey, Ruleset, decode_key, teardown, transaction
-from gridlb.dataplane.dr_state import DrState, FlowRec, Link, TcpState
+from gridlb.dataplane.dr_state import Activity, DrState, FlowRec, Link, TcpState
 from gridlb.dataplane.nft import Nft, NftError, find_library
 from gridlb.dataplane.nft_read import NftReader, NftReadError
 from gridlb.sched import scheduler_names
@@ -179,13 +180,14 @@ class DrDataplane:
         self.sync_counts: Counter[str] = Counter()
         self._nft = nft or Nft()
         self._reader = NftReader(TABLE)
+        self._activity = Activity()
         self._resolver = resolver or NeighbourResolver()
         self._clock = clock
         self._poll_s = poll_s
         self._applied: Ruleset | None = None
         self._pending_del: list[FlowKey] = []
         self._failures = 0
-        self._hold_until = 0.0  # no expiry before this (the state sets were just rebuilt)
+        self._hold_until = 0.0  # no expiry before this (the flow counters and FIN sets were just rebuilt)
         self.errors: Counter[str] = Counter()
         self.link_errors: dict[IPAddress, str] = {}
         self._sockets: dict[str, socket.socket] = {}
@@ -425,22 +427,28 @@ class DrDataplane:
                 log.exception("dr: poll failed")
 
     def _poll_once(self) -> None:
-        """Read counters and state sets back; expire flows; delete them from the map."""
+        """Read counters, flow packet counts and FIN sets back; expire flows; delete them from the map."""
         now = self._clock()
-        est: dict[FlowKey, float] = {}
+        packets: dict[FlowKey, int] = {}
         fin: dict[FlowKey, float] = {}
         try:
             counters = self._reader.counters()
-            for name, into in (("est4", est), ("est6", est), ("fin4", fin), ("fin6", fin)):
+            for name in ("flows4", "flows6"):
+                for raw, count in self._reader.element_packets(name):
+                    key = decode_key(raw)
+                    if key is not None:
+                        packets[key] = count
+            for name in ("fin4", "fin6"):
                 for raw, expires_ms in self._reader.set_elements(name):
                     key = decode_key(raw)
                     if key is not None:
-                        into[key] = expires_ms / 1000
+                        fin[key] = expires_ms / 1000
         except (NftReadError, OSError) as exc:
             self.errors["nft_read"] += 1
             log.error("dr: cannot read table %s: %s", TABLE, exc)
             return
         self.state.counters = counters
+        est = self._activity.update(packets, now, self.state.timeouts.tcp)
         if now >= self._hold_until:
             expired = self.state.observe(est, fin, now)
             if expired:

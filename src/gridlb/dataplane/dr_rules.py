@@ -3,15 +3,18 @@
 Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
 
 * an ingress base chain per device facing real servers; while the director forwards (MASTER or
-  STANDALONE) it sends frames addressed to this host for a service (`svc4`/`svc6`: VIP . port) to
-  `v4`/`v6`, else it is empty (a BACKUP keeps its flows but forwards nothing);
-* `v4`/`v6` look the flow (client . port . VIP . port) up in the verdict map `flows4`/`flows6`
-  and jump to the destination's chain; anything else is dropped, so the director's own TCP stack
-  never answers for a VIP (a new connection's SYN was already read by the director off a packet
-  socket, which sees frames before the ingress hook, and is forwarded by it once scheduled);
-* one chain and one named counter per destination: count, note the TCP state in the dynamic sets
-  `est4/6` (a packet without SYN/FIN/RST, timeout = the TCP timeout, refreshed per packet) and
-  `fin4/6` (FIN or RST, timeout = the FIN timeout), rewrite the MACs, `fwd` out of the device.
+  STANDALONE) it looks every frame addressed to this host up in the verdict map `flows4`/`flows6`
+  (client . port . VIP . port), which jumps to the flow's destination chain. Each element has a
+  counter that the lookup itself bumps: the director reads it to see which flows carry packets
+  (ESTABLISHED, as the kernel's TCP timeout counts), so a packet of an established connection costs
+  one map lookup and no set update. A frame for a service (`svc4`/`svc6`: VIP . port) that is not
+  in the map is dropped, so the director's own TCP stack never answers for a VIP (a new connection's
+  SYN was already read by the director off a packet socket, which sees frames before the ingress
+  hook, and is forwarded by it once scheduled). Without forwarding (BACKUP) the chain is empty:
+  the flows are kept but nothing is forwarded;
+* one chain and one named counter per destination: a FIN or RST notes the flow in the dynamic set
+  `fin4/6` (timeout = the FIN timeout); then count, rewrite the MACs and `fwd` out of the device in
+  one rule.
 
 `transaction(old, new)` returns one script that the kernel applies atomically; flow elements are
 added and deleted in the same script when given.
@@ -27,7 +30,7 @@ from gridlb.table import IPAddress, Timeouts
 
 TABLE = "gridlb_dr"
 FAMILY = "netdev"
-#: Size of the dynamic state sets (per family): the most connections the data path tracks.
+#: Size of the dynamic FIN set (per family): the most closing connections the data path tracks.
 MAX_FLOWS = 1 << 20
 
 
@@ -74,7 +77,7 @@ class DestRule:
 
 @dataclass(frozen=True, slots=True)
 class Ruleset:
-    """Everything the table holds except flows and the dynamic state sets' contents."""
+    """Everything the table holds except flows and the FIN sets' contents."""
 
     devices: tuple[str, ...] = ()
     forwarding: bool = False
@@ -109,21 +112,17 @@ def _quote(name: str) -> str:
 
 
 def _skeleton(timeouts: Timeouts) -> list[str]:
-    """The table, its maps and sets, and the two per-family chains."""
+    """The table, its maps and sets."""
     out = [f"add table {FAMILY} {TABLE}"]
     for af in (4, 6):
         addr = "ipv4_addr" if af == 4 else "ipv6_addr"
         t = f"{FAMILY} {TABLE}"
         out.append(f"add set {t} svc{af} {{ type {addr} . inet_service; }}")
-        out.append(f"add map {t} flows{af} {{ type {_key_type(af)} : verdict; }}")
-        for name, timeout_s in (("est", timeouts.tcp), ("fin", timeouts.tcpfin)):
-            out.append(
-                f"add set {t} {name}{af} {{ type {_key_type(af)}; flags dynamic, timeout; "
-                f"timeout {timeout_s}s; size {MAX_FLOWS}; }}"
-            )
-        out.append(f"add chain {t} v{af}")
-        out.append(f"add rule {t} v{af} {_key_expr(af)} vmap @flows{af}")
-        out.append(f"add rule {t} v{af} drop")
+        out.append(f"add map {t} flows{af} {{ type {_key_type(af)} : verdict; counter; }}")
+        out.append(
+            f"add set {t} fin{af} {{ type {_key_type(af)}; flags dynamic, timeout; "
+            f"timeout {timeouts.tcpfin}s; size {MAX_FLOWS}; }}"
+        )
     return out
 
 
@@ -131,13 +130,10 @@ def _dest_rules(d: DestRule, timeouts: Timeouts) -> list[str]:
     t = f"{FAMILY} {TABLE}"
     key = _key_expr(d.af)
     fin = f"update @fin{d.af} {{ {key} timeout {timeouts.tcpfin}s }}"
-    est = f"update @est{d.af} {{ {key} timeout {timeouts.tcp}s }}"
     return [
-        f'add rule {t} {d.chain} counter name "{d.chain}"',
         f"add rule {t} {d.chain} tcp flags & (fin | rst) != 0 {fin}",
-        f"add rule {t} {d.chain} tcp flags & (syn | fin | rst) == 0 {est}",
-        f"add rule {t} {d.chain} ether saddr set {d.director_mac} ether daddr set {d.real_mac} "
-        f"fwd to {_quote(d.device)}",
+        f'add rule {t} {d.chain} counter name "{d.chain}" ether saddr set {d.director_mac} '
+        f"ether daddr set {d.real_mac} fwd to {_quote(d.device)}",
     ]
 
 
@@ -146,10 +142,12 @@ def _ingress_rules(device: str, forwarding: bool) -> list[str]:
         return []
     t = f"{FAMILY} {TABLE}"
     chain = ingress_chain(device)
-    return [
-        f"add rule {t} {chain} meta pkttype host ip daddr . tcp dport @svc4 jump v4",
-        f"add rule {t} {chain} meta pkttype host ip6 daddr . tcp dport @svc6 jump v6",
-    ]
+    out = []
+    for af in (4, 6):
+        ip = _ip(af)
+        out.append(f"add rule {t} {chain} meta pkttype host {_key_expr(af)} vmap @flows{af}")
+        out.append(f"add rule {t} {chain} meta pkttype host {ip} daddr . tcp dport @svc{af} drop")
+    return out
 
 
 def _services(services: Iterable[tuple[IPAddress, int]]) -> list[str]:

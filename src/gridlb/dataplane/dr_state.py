@@ -5,11 +5,13 @@ destinations, schedulers, thresholds and the deleted-but-referenced trash are `P
 kernel rules); this adds what direct routing needs:
 
 * a flow is bound when its SYN is scheduled. The kernel counts a new connection active and its SYN
-  at once moves it to SYN_RECV, which is inactive: so does this. The data path notes later packets in
-  two dynamic sets (see dr_rules): a flow found in `fin` is FIN_WAIT (inactive), else in `est` it is
-  ESTABLISHED (active); a SYN_RECV flow seen in neither for `SYN_TIMEOUT_S`, an ESTABLISHED one gone
-  from `est` (the TCP timeout ran out without a packet) and a FIN_WAIT one gone from `fin` expire;
-  the states are the kernel's input-only (DR) ones, observed at every poll rather than per packet;
+  at once moves it to SYN_RECV, which is inactive: so does this. The data path counts each flow's
+  packets in its map element and notes a FIN or RST in the dynamic set `fin` (see dr_rules);
+  `Activity` turns the counts into "seen within the TCP timeout". A flow in `fin` is FIN_WAIT
+  (inactive), else one seen is ESTABLISHED (active); a SYN_RECV flow seen in neither for
+  `SYN_TIMEOUT_S`, an ESTABLISHED one not seen for the TCP timeout and a FIN_WAIT one gone from
+  `fin` expire; the states are the kernel's input-only (DR) ones, observed at every poll rather
+  than per packet (a retransmitted SYN that passes the map counts as seen);
 * a flow keeps its destination's chain until it expires, whatever happens to the destination (edit,
   weight 0, delete): a deleted destination stays in the trash, chain included, while flows use it;
 * a destination is scheduled only once its MAC is known (`set_link`); until then it is held out like
@@ -73,6 +75,33 @@ class FlowRec:
     expires: float
     held_until: float = 0.0  # learned from the peer director: kept until then without own packets
     synced: tuple[TcpState, float] | None = None  # (state, when) last sent to the peer
+
+
+class Activity:
+    """Which flows carried packets within the TCP timeout, from their map elements' packet counts."""
+
+    def __init__(self) -> None:
+        self._seen: dict[FlowKey, tuple[int, float | None]] = {}  # key -> (count, when it last moved)
+
+    def update(self, counts: Mapping[FlowKey, int], now: float, timeout_s: float) -> dict[FlowKey, float]:
+        """Take this poll's counts; return key -> seconds left for every flow seen within `timeout_s`.
+
+        A count that differs from the last poll's (more packets, or a reset when the element was
+        added again) means packets passed since; the first count of a flow means that when above 0.
+        """
+        seen: dict[FlowKey, tuple[int, float | None]] = {}
+        out: dict[FlowKey, float] = {}
+        for key, count in counts.items():
+            prev = self._seen.get(key)
+            if prev is None:
+                moved: float | None = now if count > 0 else None
+            else:
+                moved = now if count != prev[0] else prev[1]
+            seen[key] = (count, moved)
+            if moved is not None and now - moved < timeout_s:
+                out[key] = timeout_s - (now - moved)
+        self._seen = seen
+        return out
 
 
 class DrState:
@@ -358,4 +387,4 @@ class DrState:
         self.table.expire(now)
 
 
-__all__ = ["SYN_TIMEOUT_S", "DrState", "FlowRec", "Link", "TcpState"]
+__all__ = ["SYN_TIMEOUT_S", "Activity", "DrState", "FlowRec", "Link", "TcpState"]

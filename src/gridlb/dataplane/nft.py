@@ -81,7 +81,7 @@ class Nft:
         return out
 
     def list_json(self, what: str, *, terse: bool = False) -> list[dict[str, Any]]:
-        """Return the objects of `list WHAT` (e.g. `set netdev gridlb_dr est4`) as nft's JSON items."""
+        """Return the objects of `list WHAT` (e.g. `set netdev gridlb_dr fin4`) as nft's JSON items."""
         text = self.run(f"list {what}", json_output=True, terse=terse)
         data = json.loads(text) if text.strip() else {"nftables": []}
         items: list[dict[str, Any]] = data.get("nftables", [])

@@ -2,7 +2,8 @@
 
 A libnftables listing fetches the whole ruleset cache, set elements included: with 5,000 flows in
 the `dr` table any listing took 0.2–0.5 s, too much to do twice a second. These dumps
-(NFT_MSG_GETSETELEM, NFT_MSG_GETOBJ) cost the kernel's walk of one set only. The parsing is pure
+(NFT_MSG_GETSETELEM, NFT_MSG_GETOBJ) cost the kernel's walk of one set only; a set element dump also
+carries each element's counter when the set has them. The parsing is pure
 (`parse_*`); `NftReader` owns the netlink socket. pyroute2's nftables module returns only the
 first message of a dump, so it does not fit here.
 """
@@ -73,14 +74,28 @@ def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         pos += (length + 3) & ~3
 
 
-def parse_setelems(payload: bytes) -> Iterator[tuple[bytes, int]]:
-    """Yield (key bytes, milliseconds until expiry; 0 = none) of one NEWSETELEM message."""
+def _counter_packets(expr: bytes) -> int | None:
+    """Return the packets of one nested expression if it is a counter (NFTA_EXPR_NAME "counter")."""
+    name, packets = b"", 0
+    for kind, value in _attrs(expr):
+        if kind == 1:  # NFTA_EXPR_NAME
+            name = value.rstrip(b"\0")
+        elif kind == 2:  # NFTA_EXPR_DATA
+            for ckind, cvalue in _attrs(value):
+                if ckind == 2 and len(cvalue) == 8:  # NFTA_COUNTER_PACKETS
+                    (packets,) = struct.unpack(">Q", cvalue)
+    return packets if name == b"counter" else None
+
+
+def _elements(payload: bytes) -> Iterator[tuple[bytes, int, int | None]]:
+    """Yield (key, ms until expiry or 0, the element's counter packets or None) of one NEWSETELEM."""
     for kind, value in _attrs(payload):
         if kind != 3:  # NFTA_SET_ELEM_LIST_ELEMENTS
             continue
         for _, elem in _attrs(value):  # NFTA_LIST_ELEM
             key = b""
             expires_ms = 0
+            packets: int | None = None
             for ekind, evalue in _attrs(elem):
                 if ekind == 1:  # NFTA_SET_ELEM_KEY: nested NFTA_DATA_VALUE
                     for dkind, dvalue in _attrs(evalue):
@@ -88,8 +103,27 @@ def parse_setelems(payload: bytes) -> Iterator[tuple[bytes, int]]:
                             key = dvalue
                 elif ekind == 5 and len(evalue) == 8:  # NFTA_SET_ELEM_EXPIRATION, be64 ms
                     (expires_ms,) = struct.unpack(">Q", evalue)
+                elif ekind == 7:  # NFTA_SET_ELEM_EXPR: the set's one element expression
+                    packets = _counter_packets(evalue)
+                elif ekind == 11:  # NFTA_SET_ELEM_EXPRESSIONS: a list of them
+                    for _, expr in _attrs(evalue):
+                        got = _counter_packets(expr)
+                        packets = got if got is not None else packets
             if key:
-                yield key, expires_ms
+                yield key, expires_ms, packets
+
+
+def parse_setelems(payload: bytes) -> Iterator[tuple[bytes, int]]:
+    """Yield (key bytes, milliseconds until expiry; 0 = none) of one NEWSETELEM message."""
+    for key, expires_ms, _ in _elements(payload):
+        yield key, expires_ms
+
+
+def parse_element_packets(payload: bytes) -> Iterator[tuple[bytes, int]]:
+    """Yield (key bytes, packets) of the elements of one NEWSETELEM message that carry a counter."""
+    for key, _, packets in _elements(payload):
+        if packets is not None:
+            yield key, packets
 
 
 def parse_counter(payload: bytes) -> tuple[str, int, int] | None:
@@ -148,6 +182,14 @@ class NftReader:
                 out.extend(parse_setelems(payload))
         return out
 
+    def element_packets(self, name: str) -> list[tuple[bytes, int]]:
+        """Return (key bytes, packets) of every element of set or map `name` that has a counter."""
+        out: list[tuple[bytes, int]] = []
+        for kind, payload in self._dump(NFT_MSG_GETSETELEM, (1, self.table), (2, name.encode() + b"\0")):
+            if kind == NFT_MSG_NEWSETELEM:
+                out.extend(parse_element_packets(payload))
+        return out
+
     def counters(self) -> dict[str, tuple[int, int]]:
         """Return name -> (packets, bytes) of every named counter of the table."""
         out: dict[str, tuple[int, int]] = {}
@@ -163,4 +205,12 @@ class NftReader:
         self._sock.close()
 
 
-__all__ = ["NftReadError", "NftReader", "messages", "parse_counter", "parse_setelems", "request"]
+__all__ = [
+    "NftReadError",
+    "NftReader",
+    "messages",
+    "parse_counter",
+    "parse_element_packets",
+    "parse_setelems",
+    "request",
+]

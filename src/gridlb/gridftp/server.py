@@ -506,6 +506,7 @@ class Session:
                         block_size=self.cfg.block_size,
                         offset_shift=offset_shift,
                         idle_timeout_s=self.cfg.data_idle_timeout_s,
+                        buffer_bytes=self.buffer_bytes,
                     )
                 except BaseException:
                     dc.close_all(socks)
@@ -516,7 +517,12 @@ class Session:
                 await self.reply(150, "Beginning transfer.")
                 sock = await self._stream_sock()
                 try:
-                    await dc.send_stream(sock, src, idle_timeout_s=self.cfg.data_idle_timeout_s)
+                    await dc.send_stream(
+                        sock,
+                        src,
+                        idle_timeout_s=self.cfg.data_idle_timeout_s,
+                        buffer_bytes=self.buffer_bytes,
+                    )
                 finally:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_WR)
