@@ -245,7 +245,10 @@ class _Factory:
         """Return a proxy dataplane for a site with `settings`."""
         options = ProxyOptions.for_site(settings)
         n = options.workers
-        log.info("proxy dataplane: %d relay worker%s", n, "" if n == 1 else "s")
+        if n == 1:
+            log.info("proxy dataplane: 1 relay worker (a thread of this process)")
+        else:
+            log.info("proxy dataplane: %d relay worker processes over one scheduling table", n)
         return ProxyDataplane(
             timeouts=settings.timeouts.table_timeouts(),
             options=options,
