@@ -133,7 +133,9 @@ def test_a_dead_workers_connections_are_unbound_and_a_snapshot_carries_on(log: S
 def test_a_replica_left_a_ring_behind_refuses_to_go_on() -> None:
     log = SharedLog(threading.Lock(), size=512)
     try:
-        (a, a_lock), (_, b_lock) = worker(log, 0), worker(log, 1)
+        (a, a_lock), (b, b_lock) = worker(log, 0), worker(log, 1)
+        lost: list[str] = []
+        b.on_lost = lost.append  # a worker process exits there, to be restarted from a live copy
         with a_lock:
             for op in ops("wlc"):
                 a.apply(op)
@@ -141,5 +143,6 @@ def test_a_replica_left_a_ring_behind_refuses_to_go_on() -> None:
                 a.expire(float(i))
         with pytest.raises(LogOverrun), b_lock:
             pass
+        assert len(lost) == 1 and "past this worker" in lost[0]
     finally:
         log.close()

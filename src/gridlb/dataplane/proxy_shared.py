@@ -20,7 +20,7 @@ import marshal
 import os
 import pickle
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import ip_address
 from multiprocessing import shared_memory
 from typing import Any, Protocol
@@ -183,11 +183,14 @@ class Replica(ProxyState):
         self.replayed = 0
         self.contended = 0  # times the shared lock was held by another worker when this one wanted it
         self._depth = 0  # how deep this thread is inside `with replica:` (the lock is taken at 1)
+        #: Called when this replica can no longer follow the log (`LogOverrun`); a worker process exits.
+        self.on_lost: Callable[[str], None] | None = None
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["log"] = None
+        state["on_lost"] = None
         state["_depth"] = 0
         return state
 
@@ -271,10 +274,15 @@ class Replica(ProxyState):
         log = self.log
         if log is None or log.hdr[0] == self.pos:
             return
-        records, self.pos = log.read(self.pos)
-        replay = self._replay
-        for record in records:
-            replay(marshal.loads(record))
+        try:
+            records, self.pos = log.read(self.pos)
+            replay = self._replay
+            for record in records:
+                replay(marshal.loads(record))
+        except LogOverrun as exc:
+            if self.on_lost is not None:
+                self.on_lost(str(exc))  # a worker process ends here: it is restarted from a live copy
+            raise
         self.replayed += len(records)
 
     # --- the changes (each logged by the worker that makes it) -------------------------------------

@@ -289,6 +289,8 @@ class WorkerPool:
 START_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
+#: Exit status of a worker whose replica could no longer follow the log (EX_SOFTWARE).
+LOST_EXIT = 70
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +349,14 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
         replica.persist.expire_quiescent = spec.expire_quiescent
         pos = 0
     replica.attach(shared_log, pos, spec.index)
+
+    def lost(why: str) -> None:
+        log.error(
+            "proxy relay worker %d: %s; ending so that it is restarted from a live copy", spec.index, why
+        )
+        os._exit(LOST_EXIT)
+
+    replica.on_lost = lost
     send_lock = threading.Lock()
 
     def failed(service: ServiceKey, real: RealKey, reason: str) -> None:
