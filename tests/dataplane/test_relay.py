@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -102,9 +103,12 @@ def recv_exactly(s: socket.socket, n: int) -> bytes:
     return got
 
 
+@pytest.mark.parametrize("burst", [1000, 10000], ids=["small-buffer", "pipe"])
 @pytest.mark.parametrize("direction", ["to_client", "to_server"])
-def test_a_write_failing_with_bytes_in_the_pipe_does_not_pool_them(direction: str) -> None:
+def test_a_write_failing_with_bytes_in_the_pipe_does_not_pool_them(direction: str, burst: int) -> None:
     """The engine reads a burst into the pipe, and the write to the reset peer fails (ECONNRESET/EPIPE).
+
+    6,000 bytes stay in the engine's small-read buffer; 60,000 fill it, so the direction takes a pipe.
 
     The engine thread is held in a command while the burst arrives and then the peer resets, so
     that epoll reports the readable side first: the splice out of the pipe is the one that fails.
@@ -120,7 +124,7 @@ def test_a_write_failing_with_bytes_in_the_pipe_does_not_pool_them(direction: st
 
         held = engine.call(hold)
         assert entered.wait(5)
-        secret = b"SECRET" * 1000
+        secret = b"SECRET" * burst
         if direction == "to_client":
             b.sendall(secret)
             time.sleep(0.05)
@@ -161,6 +165,95 @@ def test_a_write_failing_with_bytes_in_the_pipe_does_not_pool_them(direction: st
         b2.close()
         snap = engine.call(engine.state.snapshot).result(5)
         assert [d.counters.active for s in snap.services for d in s.dests] == [0]
+
+
+def hold_engine(engine: RelayEngine) -> tuple[threading.Event, Any]:
+    """Block the engine thread in a command until the returned event is set (nothing is relayed)."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        entered.set()
+        return gate.wait(5)
+
+    held = engine.call(hold)
+    assert entered.wait(5)
+    return gate, held
+
+
+def test_short_payloads_take_no_pipe_and_a_bulk_stream_takes_one() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
+        for _ in range(3):
+            c, b = pair(vip, backend)
+            b.close()
+            assert c.recv(100) == b""
+            c.close()
+        assert engine.call(lambda: engine.pipes.created).result(5) == 0
+        c, b = pair(vip, backend)
+        data = os.urandom(4 << 20)
+        sender = threading.Thread(target=b.sendall, args=(data,))
+        sender.start()
+        assert recv_exactly(c, len(data)) == data
+        sender.join(5)
+        assert engine.call(lambda: engine.pipes.created).result(5) == 1  # to the client only
+        c.sendall(b"bye\n")
+        assert b.recv(100) == b"bye\n"
+        c.close()
+        b.close()
+
+
+def test_a_fin_seen_with_the_last_bytes_ends_one_direction_only() -> None:
+    """The server's reply and FIN arrive before the engine looks: the client gets both, may still talk."""
+    with socket.create_server(("127.0.0.1", 0)) as backend, engine_over(backend) as (engine, vip):
+        c, b = pair(vip, backend)
+        gate, held = hold_engine(engine)
+        b.sendall(b"221 Goodbye.\r\n")
+        b.shutdown(socket.SHUT_WR)
+        time.sleep(0.05)  # the FIN is queued at the relay's socket: its event carries EPOLLRDHUP
+        gate.set()
+        held.result(5)
+        assert recv_exactly(c, 14) == b"221 Goodbye.\r\n"
+        assert c.recv(100) == b""  # the FIN was passed on
+        c.sendall(b"late\n")  # the other direction still relays
+        assert recv_exactly(b, 5) == b"late\n"
+        c.close()
+        assert b.recv(100) == b""
+        b.close()
+        errors = engine.call(lambda: dict(engine.errors)).result(5)
+        assert errors == {}
+
+
+def test_small_writes_to_a_full_server_wait_in_a_buffer_and_the_idle_client_never_blocks_the_engine() -> None:
+    """Short reads that the server cannot take stay in the direction's buffer, in order, with no pipe.
+
+    The client sends 15,000-byte messages (each read whole, below the engine's 16 KiB) to a server
+    that reads nothing, until the relay holds some. When the server reads, the engine flushes and
+    reads the client again, which has nothing to send: that read must not wait (the client's
+    descriptor is not O_NONBLOCK until it splices, so every recv passes MSG_DONTWAIT).
+    """
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # accepted sockets inherit it
+        with engine_over(backend) as (engine, vip):
+            c, b = pair(vip, backend)
+            sent = bytearray()
+            deadline = time.monotonic() + 10
+            while not engine.pauses and time.monotonic() < deadline:
+                msg = os.urandom(15000)
+                c.sendall(msg)
+                sent += msg
+                time.sleep(0.003)  # one message per read
+                engine.call(lambda: None).result(5)  # (the pause count is read after a full batch)
+            assert engine.pauses, "the server's window never filled"
+            got = recv_exactly(b, len(sent))
+            assert got == bytes(sent)
+            assert engine.call(lambda: engine.pipes.created).result(5) == 0
+            # the engine flushed, read the idle client (EAGAIN) and still serves commands and bytes
+            c.sendall(b"after\n")
+            assert recv_exactly(b, 6) == b"after\n"
+            b.sendall(b"ok\n")
+            assert recv_exactly(c, 3) == b"ok\n"
+            assert engine.call(lambda: dict(engine.errors)).result(5) == {}
+            c.close()
+            b.close()
 
 
 def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:

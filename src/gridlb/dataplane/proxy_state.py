@@ -228,7 +228,10 @@ class ServiceState:
             for d in self.dirty:
                 i = d.vpos
                 if i >= 0 and members[i] is d:
-                    views[i] = d.make_view()
+                    view = d.view  # `make_view`, inlined: this runs for every connection
+                    if view is None:
+                        view = d.view = DestView(d.key, d.spec.weight, d.active, d.inactive, d.overloaded)
+                    views[i] = view
             self.dirty.clear()
         return views
 
@@ -374,13 +377,21 @@ class ProxyState:
 
     def _schedule(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         key = svc.scheduler.pick(svc.candidate_views(), flow, now)
+        if key is None:
+            return None
         d: DestState | None = None
-        if key is not None:
+        # A scheduler returns the key of a view, the very object its destination holds: find it by
+        # identity first (a dataclass == per destination costs more than the pick itself).
+        for cand in svc.members:
+            if cand.key is key:
+                d = cand
+                break
+        else:
             for cand in svc.dests:
-                if (cand.key is key or cand.key == key) and not cand.down:
+                if cand.key == key:
                     d = cand
                     break
-        if d is None:
+        if d is None or d.down:
             return None
         d.bind()
         return d

@@ -3,11 +3,13 @@
 Design (see docs/proxy.md): no asyncio and no coroutine per connection. Edge-triggered epoll with
 interest set once per socket; a connection is two directions, each moving bytes with `os.splice`
 through a pooled pipe (zero copy) or, where splice is unavailable, `recv_into`/`send` through a
-pooled buffer. EOF on one side is passed on with `shutdown(SHUT_WR)`; a connection closes once
-both directions have ended. The control side talks to the engine through `call()`: a command queue
-drained by the engine thread after an eventfd wake-up, so every socket, pipe and buffer below is only
-ever touched by the engine thread. Scheduling and counters are the pure `ProxyState`; several engines
-(workers.py) may share one, so every use of it here holds `lock` (one lock per engine by default).
+pooled buffer. In splice mode a direction starts with `recv_into`/`send`: it takes a pipe only once
+a read fills `SMALL_READ` bytes, so short connections never use one. EOF on one side is passed on
+with `shutdown(SHUT_WR)`; a connection closes once both directions have ended. The control side
+talks to the engine through `call()`: a command queue drained by the engine thread after an eventfd
+wake-up, so every socket, pipe and buffer below is only ever touched by the engine thread.
+Scheduling and counters are the pure `ProxyState`; several engines (workers.py) may share one, so
+every use of it here holds `lock` (one lock per engine by default).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ EPOLLERR: Final = select.EPOLLERR
 EPOLLHUP: Final = select.EPOLLHUP
 EPOLLET: Final = select.EPOLLET
 # Edge-triggered interest, set once per socket: no epoll_ctl(MOD) on the connection path. A socket is
-# read until EAGAIN or EOF; OUT is added only after a partial write.
+# read until EAGAIN, EOF or a short recv (which empties the queue); OUT is added only after a partial write.
 CLIENT_MASK: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
 BACKEND_MASK: Final = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 
@@ -53,13 +55,19 @@ ACCEPT_BATCH: Final = 64  # connections accepted per listener event (fairness be
 POLL_BATCH: Final = 512
 DEFAULT_PIPE_SIZE: Final = 1 << 20
 DEFAULT_COPY_SIZE: Final = 1 << 18
+#: Splice mode: a direction reads with recv/send through one engine-wide buffer of this size until a
+#: read fills it; only then does it take a pipe. A short connection (a banner, a command, a reply)
+#: thus never touches a pipe: no splice pair per payload, no FIONREAD check when the pipe goes back.
+SMALL_READ: Final = 1 << 14
 #: TCP_NOTSENT_LOWAT of relayed sockets: at most this much waits unsent in a socket's send queue
 #: before EPOLLOUT stops. Without a cap the relay, far faster than a bulk receiver, fills the queue
 #: (up to tcp_wmem[2], 4 MiB) and the kernel sends it as the receiver's ACKs open the window, i.e.
 #: inside the receiver's ACK processing, on the receiver's CPU; with it the relay thread sends as the
 #: window opens. Set on listening sockets (accepted client sockets inherit it, no per-connection
 #: cost) and on a real server's socket when an upload to it first blocks. 0 = the kernel's default.
-DEFAULT_NOTSENT_LOWAT: Final = 1 << 20  # one pipe: lower costs the relay more wake-ups
+#: Half a pipe: with 1 MiB, 8 bulk streams left up to 8 MiB unsent that the receiver's ACKs sent on its
+#: own CPU (docs/proxy.md, "Short send queues"); lower costs the relay more wake-ups.
+DEFAULT_NOTSENT_LOWAT: Final = 1 << 19
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -67,9 +75,10 @@ _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _INET: Final = int(socket.AF_INET)
 _INET6: Final = int(socket.AF_INET6)
-_STREAM: Final = int(socket.SOCK_STREAM)
 _STREAM_NB: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_STREAM_NOWAIT: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)  # a socket object that never waits
 _SHUT_WR: Final = int(socket.SHUT_WR)
+_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _IPPROTO_TCP: Final = int(socket.IPPROTO_TCP)
 _TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
@@ -187,11 +196,11 @@ class _Dir:
         "src",
     )
 
-    def __init__(self, src: _socket.socket, dst: _socket.socket, inbound: bool) -> None:
+    def __init__(self, src: _socket.socket, dst: _socket.socket, inbound: bool, sfd: int, dfd: int) -> None:
         self.src = src
         self.dst = dst
-        self.sfd = src.fileno()
-        self.dfd = dst.fileno()
+        self.sfd = sfd  # the descriptors of src and dst, known to the caller (no fileno() calls)
+        self.dfd = dfd
         self.inbound = inbound  # client -> real server
         self.pr = -1  # pipe read end (splice mode), -1 while none is held
         self.pw = -1
@@ -217,6 +226,7 @@ class _Conn:
         "caddr",
         "cfd",
         "cmask",
+        "cnb",
         "dest",
         "down",
         "flow",
@@ -244,6 +254,7 @@ class _Conn:
         self.up: _Dir | None = None
         self.down: _Dir | None = None
         self.port = 0  # a GridFTP data connection: this port on the control connection's server
+        self.cnb = False  # the client's descriptor is O_NONBLOCK (set when a direction takes a pipe)
 
 
 class _Listener:
@@ -331,6 +342,7 @@ class RelayEngine:
         elif mode is RelayMode.SPLICE and not splice_available():
             raise OSError(errno.ENOSYS, "os.splice is not available on this system")
         self.mode = mode
+        self._splice = mode is RelayMode.SPLICE  # read per event: a bool, not an enum attribute lookup
         self.state = state if state is not None else ProxyState(timeouts)
         self.lock = lock if lock is not None else threading.Lock()  # guards `state` and `live`
         self.live: LiveConns = live if live is not None else {}  # bound connections -> destination
@@ -344,6 +356,8 @@ class RelayEngine:
         self.cpu = cpu
         self.pipes = PipePool(pipe_size)
         self.buffers: list[bytearray] = []
+        self._small = bytearray(SMALL_READ)  # splice mode: the first payloads of every direction
+        self._small_mv = memoryview(self._small)
         self.errors: dict[str, int] = {}  # reason -> count (accept/connect/relay errors)
         self.relayed = 0  # connections that reached OPEN
         self.pauses = 0  # times a direction waited for a full receiver (reads from its sender paused)
@@ -611,6 +625,8 @@ class RelayEngine:
         family = lst.sock.family
         ipcache = self._ipcache
         new_socket = _socket.socket
+        connect = self._connect
+        now = self.clock()  # one reading per batch: a batch takes far less than any timeout's resolution
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, caddr = accept()
@@ -624,8 +640,11 @@ class RelayEngine:
                     self._paused.append((self.clock() + ACCEPT_PAUSE_S, lst))
                     self._due = 0.0
                 return
-            c = new_socket(family, _STREAM, 0, fd)
-            c.setblocking(False)
+            # SOCK_NONBLOCK here only tells the object not to wait; CPython's accept4 does not set
+            # O_NONBLOCK, and an ioctl per connection to set it costs a syscall that a short
+            # connection does not need: every recv/send on a client socket passes MSG_DONTWAIT, and
+            # the descriptor is made non-blocking when one of its directions takes a pipe (splice).
+            c = new_socket(family, _STREAM_NOWAIT, 0, fd)
             host = caddr[0]
             ip = ipcache.get(host)
             if ip is None:
@@ -634,7 +653,7 @@ class RelayEngine:
                 ip = ipcache[host] = ip_address(host)
             conn = _Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport))
             conn.port = lst.data_port
-            self._connect(conn, self.clock())
+            connect(conn, now)
 
     def _connect(self, conn: _Conn, now: float) -> None:
         """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
@@ -693,7 +712,7 @@ class RelayEngine:
                 self._count("data connection: no control connection from this client")
         elif reply:
             with contextlib.suppress(OSError):  # a fresh socket's send buffer takes one line
-                conn.c.send(reply)
+                conn.c.send(reply, _DONTWAIT)
             self._count("no destination: answered 421")
         else:
             self._count("no destination")
@@ -733,8 +752,9 @@ class RelayEngine:
             return
         conn.state = _OPEN
         self.relayed += 1
-        conn.up = _Dir(c, b, True)
-        conn.down = _Dir(b, c, False)
+        cfd, bfd = conn.cfd, conn.bfd
+        conn.up = _Dir(c, b, True, cfd, bfd)
+        conn.down = _Dir(b, c, False, bfd, cfd)
         self._fdmap[conn.cfd] = conn
         self._ep.register(conn.cfd, CLIENT_MASK)  # reports at once if the client already sent
         conn.cmask = CLIENT_MASK
@@ -759,17 +779,19 @@ class RelayEngine:
         try:
             if ev & EPOLLERR:
                 raise ConnectionResetError(errno.ECONNRESET, "socket error")
-            if self.mode is RelayMode.SPLICE:
-                pump, flush = self._pump_splice, self._flush_splice
-            else:
-                pump, flush = self._pump_copy, self._flush_copy
+            pump = self._pump_splice if self._splice else self._pump_copy
             if ev & EPOLLOUT and in_d.pend:
-                flush(conn, in_d)
+                # bytes wait in the pipe once the direction has one, else in its buffer
+                if in_d.pr >= 0:
+                    self._flush_splice(conn, in_d)
+                else:
+                    self._flush_copy(conn, in_d)
                 # the other side's reads were paused while this one was full: resume them
-                if not in_d.pend and not in_d.eof and pump(conn, in_d):
+                # (0: this event says nothing of that side's FIN)
+                if not in_d.pend and not in_d.eof and pump(conn, in_d, 0):
                     self._resume_reading(conn, in_d)
             if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
-                pump(conn, out_d)
+                pump(conn, out_d, ev)
         except OSError as exc:
             self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
             self._close(conn, aborted=True)
@@ -824,9 +846,68 @@ class RelayEngine:
             if exc.errno != errno.ENOTCONN:  # the peer is already gone: nothing left to tell it
                 raise
 
-    def _pump_splice(self, conn: _Conn, d: _Dir) -> bool:
-        """Move src -> pipe -> dst until src is drained, dst is full or src ends; True if drained."""
+    def _pump_small(self, conn: _Conn, d: _Dir, ev: int) -> bool | None:
+        """Relay one read of at most SMALL_READ bytes by recv/send; None when it filled the buffer.
+
+        Otherwise as a pump: True if src is drained, False if dst is full or src ended. A short read
+        empties the socket's receive queue (tcp_recvmsg stops only at an empty queue or a full
+        buffer), so no second read is needed to meet EAGAIN: data arriving later raises a new edge.
+        When the event `ev` that woke us already said the peer had sent its FIN (EPOLLRDHUP), every
+        byte before that FIN was queued and a short read has taken the last of them: that is EOF.
+        """
+        small = self._small
+        try:
+            n = d.src.recv_into(small, 0, _DONTWAIT)
+        except BlockingIOError:
+            return True
+        if not n:
+            d.eof = True
+            self._pass_eof(conn, d)
+            return False
+        dest = conn.dest
+        assert dest is not None
+        with self.lock:  # `_account`, inlined: this runs once or twice per short connection
+            if d.inbound:
+                dest.traffic.inbytes += n
+                conn.svc.traffic.inbytes += n
+            else:
+                dest.traffic.outbytes += n
+                conn.svc.traffic.outbytes += n
+        mv = self._small_mv
+        try:
+            m = d.dst.send(mv[:n], _DONTWAIT)
+        except BlockingIOError:
+            m = 0
+        if m < n:  # keep the rest in a buffer of this direction until dst takes it
+            if d.buf is None:
+                d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
+                d.mv = memoryview(d.buf)
+            assert d.mv is not None
+            d.mv[: n - m] = mv[m:n]
+            d.off = 0
+            d.pend = n - m
+            self._blocked(conn, d)
+            return False
+        if n == SMALL_READ:
+            return None
+        if ev & EPOLLRDHUP:
+            d.eof = True
+            self._pass_eof(conn, d)
+            return False
+        return True
+
+    def _pump_splice(self, conn: _Conn, d: _Dir, ev: int) -> bool:
+        """Move src -> pipe -> dst until src is drained, dst is full or src ends; True if drained.
+
+        A direction without a pipe yet relays through `_pump_small` and takes one at its first full read.
+        """
         if d.pr < 0:
+            small = self._pump_small(conn, d, ev)
+            if small is not None:
+                return small
+            if not conn.cnb:  # splice takes no MSG_DONTWAIT: the client's descriptor must be O_NONBLOCK
+                conn.c.setblocking(False)
+                conn.cnb = True
             d.pr, d.pw, d.cap = self.pipes.get()
         splice = os.splice
         sfd, dfd, pr, pw, cap = d.sfd, d.dfd, d.pr, d.pw, d.cap
@@ -882,8 +963,11 @@ class RelayEngine:
         if not d.pend and d.eof and not d.shut:
             self._pass_eof(conn, d)
 
-    def _pump_copy(self, conn: _Conn, d: _Dir) -> bool:
-        """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained."""
+    def _pump_copy(self, conn: _Conn, d: _Dir, ev: int) -> bool:
+        """Copy src -> buffer -> dst until src is drained, dst is full or src ends; True if drained.
+
+        A short read drains the socket and, after an EPOLLRDHUP event, is its EOF (see `_pump_small`).
+        """
         if d.buf is None:
             d.buf = self.buffers.pop() if self.buffers else bytearray(self.copy_size)
             d.mv = memoryview(d.buf)
@@ -893,13 +977,13 @@ class RelayEngine:
         moved = 0
         try:
             while True:
-                n = src.recv_into(buf)
+                n = src.recv_into(buf, 0, _DONTWAIT)
                 if not n:
                     d.eof = True
                     break
                 moved += n
                 try:
-                    m = dst.send(mv[:n])
+                    m = dst.send(mv[:n], _DONTWAIT)
                 except BlockingIOError:
                     m = 0
                 if m < n:
@@ -907,6 +991,11 @@ class RelayEngine:
                     d.pend = n - m
                     self._blocked(conn, d)
                     return False
+                if n < len(buf):
+                    if ev & EPOLLRDHUP:
+                        d.eof = True
+                        break
+                    return True
         except BlockingIOError:
             return True
         finally:
@@ -918,7 +1007,7 @@ class RelayEngine:
     def _flush_copy(self, conn: _Conn, d: _Dir) -> None:
         assert d.mv is not None
         try:
-            m = d.dst.send(d.mv[d.off : d.off + d.pend])
+            m = d.dst.send(d.mv[d.off : d.off + d.pend], _DONTWAIT)
         except BlockingIOError:
             return
         d.off += m
