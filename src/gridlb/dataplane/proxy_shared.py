@@ -181,6 +181,10 @@ class Replica(ProxyState):
         self._ips: dict[str, IPAddress] = {}
         self._texts: dict[int, tuple[IPAddress, str]] = {}  # id(address) -> (address, text)
         self.replayed = 0
+        #: The latest `now` in the log. Workers read their clocks apart and take the lock in another
+        #: order: a time older than one already logged is raised to it, so that inactive connections
+        #: join their FIN-timeout queue at its end (an insertion in the middle costs O(n)).
+        self.last_now = 0.0
         self.contended = 0  # times the shared lock was held by another worker when this one wanted it
         self._depth = 0  # how deep this thread is inside `with replica:` (the lock is taken at 1)
         #: Called when this replica can no longer follow the log (`LogOverrun`); a worker process exits.
@@ -312,6 +316,7 @@ class Replica(ProxyState):
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule and bind (see `ProxyState.pick`), logged with the destination bound."""
         with self:
+            now = self.last_now = max(now, self.last_now)
             d = super().pick(svc, flow, now)
             sid = self.sids[svc]
             host = self._text(flow.client)
@@ -345,6 +350,7 @@ class Replica(ProxyState):
     def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
         """Count a finished relay inactive (`ProxyState.closed_conn`), logged."""
         with self:
+            now = self.last_now = max(now, self.last_now)
             sid = self.sids[d.service]
             self.bound.pop((self.worker, sid, client_host, client_port), None)
             super().closed_conn(d, now, client_host, client_port)
@@ -353,6 +359,7 @@ class Replica(ProxyState):
     def expire(self, now: float) -> float | None:
         """Expire inactive connections and templates (`ProxyState.expire`); logged if it changes anything."""
         with self:
+            now = self.last_now = max(now, self.last_now)
             closed = self.closed
             if (closed and closed[0][0] <= now) or now >= self.next_rate_sample or self.persist.live:
                 self._write(("e", now))
@@ -383,6 +390,7 @@ class Replica(ProxyState):
         kind = r[0]
         if kind == "p":
             w, sid, host, port, vport, now, index = r[1:]
+            self.last_now = now
             svc = self.by_sid[sid]
             assert svc.key.addr is not None
             if svc.spec.persistence_timeout_s or svc.spec.scheduler not in BIND_AS_LOGGED:
@@ -411,6 +419,7 @@ class Replica(ProxyState):
                 self.bound[(w, sid, host, port)] = d
         elif kind == "c":
             w, sid, host, port, now = r[1:]
+            self.last_now = now
             found = self.bound.pop((w, sid, host, port), None)
             if found is not None:
                 super().closed_conn(found, now, host, port)
@@ -420,6 +429,7 @@ class Replica(ProxyState):
             if found is not None:
                 super().connect_failed(found, mark_down=mark_down, flow=self._flow(found, host, port))
         elif kind == "e":
+            self.last_now = r[1]
             super().expire(r[1])
         elif kind == "a":
             self._apply(pickle.loads(r[1]))
