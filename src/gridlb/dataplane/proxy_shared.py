@@ -19,6 +19,7 @@ from __future__ import annotations
 import marshal
 import os
 import pickle
+import platform
 import struct
 from collections.abc import Callable, Mapping
 from ipaddress import ip_address
@@ -32,6 +33,9 @@ from gridlb.table import AddService, IPAddress, Op, ServiceKey, Timeouts
 #: Ring size of the log: several seconds of records at tens of thousands of connections a second.
 RING_BYTES = 64 << 20
 _HEADER = 64  # u64 write position, u64 pid of the lock holder (0 = none)
+#: Read the log ahead of the lock only where the CPU keeps stores in order (x86's TSO); on other
+#: machines (arm64, ppc64le) a reader could see the new end before the record, so it reads under the lock.
+READ_AHEAD = platform.machine() in ("x86_64", "AMD64", "i386", "i686")
 _LEN = struct.Struct("<I")
 #: Tries of a held lock before sleeping on it (a worker holds it for a pick or a close: µs; sleeping
 #: and being woken costs more than that in system calls and context switches).
@@ -104,8 +108,9 @@ class SharedLog:
     def read(self, pos: int) -> tuple[list[bytes], int]:
         """Return the records from `pos` to the end and the end.
 
-        Without the lock too: writers only write past the end, and the end is stored after the
-        record (x86-64 keeps stores in order); a reader lapped while it copies is told so after.
+        Without the lock too where `READ_AHEAD` (x86: stores become visible in program order, and
+        writers only write past the end, storing the end after the record); a reader lapped while
+        it copies is told so after.
         """
         end = int(self.hdr[0])
         if end - pos > self.size:
@@ -210,7 +215,7 @@ class Replica(ProxyState):
         self._depth += 1
         log = self.log
         if self._depth == 1 and log is not None:
-            if log.hdr[0] != self.pos:
+            if READ_AHEAD and log.hdr[0] != self.pos:
                 # most of what the others did is replayed before taking the lock: held shorter
                 try:
                     self.catch_up()
