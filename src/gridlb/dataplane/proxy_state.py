@@ -108,6 +108,7 @@ class DestState:
         "version",
         "view",
         "vpos",
+        "weight",
     )
 
     def __init__(self, service: ServiceState, key: RealKey, spec: DestSpec) -> None:
@@ -116,6 +117,7 @@ class DestState:
         self.sockaddr = (str(key.addr), key.port)  # what connect() takes, computed once
         self.version = key.addr.version
         self.spec = spec
+        self.weight = spec.weight  # `spec.weight`, read where a scheduler picks from live destinations
         self.active = 0
         self.inactive = 0
         self.overloaded = False
@@ -333,6 +335,7 @@ class ProxyState:
         if spec.u_threshold == 0 or spec.u_threshold > d.spec.u_threshold:
             d.overloaded = False
         d.spec = spec
+        d.weight = spec.weight
         d.view = None
 
     # --- connections ------------------------------------------------------------------------------
@@ -376,10 +379,21 @@ class ProxyState:
                 del self.owners[key]
 
     def _schedule(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
-        key = svc.scheduler.pick(svc.candidate_views(), flow, now)
+        sched = svc.scheduler
+        if sched.picks_live:
+            # The scheduler reads only counters: give it the live destinations (the same list and
+            # counters its views would show) and get the destination back; no view is made.
+            if svc.views is None:
+                svc.candidate_views()
+            d = sched.pick_live(svc.members, flow, now)
+            if d is None or d.down:
+                return None
+            d.bind()
+            return d
+        key = sched.pick(svc.candidate_views(), flow, now)
         if key is None:
             return None
-        d: DestState | None = None
+        d = None
         # A scheduler returns the key of a view, the very object its destination holds: find it by
         # identity first (a dataclass == per destination costs more than the pick itself).
         for cand in svc.members:

@@ -7,7 +7,7 @@ import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 from gridlb.table import IPAddress, RealKey
 
@@ -23,6 +23,24 @@ class DestView:
     overloaded: bool = False  # IP_VS_DEST_F_OVERLOAD (upper threshold reached)
     last_weight: int = -1  # latest non-zero weight (mh); -1 = same as weight
     available: bool = True  # IP_VS_DEST_F_AVAILABLE (false once deleted but still referenced)
+
+
+class Candidate(Protocol):
+    """The fields of a destination that the counter-only schedulers (`Scheduler.picks_live`) read."""
+
+    @property
+    def key(self) -> RealKey: ...
+    @property
+    def weight(self) -> int: ...
+    @property
+    def active(self) -> int: ...
+    @property
+    def inactive(self) -> int: ...
+    @property
+    def overloaded(self) -> bool: ...
+
+
+CandidateT = TypeVar("CandidateT", bound=Candidate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +61,10 @@ class Scheduler(ABC):
     """
 
     name: ClassVar[str]
+    #: True when `pick_live` is implemented: the pick reads only the `Candidate` fields of each
+    #: destination and keeps no state, so the proxy may pass its live destinations, counters and
+    #: all, instead of building a `DestView` per changed destination for every pick.
+    picks_live: ClassVar[bool] = False
 
     def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         self.flags = flags
@@ -57,6 +79,10 @@ class Scheduler(ABC):
         `now` is a monotonic clock in seconds; only the schedulers that keep state over time
         (lblc, lblcr) read it.
         """
+
+    def pick_live(self, dests: Sequence[CandidateT], flow: Flow, now: float) -> CandidateT | None:
+        """Return the object of `dests` that `pick` would name, or None (only when `picks_live`)."""
+        raise NotImplementedError(f"scheduler {self.name} reads more than a destination's counters")
 
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
