@@ -467,7 +467,10 @@ class ProxyState:
         """Move a finished relay from active to inactive for the FIN timeout."""
         d.active -= 1
         d.inactive += 1
-        d.touch()
+        if d.view is not None:  # `touch`, inlined: this runs for every connection
+            d.view = None
+            if d.vpos >= 0:
+                d.service.dirty.append(d)
         if d.service.tracks_owner:
             self._disown(d, client_host, client_port)
         entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
