@@ -342,8 +342,14 @@ class ProxyState:
 
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule a new connection and bind it; None when no destination may take it."""
+        sched = svc.scheduler
         if svc.spec.persistence_timeout_s:
             d = self._pick_persistent(svc, flow, now)
+        elif sched.picks_live and svc.views is not None:  # `_schedule`'s live path, inlined
+            d = sched.pick_live(svc.members, flow, now)
+            if d is None or d.down:
+                return None
+            d.bind()
         else:
             d = self._schedule(svc, flow, now)
         if d is not None and svc.tracks_owner:
