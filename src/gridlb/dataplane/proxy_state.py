@@ -134,7 +134,10 @@ class DestState:
         u = self.spec.u_threshold
         if u and self.active + self.inactive >= u:
             self.overloaded = True
-        self.touch()
+        if self.view is not None:  # `touch`, inlined: this runs for every connection
+            self.view = None
+            if self.vpos >= 0:
+                self.service.dirty.append(self)
 
     def touch(self) -> None:
         """Counters changed: drop the cached view; the service re-makes only this entry at its next pick."""
@@ -489,12 +492,20 @@ class ProxyState:
     def expire(self, now: float) -> float | None:
         """Drop inactive connections whose FIN timeout ran out; return the next deadline, if any."""
         closed = self.closed
+        controls = self.controls
         while closed and closed[0][0] <= now:
             _, d, host, port = closed.popleft()
             d.inactive -= 1
-            d.unbind_check()
-            self._collect(d)
-            self._release(d, host, port)
+            if d.overloaded:
+                d.unbind_check()
+            elif d.view is not None:  # not overloaded: `unbind_check` would only `touch`, inlined
+                d.view = None
+                if d.vpos >= 0:
+                    d.service.dirty.append(d)
+            if not d.inactive and not d.active:
+                self._collect(d)
+            if controls:
+                self._release(d, host, port)
         nxt_t = self.persist.expire(now) if self.persist.live else None
         if now >= self.next_rate_sample:
             if self.next_rate_sample:
