@@ -3,18 +3,19 @@
 Placement (as in research/perf-anchors.md): the proxy under test runs alone on CPU 1; the
 backends and the load generator run on CPU 0. Every system balances least-connection over 3
 banner backends ("220 ..." then close, like an FTP greeting) and 3 bulk senders (the client sends
-`<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time is read from
-/proc/PID/stat before and after each load run, so "µs per connection" and "CPU-s per GB" do not
-depend on the load side's ceiling. haproxy runs from a config in a temp dir, started and killed by
-PID. All traffic is on 127.0.0.1. Rounds interleave the systems (each round runs every system
-once); every figure is the median over the rounds, shown with its spread (min–max), and every
-ratio to haproxy is taken within a round (same minute, same foreign load) before its median.
+`<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time (with its worker
+processes) is read from /proc/PID/stat before and after each load run, so "µs per connection"
+and "CPU-s per GB" do not depend on the load side's ceiling. haproxy runs from a config in a
+temp dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems
+(each round runs every system once); every figure is the median over the rounds, shown with its
+spread (min–max), and every ratio to haproxy is taken within a round (same minute, same foreign
+load) before its median.
 
     python bench/proxy.py            # full run: 3 rounds, then 100,000 connections through gridlb
     python bench/proxy.py --quick    # 3 shorter rounds, about a minute
 
-The row `gridlb-2w` is the proxy with 2 relay workers (`gridlb.proxy.workers: 2`, worker i on CPU i,
-so one shares CPU 0 with the load), judged by CPU µs per short connection against the 1-worker row
+The row `gridlb-2w` is the proxy with 2 worker processes (`gridlb.proxy.workers: 2`, worker i on
+CPU i, so one shares CPU 0 with the load), judged by CPU µs per short connection against the 1-worker row
 of the same round (the load shares the CPUs, so the total rate is not the figure).
 
 Internal roles (the bench runs itself in subprocesses): --role backends|proxy|loadgen.
@@ -73,12 +74,18 @@ def free_ports(n: int) -> list[int]:
 
 
 def cpu_s(pid: int) -> tuple[float, float]:
-    """Return (user, system) CPU seconds of process `pid` (all its threads)."""
+    """Return (user, system) CPU seconds of process `pid` (all its threads) and of its live descendants
+    (gridlb's relay worker processes)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0, 0.0
-    return int(fields[11]) / HZ, int(fields[12]) / HZ
+    user, system = int(fields[11]) / HZ, int(fields[12]) / HZ
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            u, s = cpu_s(int(child))
+            user, system = user + u, system + s
+    return user, system
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> bool:

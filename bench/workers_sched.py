@@ -5,11 +5,14 @@ closed, and each pump call adds its bytes. Two ways to keep that exact across th
 
 * lock: every worker takes one `threading.Lock` around each use of the state (what gridlb does);
 * owner: one thread owns the state and the workers post each pick to it and wait for the answer
-  (a deque plus an eventfd wake-up each way, like `RelayEngine.call`).
+  (a deque plus an eventfd wake-up each way, like `RelayEngine.call`);
+* log: what the worker processes do (proxy_shared.py): each process keeps a replica, logs its
+  changes to a ring in shared memory under a process-shared lock and replays the others' first.
 
-Both run the real `ProxyState` with gridlb.sched's wlc over 3 destinations, a pick + bind and a
-close per connection, and report process CPU µs per connection (all threads), medians of 3 rounds.
-The lock is measured with and without a second worker taking it at the same time.
+All run the real `ProxyState` with gridlb.sched's wlc over 3 destinations, a pick + bind and a
+close per connection, and report CPU µs per connection (all threads, and all processes for the log
+cases), medians of 3 rounds. The lock is measured with and without a second worker taking it at the
+same time; the log with one process and with two, whose replicas must end equal.
 
     python bench/workers_sched.py [--quick] [--conns 50000]
 """
@@ -17,6 +20,7 @@ The lock is measured with and without a second worker taking it at the same time
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -26,9 +30,11 @@ from collections import deque
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from gridlb.dataplane.proxy_shared import Replica, SharedLog
 from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
 from gridlb.sched.base import Flow
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec, Timeouts
@@ -112,6 +118,66 @@ def owner(n: int) -> None:
     os.close(answer)
 
 
+def replica_worker(index: int, name: str, lock: Any, done: Any, n: int, out: Any) -> None:
+    """One worker process: a replica over the shared log; n connections; report its CPU seconds."""
+    log = SharedLog(lock, name)
+    rep = Replica(index, Timeouts(tcpfin=1))
+    rep.attach(log, 0, index)
+    shared = rep  # `with rep:` takes the process-shared lock (each change also takes it itself)
+    key = ServiceKey.tcp("127.0.0.1", 2811)
+    with shared:
+        if index == 0:
+            rep.apply(AddService(key, ServiceSpec(scheduler="wlc")))
+            for i in range(3):
+                rep.apply(AddDest(key, RealKey.parse(f"127.0.0.{i + 2}:2811"), DestSpec(weight=i + 1)))
+    while True:  # worker 1 waits for worker 0's table
+        with shared:
+            if key in rep.services:
+                break
+    svc = rep.services[key]
+    host = f"192.0.2.{index + 1}"
+    client, vaddr = ip_address(host), ip_address("127.0.0.1")
+    c0 = time.process_time()
+    for i in range(n):
+        flow = Flow(client, 1024 + i % 60000, vaddr, 2811)  # each connection its own client port
+        now = i * 1e-3
+        with shared:  # pick + bind
+            d = rep.pick(svc, flow, now)
+        assert d is not None
+        with shared:  # the close
+            rep.closed_conn(d, now, host, 1024 + i % 60000)
+            rep.expire(now)
+    cpu = time.process_time() - c0
+    done.wait()  # every worker finished: the replicas must now be equal
+    with shared:
+        counters = [(d.active, d.inactive, d.traffic.conns) for d in svc.dests]
+    out.send((cpu, counters))
+    log.close()
+
+
+def logged(n: int, procs: int) -> float:
+    """Run `procs` worker processes over one log; return their CPU µs per connection, summed."""
+    ctx = multiprocessing.get_context("spawn")
+    lock = ctx.Lock()
+    log = SharedLog(lock)
+    pipes = [ctx.Pipe(duplex=False) for _ in range(procs)]
+    done = ctx.Barrier(procs)
+    ps = [
+        ctx.Process(target=replica_worker, args=(i, log.name, lock, done, n // procs, w))
+        for i, (_, w) in enumerate(pipes)
+    ]
+    for p in ps:
+        p.start()
+    results = [r.recv() for r, _ in pipes]
+    for p in ps:
+        p.join()
+    log.close()
+    if procs > 1:
+        ends = {tuple(c) for _, c in results}
+        assert len(ends) == 1, f"the replicas differ: {ends}"
+    return sum(cpu for cpu, _ in results) * 1e6 / n
+
+
 def measure(fn: Callable[[], None], conns: int) -> float:
     """Return process CPU µs per connection of `fn` (all threads)."""
     c0 = time.process_time()
@@ -131,6 +197,10 @@ def main() -> int:
         "lock2": ("lock, 2 threads contending", lambda: locked(n // 2, 2)),
         "owner": ("owner thread, hand-off per pick", lambda: owner(n)),
     }
+    procs: dict[str, tuple[str, Callable[[], float]]] = {
+        "log": ("log, 1 process (worker processes)", lambda: logged(n, 1)),
+        "log2": ("log, 2 processes contending", lambda: logged(n, 2)),
+    }
     base = 0.0
     kv = {}
     print("CPU µs per connection, median of 3 [min–max], and the cost over no sharing")
@@ -138,6 +208,11 @@ def main() -> int:
         vals = [measure(fn, n) for _ in range(3)]
         med = statistics.median(vals)
         base = base or med
+        print(f"{label:<36} {med:7.2f} µs/conn [{min(vals):.2f}–{max(vals):.2f}]  +{med - base:.2f}")
+        kv[f"{key}_us"] = f"{med:.2f}"
+    for key, (label, run) in procs.items():
+        vals = [run() for _ in range(3)]
+        med = statistics.median(vals)
         print(f"{label:<36} {med:7.2f} µs/conn [{min(vals):.2f}–{max(vals):.2f}]  +{med - base:.2f}")
         kv[f"{key}_us"] = f"{med:.2f}"
     print("RESULT workers_sched " + " ".join(f"{k}={v}" for k, v in kv.items()))

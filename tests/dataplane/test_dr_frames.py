@@ -8,7 +8,15 @@ from ipaddress import ip_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridlb.dataplane.dr_frames import SYN_FILTER, _sum16, filter_bytes, parse_syn, readdress
+from gridlb.dataplane.dr_frames import (
+    MIDFLOW_FILTER,
+    SYN_FILTER,
+    _sum16,
+    filter_bytes,
+    parse_syn,
+    parse_tcp,
+    readdress,
+)
 
 DMAC, SMAC = bytes.fromhex("020000000002"), bytes.fromhex("020000000050")
 
@@ -73,3 +81,47 @@ def test_the_bpf_program_is_18_instructions_of_8_bytes_with_jumps_inside() -> No
         if code == 0x06:  # ret
             continue
         assert i + 1 + jt < len(SYN_FILTER) and i + 1 + jf < len(SYN_FILTER)
+
+
+def run_bpf(program: tuple[tuple[int, int, int, int], ...], frame: bytes) -> int:
+    """Run a classic BPF program (the opcodes the dr filters use) over `frame`; return what it accepts."""
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        pc += 1
+        if code == 0x28:
+            a = struct.unpack_from("!H", frame, k)[0]
+        elif code == 0x30:
+            a = frame[k]
+        elif code == 0x50:
+            a = frame[x + k]
+        elif code == 0xB1:
+            x = 4 * (frame[k] & 0x0F)
+        elif code == 0x54:
+            a &= k
+        elif code == 0x15:
+            pc += jt if a == k else jf
+        elif code == 0x45:
+            pc += jt if a & k else jf
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"opcode {code:#x}")
+
+
+def test_the_filters_pass_syns_to_one_socket_and_mid_flow_packets_to_the_other() -> None:
+    ack6 = bytearray(syn6())
+    ack6[54 + 13] = 0x10
+    for frame, syn, midflow in (
+        (syn4(), True, False),
+        (syn4(0x12), False, False),
+        (syn4(0x10), False, True),
+        (syn4(0x18), False, True),
+        (syn6(), True, False),
+        (bytes(ack6), False, True),
+    ):
+        assert bool(run_bpf(SYN_FILTER, frame)) is syn
+        assert bool(run_bpf(MIDFLOW_FILTER, frame)) is midflow
+        got = parse_tcp(frame)
+        assert got is not None and got[1] == frame[(34 if frame[12] == 8 else 54) + 13]
+    assert len(filter_bytes(MIDFLOW_FILTER)) == 8 * len(MIDFLOW_FILTER)

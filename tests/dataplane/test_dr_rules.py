@@ -19,14 +19,19 @@ def test_a_fresh_start_replaces_any_old_table_and_builds_everything() -> None:
     assert "add element netdev gridlb_dr svc6 { fd00::100 . 2811 }" in lines
     assert any('ether daddr set 02:00:00:00:00:0b fwd to "eth0"' in x for x in lines)
     assert any('hook ingress device "eth0"' in x for x in lines)
-    # an established packet takes one map lookup; a service's other frames are dropped
+    # an established packet takes one map lookup; a service's other frames are dropped (but an mh
+    # service's packets without SYN go to the director)
     ingress = [x for x in lines if x.startswith("add rule netdev gridlb_dr in_eth0 ")]
     assert ingress == [
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         " ip saddr . tcp sport . ip daddr . tcp dport vmap @flows4",
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host"
+        ' ip daddr . tcp dport @mh4 tcp flags & syn == 0 limit rate 20000/second fwd to "lo"',
         "add rule netdev gridlb_dr in_eth0 meta pkttype host ip daddr . tcp dport @svc4 drop",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         " ip6 saddr . tcp sport . ip6 daddr . tcp dport vmap @flows6",
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host"
+        ' ip6 daddr . tcp dport @mh6 tcp flags & syn == 0 limit rate 20000/second fwd to "lo"',
         "add rule netdev gridlb_dr in_eth0 meta pkttype host ip6 daddr . tcp dport @svc6 drop",
     ]
     # the flow maps count each element's packets (the lookup does): no per-packet set update
@@ -71,3 +76,18 @@ def test_a_mac_change_rewrites_only_that_chain() -> None:
     lines = transaction(a, Ruleset(("eth0",), True, SVCS, (moved, D2))).splitlines()
     assert lines[0] == "flush chain netdev gridlb_dr d1"
     assert all(" d2" not in x for x in lines)
+
+
+def test_mid_flow_packets_of_mh_services_go_to_the_director_before_the_drop() -> None:
+    mh = frozenset({(ip_address("10.0.0.100"), 2811)})
+    a = Ruleset(("eth0",), True, SVCS, (D1,))
+    lines = transaction(None, a).splitlines()
+    assert "add set netdev gridlb_dr mh4 { type ipv4_addr . inet_service; }" in lines
+    assert "flush set netdev gridlb_dr mh4" in lines
+    assert not any("add element netdev gridlb_dr mh" in x for x in lines)
+    b = Ruleset(("eth0",), True, SVCS, (D1,), mh_services=mh)
+    assert transaction(a, b).splitlines() == [
+        "flush set netdev gridlb_dr mh4",
+        "add element netdev gridlb_dr mh4 { 10.0.0.100 . 2811 }",
+        "flush set netdev gridlb_dr mh6",
+    ]

@@ -171,3 +171,33 @@ def test_activity_feeds_observe_as_the_state_set_did() -> None:
     assert rec.state is TcpState.ESTABLISHED and sum(v[0] for v in counts(s).values()) == 1
     later = 1.0 + s.timeouts.tcp + 1
     assert s.observe(act.update({flow(1000): 2}, later, s.timeouts.tcp), {}, later) == [flow(1000)]
+
+
+def mh_state() -> DrState:
+    s = DrState()
+    s.apply(AddService(SVC, ServiceSpec("mh", flags=frozenset({"mh-port"}))))
+    for rs in RS:
+        s.apply(AddDest(SVC, rs, DestSpec()))
+        s.set_link(rs.addr, Link("eth0", "02:00:00:00:00:02", f"02:00:00:00:00:{rs.addr.packed[-1]:02x}"))
+    return s
+
+
+def test_a_flow_met_mid_connection_is_adopted_by_the_maglev_table_as_its_syn_was_elsewhere() -> None:
+    elsewhere, here = mh_state(), mh_state()  # two directors with the same real servers
+    assert here.ruleset().mh_services == frozenset({(SVC.addr, 2811)})
+    for port in range(40000, 40050):
+        syn = elsewhere.schedule(flow(port), now=0.0)
+        adopted = here.adopt(flow(port), now=5.0)
+        assert syn is not None and adopted is not None
+        assert adopted.dest.key == syn.dest.key and adopted.state is TcpState.ESTABLISHED
+    assert sum(a for a, _ in counts(here).values()) == 50  # established: active
+    assert here.adopt(flow(40000), now=6.0) is None  # known already
+    assert here.observe({flow(40000): 900.0}, {}, now=30.0) == []  # held until its packets show
+    assert len(here.observe({flow(40000): 870.0}, {}, now=5.0 + SYN_TIMEOUT_S + 1)) == 49  # or not
+
+
+def test_only_mh_services_adopt_mid_connection_flows() -> None:
+    s = state()  # wlc: another director may have picked any real server
+    assert s.ruleset().mh_services == frozenset()
+    assert s.adopt(flow(1), now=0.0) is None
+    assert mh_state().adopt(FlowKey(ip_address("10.0.0.50"), 1, ip_address("10.0.0.99"), 2811), 0.0) is None

@@ -144,6 +144,33 @@ def test_flows_from_many_source_ports_spread_over_all_directors_and_real_servers
     assert len(per_real) == REALSERVERS and all(n > 0 for n in per_real.values()), per_real
 
 
+FROM_SCRIPT = """
+import socket, sys
+vip, sources = sys.argv[1], sys.argv[2].split(",")
+for src in sources:
+    with socket.create_connection((vip, 2811), timeout=5, source_address=(src, 0)) as s:
+        s.settimeout(5)
+        print(src, s.getsockname()[0], s.recv(64).startswith(b"220"))
+"""
+
+
+def test_extra_client_addresses_reach_the_vip_through_the_router(lab: system.LabState) -> None:
+    added = scaleout.add_client_addresses(lab, 2, 120)
+    net = scaleout.remote_net(lab.options)
+    assert added == [str(net.network_address + 120), str(net.network_address + 121)]
+    out = in_node(lab, "remote", sys.executable, "-c", FROM_SCRIPT, lab.vip4, ",".join(added))
+    assert out.splitlines() == [f"{a} {a} True" for a in added]
+    with pytest.raises(scaleout.LabStateError, match="outside"):
+        scaleout.add_client_addresses(lab, 1, 255)
+
+
+def test_bucket_shares_are_even_only_when_every_member_has_its_share() -> None:
+    assert scaleout.bucket_shares_even([1, 2, 3], [1] * 43 + [2] * 42 + [3] * 43)
+    assert not scaleout.bucket_shares_even([1, 2, 3], [1] * 64 + [2] * 21 + [3] * 43)
+    assert not scaleout.bucket_shares_even([1, 2], [1] * 64 + [3] * 64)  # a bucket on a former member
+    assert not scaleout.bucket_shares_even([], [])
+
+
 def test_gridftp_transfers_through_the_router_match_checksums(lab: system.LabState, tmp_path: Path) -> None:
     want = hashlib.sha256(Path(lab.workdir, "rs1", "random-1MiB.bin").read_bytes()).hexdigest()
     for i in range(6):

@@ -196,7 +196,12 @@ def test_drained_director_withdraws_its_transfers_finish_and_no_new_flow_reaches
 
 
 def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState, tmp_path: Path) -> None:
-    with Throttle(lab):
+    """dir3 killed mid-transfer: no transfer fails, and the sessions it carried go on (`mh` adoption)."""
+    ports = [p + 400 for p in PORTS]  # fresh: a reused 5-tuple would meet its old (closing) flow entry
+    with Throttle(lab), scaleout.HeldFlows(lab, ports, sys.executable) as flows:
+        places = flows.places()
+        on_dir3 = [p for p, (d, _) in places.items() if d == "dir3"]
+        assert len(places) == len(ports) and on_dir3
         procs = start_transfers(lab, tmp_path, TRANSFERS, "big.bin")
         time.sleep(2)
         proc = next(p for p in lab.procs if p.node == "dir3" and p.role == "director")
@@ -204,9 +209,18 @@ def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState
         os.kill(proc.pid, signal.SIGKILL)
         took = wait_for(lambda: addr(lab, "dir3") not in scaleout.nexthops(lab), scaleout.HOLD_TIME_S + 2)
         running = sum(p.poll() is None for p in procs)
+        # a further command on every session, those through dir3 too: their packets now reach dir1 or
+        # dir2, which know no flow for them and forward them by the same Maglev table
+        silent = flows.probe()
+        after = flows.places()
         failed, bad = finish(procs, tmp_path, big_sha(lab))
     assert took is not None
+    moved = [p for p in ports if p not in after or after[p][1] != places[p][1]]
     print(f"\ndir3 killed with {running} of {TRANSFERS} transfers running: withdrawn after "
-          f"{took * 1000:.0f} ms; {failed} failed, {bad} bad checksums")  # fmt: skip
+          f"{took * 1000:.0f} ms; {failed} failed, {bad} bad checksums; of {len(ports)} held sessions "
+          f"({len(on_dir3)} through dir3) {len(silent)} did not answer, "
+          f"{len(moved)} changed real server")  # fmt: skip
     assert running > TRANSFERS // 2  # the kill came mid-transfer
     assert (failed, bad) == (0, 0)
+    assert silent == [] and moved == []
+    assert {after[p][0] for p in on_dir3} <= {"dir1", "dir2"}

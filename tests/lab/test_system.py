@@ -132,11 +132,13 @@ def test_lab_globus_transfers_through_the_vip_v4_and_v6_then_down_leaves_nothing
 
 
 @pytest.mark.privileged
-def test_lab_with_gridlb_servers_and_one_director(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataplane", ["proxy", "dr"])
+def test_lab_with_gridlb_servers_and_one_director(tmp_path: Path, dataplane: str) -> None:
     need_root()
     need_tool("globus-url-copy")
-    name = f"e{os.getpid()}"
-    up = gridlb("lab", "up", "--name", name, "--realservers", "1", "--gridftp", "gridlb", "--directors", "1")
+    name = f"e{dataplane}{os.getpid()}"
+    one = ["--realservers", "1", "--gridftp", "gridlb", "--directors", "1", "--dataplane", dataplane]
+    up = gridlb("lab", "up", "--name", name, *one)
     try:
         assert up.returncode == 0, up.stderr
         assert up.stderr.splitlines() == [  # not a terminal: one plain line per step

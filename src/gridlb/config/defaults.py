@@ -84,7 +84,7 @@ TIMEOUT_TCPFIN_S: Final = 120
 TIMEOUT_UDP_S: Final = 300
 TIMEOUT_MAX_S: Final = 2_147_483  # the kernel keeps timeouts in jiffies of an int
 PROXY_CONNECT_TIMEOUT_S = 5.0
-PROXY_WORKERS: Final = 1  # relay threads of the proxy dataplane ("auto" = one per CPU)
+PROXY_WORKERS: Final = 1  # proxy relay workers: 1 in-process, more = worker processes ("auto" = per CPU)
 PROXY_WORKERS_MAX: Final = 64
 
 #: What the proxy answers a GridFTP client when no real server can take it (RFC 959 421).

@@ -30,8 +30,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from gridlb.dataplane.base import Capabilities, DataplaneCounters, DataplaneHooks, OpResult, Role
-from gridlb.dataplane.dr_frames import filter_bytes, mac_bytes, parse_syn, readdress
-from gridlb.dataplane.dr_rules import TABLE, FlowKey, Ruleset, decode_key, teardown, transaction
+from gridlb.dataplane.dr_frames import (
+    MIDFLOW_FILTER,
+    filter_bytes,
+    mac_bytes,
+    parse_syn,
+    parse_tcp,
+    readdress,
+)
+from gridlb.dataplane.dr_rules import (
+    MIDFLOW_DEVICE,
+    TABLE,
+    FlowKey,
+    Ruleset,
+    decode_key,
+    teardown,
+    transaction,
+)
 from gridlb.dataplane.dr_state import Activity, DrState, FlowRec, Link, TcpState
 from gridlb.dataplane.nft import Nft, NftError, find_library
 from gridlb.dataplane.nft_read import NftReader, NftReadError
@@ -138,11 +153,12 @@ class NeighbourResolver:
             self._ipr = None
 
 
-def _syn_socket(device: str) -> socket.socket:
-    """Return a non-blocking packet socket on `device` that receives TCP SYNs only (with aux data)."""
+def _syn_socket(device: str, program: tuple[tuple[int, int, int, int], ...] | None = None) -> socket.socket:
+    """Return a non-blocking packet socket on `device` that receives TCP SYNs only (with aux data), or
+    what `program` passes."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing until bound
     try:
-        code = filter_bytes()
+        code = filter_bytes() if program is None else filter_bytes(program)
         buf = ctypes.create_string_buffer(code)
         prog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
@@ -191,6 +207,8 @@ class DrDataplane:
         self.errors: Counter[str] = Counter()
         self.link_errors: dict[IPAddress, str] = {}
         self._sockets: dict[str, socket.socket] = {}
+        self._midflow: socket.socket | None = None  # on MIDFLOW_DEVICE, while an `mh` service forwards
+        self.midflow_adopted = 0  # flows met mid-connection and bound by the Maglev table
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="gridlb-dr-netlink")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -254,6 +272,7 @@ class DrDataplane:
         self._closed = True
         for dev in list(self._sockets):
             self._close_socket(dev)
+        self._sync_midflow(False)
         deadline = self._clock() + grace_s
         while self.state.forwarding and self._clock() < deadline:
             self._poll_once()
@@ -463,6 +482,7 @@ class DrDataplane:
 
     def _sync_sockets(self, devices: Iterable[str]) -> None:
         want = set(devices) if not self._closed else set()
+        self._sync_midflow(bool(want) and bool(self._applied and self._applied.mh_services))
         for dev in [d for d in self._sockets if d not in want]:
             self._close_socket(dev)
         for dev in want - set(self._sockets):
@@ -476,6 +496,83 @@ class DrDataplane:
             loop = self._loop
             if loop is not None:
                 loop.add_reader(sock.fileno(), self._on_frames, sock)
+
+    def _sync_midflow(self, want: bool) -> None:
+        """Open (or close) the packet socket on MIDFLOW_DEVICE that adopts flows met mid-connection."""
+        sock = self._midflow
+        if want and sock is None:
+            try:
+                sock = _syn_socket(MIDFLOW_DEVICE, MIDFLOW_FILTER)
+            except OSError as exc:
+                self.errors["packet_socket"] += 1
+                log.error("dr: cannot read mid-flow packets on %s: %s", MIDFLOW_DEVICE, exc)
+                return
+            self._midflow = sock
+            if self._loop is not None:
+                self._loop.add_reader(sock.fileno(), self._on_midflow, sock)
+        elif not want and sock is not None:
+            self._midflow = None
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _on_midflow(self, sock: socket.socket) -> None:
+        """Adopt the flows of packets without SYN that the map did not know (`mh` services): bind each
+        by the Maglev table, program the batch in one transaction, then send each packet on."""
+        now = self._clock()
+        batch: list[tuple[FlowRec, bytes, bool]] = []
+        pending: set[FlowKey] = set()
+        for _ in range(512):
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(65535, socket.CMSG_SPACE(_AUX.size))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.errors["recv"] += 1
+                break
+            # fwd to lo: seen leaving (OUTGOING) and arriving (OTHERHOST: not lo's MAC); take one
+            if addr[2] != socket.PACKET_OTHERHOST or not self.state.forwarding:
+                continue
+            got = parse_tcp(data)
+            if got is None:
+                self.errors["malformed"] += 1
+                continue
+            key = got[0]
+            rec = self.state.flows.get(key)  # adopted by an earlier packet (kept in order below)
+            if rec is None:
+                rec = self.state.adopt(key, now)
+                if rec is None:
+                    self.errors["midflow_unscheduled"] += 1
+                    continue
+                self.midflow_adopted += 1
+                pending.add(key)
+            if key in pending:
+                batch.append((rec, data, _csum_not_ready(ancdata)))
+            else:
+                self._send_on(rec, data, _csum_not_ready(ancdata))
+        if not batch:
+            return
+        error = self._program(self.state.flows[key] for key in pending)
+        if error:
+            for key in pending:
+                self.state.forget(key)
+            return
+        for rec, data, partial in batch:
+            self._send_on(rec, data, partial)
+
+    def _send_on(self, rec: FlowRec, data: bytes, partial: bool) -> None:
+        """Send a frame the director read itself to its flow's real server."""
+        link = self.state.links.get(rec.dest.key.addr)
+        out = self._sockets.get(link.device) if link is not None else None
+        if link is None or out is None:
+            self.errors["send"] += 1
+            return
+        frame = readdress(data, mac_bytes(link.real_mac), mac_bytes(link.director_mac), fix_checksum=partial)
+        try:
+            out.send(frame)
+        except OSError:
+            self.errors["send"] += 1
 
     def _close_socket(self, dev: str) -> None:
         sock = self._sockets.pop(dev)

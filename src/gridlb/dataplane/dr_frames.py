@@ -2,7 +2,9 @@
 
 Pure: bytes in, bytes out. `SYN_FILTER` is the classic BPF program attached to the packet socket, so
 that only TCP SYNs without ACK (IPv4 unfragmented, IPv6 with TCP as the first next header) ever reach
-Python; everything else stays in the kernel. A malformed frame parses to None (counted by the caller).
+Python; everything else stays in the kernel. `MIDFLOW_FILTER` passes the packets without SYN that the
+data path sent to the director for a flow it did not know. A malformed frame parses to None
+(counted by the caller).
 """
 
 from __future__ import annotations
@@ -41,13 +43,43 @@ SYN_FILTER: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-def filter_bytes() -> bytes:
-    """Return `SYN_FILTER` as the kernel's array of struct sock_filter."""
-    return b"".join(struct.pack("HBBI", *insn) for insn in SYN_FILTER)
+#: `ether proto ip and ip proto tcp and not ip frag and tcp flags & syn == 0 or ether proto ip6 and
+#: ip6 nexthdr tcp and tcp flags & syn == 0`, accept 256 KiB: the mid-flow packets (see MIDFLOW_DEVICE).
+MIDFLOW_FILTER: tuple[tuple[int, int, int, int], ...] = (
+    (0x28, 0, 0, 12),  # 0 ldh [12]            ethertype
+    (0x15, 0, 7, ETH_P_IP),  # 1 jeq IPv4 ? 2 : 9
+    (0x30, 0, 0, 23),  # 2 ldb [23]            IPv4 protocol
+    (0x15, 0, 11, _TCP),  # 3 jeq tcp ? 4 : drop
+    (0x28, 0, 0, 20),  # 4 ldh [20]            flags + fragment offset
+    (0x45, 9, 0, 0x1FFF),  # 5 jset frag offset ? drop : 6
+    (0xB1, 0, 0, 14),  # 6 ldxb 4*([14]&0xf)   IPv4 header length
+    (0x50, 0, 0, 27),  # 7 ldb [x+27]          TCP flags
+    (0x45, 6, 5, _SYN),  # 8 jset syn ? drop : accept
+    (0x15, 0, 5, ETH_P_IPV6),  # 9 jeq IPv6 ? 10 : drop
+    (0x30, 0, 0, 20),  # 10 ldb [20]           next header
+    (0x15, 0, 3, _TCP),  # 11 jeq tcp ? 12 : drop
+    (0x30, 0, 0, 67),  # 12 ldb [67]           TCP flags
+    (0x45, 1, 0, _SYN),  # 13 jset syn ? drop : accept
+    (0x06, 0, 0, 0x40000),  # 14 accept
+    (0x06, 0, 0, 0),  # 15 drop
+)
+
+
+def filter_bytes(program: tuple[tuple[int, int, int, int], ...] = SYN_FILTER) -> bytes:
+    """Return a filter (`SYN_FILTER` unless told) as the kernel's array of struct sock_filter."""
+    return b"".join(struct.pack("HBBI", *insn) for insn in program)
 
 
 def parse_syn(frame: bytes) -> FlowKey | None:
     """Return the flow of a TCP SYN (without ACK) frame, or None for anything else or a malformed frame."""
+    got = parse_tcp(frame)
+    if got is None or got[1] & (_SYN | _ACK) != _SYN:
+        return None
+    return got[0]
+
+
+def parse_tcp(frame: bytes) -> tuple[FlowKey, int] | None:
+    """Return the flow and TCP flags of a TCP frame, or None for anything else or a malformed frame."""
     if len(frame) < 14:
         return None
     (ethertype,) = struct.unpack_from("!H", frame, 12)
@@ -75,10 +107,9 @@ def parse_syn(frame: bytes) -> FlowKey | None:
     else:
         return None
     sport, dport = struct.unpack_from("!HH", frame, tcp)
-    flags = frame[tcp + 13]
-    if flags & (_SYN | _ACK) != _SYN or (frame[tcp + 12] >> 4) < 5:
+    if (frame[tcp + 12] >> 4) < 5:
         return None
-    return FlowKey(src, sport, dst, dport)
+    return FlowKey(src, sport, dst, dport), frame[tcp + 13]
 
 
 def _sum16(data: bytes) -> int:
@@ -119,4 +150,4 @@ def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-__all__ = ["SYN_FILTER", "filter_bytes", "mac_bytes", "parse_syn", "readdress"]
+__all__ = ["MIDFLOW_FILTER", "SYN_FILTER", "filter_bytes", "mac_bytes", "parse_syn", "parse_tcp", "readdress"]

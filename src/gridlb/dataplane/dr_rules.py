@@ -7,10 +7,13 @@ Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
   (client . port . VIP . port), which jumps to the flow's destination chain. Each element has a
   counter that the lookup itself bumps: the director reads it to see which flows carry packets
   (ESTABLISHED, as the kernel's TCP timeout counts), so a packet of an established connection costs
-  one map lookup and no set update. A frame for a service (`svc4`/`svc6`: VIP . port) that is not
-  in the map is dropped, so the director's own TCP stack never answers for a VIP (a new connection's
-  SYN was already read by the director off a packet socket, which sees frames before the ingress
-  hook, and is forwarded by it once scheduled). Without forwarding (BACKUP) the chain is empty:
+  one map lookup and no set update. A packet without SYN for an `mh` service (`mh4`/`mh6`) that
+  is not in the map goes to `MIDFLOW_DEVICE` (at most `MIDFLOW_RATE` a second) for the director to
+  adopt its flow. Any other frame
+  for a service (`svc4`/`svc6`: VIP . port) that is not in the map is dropped, so the director's
+  own TCP stack never answers for a VIP (a new connection's SYN was already read by the director
+  off a packet socket, which sees frames before the ingress hook, and is forwarded by it once
+  scheduled). Without forwarding (BACKUP) the chain is empty:
   the flows are kept but nothing is forwarded;
 * one chain and one named counter per destination: a FIN or RST notes the flow in the dynamic set
   `fin4/6` (timeout = the FIN timeout); then count, rewrite the MACs and `fwd` out of the device in
@@ -32,6 +35,13 @@ TABLE = "gridlb_dr"
 FAMILY = "netdev"
 #: Size of the dynamic FIN set (per family): the most closing connections the data path tracks.
 MAX_FLOWS = 1 << 20
+#: Where a packet without SYN of a flow the map does not know goes, for a service scheduled by `mh`
+#: (a flow that moved here from another director): the director reads it off this device and
+#: forwards it by the same Maglev table. On `lo` nothing else takes it (not addressed to lo's MAC).
+MIDFLOW_DEVICE = "lo"
+#: At most this many such packets a second go to the director (per family); the rest are dropped as
+#: any unknown frame is, so a flood of stray ACKs cannot occupy the director's Python loop.
+MIDFLOW_RATE = 20000
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -84,6 +94,7 @@ class Ruleset:
     services: frozenset[tuple[IPAddress, int]] = frozenset()
     dests: tuple[DestRule, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
+    mh_services: frozenset[tuple[IPAddress, int]] = frozenset()  # scheduled by `mh`: see MIDFLOW_DEVICE
 
 
 def _ip(af: int) -> str:
@@ -118,6 +129,7 @@ def _skeleton(timeouts: Timeouts) -> list[str]:
         addr = "ipv4_addr" if af == 4 else "ipv6_addr"
         t = f"{FAMILY} {TABLE}"
         out.append(f"add set {t} svc{af} {{ type {addr} . inet_service; }}")
+        out.append(f"add set {t} mh{af} {{ type {addr} . inet_service; }}")
         out.append(f"add map {t} flows{af} {{ type {_key_type(af)} : verdict; counter; }}")
         out.append(
             f"add set {t} fin{af} {{ type {_key_type(af)}; flags dynamic, timeout; "
@@ -146,18 +158,23 @@ def _ingress_rules(device: str, forwarding: bool) -> list[str]:
     for af in (4, 6):
         ip = _ip(af)
         out.append(f"add rule {t} {chain} meta pkttype host {_key_expr(af)} vmap @flows{af}")
+        out.append(
+            f"add rule {t} {chain} meta pkttype host {ip} daddr . tcp dport @mh{af} tcp flags & syn == 0 "
+            f"limit rate {MIDFLOW_RATE}/second fwd to {_quote(MIDFLOW_DEVICE)}"
+        )
         out.append(f"add rule {t} {chain} meta pkttype host {ip} daddr . tcp dport @svc{af} drop")
     return out
 
 
-def _services(services: Iterable[tuple[IPAddress, int]]) -> list[str]:
+def _services(services: Iterable[tuple[IPAddress, int]], name: str = "svc") -> list[str]:
     out = []
     t = f"{FAMILY} {TABLE}"
+    services = list(services)
     for af in (4, 6):
-        out.append(f"flush set {t} svc{af}")
+        out.append(f"flush set {t} {name}{af}")
         elems = sorted(f"{a} . {p}" for a, p in services if (4 if isinstance(a, IPv4Address) else 6) == af)
         if elems:
-            out.append(f"add element {t} svc{af} {{ {', '.join(elems)} }}")
+            out.append(f"add element {t} {name}{af} {{ {', '.join(elems)} }}")
     return out
 
 
@@ -195,6 +212,8 @@ def transaction(
             out += _dest_rules(d, new.timeouts)
     if old.services != new.services or not old.devices:
         out += _services(new.services)
+    if old.mh_services != new.mh_services or not old.devices:
+        out += _services(new.mh_services, "mh")
     for device in new.devices:
         chain = ingress_chain(device)
         if device not in old.devices:
@@ -225,6 +244,7 @@ def teardown() -> str:
 
 __all__ = [
     "FAMILY",
+    "MIDFLOW_DEVICE",
     "TABLE",
     "DestRule",
     "FlowKey",

@@ -199,7 +199,12 @@ class DrState:
         services = frozenset(
             (k.addr, k.port) for k in self.table.services if k.addr is not None and k.proto is Proto.TCP
         )
-        return Ruleset(tuple(sorted(devices)), self.forwarding, services, tuple(dests), self.timeouts)
+        mh = frozenset(
+            (k.addr, k.port)
+            for k, svc in self.table.services.items()
+            if k.addr is not None and k.proto is Proto.TCP and svc.spec.scheduler == "mh"
+        )
+        return Ruleset(tuple(sorted(devices)), self.forwarding, services, tuple(dests), self.timeouts, mh)
 
     # --- flows ------------------------------------------------------------------------------------
 
@@ -226,6 +231,31 @@ class DrState:
         d.touch()
         chain = self._chain_of(svc.key, d.key)
         rec = FlowRec(key, svc.key, d, chain, TcpState.SYN_RECV, now, now + SYN_TIMEOUT_S)
+        self.flows[key] = rec
+        return rec
+
+    def adopt(self, key: FlowKey, now: float) -> FlowRec | None:
+        """Bind a flow met mid-connection (a packet without SYN that no entry matches) by the `mh` table.
+
+        Such a flow moved here from another director (ECMP after a director left). Every director
+        builds the same Maglev table, so the pick is the real server the flow already has (as
+        Maglev and Katran do). Only `mh` services adopt; None for others, or when none may take it.
+        The flow is bound ESTABLISHED and held for `SYN_TIMEOUT_S` until its packets show in the
+        state sets: a stray packet holds an entry no longer, and a flow that expires idle is adopted
+        again, by the same table, when it next sends.
+        """
+        svc = self.service_of(key)
+        if key in self.flows or svc is None or svc.spec.scheduler != "mh":
+            return None
+        d = self.table.pick(svc, Flow(key.client, key.client_port, key.vaddr, key.vport), now)
+        if d is None or d.key.addr not in self.links:
+            if d is not None:
+                self._unbind(d, active=True)
+            return None
+        d.touch()  # ip_vs_bind_dest counted it active, as an established flow is
+        chain = self._chain_of(svc.key, d.key)
+        hold = now + SYN_TIMEOUT_S
+        rec = FlowRec(key, svc.key, d, chain, TcpState.ESTABLISHED, now, hold, held_until=hold)
         self.flows[key] = rec
         return rec
 

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gridlb.dataplane.base import (
     Capabilities,
@@ -26,14 +26,11 @@ from gridlb.dataplane.base import (
     OpResult,
     Role,
 )
-from gridlb.dataplane.proxy_state import ProxyState, ServiceState
 from gridlb.dataplane.relay import RelayMode
-from gridlb.dataplane.workers import WorkerPool, resolve_workers
+from gridlb.dataplane.workers import ProcessPool, WorkerPool, resolve_workers
 from gridlb.sched import scheduler_names
 from gridlb.table import (
-    AddService,
     ConnEntry,
-    DelService,
     ForwardMethod,
     IpvsTable,
     Op,
@@ -61,8 +58,8 @@ class ProxyOptions:
     pipe_size: int = 1 << 20  # F_SETPIPE_SZ for splice pipes (falls back to the default size)
     copy_size: int = 1 << 18  # buffer per direction in copy mode
     backlog: int = 4096
-    cpu: int | None = None  # pin the relay thread to this CPU (worker i to CPU cpu + i)
-    workers: int = 1  # relay threads sharing one scheduling state (`gridlb.proxy.workers`)
+    cpu: int | None = None  # pin the relay thread to this CPU (worker i's to CPU cpu + i)
+    workers: int = 1  # relay workers (`gridlb.proxy.workers`): 1 in-process, more = worker processes
     expire_quiescent_template: bool = False  # the kernel sysctl: drop a drained server's templates
     #: GridFTP services: the line answered when no real server can take a client (421 ...).
     replies: Mapping[ServiceKey, str] = field(default_factory=dict)
@@ -126,21 +123,38 @@ class ProxyDataplane:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
-        self._pool = WorkerPool(
-            opts.workers,
-            timeouts=timeouts,
-            mode=opts.relay,
-            on_failure=self._failure_from_engine,
-            clock=clock,
-            cpu=opts.cpu,
-            connect_timeout_s=opts.connect_timeout_s,
-            pipe_size=opts.pipe_size,
-            copy_size=opts.copy_size,
-            backlog=opts.backlog,
-            replies={k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
-            data_ports=opts.data_ports,
-        )
-        self._pool.state.persist.expire_quiescent = opts.expire_quiescent_template  # before any op
+        engine_options: dict[str, Any] = {
+            "connect_timeout_s": opts.connect_timeout_s,
+            "pipe_size": opts.pipe_size,
+            "copy_size": opts.copy_size,
+            "backlog": opts.backlog,
+            "replies": {k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
+            "data_ports": dict(opts.data_ports),
+        }
+        self._pool: WorkerPool | ProcessPool
+        if opts.workers == 1:  # in-process: a single-core site pays for no extra process
+            self._pool = WorkerPool(
+                1,
+                timeouts=timeouts,
+                mode=opts.relay,
+                on_failure=self._failure_from_engine,
+                clock=clock,
+                cpu=opts.cpu,
+                expire_quiescent=opts.expire_quiescent_template,
+                **engine_options,
+            )
+        else:
+            if clock is not time.monotonic:
+                raise ValueError("worker processes keep time with time.monotonic; a clock is for 1 worker")
+            self._pool = ProcessPool(
+                opts.workers,
+                timeouts=timeouts,
+                mode=opts.relay,
+                on_failure=self._failure_from_engine,
+                cpu=opts.cpu,
+                expire_quiescent=opts.expire_quiescent_template,
+                **engine_options,
+            )
         self._applying = asyncio.Lock()
         self._closed = False
 
@@ -151,14 +165,14 @@ class ProxyDataplane:
 
     @property
     def workers(self) -> int:
-        """Return the number of relay threads."""
-        return len(self._pool.engines)
+        """Return the number of relay workers (1: a thread in this process; more: worker processes)."""
+        return self._pool.size
 
     # --- Dataplane protocol -----------------------------------------------------------------------
 
     async def dump(self) -> IpvsTable:
         """Return services, destinations, counters and timeouts as the engines have them now."""
-        return self._pool.locked(lambda state: state.snapshot())
+        return await self._pool.dump()
 
     async def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         """Apply `ops` in order; each result carries the reason when the op was refused.
@@ -179,7 +193,7 @@ class ProxyDataplane:
 
     async def connections(self) -> list[ConnEntry]:
         """Return the connection table (`ipvsadm -Lc`): open relays, then inactive ones."""
-        return self._pool.connections()
+        return await self._pool.connections()
 
     async def counters(self) -> DataplaneCounters:
         """Return the relay's error counts by reason (accept, connect and relay errors)."""
@@ -195,33 +209,12 @@ class ProxyDataplane:
             self._loop = asyncio.get_running_loop()
 
     async def _apply_one(self, op: Op) -> OpResult:
-        """Update the shared state (under its lock) and every worker's listeners together."""
-        pool = self._pool
-        try:
-            if isinstance(op, AddService):
-
-                def add(state: ProxyState) -> ServiceState:
-                    state.apply(op)
-                    return state.services[op.key]
-
-                svc = pool.locked(add)
-                try:
-                    await pool.open_listener(svc)
-                except OSError as exc:
-                    pool.locked(lambda state: state.apply(DelService(op.key)))
-                    return OpResult(op, f"cannot listen on {op.key}: {exc.strerror or exc}")
-            elif isinstance(op, DelService):
-                pool.locked(lambda state: state.check(op))
-                await pool.close_listener(op.key)
-                pool.locked(lambda state: state.apply(op))
-            else:
-                pool.locked(lambda state: state.apply(op))
-        except (KeyError, ValueError) as exc:
-            return OpResult(op, str(exc.args[0]) if exc.args else type(exc).__name__)
-        return OpResult(op)
+        """Update the shared state and every worker's listeners together."""
+        error = await self._pool.apply_op(op)
+        return OpResult(op, error) if error else OpResult(op)
 
     def _failure_from_engine(self, service: ServiceKey, real: RealKey, reason: str) -> None:
-        """Called in the engine thread: hand the event to the asyncio loop."""
+        """Called in the engine (or worker monitor) thread: hand the event to the asyncio loop."""
         loop = self._loop
         if loop is None or self.on_backend_failure is None or loop.is_closed():
             return
@@ -252,7 +245,10 @@ class _Factory:
         """Return a proxy dataplane for a site with `settings`."""
         options = ProxyOptions.for_site(settings)
         n = options.workers
-        log.info("proxy dataplane: %d relay worker%s", n, "" if n == 1 else "s")
+        if n == 1:
+            log.info("proxy dataplane: 1 relay worker (a thread of this process)")
+        else:
+            log.info("proxy dataplane: %d relay worker processes over one scheduling table", n)
         return ProxyDataplane(
             timeouts=settings.timeouts.table_timeouts(),
             options=options,

@@ -703,7 +703,11 @@ class RelayEngine:
                     self._due = deadline
                 return
             b.close()
-            self._failed_attempt(conn, d, _reason(err))
+            if err in _LOCAL_CONNECT_ERRORS:
+                # out of local ports toward d (TIME_WAIT) or of memory: this director's problem, not d's
+                self._failed_attempt(conn, d, f"{_reason(err)} (this director)", local=True)
+            else:
+                self._failed_attempt(conn, d, _reason(err))
 
     def _no_destination(self, conn: _Conn) -> None:
         """Nobody can take `conn`: a GridFTP service answers its 421 line, anything else just closes."""
@@ -720,10 +724,11 @@ class RelayEngine:
             self._count("no destination")
         conn.c.close()
 
-    def _failed_attempt(self, conn: _Conn, d: DestState, reason: str) -> None:
+    def _failed_attempt(self, conn: _Conn, d: DestState, reason: str, local: bool = False) -> None:
         self._count(f"connect: {reason}")
-        # a data port refused by the control connection's server says nothing about its health
-        mark_down = not conn.port
+        # a data port refused by the control connection's server says nothing about its health, nor
+        # does a failure of this host's own (no local port left toward d, no memory)
+        mark_down = not conn.port and not local
         with self.lock:  # True for one engine only: a failure is reported once
             del self.live[conn]
             newly_down = self.state.connect_failed(d, mark_down=mark_down, flow=conn.flow)
@@ -1110,6 +1115,11 @@ def live_entries(live: LiveConns, timeouts: Timeouts) -> list[ConnEntry]:
             )
         )
     return out
+
+
+#: connect() errors that come from this host, never from the real server: no local port left toward
+#: it (EADDRNOTAVAIL: every ephemeral port in TIME_WAIT or in use), no buffer or memory.
+_LOCAL_CONNECT_ERRORS = frozenset({errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def _reason(err: int) -> str:

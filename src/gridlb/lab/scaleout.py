@@ -253,20 +253,33 @@ def start(b: _Builder, timeout_s: float) -> None:
 
 
 def balanced(state: LabState) -> bool:
-    """Return True unless the router's resilient group is still moving buckets to a new next hop."""
+    """Return True unless the router's resilient group is still moving buckets to a new next hop.
+
+    Reads the buckets themselves: right after a member joins, the group's `unbalanced_time` can
+    still read 0 while the new member holds fewer buckets than its share.
+    """
     if not state.options.resilient:
         return True
-    out = subprocess.run(
-        ["ip", "-n", state.ns_of("router"), "-j", "nexthop", "show", "id", "100"],
-        capture_output=True,
-        text=True,
-        check=False,
+    router = state.ns_of("router")
+    show = ["ip", "-n", router, "-j", "nexthop"]
+    group = subprocess.run([*show, "show", "id", "100"], capture_output=True, text=True, check=False).stdout
+    buckets = subprocess.run(
+        [*show, "bucket", "show", "id", "100"], capture_output=True, text=True, check=False
     ).stdout
     try:
-        args = json.loads(out)[0]["resilient_args"]
+        members = [m["id"] for m in json.loads(group)[0]["group"]]
+        owners = [b["bucket"]["nhid"] for b in json.loads(buckets)]
     except (ValueError, LookupError, TypeError):
         return False
-    return int(args.get("unbalanced_time", 0)) == 0
+    return bucket_shares_even(members, owners)
+
+
+def bucket_shares_even(members: list[int], owners: list[int]) -> bool:
+    """Return True when every member of an equal-weight group owns its share of the buckets (±1)."""
+    if not members or not owners:
+        return False
+    share = len(owners) / len(members)
+    return all(abs(owners.count(m) - share) < 1 for m in members) and set(owners) <= set(members)
 
 
 def router_socket(workdir: Path | str) -> Path:
@@ -301,7 +314,7 @@ def rib(state: LabState) -> str:
 #: stdin line `probe` sends NOOP on every connection and prints the ports whose reply is not 200
 #: (`bad PORT ...`); any other line resets them all (SO_LINGER 0: no TIME_WAIT) and ends.
 HOLD_FLOWS = """
-import socket, struct, sys
+import select, socket, struct, sys
 vip, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
 def reply(s):
     line = b""
@@ -312,15 +325,18 @@ def reply(s):
         line += chunk
     return line
 socks = {}
-for p in ports:
+for p in ports:  # every connect() at once, then each banner
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.bind(("", p))
-    s.settimeout(5)
-    s.connect((vip, 2811))
-    assert reply(s).startswith(b"220")
+    s.setblocking(False)
+    s.connect_ex((vip, 2811))
     socks[p] = s
+for s in socks.values():
+    assert select.select([], [s], [], 5)[1] and not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    s.settimeout(5)
+    assert reply(s).startswith(b"220")
 print("ready", flush=True)
 while sys.stdin.readline().strip() == "probe":
     bad = []
@@ -425,6 +441,25 @@ def flow_map(state: LabState, ports: list[int], python: str) -> dict[int, str]:
     them. Use ports above the ephemeral range (62000+)."""
     with HeldFlows(state, ports, python) as flows:
         return {port: real for port, (_, real) in flows.places().items()}
+
+
+def add_client_addresses(state: LabState, count: int, first: int) -> list[str]:
+    """Give `remote` `count` more addresses on the client network (host numbers from `first`); return them.
+
+    A load generator spreads its connections over them as many clients would: one address opening
+    thousands of connections a second to one VIP and port fills its ephemeral ports with TIME_WAIT,
+    and then every `connect()` searches them (milliseconds each).
+    """
+    net = remote_net(state.options)
+    ns = state.ns_of("remote")
+    out = []
+    for host in range(first, first + count):
+        if not REMOTE_HOST < host < net.num_addresses - 1:
+            raise LabStateError(f"client address host {host} is outside {net} (or the remote's own)")
+        addr = str(net.network_address + host)
+        _ip("-n", ns, "addr", "replace", f"{addr}/32", "dev", "eth0")
+        out.append(addr)
+    return out
 
 
 def status_lines(state: LabState) -> tuple[list[str], bool]:

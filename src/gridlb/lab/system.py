@@ -327,7 +327,10 @@ class _Builder:
             if self.options.gridftp == "gridlb":
                 for fam in self.options.families:
                     addr = str(node.ipv4 if fam == 4 else node.ipv6)
-                    listen = f"[{addr}]:{PORT}" if fam == 6 else f"{addr}:{PORT}"
+                    # with direct routing, clients reach the server at the VIP (on its lo) as well as at
+                    # its own address: listen on every address, advertise its own for data
+                    host = ("::" if fam == 6 else "0.0.0.0") if self.options.dataplane == "dr" else addr
+                    listen = f"[{host}]:{PORT}" if fam == 6 else f"{host}:{PORT}"
                     argv = _gridlb_argv(
                         "gridftp-server", "--root", str(export), "--listen", listen, "--data-address", addr
                     )
