@@ -880,7 +880,11 @@ class RelayEngine:
             return True
         if not n:
             d.eof = True
-            self._pass_eof(conn, d)
+            other = conn.down if d.inbound else conn.up
+            if other is not None and other.shut:  # `_pass_eof`'s first case, inlined: the caller closes
+                d.shut = True
+            else:
+                self._pass_eof(conn, d)
             return False
         dest = conn.dest
         assert dest is not None
