@@ -108,6 +108,7 @@ class DestState:
         "version",
         "view",
         "vpos",
+        "weight",
     )
 
     def __init__(self, service: ServiceState, key: RealKey, spec: DestSpec) -> None:
@@ -116,6 +117,7 @@ class DestState:
         self.sockaddr = (str(key.addr), key.port)  # what connect() takes, computed once
         self.version = key.addr.version
         self.spec = spec
+        self.weight = spec.weight  # `spec.weight`, read where a scheduler picks from live destinations
         self.active = 0
         self.inactive = 0
         self.overloaded = False
@@ -132,7 +134,10 @@ class DestState:
         u = self.spec.u_threshold
         if u and self.active + self.inactive >= u:
             self.overloaded = True
-        self.touch()
+        if self.view is not None:  # `touch`, inlined: this runs for every connection
+            self.view = None
+            if self.vpos >= 0:
+                self.service.dirty.append(self)
 
     def touch(self) -> None:
         """Counters changed: drop the cached view; the service re-makes only this entry at its next pick."""
@@ -333,14 +338,21 @@ class ProxyState:
         if spec.u_threshold == 0 or spec.u_threshold > d.spec.u_threshold:
             d.overloaded = False
         d.spec = spec
+        d.weight = spec.weight
         d.view = None
 
     # --- connections ------------------------------------------------------------------------------
 
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
         """Schedule a new connection and bind it; None when no destination may take it."""
+        sched = svc.scheduler
         if svc.spec.persistence_timeout_s:
             d = self._pick_persistent(svc, flow, now)
+        elif sched.picks_live and svc.views is not None:  # `_schedule`'s live path, inlined
+            d = sched.pick_live(svc.members, flow, now)
+            if d is None or d.down:
+                return None
+            d.bind()
         else:
             d = self._schedule(svc, flow, now)
         if d is not None and svc.tracks_owner:
@@ -376,10 +388,21 @@ class ProxyState:
                 del self.owners[key]
 
     def _schedule(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
-        key = svc.scheduler.pick(svc.candidate_views(), flow, now)
+        sched = svc.scheduler
+        if sched.picks_live:
+            # The scheduler reads only counters: give it the live destinations (the same list and
+            # counters its views would show) and get the destination back; no view is made.
+            if svc.views is None:
+                svc.candidate_views()
+            d = sched.pick_live(svc.members, flow, now)
+            if d is None or d.down:
+                return None
+            d.bind()
+            return d
+        key = sched.pick(svc.candidate_views(), flow, now)
         if key is None:
             return None
-        d: DestState | None = None
+        d = None
         # A scheduler returns the key of a view, the very object its destination holds: find it by
         # identity first (a dataclass == per destination costs more than the pick itself).
         for cand in svc.members:
@@ -453,7 +476,10 @@ class ProxyState:
         """Move a finished relay from active to inactive for the FIN timeout."""
         d.active -= 1
         d.inactive += 1
-        d.touch()
+        if d.view is not None:  # `touch`, inlined: this runs for every connection
+            d.view = None
+            if d.vpos >= 0:
+                d.service.dirty.append(d)
         if d.service.tracks_owner:
             self._disown(d, client_host, client_port)
         entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
@@ -466,12 +492,20 @@ class ProxyState:
     def expire(self, now: float) -> float | None:
         """Drop inactive connections whose FIN timeout ran out; return the next deadline, if any."""
         closed = self.closed
+        controls = self.controls
         while closed and closed[0][0] <= now:
             _, d, host, port = closed.popleft()
             d.inactive -= 1
-            d.unbind_check()
-            self._collect(d)
-            self._release(d, host, port)
+            if d.overloaded:
+                d.unbind_check()
+            elif d.view is not None:  # not overloaded: `unbind_check` would only `touch`, inlined
+                d.view = None
+                if d.vpos >= 0:
+                    d.service.dirty.append(d)
+            if not d.inactive and not d.active:
+                self._collect(d)
+            if controls:
+                self._release(d, host, port)
         nxt_t = self.persist.expire(now) if self.persist.live else None
         if now >= self.next_rate_sample:
             if self.next_rate_sample:

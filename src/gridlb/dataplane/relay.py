@@ -104,6 +104,7 @@ _OPEN: Final = ConnState.OPEN
 _CLOSED: Final = ConnState.CLOSED
 
 FailureCallback = Callable[[ServiceKey, RealKey, str], None]
+_close_socket: Final = _socket.socket.close  # also closes `socket.socket` (a subclass)
 
 
 def splice_available() -> bool:
@@ -237,9 +238,11 @@ class _Conn:
         "up",
     )
 
-    def __init__(self, c: _socket.socket, caddr: tuple[Any, ...], svc: ServiceState, flow: Flow) -> None:
+    def __init__(
+        self, c: _socket.socket, cfd: int, caddr: tuple[Any, ...], svc: ServiceState, flow: Flow, port: int
+    ) -> None:
         self.c = c
-        self.cfd = c.fileno()
+        self.cfd = cfd
         self.caddr = caddr
         self.svc = svc
         self.flow = flow
@@ -253,7 +256,7 @@ class _Conn:
         self.bmask = 0
         self.up: _Dir | None = None
         self.down: _Dir | None = None
-        self.port = 0  # a GridFTP data connection: this port on the control connection's server
+        self.port = port  # a GridFTP data connection: this port on the control connection's server
         self.cnb = False  # the client's descriptor is O_NONBLOCK (set when a direction takes a pipe)
 
 
@@ -569,8 +572,7 @@ class RelayEngine:
     def _close_deferred(self) -> None:
         """Close the sockets of the batch just handled (between batches no stale event can exist)."""
         closing = self._closing
-        for sock in closing:
-            sock.close()
+        deque(map(_close_socket, closing), 0)  # the loop in C: two sockets per connection
         closing.clear()
 
     def _run_commands(self) -> None:
@@ -620,11 +622,13 @@ class RelayEngine:
         accept: Callable[[], tuple[int, Any]] = lst.sock._accept  # type: ignore[attr-defined]
         svc = lst.svc
         vaddr = svc.key.addr
-        vport = lst.data_port or svc.key.port
+        data_port = lst.data_port
+        vport = data_port or svc.key.port
         assert vaddr is not None
         family = lst.sock.family
         ipcache = self._ipcache
         new_socket = _socket.socket
+        new_flow = tuple.__new__  # Flow(...) without its Python-level __new__
         connect = self._connect
         now = self.clock()  # one reading per batch: a batch takes far less than any timeout's resolution
         for _ in range(ACCEPT_BATCH):
@@ -651,9 +655,7 @@ class RelayEngine:
                 if len(ipcache) > 4096:
                     ipcache.clear()
                 ip = ipcache[host] = ip_address(host)
-            conn = _Conn(c, caddr, svc, Flow(ip, caddr[1], vaddr, vport))
-            conn.port = lst.data_port
-            connect(conn, now)
+            connect(_Conn(c, fd, caddr, svc, new_flow(Flow, (ip, caddr[1], vaddr, vport)), data_port), now)
 
     def _connect(self, conn: _Conn, now: float) -> None:
         """Schedule `conn` and start a non-blocking connect; retried on the next server if it fails."""
@@ -759,12 +761,19 @@ class RelayEngine:
         self.relayed += 1
         cfd, bfd = conn.cfd, conn.bfd
         conn.up = _Dir(c, b, True, cfd, bfd)
-        conn.down = _Dir(b, c, False, bfd, cfd)
+        conn.down = down = _Dir(b, c, False, bfd, cfd)
         self._fdmap[conn.cfd] = conn
         self._ep.register(conn.cfd, CLIENT_MASK)  # reports at once if the client already sent
         conn.cmask = CLIENT_MASK
         if ev & (EPOLLIN | EPOLLRDHUP):  # the server spoke first (FTP banner): relay it now
-            self._conn_event(conn, conn.bfd, ev & ~EPOLLOUT)
+            try:
+                if not self._splice:
+                    self._pump_copy(conn, down, ev)
+                elif self._pump_small(conn, down, ev) is None:
+                    self._splice_pipe(conn, down)
+            except OSError as exc:
+                self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
+                self._close(conn, aborted=True)
 
     # --- relay ------------------------------------------------------------------------------------
 
@@ -784,7 +793,6 @@ class RelayEngine:
         try:
             if ev & EPOLLERR:
                 raise ConnectionResetError(errno.ECONNRESET, "socket error")
-            pump = self._pump_splice if self._splice else self._pump_copy
             if ev & EPOLLOUT and in_d.pend:
                 # bytes wait in the pipe once the direction has one, else in its buffer
                 if in_d.pr >= 0:
@@ -793,10 +801,15 @@ class RelayEngine:
                     self._flush_copy(conn, in_d)
                 # the other side's reads were paused while this one was full: resume them
                 # (0: this event says nothing of that side's FIN)
+                pump = self._pump_splice if self._splice else self._pump_copy
                 if not in_d.pend and not in_d.eof and pump(conn, in_d, 0):
                     self._resume_reading(conn, in_d)
             if not out_d.eof and not out_d.pend and ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
-                pump(conn, out_d, ev)
+                if not self._splice:
+                    self._pump_copy(conn, out_d, ev)
+                elif out_d.pr >= 0 or self._pump_small(conn, out_d, ev) is None:
+                    # (no pipe yet: recv/send first, a pipe only once a read fills the small buffer)
+                    self._splice_pipe(conn, out_d)
         except OSError as exc:
             self._count(f"relay: {errno.errorcode.get(exc.errno or 0, 'error')}")
             self._close(conn, aborted=True)
@@ -867,7 +880,11 @@ class RelayEngine:
             return True
         if not n:
             d.eof = True
-            self._pass_eof(conn, d)
+            other = conn.down if d.inbound else conn.up
+            if other is not None and other.shut:  # `_pass_eof`'s first case, inlined: the caller closes
+                d.shut = True
+            else:
+                self._pass_eof(conn, d)
             return False
         dest = conn.dest
         assert dest is not None
@@ -910,6 +927,11 @@ class RelayEngine:
             small = self._pump_small(conn, d, ev)
             if small is not None:
                 return small
+        return self._splice_pipe(conn, d)
+
+    def _splice_pipe(self, conn: _Conn, d: _Dir) -> bool:
+        """The splice loop of `_pump_splice`; takes a pipe first when the direction holds none."""
+        if d.pr < 0:
             if not conn.cnb:  # splice takes no MSG_DONTWAIT: the client's descriptor must be O_NONBLOCK
                 conn.c.setblocking(False)
                 conn.cnb = True
@@ -1032,21 +1054,13 @@ class RelayEngine:
             fdmap.pop(conn.bfd, None)
             self._closing.append(conn.b)
         self._closing.append(conn.c)
-        for d in (conn.up, conn.down):
-            if d is None:
-                continue
-            if d.pr >= 0:
-                if d.pend:  # bytes of this connection are still in it: never reused
-                    os.close(d.pr)
-                    os.close(d.pw)
-                else:
-                    self.pipes.put(d.pr, d.pw, d.cap)  # checks it is empty once more
-                d.pr = d.pw = -1
-            if d.buf is not None:
-                if len(self.buffers) < 64:
-                    self.buffers.append(d.buf)
-                d.buf = None
-                d.mv = None
+        up, down = conn.up, conn.down
+        if (
+            up is not None
+            and down is not None
+            and (up.pr >= 0 or down.pr >= 0 or up.buf is not None or down.buf is not None)
+        ):
+            self._give_back(up, down)
         dest = conn.dest
         if dest is not None:
             if was_open:
@@ -1062,6 +1076,22 @@ class RelayEngine:
                     del self.live[conn]
                     self.state.connect_failed(dest, mark_down=False, flow=conn.flow)
             conn.dest = None
+
+    def _give_back(self, *dirs: _Dir) -> None:
+        """Return the pipes and buffers of a closed connection's directions to their pools."""
+        for d in dirs:
+            if d.pr >= 0:
+                if d.pend:  # bytes of this connection are still in it: never reused
+                    os.close(d.pr)
+                    os.close(d.pw)
+                else:
+                    self.pipes.put(d.pr, d.pw, d.cap)  # checks it is empty once more
+                d.pr = d.pw = -1
+            if d.buf is not None:
+                if len(self.buffers) < 64:
+                    self.buffers.append(d.buf)
+                d.buf = None
+                d.mv = None
 
 
 #: Every bound connection (connecting or relaying) -> its destination, kept under the state lock so

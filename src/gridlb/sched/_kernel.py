@@ -8,13 +8,15 @@ hash-based schedulers (sh, dh, mh) fill and probe their tables exactly as net/ne
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
 
-from gridlb.sched.base import DestView
+from gridlb.sched.base import Candidate, DestView
 from gridlb.table import IPAddress, RealKey
 
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
 GOLDEN_RATIO_32 = 0x61C88647  # include/linux/hash.h
+C = TypeVar("C", bound=Candidate)
 
 
 def s32(value: int) -> int:
@@ -28,23 +30,31 @@ def conn_overhead(active: int, inactive: int) -> int:
     return s32(s32(active << 8) + inactive)
 
 
-def wlc_least(dests: Sequence[DestView]) -> DestView | None:
+def wlc_least(dests: Sequence[C]) -> C | None:
     """Return the weighted least-connection choice (ip_vs_wlc.c, also __ip_vs_lblc[r]_schedule).
 
     The first non-overloaded destination with weight > 0 starts as `least`; each later non-overloaded
     one replaces it only when loh * weight > doh * least.weight (strict: the earlier one wins ties).
+    `dests` are scheduler views or any objects with the same five fields (the proxy's live
+    destinations). One pass, the overhead computed inline: `conn_overhead` runs only when a counter
+    is outside the range where `active * 256 + inactive` cannot wrap a C int.
     """
-    start = next((i for i, d in enumerate(dests) if not d.overloaded and d.weight > 0), None)
-    if start is None:
-        return None
-    least = dests[start]
-    loh = conn_overhead(least.active, least.inactive)
-    for d in dests[start + 1 :]:
+    least: C | None = None
+    loh = lw = 0
+    for d in dests:
         if d.overloaded:
             continue
-        doh = conn_overhead(d.active, d.inactive)
-        if loh * d.weight > doh * least.weight:
-            least, loh = d, doh
+        a = d.active
+        i = d.inactive
+        doh = (a << 8) + i
+        if not (-0x800000 <= a < 0x800000 and -0x80000000 <= doh <= 0x7FFFFFFF):
+            doh = conn_overhead(a, i)
+        w = d.weight
+        if least is None:
+            if w > 0:
+                least, loh, lw = d, doh, w
+        elif loh * w > doh * lw:
+            least, loh, lw = d, doh, w
     return least
 
 
