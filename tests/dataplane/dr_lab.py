@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.lab.netns import Lab, gridlb_env
-from gridlb.lab.system import LabOptions, running
+from gridlb.lab.system import LabOptions, realserver_apply, running
 
 #: Answers each connection on [::]:PORT (dual stack) with NAME, then echoes until the peer closes.
 NAME_SERVER = r"""
@@ -103,18 +103,7 @@ class DrLab:
         site.write_text("\n".join(out) + "\n")
         for rs in self.realservers:
             node = lab.node(rs)
-            argv = [sys.executable, "-m", "gridlb", "realserver", "apply", str(site), "--method", "sysctl"]
-            argv += [f"--address={node.ipv4}", f"--address={node.ipv6}"]
-            proc = subprocess.run(
-                lab.argv_in(rs, argv),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=gridlb_env(),
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"{rs}: gridlb realserver apply: {proc.stderr.strip()}")
+            realserver_apply(lab, rs, site, [str(node.ipv4), str(node.ipv6)])
         if not self.static_vip:
             return
         lab.exec("dir1", ["ip", "addr", "add", f"{lab.vip4}/32", "dev", "eth0"])

@@ -25,7 +25,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -523,17 +523,8 @@ class DrDataplane:
         now = self._clock()
         batch: list[tuple[FlowRec, bytes, bool]] = []
         pending: set[FlowKey] = set()
-        for _ in range(512):
-            try:
-                data, ancdata, _flags, addr = sock.recvmsg(65535, socket.CMSG_SPACE(_AUX.size))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.errors["recv"] += 1
-                break
-            # fwd to lo: seen leaving (OUTGOING) and arriving (OTHERHOST: not lo's MAC); take one
-            if addr[2] != socket.PACKET_OTHERHOST or not self.state.forwarding:
-                continue
+        # fwd to lo: seen leaving (OUTGOING) and arriving (OTHERHOST: not lo's MAC); take one
+        for data, partial in self._read_frames(sock, socket.PACKET_OTHERHOST):
             got = parse_tcp(data)
             if got is None:
                 self.errors["malformed"] += 1
@@ -548,9 +539,9 @@ class DrDataplane:
                 self.midflow_adopted += 1
                 pending.add(key)
             if key in pending:
-                batch.append((rec, data, _csum_not_ready(ancdata)))
+                batch.append((rec, data, partial))
             else:
-                self._send_on(rec, data, _csum_not_ready(ancdata))
+                self._send_on(rec, data, partial)
         if not batch:
             return
         error = self._program(self.state.flows[key] for key in pending)
@@ -585,16 +576,7 @@ class DrDataplane:
         """Schedule the SYNs waiting on `sock`: one nft transaction for the batch, then send each one on."""
         now = self._clock()
         batch: list[tuple[FlowRec, bytes, bool]] = []
-        for _ in range(512):
-            try:
-                data, ancdata, _flags, addr = sock.recvmsg(65535, socket.CMSG_SPACE(_AUX.size))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.errors["recv"] += 1
-                break
-            if addr[2] != socket.PACKET_HOST or not self.state.forwarding:
-                continue
+        for data, partial in self._read_frames(sock, socket.PACKET_HOST):
             key = parse_syn(data)
             if key is None:
                 self.errors["malformed"] += 1
@@ -605,7 +587,7 @@ class DrDataplane:
             if rec is None:
                 self.errors["no_destination"] += 1
                 continue
-            batch.append((rec, data, _csum_not_ready(ancdata)))
+            batch.append((rec, data, partial))
         if not batch:
             return
         error = self._program(rec for rec, _, _ in batch)
@@ -614,17 +596,21 @@ class DrDataplane:
                 self.state.forget(rec.key)
             return
         for rec, data, partial in batch:
-            link = self.state.links[rec.dest.key.addr]
-            out = self._sockets.get(link.device)
-            if out is None:
-                self.errors["send"] += 1
-                continue
-            real_mac, director_mac = mac_bytes(link.real_mac), mac_bytes(link.director_mac)
-            frame = readdress(data, real_mac, director_mac, fix_checksum=partial)
+            self._send_on(rec, data, partial)
+
+    def _read_frames(self, sock: socket.socket, pkttype: int) -> Iterator[tuple[bytes, bool]]:
+        """Yield up to 512 waiting frames of `pkttype` from a packet socket while forwarding, each with
+        whether its checksum is still to be filled in (offloaded)."""
+        for _ in range(512):
             try:
-                out.send(frame)
+                data, ancdata, _flags, addr = sock.recvmsg(65535, socket.CMSG_SPACE(_AUX.size))
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                self.errors["send"] += 1
+                self.errors["recv"] += 1
+                return
+            if addr[2] == pkttype and self.state.forwarding:
+                yield data, _csum_not_ready(ancdata)
 
 
 def _csum_not_ready(ancdata: list[tuple[int, int, bytes]]) -> bool:

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -213,6 +213,18 @@ def _gridlb_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "gridlb", *args]
 
 
+def realserver_apply(lab: Lab, name: str, site: Path, addresses: Sequence[str]) -> None:
+    """Run `gridlb realserver apply SITE --method sysctl` in node `name` for its own `addresses`;
+    raise LabStateError with the command's own words when it fails."""
+    addrs = [f"--address={a}" for a in addresses]
+    argv = _gridlb_argv("realserver", "apply", str(site), "--method", "sysctl", *addrs)
+    proc = subprocess.run(
+        lab.argv_in(name, argv), capture_output=True, text=True, timeout=60, env=gridlb_env(), check=False
+    )
+    if proc.returncode != 0:
+        raise LabStateError(f"{name}: gridlb realserver apply: {proc.stderr.strip()}")
+
+
 class _Builder:
     """Builds one lab; on any failure `abort()` removes everything made so far."""
 
@@ -307,18 +319,8 @@ class _Builder:
         for name in [n for n in self.lab.nodes if n.startswith("rs")]:
             self.say(f"{name}: gridlb realserver apply (VIPs on lo, ARP suppressed)")
             node = self.lab.node(name)
-            addrs = [f"--address={node.ipv4}"] + ([f"--address={node.ipv6}"] if self.options.ipv6 else [])
-            argv = _gridlb_argv("realserver", "apply", str(site), "--method", "sysctl", *addrs)
-            proc = subprocess.run(
-                self.lab.argv_in(name, argv),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=gridlb_env(),
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise LabStateError(f"{name}: gridlb realserver apply: {proc.stderr.strip()}")
+            addrs = [str(node.ipv4)] + ([str(node.ipv6)] if self.options.ipv6 else [])
+            realserver_apply(self.lab, name, site, addrs)
 
     def _gridftp(self) -> None:
         for name in [n for n in self.lab.nodes if n.startswith("rs")]:
