@@ -28,6 +28,7 @@ their processes (by PID) at the end. The machine is shared: figures are indicati
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -74,13 +75,13 @@ sys.stdin.read()
 CPS = r"""
 import asyncio, json, sys, time
 host, port, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-secs, maxc = float(sys.argv[4]), int(sys.argv[5])
+secs, maxc, srcs = float(sys.argv[4]), int(sys.argv[5]), sys.argv[6].split(",")
 done = errors = 0
-async def worker(end):
+async def worker(end, src):
     global done, errors
     while time.monotonic() < end and done + errors < maxc:
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            r, w = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(src, 0)), 5)
             await asyncio.wait_for(r.readline(), 5)
             w.close()
             done += 1
@@ -88,7 +89,7 @@ async def worker(end):
             errors += 1
 async def main():
     t0 = time.monotonic()
-    await asyncio.gather(*(worker(t0 + secs) for _ in range(conc)))
+    await asyncio.gather(*(worker(t0 + secs, srcs[i % len(srcs)]) for i in range(conc)))
     print(json.dumps({"conns": done, "errors": errors, "elapsed": time.monotonic() - t0}))
 asyncio.run(main())
 """
@@ -314,8 +315,33 @@ def hold_flows(t: DrLab, n: int) -> tuple[subprocess.Popen[str], list[tuple[int,
     return hold, flows
 
 
+#: Host numbers on the lab's network for the client's extra source addresses (fresh ones per measure).
+_CPS_HOSTS = iter(range(150, 250))
+
+
+def cps_sources(t: DrLab, count: int = 4) -> str:
+    """Give the client `count` fresh addresses on its network; return them comma-separated.
+
+    The client closes first, so each connection leaves a TIME_WAIT socket on it for 60 s; once tens
+    of thousands sit on one address and destination, every connect() searches them (ms each) and
+    the client, not the path, sets the rate. Fresh addresses per measurement spread them, as many
+    clients would.
+    """
+    lab = t.lab
+    out = lab.exec("client", ["ip", "-j", "-4", "addr", "show", "dev", "eth0"]).stdout
+    info = next(a for a in json.loads(out)[0]["addr_info"] if a["local"] == str(lab.node("client").ipv4))
+    net = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network
+    addrs = []
+    for _ in range(count):
+        addr = str(net.network_address + next(_CPS_HOSTS))
+        lab.exec("client", ["ip", "addr", "add", f"{addr}/32", "dev", "eth0"])
+        addrs.append(addr)
+    return ",".join(addrs)
+
+
 def measure_cps(t: DrLab, host: str, seconds: float, max_conns: int) -> float:
-    argv = [sys.executable, "-c", CPS, host, str(BANNER_PORT), "32", str(seconds), str(max_conns)]
+    srcs = cps_sources(t)
+    argv = [sys.executable, "-c", CPS, host, str(BANNER_PORT), "32", str(seconds), str(max_conns), srcs]
     out = t.lab.exec("client", argv, timeout_s=seconds + 60).stdout
     got = json.loads(out.strip().splitlines()[-1])
     if got["errors"]:
