@@ -208,7 +208,6 @@ class DrDataplane:
         self.link_errors: dict[IPAddress, str] = {}
         self._sockets: dict[str, socket.socket] = {}
         self._midflow: socket.socket | None = None  # on MIDFLOW_DEVICE, while an `mh` service forwards
-        self.midflow_adopted = 0  # flows met mid-connection and bound by the Maglev table
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="gridlb-dr-netlink")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -536,7 +535,6 @@ class DrDataplane:
                 if rec is None:
                     self.errors["midflow_unscheduled"] += 1
                     continue
-                self.midflow_adopted += 1
                 pending.add(key)
             if key in pending:
                 batch.append((rec, data, partial))
