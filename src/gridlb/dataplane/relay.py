@@ -69,14 +69,12 @@ SMALL_READ: Final = 1 << 14
 #: own CPU (docs/proxy.md, "Short send queues"); lower costs the relay more wake-ups.
 DEFAULT_NOTSENT_LOWAT: Final = 1 << 19
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
-#: After an event batch in which one pump moved at least BUSY_POLL_MIN_BYTES (a fast bulk stream), the
+#: After an event batch in which a bulk direction (one holding a pipe, or copy mode) moved bytes, the
 #: loop polls without sleeping for this long before it blocks in epoll_wait again. A sleeping relay
 #: thread costs each burst a wake-up (on a VM an interrupt to a halted vCPU, tens of µs) while both
-#: its peers wait on it; while bytes flow fast the next edge usually comes within this window. Short
-#: connections and slow streams (a WAN client's small bursts) never spin, so many slow streams do not
-#: keep the thread busy. 0 turns it off.
+#: its peers wait on it; while bytes flow the next edge usually comes within this window. Short
+#: connections never take a pipe, so they never spin. 0 turns it off.
 DEFAULT_BUSY_POLL_S: Final = 100e-6
-BUSY_POLL_MIN_BYTES: Final = 1 << 18
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -365,7 +363,7 @@ class RelayEngine:
         self.notsent_lowat = notsent_lowat
         self.busy_poll_s = busy_poll_s
         self.busy_polls = 0  # epoll_wait calls that returned at once because bulk bytes had just moved
-        self._moved = False  # a pump moved BUSY_POLL_MIN_BYTES in the batch being handled (busy-poll)
+        self._moved = False  # a bulk pump moved bytes in the batch being handled (see DEFAULT_BUSY_POLL_S)
         self.on_failure = on_failure
         self.clock = clock
         self.cpu = cpu
@@ -524,7 +522,7 @@ class RelayEngine:
                 return
             if self._closing:
                 self._close_deferred()
-            if self._moved:  # a fast stream moved bytes in the last batch: more come soon, do not sleep yet
+            if self._moved:  # bulk bytes moved in the last batch: more will come soon, do not sleep yet
                 self._moved = False
                 spin_until = now + busy_poll_s
             if now < spin_until:
@@ -983,8 +981,7 @@ class RelayEngine:
             return True
         finally:
             if moved:
-                if moved >= BUSY_POLL_MIN_BYTES:  # a fast bulk stream: busy-poll a moment (see its doc)
-                    self._moved = True
+                self._moved = True
                 self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
@@ -1049,7 +1046,7 @@ class RelayEngine:
             return True
         finally:
             if moved:
-                if moved >= BUSY_POLL_MIN_BYTES:  # a fast bulk stream: busy-poll a moment
+                if moved >= len(buf):  # a full read: a bulk stream (busy-poll), not a short payload
                     self._moved = True
                 self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
