@@ -69,12 +69,6 @@ SMALL_READ: Final = 1 << 14
 #: own CPU (docs/proxy.md, "Short send queues"); lower costs the relay more wake-ups.
 DEFAULT_NOTSENT_LOWAT: Final = 1 << 19
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
-#: After an event batch in which a bulk direction (one holding a pipe, or copy mode) moved bytes, the
-#: loop polls without sleeping for this long before it blocks in epoll_wait again. A sleeping relay
-#: thread costs each burst a wake-up (on a VM an interrupt to a halted vCPU, tens of µs) while both
-#: its peers wait on it; while bytes flow the next edge usually comes within this window. Short
-#: connections never take a pipe, so they never spin. 0 turns it off.
-DEFAULT_BUSY_POLL_S: Final = 100e-6
 
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -334,7 +328,6 @@ class RelayEngine:
         pipe_size: int = DEFAULT_PIPE_SIZE,
         copy_size: int = DEFAULT_COPY_SIZE,
         notsent_lowat: int = DEFAULT_NOTSENT_LOWAT,
-        busy_poll_s: float = DEFAULT_BUSY_POLL_S,
         backlog: int = 4096,
         on_failure: FailureCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -361,9 +354,6 @@ class RelayEngine:
         self.backlog = backlog
         self.copy_size = copy_size
         self.notsent_lowat = notsent_lowat
-        self.busy_poll_s = busy_poll_s
-        self.busy_polls = 0  # epoll_wait calls that returned at once because bulk bytes had just moved
-        self._moved = False  # a bulk pump moved bytes in the batch being handled (see DEFAULT_BUSY_POLL_S)
         self.on_failure = on_failure
         self.clock = clock
         self.cpu = cpu
@@ -512,8 +502,6 @@ class RelayEngine:
         fdmap = self._fdmap
         clock = self.clock
         conn_event = self._conn_event
-        busy_poll_s = self.busy_poll_s
-        spin_until = 0.0
         while True:
             now = clock()
             # the timer work runs only when something is due (connect deadline, FIN expiry, rates, ...)
@@ -522,12 +510,6 @@ class RelayEngine:
                 return
             if self._closing:
                 self._close_deferred()
-            if self._moved:  # bulk bytes moved in the last batch: more will come soon, do not sleep yet
-                self._moved = False
-                spin_until = now + busy_poll_s
-            if now < spin_until:
-                timeout = 0.0
-                self.busy_polls += 1
             try:
                 events = ep.poll(timeout, POLL_BATCH)
             except InterruptedError:  # pragma: no cover - PEP 475 retries poll itself
@@ -981,7 +963,6 @@ class RelayEngine:
             return True
         finally:
             if moved:
-                self._moved = True
                 self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
@@ -1046,8 +1027,6 @@ class RelayEngine:
             return True
         finally:
             if moved:
-                if moved >= len(buf):  # a full read: a bulk stream (busy-poll), not a short payload
-                    self._moved = True
                 self._account(conn, d.inbound, moved)
         self._pass_eof(conn, d)
         return False
