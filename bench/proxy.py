@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -234,6 +235,7 @@ def loadgen_bulk(port: int, streams: int, mib: int, timeout_s: float) -> dict[st
     socks: dict[int, socket.socket] = {}
     got: dict[int, int] = {}
     errors = 0
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     for _ in range(streams):
         s = socket.create_connection((HOST, port), 10)
@@ -263,7 +265,15 @@ def loadgen_bulk(port: int, streams: int, mib: int, timeout_s: float) -> dict[st
             s.close()
     errors += len(socks)
     elapsed = time.monotonic() - t0
-    return {"bytes": total, "errors": errors, "elapsed": elapsed, "MBps": total / elapsed / 1e6}
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu_s = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime  # the transfer, not start-up
+    return {
+        "bytes": total,
+        "errors": errors,
+        "elapsed": elapsed,
+        "MBps": total / elapsed / 1e6,
+        "client_cpu_s": client_cpu_s,
+    }
 
 
 # --- role: our proxy (CPU 1) --------------------------------------------------------------------------
@@ -413,10 +423,16 @@ def loadgen(args: list[str], timeout_s: float) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def measure(sys_: System, test: str, args: list[str], timeout_s: float) -> dict[str, Any]:
+def measure(
+    sys_: System, test: str, args: list[str], timeout_s: float, backends: int | None = None
+) -> dict[str, Any]:
+    """Run one load; add the proxy's CPU seconds (and the backends', when their PID is given)."""
     pid = sys_.pid
     before = cpu_s(pid) if pid else (0.0, 0.0)
+    back0 = sum(cpu_s(backends)) if backends else 0.0
     res = loadgen(args, timeout_s)
+    if backends:
+        res["backend_cpu_s"] = sum(cpu_s(backends)) - back0
     after = cpu_s(pid) if pid else (0.0, 0.0)
     res["cpu_user_s"] = after[0] - before[0]
     res["cpu_sys_s"] = after[1] - before[1]
@@ -499,8 +515,8 @@ def orchestrate(quick: bool, rounds: int, mode: str) -> int:
                         runs = [
                             measure(s, "c1", ["banner", str(s.banner), *c1], 120),
                             measure(s, "c64", ["banner", str(s.banner), *c64], 180),
-                            measure(s, "bulk1", ["bulk", str(s.bulk), *bulk1, "120"], 180),
-                            measure(s, "bulk8", ["bulk", str(s.bulk), *bulk8, "120"], 180),
+                            measure(s, "bulk1", ["bulk", str(s.bulk), *bulk1, "120"], 180, backend.pid),
+                            measure(s, "bulk8", ["bulk", str(s.bulk), *bulk8, "120"], 180, backend.pid),
                         ]
                     finally:
                         s.stop()
@@ -550,6 +566,9 @@ def per_round(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
             if b := t.get(test):
                 f[f"mb{key}"] = b["MBps"]
                 f[f"gb{key}"] = b["cpu_s"] / (b["bytes"] / 1e9) if b["bytes"] else inf
+                if "backend_cpu_s" in b and "client_cpu_s" in b and b["bytes"]:
+                    # the load side (senders + client, CPU 0): on a quiet machine its CPU is the limit
+                    f[f"load{key}"] = (b["backend_cpu_s"] + b["client_cpu_s"]) / (b["bytes"] / 1e9)
         out[rnd] = f
     return out
 
@@ -597,6 +616,12 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
             f"{r['p99']:>7.0f} {r['p50'] - d['p50']:>+6.0f} {r['mb1']:>7.0f} {r['mb8']:>7.0f} {gb:>12} "
             f"{usr:>5} {r['conns']:>7.0f} {r['errors']:>6.0f}"
         )
+    # What the backends and the client (CPU 0) spent per GB through each system: where CPU 0 is the
+    # limit (a quiet machine), MB/s goes as its inverse, so this explains a bulk ratio.
+    print(
+        "load side CPU-s/GB 1/8 (medians): "
+        + ", ".join(f"{name} {r['load1']:.2f}/{r['load8']:.2f}" for name, r in rows.items())
+    )
     print(f"spread over {n_rounds} rounds (min–max)")
     for name in rows:
         parts = []
@@ -625,6 +650,7 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
         "mbps_1": f"{g['mb1']:.0f}",
         "mbps_8": f"{g['mb8']:.0f}",
         "cpu_s_per_gb": f"{(g['gb1'] + g['gb8']) / 2:.2f}",
+        "load_cpu_s_per_gb": f"{(g['load1'] + g['load8']) / 2:.2f}",
         "conns": f"{g['conns']:.0f}",
         "soak_conns": f"{g['soak_conns']:.0f}",
         "errors": f"{g['errors']:.0f}",  # seen by clients: failed or short connections, bad banners
@@ -690,7 +716,10 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
 
 
 #: Per-round figures of every system; their medians make the table.
-FIGURES = ("us_conn", "cps1", "cps64", "p50", "p99", "mb1", "mb8", "gb1", "gb8", "user_share")
+FIGURES = (
+    *("us_conn", "cps1", "cps64", "p50", "p99", "mb1", "mb8", "gb1", "gb8", "user_share"),
+    *("load1", "load8"),  # the load side's CPU-s per GB, 1 and 8 streams
+)
 #: (figure, label, format) shown with their min–max under the table.
 SPREAD_COLUMNS = (
     ("us_conn", "µs/conn", ".0f"),
@@ -700,6 +729,8 @@ SPREAD_COLUMNS = (
     ("mb8", "MB/s 8", ".0f"),
     ("gb1", "CPU-s/GB 1", ".2f"),
     ("gb8", "CPU-s/GB 8", ".2f"),
+    ("load1", "load CPU-s/GB 1", ".2f"),
+    ("load8", "load CPU-s/GB 8", ".2f"),
 )
 
 
