@@ -640,15 +640,13 @@ class DrDataplane:
         this SYN), the client reused the port: schedule the new connection (IPVS `conn_reuse_mode`)
         and queue the old element's replacement. Else None (a retransmission the kernel forwards)."""
         key = known.key
-        if known.state is TcpState.ESTABLISHED:
-            try:  # its FIN may have passed since the last poll
+        if known.state is not TcpState.FIN_WAIT:
+            try:  # its FIN or RST may have passed since the last poll
                 closing = bool(self._lookup_fin([key]))
             except (NftReadError, OSError):
                 closing = False
             if not closing or not self.state.close_now(key, now):
                 return None
-        elif known.state is not TcpState.FIN_WAIT:
-            return None
         rec = self.state.reuse(key, now)
         self._pending_del.append(key)
         self._pending_fin.append(key)
