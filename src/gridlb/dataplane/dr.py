@@ -198,8 +198,6 @@ class DrDataplane:
         self.sync_counts: Counter[str] = Counter()
         self._nft = nft or Nft()
         self._reader = NftReader(TABLE)
-        self.poll_s_total = 0.0  # seconds spent in polls (reading flows back and expiring them)
-        self.polls = 0
         self._resolver = resolver or NeighbourResolver()
         self._clock = clock
         self._poll_s = poll_s
@@ -459,7 +457,6 @@ class DrDataplane:
     def _poll_once(self) -> None:
         """Read counters back, and the flows that can change now (packet counts, FIN-set elements);
         move them along, expire them and delete them from the map."""
-        t0 = time.perf_counter()
         now = self._clock()
         try:
             counters = self._reader.counters()
@@ -483,8 +480,6 @@ class DrDataplane:
             if self._next_rate:
                 self.state.rate_tick(now)
             self._next_rate = now + 2.0
-        self.polls += 1
-        self.poll_s_total += time.perf_counter() - t0
 
     def _lookup_counts(self, recs: Sequence[FlowRec]) -> dict[FlowKey, int]:
         """Return the packet counts of the map elements of `recs` (a missing element is left out)."""
