@@ -365,7 +365,8 @@ def measure_upload(t: DrLab, host: str, src: Path) -> float:
 def tracked_flows(t: DrLab) -> int:
     """The flows the director tracks now: ActiveConn + InActConn of every real server (`ipvsadm -Ln`)."""
     out = t.gridlb("ipvsadm", "--socket", str(t.socket), "-Ln").stdout
-    return sum(int(x.split()[4]) + int(x.split()[5]) for x in out.splitlines() if x.strip().startswith("->"))
+    rows = [x.split() for x in out.splitlines() if x.strip().startswith("->")]
+    return sum(int(r[4]) + int(r[5]) for r in rows if len(r) >= 6 and r[4].isdigit())  # not the header
 
 
 def cpu_s(pid: int) -> float:
