@@ -160,6 +160,8 @@ def test_the_master_sends_established_and_closing_flows_on_change_and_refresh() 
     poll(s, 2.0, {flow(1): 2}, {flow(1): 120.0})
     assert [r.state for r in s.to_sync(2.0, 60.0)] == [TcpState.FIN_WAIT]
     assert [r.key for r in s.to_sync(62.5, 60.0)] == [flow(1)]
+    assert s.to_sync(63.0, 60.0) == []  # sent again at 62.5: due at 122.5
+    assert [r.key for r in s.to_sync(122.5, 60.0)] == [flow(1)]
 
 
 def test_a_poll_reads_back_only_new_busy_idle_due_and_expiring_flows() -> None:

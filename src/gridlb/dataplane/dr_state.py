@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import heapq
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -110,6 +110,8 @@ class DrState:
         self._closing: list[tuple[float, FlowKey]] = []  # heap of (expires, key) of FIN_WAIT flows
         self._checking: dict[FlowKey, FlowRec] = {}  # closing flows due, read back until `observe`
         self._refs: Counter[tuple[ServiceKey, RealKey]] = Counter()  # flows per destination chain
+        self._unsent: dict[FlowKey, None] = {}  # flows whose state the peer has not been sent yet
+        self._sent: deque[tuple[float, FlowKey]] = deque()  # (when, key) sent to the peer, oldest first
 
     # --- table ops --------------------------------------------------------------------------------
 
@@ -291,6 +293,7 @@ class DrState:
 
     def _add(self, rec: FlowRec) -> None:
         self.flows[rec.key] = rec
+        self._unsent[rec.key] = None
         self._refs[(rec.service, rec.dest.key)] += 1
         if rec.state is TcpState.FIN_WAIT:
             heapq.heappush(self._closing, (rec.expires, rec.key))
@@ -302,6 +305,7 @@ class DrState:
         if rec is not None:
             self._open.pop(key, None)
             self._checking.pop(key, None)
+            self._unsent.pop(key, None)
             ref = (rec.service, rec.dest.key)
             self._refs[ref] -= 1
             if self._refs[ref] <= 0:
@@ -326,6 +330,7 @@ class DrState:
             elif rec.state is TcpState.FIN_WAIT:
                 self._open[rec.key] = rec
             rec.state = new
+            self._unsent[rec.key] = None
         changed = rec.expires != expires
         rec.expires = expires
         if new is TcpState.FIN_WAIT and changed:
@@ -455,17 +460,26 @@ class DrState:
     def to_sync(self, now: float, refresh_s: float) -> list[FlowRec]:
         """Return the flows to send to the peer: state changed since last sent, or not sent for `refresh_s`.
 
-        SYN_RECV flows are not sent (the kernel syncs established and closing states only).
+        SYN_RECV flows are not sent (the kernel syncs established and closing states only). The
+        work follows the flows that changed and those due again, never every tracked flow.
         """
-        out = []
-        for rec in self.flows.values():
-            if rec.state is TcpState.SYN_RECV:
-                continue
+        out: dict[FlowKey, FlowRec] = {}
+        for key in self._unsent:  # a SYN_RECV flow is marked again when it moves on
+            rec = self.flows[key]
             last = rec.synced
-            if last is None or last[0] is not rec.state or now - last[1] >= refresh_s:
-                rec.synced = (rec.state, now)
-                out.append(rec)
-        return out
+            if rec.state is not TcpState.SYN_RECV and (last is None or last[0] is not rec.state):
+                out[key] = rec
+        self._unsent = {}
+        sent = self._sent
+        while sent and now - sent[0][0] >= refresh_s:
+            when, key = sent.popleft()
+            got = self.flows.get(key)
+            if got is not None and got.synced is not None and got.synced[1] == when:
+                out[key] = got
+        for rec in out.values():
+            rec.synced = (rec.state, now)
+            sent.append((now, rec.key))
+        return list(out.values())
 
     # --- reports ----------------------------------------------------------------------------------
 
