@@ -307,9 +307,10 @@ class DrDataplane:
     def _program(self, add_flows: Iterable[FlowRec] = ()) -> str:
         """Bring the kernel to the state's ruleset (plus flow changes); return nft's error or ""."""
         new = self.state.ruleset()
-        dels = self._pending_del + self.state.dropped_flows
-        self.state.dropped_flows = []
-        fins, self._pending_fin = self._pending_fin, []
+        dropped, self.state.dropped_flows = self.state.dropped_flows, []
+        dels = self._pending_del + dropped
+        # a dropped flow leaves the FIN set too: a new connection on its port must not look closing
+        fins, self._pending_fin = self._pending_fin + dropped, []
         adds = [(rec.key, rec.chain) for rec in add_flows]
         script = transaction(self._applied, new, add_flows=adds, del_flows=dels, clear_fin=fins)
         try:
@@ -482,8 +483,9 @@ class DrDataplane:
             self._next_rate = now + 2.0
 
     def _lookup_counts(self, recs: Sequence[FlowRec]) -> dict[FlowKey, int]:
-        """Return the packet counts of the map elements of `recs` (a missing element is left out)."""
-        out: dict[FlowKey, int] = {}
+        """Return the packet counts of the map elements of `recs` (a missing element: the count last
+        read, so the flow runs down its timeout as an idle one)."""
+        out = {r.key: r.count for r in recs}
         for af in (4, 6):
             by_raw = {encode_key(r.key): r.key for r in recs if r.key.af == af}
             if by_raw:
@@ -602,11 +604,14 @@ class DrDataplane:
         """Schedule the SYNs waiting on `sock`: one nft transaction for the batch, then send each one on."""
         now = self._clock()
         batch: list[tuple[FlowRec, bytes, bool]] = []
+        taken: set[FlowKey] = set()
         for data, partial in self._read_frames(sock, socket.PACKET_HOST):
             key = parse_syn(data)
             if key is None:
                 self.errors["malformed"] += 1
                 continue
+            if key in taken:
+                continue  # the same SYN twice in one read: scheduled once
             known = self.state.flows.get(key)
             if known is not None:
                 rec = self._reused(known, now)
@@ -619,6 +624,7 @@ class DrDataplane:
             if rec is None:
                 self.errors["no_destination"] += 1
                 continue
+            taken.add(key)
             batch.append((rec, data, partial))
         if not batch:
             return
