@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from gridlb.dataplane.proxy_shared import Replica, SharedCounters, SharedLog
+from gridlb.dataplane.proxy_shared import Replica, RobustLock, SharedCounters, SharedLog
 from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
 from gridlb.sched.base import Flow
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec, Timeouts
@@ -180,7 +180,7 @@ def logged(n: int, procs: int, shared: bool = False) -> float:
     """Run `procs` worker processes over one log (and shared counters); return their CPU µs per
     connection, summed."""
     ctx = multiprocessing.get_context("spawn")
-    lock = ctx.Lock()
+    lock = RobustLock()  # the workers' lock
     log = SharedLog(lock)
     counters = SharedCounters(procs) if shared else None
     pipes = [ctx.Pipe(duplex=False) for _ in range(procs)]
@@ -198,6 +198,7 @@ def logged(n: int, procs: int, shared: bool = False) -> float:
     for p in ps:
         p.join()
     log.close()
+    lock.close()
     if counters is not None:
         counters.close()
     if procs > 1:

@@ -3,15 +3,26 @@ decisions, in one process."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
 
-from gridlb.dataplane.proxy_shared import LogOverrun, Replica, SharedCounters, SharedDest, SharedLog
+from gridlb.dataplane.proxy_shared import (
+    LogOverrun,
+    Replica,
+    RobustLock,
+    SharedCounters,
+    SharedDest,
+    SharedLog,
+)
 from gridlb.dataplane.proxy_state import DestState, ProxyState
 from gridlb.sched.base import Flow
 from gridlb.table import (
@@ -338,3 +349,49 @@ def test_the_shared_counters_refuse_a_destination_past_their_rows(log: SharedLog
         assert len(a.services[KEY].dests) == 2
     finally:
         small.close()
+
+
+def test_a_worker_killed_holding_the_lock_leaves_it_free() -> None:
+    """The kernel releases the record lock of a process that dies holding it (even before it could
+    record anything): the other workers go on."""
+    lock = RobustLock()
+    try:
+        code = (
+            "import sys, time\n"
+            "from gridlb.dataplane.proxy_shared import RobustLock\n"
+            "lock = RobustLock(sys.argv[1])\n"
+            "lock.acquire()\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code, lock.path], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "held\n"
+            assert not lock.acquire(False)
+            assert not lock.acquire(True, timeout=0.05)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+        assert lock.acquire(True, timeout=5.0)
+        lock.release()
+    finally:
+        lock.close()
+
+
+def test_the_robust_lock_excludes_threads_and_processes_alike() -> None:
+    lock = RobustLock()
+    other = pickle.loads(pickle.dumps(lock))  # what a spawned worker gets: the path, opened again
+    try:
+        with lock:
+            assert not other.acquire(False)  # another open file: another process, as far as it knows
+            got: list[bool] = []
+            t = threading.Thread(target=lambda: got.append(lock.acquire(False)))
+            t.start()
+            t.join()
+            assert got == [False]  # a thread of the same process waits too
+        assert other.acquire(False)
+        other.release()
+    finally:
+        other.close()
+        lock.close()
+    assert not os.path.exists(lock.path)

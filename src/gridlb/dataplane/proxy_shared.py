@@ -8,28 +8,34 @@ works on several CPUs: wlc reads its counters without a lock, so two workers pic
 instant may both choose the same server; picks one after the other decide exactly as one table
 does. The OVERLOAD flag (thresholds) is shared the same way, any worker setting or clearing it.
 
-Every other change of the table (an op, a pick and bind, a failed connect, a close, an expiry, the loss
-of a worker) is appended to one log in shared memory under one process-shared lock; a worker that
-takes the lock first replays what the others appended since it last held it. So before any pick a
-worker's replica has seen every connection of every worker, in one order, and `wlc` (any scheduler,
-persistence templates, GridFTP data-port owners, thresholds) decides as one kernel table would.
+Every other change of the table (an op; in the other services a pick and bind, a failed connect, a
+close, an expiry; the loss of a worker; a passive failure anywhere) is appended to one log in shared
+memory under one process-shared lock; a worker that takes the lock first replays what the others
+appended since it last held it. So before any pick a worker's replica has seen every op, and in
+the logged services every connection of every worker, in one order: rr's cursor, persistence
+templates, GridFTP data-port owners and lblc's tables move as in one kernel table.
 Replay re-runs the same pure `ProxyState` methods with the values the writer used (its `now`, the
 client); a pick replays to the destination the writer bound (a random scheduler such as `twos`
 draws once, in the writer). Traffic bytes stay per worker (they decide nothing): `dump` sums them.
 
-The log is a ring of length-prefixed `marshal` records; a reader that falls more than a ring
-behind cannot catch up and raises `LogOverrun` (its worker is then restarted from a live worker's
-snapshot, as a dataplane fault).
+The lock is a record lock the kernel frees when its holder dies (`RobustLock`): a worker killed
+while holding it blocks nobody. The log is a ring of length-prefixed `marshal` records; a reader
+that falls more than a ring behind cannot catch up and raises `LogOverrun` (its worker is then
+restarted from a live worker's snapshot, as a dataplane fault).
 """
 
 from __future__ import annotations
 
 import bisect
+import fcntl
 import marshal
 import os
 import pickle
 import platform
 import struct
+import tempfile
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from ipaddress import ip_address
@@ -61,7 +67,7 @@ from gridlb.table import (
 
 #: Ring size of the log: several seconds of records at tens of thousands of connections a second.
 RING_BYTES = 64 << 20
-_HEADER = 64  # u64 write position, u64 pid of the lock holder (0 = none)
+_HEADER = 64  # u64 write position
 #: Read the log ahead of the lock only where the CPU keeps stores in order (x86's TSO); on other
 #: machines (arm64, ppc64le) a reader could see the new end before the record, so it reads under the lock.
 READ_AHEAD = platform.machine() in ("x86_64", "AMD64", "i386", "i686")
@@ -245,6 +251,84 @@ class ProcessLock(Protocol):
     def release(self) -> None: ...
 
 
+#: struct flock (x86_64 and the other 64-bit Linux ABIs): l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = struct.Struct("hhqqi4x")
+_LOCK = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+_UNLOCK = _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0)
+_LOCK_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+class RobustLock:
+    """A lock between processes that the kernel releases when its holder dies.
+
+    An open file description lock (fcntl F_OFD_SETLKW) on a small file: it belongs to the open
+    file, which a dying process closes, so a worker killed while holding the lock (even between
+    taking it and anything it records) leaves it free. Each process opens the file itself (the
+    lock pickles as its path); threads of one process take a thread lock first, as they share
+    their process's open file.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.owner = path is None
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="gridlb-proxy-", suffix=".lock", dir=_LOCK_DIR)
+            os.close(fd)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._threads = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (RobustLock, (self.path,))
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; False when `block` is False or `timeout` (s) ran out and it is held."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not (
+            self._threads.acquire(True, timeout)
+            if block and timeout is not None
+            else self._threads.acquire(block)
+        ):
+            return False
+        try:
+            if block and deadline is None:
+                fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _LOCK)
+                return True
+            while True:
+                try:
+                    fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _LOCK)
+                    return True
+                except BlockingIOError:
+                    pass
+                except PermissionError:  # EACCES: held (some systems say so)
+                    pass
+                if not block or (deadline is not None and time.monotonic() >= deadline):
+                    self._threads.release()
+                    return False
+                time.sleep(0.001)
+        except BaseException:
+            if self._threads.locked():
+                self._threads.release()
+            raise
+
+    def release(self) -> None:
+        """Release the lock."""
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _UNLOCK)
+        self._threads.release()
+
+    def __enter__(self) -> RobustLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        """Close the file (and, for the creator, remove it)."""
+        os.close(self.fd)
+        if self.owner:
+            os.unlink(self.path)
+
+
 class SharedLog:
     """The ring of records in one shared-memory segment; read and written only under `lock`."""
 
@@ -260,22 +344,13 @@ class SharedLog:
         self.size = self.shm.size - _HEADER
         buf = self.shm.buf
         assert buf is not None
-        self.hdr = buf[:16].cast("Q")  # [write position, lock holder pid]
+        self.hdr = buf[:8].cast("Q")  # [write position]
         self.ring = buf[_HEADER:]
 
     @property
     def end(self) -> int:
         """Return the write position (bytes ever written)."""
         return int(self.hdr[0])
-
-    @property
-    def holder(self) -> int:
-        """Return the pid holding the lock (0: none, or it had not written its pid yet)."""
-        return int(self.hdr[1])
-
-    def set_holder(self, pid: int) -> None:
-        """Record who holds the lock (so that the lock of a worker that died holding it is freed)."""
-        self.hdr[1] = pid
 
     def append(self, record: bytes) -> int:
         """Append one record (lock held); return the new write position."""
@@ -392,7 +467,6 @@ class Replica(ProxyState):
         self._depth = 0  # how deep this thread is inside `with replica:` (the lock is taken at 1)
         #: Called when this replica can no longer follow the log (`LogOverrun`); a worker process exits.
         self.on_lost: Callable[[str], None] | None = None
-        self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -413,7 +487,6 @@ class Replica(ProxyState):
         self.log = log
         self.pos = pos
         self.worker = worker
-        self._pid = os.getpid()
         if counters is not None:
             self.counters = counters
             for svc in self.services.values():
@@ -435,14 +508,11 @@ class Replica(ProxyState):
                     raise
             if not log.lock.acquire(False):
                 self._wait(log.lock)
-            hdr = log.hdr
-            hdr[1] = self._pid
-            if hdr[0] != self.pos:
+            if log.hdr[0] != self.pos:
                 try:
                     self.catch_up()
                 except BaseException:
                     self._depth = 0
-                    hdr[1] = 0
                     log.lock.release()
                     raise
         return self
@@ -460,7 +530,6 @@ class Replica(ProxyState):
         self._depth -= 1
         log = self.log
         if not self._depth and log is not None:
-            log.hdr[1] = 0
             log.lock.release()
 
     # --- log helpers ------------------------------------------------------------------------------
@@ -859,6 +928,7 @@ __all__ = [
     "NoLock",
     "ProcessLock",
     "Replica",
+    "RobustLock",
     "SharedCounters",
     "SharedDest",
     "SharedLog",

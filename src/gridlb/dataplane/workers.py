@@ -41,6 +41,7 @@ from gridlb.dataplane.proxy_shared import (
     NoLock,
     ProcessLock,
     Replica,
+    RobustLock,
     SharedCounters,
     SharedLog,
     merge_traffic,
@@ -540,7 +541,7 @@ class ProcessPool:
         self.mode = mode
         self.on_failure = on_failure
         self._ctx = multiprocessing.get_context("spawn")
-        self.lock = self._ctx.Lock()
+        self.lock = RobustLock()  # freed by the kernel when a worker dies holding it
         self.log = SharedLog(self.lock)
         self.counters = SharedCounters(workers)
         engine_options.setdefault("data_ports", {})
@@ -587,6 +588,7 @@ class ProcessPool:
             self._monitor.join(10)
             self.log.close()
             self.counters.close()
+            self.lock.close()
             raise self._start_error
 
     @property
@@ -683,9 +685,6 @@ class ProcessPool:
         with self.control:
             if self._closing:
                 return
-            if self.log.holder == dead.pid:  # it died holding the table's lock
-                self.log.set_holder(0)
-                self.lock.release()
             self._kill(dead)
             self.counters.zero_worker(dead.index)  # its connections died with it
             self.workers[dead.index] = None
@@ -844,6 +843,7 @@ class ProcessPool:
         self._wake_w.close()
         self.log.close()
         self.counters.close()
+        self.lock.close()
 
     def _stop_one(self, w: _Worker, grace_s: float) -> None:
         with contextlib.suppress(WorkerDied, RuntimeError, OSError):
