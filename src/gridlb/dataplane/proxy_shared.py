@@ -137,7 +137,7 @@ class SharedDest(DestState):
     worker's slots. A replica replaying an op (or the director's spec-only copy) never writes the flag.
     """
 
-    __slots__ = ("acts", "inas", "mine", "q", "replica", "row")
+    __slots__ = ("acts", "flag", "inas", "mine", "q", "replica", "row")
 
     def __init__(
         self, service: ServiceState, key: RealKey, spec: DestSpec, replica: Replica, row: int
@@ -162,7 +162,7 @@ class SharedDest(DestState):
         counters = self.replica.counters
         assert counters is not None
         self.q = counters.q
-        base = self.row * counters.stride
+        base = self.flag = self.row * counters.stride
         me = max(self.replica.worker, 0)  # the director's spec-only copy (-1) never counts
         self.mine = base + 1 + 2 * me
         self.acts = tuple(range(base + 1, base + counters.stride, 2))
@@ -193,12 +193,12 @@ class SharedDest(DestState):
 
     @property
     def overloaded(self) -> bool:
-        return bool(self.q[self.acts[0] - 1])
+        return self.q[self.flag] != 0
 
     @overloaded.setter
     def overloaded(self, value: bool) -> None:
-        if not self.replica.replaying and bool(self.q[self.acts[0] - 1]) != value:
-            self.q[self.acts[0] - 1] = int(value)
+        if not self.replica.replaying and (self.q[self.flag] != 0) != value:
+            self.q[self.flag] = int(value)
 
     def bind(self) -> None:
         """Count a new connection in this worker's slot (kernel ip_vs_bind_dest)."""
@@ -235,7 +235,25 @@ class SharedDest(DestState):
         return DestView(self.key, self.spec.weight, self.active, self.inactive, self.overloaded)
 
 
-_SHADOWED = frozenset({"active", "inactive", "overloaded", "q", "acts", "inas", "mine"})
+class SharedDest2(SharedDest):
+    """`SharedDest` with two workers (a 2-CPU director, the usual case): the sums written out."""
+
+    __slots__ = ()
+
+    @property
+    def active(self) -> int:  # type: ignore[override]
+        q = self.q
+        i = self.flag
+        return q[i + 1] + q[i + 3]
+
+    @property
+    def inactive(self) -> int:  # type: ignore[override]
+        q = self.q
+        i = self.flag
+        return q[i + 2] + q[i + 4]
+
+
+_SHADOWED = frozenset({"active", "inactive", "overloaded", "q", "acts", "inas", "mine", "flag"})
 _DEST_FIELDS = tuple(n for n in (*DestState.__slots__, *SharedDest.__slots__) if n not in _SHADOWED)
 
 
@@ -620,7 +638,8 @@ class Replica(ProxyState):
         row = self.rows.get((svc.key, key))
         if row is None:
             row = self.rows[(svc.key, key)] = len(self.rows)
-        return SharedDest(svc, key, spec, self, row)
+        assert self.counters is not None
+        return (SharedDest2 if self.counters.workers == 2 else SharedDest)(svc, key, spec, self, row)
 
     def _apply(self, op: Op) -> None:
         self._check_rows(op)
@@ -726,9 +745,10 @@ class Replica(ProxyState):
         while own and own[0][0] <= now:
             _, d, _host, _port = own.popleft()
             d.drop_inactive()
-            if d.overloaded:
+            if d.spec.u_threshold and d.overloaded:  # (no upper threshold: never overloaded)
                 d.unbind_check()
-            self._collect(d)
+            if d.service.trash:
+                self._collect(d)
         closed = self.closed
         log = self.log
         if (
