@@ -403,3 +403,20 @@ def test_the_robust_lock_excludes_threads_and_processes_alike() -> None:
         other.close()
         lock.close()
     assert not os.path.exists(lock.path)
+
+
+def test_a_worker_started_from_the_directors_copy_counts_and_flags(
+    log: SharedLog, counters: SharedCounters
+) -> None:
+    """With no live worker to copy, a worker starts from the director's spec-only copy (which never
+    writes a shared flag): once attached it counts in its own slot and sets the flag."""
+    spec = Replica(-1, Timeouts(tcpfin=5), counters=counters)
+    spec.replaying = True
+    spec.apply(AddService(KEY, ServiceSpec(scheduler="wlc")))
+    spec.apply(AddDest(KEY, REALS[0], DestSpec(weight=1, u_threshold=1)))
+    w, pos = pickle.loads(pickle.dumps((spec, log.end)))
+    w.attach(log, pos, 1, counters)
+    d = w.pick(w.services[KEY], flow("192.0.2.1", 1), 0.0)
+    assert d is not None and d.overloaded and d.active == 1
+    assert counters.q[0 * counters.stride + 3] == 1  # row 0, worker 1's active slot
+    assert w.pick(w.services[KEY], flow("192.0.2.1", 2), 0.0) is None  # overloaded: refused

@@ -502,6 +502,7 @@ class Replica(ProxyState):
         """
         if counters is not None and worker != self.worker:
             self.own_closed.clear()
+        self.replaying = False  # (a copy of the director's spec-only replica was always "replaying")
         self.log = log
         self.pos = pos
         self.worker = worker
