@@ -388,6 +388,7 @@ def test_a_worker_killed_holding_the_lock_leaves_it_free() -> None:
 
 def test_the_robust_lock_excludes_threads_and_processes_alike() -> None:
     lock = RobustLock()
+    assert os.fstat(lock.fd).st_nlink == 0  # no name: nothing left behind however the director ends
     other = pickle.loads(pickle.dumps(lock))  # what a spawned worker gets: the path, opened again
     try:
         with lock:
@@ -402,7 +403,6 @@ def test_the_robust_lock_excludes_threads_and_processes_alike() -> None:
     finally:
         other.close()
         lock.close()
-    assert not os.path.exists(lock.path)
 
 
 def test_a_worker_started_from_the_directors_copy_counts_and_flags(

@@ -279,20 +279,22 @@ _LOCK_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 class RobustLock:
     """A lock between processes that the kernel releases when its holder dies.
 
-    An open file description lock (fcntl F_OFD_SETLKW) on a small file: it belongs to the open
+    An open file description lock (fcntl F_OFD_SETLKW) on an empty file: it belongs to the open
     file, which a dying process closes, so a worker killed while holding the lock (even between
-    taking it and anything it records) leaves it free. Each process opens the file itself (the
-    lock pickles as its path); threads of one process take a thread lock first, as they share
-    their process's open file.
+    taking it and anything it records) leaves it free. The creator removes the file's name at once
+    (nothing is left behind, however the director ends); every other process opens it again by
+    the creator's /proc/PID/fd path (the lock pickles as that path). Threads of one process take a
+    thread lock first, as they share their process's open file.
     """
 
     def __init__(self, path: str | None = None) -> None:
-        self.owner = path is None
         if path is None:
-            fd, path = tempfile.mkstemp(prefix="gridlb-proxy-", suffix=".lock", dir=_LOCK_DIR)
-            os.close(fd)
+            self.fd, name = tempfile.mkstemp(prefix="gridlb-proxy-", suffix=".lock", dir=_LOCK_DIR)
+            os.unlink(name)
+            path = f"/proc/{os.getpid()}/fd/{self.fd}"
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         self._threads = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
@@ -341,10 +343,8 @@ class RobustLock:
         self.release()
 
     def close(self) -> None:
-        """Close the file (and, for the creator, remove it)."""
+        """Close this process's open file (the creator's closes the last way in for new workers)."""
         os.close(self.fd)
-        if self.owner:
-            os.unlink(self.path)
 
 
 class SharedLog:
