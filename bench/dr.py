@@ -19,7 +19,10 @@ dataplane, three real servers with the VIP on lo, one bridge. Each round measure
 * new connections/s: connect, read the banner, close, with 32 concurrent clients, through the VIP
   and straight to one real server;
 * upload MB/s: globus-url-copy -p 4 of a file through `ftp://VIP:2811` and straight to a real
-  server (data channels go to the real server's own address either way).
+  server (data channels go to the real server's own address either way), twice: with few flows
+  tracked (before the connections/s phase) and with the tens of thousands that phase leaves
+  tracked (closing, for the FIN timeout). Each row says how many flows the director tracked then
+  (`ipvsadm -Ln` ActiveConn + InActConn) and the CPU the director process used in that phase.
 
 Every load loop is bounded in count and time; namespaces carry a unique prefix and are deleted with
 their processes (by PID) at the end. The machine is shared: figures are indicative.
@@ -359,6 +362,19 @@ def measure_upload(t: DrLab, host: str, src: Path) -> float:
     return src.stat().st_size / el / 1e6
 
 
+def tracked_flows(t: DrLab) -> int:
+    """The flows the director tracks now: ActiveConn + InActConn of every real server (`ipvsadm -Ln`)."""
+    out = t.gridlb("ipvsadm", "--socket", str(t.socket), "-Ln").stdout
+    rows = [x.split() for x in out.splitlines() if x.strip().startswith("->")]
+    return sum(int(r[4]) + int(r[5]) for r in rows if len(r) >= 6 and r[4].isdigit())  # not the header
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
 def spread(xs: list[float], spec: str) -> str:
     """`median (min–max)`."""
     return f"{statistics.median(xs):{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
@@ -487,15 +503,60 @@ def main() -> int:
                     spread(ratio(a_dr["per_core"], a_bare["per_core"]), ".2f"),
                 ),
             ]
+            src = workdir / "up.bin"
+            if have_globus:
+                with src.open("wb") as f:
+                    f.write(os.urandom(1 << 20) * up_mib)
+                src.chmod(0o644)
+
+            def uploads(phase: str, tag: str) -> None:
+                """Paired uploads now; a row with the tracked flows and the director's CPU share."""
+                assert t.director is not None
+                flows_before = tracked_flows(t)
+                cpu0, t0 = cpu_s(t.director.pid), time.monotonic()
+                up_vip, up_direct = paired(
+                    rounds,
+                    lambda: measure_upload(t, t.vip4, src),
+                    lambda: measure_upload(t, str(t.lab.node("rs1").ipv4), src),
+                )
+                busy = (cpu_s(t.director.pid) - cpu0) / (time.monotonic() - t0)
+                flows_after = tracked_flows(t)
+                up_ratio = [a / max(b, 1e-9) for a, b in zip(up_vip, up_direct, strict=True)]
+                rows.append(
+                    (
+                        f"upload MB/s (globus-url-copy -p 4, {up_mib} MiB), {phase}: "
+                        f"{flows_before:,}→{flows_after:,} flows tracked, director process {busy:.0%} CPU",
+                        spread(up_vip, ",.1f"),
+                        "direct " + spread(up_direct, ",.1f"),
+                        spread(up_ratio, ".2f"),
+                    )
+                )
+                result.update(
+                    {
+                        f"upload_vip_MBps{tag}": f"{statistics.median(up_vip):.1f}",
+                        f"upload_direct_MBps{tag}": f"{statistics.median(up_direct):.1f}",
+                        f"upload_ratio{tag}": f"{statistics.median(up_ratio):.2f}",
+                        f"upload_ratio{tag}_min": f"{min(up_ratio):.2f}",
+                        f"upload_ratio{tag}_max": f"{max(up_ratio):.2f}",
+                        f"upload_flows{tag}": str(flows_before),
+                        f"director_cpu{tag}": f"{busy:.3f}",
+                    }
+                )
+
+            if have_globus:
+                uploads("few flows", "_few")
+            assert t.director is not None
+            cpu0, t0 = cpu_s(t.director.pid), time.monotonic()
             vip_cps, direct_cps = paired(
                 rounds,
                 lambda: measure_cps(t, t.vip4, cps_s, 100_000),
                 lambda: measure_cps(t, str(t.lab.node("rs1").ipv4), cps_s, 100_000),
             )
+            cps_busy = (cpu_s(t.director.pid) - cpu0) / (time.monotonic() - t0)
             cps_ratio = [a / max(b, 1) for a, b in zip(vip_cps, direct_cps, strict=True)]
             rows.append(
                 (
-                    "new connections/s (32 concurrent)",
+                    f"new connections/s (32 concurrent), director process {cps_busy:.0%} CPU",
                     spread(vip_cps, ",.0f"),
                     "direct " + spread(direct_cps, ",.0f"),
                     spread(cps_ratio, ".2f"),
@@ -524,29 +585,7 @@ def main() -> int:
                 "cps_ratio": f"{statistics.median(cps_ratio):.2f}",
             }
             if have_globus:
-                src = workdir / "up.bin"
-                with src.open("wb") as f:
-                    f.write(os.urandom(1 << 20) * up_mib)
-                src.chmod(0o644)
-                up_vip, up_direct = paired(
-                    rounds,
-                    lambda: measure_upload(t, t.vip4, src),
-                    lambda: measure_upload(t, str(t.lab.node("rs1").ipv4), src),
-                )
-                up_ratio = [a / max(b, 1e-9) for a, b in zip(up_vip, up_direct, strict=True)]
-                rows.append(
-                    (
-                        f"upload MB/s (globus-url-copy -p 4, {up_mib} MiB)",
-                        spread(up_vip, ",.1f"),
-                        "direct " + spread(up_direct, ",.1f"),
-                        spread(up_ratio, ".2f"),
-                    )
-                )
-                result |= {
-                    "upload_vip_MBps": f"{statistics.median(up_vip):.1f}",
-                    "upload_direct_MBps": f"{statistics.median(up_direct):.1f}",
-                    "upload_ratio": f"{statistics.median(up_ratio):.2f}",
-                }
+                uploads("after the connections/s phase", "")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{rounds} rounds; each cell: median (min–max)")

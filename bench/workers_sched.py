@@ -6,13 +6,18 @@ closed, and each pump call adds its bytes. Two ways to keep that exact across th
 * lock: every worker takes one `threading.Lock` around each use of the state (what gridlb does);
 * owner: one thread owns the state and the workers post each pick to it and wait for the answer
   (a deque plus an eventfd wake-up each way, like `RelayEngine.call`);
-* log: what the worker processes do (proxy_shared.py): each process keeps a replica, logs its
-  changes to a ring in shared memory under a process-shared lock and replays the others' first.
+* log: what the worker processes do for services other than the least-connection ones
+  (proxy_shared.py): each process keeps a replica, logs its changes to a ring in shared memory
+  under a process-shared lock and replays the others' first;
+* counters: what they do for wlc, lc, sed and nq: each process counts in its own slots of shared
+  memory (no lock, no log) and a pick sums every worker's slots.
 
 All run the real `ProxyState` with gridlb.sched's wlc over 3 destinations, a pick + bind and a
 close per connection, and report CPU µs per connection (all threads, and all processes for the log
-cases), medians of 3 rounds. The lock is measured with and without a second worker taking it at the
-same time; the log with one process and with two, whose replicas must end equal.
+and counters cases), medians of 3 rounds, spread min–max. The lock is measured with and without a
+second worker taking it at the same time; the log and the counters with one process and with two,
+whose replicas must end equal. The figure to watch: counters2 / none (two workers' cost per
+connection over one worker's).
 
     python bench/workers_sched.py [--quick] [--conns 50000]
 """
@@ -34,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from gridlb.dataplane.proxy_shared import Replica, SharedLog
+from gridlb.dataplane.proxy_shared import Replica, RobustLock, SharedCounters, SharedLog
 from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
 from gridlb.sched.base import Flow
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec, Timeouts
@@ -118,10 +123,13 @@ def owner(n: int) -> None:
     os.close(answer)
 
 
-def replica_worker(index: int, name: str, lock: Any, done: Any, n: int, out: Any) -> None:
-    """One worker process: a replica over the shared log; n connections; report its CPU seconds."""
+def replica_worker(
+    index: int, name: str, lock: Any, done: Any, n: int, out: Any, counters_name: str | None, procs: int
+) -> None:
+    """One worker process: a replica over the shared log (and counters); n connections; report its CPU."""
     log = SharedLog(lock, name)
-    rep = Replica(index, Timeouts(tcpfin=1))
+    counters = SharedCounters(procs, counters_name) if counters_name else None
+    rep = Replica(index, Timeouts(tcpfin=1), counters=counters)
     rep.attach(log, 0, index)
     shared = rep  # `with rep:` takes the process-shared lock (each change also takes it itself)
     key = ServiceKey.tcp("127.0.0.1", 2811)
@@ -135,35 +143,53 @@ def replica_worker(index: int, name: str, lock: Any, done: Any, n: int, out: Any
             if key in rep.services:
                 break
     svc = rep.services[key]
+    assert svc.shared is (counters is not None)
     host = f"192.0.2.{index + 1}"
     client, vaddr = ip_address(host), ip_address("127.0.0.1")
+    done.wait()  # every worker starts together: they run at the same time
     c0 = time.process_time()
-    for i in range(n):
-        flow = Flow(client, 1024 + i % 60000, vaddr, 2811)  # each connection its own client port
-        now = i * 1e-3
-        with shared:  # pick + bind
+    if counters is None:
+        for i in range(n):
+            flow = Flow(client, 1024 + i % 60000, vaddr, 2811)  # each connection its own client port
+            now = i * 1e-3
+            with shared:  # pick + bind
+                d = rep.pick(svc, flow, now)
+            assert d is not None
+            with shared:  # the close
+                rep.closed_conn(d, now, host, 1024 + i % 60000)
+                rep.expire(now)
+    else:  # as a worker's engine calls it (NoLock): each change locks only if it must
+        for i in range(n):
+            flow = Flow(client, 1024 + i % 60000, vaddr, 2811)
+            now = i * 1e-3
             d = rep.pick(svc, flow, now)
-        assert d is not None
-        with shared:  # the close
+            assert d is not None
             rep.closed_conn(d, now, host, 1024 + i % 60000)
             rep.expire(now)
     cpu = time.process_time() - c0
     done.wait()  # every worker finished: the replicas must now be equal
     with shared:
-        counters = [(d.active, d.inactive, d.traffic.conns) for d in svc.dests]
-    out.send((cpu, counters))
+        ends = [(d.active, d.inactive) for d in svc.dests]
+    out.send((cpu, ends))
     log.close()
+    if counters is not None:
+        counters.close()
 
 
-def logged(n: int, procs: int) -> float:
-    """Run `procs` worker processes over one log; return their CPU µs per connection, summed."""
+def logged(n: int, procs: int, shared: bool = False) -> float:
+    """Run `procs` worker processes over one log (and shared counters); return their CPU µs per
+    connection, summed."""
     ctx = multiprocessing.get_context("spawn")
-    lock = ctx.Lock()
+    lock = RobustLock()  # the workers' lock
     log = SharedLog(lock)
+    counters = SharedCounters(procs) if shared else None
     pipes = [ctx.Pipe(duplex=False) for _ in range(procs)]
     done = ctx.Barrier(procs)
     ps = [
-        ctx.Process(target=replica_worker, args=(i, log.name, lock, done, n // procs, w))
+        ctx.Process(
+            target=replica_worker,
+            args=(i, log.name, lock, done, n // procs, w, counters.name if counters else None, procs),
+        )
         for i, (_, w) in enumerate(pipes)
     ]
     for p in ps:
@@ -172,6 +198,9 @@ def logged(n: int, procs: int) -> float:
     for p in ps:
         p.join()
     log.close()
+    lock.close()
+    if counters is not None:
+        counters.close()
     if procs > 1:
         ends = {tuple(c) for _, c in results}
         assert len(ends) == 1, f"the replicas differ: {ends}"
@@ -187,10 +216,10 @@ def measure(fn: Callable[[], None], conns: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10,000 connections per case")
+    ap.add_argument("--quick", action="store_true", help="30,000 connections per case")
     ap.add_argument("--conns", type=int, default=50_000)
     a = ap.parse_args()
-    n = 10_000 if a.quick else a.conns
+    n = 30_000 if a.quick else a.conns
     cases: dict[str, tuple[str, Callable[[], None]]] = {
         "none": ("no lock (one worker, no sharing)", lambda: plain(n)),
         "lock": ("lock, 1 thread", lambda: locked(n)),
@@ -200,6 +229,8 @@ def main() -> int:
     procs: dict[str, tuple[str, Callable[[], float]]] = {
         "log": ("log, 1 process (worker processes)", lambda: logged(n, 1)),
         "log2": ("log, 2 processes contending", lambda: logged(n, 2)),
+        "counters": ("shared counters, 1 process", lambda: logged(n, 1, shared=True)),
+        "counters2": ("shared counters, 2 processes", lambda: logged(n, 2, shared=True)),
     }
     base = 0.0
     kv = {}
@@ -215,6 +246,12 @@ def main() -> int:
         med = statistics.median(vals)
         print(f"{label:<36} {med:7.2f} µs/conn [{min(vals):.2f}–{max(vals):.2f}]  +{med - base:.2f}")
         kv[f"{key}_us"] = f"{med:.2f}"
+    added = {k: float(kv[f"{k}_us"]) - float(kv["none_us"]) for k in ("log2", "counters2")}
+    print(
+        "added by two worker processes per connection (same run): "
+        f"shared counters {added['counters2']:+.2f} µs, log {added['log2']:+.2f} µs"
+    )
+    kv.update({f"{k}_added_us": f"{v:.2f}" for k, v in added.items()})
     print("RESULT workers_sched " + " ".join(f"{k}={v}" for k, v in kv.items()))
     return 0
 

@@ -71,6 +71,7 @@ async def test_health_checks_and_errors(setup: tuple[Director, FakeDataplane, Me
     )
     director.passive_failure(C, SVC, "connect: refused")
     dp.fail[EditDest] = "Operation not permitted"
+    dp.events["midflow_adopted"] = 3
     director.report_check((SVC, A), CheckResult(Verdict.REFUSING, "421 busy", 0.001), HealthState.REFUSING)
     for _ in range(20):
         await asyncio.sleep(0)  # let the director's loop take the reports
@@ -85,6 +86,8 @@ async def test_health_checks_and_errors(setup: tuple[Director, FakeDataplane, Me
     assert metric(text, "gridlb_health_check_duration_seconds_bucket", **h, verdict="up", le="0.0025") == 0
     assert metric(text, "gridlb_health_check_duration_seconds_bucket", **h, verdict="up", le="0.005") == 1
     assert metric(text, "gridlb_dataplane_errors_total", dataplane="fake", reason="op EditDest") >= 1
+    assert metric(text, "gridlb_dataplane_events_total", dataplane="fake", event="midflow_adopted") == 3
+    assert (await director.status()).counters.dataplane_events == {"midflow_adopted": 3}
     assert metric(text, "gridlb_real_server_weight", **LABELS, real_server=str(B)) == 0  # absent
     assert f'real_server="{B}"' not in "\n".join(
         ln for ln in text.splitlines() if ln.startswith("gridlb_real_server_weight")

@@ -177,6 +177,15 @@ class DirectorCollector:
         for reason, n in sorted(counters.dataplane_errors.items()):
             errors.add_metric([st.dataplane, reason], n)
         yield errors
+        events = family(
+            c,
+            "gridlb_dataplane_events",
+            "Dataplane counts that are no error (e.g. dr: flows adopted mid-connection, reused ports).",
+            ["dataplane", "event"],
+        )
+        for event, n in sorted(counters.dataplane_events.items()):
+            events.add_metric([st.dataplane, event], n)
+        yield events
         faults = family(
             c,
             "gridlb_dataplane_faults",

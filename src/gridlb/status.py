@@ -96,6 +96,7 @@ class CounterStatus:
     reload_failures: int = 0
     dataplane_faults: Mapping[str, int] = field(default_factory=dict)  # by dataplane method
     dataplane_errors: Mapping[str, int] = field(default_factory=dict)  # the dataplane's own, by reason
+    dataplane_events: Mapping[str, int] = field(default_factory=dict)  # the dataplane's non-error counts
 
 
 @dataclass(frozen=True, slots=True)

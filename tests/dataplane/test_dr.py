@@ -9,9 +9,11 @@ views show counters and connections; globus-url-copy through the VIP onto Globus
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -295,3 +297,68 @@ def test_established_connections_keep_their_real_server_after_a_failover(pair: D
     again = connect_many(t, t.vip4, PORT, 3, gap_s=0.2)
     assert again["errors"] == [] and len(again["names"]) == 3
     held.release()
+
+
+#: Connects from a fixed client port, closes that connection (RST, or FIN and the client's TIME_WAIT
+#: reused as with tcp_tw_reuse), connects again from the same port at once, and checks the new
+#: connection still echoes after the FIN timeout of the old one ran out.
+REUSE = r"""
+import json, socket, struct, sys, time
+vip, port, first_port, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+def line(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf.decode().strip()
+def conn(p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(5)
+    s.bind(("", p))
+    s.connect((vip, port))
+    return s, line(s)
+out = []
+for i, how in enumerate(["rst", "rst", "fin"]):
+    p = first_port + i
+    s, name = conn(p)
+    if how == "rst":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    time.sleep(0.05 if i == 0 else 1.2)  # the first at once, the others once a poll has seen the close
+    again, name2 = conn(p)
+    again.sendall(b"ping\n")
+    out.append({"port": p, "how": how, "names": [name, name2], "echo": line(again) == "ping", "s": again})
+time.sleep(wait)
+for o in out:
+    s = o.pop("s")
+    try:
+        s.sendall(b"later\n"); o["later"] = line(s) == "later"
+    except OSError as exc:
+        o["later"] = str(exc)
+    s.close()
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_a_client_port_reused_within_the_fin_timeout_is_a_new_connection(t: DrLab) -> None:
+    """As IPVS with conn_reuse_mode: a SYN on the four numbers of a closing flow is scheduled anew,
+    and the new connection outlives the old one's FIN timeout (the old code forwarded the SYN on the
+    old flow, which then expired under the new connection and dropped its packets)."""
+    t.start_name_servers(PORT)
+    t.start_director(t.site({4: PORT}, lb_algo="rr", gridlb_extra=("  timeouts:", "    tcpfin: 3")))
+    # tcp_tw_reuse lets the client's own stack reuse a port in TIME_WAIT (the FIN case)
+    t.lab.exec("client", ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+    argv = [sys.executable, "-c", REUSE, t.vip4, str(PORT), "41000", "5"]
+    got = json.loads(t.lab.exec("client", argv, timeout_s=60).stdout.strip().splitlines()[-1])
+    assert [(o["how"], o["echo"], o["later"]) for o in got] == [
+        ("rst", True, True),
+        ("rst", True, True),
+        ("fin", True, True),
+    ], got
+    assert [o["names"][0] != o["names"][1] for o in got] == [True] * 3  # rr: rescheduled, not the old flow
+    status = t.status()
+    assert status is not None
+    assert status["counters"]["dataplane_events"]["reused_ports"] == 3

@@ -20,14 +20,19 @@ def test_a_fresh_start_replaces_any_old_table_and_builds_everything() -> None:
     assert any('ether daddr set 02:00:00:00:00:0b fwd to "eth0"' in x for x in lines)
     assert any('hook ingress device "eth0"' in x for x in lines)
     # an established packet takes one map lookup; a service's other frames are dropped (but an mh
-    # service's packets without SYN go to the director)
+    # service's packets without SYN go to the director); a SYN on a closing flow's port is dropped
+    # before the lookup (the director schedules it anew)
     ingress = [x for x in lines if x.startswith("add rule netdev gridlb_dr in_eth0 ")]
     assert ingress == [
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host tcp flags & (syn | ack) == syn"
+        " ip saddr . tcp sport . ip daddr . tcp dport @fin4 drop",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         " ip saddr . tcp sport . ip daddr . tcp dport vmap @flows4",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         ' ip daddr . tcp dport @mh4 tcp flags & syn == 0 limit rate 20000/second fwd to "lo"',
         "add rule netdev gridlb_dr in_eth0 meta pkttype host ip daddr . tcp dport @svc4 drop",
+        "add rule netdev gridlb_dr in_eth0 meta pkttype host tcp flags & (syn | ack) == syn"
+        " ip6 saddr . tcp sport . ip6 daddr . tcp dport @fin6 drop",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
         " ip6 saddr . tcp sport . ip6 daddr . tcp dport vmap @flows6",
         "add rule netdev gridlb_dr in_eth0 meta pkttype host"
@@ -68,6 +73,19 @@ def test_flows_are_added_after_new_chains_and_removed_chains_go_last() -> None:
     assert (
         lines.index("add chain netdev gridlb_dr d2") < add < lines.index("delete chain netdev gridlb_dr d1")
     )
+
+
+def test_a_reused_port_replaces_its_element_and_leaves_the_fin_set() -> None:
+    a = Ruleset(("eth0",), True, SVCS, (D1,))
+    key = FlowKey(ip_address("10.0.0.50"), 1000, ip_address("10.0.0.100"), 2811)
+    lines = transaction(a, a, add_flows=[(key, "d1")], del_flows=[key], clear_fin=[key]).splitlines()
+    elem = "10.0.0.50 . 1000 . 10.0.0.100 . 2811"
+    assert lines == [
+        f"delete element netdev gridlb_dr flows4 {{ {elem} }}",
+        f"add element netdev gridlb_dr fin4 {{ {elem} timeout 1s }}",  # so the delete finds it
+        f"delete element netdev gridlb_dr fin4 {{ {elem} }}",
+        f"add element netdev gridlb_dr flows4 {{ {elem} : goto d1 }}",
+    ]
 
 
 def test_a_mac_change_rewrites_only_that_chain() -> None:

@@ -98,7 +98,7 @@ def test_dumps_match_what_nft_lists() -> None:
         script = r"""
 import json, subprocess
 from ipaddress import ip_address
-from gridlb.dataplane.dr_rules import FlowKey, decode_key
+from gridlb.dataplane.dr_rules import FlowKey, decode_key, encode_key
 from gridlb.dataplane.nft_read import NftReader
 rules = '''table netdev gridlb_dr {
   counter d1 { packets 5 bytes 300 }
@@ -116,6 +116,8 @@ add = ["nft", "add", "element", "netdev", "gridlb_dr"]
 subprocess.run([*add, "est4", "{ " + ", ".join(keys4) + " }"], check=True)
 subprocess.run([*add, "est6", "{ fd00::50 . 40000 . fd00::100 . 2811 timeout 60s }"], check=True)
 r = NftReader("gridlb_dr")
+asked = [encode_key(FlowKey(ip_address("10.0.0.50"), p, ip_address("10.0.0.100"), 2811)) for p in (40000, 9)]
+asked6 = [encode_key(FlowKey(ip_address("fd00::50"), 40000, ip_address("fd00::100"), 2811))]
 got4 = {decode_key(k) for k, _ in r.set_elements("est4")}
 want4 = set()
 for k in keys4:
@@ -124,7 +126,10 @@ for k in keys4:
 got6 = r.set_elements("est6")
 print(json.dumps({"v4": got4 == want4, "n4": len(got4), "v6": [str(decode_key(k)) for k, _ in got6],
                   "ms6": [ms for _, ms in got6], "counters": r.counters(),
-                  "flows": sorted([str(decode_key(k)), n] for k, n in r.element_packets("flows4"))}))
+                  "flows": sorted([str(decode_key(k)), n] for k, n in r.element_packets("flows4")),
+                  "get": {str(decode_key(k)): v for k, v in r.lookup("flows4", asked).items()},
+                  "get6": [[str(decode_key(k)), v] for k, v in r.lookup("est6", asked6).items()],
+                  "get_many": len(r.lookup("est4", [encode_key(k) for k in want4] * 2))}))
 """
         env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..", "src"))
         out = subprocess.run(
@@ -139,3 +144,8 @@ print(json.dumps({"v4": got4 == want4, "n4": len(got4), "v6": [str(decode_key(k)
         key = FlowKey(ip_address("10.0.0.50"), 40000, ip_address("10.0.0.100"), 2811)
         other = FlowKey(ip_address("10.0.0.51"), 40001, ip_address("10.0.0.100"), 2811)
         assert got["flows"] == sorted([[str(key), 7], [str(other), 0]])
+        # get requests: one element's counter, a missing one left out, an expiry, 6,000 asked at once
+        assert got["get"] == {str(key): [0, 7]}
+        assert got["get6"][0][0] == str(FlowKey(ip_address("fd00::50"), 40000, ip_address("fd00::100"), 2811))
+        assert 55_000 < got["get6"][0][1][0] <= 60_000 and got["get6"][0][1][1] is None
+        assert got["get_many"] == 3000

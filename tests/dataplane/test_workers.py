@@ -305,6 +305,41 @@ async def test_connections_lists_every_worker(made: list[ProxyDataplane], server
         sock.close()
 
 
+@pytest.mark.parametrize("scheduler", ["wlc", "rr"])
+async def test_connection_totals_count_each_connection_once(
+    made: list[ProxyDataplane], servers: NameServers, scheduler: str
+) -> None:
+    """wlc's workers count in their own slots (the dump sums them), rr's replicas see every
+    connection (the dump takes one): either way the table counts each connection once."""
+    dp = ProxyDataplane(timeouts=Timeouts(tcpfin=3600), options=ProxyOptions(workers=2))
+    made.append(dp)
+    key = ServiceKey.tcp(HOST, free_port())
+    ops = [AddService(key, ServiceSpec(scheduler=scheduler))]
+    ops += [AddDest(key, servers.key(n), DestSpec(weight=1)) for n in ("a", "b")]
+    assert all(r.ok for r in await dp.apply(ops))
+    held = [greet(key.port) for _ in range(40)]
+    assert all(await figure(dp, "relayed"))  # both workers took some
+    for sock, _ in held[:10]:
+        sock.close()
+    for _ in range(500):
+        svc = (await dp.dump()).service(key)
+        assert svc is not None
+        if sum(d.counters.inactive for d in svc.dests) == 10:
+            break
+        await asyncio.sleep(0.01)
+    assert svc.stats.conns == 40
+    assert sorted(d.counters.stats.conns for d in svc.dests) == [20, 20]
+    assert [(d.counters.active, d.counters.inactive) for d in svc.dests] == [
+        (
+            sum(1 for _, n in held[10:] if servers.key(n) == d.key),
+            sum(1 for _, n in held[:10] if servers.key(n) == d.key),
+        )
+        for d in svc.dests
+    ]
+    for sock, _ in held[10:]:
+        sock.close()
+
+
 def test_resolve_workers() -> None:
     assert resolve_workers(3) == 3
     assert resolve_workers("auto") == cpu_count() >= 1

@@ -26,6 +26,7 @@ class FakeDataplane:
         self.dumps = 0
         self.closed = False
         self.roles: list[Role] = []
+        self.events: dict[str, int] = {}  # counts that are no error, as a dataplane reports them
 
     async def dump(self) -> IpvsTable:
         self.dumps += 1
@@ -50,7 +51,7 @@ class FakeDataplane:
         return []
 
     async def counters(self) -> DataplaneCounters:
-        return DataplaneCounters()
+        return DataplaneCounters(events=dict(self.events))
 
     async def set_role(self, role: Role) -> None:
         self.roles.append(role)

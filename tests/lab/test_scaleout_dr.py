@@ -78,6 +78,12 @@ def conns(state: system.LabState) -> dict[str, int]:
     return out
 
 
+def adopted(state: system.LabState, node: str) -> int:
+    """Flows the director in `node` met mid-connection and bound by the Maglev table (its status)."""
+    with ControlClient(sock(state, node), timeout_s=20) as client:
+        return client.snapshot().counters.dataplane_events.get("midflow_adopted", 0)
+
+
 def addr(state: system.LabState, node: str) -> str:
     return state.nodes[node]["ipv4"]
 
@@ -202,6 +208,7 @@ def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState
         places = flows.places()
         on_dir3 = [p for p, (d, _) in places.items() if d == "dir3"]
         assert len(places) == len(ports) and on_dir3
+        adopted_before = adopted(lab, "dir1") + adopted(lab, "dir2")
         procs = start_transfers(lab, tmp_path, TRANSFERS, "big.bin")
         time.sleep(2)
         proc = next(p for p in lab.procs if p.node == "dir3" and p.role == "director")
@@ -213,6 +220,7 @@ def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState
         # dir2, which know no flow for them and forward them by the same Maglev table
         silent = flows.probe()
         after = flows.places()
+        adopted_after = adopted(lab, "dir1") + adopted(lab, "dir2")
         failed, bad = finish(procs, tmp_path, big_sha(lab))
     assert took is not None
     moved = [p for p in ports if p not in after or after[p][1] != places[p][1]]
@@ -224,3 +232,5 @@ def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState
     assert (failed, bad) == (0, 0)
     assert silent == [] and moved == []
     assert {after[p][0] for p in on_dir3} <= {"dir1", "dir2"}
+    # the held sessions dir3 carried were adopted mid-connection by the others (the transfers' too)
+    assert adopted_after - adopted_before >= len(on_dir3)

@@ -133,9 +133,11 @@ _FORWARD_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class DataplaneCounters:
-    """A dataplane's own error counters by reason (accept, connect, relay, netlink...)."""
+    """A dataplane's own error counters by reason (accept, connect, relay, netlink...), and counts of
+    what happened that is no error (`events`: e.g. flows adopted mid-connection)."""
 
     errors: Mapping[str, int] = field(default_factory=dict)
+    events: Mapping[str, int] = field(default_factory=dict)
 
 
 class Dataplane(Protocol):

@@ -7,10 +7,12 @@ flow goes into the kernel map in one nft transaction, and Python sends that firs
 Replies go from the real servers straight to the clients; they never pass the director.
 
 A poll (every `POLL_S`) reads the table back over nfnetlink (nft_read: a libnftables listing fetches
-the whole ruleset, far too slow with many flows): per-destination counters, each flow's packet count
-(its map element's counter) and the FIN sets. It moves flows along (active/inactive counts as the
-kernel keeps them), expires them, and refreshes the real servers' MACs from the kernel neighbour
-table (pyroute2), probing a missing one. Forwarding follows the VRRP role: a BACKUP keeps its flows
+the whole ruleset, far too slow with many flows): per-destination counters, and, by one get request
+per element, the packet counts (map element counters) and FIN-set elements of only the flows that
+can change now (`DrState.due`): so a poll costs what the new, busy and just-expiring flows cost,
+never a walk of every tracked flow. It moves flows along (active/inactive counts as the kernel
+keeps them), expires them, and refreshes the real servers' MACs from the kernel neighbour table
+(pyroute2), probing a missing one. Forwarding follows the VRRP role: a BACKUP keeps its flows
 and ruleset but its ingress chains are empty.
 """
 
@@ -43,11 +45,11 @@ from gridlb.dataplane.dr_rules import (
     TABLE,
     FlowKey,
     Ruleset,
-    decode_key,
+    encode_key,
     teardown,
     transaction,
 )
-from gridlb.dataplane.dr_state import Activity, DrState, FlowRec, Link, TcpState
+from gridlb.dataplane.dr_state import DrState, FlowRec, Link, TcpState
 from gridlb.dataplane.nft import Nft, NftError, find_library
 from gridlb.dataplane.nft_read import NftReader, NftReadError
 from gridlb.sched import scheduler_names
@@ -196,12 +198,12 @@ class DrDataplane:
         self.sync_counts: Counter[str] = Counter()
         self._nft = nft or Nft()
         self._reader = NftReader(TABLE)
-        self._activity = Activity()
         self._resolver = resolver or NeighbourResolver()
         self._clock = clock
         self._poll_s = poll_s
         self._applied: Ruleset | None = None
         self._pending_del: list[FlowKey] = []
+        self._pending_fin: list[FlowKey] = []  # to clear from the FIN sets (reused ports)
         self._failures = 0
         self._hold_until = 0.0  # no expiry before this (the flow counters and FIN sets were just rebuilt)
         self.errors: Counter[str] = Counter()
@@ -254,7 +256,12 @@ class DrDataplane:
             errors.update({f"sync {k}": v for k, v in receiver.drops.items()})
         if self.link_errors:
             errors["unresolved_real_servers"] = len(self.link_errors)
-        return DataplaneCounters(errors)
+        return DataplaneCounters(errors, self.events())
+
+    def events(self) -> dict[str, int]:
+        """Return counts of what happened that is no error: flows adopted mid-connection (`mh`, from
+        another director) and ports reused within the FIN timeout, scheduled anew."""
+        return {"midflow_adopted": self.state.adopted, "reused_ports": self.state.reused}
 
     async def set_role(self, role: Role) -> None:
         """Forward as MASTER or STANDALONE; as BACKUP or FAULT keep the state and forward nothing."""
@@ -300,10 +307,12 @@ class DrDataplane:
     def _program(self, add_flows: Iterable[FlowRec] = ()) -> str:
         """Bring the kernel to the state's ruleset (plus flow changes); return nft's error or ""."""
         new = self.state.ruleset()
-        dels = self._pending_del + self.state.dropped_flows
-        self.state.dropped_flows = []
+        dropped, self.state.dropped_flows = self.state.dropped_flows, []
+        dels = self._pending_del + dropped
+        # a dropped flow leaves the FIN set too: a new connection on its port must not look closing
+        fins, self._pending_fin = self._pending_fin + dropped, []
         adds = [(rec.key, rec.chain) for rec in add_flows]
-        script = transaction(self._applied, new, add_flows=adds, del_flows=dels)
+        script = transaction(self._applied, new, add_flows=adds, del_flows=dels, clear_fin=fins)
         try:
             if script:
                 self._nft.run(script)
@@ -311,6 +320,7 @@ class DrDataplane:
             self.errors["nft"] += 1
             self._failures += 1
             self._pending_del = dels
+            self._pending_fin = fins
             log.error("dr: nft transaction failed: %s", exc)
             if self._failures >= REBUILD_AFTER and self._applied is not None:
                 return self._rebuild(str(exc))
@@ -326,6 +336,7 @@ class DrDataplane:
         log.error("dr: rebuilding table %s after %d failed transactions (%s)", TABLE, self._failures, why)
         self._applied = None
         self._pending_del = []
+        self._pending_fin = []
         self._hold_until = self._clock() + self.state.timeouts.tcpfin
         new = self.state.ruleset()
         chains = {d.chain for d in new.dests}
@@ -445,30 +456,24 @@ class DrDataplane:
                 log.exception("dr: poll failed")
 
     def _poll_once(self) -> None:
-        """Read counters, flow packet counts and FIN sets back; expire flows; delete them from the map."""
+        """Read counters back, and the flows that can change now (packet counts, FIN-set elements);
+        move them along, expire them and delete them from the map."""
         now = self._clock()
-        packets: dict[FlowKey, int] = {}
-        fin: dict[FlowKey, float] = {}
         try:
             counters = self._reader.counters()
-            for name in ("flows4", "flows6"):
-                for raw, count in self._reader.element_packets(name):
-                    key = decode_key(raw)
-                    if key is not None:
-                        packets[key] = count
-            for name in ("fin4", "fin6"):
-                for raw, expires_ms in self._reader.set_elements(name):
-                    key = decode_key(raw)
-                    if key is not None:
-                        fin[key] = expires_ms / 1000
+            counts: dict[FlowKey, int] = {}
+            fin: dict[FlowKey, float] = {}
+            if now >= self._hold_until:  # not right after a rebuild (fresh counters and FIN sets)
+                opened, closing = self.state.due(now)
+                counts = self._lookup_counts(opened)
+                fin = self._lookup_fin(self.state.moved(counts) + [rec.key for rec in closing])
         except (NftReadError, OSError) as exc:
             self.errors["nft_read"] += 1
             log.error("dr: cannot read table %s: %s", TABLE, exc)
             return
         self.state.counters = counters
-        est = self._activity.update(packets, now, self.state.timeouts.tcp)
         if now >= self._hold_until:
-            expired = self.state.observe(est, fin, now)
+            expired = self.state.observe(now, counts, fin)
             if expired:
                 self._pending_del.extend(expired)
                 self._program()
@@ -476,6 +481,31 @@ class DrDataplane:
             if self._next_rate:
                 self.state.rate_tick(now)
             self._next_rate = now + 2.0
+
+    def _lookup_counts(self, recs: Sequence[FlowRec]) -> dict[FlowKey, int]:
+        """Return the packet counts of the map elements of `recs` (a missing element: the count last
+        read, so the flow runs down its timeout as an idle one)."""
+        out = {r.key: r.count for r in recs}
+        for af in (4, 6):
+            by_raw = {encode_key(r.key): r.key for r in recs if r.key.af == af}
+            if by_raw:
+                for raw, (_, packets) in self._reader.lookup(f"flows{af}", list(by_raw)).items():
+                    key = by_raw.get(raw)
+                    if key is not None and packets is not None:
+                        out[key] = packets
+        return out
+
+    def _lookup_fin(self, keys: Sequence[FlowKey]) -> dict[FlowKey, float]:
+        """Return seconds left of the FIN-set elements of `keys` that exist."""
+        out: dict[FlowKey, float] = {}
+        for af in (4, 6):
+            by_raw = {encode_key(k): k for k in keys if k.af == af}
+            if by_raw:
+                for raw, (expires_ms, _) in self._reader.lookup(f"fin{af}", list(by_raw)).items():
+                    key = by_raw.get(raw)
+                    if key is not None:
+                        out[key] = expires_ms / 1000
+        return out
 
     # --- new connections --------------------------------------------------------------------------
 
@@ -574,17 +604,27 @@ class DrDataplane:
         """Schedule the SYNs waiting on `sock`: one nft transaction for the batch, then send each one on."""
         now = self._clock()
         batch: list[tuple[FlowRec, bytes, bool]] = []
+        taken: set[FlowKey] = set()
         for data, partial in self._read_frames(sock, socket.PACKET_HOST):
             key = parse_syn(data)
             if key is None:
                 self.errors["malformed"] += 1
                 continue
-            if key in self.state.flows or self.state.service_of(key) is None:
-                continue  # a retransmitted SYN the kernel forwards, or not a service of ours
-            rec = self.state.schedule(key, now)
+            if key in taken:
+                continue  # the same SYN twice in one read: scheduled once
+            known = self.state.flows.get(key)
+            if known is not None:
+                rec = self._reused(known, now)
+                if rec is None:
+                    continue  # a retransmitted SYN the kernel forwards (or the port's flow is gone)
+            elif self.state.service_of(key) is None:
+                continue  # not a service of ours
+            else:
+                rec = self.state.schedule(key, now)
             if rec is None:
                 self.errors["no_destination"] += 1
                 continue
+            taken.add(key)
             batch.append((rec, data, partial))
         if not batch:
             return
@@ -595,6 +635,25 @@ class DrDataplane:
             return
         for rec, data, partial in batch:
             self._send_on(rec, data, partial)
+
+    def _reused(self, known: FlowRec, now: float) -> FlowRec | None:
+        """A SYN for a known flow: if that flow is closing (its FIN or RST passed; the kernel drops
+        this SYN), the client reused the port: schedule the new connection (IPVS `conn_reuse_mode`)
+        and queue the old element's replacement. Else None (a retransmission the kernel forwards)."""
+        key = known.key
+        if known.state is not TcpState.FIN_WAIT:
+            try:  # its FIN or RST may have passed since the last poll
+                closing = bool(self._lookup_fin([key]))
+            except (NftReadError, OSError):
+                closing = False
+            if not closing or not self.state.close_now(key, now):
+                return None
+        rec = self.state.reuse(key, now)
+        self._pending_del.append(key)
+        self._pending_fin.append(key)
+        if rec is None:
+            self.errors["no_destination"] += 1
+        return rec
 
     def _read_frames(self, sock: socket.socket, pkttype: int) -> Iterator[tuple[bytes, bool]]:
         """Yield up to 512 waiting frames of `pkttype` from a packet socket while forwarding, each with

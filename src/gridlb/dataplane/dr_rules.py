@@ -7,7 +7,9 @@ Pure: no nft, no sockets. The kernel side is one `netdev` table (`TABLE`):
   (client . port . VIP . port), which jumps to the flow's destination chain. Each element has a
   counter that the lookup itself bumps: the director reads it to see which flows carry packets
   (ESTABLISHED, as the kernel's TCP timeout counts), so a packet of an established connection costs
-  one map lookup and no set update. A packet without SYN for an `mh` service (`mh4`/`mh6`) that
+  one map lookup and no set update. A SYN (without ACK) of a flow in the FIN set is dropped: the
+  director reads it off its packet socket and schedules it as a new connection (a reused port).
+  A packet without SYN for an `mh` service (`mh4`/`mh6`) that
   is not in the map goes to `MIDFLOW_DEVICE` (at most `MIDFLOW_RATE` a second) for the director to
   adopt its flow. Any other frame
   for a service (`svc4`/`svc6`: VIP . port) that is not in the map is dropped, so the director's
@@ -61,6 +63,19 @@ class FlowKey:
     def element(self) -> str:
         """Return the key as nft writes a concatenation element."""
         return f"{self.client} . {self.client_port} . {self.vaddr} . {self.vport}"
+
+
+def encode_key(key: FlowKey) -> bytes:
+    """Return a flow as the kernel stores the concatenation key (each field padded to 4 bytes)."""
+    pad = b"\0\0"
+    return (
+        key.client.packed
+        + key.client_port.to_bytes(2, "big")
+        + pad
+        + key.vaddr.packed
+        + key.vport.to_bytes(2, "big")
+        + pad
+    )
 
 
 def decode_key(data: bytes) -> FlowKey | None:
@@ -157,6 +172,9 @@ def _ingress_rules(device: str, forwarding: bool) -> list[str]:
     out = []
     for af in (4, 6):
         ip = _ip(af)
+        # a SYN on the four numbers of a closing flow is a new connection: the director schedules it
+        syn = "tcp flags & (syn | ack) == syn"
+        out.append(f"add rule {t} {chain} meta pkttype host {syn} {_key_expr(af)} @fin{af} drop")
         out.append(f"add rule {t} {chain} meta pkttype host {_key_expr(af)} vmap @flows{af}")
         out.append(
             f"add rule {t} {chain} meta pkttype host {ip} daddr . tcp dport @mh{af} tcp flags & syn == 0 "
@@ -184,12 +202,15 @@ def transaction(
     *,
     add_flows: Sequence[tuple[FlowKey, str]] = (),
     del_flows: Sequence[FlowKey] = (),
+    clear_fin: Sequence[FlowKey] = (),
 ) -> str:
     """Return one nft script turning `old` (None = a fresh start) into `new`, with flow changes.
 
     A fresh start deletes any table of the same name first (a director restarting takes over).
     Flow elements are deleted before chains go, and added after new chains exist; a destination
     chain is only dropped from a ruleset once no flow references it (the caller's bookkeeping).
+    `clear_fin` takes flows out of the FIN sets (a port reused: the new connection is not closing);
+    each is added first, so the delete finds it even when its timeout has just run out.
     """
     t = f"{FAMILY} {TABLE}"
     out: list[str] = []
@@ -200,6 +221,9 @@ def transaction(
     # A timeout change re-renders the destination chains: each per-packet `update` carries its timeout.
     for key in del_flows:
         out.append(f"delete element {t} flows{key.af} {{ {key.element()} }}")
+    for key in clear_fin:
+        out.append(f"add element {t} fin{key.af} {{ {key.element()} timeout 1s }}")
+        out.append(f"delete element {t} fin{key.af} {{ {key.element()} }}")
     old_dests = {d.chain: d for d in old.dests}
     new_dests = {d.chain: d for d in new.dests}
     for name, d in new_dests.items():
@@ -250,6 +274,7 @@ __all__ = [
     "FlowKey",
     "Ruleset",
     "decode_key",
+    "encode_key",
     "ingress_chain",
     "teardown",
     "transaction",

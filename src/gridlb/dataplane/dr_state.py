@@ -7,11 +7,17 @@ kernel rules); this adds what direct routing needs:
 * a flow is bound when its SYN is scheduled. The kernel counts a new connection active and its SYN
   at once moves it to SYN_RECV, which is inactive: so does this. The data path counts each flow's
   packets in its map element and notes a FIN or RST in the dynamic set `fin` (see dr_rules);
-  `Activity` turns the counts into "seen within the TCP timeout". A flow in `fin` is FIN_WAIT
-  (inactive), else one seen is ESTABLISHED (active); a SYN_RECV flow seen in neither for
+  a flow whose count moved was seen then. A flow in `fin` is FIN_WAIT (inactive), else one seen
+  within the TCP timeout is ESTABLISHED (active); a SYN_RECV flow seen in neither for
   `SYN_TIMEOUT_S`, an ESTABLISHED one not seen for the TCP timeout and a FIN_WAIT one gone from
-  `fin` expire; the states are the kernel's input-only (DR) ones, observed at every poll rather
-  than per packet (a retransmitted SYN that passes the map counts as seen);
+  `fin` expire; the states are the kernel's input-only (DR) ones, observed by polling rather than
+  per packet (a retransmitted SYN that passes the map counts as seen);
+* the work per poll follows the flows that can change, never all tracked ones: `due` names the
+  open (SYN_RECV, ESTABLISHED) flows to read back, each poll while its count moves and every
+  `IDLE_CHECK_S` while idle, and the closing flows whose FIN timeout has run out; only those
+  go to `observe`. A closing flow costs nothing until its timeout runs out, an idle one little;
+* a SYN for a closing flow is a new connection on a reused port: `reuse` schedules it anew, as
+  IPVS does with `conn_reuse_mode` for a connection in TIME_WAIT or CLOSE;
 * a flow keeps its destination's chain until it expires, whatever happens to the destination (edit,
   weight 0, delete): a deleted destination stays in the trash, chain included, while flows use it;
 * a destination is scheduled only once its MAC is known (`set_link`); until then it is held out like
@@ -21,6 +27,9 @@ kernel rules); this adds what direct routing needs:
 from __future__ import annotations
 
 import enum
+import heapq
+import math
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -43,6 +52,9 @@ from gridlb.table import (
 
 #: How long a connection may stay in SYN_RECV (the kernel's IP_VS_TCP_S_SYN_RECV timeout).
 SYN_TIMEOUT_S = 60.0
+#: How often an open flow whose packet count did not move is read back (a FIN it carries shows
+#: within this; one whose count moves is read at every poll).
+IDLE_CHECK_S = 2.0
 
 
 class TcpState(enum.Enum):
@@ -75,33 +87,9 @@ class FlowRec:
     expires: float
     held_until: float = 0.0  # learned from the peer director: kept until then without own packets
     synced: tuple[TcpState, float] | None = None  # (state, when) last sent to the peer
-
-
-class Activity:
-    """Which flows carried packets within the TCP timeout, from their map elements' packet counts."""
-
-    def __init__(self) -> None:
-        self._seen: dict[FlowKey, tuple[int, float | None]] = {}  # key -> (count, when it last moved)
-
-    def update(self, counts: Mapping[FlowKey, int], now: float, timeout_s: float) -> dict[FlowKey, float]:
-        """Take this poll's counts; return key -> seconds left for every flow seen within `timeout_s`.
-
-        A count that differs from the last poll's (more packets, or a reset when the element was
-        added again) means packets passed since; the first count of a flow means that when above 0.
-        """
-        seen: dict[FlowKey, tuple[int, float | None]] = {}
-        out: dict[FlowKey, float] = {}
-        for key, count in counts.items():
-            prev = self._seen.get(key)
-            if prev is None:
-                moved: float | None = now if count > 0 else None
-            else:
-                moved = now if count != prev[0] else prev[1]
-            seen[key] = (count, moved)
-            if moved is not None and now - moved < timeout_s:
-                out[key] = timeout_s - (now - moved)
-        self._seen = seen
-        return out
+    count: int = 0  # its map element's packet count when last read
+    seen: float = -math.inf  # when that count last moved
+    check_at: float = 0.0  # an open flow: when to read it back next
 
 
 class DrState:
@@ -115,7 +103,15 @@ class DrState:
         self.forwarding = False
         self.counters: dict[str, tuple[int, int]] = {}  # chain -> (packets, bytes)
         self.dropped_flows: list[FlowKey] = []  # flows to delete from the kernel map (service deleted)
+        self.adopted = 0  # flows met mid-connection and bound by the Maglev table (`adopt`)
+        self.reused = 0  # SYNs for closing flows scheduled as new connections (`reuse`)
         self._next_chain = 1
+        self._open: dict[FlowKey, FlowRec] = {}  # SYN_RECV and ESTABLISHED flows
+        self._closing: list[tuple[float, FlowKey]] = []  # heap of (expires, key) of FIN_WAIT flows
+        self._checking: dict[FlowKey, FlowRec] = {}  # closing flows due, read back until `observe`
+        self._refs: Counter[tuple[ServiceKey, RealKey]] = Counter()  # flows per destination chain
+        self._unsent: dict[FlowKey, None] = {}  # flows whose state the peer has not been sent yet
+        self._sent: deque[tuple[float, FlowKey]] = deque()  # (when, key) sent to the peer, oldest first
 
     # --- table ops --------------------------------------------------------------------------------
 
@@ -125,7 +121,7 @@ class DrState:
         if isinstance(op, DelService):
             for key, rec in list(self.flows.items()):
                 if rec.service == op.key:
-                    del self.flows[key]
+                    self._drop(key)
                     self.dropped_flows.append(key)
         for svc in self.table.services.values():
             for d in svc.dests:
@@ -147,7 +143,7 @@ class DrState:
         return chain
 
     def _referenced(self) -> set[tuple[ServiceKey, RealKey]]:
-        keys = {(rec.service, rec.dest.key) for rec in self.flows.values()}
+        keys = {k for k, n in self._refs.items() if n > 0}
         for svc in self.table.services.values():
             keys.update((svc.key, d.key) for d in svc.dests)
             keys.update((svc.key, k) for k in svc.trash)
@@ -231,8 +227,36 @@ class DrState:
         d.touch()
         chain = self._chain_of(svc.key, d.key)
         rec = FlowRec(key, svc.key, d, chain, TcpState.SYN_RECV, now, now + SYN_TIMEOUT_S)
-        self.flows[key] = rec
+        self._add(rec)
         return rec
+
+    def reuse(self, key: FlowKey, now: float) -> FlowRec | None:
+        """Schedule a SYN for a closing flow (FIN_WAIT) as a new connection; None when not closing.
+
+        A client that reuses its port within the FIN timeout (`tcp_tw_reuse`) opens a new
+        connection on the same four numbers. IPVS (`conn_reuse_mode`) expires the old connection
+        and schedules the SYN: so does this. The caller replaces the map element and clears the
+        flow from the FIN set. Returns the new record, or None when the old one was not closing or
+        no destination may take the new one (then the old one is gone as well).
+        """
+        rec = self.flows.get(key)
+        if rec is None or rec.state is not TcpState.FIN_WAIT:
+            return None
+        self._drop(key)
+        self._unbind(rec.dest, active=False)
+        self.reused += 1
+        new = self.schedule(key, now)
+        if new is None:
+            self._collect_chains()
+        return new
+
+    def close_now(self, key: FlowKey, now: float) -> bool:
+        """Mark an open flow FIN_WAIT at once (its FIN was found outside a poll); True when it was open."""
+        rec = self._open.get(key)
+        if rec is None:
+            return False
+        self._set_state(rec, TcpState.FIN_WAIT, now + self.timeouts.tcpfin)
+        return True
 
     def adopt(self, key: FlowKey, now: float) -> FlowRec | None:
         """Bind a flow met mid-connection (a packet without SYN that no entry matches) by the `mh` table.
@@ -256,15 +280,61 @@ class DrState:
         chain = self._chain_of(svc.key, d.key)
         hold = now + SYN_TIMEOUT_S
         rec = FlowRec(key, svc.key, d, chain, TcpState.ESTABLISHED, now, hold, held_until=hold)
-        self.flows[key] = rec
+        self._add(rec)
+        self.adopted += 1
         return rec
 
     def forget(self, key: FlowKey) -> None:
         """Unbind a flow that never made it into the kernel map."""
-        rec = self.flows.pop(key, None)
+        rec = self._drop(key)
         if rec is not None:
             self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
             self._collect_chains()
+
+    def _add(self, rec: FlowRec) -> None:
+        self.flows[rec.key] = rec
+        self._unsent[rec.key] = None
+        self._refs[(rec.service, rec.dest.key)] += 1
+        if rec.state is TcpState.FIN_WAIT:
+            heapq.heappush(self._closing, (rec.expires, rec.key))
+        else:
+            self._open[rec.key] = rec
+
+    def _drop(self, key: FlowKey) -> FlowRec | None:
+        rec = self.flows.pop(key, None)
+        if rec is not None:
+            self._open.pop(key, None)
+            self._checking.pop(key, None)
+            self._unsent.pop(key, None)
+            ref = (rec.service, rec.dest.key)
+            self._refs[ref] -= 1
+            if self._refs[ref] <= 0:
+                del self._refs[ref]
+        return rec
+
+    def _set_state(self, rec: FlowRec, new: TcpState, expires: float) -> None:
+        """Move a flow to `new` (counts as the kernel keeps them) expiring at `expires`."""
+        if new is not rec.state:
+            d = rec.dest
+            was_active = rec.state is TcpState.ESTABLISHED
+            is_active = new is TcpState.ESTABLISHED
+            if was_active != is_active:
+                d.active += 1 if is_active else -1
+                d.inactive += -1 if is_active else 1
+                if is_active:
+                    d.touch()
+                else:
+                    d.unbind_check()
+            if new is TcpState.FIN_WAIT:
+                self._open.pop(rec.key, None)
+            elif rec.state is TcpState.FIN_WAIT:
+                self._open[rec.key] = rec
+            rec.state = new
+            self._unsent[rec.key] = None
+        changed = rec.expires != expires
+        rec.expires = expires
+        if new is TcpState.FIN_WAIT and changed:
+            heapq.heappush(self._closing, (expires, rec.key))
 
     def _unbind(self, d: DestState, *, active: bool) -> None:
         if active:
@@ -276,39 +346,78 @@ class DrState:
         if not d.active and not d.inactive and svc.trash.get(d.key) is d:
             del svc.trash[d.key]
 
+    def due(self, now: float) -> tuple[list[FlowRec], list[FlowRec]]:
+        """Return the flows to read back now: open ones due a check, and closing ones whose FIN
+        timeout ran out (read their FIN-set element: a later FIN may have renewed it).
+
+        The closing ones stay due until `observe` takes them.
+        """
+        opened = [rec for rec in self._open.values() if rec.check_at <= now]
+        heap = self._closing
+        while heap and heap[0][0] <= now:
+            expires, key = heapq.heappop(heap)
+            rec = self.flows.get(key)
+            if rec is not None and rec.state is TcpState.FIN_WAIT and rec.expires == expires:
+                self._checking[key] = rec
+        return opened, list(self._checking.values())
+
+    def moved(self, counts: Mapping[FlowKey, int]) -> list[FlowKey]:
+        """Return the open flows whose packet count differs from the last one read (their FIN-set
+        elements are to be read too: a FIN or RST moves the count)."""
+        out = []
+        for key, count in counts.items():
+            rec = self._open.get(key)
+            if rec is not None and count != rec.count:
+                out.append(key)
+        return out
+
     def observe(
-        self, est: Mapping[FlowKey, float], fin: Mapping[FlowKey, float], now: float
+        self, now: float, counts: Mapping[FlowKey, int], fin: Mapping[FlowKey, float]
     ) -> list[FlowKey]:
-        """Move flows along what the data path saw (key -> seconds left); return the expired ones."""
+        """Move flows along what the data path shows; return the expired ones.
+
+        `counts`: the packet counts of the open flows read back (from `due`); `fin`: seconds left of
+        the FIN-set elements found, of moved open flows and of the closing flows due. A count that
+        differs from the last one (more packets, or a reset when the element was added again)
+        means packets passed since.
+        """
         expired: list[FlowKey] = []
-        for key, rec in self.flows.items():
-            if key in fin:
-                new, left = TcpState.FIN_WAIT, fin[key]
-            elif key in est and rec.state is not TcpState.FIN_WAIT:
-                new, left = TcpState.ESTABLISHED, est[key]
-            elif rec.state is TcpState.SYN_RECV and now < rec.created + SYN_TIMEOUT_S:
+        tcp = self.timeouts.tcp
+        for key, count in counts.items():
+            rec = self._open.get(key)
+            if rec is None:
                 continue
+            moved = count != rec.count
+            if moved:
+                rec.count = count
+                rec.seen = now
+            left = fin.get(key)
+            if left is not None and left > 0:
+                self._set_state(rec, TcpState.FIN_WAIT, now + left)
+            elif now - rec.seen < tcp:
+                self._set_state(rec, TcpState.ESTABLISHED, rec.seen + tcp)
+                rec.check_at = now if moved else now + IDLE_CHECK_S
+            elif rec.state is TcpState.SYN_RECV and now < rec.created + SYN_TIMEOUT_S:
+                rec.check_at = now
             elif now < rec.held_until:
-                continue  # learned from the peer: its packets have not reached this director yet
+                rec.check_at = now + IDLE_CHECK_S  # learned from the peer: its packets have not come yet
             else:
                 expired.append(key)
+        for key, rec in list(self._checking.items()):
+            del self._checking[key]
+            if self.flows.get(key) is not rec or rec.state is not TcpState.FIN_WAIT:
                 continue
-            if new is not rec.state:
-                d = rec.dest
-                was_active = rec.state is TcpState.ESTABLISHED
-                is_active = new is TcpState.ESTABLISHED
-                if was_active != is_active:
-                    d.active += 1 if is_active else -1
-                    d.inactive += -1 if is_active else 1
-                    if is_active:
-                        d.touch()
-                    else:
-                        d.unbind_check()
-                rec.state = new
-            rec.expires = now + left
+            left = fin.get(key)
+            if left is not None and left > 0:
+                self._set_state(rec, TcpState.FIN_WAIT, now + left)
+            elif now < rec.held_until:
+                self._set_state(rec, TcpState.FIN_WAIT, rec.held_until)
+            else:
+                expired.append(key)
         for key in expired:
-            rec = self.flows.pop(key)
-            self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
+            gone = self._drop(key)
+            if gone is not None:
+                self._unbind(gone.dest, active=gone.state is TcpState.ESTABLISHED)
         if expired:
             self._collect_chains()
         return expired
@@ -329,7 +438,7 @@ class DrState:
             return None
         rec = self.flows.get(key)
         if rec is not None and rec.dest is not d:
-            self.flows.pop(key)
+            self._drop(key)
             self._unbind(rec.dest, active=rec.state is TcpState.ESTABLISHED)
             rec = None
         if rec is None:
@@ -342,31 +451,35 @@ class DrState:
             d.touch()
             chain = self._chain_of(svc.key, d.key)
             rec = FlowRec(key, svc.key, d, chain, state, now, now + timeout_s, held_until=now + timeout_s)
-            self.flows[key] = rec
+            self._add(rec)
             return rec
-        if rec.state is not state:
-            if (rec.state is TcpState.ESTABLISHED) != (state is TcpState.ESTABLISHED):
-                d.active += 1 if state is TcpState.ESTABLISHED else -1
-                d.inactive += -1 if state is TcpState.ESTABLISHED else 1
-                d.touch()
-            rec.state = state
-        rec.expires = rec.held_until = now + timeout_s
+        rec.held_until = now + timeout_s
+        self._set_state(rec, state, now + timeout_s)
         return None
 
     def to_sync(self, now: float, refresh_s: float) -> list[FlowRec]:
         """Return the flows to send to the peer: state changed since last sent, or not sent for `refresh_s`.
 
-        SYN_RECV flows are not sent (the kernel syncs established and closing states only).
+        SYN_RECV flows are not sent (the kernel syncs established and closing states only). The
+        work follows the flows that changed and those due again, never every tracked flow.
         """
-        out = []
-        for rec in self.flows.values():
-            if rec.state is TcpState.SYN_RECV:
-                continue
+        out: dict[FlowKey, FlowRec] = {}
+        for key in self._unsent:  # a SYN_RECV flow is marked again when it moves on
+            rec = self.flows[key]
             last = rec.synced
-            if last is None or last[0] is not rec.state or now - last[1] >= refresh_s:
-                rec.synced = (rec.state, now)
-                out.append(rec)
-        return out
+            if rec.state is not TcpState.SYN_RECV and (last is None or last[0] is not rec.state):
+                out[key] = rec
+        self._unsent = {}
+        sent = self._sent
+        while sent and now - sent[0][0] >= refresh_s:
+            when, key = sent.popleft()
+            got = self.flows.get(key)
+            if got is not None and got.synced is not None and got.synced[1] == when:
+                out[key] = got
+        for rec in out.values():
+            rec.synced = (rec.state, now)
+            sent.append((now, rec.key))
+        return list(out.values())
 
     # --- reports ----------------------------------------------------------------------------------
 
@@ -417,4 +530,4 @@ class DrState:
         self.table.expire(now)
 
 
-__all__ = ["SYN_TIMEOUT_S", "Activity", "DrState", "FlowRec", "Link", "TcpState"]
+__all__ = ["IDLE_CHECK_S", "SYN_TIMEOUT_S", "DrState", "FlowRec", "Link", "TcpState"]

@@ -10,10 +10,11 @@ first message of a dump, so it does not fit here.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -24,6 +25,9 @@ NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 NFPROTO_NETDEV = 5
 NFT_OBJECT_COUNTER = 1
 NLA_TYPE_MASK = 0x3FFF
+NLA_F_NESTED = 0x8000
+#: Get requests sent in one datagram (their replies, ~100 bytes each, fit the receive buffer).
+LOOKUP_BATCH = 1024
 
 _NLMSG = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")
@@ -51,11 +55,28 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return head + payload + b"\0" * ((4 - len(payload)) & 3)
 
 
-def request(msg: int, seq: int, *attrs: tuple[int, bytes]) -> bytes:
-    """Return one nfnetlink dump request for the nftables message `msg` (netdev family)."""
+def _nest(kind: int, payload: bytes) -> bytes:
+    return _attr(kind | NLA_F_NESTED, payload)
+
+
+def request(msg: int, seq: int, *attrs: tuple[int, bytes], dump: bool = True) -> bytes:
+    """Return one nfnetlink request (a dump unless `dump` is False) for the nftables message `msg`
+    (netdev family)."""
     body = _NFGEN.pack(NFPROTO_NETDEV, 0, 0) + b"".join(_attr(k, v) for k, v in attrs)
     kind = (NFNL_SUBSYS_NFTABLES << 8) | msg
-    return _NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+    return _NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body
+
+
+def replies(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (type, sequence number, payload) of each netlink message in `data`, errors included."""
+    pos = 0
+    while pos + _NLMSG.size <= len(data):
+        length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, pos)
+        if length < _NLMSG.size or pos + length > len(data):
+            raise NftReadError(f"netlink message of length {length} at {pos} runs past the buffer")
+        yield kind, seq, data[pos + _NLMSG.size : pos + length]
+        pos += (length + 3) & ~3
 
 
 def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -190,6 +211,44 @@ class NftReader:
                 out.extend(parse_element_packets(payload))
         return out
 
+    def lookup(self, name: str, keys: Sequence[bytes]) -> dict[bytes, tuple[int, int | None]]:
+        """Return key -> (ms until expiry or 0, packets or None) of those `keys` that set or map
+        `name` holds: one get request per key (NFT_MSG_GETSETELEM without NLM_F_DUMP), sent in
+        batches; a missing key's reply is ENOENT. The cost follows the keys asked, not the set."""
+        out: dict[bytes, tuple[int, int | None]] = {}
+        head = (1, self.table), (2, name.encode() + b"\0")
+        for i in range(0, len(keys), LOOKUP_BATCH):
+            batch = keys[i : i + LOOKUP_BATCH]
+            first = self._seq + 1
+            self._seq += len(batch)
+            self._sock.send(
+                b"".join(
+                    request(
+                        NFT_MSG_GETSETELEM,
+                        first + j,
+                        *head,
+                        (3, _nest(1, _nest(1, _nest(1, key)))),
+                        dump=False,
+                    )
+                    for j, key in enumerate(batch)
+                )
+            )
+            left = len(batch)
+            while left:
+                data = self._sock.recv(1 << 20)
+                for kind, seq, payload in replies(data):
+                    if not first <= seq < first + len(batch):
+                        continue  # a late reply of an earlier request
+                    left -= 1
+                    if kind == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", payload) if len(payload) >= 4 else (-1,)
+                        if code and code != -errno.ENOENT:
+                            raise NftReadError(os.strerror(-code) if code < 0 else f"netlink error {code}")
+                    elif kind & 0xFF == NFT_MSG_NEWSETELEM:
+                        for key, expires_ms, packets in _elements(payload[_NFGEN.size :]):
+                            out[key] = (expires_ms, packets)
+        return out
+
     def counters(self) -> dict[str, tuple[int, int]]:
         """Return name -> (packets, bytes) of every named counter of the table."""
         out: dict[str, tuple[int, int]] = {}
@@ -212,5 +271,6 @@ __all__ = [
     "parse_counter",
     "parse_element_packets",
     "parse_setelems",
+    "replies",
     "request",
 ]

@@ -1,38 +1,73 @@
-"""One scheduling table for several worker processes: a `ProxyState` replica per worker kept equal by a log.
+"""One scheduling table for several worker processes: shared counters, and a replica per worker kept by a log.
 
-Every change of the table (an op, a pick and bind, a failed connect, a close, an expiry, the loss
-of a worker) is appended to one log in shared memory under one process-shared lock; a worker that
-takes the lock first replays what the others appended since it last held it. So before any pick a
-worker's replica has seen every connection of every worker, in one order, and `wlc` (any scheduler,
-persistence templates, GridFTP data-port owners, thresholds) decides as one kernel table would.
+Least-connection services (wlc, lc, sed, nq; no persistence, no GridFTP data ports) keep each
+destination's active and inactive counts in shared memory (`SharedCounters`), one slot per worker:
+a worker writes only its own slot (one writer: no lock, no log) and a pick sums the slots, so it
+sees every worker's connections as they are at that instant. That is how the kernel's IPVS table
+works on several CPUs: wlc reads its counters without a lock, so two workers picking at the same
+instant may both choose the same server; picks one after the other decide exactly as one table
+does. The OVERLOAD flag (thresholds) is shared the same way, any worker setting or clearing it.
+
+Every other change of the table (an op; in the other services a pick and bind, a failed connect, a
+close, an expiry; the loss of a worker; a passive failure anywhere) is appended to one log in shared
+memory under one process-shared lock; a worker that takes the lock first replays what the others
+appended since it last held it. So before any pick a worker's replica has seen every op, and in
+the logged services every connection of every worker, in one order: rr's cursor, persistence
+templates, GridFTP data-port owners and lblc's tables move as in one kernel table.
 Replay re-runs the same pure `ProxyState` methods with the values the writer used (its `now`, the
 client); a pick replays to the destination the writer bound (a random scheduler such as `twos`
 draws once, in the writer). Traffic bytes stay per worker (they decide nothing): `dump` sums them.
 
-The log is a ring of length-prefixed `marshal` records; a reader that falls more than a ring
-behind cannot catch up and raises `LogOverrun` (its worker is then restarted from a live worker's
-snapshot, as a dataplane fault).
+The lock is a record lock the kernel frees when its holder dies (`RobustLock`): a worker killed
+while holding it blocks nobody. The log is a ring of length-prefixed `marshal` records; a reader
+that falls more than a ring behind cannot catch up and raises `LogOverrun` (its worker is then
+restarted from a live worker's snapshot, as a dataplane fault).
 """
 
 from __future__ import annotations
 
+import bisect
+import fcntl
 import marshal
 import os
 import pickle
 import platform
 import struct
+import tempfile
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from ipaddress import ip_address
 from multiprocessing import shared_memory
 from typing import Any, Protocol
 
-from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
-from gridlb.sched.base import Flow
-from gridlb.table import AddService, IPAddress, Op, ServiceKey, Timeouts
+from gridlb.dataplane.proxy_state import (
+    ClosedConn,
+    DestState,
+    ProxyState,
+    ServiceState,
+    Traffic,
+    fin_wait_entries,
+)
+from gridlb.sched.base import DestView, Flow
+from gridlb.table import (
+    AddDest,
+    AddService,
+    ConnEntry,
+    DestSpec,
+    EditService,
+    IPAddress,
+    Op,
+    RealKey,
+    ServiceKey,
+    ServiceSpec,
+    Timeouts,
+)
 
 #: Ring size of the log: several seconds of records at tens of thousands of connections a second.
 RING_BYTES = 64 << 20
-_HEADER = 64  # u64 write position, u64 pid of the lock holder (0 = none)
+_HEADER = 64  # u64 write position
 #: Read the log ahead of the lock only where the CPU keeps stores in order (x86's TSO); on other
 #: machines (arm64, ppc64le) a reader could see the new end before the record, so it reads under the lock.
 READ_AHEAD = platform.machine() in ("x86_64", "AMD64", "i386", "i686")
@@ -44,6 +79,182 @@ SPIN = 20
 #: the writer picked without running them. The others (rr, wrr, lblc, lblcr: cursors and locality
 #: tables) run in every replica so that their state moves as in the writer's.
 BIND_AS_LOGGED = frozenset({"wlc", "lc", "sed", "nq", "fo", "ovf", "sh", "dh", "mh", "twos"})
+#: Schedulers that read only the counters of live destinations: their services share counters.
+SHARED_SCHEDULERS = frozenset({"wlc", "lc", "sed", "nq"})
+#: Destinations (service, real server pairs ever seen) the shared counters hold.
+COUNTER_ROWS = 16384
+
+
+def shares_counters(spec: ServiceSpec, tracks_owner: bool) -> bool:
+    """Return whether a service with `spec` keeps shared counters (else every change is logged).
+
+    Persistence templates and GridFTP data-port owners are tables the log replicates; the other
+    schedulers (rr, wrr, lblc, lblcr, sh, dh, mh, fo, ovf, twos) keep their state through it too.
+    """
+    return spec.scheduler in SHARED_SCHEDULERS and not spec.persistence_timeout_s and not tracks_owner
+
+
+class SharedCounters:
+    """Per-worker counter slots of every destination, in one shared-memory segment.
+
+    Row r holds [overloaded, active of worker 0, inactive of worker 0, active of worker 1, ...]
+    as native 64-bit integers; a worker writes only its own two slots (and the flag).
+    """
+
+    def __init__(self, workers: int, name: str | None = None, rows: int = COUNTER_ROWS) -> None:
+        self.workers = workers
+        self.stride = 1 + 2 * workers
+        self.owner = name is None
+        if name is None:
+            self.shm = shared_memory.SharedMemory(create=True, size=rows * self.stride * 8)
+        else:
+            self.shm = shared_memory.SharedMemory(name=name)
+        self.name = self.shm.name
+        self.rows = self.shm.size // (self.stride * 8)
+        buf = self.shm.buf
+        assert buf is not None
+        self.q = buf.cast("q")
+
+    def zero_worker(self, worker: int) -> None:
+        """Forget a dead worker's connections (its sockets, open or in FIN_WAIT, died with it)."""
+        q, stride = self.q, self.stride
+        for base in range(1 + 2 * worker, self.rows * stride, stride):
+            q[base] = 0
+            q[base + 1] = 0
+
+    def close(self) -> None:
+        """Unmap (and, for the creator, remove) the segment."""
+        self.q.release()
+        self.shm.close()
+        if self.owner:
+            self.shm.unlink()
+
+
+class SharedDest(DestState):
+    """A destination whose counters are the sum of every worker's slot in `SharedCounters`.
+
+    `active`, `inactive` and `overloaded` read shared memory; the counting methods write only this
+    worker's slots. A replica replaying an op (or the director's spec-only copy) never writes the flag.
+    """
+
+    __slots__ = ("acts", "flag", "inas", "mine", "q", "replica", "row")
+
+    def __init__(
+        self, service: ServiceState, key: RealKey, spec: DestSpec, replica: Replica, row: int
+    ) -> None:
+        # DestState.__init__ minus the counters (they live in the row, possibly revived)
+        self.service = service
+        self.key = key
+        self.sockaddr = (str(key.addr), key.port)
+        self.version = key.addr.version
+        self.spec = spec
+        self.weight = spec.weight
+        self.down = False
+        self.traffic = Traffic()
+        self.view = None
+        self.vpos = -1
+        self.replica = replica
+        self.row = row
+        self.attach()
+
+    def attach(self) -> None:
+        """Map this destination's row of the replica's counters (after a start from a snapshot too)."""
+        counters = self.replica.counters
+        assert counters is not None
+        self.q = counters.q
+        base = self.flag = self.row * counters.stride
+        me = max(self.replica.worker, 0)  # the director's spec-only copy (-1) never counts
+        self.mine = base + 1 + 2 * me
+        self.acts = tuple(range(base + 1, base + counters.stride, 2))
+        self.inas = tuple(range(base + 2, base + counters.stride, 2))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _DEST_FIELDS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
+    @property
+    def active(self) -> int:  # type: ignore[override]
+        q = self.q
+        total = 0
+        for i in self.acts:
+            total += q[i]
+        return total
+
+    @property
+    def inactive(self) -> int:  # type: ignore[override]
+        q = self.q
+        total = 0
+        for i in self.inas:
+            total += q[i]
+        return total
+
+    @property
+    def overloaded(self) -> bool:
+        return self.q[self.flag] != 0
+
+    @overloaded.setter
+    def overloaded(self, value: bool) -> None:
+        if not self.replica.replaying and (self.q[self.flag] != 0) != value:
+            self.q[self.flag] = int(value)
+
+    def bind(self) -> None:
+        """Count a new connection in this worker's slot (kernel ip_vs_bind_dest)."""
+        self.q[self.mine] += 1
+        self.traffic.conns += 1
+        self.service.traffic.conns += 1
+        u = self.spec.u_threshold
+        if u and self.active + self.inactive >= u:
+            self.overloaded = True
+
+    def to_inactive(self) -> None:
+        """Active to inactive: inactive raised first, so that no reader sees the total drop meanwhile."""
+        q = self.q
+        i = self.mine
+        q[i + 1] += 1
+        q[i] -= 1
+
+    def drop_active(self) -> None:
+        self.q[self.mine] -= 1
+
+    def drop_inactive(self) -> None:
+        self.q[self.mine + 1] -= 1
+
+    def touch(self) -> None:
+        """Nothing cached: every read sums the slots."""
+
+    def unbind_check(self) -> None:
+        """Re-evaluate OVERLOAD after a connection went away (kernel ip_vs_unbind_dest)."""
+        if self.spec.u_threshold or self.overloaded:
+            DestState.unbind_check(self)
+
+    def make_view(self) -> DestView:
+        """Return what a scheduler sees of this destination now (never cached: others count too)."""
+        return DestView(self.key, self.spec.weight, self.active, self.inactive, self.overloaded)
+
+
+class SharedDest2(SharedDest):
+    """`SharedDest` with two workers (a 2-CPU director, the usual case): the sums written out."""
+
+    __slots__ = ()
+
+    @property
+    def active(self) -> int:  # type: ignore[override]
+        q = self.q
+        i = self.flag
+        return q[i + 1] + q[i + 3]
+
+    @property
+    def inactive(self) -> int:  # type: ignore[override]
+        q = self.q
+        i = self.flag
+        return q[i + 2] + q[i + 4]
+
+
+_SHADOWED = frozenset({"active", "inactive", "overloaded", "q", "acts", "inas", "mine", "flag"})
+_DEST_FIELDS = tuple(n for n in (*DestState.__slots__, *SharedDest.__slots__) if n not in _SHADOWED)
 
 
 class LogOverrun(RuntimeError):
@@ -56,6 +267,84 @@ class ProcessLock(Protocol):
     def acquire(self, block: bool = ..., timeout: float | None = ...) -> bool: ...
 
     def release(self) -> None: ...
+
+
+#: struct flock (x86_64 and the other 64-bit Linux ABIs): l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = struct.Struct("hhqqi4x")
+_LOCK = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+_UNLOCK = _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0)
+_LOCK_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+class RobustLock:
+    """A lock between processes that the kernel releases when its holder dies.
+
+    An open file description lock (fcntl F_OFD_SETLKW) on an empty file: it belongs to the open
+    file, which a dying process closes, so a worker killed while holding the lock (even between
+    taking it and anything it records) leaves it free. The creator removes the file's name at once
+    (nothing is left behind, however the director ends); every other process opens it again by
+    the creator's /proc/PID/fd path (the lock pickles as that path). Threads of one process take a
+    thread lock first, as they share their process's open file.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        if path is None:
+            self.fd, name = tempfile.mkstemp(prefix="gridlb-proxy-", suffix=".lock", dir=_LOCK_DIR)
+            os.unlink(name)
+            path = f"/proc/{os.getpid()}/fd/{self.fd}"
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.path = path
+        self._threads = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (RobustLock, (self.path,))
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; False when `block` is False or `timeout` (s) ran out and it is held."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not (
+            self._threads.acquire(True, timeout)
+            if block and timeout is not None
+            else self._threads.acquire(block)
+        ):
+            return False
+        try:
+            if block and deadline is None:
+                fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _LOCK)
+                return True
+            while True:
+                try:
+                    fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _LOCK)
+                    return True
+                except BlockingIOError:
+                    pass
+                except PermissionError:  # EACCES: held (some systems say so)
+                    pass
+                if not block or (deadline is not None and time.monotonic() >= deadline):
+                    self._threads.release()
+                    return False
+                time.sleep(0.001)
+        except BaseException:
+            if self._threads.locked():
+                self._threads.release()
+            raise
+
+    def release(self) -> None:
+        """Release the lock."""
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _UNLOCK)
+        self._threads.release()
+
+    def __enter__(self) -> RobustLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        """Close this process's open file (the creator's closes the last way in for new workers)."""
+        os.close(self.fd)
 
 
 class SharedLog:
@@ -73,22 +362,13 @@ class SharedLog:
         self.size = self.shm.size - _HEADER
         buf = self.shm.buf
         assert buf is not None
-        self.hdr = buf[:16].cast("Q")  # [write position, lock holder pid]
+        self.hdr = buf[:8].cast("Q")  # [write position]
         self.ring = buf[_HEADER:]
 
     @property
     def end(self) -> int:
         """Return the write position (bytes ever written)."""
         return int(self.hdr[0])
-
-    @property
-    def holder(self) -> int:
-        """Return the pid holding the lock (0: none, or it had not written its pid yet)."""
-        return int(self.hdr[1])
-
-    def set_holder(self, pid: int) -> None:
-        """Record who holds the lock (so that the lock of a worker that died holding it is freed)."""
-        self.hdr[1] = pid
 
     def append(self, record: bytes) -> int:
         """Append one record (lock held); return the new write position."""
@@ -173,10 +453,21 @@ class Replica(ProxyState):
         timeouts: Timeouts | None = None,
         *,
         tracks_owner: frozenset[ServiceKey] = frozenset(),
+        counters: SharedCounters | None = None,
     ) -> None:
         super().__init__(timeouts)
         self.worker = worker
         self.log: SharedLog | None = None  # None: a spec-only copy (the director's), nothing logged
+        #: Shared counters of the least-connection services; None: every service goes through the log.
+        self.counters = counters
+        #: The row of every (service, destination) ever added: the same in every replica (ops come in
+        #: log order), kept after a removal so that a destination added back counts on (the kernel's trash).
+        self.rows: dict[tuple[ServiceKey, RealKey], int] = {}
+        #: This worker's own inactive connections of shared-counter services (others never see them).
+        self.own_closed: deque[ClosedConn] = deque()
+        #: True while replaying the log (and always in the director's spec-only copy): a replayed op
+        #: changes no shared flag, the writer did.
+        self.replaying = False
         self.pos = 0
         self.tracks_owner_keys = tracks_owner  # services with GridFTP data ports
         self.sids: dict[ServiceState, int] = {}  # service -> its id (the same in every replica)
@@ -194,21 +485,33 @@ class Replica(ProxyState):
         self._depth = 0  # how deep this thread is inside `with replica:` (the lock is taken at 1)
         #: Called when this replica can no longer follow the log (`LogOverrun`); a worker process exits.
         self.on_lost: Callable[[str], None] | None = None
-        self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["log"] = None
+        state["counters"] = None
         state["on_lost"] = None
         state["_depth"] = 0
         return state
 
-    def attach(self, log: SharedLog, pos: int, worker: int) -> None:
-        """Follow `log` from `pos` as worker `worker`."""
+    def attach(self, log: SharedLog, pos: int, worker: int, counters: SharedCounters | None = None) -> None:
+        """Follow `log` from `pos` as worker `worker`, counting in `counters` (None: keep the current ones).
+
+        A replica copied from another worker forgets that worker's inactive connections (they are
+        counted in its slot, not in this one).
+        """
+        if counters is not None and worker != self.worker:
+            self.own_closed.clear()
+        self.replaying = False  # (a copy of the director's spec-only replica was always "replaying")
         self.log = log
         self.pos = pos
         self.worker = worker
-        self._pid = os.getpid()
+        if counters is not None:
+            self.counters = counters
+            for svc in self.services.values():
+                for d in (*svc.dests, *svc.trash.values()):
+                    if isinstance(d, SharedDest):
+                        d.attach()
 
     def __enter__(self) -> Replica:
         """Take the shared lock (re-entrant within this replica's one thread) and catch up with the log."""
@@ -224,14 +527,11 @@ class Replica(ProxyState):
                     raise
             if not log.lock.acquire(False):
                 self._wait(log.lock)
-            hdr = log.hdr
-            hdr[1] = self._pid
-            if hdr[0] != self.pos:
+            if log.hdr[0] != self.pos:
                 try:
                     self.catch_up()
                 except BaseException:
                     self._depth = 0
-                    hdr[1] = 0
                     log.lock.release()
                     raise
         return self
@@ -249,7 +549,6 @@ class Replica(ProxyState):
         self._depth -= 1
         log = self.log
         if not self._depth and log is not None:
-            log.hdr[1] = 0
             log.lock.release()
 
     # --- log helpers ------------------------------------------------------------------------------
@@ -283,6 +582,7 @@ class Replica(ProxyState):
         log = self.log
         if log is None or log.hdr[0] == self.pos:
             return
+        self.replaying = True
         try:
             records, self.pos = log.read(self.pos)
             replay = self._replay
@@ -292,6 +592,8 @@ class Replica(ProxyState):
             if self.on_lost is not None:
                 self.on_lost(str(exc))  # a worker process ends here: it is restarted from a live copy
             raise
+        finally:
+            self.replaying = False
         self.replayed += len(records)
 
     # --- the changes (each logged by the worker that makes it) -------------------------------------
@@ -307,7 +609,42 @@ class Replica(ProxyState):
         with self:
             super().check(op)
 
+    def _shares(self, key: ServiceKey, spec: ServiceSpec) -> bool:
+        return self.counters is not None and shares_counters(spec, key in self.tracks_owner_keys)
+
+    def _check_rows(self, op: Op) -> None:
+        """Refuse an op that needs more shared counter rows than the segment holds."""
+        counters = self.counters
+        if counters is None:
+            return
+        need: list[tuple[ServiceKey, RealKey]] = []
+        if isinstance(op, AddDest):
+            svc = self.services.get(op.service)
+            if svc is not None and svc.shared:
+                need = [(op.service, op.key)]
+        elif isinstance(op, EditService):
+            svc = self.services.get(op.key)
+            if svc is not None and not svc.shared and self._shares(op.key, op.spec):
+                need = [(op.key, d.key) for d in svc.dests]
+        new = sum(1 for k in need if k not in self.rows)
+        if len(self.rows) + new > counters.rows:
+            raise ValueError(
+                f"the proxy workers' shared counters are full ({counters.rows} destinations ever added)"
+            )
+
+    def new_dest(self, svc: ServiceState, key: RealKey, spec: DestSpec) -> DestState:
+        """Return a destination with shared counters for a shared-counter service, else a plain one."""
+        if not svc.shared:
+            return DestState(svc, key, spec)
+        row = self.rows.get((svc.key, key))
+        if row is None:
+            row = self.rows[(svc.key, key)] = len(self.rows)
+        assert self.counters is not None
+        return (SharedDest2 if self.counters.workers == 2 else SharedDest)(svc, key, spec, self, row)
+
     def _apply(self, op: Op) -> None:
+        self._check_rows(op)
+        was_shared = isinstance(op, EditService) and op.key in self.services and self.services[op.key].shared
         super().apply(op)
         if isinstance(op, AddService):
             svc = self.services[op.key]
@@ -317,9 +654,29 @@ class Replica(ProxyState):
             self.by_sid[sid] = svc
             if op.key in self.tracks_owner_keys:
                 svc.tracks_owner = True
+            svc.shared = self._shares(op.key, op.spec)
+        elif isinstance(op, EditService) and self._shares(op.key, op.spec) != was_shared:
+            # The service moves between shared counters and the log: its destinations are made
+            # again in the new kind; connections open now count on the old ones until they end.
+            svc = self.services[op.key]
+            svc.shared = not was_shared
+            old = svc.dests
+            svc.dests = [self.new_dest(svc, d.key, d.spec) for d in old]
+            for d, o in zip(svc.dests, old, strict=True):
+                d.down = o.down
+            svc.trash.clear()
+            svc.notify_scheduler()
 
     def pick(self, svc: ServiceState, flow: Flow, now: float) -> DestState | None:
-        """Schedule and bind (see `ProxyState.pick`), logged with the destination bound."""
+        """Schedule and bind (see `ProxyState.pick`): in the shared counters, or logged with the
+        destination bound. Either way every op logged before it is applied first."""
+        if svc.shared:
+            log = self.log
+            if log is not None and log.hdr[0] != self.pos:
+                with self:  # ops (or other services' changes) to catch up with
+                    pass
+            if svc.shared:  # (still: an op just replayed may have changed the service)
+                return ProxyState.pick(self, svc, flow, now)
         with self:
             now = self.last_now = max(now, self.last_now)
             d = super().pick(svc, flow, now)
@@ -344,6 +701,16 @@ class Replica(ProxyState):
     def connect_failed(self, d: DestState, *, mark_down: bool, flow: Flow | None = None) -> bool:
         """Unbind after a failed connect (`ProxyState.connect_failed`), logged."""
         assert flow is not None  # the engine always names the connection
+        if isinstance(d, SharedDest):
+            if not mark_down:
+                return ProxyState.connect_failed(self, d, mark_down=False, flow=flow)
+            with self:  # the mark reaches every replica in log order (after any op that clears it)
+                svc = d.service
+                live = svc.dest(d.key) is d
+                newly = ProxyState.connect_failed(self, d, mark_down=True, flow=flow)
+                if newly and live:
+                    self._write(("d", self.sids[svc], str(d.key.addr), d.key.port))
+            return newly
         with self:
             sid = self.sids[d.service]
             host = self._text(flow.client)
@@ -353,7 +720,16 @@ class Replica(ProxyState):
         return newly
 
     def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
-        """Count a finished relay inactive (`ProxyState.closed_conn`), logged."""
+        """Count a finished relay inactive (`ProxyState.closed_conn`): in this worker's slot, or logged."""
+        if isinstance(d, SharedDest):
+            d.to_inactive()
+            entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
+            own = self.own_closed
+            if own and own[-1][0] > entry[0]:
+                bisect.insort(own, entry, key=_expires)  # the FIN timeout was lowered meanwhile
+            else:
+                own.append(entry)
+            return
         with self:
             now = self.last_now = max(now, self.last_now)
             sid = self.sids[d.service]
@@ -362,13 +738,49 @@ class Replica(ProxyState):
             self._write(("c", self.worker, sid, client_host, client_port, now))
 
     def expire(self, now: float) -> float | None:
-        """Expire inactive connections and templates (`ProxyState.expire`); logged if it changes anything."""
-        with self:
-            now = self.last_now = max(now, self.last_now)
-            closed = self.closed
-            if (closed and closed[0][0] <= now) or now >= self.next_rate_sample or self.persist.live:
-                self._write(("e", now))
-            return super().expire(now)
+        """Expire inactive connections and templates (`ProxyState.expire`); logged if it changes anything.
+
+        This worker's own inactive connections of shared-counter services expire without the lock.
+        """
+        own = self.own_closed
+        while own and own[0][0] <= now:
+            _, d, _host, _port = own.popleft()
+            d.drop_inactive()
+            if d.spec.u_threshold and d.overloaded:  # (no upper threshold: never overloaded)
+                d.unbind_check()
+            if d.service.trash:
+                self._collect(d)
+        closed = self.closed
+        log = self.log
+        if (
+            log is None
+            or (closed and closed[0][0] <= now)
+            or now >= self.next_rate_sample
+            or self.persist.live
+            or log.hdr[0] != self.pos
+        ):
+            with self:
+                now = self.last_now = max(now, self.last_now)
+                if (closed and closed[0][0] <= now) or now >= self.next_rate_sample or self.persist.live:
+                    self._write(("e", now))
+                nxt = super().expire(now)
+        else:
+            nxt = self.next_rate_sample if not closed else min(closed[0][0], self.next_rate_sample)
+        if own and (nxt is None or own[0][0] < nxt):
+            return own[0][0]
+        return nxt
+
+    def closed_entries(self, now: float) -> list[ConnEntry]:
+        """Return the inactive connections: the logged ones (every replica's) and this worker's own."""
+        return [*super().closed_entries(now), *fin_wait_entries(self.own_closed, now)]
+
+    def own_closed_entries(self, now: float) -> list[ConnEntry]:
+        """Return this worker's own inactive connections of shared-counter services."""
+        return fin_wait_entries(self.own_closed, now)
+
+    def logged_closed_entries(self, now: float) -> list[ConnEntry]:
+        """Return the inactive connections every replica holds (services that go through the log)."""
+        return ProxyState.closed_entries(self, now)
 
     def abandon(self, worker: int) -> int:
         """Unbind every connection a dead worker held (its sockets died with it); logged. Return how many."""
@@ -440,6 +852,13 @@ class Replica(ProxyState):
             self._apply(pickle.loads(r[1]))
         elif kind == "x":
             self._abandon(r[1])
+        elif kind == "d":  # a shared-counter destination failed a connect in another worker
+            sid, host, port = r[1:]
+            svc = self.by_sid[sid]
+            found = svc.dest(RealKey(self._ip(host), port))
+            if found is not None and not found.down:
+                found.down = True
+                svc.notify_scheduler()
 
     def _rebind(self, svc: ServiceState, got: DestState | None, index: int) -> DestState | None:
         """The writer bound dests[index] where this replica's scheduler chose `got`: follow the writer."""
@@ -453,6 +872,10 @@ class Replica(ProxyState):
         d = svc.dests[index]
         d.bind()
         return d
+
+
+def _expires(entry: ClosedConn) -> float:
+    return entry[0]
 
 
 def _index(svc: ServiceState, d: DestState | None) -> int:
@@ -478,10 +901,12 @@ class NoLock:
         return None
 
 
-def merge_traffic(tables: list[Any]) -> Any:
+def merge_traffic(tables: list[Any], shared: Callable[[Any], bool] = lambda svc: False) -> Any:
     """Return the first worker's table with every worker's byte counters and byte rates summed.
 
-    Connections, active/inactive counts and rates of connections are the same in every replica.
+    Active/inactive counts are the same in every replica (logged, or read from the shared
+    counters); connection totals and rates too, except in services with shared counters (`shared`
+    says which), where each worker counts its own: they are summed.
     """
     from dataclasses import replace
 
@@ -491,9 +916,11 @@ def merge_traffic(tables: list[Any]) -> Any:
     if len(tables) == 1:
         return first
 
-    def total(stats: list[Stats]) -> Stats:
+    def total(stats: list[Stats], conns: bool) -> Stats:
         return replace(
             stats[0],
+            conns=sum(s.conns for s in stats) if conns else stats[0].conns,
+            cps=sum(s.cps for s in stats) if conns else stats[0].cps,
             inbytes=sum(s.inbytes for s in stats),
             outbytes=sum(s.outbytes for s in stats),
             inbps=sum(s.inbps for s in stats),
@@ -504,13 +931,28 @@ def merge_traffic(tables: list[Any]) -> Any:
     services = []
     for svc in first.services:
         peers = [o[svc.key] for o in others if svc.key in o]
+        each = shared(svc)
         dests = []
         for d in svc.dests:
             same = [pd for p in peers for pd in p.dests if pd.key == d.key]
-            stats = total([d.counters.stats, *(pd.counters.stats for pd in same)])
+            stats = total([d.counters.stats, *(pd.counters.stats for pd in same)], each)
             dests.append(replace(d, counters=replace(d.counters, stats=stats)))
-        services.append(replace(svc, dests=tuple(dests), stats=total([svc.stats, *(p.stats for p in peers)])))
+        services.append(
+            replace(svc, dests=tuple(dests), stats=total([svc.stats, *(p.stats for p in peers)], each))
+        )
     return replace(first, services=tuple(services))
 
 
-__all__ = ["RING_BYTES", "LogOverrun", "NoLock", "ProcessLock", "Replica", "SharedLog", "merge_traffic"]
+__all__ = [
+    "RING_BYTES",
+    "LogOverrun",
+    "NoLock",
+    "ProcessLock",
+    "Replica",
+    "RobustLock",
+    "SharedCounters",
+    "SharedDest",
+    "SharedLog",
+    "merge_traffic",
+    "shares_counters",
+]

@@ -139,6 +139,19 @@ class DestState:
             if self.vpos >= 0:
                 self.service.dirty.append(self)
 
+    def to_inactive(self) -> None:
+        """Count a connection whose relay ended inactive (active - 1, inactive + 1)."""
+        self.active -= 1
+        self.inactive += 1
+
+    def drop_active(self) -> None:
+        """Count an active connection gone without a close (a failed connect)."""
+        self.active -= 1
+
+    def drop_inactive(self) -> None:
+        """Count an inactive connection whose FIN timeout ran out."""
+        self.inactive -= 1
+
     def touch(self) -> None:
         """Counters changed: drop the cached view; the service re-makes only this entry at its next pick."""
         if self.view is not None:
@@ -188,6 +201,7 @@ class ServiceState:
         "key",
         "members",
         "scheduler",
+        "shared",
         "spec",
         "tracks_owner",
         "traffic",
@@ -206,6 +220,7 @@ class ServiceState:
         self.members: list[DestState] = []  # the destination behind each entry of `views`
         self.dirty: list[DestState] = []  # members whose counters changed since `views` was made
         self.tracks_owner = False  # GridFTP data ports: remember which server holds each client's control
+        self.shared = False  # counters shared by worker processes (proxy_shared.py), none of them logged
 
     def dest(self, key: RealKey) -> DestState | None:
         """Return the live destination `key`, or None."""
@@ -311,7 +326,7 @@ class ProxyState:
             svc = self.services[op.service]
             d = svc.trash.pop(op.key, None)
             if d is None:
-                d = DestState(svc, op.key, op.spec)
+                d = self.new_dest(svc, op.key, op.spec)
             else:
                 self._edit(d, op.spec)
                 d.down = False
@@ -332,6 +347,10 @@ class ProxyState:
             if d.active or d.inactive:
                 svc.trash[d.key] = d
             svc.notify_scheduler()
+
+    def new_dest(self, svc: ServiceState, key: RealKey, spec: DestSpec) -> DestState:
+        """Return a new destination of `svc` (a hook: worker replicas make ones with shared counters)."""
+        return DestState(svc, key, spec)
 
     @staticmethod
     def _edit(d: DestState, spec: DestSpec) -> None:
@@ -461,7 +480,7 @@ class ProxyState:
             self._release(d, flow.client, flow.client_port)
             if d.service.tracks_owner:
                 self._disown(d, flow.client, flow.client_port)
-        d.active -= 1
+        d.drop_active()
         d.unbind_check()
         if not mark_down or d.down:
             self._collect(d)
@@ -474,8 +493,7 @@ class ProxyState:
 
     def closed_conn(self, d: DestState, now: float, client_host: str, client_port: int) -> None:
         """Move a finished relay from active to inactive for the FIN timeout."""
-        d.active -= 1
-        d.inactive += 1
+        d.to_inactive()
         if d.view is not None:  # `touch`, inlined: this runs for every connection
             d.view = None
             if d.vpos >= 0:
@@ -495,7 +513,7 @@ class ProxyState:
         controls = self.controls
         while closed and closed[0][0] <= now:
             _, d, host, port = closed.popleft()
-            d.inactive -= 1
+            d.drop_inactive()
             if d.overloaded:
                 d.unbind_check()
             elif d.view is not None:  # not overloaded: `unbind_check` would only `touch`, inlined
@@ -547,21 +565,7 @@ class ProxyState:
 
     def closed_entries(self, now: float) -> list[ConnEntry]:
         """Return the inactive connections as `ipvsadm -Lc` lists them (FIN_WAIT, time left)."""
-        out = []
-        for expires, dest, host, port in self.closed:
-            vkey = dest.service.key
-            assert vkey.addr is not None
-            out.append(
-                ConnEntry(
-                    Proto.TCP,
-                    max(0, round(expires - now)),
-                    "FIN_WAIT",
-                    RealKey(ip_address(host), port),
-                    RealKey(vkey.addr, vkey.port),
-                    dest.key,
-                )
-            )
-        return out
+        return fin_wait_entries(self.closed, now)
 
     def template_entries(self, now: float) -> list[ConnEntry]:
         """Return the persistence templates as `ipvsadm -Lc` lists them (state NONE, client port 0)."""
@@ -582,6 +586,25 @@ class ProxyState:
                 )
             )
         return out
+
+
+def fin_wait_entries(closed: Iterable[ClosedConn], now: float) -> list[ConnEntry]:
+    """Return inactive connections as `ipvsadm -Lc` lists them (FIN_WAIT, time left)."""
+    out = []
+    for expires, dest, host, port in closed:
+        vkey = dest.service.key
+        assert vkey.addr is not None
+        out.append(
+            ConnEntry(
+                Proto.TCP,
+                max(0, round(expires - now)),
+                "FIN_WAIT",
+                RealKey(ip_address(host), port),
+                RealKey(vkey.addr, vkey.port),
+                dest.key,
+            )
+        )
+    return out
 
 
 def _check_service(key: ServiceKey, spec: ServiceSpec) -> None:

@@ -3,7 +3,8 @@
 One worker (`WorkerPool`, the default) is a `RelayEngine` thread in the director's process over
 one `ProxyState`: no extra process, nothing shared. Several workers (`ProcessPool`) are worker
 processes, each with its own interpreter (so its own GIL) running one engine with one
-SO_REUSEPORT listening socket per service: the kernel spreads new connections over them. Their
+SO_REUSEPORT listening socket per service: the kernel spreads new connections over them. The
+least-connection services count in shared memory, one slot per worker, and the rest of the
 scheduling table is kept equal through a log in shared memory under one process-shared lock
 (proxy_shared.py), so `wlc` decides on every worker's connections, as one kernel table does. The
 director's side still sees one dataplane: an op goes into the log before `apply` returns (every
@@ -36,7 +37,16 @@ from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from gridlb.config.defaults import PROXY_WORKERS_MAX
-from gridlb.dataplane.proxy_shared import NoLock, ProcessLock, Replica, SharedLog, merge_traffic
+from gridlb.dataplane.proxy_shared import (
+    NoLock,
+    ProcessLock,
+    Replica,
+    RobustLock,
+    SharedCounters,
+    SharedLog,
+    merge_traffic,
+    shares_counters,
+)
 from gridlb.dataplane.proxy_state import ProxyState, ServiceState
 from gridlb.dataplane.relay import (
     FailureCallback,
@@ -300,6 +310,8 @@ class WorkerSpec:
     index: int
     parent: int  # the director's pid: the worker ends when it does
     log_name: str
+    counters_name: str
+    workers: int
     mode: RelayMode
     cpu: int | None
     timeouts: Timeouts | None
@@ -339,16 +351,20 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
         except Exception as exc:  # its services are refused with "unknown scheduler", not hidden
             log.error("proxy relay worker %d: cannot import scheduler module %s: %s", spec.index, module, exc)
     shared_log = SharedLog(lock, spec.log_name)
+    counters = SharedCounters(spec.workers, spec.counters_name)
     if spec.snapshot is not None:
         replica, pos = pickle.loads(spec.snapshot)
         assert isinstance(replica, Replica)
     else:
         replica = Replica(
-            spec.index, spec.timeouts, tracks_owner=frozenset(spec.engine_options["data_ports"])
+            spec.index,
+            spec.timeouts,
+            tracks_owner=frozenset(spec.engine_options["data_ports"]),
+            counters=counters,
         )
         replica.persist.expire_quiescent = spec.expire_quiescent
         pos = 0
-    replica.attach(shared_log, pos, spec.index)
+    replica.attach(shared_log, pos, spec.index, counters)
 
     def lost(why: str) -> None:
         log.error(
@@ -407,6 +423,7 @@ def worker_main(spec: WorkerSpec, lock: ProcessLock, ctl: Connection, events: Co
             ctl.send(reply)
     finally:
         shared_log.close()
+        counters.close()
 
 
 class _Commands:
@@ -438,13 +455,15 @@ class _Commands:
             return self.replica.snapshot()
 
     def live(self) -> list[ConnEntry]:
+        """This worker's open relays and its own inactive connections (shared-counter services)."""
         with self.lock:
-            return live_entries(self.engine.live, self.replica.timeouts)
+            own = self.replica.own_closed_entries(time.monotonic())
+            return [*live_entries(self.engine.live, self.replica.timeouts), *own]
 
     def inactive(self) -> list[ConnEntry]:
         with self.lock:
             now = time.monotonic()
-            return [*self.replica.closed_entries(now), *self.replica.template_entries(now)]
+            return [*self.replica.logged_closed_entries(now), *self.replica.template_entries(now)]
 
     def errors(self) -> dict[str, int]:
         return dict(self.engine.errors)
@@ -522,13 +541,17 @@ class ProcessPool:
         self.mode = mode
         self.on_failure = on_failure
         self._ctx = multiprocessing.get_context("spawn")
-        self.lock = self._ctx.Lock()
+        self.lock = RobustLock()  # freed by the kernel when a worker dies holding it
         self.log = SharedLog(self.lock)
+        self.counters = SharedCounters(workers)
         engine_options.setdefault("data_ports", {})
         self.data_ports: Mapping[ServiceKey, tuple[int, int]] = engine_options["data_ports"]
         #: The director's copy of the table's services and destinations (ops only, no connections):
         #: the start of a worker when no worker is left to copy the table from.
-        self.spec_copy = Replica(-1, timeouts, tracks_owner=frozenset(self.data_ports))
+        self.spec_copy = Replica(
+            -1, timeouts, tracks_owner=frozenset(self.data_ports), counters=self.counters
+        )
+        self.spec_copy.replaying = True  # it follows the workers' ops: never writes a shared flag
         self.spec_copy.persist.expire_quiescent = expire_quiescent
         ncpu = os.cpu_count() or 1
         self._spec = [
@@ -536,6 +559,8 @@ class ProcessPool:
                 index=i,
                 parent=os.getpid(),
                 log_name=self.log.name,
+                counters_name=self.counters.name,
+                workers=workers,
                 mode=mode,
                 cpu=None if cpu is None else (cpu + i) % ncpu,
                 timeouts=timeouts,
@@ -562,6 +587,8 @@ class ProcessPool:
         if self._start_error is not None:
             self._monitor.join(10)
             self.log.close()
+            self.counters.close()
+            self.lock.close()
             raise self._start_error
 
     @property
@@ -658,10 +685,8 @@ class ProcessPool:
         with self.control:
             if self._closing:
                 return
-            if self.log.holder == dead.pid:  # it died holding the table's lock
-                self.log.set_holder(0)
-                self.lock.release()
             self._kill(dead)
+            self.counters.zero_worker(dead.index)  # its connections died with it
             self.workers[dead.index] = None
             snapshot = None
             for w in self.workers:
@@ -758,7 +783,9 @@ class ProcessPool:
     async def dump(self) -> IpvsTable:
         """Return the table: counters of the (equal) replicas, traffic bytes summed over the workers."""
         tables = await self._each("dump")
-        merged: IpvsTable = merge_traffic(tables)
+        merged: IpvsTable = merge_traffic(
+            tables, lambda svc: shares_counters(svc.spec, svc.key in self.data_ports)
+        )
         return merged
 
     async def connections(self) -> list[ConnEntry]:
@@ -815,6 +842,8 @@ class ProcessPool:
         self._wake_r.close()
         self._wake_w.close()
         self.log.close()
+        self.counters.close()
+        self.lock.close()
 
     def _stop_one(self, w: _Worker, grace_s: float) -> None:
         with contextlib.suppress(WorkerDied, RuntimeError, OSError):

@@ -196,6 +196,7 @@ class DirectorDaemon:
     async def status(self) -> DirectorStatus:
         """Return the director's typed status, with the VRRP and scale-out parts when it runs them."""
         assert self.director is not None
+        await self.director.dataplane_counters()  # the dataplane's own counts, read now
         status = await self.director.status()
         if self.dataplane_choice:
             status = replace(status, dataplane_choice=self.dataplane_choice)

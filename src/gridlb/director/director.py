@@ -187,6 +187,7 @@ class Director:
             on_fault=self._wake.set,
         )
         self._dataplane_errors: dict[str, int] = {}  # the dataplane's own counters, as last read
+        self._dataplane_events: dict[str, int] = {}  # and its counts of what is no error
         self._busy = asyncio.Lock()  # held while a batch is applied: status never sees half a change
 
     # --- feeding inputs (thread: the event loop's) ------------------------------------------------
@@ -396,6 +397,7 @@ class Director:
         except DataplaneCallError:
             return None
         self._dataplane_errors = dict(counters.errors)
+        self._dataplane_events = dict(counters.events)
         return counters
 
     async def connections(self) -> list[ConnEntry]:

@@ -81,6 +81,7 @@ def snapshot(self: Director, table: IpvsTable) -> DirectorStatus:
             c.reload_failures,
             dict(fault.by_method),
             dict(self._dataplane_errors),
+            dict(self._dataplane_events),
         ),
         services=tuple(services),
     )

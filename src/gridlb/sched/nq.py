@@ -5,8 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gridlb.sched._kernel import s32
-from gridlb.sched.base import DestView, Flow, Scheduler, register_scheduler
+from gridlb.sched.base import CandidateT, DestView, Flow, Scheduler, register_scheduler
 from gridlb.table import RealKey
+
+
+def nq_least(dests: Sequence[CandidateT]) -> CandidateT | None:
+    """Return the never-queue choice among views or live destinations (each counter read once)."""
+    least: CandidateT | None = None
+    loh = lw = 0
+    for d in dests:
+        if d.overloaded:
+            continue
+        w = d.weight
+        if w == 0:
+            continue
+        a = d.active
+        if a == 0:
+            return d
+        doh = s32(a + 1)
+        if least is None or loh * w > doh * lw:
+            least, loh, lw = d, doh, w
+    return least
 
 
 @register_scheduler
@@ -14,16 +33,11 @@ class NeverQueue(Scheduler):
     """ipvsadm `-s nq`."""
 
     name = "nq"
+    picks_live = True
 
     def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
-        least: DestView | None = None
-        loh = 0
-        for d in dests:
-            if d.overloaded or d.weight == 0:
-                continue
-            doh = s32(d.active + 1)
-            if d.active == 0:
-                return d.key
-            if least is None or loh * d.weight > doh * least.weight:
-                least, loh = d, doh
+        least = nq_least(dests)
         return least.key if least is not None else None
+
+    def pick_live(self, dests: Sequence[CandidateT], flow: Flow, now: float) -> CandidateT | None:
+        return nq_least(dests)

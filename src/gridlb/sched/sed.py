@@ -5,8 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gridlb.sched._kernel import s32
-from gridlb.sched.base import DestView, Flow, Scheduler, register_scheduler
+from gridlb.sched.base import CandidateT, DestView, Flow, Scheduler, register_scheduler
 from gridlb.table import RealKey
+
+
+def sed_least(dests: Sequence[CandidateT]) -> CandidateT | None:
+    """Return the shortest-expected-delay choice among views or live destinations (counters read once)."""
+    least: CandidateT | None = None
+    loh = lw = 0
+    for d in dests:
+        if d.overloaded:
+            continue
+        w = d.weight
+        if least is None:
+            if w > 0:
+                least, loh, lw = d, s32(d.active + 1), w
+            continue
+        doh = s32(d.active + 1)
+        if loh * w > doh * lw:
+            least, loh, lw = d, doh, w
+    return least
 
 
 @register_scheduler
@@ -14,17 +32,11 @@ class ShortestExpectedDelay(Scheduler):
     """ipvsadm `-s sed`."""
 
     name = "sed"
+    picks_live = True
 
     def pick(self, dests: Sequence[DestView], flow: Flow, now: float) -> RealKey | None:
-        start = next((i for i, d in enumerate(dests) if not d.overloaded and d.weight > 0), None)
-        if start is None:
-            return None
-        least = dests[start]
-        loh = s32(least.active + 1)
-        for d in dests[start + 1 :]:
-            if d.overloaded:
-                continue
-            doh = s32(d.active + 1)
-            if loh * d.weight > doh * least.weight:
-                least, loh = d, doh
-        return least.key
+        least = sed_least(dests)
+        return least.key if least is not None else None
+
+    def pick_live(self, dests: Sequence[CandidateT], flow: Flow, now: float) -> CandidateT | None:
+        return sed_least(dests)
