@@ -1,11 +1,13 @@
-"""Real TCP peers for the proxy tests: a hashing backend, a closed port and free-port helpers."""
+"""Real TCP peers for the proxy tests: a hashing backend, a closed port, free-port and `ss` helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import random
+import re
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -122,3 +124,20 @@ async def exchange(
             w.close()
 
     return await asyncio.wait_for(run(), timeout_s)
+
+
+def notsent_of(port: int, side: str = "sport") -> list[int]:
+    """Return `notsent` bytes of every established socket with `side` (sport/dport) `port` (0: none)."""
+    out = subprocess.run(
+        ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    sizes = []
+    for sock in re.split(r"\n(?=\S)", out.strip()):  # a socket: its line, then indented TCP info
+        if sock:
+            m = re.search(r"\bnotsent:(\d+)", sock)
+            sizes.append(int(m.group(1)) if m else 0)
+    return sizes

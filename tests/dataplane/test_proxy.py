@@ -33,7 +33,8 @@ from gridlb.table import (
     diff,
 )
 from tests.dataplane import testsched
-from tests.dataplane.servers import HashBackend, exchange, free_port, payload
+from tests.dataplane.servers import HashBackend, exchange, free_port, notsent_of, payload
+from tests.support import need_tool
 
 SPEC = ServiceSpec(scheduler=testsched.NAME)
 MODES = [RelayMode.SPLICE, RelayMode.COPY]
@@ -410,6 +411,33 @@ async def test_copy_mode_uses_no_pipes(make_proxy: Factory, backends: list[HashB
         svc = await service(dp, "127.0.0.1", [(rkey(a), DestSpec())])
         await exchange("127.0.0.1", svc.port, payload(1, 1 << 20))
         assert (dp._pool.pipes_created > 0) is uses_pipes
+
+
+@pytest.mark.parametrize("lowat", [1 << 16, 0], ids=["64KiB", "default"])
+async def test_notsent_lowat_option_caps_what_waits_unsent(make_proxy: Factory, lowat: int) -> None:
+    """A client that reads nothing: the relay's socket to it holds at most the option's cap unsent."""
+    need_tool("ss")
+    opts = ProxyOptions(notsent_lowat=lowat) if lowat else ProxyOptions()
+    dp = make_proxy(options=opts)
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        real = RealKey.parse(f"127.0.0.1:{backend.getsockname()[1]}")
+        svc = await service(dp, "127.0.0.1", [(real, DestSpec())])
+        c = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+        b, _ = backend.accept()
+        b.settimeout(0.2)
+        try:
+            chunk, sent, deadline = b"x" * (1 << 20), 0, asyncio.get_running_loop().time() + 10
+            while asyncio.get_running_loop().time() < deadline and sent < 64 << 20:
+                try:  # until the whole chain is full
+                    sent += b.send(chunk)
+                except TimeoutError:
+                    break
+            (unsent,) = notsent_of(svc.port)
+            cap = lowat or ProxyOptions().notsent_lowat
+            assert cap // 2 <= unsent <= cap + (1 << 16), (unsent, cap)
+        finally:
+            c.close()
+            b.close()
 
 
 async def test_dump_after_apply_equals_desired(make_proxy: Factory) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ import pytest
 
 from gridlb.dataplane.relay import PipePool, RelayEngine, RelayMode, listen_socket, splice_available
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
-from tests.dataplane.servers import free_port
+from tests.dataplane.servers import free_port, notsent_of
 from tests.support import need_tool
 
 
@@ -271,23 +269,6 @@ def test_pipe_pool_closes_a_pipe_that_still_holds_bytes() -> None:
 
 
 # --- a bulk receiver gets a short unsent queue ----------------------------------------------------
-
-
-def notsent_of(port: int, side: str = "sport") -> list[int]:
-    """Return `notsent` bytes of every established socket with `side` (sport/dport) `port` (0: none)."""
-    out = subprocess.run(
-        ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    sizes = []
-    for sock in re.split(r"\n(?=\S)", out.strip()):  # a socket: its line, then indented TCP info
-        if sock:
-            m = re.search(r"\bnotsent:(\d+)", sock)
-            sizes.append(int(m.group(1)) if m else 0)
-    return sizes
 
 
 @pytest.mark.parametrize("lowat", [0, 1 << 17])

@@ -26,7 +26,7 @@ from gridlb.dataplane.base import (
     OpResult,
     Role,
 )
-from gridlb.dataplane.relay import RelayMode
+from gridlb.dataplane.relay import DEFAULT_NOTSENT_LOWAT, RelayMode
 from gridlb.dataplane.workers import ProcessPool, WorkerPool, resolve_workers
 from gridlb.sched import scheduler_names
 from gridlb.table import (
@@ -57,6 +57,9 @@ class ProxyOptions:
     connect_timeout_s: float = 3.0  # a slower connect counts as a passive failure ("timeout")
     pipe_size: int = 1 << 20  # F_SETPIPE_SZ for splice pipes (falls back to the default size)
     copy_size: int = 1 << 18  # buffer per direction in copy mode
+    #: TCP_NOTSENT_LOWAT of relayed sockets (0: the kernel's default). Lower moves the sending of
+    #: bulk data from the receivers' ACK processing to the relay, at the relay's CPU (docs/proxy.md).
+    notsent_lowat: int = DEFAULT_NOTSENT_LOWAT
     backlog: int = 4096
     cpu: int | None = None  # pin the relay thread to this CPU (worker i's to CPU cpu + i)
     workers: int = 1  # relay workers (`gridlb.proxy.workers`): 1 in-process, more = worker processes
@@ -127,6 +130,7 @@ class ProxyDataplane:
             "connect_timeout_s": opts.connect_timeout_s,
             "pipe_size": opts.pipe_size,
             "copy_size": opts.copy_size,
+            "notsent_lowat": opts.notsent_lowat,
             "backlog": opts.backlog,
             "replies": {k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
             "data_ports": dict(opts.data_ports),
