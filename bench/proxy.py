@@ -310,7 +310,15 @@ def ensure_wlc() -> str:
     return "bench-wlc"
 
 
-def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str, workers: int = 1) -> None:
+def run_proxy(
+    listen: Sequence[int],
+    pools: Sequence[Sequence[int]],
+    mode: str,
+    workers: int = 1,
+    notsent_lowat: int | None = None,
+) -> None:
+    from dataclasses import replace
+
     from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
     from gridlb.dataplane.relay import RelayMode
     from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
@@ -322,7 +330,10 @@ def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str, 
     sched = ensure_wlc()
 
     async def main() -> None:
-        dp = ProxyDataplane(options=ProxyOptions(relay=RelayMode(mode), workers=workers, cpu=cpu))
+        opts = ProxyOptions(relay=RelayMode(mode), workers=workers, cpu=cpu)
+        if notsent_lowat is not None:
+            opts = replace(opts, notsent_lowat=notsent_lowat)
+        dp = ProxyDataplane(options=opts)
         ops: list[Any] = []
         for port, pool in zip(listen, pools, strict=True):
             key = ServiceKey.tcp(HOST, port)
@@ -335,7 +346,9 @@ def run_proxy(listen: Sequence[int], pools: Sequence[Sequence[int]], mode: str, 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        print(json.dumps({"ready": True, "scheduler": sched, "relay": dp.relay_mode.value}), flush=True)
+        ready = {"ready": True, "scheduler": sched, "relay": dp.relay_mode.value}
+        ready["notsent_lowat"] = opts.notsent_lowat
+        print(json.dumps(ready), flush=True)
         await stop.wait()
         errors = dict((await dp.counters()).errors)
         print(json.dumps({"errors": errors}), flush=True)
@@ -369,6 +382,8 @@ class System:
             cmd = [sys.executable, __file__, "--role", "proxy", "--listen", f"{self.banner},{self.bulk}"]
             cmd += ["--pools", ";".join(",".join(map(str, p)) for p in pools), "--mode", self.extra["mode"]]
             cmd += ["--workers", str(self.extra.get("workers", 1))]
+            if self.extra.get("lowat") is not None:
+                cmd += ["--notsent-lowat", str(self.extra["lowat"])]
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()
@@ -450,6 +465,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--listen", default="")
     ap.add_argument("--pools", default="")
     ap.add_argument("--workers", type=int, default=1, help="relay workers of the gridlb proxy (role proxy)")
+    ap.add_argument(
+        "--notsent-lowat",
+        type=int,
+        default=None,
+        help="gridlb's TCP_NOTSENT_LOWAT in bytes (default: ProxyOptions'; docs/proxy.md, bulk)",
+    )
     ap.add_argument("rest", nargs="*")
     a = ap.parse_args(argv)
     if a.role == "backends":
@@ -462,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [list(map(int, x.split(","))) for x in a.pools.split(";")],
             a.mode,
             a.workers,
+            a.notsent_lowat,
         )
         return 0
     if a.role == "loadgen":
@@ -474,10 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if a.rounds < 1:
         ap.error("--rounds must be at least 1")
-    return orchestrate(a.quick, a.rounds, a.mode)
+    return orchestrate(a.quick, a.rounds, a.mode, a.notsent_lowat)
 
 
-def orchestrate(quick: bool, rounds: int, mode: str) -> int:
+def orchestrate(quick: bool, rounds: int, mode: str, lowat: int | None = None) -> int:
     if os.cpu_count() is None or len(os.sched_getaffinity(0)) < 2:
         print("needs 2 CPUs (proxy on CPU 1, load on CPU 0)", file=sys.stderr)
         return 2
@@ -489,6 +511,7 @@ def orchestrate(quick: bool, rounds: int, mode: str) -> int:
     systems = [System(n, ports[6 + 2 * i], ports[7 + 2 * i]) for i, n in enumerate(names)]
     systems[0].banner, systems[0].bulk = pools[0][0], pools[1][0]
     systems[-1].extra["mode"] = systems[-2].extra["mode"] = mode
+    systems[-1].extra["lowat"] = systems[-2].extra["lowat"] = lowat
     systems[-2].extra["workers"] = 2
     c1 = ("1", "0.6", "20000") if quick else ("1", "3", "40000")
     c64 = ("64", "1.0", "30000") if quick else ("64", "30", "40000")
@@ -637,6 +660,7 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
             dp_errors[k] = max(dp_errors.get(k, 0), v)
     print(
         f"gridlb: scheduler={ours_info.get('scheduler')} relay={ours_info.get('relay')} "
+        f"notsent_lowat={ours_info.get('notsent_lowat')} "
         f"dataplane errors={dp_errors or 0}"
     )
     kv: dict[str, str] = {
