@@ -89,6 +89,41 @@ def cpu_s(pid: int) -> tuple[float, float]:
     return user, system
 
 
+def processes(pid: int) -> list[int]:
+    """Return `pid` and its live descendants (gridlb's relay worker processes), parents first."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in task.read_text().split():
+                out.extend(processes(int(child)))
+    return out
+
+
+def ctx_switches(pid: int) -> int:
+    """Return the context switches (voluntary + not) of every thread of `pid` and its descendants.
+
+    A relay loop that handles its events in batches switches rarely; one woken per event (a worker
+    with half the load) switches about once per connection: the figure behind `us_conn_2w_vs_1w`.
+    """
+    total = 0
+    for p in processes(pid):
+        for status in Path(f"/proc/{p}/task").glob("*/status"):
+            with contextlib.suppress(OSError):
+                for line in status.read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+    return total
+
+
+def cpu_s_own(pid: int) -> tuple[float, float]:
+    """Return (user, system) CPU seconds of process `pid` alone (all its threads, no descendant)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return int(fields[11]) / HZ, int(fields[12]) / HZ
+
+
 def wait_port(port: int, timeout_s: float = 10.0) -> bool:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -445,7 +480,16 @@ def measure(
     pid = sys_.pid
     before = cpu_s(pid) if pid else (0.0, 0.0)
     back0 = sum(cpu_s(backends)) if backends else 0.0
+    procs = processes(pid) if pid else []
+    split0 = [cpu_s_own(p) for p in procs]
+    cs0 = ctx_switches(pid) if pid else 0
     res = loadgen(args, timeout_s)
+    if pid:
+        res["ctx_switches"] = ctx_switches(pid) - cs0
+        # each process's own (user, system) seconds: the director, then each worker process
+        res["cpu_split_s"] = [
+            (a[0] - b[0], a[1] - b[1]) for a, b in zip(map(cpu_s_own, procs), split0, strict=True)
+        ]
     if backends:
         res["backend_cpu_s"] = sum(cpu_s(backends)) - back0
     after = cpu_s(pid) if pid else (0.0, 0.0)
@@ -583,6 +627,11 @@ def per_round(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
             f["us_conn"] = c64["cpu_s"] * 1e6 / max(1, c64["conns"])
             f["cps64"] = c64["cps"]
             f["user_share"] = c64["cpu_user_s"] / c64["cpu_s"] if c64["cpu_s"] else 0.0
+            if "ctx_switches" in c64:
+                f["cs_conn"] = c64["ctx_switches"] / max(1, c64["conns"])
+            for i, (u, sy) in enumerate(c64.get("cpu_split_s", ())):
+                f[f"us_user_p{i}"] = u * 1e6 / max(1, c64["conns"])
+                f[f"us_sys_p{i}"] = sy * 1e6 / max(1, c64["conns"])
         if c1 := t.get("c1"):
             f["cps1"], f["p50"], f["p99"] = c1["cps"], c1["p50_us"], c1["p99_us"]
         for key, test in (("1", "bulk1"), ("8", "bulk8")):
@@ -732,6 +781,22 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
         verdict = "ok" if met else "MISSED"
         print(f"  {'us_conn_2w_vs_1w':<26} {med:8.2f} [{lo:.2f}–{hi:.2f}] <= 1.1    {verdict}")
         kv["us_conn_2w"] = f"{rows['gridlb-2w']['us_conn']:.0f}"
+        # where the difference goes (docs/proxy.md, Workers): each process's CPU per connection of
+        # the round (user/system; p0 the director, p1.. its processes) and the context switches
+        for name in ("gridlb", "gridlb-2w"):
+            per = rounds[name].values()
+            parts = []
+            for i in range(4):
+                us = [f[f"us_user_p{i}"] for f in per if f"us_user_p{i}" in f]
+                sy = [f[f"us_sys_p{i}"] for f in per if f"us_sys_p{i}" in f]
+                if us and max(us) + max(sy) >= 0.5:
+                    parts.append(f"p{i} {spread(us)[0]:.1f}/{spread(sy)[0]:.1f}")
+            cs = spread([f["cs_conn"] for f in per if "cs_conn" in f])[0]
+            print(
+                f"    {name:<10} user/sys µs per conn by process: {', '.join(parts)};"
+                f" ctx switches/conn {cs:.2f}"
+            )
+            kv[f"cs_conn_{'2w' if name.endswith('2w') else '1w'}"] = f"{cs:.2f}"
         kv["us_conn_2w_vs_1w"] = f"{med:.2f}"
         kv["us_conn_2w_vs_1w_range"] = f"{lo:.2f}..{hi:.2f}"
     kv["goals_met"] = "yes" if ok else "no"
