@@ -16,7 +16,10 @@ load) before its median.
 
 The row `gridlb-2w` is the proxy with 2 worker processes (`gridlb.proxy.workers: 2`, worker i on
 CPU i, so one shares CPU 0 with the load), judged by CPU µs per short connection against the 1-worker row
-of the same round (the load shares the CPUs, so the total rate is not the figure).
+of the same round (the load shares the CPUs, so the total rate is not the figure). Under the verdict
+both gridlb rows show each process's user/system CPU per connection (p0 the director, p2 and p3 its
+worker processes) and the context switches per connection: a half-loaded worker that is woken per
+event instead of per batch shows there (docs/proxy.md, Workers).
 
 Internal roles (the bench runs itself in subprocesses): --role backends|proxy|loadgen.
 """
