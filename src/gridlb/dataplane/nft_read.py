@@ -68,31 +68,34 @@ def request(msg: int, seq: int, *attrs: tuple[int, bytes], dump: bool = True) ->
     return _NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body
 
 
-def replies(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """Yield (type, sequence number, payload) of each netlink message in `data`, errors included."""
+def replies(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """Yield (type, flags, sequence number, payload) of each netlink message in `data`, errors included."""
     pos = 0
     while pos + _NLMSG.size <= len(data):
-        length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, pos)
+        length, kind, flags, seq, _pid = _NLMSG.unpack_from(data, pos)
         if length < _NLMSG.size or pos + length > len(data):
             raise NftReadError(f"netlink message of length {length} at {pos} runs past the buffer")
-        yield kind, seq, data[pos + _NLMSG.size : pos + length]
+        yield kind, flags, seq, data[pos + _NLMSG.size : pos + length]
         pos += (length + 3) & ~3
+
+
+def error_code(payload: bytes) -> int:
+    """Return the (negative errno) code of an NLMSG_ERROR payload: 0 is an acknowledgement."""
+    return int(struct.unpack_from("=i", payload)[0]) if len(payload) >= 4 else -1
+
+
+def _raise_for(code: int) -> None:
+    raise NftReadError(os.strerror(-code) if code < 0 else f"netlink error {code}")
 
 
 def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     """Yield (type, flags, payload after the nfgenmsg) of each netlink message; NLMSG_ERROR raises."""
-    pos = 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size or pos + length > len(data):
-            raise NftReadError(f"netlink message of length {length} at {pos} runs past the buffer")
-        payload = data[pos + _NLMSG.size : pos + length]
+    for kind, flags, _seq, payload in replies(data):
         if kind == NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", payload) if len(payload) >= 4 else (-1,)
+            code = error_code(payload)
             if code:
-                raise NftReadError(os.strerror(-code) if code < 0 else f"netlink error {code}")
+                _raise_for(code)
         yield kind, flags, payload[_NFGEN.size :]
-        pos += (length + 3) & ~3
 
 
 def _counter_packets(expr: bytes) -> int | None:
@@ -236,14 +239,14 @@ class NftReader:
             left = len(batch)
             while left:
                 data = self._sock.recv(1 << 20)
-                for kind, seq, payload in replies(data):
+                for kind, _flags, seq, payload in replies(data):
                     if not first <= seq < first + len(batch):
                         continue  # a late reply of an earlier request
                     left -= 1
                     if kind == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", payload) if len(payload) >= 4 else (-1,)
+                        code = error_code(payload)
                         if code and code != -errno.ENOENT:
-                            raise NftReadError(os.strerror(-code) if code < 0 else f"netlink error {code}")
+                            _raise_for(code)
                     elif kind & 0xFF == NFT_MSG_NEWSETELEM:
                         for key, expires_ms, packets in _elements(payload[_NFGEN.size :]):
                             out[key] = (expires_ms, packets)
