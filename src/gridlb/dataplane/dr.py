@@ -482,30 +482,29 @@ class DrDataplane:
                 self.state.rate_tick(now)
             self._next_rate = now + 2.0
 
+    def _lookup(self, prefix: str, keys: Iterable[FlowKey]) -> Iterator[tuple[FlowKey, int, int | None]]:
+        """Yield (key, ms until expiry, packets or None) of the elements of `keys` that the sets or
+        maps `<prefix>4` / `<prefix>6` hold (one get request per key)."""
+        for af in (4, 6):
+            by_raw = {encode_key(k): k for k in keys if k.af == af}
+            if by_raw:
+                for raw, (expires_ms, packets) in self._reader.lookup(f"{prefix}{af}", list(by_raw)).items():
+                    key = by_raw.get(raw)
+                    if key is not None:
+                        yield key, expires_ms, packets
+
     def _lookup_counts(self, recs: Sequence[FlowRec]) -> dict[FlowKey, int]:
         """Return the packet counts of the map elements of `recs` (a missing element: the count last
         read, so the flow runs down its timeout as an idle one)."""
         out = {r.key: r.count for r in recs}
-        for af in (4, 6):
-            by_raw = {encode_key(r.key): r.key for r in recs if r.key.af == af}
-            if by_raw:
-                for raw, (_, packets) in self._reader.lookup(f"flows{af}", list(by_raw)).items():
-                    key = by_raw.get(raw)
-                    if key is not None and packets is not None:
-                        out[key] = packets
+        for key, _, packets in self._lookup("flows", list(out)):
+            if packets is not None:
+                out[key] = packets
         return out
 
     def _lookup_fin(self, keys: Sequence[FlowKey]) -> dict[FlowKey, float]:
         """Return seconds left of the FIN-set elements of `keys` that exist."""
-        out: dict[FlowKey, float] = {}
-        for af in (4, 6):
-            by_raw = {encode_key(k): k for k in keys if k.af == af}
-            if by_raw:
-                for raw, (expires_ms, _) in self._reader.lookup(f"fin{af}", list(by_raw)).items():
-                    key = by_raw.get(raw)
-                    if key is not None:
-                        out[key] = expires_ms / 1000
-        return out
+        return {key: expires_ms / 1000 for key, expires_ms, _ in self._lookup("fin", keys)}
 
     # --- new connections --------------------------------------------------------------------------
 
