@@ -26,7 +26,6 @@ restarted from a live worker's snapshot, as a dataplane fault).
 
 from __future__ import annotations
 
-import bisect
 import fcntl
 import marshal
 import os
@@ -49,6 +48,7 @@ from gridlb.dataplane.proxy_state import (
     ServiceState,
     Traffic,
     fin_wait_entries,
+    queue_closed,
 )
 from gridlb.sched.base import DestView, Flow
 from gridlb.table import (
@@ -723,12 +723,7 @@ class Replica(ProxyState):
         """Count a finished relay inactive (`ProxyState.closed_conn`): in this worker's slot, or logged."""
         if isinstance(d, SharedDest):
             d.to_inactive()
-            entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
-            own = self.own_closed
-            if own and own[-1][0] > entry[0]:
-                bisect.insort(own, entry, key=_expires)  # the FIN timeout was lowered meanwhile
-            else:
-                own.append(entry)
+            queue_closed(self.own_closed, (now + self.timeouts.tcpfin, d, client_host, client_port))
             return
         with self:
             now = self.last_now = max(now, self.last_now)
@@ -872,10 +867,6 @@ class Replica(ProxyState):
         d = svc.dests[index]
         d.bind()
         return d
-
-
-def _expires(entry: ClosedConn) -> float:
-    return entry[0]
 
 
 def _index(svc: ServiceState, d: DestState | None) -> int:

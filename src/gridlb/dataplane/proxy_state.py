@@ -269,6 +269,15 @@ def _expires(entry: ClosedConn) -> float:
     return entry[0]
 
 
+def queue_closed(queue: deque[ClosedConn], entry: ClosedConn) -> None:
+    """Add `entry` to a queue kept in expiry order (appended, unless the FIN timeout was lowered
+    since the last entry went in)."""
+    if queue and queue[-1][0] > entry[0]:
+        bisect.insort(queue, entry, key=_expires)
+    else:
+        queue.append(entry)
+
+
 class ProxyState:
     """Every service of one proxy dataplane, the inactive-connection queue and the timeouts."""
 
@@ -500,12 +509,7 @@ class ProxyState:
                 d.service.dirty.append(d)
         if d.service.tracks_owner:
             self._disown(d, client_host, client_port)
-        entry = (now + self.timeouts.tcpfin, d, client_host, client_port)
-        closed = self.closed
-        if closed and closed[-1][0] > entry[0]:
-            bisect.insort(closed, entry, key=_expires)  # the FIN timeout was lowered meanwhile
-        else:
-            closed.append(entry)
+        queue_closed(self.closed, (now + self.timeouts.tcpfin, d, client_host, client_port))
 
     def expire(self, now: float) -> float | None:
         """Drop inactive connections whose FIN timeout ran out; return the next deadline, if any."""
