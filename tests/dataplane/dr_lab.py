@@ -244,12 +244,8 @@ class DrLab:
         return {"rx": int(stats["rx"]["packets"]), "tx": int(stats["tx"]["packets"])}
 
 
-CLIENT = r"""
-import json, socket, sys, time
-vip, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-hold = len(sys.argv) > 5
-fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
-socks, names, errors = [], [], []
+#: The clients' reader of one reply line (the name servers answer a line per request).
+LINE_READER = r"""
 def line(s):
     buf = b""
     while not buf.endswith(b"\n"):
@@ -258,6 +254,18 @@ def line(s):
             raise OSError("closed")
         buf += chunk
     return buf.decode().strip()
+"""
+
+CLIENT = r"""
+import json, socket, sys, time
+vip, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+hold = len(sys.argv) > 5
+fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
+socks, names, errors = [], [], []
+"""
+CLIENT += (
+    LINE_READER
+    + r"""
 for i in range(n):
     s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(10)
     try:
@@ -282,6 +290,7 @@ while hold:
 for s in socks:
     s.close()
 """
+)
 
 
 def connect_many(t: DrLab, vip: str, port: int, n: int, gap_s: float = 0.0) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dataplane.dr_lab import DrLab, HeldConnections, connect_many
+from tests.dataplane.dr_lab import LINE_READER, DrLab, HeldConnections, connect_many
 from tests.support import need_root, need_tool
 
 pytestmark = pytest.mark.privileged
@@ -305,14 +305,10 @@ def test_established_connections_keep_their_real_server_after_a_failover(pair: D
 REUSE = r"""
 import json, socket, struct, sys, time
 vip, port, first_port, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-def line(s):
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(64)
-        if not chunk:
-            raise OSError("closed")
-        buf += chunk
-    return buf.decode().strip()
+"""
+REUSE += (
+    LINE_READER
+    + r"""
 def conn(p):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -341,6 +337,7 @@ for o in out:
     s.close()
 print(json.dumps(out), flush=True)
 """
+)
 
 
 def test_a_client_port_reused_within_the_fin_timeout_is_a_new_connection(t: DrLab) -> None:
