@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -438,6 +441,47 @@ async def test_notsent_lowat_option_caps_what_waits_unsent(make_proxy: Factory, 
         finally:
             c.close()
             b.close()
+
+
+def congestion_of(port: int, side: str) -> list[str]:
+    """Return the congestion control `ss -i` shows for every established socket with `side` `port`."""
+    out = subprocess.run(
+        ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return [m.group(1) for m in re.finditer(r"^\s+(\w+) wscale:", out, re.M)]
+
+
+@pytest.mark.parametrize("name", ["reno", None], ids=["reno", "default"])
+async def test_congestion_control_option_sets_both_relayed_sockets(
+    make_proxy: Factory, name: str | None
+) -> None:
+    """The relay's socket to the client and its socket to the real server use the option's algorithm."""
+    need_tool("ss")
+    system = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    if name is not None and name == system:
+        name = "cubic"  # an algorithm other than the host's, so that the option shows
+    dp = make_proxy(options=ProxyOptions(congestion_control=name))
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        bport = backend.getsockname()[1]
+        svc = await service(dp, "127.0.0.1", [(RealKey.parse(f"127.0.0.1:{bport}"), DestSpec())])
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as c:
+            b, _ = backend.accept()
+            with b:
+                b.sendall(b"220 ready\r\n")
+                assert c.recv(64) == b"220 ready\r\n"  # relayed: both of the relay's sockets exist
+                to_client = congestion_of(svc.port, "sport")
+                to_server = congestion_of(bport, "dport")
+    assert to_client == [name or system], to_client
+    assert to_server == [name or system], to_server
+
+
+async def test_a_congestion_control_this_host_lacks_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match=r"congestion control 'no-such-cc' cannot be set here .*offers: "):
+        ProxyDataplane(options=ProxyOptions(congestion_control="no-such-cc"))
 
 
 async def test_dump_after_apply_equals_desired(make_proxy: Factory) -> None:

@@ -26,7 +26,7 @@ from gridlb.dataplane.base import (
     OpResult,
     Role,
 )
-from gridlb.dataplane.relay import DEFAULT_NOTSENT_LOWAT, RelayMode
+from gridlb.dataplane.relay import DEFAULT_NOTSENT_LOWAT, RelayMode, congestion_option
 from gridlb.dataplane.workers import ProcessPool, WorkerPool, resolve_workers
 from gridlb.sched import scheduler_names
 from gridlb.table import (
@@ -60,6 +60,9 @@ class ProxyOptions:
     #: TCP_NOTSENT_LOWAT of relayed sockets (0: the kernel's default). Lower moves the sending of
     #: bulk data from the receivers' ACK processing to the relay, at the relay's CPU (docs/proxy.md).
     notsent_lowat: int = DEFAULT_NOTSENT_LOWAT
+    #: TCP_CONGESTION of relayed sockets, both sides (None: the host's net.ipv4.tcp_congestion_control).
+    #: An API and benchmark option (docs/proxy.md, "Where bulk waits"); no site setting sets it.
+    congestion_control: str | None = None
     backlog: int = 4096
     cpu: int | None = None  # pin the relay thread to this CPU (worker i's to CPU cpu + i)
     workers: int = 1  # relay workers (`gridlb.proxy.workers`): 1 in-process, more = worker processes
@@ -119,6 +122,7 @@ class ProxyDataplane:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         opts = options or ProxyOptions()
+        congestion_option(opts.congestion_control)  # a name this host cannot set: ValueError here
         self.options = opts
         self.on_backend_failure = on_backend_failure
         self._tasks: set[asyncio.Task[None]] = set()
@@ -131,6 +135,7 @@ class ProxyDataplane:
             "pipe_size": opts.pipe_size,
             "copy_size": opts.copy_size,
             "notsent_lowat": opts.notsent_lowat,
+            "congestion_control": opts.congestion_control,
             "backlog": opts.backlog,
             "replies": {k: f"{v}\r\n".encode() for k, v in opts.replies.items()},
             "data_ports": dict(opts.data_ports),

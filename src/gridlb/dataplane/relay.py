@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from gridlb.dataplane.proxy_state import DestState, ProxyState, ServiceState
@@ -81,6 +82,7 @@ _SHUT_WR: Final = int(socket.SHUT_WR)
 _DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _IPPROTO_TCP: Final = int(socket.IPPROTO_TCP)
 _TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+_TCP_CONGESTION: Final = getattr(socket, "TCP_CONGESTION", 13)
 
 
 class RelayMode(enum.Enum):
@@ -282,13 +284,42 @@ class _Waker:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
+def congestion_option(name: str | None) -> bytes:
+    """Return `name` as the TCP_CONGESTION value (b"" for None: the system's default).
+
+    Raises ValueError, naming what this host offers, when a TCP socket here cannot take it.
+    """
+    if not name:
+        return b""
+    value = name.encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.setsockopt(_IPPROTO_TCP, _TCP_CONGESTION, value)
+        except OSError as exc:
+            try:
+                offered = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+            except OSError:
+                offered = []
+            raise ValueError(
+                f"congestion control {name!r} cannot be set here ({exc.strerror}); "
+                f"this host offers: {', '.join(offered) or 'unknown'}"
+            ) from None
+    return value
+
+
 def listen_socket(
-    key: ServiceKey, backlog: int, notsent_lowat: int = 0, *, reuseport: bool = False
+    key: ServiceKey,
+    backlog: int,
+    notsent_lowat: int = 0,
+    *,
+    reuseport: bool = False,
+    congestion: bytes = b"",
 ) -> socket.socket:
     """Return a non-blocking listening socket for `key` (IP_FREEBIND, SO_REUSEADDR, IPV6_V6ONLY).
 
-    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT, which accepted sockets inherit;
-    `reuseport` sets SO_REUSEPORT (one socket per worker, the kernel spreads connections over them).
+    A non-zero `notsent_lowat` is set as TCP_NOTSENT_LOWAT and a non-empty `congestion` as
+    TCP_CONGESTION, both inherited by accepted sockets; `reuseport` sets SO_REUSEPORT (one socket
+    per worker, the kernel spreads connections over them).
     """
     assert key.addr is not None
     family = socket.AF_INET6 if key.addr.version == 6 else socket.AF_INET
@@ -304,6 +335,8 @@ def listen_socket(
         sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
         if notsent_lowat:
             sock.setsockopt(_IPPROTO_TCP, _TCP_NOTSENT_LOWAT, notsent_lowat)
+        if congestion:
+            sock.setsockopt(_IPPROTO_TCP, _TCP_CONGESTION, congestion)
         sock.bind((str(key.addr), key.port))
         sock.listen(backlog)
     except BaseException:
@@ -328,6 +361,7 @@ class RelayEngine:
         pipe_size: int = DEFAULT_PIPE_SIZE,
         copy_size: int = DEFAULT_COPY_SIZE,
         notsent_lowat: int = DEFAULT_NOTSENT_LOWAT,
+        congestion_control: str | None = None,
         backlog: int = 4096,
         on_failure: FailureCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -354,6 +388,8 @@ class RelayEngine:
         self.backlog = backlog
         self.copy_size = copy_size
         self.notsent_lowat = notsent_lowat
+        #: TCP_CONGESTION of every relayed socket (b"": the system's default)
+        self.congestion = congestion_option(congestion_control)
         self.on_failure = on_failure
         self.clock = clock
         self.cpu = cpu
@@ -417,7 +453,9 @@ class RelayEngine:
 
     def open_listener(self, svc: ServiceState) -> None:
         """Start accepting for `svc` (raises OSError, e.g. EADDRINUSE)."""
-        sock = listen_socket(svc.key, self.backlog, self.notsent_lowat, reuseport=self.reuseport)
+        sock = listen_socket(
+            svc.key, self.backlog, self.notsent_lowat, reuseport=self.reuseport, congestion=self.congestion
+        )
         lst = _Listener(sock, svc)
         self.listeners[svc.key] = lst
         self._fdmap[lst.fd] = lst
@@ -434,7 +472,12 @@ class RelayEngine:
         port = ports[0]
         try:
             for port in range(ports[0], ports[1] + 1):
-                sock = listen_socket(replace(svc.key, port=port), self.backlog, reuseport=self.reuseport)
+                sock = listen_socket(
+                    replace(svc.key, port=port),
+                    self.backlog,
+                    reuseport=self.reuseport,
+                    congestion=self.congestion,
+                )
                 lst = _Listener(sock, svc, port)
                 opened.append(lst)
                 self._fdmap[lst.fd] = lst
@@ -690,6 +733,8 @@ class RelayEngine:
                 conn.state = _CLOSED
                 conn.c.close()
                 return
+            if self.congestion:
+                b.setsockopt(_IPPROTO_TCP, _TCP_CONGESTION, self.congestion)  # checked at start
             err = b.connect_ex((d.sockaddr[0], port) if port else d.sockaddr)
             if err == errno.EINPROGRESS or err == 0:
                 conn.b = b
