@@ -126,8 +126,8 @@ async def exchange(
     return await asyncio.wait_for(run(), timeout_s)
 
 
-def notsent_of(port: int, side: str = "sport") -> list[int]:
-    """Return `notsent` bytes of every established socket with `side` (sport/dport) `port` (0: none)."""
+def tcp_info_of(port: int, side: str = "sport") -> list[str]:
+    """Return `ss -ti` of every established socket with `side` (sport/dport) `port`: its line and info."""
     out = subprocess.run(
         ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
         capture_output=True,
@@ -135,9 +135,20 @@ def notsent_of(port: int, side: str = "sport") -> list[int]:
         check=True,
         timeout=30,
     ).stdout
+    return [sock for sock in re.split(r"\n(?=\S)", out.strip()) if sock]
+
+
+def notsent_of(port: int, side: str = "sport") -> list[int]:
+    """Return `notsent` bytes of every established socket with `side` (sport/dport) `port` (0: none)."""
     sizes = []
-    for sock in re.split(r"\n(?=\S)", out.strip()):  # a socket: its line, then indented TCP info
-        if sock:
-            m = re.search(r"\bnotsent:(\d+)", sock)
-            sizes.append(int(m.group(1)) if m else 0)
+    for sock in tcp_info_of(port, side):
+        m = re.search(r"\bnotsent:(\d+)", sock)
+        sizes.append(int(m.group(1)) if m else 0)
     return sizes
+
+
+def congestion_of(port: int, side: str = "sport") -> list[str]:
+    """Return the congestion control of every established socket with `side` (sport/dport) `port`."""
+    return [
+        m.group(1) for sock in tcp_info_of(port, side) if (m := re.search(r"^\s+(\w+) wscale:", sock, re.M))
+    ]

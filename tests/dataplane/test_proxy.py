@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +34,7 @@ from gridlb.table import (
     diff,
 )
 from tests.dataplane import testsched
-from tests.dataplane.servers import HashBackend, exchange, free_port, notsent_of, payload
+from tests.dataplane.servers import HashBackend, congestion_of, exchange, free_port, notsent_of, payload
 from tests.support import need_tool
 
 SPEC = ServiceSpec(scheduler=testsched.NAME)
@@ -441,18 +439,6 @@ async def test_notsent_lowat_option_caps_what_waits_unsent(make_proxy: Factory, 
         finally:
             c.close()
             b.close()
-
-
-def congestion_of(port: int, side: str) -> list[str]:
-    """Return the congestion control `ss -i` shows for every established socket with `side` `port`."""
-    out = subprocess.run(
-        ["ss", "-Htni", "state", "established", f"( {side} = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return [m.group(1) for m in re.finditer(r"^\s+(\w+) wscale:", out, re.M)]
 
 
 @pytest.mark.parametrize("name", ["reno", None], ids=["reno", "default"])
