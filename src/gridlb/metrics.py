@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,35 +166,35 @@ class DirectorCollector:
         yield from (health, drained, passive, cert_days)
 
         counters = st.counters
-        errors = family(
-            c,
+
+        def per_dataplane(name: str, doc: str, label: str, counts: Iterable[tuple[str, int]]) -> Any:
+            """A counter family of the dataplane's counts by `label`, in the order given."""
+            fam = family(c, name, doc, ["dataplane", label])
+            for key, n in counts:
+                fam.add_metric([st.dataplane, key], n)
+            return fam
+
+        yield per_dataplane(
             "gridlb_dataplane_errors",
             "Dataplane errors by reason (refused ops, accept/connect/relay errors).",
-            ["dataplane", "reason"],
+            "reason",
+            [
+                *((f"op {op}", n) for op, n in sorted(counters.op_errors.items())),
+                *sorted(counters.dataplane_errors.items()),
+            ],
         )
-        for op, n in sorted(counters.op_errors.items()):
-            errors.add_metric([st.dataplane, f"op {op}"], n)
-        for reason, n in sorted(counters.dataplane_errors.items()):
-            errors.add_metric([st.dataplane, reason], n)
-        yield errors
-        events = family(
-            c,
+        yield per_dataplane(
             "gridlb_dataplane_events",
             "Dataplane counts that are no error (e.g. dr: flows adopted mid-connection, reused ports).",
-            ["dataplane", "event"],
+            "event",
+            sorted(counters.dataplane_events.items()),
         )
-        for event, n in sorted(counters.dataplane_events.items()):
-            events.add_metric([st.dataplane, event], n)
-        yield events
-        faults = family(
-            c,
+        yield per_dataplane(
             "gridlb_dataplane_faults",
             "Dataplane calls that raised, timed out or returned garbage, by method (the director retries).",
-            ["dataplane", "method"],
+            "method",
+            sorted(counters.dataplane_faults.items()),
         )
-        for method, n in sorted(counters.dataplane_faults.items()):
-            faults.add_metric([st.dataplane, method], n)
-        yield faults
         failing = family(g, "gridlb_dataplane_failing", "1 while the latest call failed.", ["dataplane"])
         failing.add_metric([st.dataplane], 1 if st.dataplane_fault is not None else 0)
         yield failing
