@@ -12,7 +12,7 @@ kernel rules); this adds what direct routing needs:
   `SYN_TIMEOUT_S`, an ESTABLISHED one not seen for the TCP timeout and a FIN_WAIT one gone from
   `fin` expire; the states are the kernel's input-only (DR) ones, observed by polling rather than
   per packet (a retransmitted SYN that passes the map counts as seen);
-* the work per poll follows the flows that can change, never all tracked ones: `due` names the
+* the kernel reads per poll follow the flows that can change, never all tracked ones: `due` names the
   open (SYN_RECV, ESTABLISHED) flows to read back, each poll while its count moves and every
   `IDLE_CHECK_S` while idle, and the closing flows whose FIN timeout has run out; only those
   go to `observe`. A closing flow costs nothing until its timeout runs out, an idle one little;
