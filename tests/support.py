@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,8 @@ from gridlb.lab.netns import Lab
 from gridlb.lab.system import LabOptions, running
 
 REQUIRE_PRIVILEGED = os.environ.get("GRIDLB_REQUIRE_PRIVILEGED") == "1"
+#: The checkout: tests run gridlb from its `src` and `.venv`.
+ROOT = Path(__file__).resolve().parent.parent
 #: Set by tests/vm/run.sh inside its VM: there, tests marked `ipvs` must run.
 IN_VM = os.environ.get("GRIDLB_IN_VM") == "1"
 
@@ -69,3 +75,27 @@ def pip_install(pip: list[str], *targets: str, timeout_s: float = 300) -> None:
             return
         if attempt == 2:
             pytest.fail(f"pip install {' '.join(targets)} failed twice:\n{done.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def reachable_by_others() -> Iterator[None]:
+    """Let another user (a test's `nobody`) reach the checkout and its Python while inside.
+
+    A checkout in a private directory (`mktemp -d` makes one mode 0700) cannot be entered by any
+    other user, so a test running gridlb as `nobody` would fail on the import instead of on what it
+    checks. Each directory on the way to the checkout and to `sys.prefix` that lacks search
+    permission for others gets it (o+x: entering, not listing) and its mode back on leaving.
+    """
+    changed: dict[Path, int] = {}
+    for top in (ROOT, Path(sys.prefix).resolve()):
+        for d in (top, *top.parents):
+            mode = d.stat().st_mode
+            if d not in changed and not mode & stat.S_IXOTH:
+                changed[d] = stat.S_IMODE(mode)
+    try:
+        for d, mode in changed.items():
+            d.chmod(mode | stat.S_IXOTH)
+        yield
+    finally:
+        for d, mode in changed.items():
+            d.chmod(mode)

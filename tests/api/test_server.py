@@ -19,7 +19,7 @@ import pytest
 from gridlb.api.client import ControlClient, ControlConnectError
 from gridlb.api.messages import MAX_LINE_BYTES, ApiError, ErrorCode, Request
 from gridlb.api.server import ApiServer, PeerCred
-from tests.support import need_root
+from tests.support import need_root, reachable_by_others
 
 GROUP = 4242  # a group number no account is in: only root and explicit members may write
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -159,20 +159,21 @@ async def _run_as_nobody(path: Path, op: str, *, groups: str = "") -> dict[str, 
         "print(json.dumps(c.send_raw(line)))\n"
     )
     groups_arg = [f"--groups={groups}"] if groups else ["--clear-groups"]
-    proc = await asyncio.create_subprocess_exec(
-        "setpriv",
-        "--reuid=nobody",
-        "--regid=nogroup",
-        *groups_arg,
-        sys.executable,
-        "-c",
-        script,
-        str(path),
-        op,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    with reachable_by_others():  # a checkout in a private directory: nobody must reach src/
+        proc = await asyncio.create_subprocess_exec(
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            *groups_arg,
+            sys.executable,
+            "-c",
+            script,
+            str(path),
+            op,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     result: dict[str, Any] = json.loads(out)
     return result
@@ -204,19 +205,20 @@ async def test_0660_socket_refuses_outsiders_at_connect(sockdir: Path) -> None:
     server = ApiServer(sockdir / "c.sock", Recorder(), group=GROUP)
     await server.start()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "setpriv",
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            f"import sys; sys.path.insert(0, {SRC!r})\n"
-            "from gridlb.api.client import ControlClient\n"
-            f"ControlClient({str(server.path)!r}).status()\n",
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        with reachable_by_others():
+            proc = await asyncio.create_subprocess_exec(
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {SRC!r})\n"
+                "from gridlb.api.client import ControlClient\n"
+                f"ControlClient({str(server.path)!r}).status()\n",
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 1
         assert b"permission denied" in err
     finally:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.gridftp.client import GridftpClient
+from tests.support import reachable_by_others
 
 GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
@@ -232,9 +233,11 @@ class Loopback:
         self, *args: str, user: str | None = None, timeout_s: float = 60
     ) -> subprocess.CompletedProcess[str]:
         cmd = [*GRIDLB, *args, "--socket", str(self.socket)]
-        if user is not None:
-            cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        if user is None:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
+        with reachable_by_others():  # a checkout in a private directory: `user` must reach it
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
 
     def close(self) -> None:
         if self.director is not None and self.director.poll() is None:
