@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import socket
 import struct
@@ -14,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from gridlb.dataplane.relay import PipePool, RelayEngine, RelayMode, listen_socket, splice_available
+from gridlb.dataplane.relay import (
+    GC_GEN0_THRESHOLD,
+    PipePool,
+    RelayEngine,
+    RelayMode,
+    listen_socket,
+    splice_available,
+)
 from gridlb.table import AddDest, AddService, DestSpec, RealKey, ServiceKey, ServiceSpec
 from tests.dataplane.servers import free_port, notsent_of
 from tests.support import need_tool
@@ -33,6 +41,22 @@ def test_splice_probe_and_pipe_pool_grow_pipes() -> None:
     pool.put(r, w, cap)
     pool.close()
     assert pool.idle == []
+
+
+def test_an_engine_raises_the_young_gc_threshold_and_never_lowers_or_enables_it() -> None:
+    saved = gc.get_threshold()
+    try:
+        high = GC_GEN0_THRESHOLD * 5
+        for before, after in ((700, GC_GEN0_THRESHOLD), (high, high), (0, 0)):
+            gc.set_threshold(before, 9, 8)
+            engine = RelayEngine(mode=RelayMode.COPY)
+            try:
+                assert gc.get_threshold() == (after, 9, 8)  # the older generations' untouched
+            finally:
+                engine.call(lambda e=engine: e.stop(0)).result(5)  # type: ignore[misc]
+                engine.join(5)
+    finally:
+        gc.set_threshold(*saved)
 
 
 def test_listen_socket_binds_addresses_not_held_and_is_v6only() -> None:
