@@ -196,8 +196,10 @@ def loadgen_banner(
 ) -> dict[str, Any]:
     """Keep `conc` connections in flight: connect, read to EOF (check 220), close, repeat.
 
-    A `rate` > 0 paces the starts instead (open loop): connection k starts at k / `rate` seconds,
-    with at most `conc` in flight (a start that would exceed it waits for a connection to end).
+    A `rate` > 0 paces the starts instead (open loop): connection k starts at k / `rate` seconds
+    (to the millisecond: epoll waits in whole milliseconds, so starts come in bursts of about
+    `rate` / 1000), with at most `conc` in flight (a start that would exceed it waits for a
+    connection to end).
     """
     pin(LOAD_CPU)
     ep = select.epoll()
