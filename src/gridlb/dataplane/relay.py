@@ -74,10 +74,10 @@ DEFAULT_NOTSENT_LOWAT: Final = 1 << 19
 ACCEPT_PAUSE_S: Final = 0.1  # back-off after EMFILE/ENFILE/ENOBUFS on accept
 #: The interpreter's generation-0 collection threshold while a relay engine runs (CPython's default
 #: is 700 container objects allocated and not yet freed). Each connection leaves a few such objects
-#: alive for a while (its scheduling and connection-table entries), so at 700 a busy relay runs a
-#: young collection every ~100 connections and, through the older generations, now and then a full
-#: collection of the whole process. At 10,000 they are 14 times rarer; the relay's CPU per short
-#: connection falls by 2-3 µs (6 %) with 64 clients (docs/proxy.md, Benchmark), while a young
+#: alive for a while (its connection-table entry, kept for the FIN timeout), so at 700 a busy relay
+#: runs a young collection every ~100 connections and, through the older generations, now and then a
+#: full collection of the whole process. At 10,000 they are 14 times rarer; the relay's CPU per short
+#: connection falls by 1.5-2.5 µs (4-6 %) with 64 clients (docs/proxy.md, Architecture), while a young
 #: collection stays short (it visits only objects still alive: the connection objects are freed by
 #: reference counting as each connection closes).
 GC_GEN0_THRESHOLD: Final = 10_000
