@@ -19,10 +19,10 @@ import pytest
 from gridlb.api.client import ControlClient, ControlConnectError
 from gridlb.api.messages import MAX_LINE_BYTES, ApiError, ErrorCode, Request
 from gridlb.api.server import ApiServer, PeerCred
-from tests.support import need_root, reachable_by_others
+from tests.support import ROOT, need_root, reachable_by_others
 
 GROUP = 4242  # a group number no account is in: only root and explicit members may write
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(ROOT / "src")
 
 
 @pytest.fixture

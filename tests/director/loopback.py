@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.gridftp.client import GridftpClient
-from tests.support import reachable_by_others
+from tests.support import ROOT, reachable_by_others
 
 GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
-REPO = Path(__file__).resolve().parents[2]
 #: Makes the test-only dataplane known to a director process (and to `gridlb lint` run by a test).
 PLUGIN_ENV = {"GRIDLB_DATAPLANE_MODULES": "asyncio=tests.director.asyncio_dataplane"}
 
@@ -196,7 +195,7 @@ class Loopback:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **PLUGIN_ENV},
-            cwd=REPO,
+            cwd=ROOT,
         )
         log.close()
         wait_for(self._director_up, 30, "the director's control socket")

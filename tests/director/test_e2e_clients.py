@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.director.loopback import GRIDLB, PORT, REPO, metric, wait_for
-from tests.support import need_tool
+from tests.director.loopback import GRIDLB, PORT, metric, wait_for
+from tests.support import ROOT, need_tool
 
 DATA_PORTS = (61000, 61015)  # above the ephemeral ports: no client connection holds one
 PAYLOAD = os.urandom(1 << 20) + b"tail"
@@ -140,7 +140,7 @@ class Site:
             [*GRIDLB, "director", "run", str(self.dir / "site.yaml"), "--resync", "1"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=ROOT,
         )
         log.close()
         wait_for(self._up, 30, "the director")
