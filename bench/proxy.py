@@ -828,8 +828,8 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
         # load generator shares this machine's CPUs, so total rate is not the figure). Judged at the
         # same offered rate: a relay loop's CPU per connection falls as it gets busier (it handles more
         # events per wake-up), and with the same 64 clients one worker runs saturated at its full rate
-        # while each of two runs half-loaded at a lower one (docs/proxy.md, Workers); that figure is
-        # printed too.
+        # while each of two runs half-loaded at a lower one (docs/proxy.md, "The 2-worker row"); that
+        # figure is printed too.
         def ratio(key: str) -> tuple[float, float, float]:
             return spread(
                 [
