@@ -38,6 +38,7 @@ class XrootdServer:
         self.dir.chmod(0o755)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.listened = False  # once it has, a restart must keep its port
         self.run_as: list[str] = []
         if os.geteuid() == 0:  # xrootd will not run as root: it drops to its own user
             user = pwd.getpwnam("xrootd")
@@ -56,17 +57,33 @@ class XrootdServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = ["xrootd", "-c", str(self.config), "-p", str(self.port), "-n", "glbH"]
-        argv += ["-l", str(self.dir / "xrootd.log"), *self.run_as]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"xrootd exited with {self.proc.returncode}: {self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"xrootd did not listen on {self.port}: {self.log()}")
+        """Start xrootd and wait until it listens.
+
+        The port was free when chosen, but something else (an outgoing connection's source port) may
+        take it before xrootd binds: a first start that finds it in use moves to another free port,
+        twice at most. A restart keeps its port (a test may hold it in a config).
+        """
+        for attempt in range(3):
+            argv = ["xrootd", "-c", str(self.config), "-p", str(self.port), "-n", "glbH"]
+            argv += ["-l", str(self.dir / "xrootd.log"), *self.run_as]
+            quiet = subprocess.DEVNULL
+            self.proc = subprocess.Popen(argv, stdout=quiet, stderr=quiet, cwd=self.dir)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    log = self.log()
+                    if not self.listened and attempt < 2 and "address already in use" in log:
+                        break
+                    raise RuntimeError(f"xrootd exited with {self.proc.returncode}: {log}")
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    self.listened = True
+                    return
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"xrootd did not listen on {self.port}: {self.log()}")
+            for old in self.dir.glob("**/xrootd.log*"):  # the next attempt's log alone
+                old.unlink()
+            self.port = free_port()
 
     def log(self) -> str:
         logs = list(self.dir.glob("**/xrootd.log*"))
