@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from gridlb.config.schema import VrrpInstance
 from gridlb.dataplane import base, ipvs
 from gridlb.dataplane.base import Capabilities, register, resolve_factory, unregister
 from gridlb.director.daemon import sync_daemon_spec
+from gridlb.ipvsadm.model import KERNEL_SCHEDULERS
 from tests.support import kernel_has_ipvs
 
 NO_CAPABILITIES = Capabilities(forwarding=frozenset(), schedulers=frozenset())
@@ -59,14 +61,17 @@ def test_auto_on_this_machine() -> None:
 
 
 def test_ipvs_unavailable_says_precisely_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ipvs.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert ipvs.unavailable() == "it needs root (gridlb runs as uid 1000)"
-    monkeypatch.setattr(ipvs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(ipvs, "PROC_IPVS", str(tmp_path / "ip_vs"))
     calls: list[list[str]] = []
-    monkeypatch.setattr(
-        ipvs.subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 1)
-    )
+
+    def failing_run(argv: list[str], **_kw: object) -> subprocess.CompletedProcess[bytes]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 1)
+
+    monkeypatch.setattr(subprocess, "run", failing_run)
     assert ipvs.unavailable().startswith("the kernel has no IPVS (")
     assert calls == [["modprobe", "-q", "ip_vs"]]
 
@@ -75,7 +80,7 @@ def test_ipvs_capabilities_are_the_kernels() -> None:
     caps = ipvs.CAPABILITIES
     assert caps.follows_role and caps.connection_sync and caps.fwmark and caps.persistence and caps.needs_root
     assert {"wlc", "rr", "sh", "mh"} <= caps.schedulers
-    assert ipvs.kernel_schedulers("no-such-release") == ipvs.KERNEL_SCHEDULERS
+    assert ipvs.kernel_schedulers("no-such-release") == KERNEL_SCHEDULERS
 
 
 def test_sync_daemon_spec_from_the_vrrp_instance() -> None:

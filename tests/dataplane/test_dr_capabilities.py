@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gridlb.dataplane import dr
@@ -14,9 +16,9 @@ def test_the_registry_knows_dr() -> None:
 
 
 def test_it_needs_root_and_libnftables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dr.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert "root" in dr.FACTORY.unavailable()
-    monkeypatch.setattr(dr.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(dr, "find_library", lambda: None)
     assert "libnftables" in dr.FACTORY.unavailable()
 

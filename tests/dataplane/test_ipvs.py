@@ -20,6 +20,7 @@ from gridlb.table import (
     EditService,
     ForwardMethod,
     IpvsTable,
+    Op,
     Proto,
     RealKey,
     Service,
@@ -113,7 +114,7 @@ async def test_edit_keeps_the_full_spec_drain_and_errors_per_op(netns: str) -> N
         await dp.apply(diff(IpvsTable(), table))
         key = ServiceKey.tcp("10.0.0.2", 2811)
         rip = RealKey.parse("10.0.0.11:2811")
-        ops = [
+        ops: list[Op] = [
             EditService(key, ServiceSpec("wrr", 300, "255.255.255.0")),  # "set" with the whole spec
             AddService(key, ServiceSpec()),  # refused: exists; the next op still runs
             EditDest(ServiceKey.tcp("10.0.0.1", 2811), rip, DestSpec(0)),  # drain

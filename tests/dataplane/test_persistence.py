@@ -16,6 +16,7 @@ from gridlb.table import (
     DelDest,
     DestSpec,
     EditDest,
+    Op,
     RealKey,
     ServiceKey,
     ServiceSpec,
@@ -34,7 +35,7 @@ def flow(client: str, port: int = 40000) -> Flow:
 def make(timeout_s: int = 300, netmask: str = "") -> ProxyState:
     st = ProxyState()
     spec = ServiceSpec(scheduler="rr", persistence_timeout_s=timeout_s, netmask=netmask)
-    ops = [AddService(SVC, spec), *(AddDest(SVC, k, DestSpec(weight=1)) for k in (C, B, A))]
+    ops: list[Op] = [AddService(SVC, spec), *(AddDest(SVC, k, DestSpec(weight=1)) for k in (C, B, A))]
     assert apply_all(st, ops) == [""] * len(ops)
     return st
 
@@ -192,6 +193,7 @@ def test_the_site_setting_reaches_the_templates() -> None:
     from gridlb.config.schema import GridlbSettings
     from gridlb.dataplane.base import DataplaneHooks
     from gridlb.dataplane.proxy import FACTORY
+    from gridlb.dataplane.workers import WorkerPool
 
     async def main() -> tuple[bool, bool]:
         on = FACTORY.create(
@@ -199,6 +201,7 @@ def test_the_site_setting_reaches_the_templates() -> None:
         )
         off = FACTORY.create(GridlbSettings(), DataplaneHooks())
         try:
+            assert isinstance(on._pool, WorkerPool) and isinstance(off._pool, WorkerPool)  # one worker
             return on._pool.state.persist.expire_quiescent, off._pool.state.persist.expire_quiescent
         finally:
             await on.close()

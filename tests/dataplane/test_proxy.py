@@ -25,6 +25,7 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     IpvsTable,
+    Op,
     RealKey,
     Service,
     ServiceKey,
@@ -93,7 +94,7 @@ def rkey(b: HashBackend) -> RealKey:
 
 async def service(dp: ProxyDataplane, host: str, dests: list[tuple[RealKey, DestSpec]]) -> ServiceKey:
     key = ServiceKey.tcp(host, free_port(host))
-    ops = [AddService(key, SPEC), *(AddDest(key, k, s) for k, s in reversed(dests))]
+    ops: list[Op] = [AddService(key, SPEC), *(AddDest(key, k, s) for k, s in reversed(dests))]
     results = await dp.apply(ops)
     assert all(r.ok for r in results), results
     return key

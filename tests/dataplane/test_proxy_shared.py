@@ -3,6 +3,7 @@ decisions, in one process."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import random
@@ -44,7 +45,7 @@ REALS = [RealKey.parse(f"127.0.0.{i + 2}:2811") for i in range(3)]
 
 @pytest.fixture
 def log() -> Iterator[SharedLog]:
-    shared = SharedLog(threading.Lock(), size=1 << 22)
+    shared = SharedLog(multiprocessing.Lock(), size=1 << 22)
     yield shared
     shared.close()
 
@@ -154,7 +155,7 @@ def test_a_dead_workers_connections_are_unbound_and_a_snapshot_carries_on(log: S
 
 
 def test_a_replica_left_a_ring_behind_refuses_to_go_on() -> None:
-    log = SharedLog(threading.Lock(), size=512)
+    log = SharedLog(multiprocessing.Lock(), size=512)
     try:
         (a, a_lock), (b, b_lock) = worker(log, 0), worker(log, 1)
         lost: list[str] = []

@@ -16,6 +16,7 @@ from gridlb.table import (
     DelService,
     DestSpec,
     EditDest,
+    Op,
     RealKey,
     ServiceKey,
     ServiceSpec,
@@ -32,7 +33,7 @@ FLOW = Flow(ip_address("127.0.0.9"), 40000, ip_address("127.0.0.1"), 2811)
 
 def make(*dests: tuple[RealKey, DestSpec], timeouts: Timeouts | None = None) -> ProxyState:
     st_ = ProxyState(timeouts)
-    ops = [AddService(SVC, SPEC), *(AddDest(SVC, k, s) for k, s in reversed(dests))]
+    ops: list[Op] = [AddService(SVC, SPEC), *(AddDest(SVC, k, s) for k, s in reversed(dests))]
     assert apply_all(st_, ops) == [""] * len(ops)
     return st_
 

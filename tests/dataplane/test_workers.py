@@ -32,6 +32,7 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     IpvsTable,
+    Op,
     RealKey,
     ServiceKey,
     ServiceSpec,
@@ -113,7 +114,7 @@ async def proxy(
     dp = ProxyDataplane(timeouts=Timeouts(tcpfin=3600), options=ProxyOptions(workers=workers))
     made.append(dp)
     key = ServiceKey.tcp(HOST, free_port())
-    ops = [AddService(key, ServiceSpec(scheduler="wlc"))]
+    ops: list[Op] = [AddService(key, ServiceSpec(scheduler="wlc"))]
     ops += [AddDest(key, servers.key(n), DestSpec(weight=w)) for n, w in weights.items()]
     assert all(r.ok for r in await dp.apply(ops))
     return dp, key
@@ -247,7 +248,7 @@ async def test_passive_failure_reported_once(made: list[ProxyDataplane], servers
     )
     made.append(dp)
     key = ServiceKey.tcp(HOST, free_port())
-    ops = [
+    ops: list[Op] = [
         AddService(key, ServiceSpec(scheduler="rr")),
         AddDest(key, servers.key("a"), DestSpec()),
         AddDest(key, dead, DestSpec()),
@@ -314,7 +315,7 @@ async def test_connection_totals_count_each_connection_once(
     dp = ProxyDataplane(timeouts=Timeouts(tcpfin=3600), options=ProxyOptions(workers=2))
     made.append(dp)
     key = ServiceKey.tcp(HOST, free_port())
-    ops = [AddService(key, ServiceSpec(scheduler=scheduler))]
+    ops: list[Op] = [AddService(key, ServiceSpec(scheduler=scheduler))]
     ops += [AddDest(key, servers.key(n), DestSpec(weight=1)) for n in ("a", "b")]
     assert all(r.ok for r in await dp.apply(ops))
     held = [greet(key.port) for _ in range(40)]
@@ -327,6 +328,7 @@ async def test_connection_totals_count_each_connection_once(
         if sum(d.counters.inactive for d in svc.dests) == 10:
             break
         await asyncio.sleep(0.01)
+    assert svc is not None
     assert svc.stats.conns == 40
     assert sorted(d.counters.stats.conns for d in svc.dests) == [20, 20]
     assert [(d.counters.active, d.counters.inactive) for d in svc.dests] == [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
-from gridlb.table import AddDest, AddService, DestSpec, ServiceKey, ServiceSpec, Timeouts
+from gridlb.table import AddDest, AddService, DestSpec, Op, ServiceKey, ServiceSpec, Timeouts
 from tests.dataplane.servers import free_port
 from tests.dataplane.test_workers import HOST, NameServers, figure, greet, totals
 
@@ -47,7 +47,7 @@ async def test_a_killed_worker_is_restarted_counted_and_its_connections_unbound(
     dp: ProxyDataplane, servers: NameServers
 ) -> None:
     key = ServiceKey.tcp(HOST, free_port())
-    ops = [AddService(key, ServiceSpec(scheduler="wlc"))]
+    ops: list[Op] = [AddService(key, ServiceSpec(scheduler="wlc"))]
     ops += [AddDest(key, servers.key(n), DestSpec()) for n in ("a", "b")]
     assert all(r.ok for r in await dp.apply(ops))
     held = [greet(key.port) for _ in range(20)]
