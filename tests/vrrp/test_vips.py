@@ -92,9 +92,10 @@ def test_vip_manager_in_namespace(lab: Lab) -> None:
 
 
 def test_addr_request_encodes_rtm_newaddr_and_deladdr() -> None:
+    from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
-    from gridlb.vrrp.vips import RTM_DELADDR, RTM_NEWADDR, addr_request
+    from gridlb.vrrp.vips import addr_request
 
     data = addr_request(RTM_NEWADDR, 7, 3, ipaddress.ip_interface("10.0.0.100/24"))
     length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data)

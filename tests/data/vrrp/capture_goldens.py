@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
 
@@ -38,7 +39,21 @@ while got < want and time.monotonic() < end:
 """
 
 
-def conf(case: dict[str, object], lab: Lab) -> str:
+class Case(TypedDict):
+    """One capture: the VRRP instance keepalived runs."""
+
+    name: str
+    version: int
+    family: int
+    vrid: int
+    priority: int
+    advert_int: float
+    unicast: bool
+    vips: list[str]
+    auth_pass: NotRequired[str]
+
+
+def conf(case: Case, lab: Lab) -> str:
     d1, d2 = lab.node("dir1"), lab.node("dir2")
     fam6 = case["family"] == 6
     lines = ["global_defs {", "  router_id glb-golden", "  vrrp_garp_master_delay 0", "}"]
@@ -51,14 +66,14 @@ def conf(case: dict[str, object], lab: Lab) -> str:
         src, peer = (d1.ipv6, d2.ipv6) if fam6 else (d1.ipv4, d2.ipv4)
         lines += [f"  unicast_src_ip {src}", "  unicast_peer {", f"    {peer}", "  }"]
     lines += ["  virtual_ipaddress {"]
-    for vip in case["vips"]:  # type: ignore[attr-defined]
+    for vip in case["vips"]:
         lines += [f"    {vip} dev eth0"]
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 
 
-CASES: list[dict[str, object]] = [
-    dict(
+CASES: list[Case] = [
+    Case(
         name="v2-ipv4-multicast",
         version=2,
         family=4,
@@ -68,7 +83,7 @@ CASES: list[dict[str, object]] = [
         unicast=False,
         vips=["10.77.1.100/24"],
     ),
-    dict(
+    Case(
         name="v2-ipv4-unicast-pass",
         version=2,
         family=4,
@@ -79,7 +94,7 @@ CASES: list[dict[str, object]] = [
         vips=["10.77.1.100/24", "10.77.1.101/24"],
         auth_pass="gridlb-secret",
     ),
-    dict(
+    Case(
         name="v3-ipv4-unicast",
         version=3,
         family=4,
@@ -89,7 +104,7 @@ CASES: list[dict[str, object]] = [
         unicast=True,
         vips=["10.77.1.100/24"],
     ),
-    dict(
+    Case(
         name="v3-ipv4-multicast",
         version=3,
         family=4,
@@ -99,7 +114,7 @@ CASES: list[dict[str, object]] = [
         unicast=False,
         vips=["10.77.1.100/24", "10.77.1.101/24", "10.77.1.102/24"],
     ),
-    dict(
+    Case(
         name="v3-ipv6-multicast",
         version=3,
         family=6,
@@ -109,7 +124,7 @@ CASES: list[dict[str, object]] = [
         unicast=False,
         vips=["fd00:4d:1::100/64"],
     ),
-    dict(
+    Case(
         name="v3-ipv6-unicast",
         version=3,
         family=6,
@@ -123,7 +138,7 @@ CASES: list[dict[str, object]] = [
 
 
 def main() -> None:
-    out = []
+    out: list[dict[str, object]] = []
     for case in CASES:
         with (
             running(LabOptions(name=f"g{os.getpid()}", realservers=0, start="none", net_a=77)) as lab,
@@ -166,7 +181,8 @@ def main() -> None:
             stop, _ = sniff.communicate(timeout=30)
             ka.wait(timeout=10)
             d1 = lab.node("dir1")
-            record = dict(case)
+            record: dict[str, object] = dict(case)
+            frame_list, stop_list = frames.split(), stop.split()
             record.update(
                 keepalived_conf=text,
                 lab=dict(
@@ -176,12 +192,10 @@ def main() -> None:
                     dir2_ipv4=str(lab.node("dir2").ipv4),
                     dir2_ipv6=str(lab.node("dir2").ipv6),
                 ),
-                frames=frames.split(),
-                stop_frames=stop.split(),
+                frames=frame_list,
+                stop_frames=stop_list,
             )
-            print(
-                case["name"], len(record["frames"]), "frames", len(record["stop_frames"]), "stop", flush=True
-            )
+            print(case["name"], len(frame_list), "frames", len(stop_list), "stop", flush=True)
             out.append(record)
     Path(__file__).with_name("goldens.json").write_text(json.dumps(out, indent=1) + "\n")
 
