@@ -16,7 +16,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 
@@ -51,25 +51,37 @@ def failures(results: list[Transfer]) -> list[str]:
 # --- the wlc rule, written from net/netfilter/ipvs/ip_vs_wlc.c independently of gridlb.sched -------
 
 
-def kernel_wlc(dests: list[dict[str, Any]]) -> int | None:
+@dataclass
+class KernelDest:
+    """One destination as ip_vs_wlc_schedule reads it (`active` grows as the simulation binds)."""
+
+    key: str
+    weight: int
+    active: int
+    inactive: int
+    overloaded: bool
+
+
+def kernel_wlc(dests: list[KernelDest]) -> int | None:
     """Index of the destination ip_vs_wlc_schedule picks; `dests` in kernel list order."""
 
-    def overhead(d: dict[str, Any]) -> int:  # ip_vs_dest_conn_overhead
-        return d["active"] * 256 + d["inactive"]
+    def overhead(d: KernelDest) -> int:  # ip_vs_dest_conn_overhead
+        return d.active * 256 + d.inactive
 
     least = None
+    loh = 0
     for i, d in enumerate(dests):
-        if not d["overloaded"] and d["weight"] > 0:
+        if not d.overloaded and d.weight > 0:
             least, loh = i, overhead(d)
             break
     if least is None:
         return None
     for j in range(least + 1, len(dests)):
         d = dests[j]
-        if d["overloaded"]:
+        if d.overloaded:
             continue
         doh = overhead(d)
-        if loh * d["weight"] > doh * dests[least]["weight"]:
+        if loh * d.weight > doh * dests[least].weight:
             least, loh = j, doh
     return least
 
@@ -79,21 +91,15 @@ def expected_spread(table: IpvsTable, service: ServiceKey, arrivals: int) -> dic
     svc = table.service(service)
     assert svc is not None
     dests = [
-        {
-            "key": str(d.key),
-            "weight": d.spec.weight,
-            "active": d.counters.active,
-            "inactive": d.counters.inactive,
-            "overloaded": d.counters.overloaded,
-        }
+        KernelDest(str(d.key), d.spec.weight, d.counters.active, d.counters.inactive, d.counters.overloaded)
         for d in svc.dests
     ]
-    picks = {d["key"]: 0 for d in dests}
+    picks = {d.key: 0 for d in dests}
     for _ in range(arrivals):
         i = kernel_wlc(dests)
         assert i is not None
-        dests[i]["active"] += 1
-        picks[dests[i]["key"]] += 1
+        dests[i].active += 1
+        picks[dests[i].key] += 1
     return picks
 
 
@@ -106,7 +112,9 @@ async def test_300_concurrent_downloads_spread_as_wlc_predicts(lb: Loopback) -> 
     with ControlClient(str(lb.socket)) as c:
         before = c.table()
     expected = expected_spread(before, service, 300)
-    before_conns = {str(d.key): d.counters.stats.conns for d in before.service(service).dests}  # type: ignore[union-attr]
+    before_svc = before.service(service)
+    assert before_svc is not None
+    before_conns = {str(d.key): d.counters.stats.conns for d in before_svc.dests}
 
     data = (lb.root / "small.bin").read_bytes()
     out = lb.dir / "out"
@@ -137,10 +145,9 @@ async def test_300_concurrent_downloads_spread_as_wlc_predicts(lb: Loopback) -> 
     assert [r for r in results if r is not True] == []
     with ControlClient(str(lb.socket)) as c:
         after = c.table()
-    got = {
-        str(d.key): d.counters.stats.conns - before_conns[str(d.key)]
-        for d in after.service(service).dests  # type: ignore[union-attr]
-    }
+    after_svc = after.service(service)
+    assert after_svc is not None
+    got = {str(d.key): d.counters.stats.conns - before_conns[str(d.key)] for d in after_svc.dests}
     assert got == expected
     assert served_by == expected  # the clients' own view agrees with the director's counters
     assert sum(got.values()) == 300
@@ -208,7 +215,8 @@ async def test_real_server_killed_and_restarted_under_load(lb: Loopback) -> None
     await asyncio.sleep(1.5)
     stop.set()
     results = await runner
-    assert (await asyncio.to_thread(lb.real, victim.addr))["connections"] > conns_back  # type: ignore[index]
+    victim_now = await asyncio.to_thread(lb.real, victim.addr)
+    assert victim_now is not None and victim_now["connections"] > conns_back
     late = [r for r in results if r.started > killed_at]
     # only transfers in flight at the kill may fail (those on the victim do: their server vanished)
     assert all(r.started < killed_at for r in results if not r.ok)
@@ -348,7 +356,8 @@ async def test_outsider_reads_status_but_is_refused_drain_and_malformed_json_is_
     assert drain.returncode == 1
     assert drain.stderr.startswith("gridlb drain: permission denied: 'drain' changes the director")
     assert "membership in group 'root'" in drain.stderr and "nobody (uid 65534)" in drain.stderr
-    assert (await asyncio.to_thread(lb.real, lb.addr(2)))["weight"] == 1  # type: ignore[index]
+    real = await asyncio.to_thread(lb.real, lb.addr(2))
+    assert real is not None and real["weight"] == 1
 
     def raw(data: bytes) -> list[bytes]:
         with socket.socket(socket.AF_UNIX) as s:

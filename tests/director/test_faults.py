@@ -45,26 +45,26 @@ class FaultyDataplane(FakeDataplane):
 
     async def dump(self) -> IpvsTable:
         bad = await self._maybe_fail("dump")
-        return bad if bad is not None else await super().dump()  # type: ignore[no-any-return]
+        return bad if bad is not None else await super().dump()
 
     async def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         bad = await self._maybe_fail("apply")
-        return bad if bad is not None else await super().apply(ops)  # type: ignore[no-any-return]
+        return bad if bad is not None else await super().apply(ops)
 
     async def set_role(self, role: Role) -> None:
         bad = await self._maybe_fail("set_role")
         if bad is None:
             await super().set_role(role)
         else:
-            return bad  # type: ignore[no-any-return]
+            return bad  # type: ignore[no-any-return]  # deliberate: garbage where None is due
 
     async def connections(self) -> list[ConnEntry]:
         bad = await self._maybe_fail("connections")
-        return bad if bad is not None else await super().connections()  # type: ignore[no-any-return]
+        return bad if bad is not None else await super().connections()
 
     async def counters(self) -> DataplaneCounters:
         bad = await self._maybe_fail("counters")
-        return bad if bad is not None else await super().counters()  # type: ignore[no-any-return]
+        return bad if bad is not None else await super().counters()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -225,7 +226,7 @@ def test_from_paths(tmp_path: Path) -> None:
 
 
 def test_status_lines() -> None:
-    status = {
+    status: dict[str, Any] = {  # `gridlb status --json`
         "version": "0",
         "dataplane": "proxy",
         "config": ["d.yaml"],

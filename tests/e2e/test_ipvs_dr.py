@@ -156,7 +156,9 @@ class Director:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"{self.node} exited: {self.tail()}")
         status = self.status()
-        return bool(status) and all(r["in_table"] for s in status["services"] for r in s["reals"])
+        if not status:
+            return False
+        return all(r["in_table"] for s in status["services"] for r in s["reals"])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -247,7 +249,8 @@ def test_dr_wlc_spread_drain_and_restart_under_load(lab: Lab, tmp_path: Path) ->
         director.start()
         assert holder.ping() == first + more
         assert director.established() >= len(first + more)
-        assert director.status()["counters"]["op_errors"] == {}  # type: ignore[index]
+        status = director.status()
+        assert status is not None and status["counters"]["op_errors"] == {}
     finally:
         holder.close()
         director.stop()

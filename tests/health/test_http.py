@@ -12,8 +12,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,10 +297,9 @@ def test_https_up_with_every_webdav_level(nginx: Nginx, pki: Pki) -> None:
 def test_https_down_when_stopped(tmp_path: Path, pki: Pki) -> None:
     server = _start_nginx(tmp_path, pki)
     port = server.ports["good"]
-    opts = {"ca_file": str(pki.ca), "virtualhost": "dav.test"}
-    assert _run("https", port, **opts)[0] is Verdict.UP
+    assert _run("https", port, ca_file=str(pki.ca), virtualhost="dav.test")[0] is Verdict.UP
     server.stop()
-    verdict, reason, _ = _run("https", port, **opts)
+    verdict, reason, _ = _run("https", port, ca_file=str(pki.ca), virtualhost="dav.test")
     assert verdict is Verdict.DOWN and "connection refused" in reason
 
 
@@ -419,7 +419,7 @@ def test_digest_and_status_decisions_match_keepalived(nginx: Nginx, path: str, t
 
 
 def test_gridlb_check_https_command(nginx: Nginx, pki: Pki) -> None:
-    gridlb = shutil.which("gridlb", path=str(Path(os.sys.executable).parent))
+    gridlb = shutil.which("gridlb", path=str(Path(sys.executable).parent))
     assert gridlb is not None
     base = [gridlb, "check", "https", "--ca-file", str(pki.ca), "--virtualhost", "dav.test", "--sni"]
     up = subprocess.run(
@@ -504,7 +504,6 @@ def test_curl_uploads_and_downloads_through_a_director(tmp_path: Path, pki: Pki)
     """A director (proxy dataplane) in front of two nginx WebDAV servers, checked by the https
     checker at the propfind level: curl PUTs and GETs through the VIP; a stopped server goes down."""
     import json
-    import sys
 
     need_tool("curl")
     net = 60 + os.getpid() % 100
@@ -565,9 +564,9 @@ def test_curl_uploads_and_downloads_through_a_director(tmp_path: Path, pki: Pki)
             return []
         return [r for svc in json.loads(out.stdout)["services"] for r in svc["reals"]]
 
-    def wait(predicate: object, what: str, timeout_s: float = 40) -> None:
+    def wait(predicate: Callable[[], bool], what: str, timeout_s: float = 40) -> None:
         deadline = time.monotonic() + timeout_s
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             assert director.poll() is None, (tmp_path / "director.log").read_text()
             assert time.monotonic() < deadline, f"{what}: {status()}"
             time.sleep(0.3)

@@ -11,8 +11,9 @@ from gridlb.config.lint import lint_site
 from gridlb.config.load import ConfigErrors, Site, parse_text
 from gridlb.director.director import DirectorConfig
 from gridlb.director.health import RunnerMonitor
+from gridlb.director.reconcile import HealthKey
 from gridlb.errors import ConfigError
-from gridlb.health.base import CheckResult, Verdict
+from gridlb.health.base import Checker, CheckResult, Verdict
 from gridlb.health.gridftp import GridftpChecker
 from gridlb.health.runner import HealthRunner
 from gridlb.health.script import ScriptChecker
@@ -55,7 +56,7 @@ gridlb:
 """
 
 
-def resolved() -> tuple[Site, list[tuple[RealKey, object]]]:
+def resolved() -> tuple[Site, list[tuple[RealKey, tuple[Checker, CheckPolicy] | None]]]:
     site = Site.from_files([parse_text(SITE, "site.yaml")])
     vs = site.virtual_servers["gridftp"]
     out = []
@@ -178,7 +179,11 @@ async def test_site_options_reach_the_checks_through_the_director() -> None:
         Site.from_files([parse_text(OPTIONS_SITE.format(port=port), "site.yaml")])
     )
     results: dict[RealKey, CheckResult] = {}
-    monitor = RunnerMonitor(lambda pair, result, *rest: results.setdefault(pair[1], result))
+
+    def report(pair: HealthKey, result: CheckResult, *_: object) -> None:
+        results.setdefault(pair[1], result)
+
+    monitor = RunnerMonitor(report)
     try:
         monitor.set_targets(config.checks)
         for _ in range(100):

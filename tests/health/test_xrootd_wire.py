@@ -53,7 +53,8 @@ def test_handshake_and_replies_framed_from_pieces() -> None:
         r = reader.next_reply()
         if r is not None:
             got.append(r)
-    assert got[0] == W.HandshakeReply(0x511, 1) and got[0].data_server  # type: ignore[union-attr]
+    first = got[0]
+    assert isinstance(first, W.HandshakeReply) and first == W.HandshakeReply(0x511, 1) and first.data_server
     proto = got[1]
     assert isinstance(proto, W.Reply) and proto.status == 0
     info = W.parse_protocol(proto.body)
