@@ -191,9 +191,11 @@ def blast(
     cfg.write_text(trafgen_config(t, flows, path != "direct"))
     if path == "bare":
         bare_forward(t, flows)
-    forwarded_now = {"dr": lambda: chain_packets(t), "bare": lambda: rule_packets(t, "dir1")}.get(
-        path, lambda: 0
-    )
+    counters: dict[str, Callable[[], int]] = {
+        "dr": lambda: chain_packets(t),
+        "bare": lambda: rule_packets(t, "dir1"),
+    }
+    forwarded_now = counters.get(path, lambda: 0)
     argv = ["timeout", "-s", "INT", str(seconds), "trafgen", "-i", str(cfg), "-o", "eth0"]
     argv += ["-P", str(len(flows)), "-Q", "-n", str(max_packets)]
     before_sink, before_fwd, before_si = sink_packets(t), forwarded_now(), softirq_s()

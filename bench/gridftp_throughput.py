@@ -34,13 +34,13 @@ def wait_banner(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited early: {proc.args}")
+            raise SystemExit(f"server exited early: {proc.args!r}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
             s.settimeout(5)
             if s.recv(100).startswith(b"220"):
                 return
         time.sleep(0.1)
-    raise SystemExit(f"server did not answer: {proc.args}")
+    raise SystemExit(f"server did not answer: {proc.args!r}")
 
 
 def guc(args: list[str], timeout_s: int) -> float:

@@ -194,7 +194,7 @@ def logged(n: int, procs: int, shared: bool = False) -> float:
     ]
     for p in ps:
         p.start()
-    results = [r.recv() for r, _ in pipes]
+    results: list[tuple[float, list[tuple[int, int]]]] = [r.recv() for r, _ in pipes]  # (cpu, ends)
     for p in ps:
         p.join()
     log.close()

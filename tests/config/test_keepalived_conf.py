@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 from hypothesis import assume, given, settings
@@ -12,8 +13,10 @@ from gridlb.config.keepalived_conf import INCLUDE_KEYWORDS, Node, emit, parse_fi
 from gridlb.config.load import ConfigErrors
 from gridlb.errors import ConfigError
 
+Shape: TypeAlias = tuple[str, tuple[str, ...], "list[Shape] | None"]
 
-def _strip(nodes: tuple[Node, ...]) -> list[object]:
+
+def _strip(nodes: tuple[Node, ...]) -> list[Shape]:
     """A location-free, comparable shape of a tree."""
     return [(n.keyword, n.args, None if n.children is None else _strip(n.children)) for n in nodes]
 

@@ -246,7 +246,7 @@ def test_proxy_workers_is_a_count_or_auto() -> None:
 def test_models_are_frozen() -> None:
     v = vs()
     with pytest.raises(ValidationError):
-        v.port = 1
+        v.port = 1  # type: ignore[misc]  # deliberate: assigning to a frozen model must fail
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"

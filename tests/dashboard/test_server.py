@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,9 @@ async def make(directory: Path, token_file: str | None = None) -> tuple[Director
 
 
 @pytest.fixture
-def directory() -> AsyncIterator[Path]:
+def directory() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="glbW-dash-"))
-    yield d  # type: ignore[misc]
+    yield d
     shutil.rmtree(d, ignore_errors=True)
 
 

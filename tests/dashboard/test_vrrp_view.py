@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_vrrp_role_peer_and_transitions(netns: Lab, tmp_path: Path) -> None:
         director = subprocess.Popen([*ns, GRIDLB, "director", "run", str(site)], stdout=log, stderr=log)
     browser: Browser | None = None
     try:
-        doc: dict[str, object] = {}
+        doc: dict[str, Any] = {}  # the dashboard's JSON document
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             got = subprocess.run(
@@ -83,16 +84,16 @@ def test_vrrp_role_peer_and_transitions(netns: Lab, tmp_path: Path) -> None:
             )
             if got.returncode == 0:
                 doc = json.loads(got.stdout)
-                if doc["status"]["role"] == "MASTER":  # type: ignore[index]
+                if doc["status"]["role"] == "MASTER":
                     break
             time.sleep(0.3)
         else:
             pytest.fail("not MASTER in 30 s: " + (tmp_path / "director.log").read_text()[-2000:])
-        (inst,) = doc["status"]["vrrp"]["instances"]  # type: ignore[index]
+        (inst,) = doc["status"]["vrrp"]["instances"]
         peer, vip = str(netns.node("dir2").ipv4), str(netns.vip4)
         assert inst["name"] == "VI_D" and inst["peers"] == [peer]
         transitions = doc["transitions"]
-        assert [(t["from"], t["to"]) for t in transitions][-1:] == [("BACKUP", "MASTER")]  # type: ignore[union-attr]
+        assert [(t["from"], t["to"]) for t in transitions][-1:] == [("BACKUP", "MASTER")]
 
         profile = tmp_path / "profile"
         profile.mkdir()

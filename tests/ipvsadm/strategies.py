@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import strategies as st
@@ -26,6 +27,11 @@ from gridlb.table import (
 v4 = st.integers(0x01000000, 0xDFFFFFFF).map(IPv4Address)  # unicast-looking
 v6 = st.integers(0x20000000000000000000000000000000, 0x3FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF).map(IPv6Address)
 ports = st.one_of(st.sampled_from([80, 2811, 53, 443]), st.integers(1, 65535))
+
+
+def addrs(af: int) -> st.SearchStrategy[IPv4Address | IPv6Address]:
+    """The address strategy of family `af` (4 or 6)."""
+    return v4 if af == 4 else v6
 
 
 @st.composite
@@ -58,24 +64,24 @@ def services(draw: st.DrawFn, *, counters: bool = False) -> Service:
         key = ServiceKey(Proto.TCP, None, 0, draw(st.integers(1, 2**32 - 1)), 6 if kind == "fwm6" else 4)
     else:
         proto = draw(st.sampled_from(list(Proto)))
-        key = ServiceKey(proto, draw(v4 if kind == "v4" else v6), draw(ports))
+        key = ServiceKey(proto, draw(addrs(4 if kind == "v4" else 6)), draw(ports))
     spec = draw(service_specs(key))
     af = key.af
     dests: dict[RealKey, Dest] = {}
     for _ in range(draw(st.integers(0, 6))):
         fwd = draw(st.sampled_from([ForwardMethod.MASQ, ForwardMethod.ROUTE, ForwardMethod.TUNNEL]))
         port = draw(ports) if (key.fwmark or fwd is ForwardMethod.MASQ) else key.port
-        rkey = RealKey(draw(v4 if af == 4 else v6), port)
-        tun: dict[str, object] = {}
+        rkey = RealKey(draw(addrs(af)), port)
+        dspec = DestSpec(weight=draw(st.integers(0, 65535)), forward=fwd)
         if fwd is ForwardMethod.TUNNEL:
             ttype = draw(st.sampled_from(["ipip", "gue", "gre"]))
-            tun["tun_type"] = ttype
+            dspec = replace(dspec, tun_type=ttype)
             if ttype == "gue":
-                tun["tun_port"] = draw(st.integers(1, 65535))
-                tun["tun_flags"] = draw(st.sampled_from(["nocsum", "csum", "remcsum"]))
+                tun_port = draw(st.integers(1, 65535))
+                tun_flags = draw(st.sampled_from(["nocsum", "csum", "remcsum"]))
+                dspec = replace(dspec, tun_port=tun_port, tun_flags=tun_flags)
             elif ttype == "gre":
-                tun["tun_flags"] = draw(st.sampled_from(["nocsum", "csum"]))
-        dspec = DestSpec(weight=draw(st.integers(0, 65535)), forward=fwd, **tun)  # type: ignore[arg-type]
+                dspec = replace(dspec, tun_flags=draw(st.sampled_from(["nocsum", "csum"])))
         cnt = DestCounters()
         if counters:
             cnt = draw(st.builds(DestCounters, stats=st.builds(Stats)))

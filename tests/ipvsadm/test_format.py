@@ -44,11 +44,11 @@ def test_whole_seed_round_trips_with_names_resolved() -> None:
     table = restore(SEED_S, resolver=SEED_DNS)
     assert run("-S", table, resolver=SEED_DNS).out == SEED_S
     # give the destinations the seed's connection counts, then -L is the seed's listing
-    counts = {}
+    counts: dict[str, tuple[int, int]] = {}
     for line in SEED_L.splitlines():
         if line.startswith("  -> red-gridftp"):
-            name, _fwd, _w, active, inactive = line.split()[1:]
-            counts[name] = (int(active), int(inactive))
+            name, _fwd, _w, active_col, inactive_col = line.split()[1:]
+            counts[name] = (int(active_col), int(inactive_col))
     svc = table.service(ServiceKey.tcp("129.93.239.157", 2811))
     assert svc is not None
     dests = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import get_args
 
 from gridlb.realserver.plan import (
@@ -11,6 +11,7 @@ from gridlb.realserver.plan import (
     ITEM_CHANGES,
     ArpRule,
     ForeignAddress,
+    IPAddress,
     Item,
     LoAddress,
     Method,
@@ -29,9 +30,9 @@ from gridlb.realserver.plan import (
     unit_text,
 )
 
-VIP4, VIP6 = ip_address("10.0.0.100"), ip_address("fd00::100")
-RIP4, RIP6 = ip_address("10.0.0.11"), ip_address("fd00::11")
-SERVICES = [
+VIP4, VIP6 = IPv4Address("10.0.0.100"), IPv6Address("fd00::100")
+RIP4, RIP6 = IPv4Address("10.0.0.11"), IPv6Address("fd00::11")
+SERVICES: list[tuple[IPAddress, int, str, list[IPAddress]]] = [
     (VIP4, 2811, "DR", [ip_address("10.0.0.12"), RIP4]),
     (VIP6, 2811, "DR", [RIP6]),
     (ip_address("10.0.0.200"), 80, "NAT", [RIP4]),  # NAT: the VIP does not belong on lo
@@ -60,9 +61,9 @@ def test_desired_items_per_method() -> None:
     assert desired_items(targets(), Method.ARPTABLES) == (
         *lo,
         ArpRule("INPUT", VIP4),
-        ArpRule("OUTPUT", VIP4, RIP4),  # type: ignore[arg-type]
+        ArpRule("OUTPUT", VIP4, RIP4),
     )
-    assert desired_items(targets(), Method.NFT) == (*lo, NftArpTable((VIP4,)), Sysctl(ARP_ANNOUNCE, "2"))  # type: ignore[arg-type]
+    assert desired_items(targets(), Method.NFT) == (*lo, NftArpTable((VIP4,)), Sysctl(ARP_ANNOUNCE, "2"))
     v6_only = targets_from_site([(VIP6, 2811, "DR", [RIP6])], [RIP6])
     for method in Method:
         assert desired_items(v6_only, method) == (LoAddress(VIP6),)  # IPv6 needs no ARP measure
@@ -109,15 +110,15 @@ def test_removal_undoes_every_method_and_leaves_foreign_state() -> None:
         lo=frozenset({(VIP4, 32), (ip_address("127.0.0.1"), 8)}),
         sysctls={ARP_IGNORE: "1", ARP_ANNOUNCE: "0"},
         arp_rules=frozenset({"-A INPUT -j DROP -d 10.0.0.100", "-A INPUT -j DROP -d 10.9.9.9"}),
-        nft_vips=(VIP4,),  # type: ignore[arg-type]
+        nft_vips=(VIP4,),
         files={p.unit_path: p.content},
         links={p.link_path: p.unit_path},
     )
     changes = removal(targets(), seen, p)
     assert [(c.verb, c.item) for c in changes] == [
         (Verb.DELETE, LoAddress(VIP4)),
-        (Verb.DELETE, ArpRule("INPUT", VIP4)),  # type: ignore[arg-type]
-        (Verb.DELETE, NftArpTable((VIP4,))),  # type: ignore[arg-type]
+        (Verb.DELETE, ArpRule("INPUT", VIP4)),
+        (Verb.DELETE, NftArpTable((VIP4,))),
         (Verb.SET, Sysctl(ARP_IGNORE, "0")),
         (Verb.DELETE, UnitLink(p.link_path, p.unit_path)),
         (Verb.DELETE, UnitFile(p.unit_path, "")),

@@ -634,7 +634,7 @@ def ip_vs_dh_dest_changed(svc: Service, dest: Dest) -> int:
 
 
 def ip_vs_dh_schedule(svc: Service, iph: Iph) -> Dest | None:
-    s = svc.sched_data
+    s: list[Dest | None] = svc.sched_data
     dest = s[ip_vs_dh_hashkey(svc.af, iph.daddr)]
     if (
         dest is None
@@ -1075,6 +1075,7 @@ def ip_vs_lblc_init_svc(svc: Service) -> int:
 def ip_vs_lblc_schedule(svc: Service, iph: Iph) -> Dest | None:
     tbl: LblcTable = svc.sched_data
     en = ip_vs_lblc_get(svc.af, tbl, iph.daddr)
+    dest: Dest | None
     if en is not None:
         en.lastuse = svc.ipvs.jiffies
         dest = en.dest

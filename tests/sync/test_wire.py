@@ -25,7 +25,8 @@ seq = st.builds(Seq, u32, u32, u32)
 
 @st.composite
 def conns(draw: st.DrawFn) -> SyncConn:
-    addr = draw(st.sampled_from([v4, v6]))  # one family for the three addresses
+    families: list[st.SearchStrategy[IPv4Address | IPv6Address]] = [v4, v6]
+    addr = draw(st.sampled_from(families))  # one family for the three addresses
     template = draw(st.booleans())
     protocol = draw(st.sampled_from([6, 17, 132]))
     state = draw(st.integers(0, wire.PROTOCOL_STATES[protocol] - 1))

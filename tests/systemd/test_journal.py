@@ -122,7 +122,7 @@ async def test_a_running_directors_drain_reaches_the_journal(
                 break
         await daemon.director.call(DrainRequest(real="127.47.0.2"))
         sock.settimeout(5)
-        messages = []
+        messages: list[dict[str, str]] = []
         while not any("Operator drain" in m.get("MESSAGE", "") for m in messages):
             messages.append(decode(sock.recv(65536)))
         got = next(m for m in messages if "Operator drain" in m["MESSAGE"])

@@ -101,7 +101,7 @@ def test_exec_start_and_exec_reload_without_systemd(tmp_path: Path) -> None:
         def next_message() -> str:
             return notify.recv(4096).decode()
 
-        seen = []
+        seen: list[str] = []
         while not any(m.startswith("READY=1") for m in seen):
             seen.append(next_message())
         assert sock_path.exists()  # ready means serving
@@ -114,7 +114,7 @@ def test_exec_start_and_exec_reload_without_systemd(tmp_path: Path) -> None:
         site.write_text(SITE.format(port=port, more="      - ip_address: 127.46.0.3\n", sock=sock_path))
         reload_argv = shlex.split(unit["ExecReload"][0].replace("$MAINPID", str(proc.pid)))
         subprocess.run(reload_argv, check=True, timeout=10)
-        messages = []
+        messages: list[str] = []
         while not any(m.startswith("READY=1") for m in messages):
             messages.append(next_message())
         assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in messages)
