@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: venv
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests bench
 
 pytest: venv deb
 	$(BIN)/pytest
