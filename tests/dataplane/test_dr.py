@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -238,12 +238,12 @@ def vrrp_head(t: DrLab, node: str, state: str, priority: int) -> str:
     )
 
 
-def wait_for(what: str, pred: object, timeout_s: float = 20.0) -> None:
+def wait_for(what: str, pred: Callable[[], object], timeout_s: float = 20.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
+        if pred():
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")

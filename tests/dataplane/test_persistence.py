@@ -9,6 +9,7 @@ import pytest
 from gridlb.dataplane.persistence import EXPIRE_LATER_S, PersistenceTable, client_net
 from gridlb.dataplane.proxy_state import ProxyState, apply_all
 from gridlb.ipvsadm.format import Format, list_conn
+from gridlb.ipvsadm.names import StaticResolver
 from gridlb.sched.base import Flow
 from gridlb.table import (
     AddDest,
@@ -54,12 +55,18 @@ def test_client_net_masks_as_the_kernel(client: str, mask: str, net: str) -> Non
     assert client_net(ip_address(client), mask) == ip_address(net)
 
 
+def pick_key(st: ProxyState, client: Flow, now: float) -> RealKey:
+    """The real server `st` picks for `client` in the service SVC (one must be picked)."""
+    d = st.pick(st.services[SVC], client, now)
+    assert d is not None
+    return d.key
+
+
 def test_fifty_connections_from_one_client_reach_one_server_while_rr_would_spread() -> None:
     st = make()
-    svc = st.services[SVC]
-    picked = {st.pick(svc, flow("10.9.9.9", 40000 + i), now=float(i)).key for i in range(50)}  # type: ignore[union-attr]
+    picked = {pick_key(st, flow("10.9.9.9", 40000 + i), now=float(i)) for i in range(50)}
     assert len(picked) == 1
-    others = {st.pick(svc, flow(f"10.9.9.{i}"), now=1.0).key for i in range(10, 16)}  # type: ignore[union-attr]
+    others = {pick_key(st, flow(f"10.9.9.{i}"), now=1.0) for i in range(10, 16)}
     assert len(others) == 3  # rr over new clients: every server in turn
     snap = st.snapshot().services[0]
     assert sum(d.counters.persistent for d in snap.dests) == 7  # one template per client
@@ -68,8 +75,7 @@ def test_fifty_connections_from_one_client_reach_one_server_while_rr_would_sprea
 
 def test_granularity_groups_a_network() -> None:
     st = make(netmask="255.255.255.0")
-    svc = st.services[SVC]
-    got = {st.pick(svc, flow(f"10.9.9.{i}"), now=0.0).key for i in range(1, 30)}  # type: ignore[union-attr]
+    got = {pick_key(st, flow(f"10.9.9.{i}"), now=0.0) for i in range(1, 30)}
     assert len(got) == 1
     assert len(st.persist.live) == 1
 
@@ -108,7 +114,7 @@ def test_drained_server_keeps_its_templates_deleted_and_failed_ones_are_dropped(
     moved = st.pick(svc, flow("10.0.0.1", 3), now=2.0)
     assert moved is not None and moved.key != d.key
     # the invalidated template is still listed, unhashed (ports 65535), until its timer ends
-    rows = list_conn(st.template_entries(2.0), Format(numeric=True), lambda *_: None).splitlines()  # type: ignore[arg-type]
+    rows = list_conn(st.template_entries(2.0), Format(numeric=True), StaticResolver()).splitlines()
     assert f"TCP 04:59  NONE        10.0.0.1:0         127.0.0.1:65535    {d.key.addr}:65535" in rows
     assert f"TCP 05:00  NONE        10.0.0.1:0         127.0.0.1:2811     {moved.key}" in rows
     # passive failure: the template is dropped at the next connection

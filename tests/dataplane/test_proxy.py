@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
+from gridlb.dataplane.proxy import BackendFailureCallback, ProxyDataplane, ProxyOptions
 from gridlb.dataplane.relay import RelayMode
 from gridlb.table import (
     AddDest,
@@ -41,7 +43,18 @@ from tests.support import need_tool
 SPEC = ServiceSpec(scheduler=testsched.NAME)
 MODES = [RelayMode.SPLICE, RelayMode.COPY]
 
-Factory = Callable[..., ProxyDataplane]
+
+class Factory(Protocol):
+    """Makes a ProxyDataplane with the fixture's number of workers; closed at the fixture's end."""
+
+    def __call__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        options: ProxyOptions | None = None,
+        on_backend_failure: BackendFailureCallback | None = None,
+        clock: Callable[[], float] = ...,
+    ) -> ProxyDataplane: ...
 
 
 @pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
@@ -60,10 +73,17 @@ async def make_inproc_proxy() -> AsyncIterator[Factory]:
 async def _proxies(workers: int) -> AsyncIterator[Factory]:
     made: list[ProxyDataplane] = []
 
-    def factory(**kw: object) -> ProxyDataplane:
-        opts = kw.pop("options", None) or ProxyOptions()
-        assert isinstance(opts, ProxyOptions)
-        dp = ProxyDataplane(options=replace(opts, workers=workers), **kw)  # type: ignore[arg-type]
+    def factory(
+        *,
+        timeouts: Timeouts | None = None,
+        options: ProxyOptions | None = None,
+        on_backend_failure: BackendFailureCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> ProxyDataplane:
+        opts = replace(options or ProxyOptions(), workers=workers)
+        dp = ProxyDataplane(
+            timeouts=timeouts, options=opts, on_backend_failure=on_backend_failure, clock=clock
+        )
         assert dp.workers == workers
         made.append(dp)
         return dp

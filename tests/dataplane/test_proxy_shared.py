@@ -33,13 +33,15 @@ from gridlb.table import (
     DestSpec,
     EditDest,
     EditService,
+    Proto,
     RealKey,
     ServiceKey,
     ServiceSpec,
     Timeouts,
 )
 
-KEY = ServiceKey.tcp("127.0.0.1", 2811)
+VIP = ip_address("127.0.0.1")
+KEY = ServiceKey(Proto.TCP, VIP, 2811)
 REALS = [RealKey.parse(f"127.0.0.{i + 2}:2811") for i in range(3)]
 
 
@@ -89,7 +91,7 @@ def test_two_replicas_decide_as_one_table(log: SharedLog, scheduler: str, persis
             one.closed_conn(d1, now, host, port)
             continue
         host = f"192.0.2.{rng.randrange(1, 30)}"
-        flow = Flow(ip_address(host), 1024 + i, KEY.addr, KEY.port)  # type: ignore[arg-type]
+        flow = Flow(ip_address(host), 1024 + i, VIP, KEY.port)
         with lock:
             replica.expire(now)
             got = replica.pick(replica.services[KEY], flow, now)
@@ -122,7 +124,7 @@ def test_a_drain_reaches_every_replica_before_its_next_pick(log: SharedLog) -> N
         for op in ops("wlc"):
             a.apply(op)
         a.apply(EditDest(KEY, REALS[2], DestSpec(weight=0)))
-    flow = Flow(ip_address("192.0.2.1"), 5000, KEY.addr, KEY.port)  # type: ignore[arg-type]
+    flow = Flow(ip_address("192.0.2.1"), 5000, VIP, KEY.port)
     for i in range(20):
         with b_lock:
             d = b.pick(b.services[KEY], flow, float(i))
@@ -137,7 +139,7 @@ def test_a_dead_workers_connections_are_unbound_and_a_snapshot_carries_on(log: S
     for i in range(6):
         rep, lock = (a, a_lock) if i % 2 else (b, b_lock)
         with lock:
-            rep.pick(rep.services[KEY], Flow(ip_address("192.0.2.1"), 6000 + i, KEY.addr, KEY.port), 0.0)  # type: ignore[arg-type]
+            rep.pick(rep.services[KEY], Flow(ip_address("192.0.2.1"), 6000 + i, VIP, KEY.port), 0.0)
     with a_lock:
         assert sum(d.active for d in a.services[KEY].dests) == 6
         assert a.abandon(1) == 3  # worker 1 died: its 3 connections died with it
@@ -148,7 +150,7 @@ def test_a_dead_workers_connections_are_unbound_and_a_snapshot_carries_on(log: S
     c.attach(log, pos, 1)
     c_lock = c
     with c_lock:
-        c.pick(c.services[KEY], Flow(ip_address("192.0.2.9"), 7000, KEY.addr, KEY.port), 1.0)  # type: ignore[arg-type]
+        c.pick(c.services[KEY], Flow(ip_address("192.0.2.9"), 7000, VIP, KEY.port), 1.0)
     with a_lock:
         assert [d.active for d in a.services[KEY].dests] == [d.active for d in c.services[KEY].dests]
         assert sum(d.active for d in a.services[KEY].dests) == 4
@@ -179,6 +181,13 @@ def counters() -> Iterator[SharedCounters]:
     shared.close()
 
 
+def dest_of(state: ProxyState, key: RealKey) -> DestState:
+    """The destination `key` of the service KEY in `state` (it must be there)."""
+    d = state.services[KEY].dest(key)
+    assert d is not None
+    return d
+
+
 def counting(log: SharedLog, counters: SharedCounters, index: int) -> Replica:
     r = Replica(index, Timeouts(tcpfin=5), counters=counters)
     r.attach(log, 0, index)
@@ -186,7 +195,7 @@ def counting(log: SharedLog, counters: SharedCounters, index: int) -> Replica:
 
 
 def flow(host: str, port: int) -> Flow:
-    return Flow(ip_address(host), port, KEY.addr, KEY.port)  # type: ignore[arg-type]
+    return Flow(ip_address(host), port, VIP, KEY.port)
 
 
 @pytest.mark.parametrize(("scheduler", "slots"), [("wlc", 2), ("lc", 2), ("sed", 2), ("nq", 2), ("wlc", 3)])
@@ -248,24 +257,27 @@ def test_shared_overload_flag_is_seen_by_every_worker(log: SharedLog, counters: 
     a.apply(AddDest(KEY, REALS[1], DestSpec(weight=1)))
     with b:  # catches up with the ops (a worker does at its next pick)
         pass
-    picks = [(a, b)[i % 2].pick((a, b)[i % 2].services[KEY], flow("192.0.2.1", 1 + i), 0.0) for i in range(4)]
-    assert [d.key for d in picks if d is not None] == [REALS[1], REALS[0], REALS[1], REALS[0]]
+    picked = [
+        (a, b)[i % 2].pick((a, b)[i % 2].services[KEY], flow("192.0.2.1", 1 + i), 0.0) for i in range(4)
+    ]
+    picks = [d for d in picked if d is not None]
+    assert [d.key for d in picks] == [REALS[1], REALS[0], REALS[1], REALS[0]]
     # worker b's bind made 2 connections on REALS[0] (one of them worker a's): overloaded for both
-    assert a.services[KEY].dest(REALS[0]).overloaded  # type: ignore[union-attr]
+    assert dest_of(a, REALS[0]).overloaded
     for i in range(4):
         got = a.pick(a.services[KEY], flow("192.0.2.1", 10 + i), 0.0)
         assert got is not None and got.key == REALS[1]
-    b.connect_failed(picks[3], mark_down=False, flow=flow("192.0.2.1", 4))  # type: ignore[arg-type]
-    assert not a.services[KEY].dest(REALS[0]).overloaded  # type: ignore[union-attr]  # 1 * 4 < 2 * 3
+    b.connect_failed(picks[3], mark_down=False, flow=flow("192.0.2.1", 4))
+    assert not dest_of(a, REALS[0]).overloaded  # 1 * 4 < 2 * 3
     got = a.pick(a.services[KEY], flow("192.0.2.1", 20), 0.0)
     assert got is not None and got.key == REALS[0] and got.overloaded  # set by a, seen by b:
-    assert b.services[KEY].dest(REALS[0]).overloaded  # type: ignore[union-attr]
+    assert dest_of(b, REALS[0]).overloaded
     b.apply(EditDest(KEY, REALS[0], DestSpec(weight=1, u_threshold=3)))  # higher: the writer clears it
-    assert not a.services[KEY].dest(REALS[0]).overloaded  # type: ignore[union-attr]
+    assert not dest_of(a, REALS[0]).overloaded
     got = b.pick(b.services[KEY], flow("192.0.2.1", 21), 0.0)
     assert got is not None and got.key == REALS[0] and got.overloaded  # 3 connections
     a.expire(0.0)  # a replays the edit now: a replayed op changes no shared flag
-    assert a.services[KEY].dest(REALS[0]).overloaded  # type: ignore[union-attr]
+    assert dest_of(a, REALS[0]).overloaded
 
 
 def test_a_passive_failure_in_one_worker_reaches_the_others(log: SharedLog, counters: SharedCounters) -> None:
@@ -332,7 +344,7 @@ def test_a_destination_added_back_counts_on_and_a_scheduler_change_keeps_picking
     with b:
         pass
     assert b.pick(b.services[KEY], flow("192.0.2.1", 2), 0.0) is not None  # b catches up
-    assert b.services[KEY].dest(d.key).active == 1  # type: ignore[union-attr]  # the kernel's trash
+    assert dest_of(b, d.key).active == 1  # the kernel's trash
     a.apply(EditService(KEY, ServiceSpec(scheduler="rr")))  # to the log: rr's cursor is shared
     picks = []
     for i in range(6):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import gc
 import os
 import socket
@@ -53,7 +54,7 @@ def test_an_engine_raises_the_young_gc_threshold_and_never_lowers_or_enables_it(
             try:
                 assert gc.get_threshold() == (after, 9, 8)  # the older generations' untouched
             finally:
-                engine.call(lambda e=engine: e.stop(0)).result(5)  # type: ignore[misc]
+                engine.call(functools.partial(engine.stop, 0)).result(5)
                 engine.join(5)
     finally:
         gc.set_threshold(*saved)

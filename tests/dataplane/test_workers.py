@@ -89,7 +89,8 @@ class NameServers:
         self.stopping.set()
         self.thread.join(5)
         for k in list(self.sel.get_map().values()):
-            k.fileobj.close()  # type: ignore[union-attr]
+            assert isinstance(k.fileobj, socket.socket)  # only sockets are registered
+            k.fileobj.close()
         self.sel.close()
 
 
