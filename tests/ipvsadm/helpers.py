@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 
 from gridlb.ipvsadm.commands import Session
-from gridlb.ipvsadm.names import ServicesFile, StaticResolver
+from gridlb.ipvsadm.names import Resolver, ServicesFile, StaticResolver
 from gridlb.table import IpvsTable
 
 SYSTEM_SERVICES = ServicesFile.load("/etc/services")
@@ -39,7 +39,9 @@ class Run:
     table: IpvsTable
 
 
-def run(args: str | list[str], table: IpvsTable | None = None, *, stdin: str = "", resolver=NO_DNS) -> Run:  # type: ignore[no-untyped-def]
+def run(
+    args: str | list[str], table: IpvsTable | None = None, *, stdin: str = "", resolver: Resolver = NO_DNS
+) -> Run:
     """Run one ipvsadm command line on `table` in memory."""
     argv = args.split() if isinstance(args, str) else args
     s = Session(table or IpvsTable(), resolver, read_stdin=lambda: stdin)
@@ -47,7 +49,7 @@ def run(args: str | list[str], table: IpvsTable | None = None, *, stdin: str = "
     return Run(status, "".join(s.out), "".join(s.err), s.table)
 
 
-def restore(text: str, table: IpvsTable | None = None, resolver=NO_DNS) -> IpvsTable:  # type: ignore[no-untyped-def]
+def restore(text: str, table: IpvsTable | None = None, resolver: Resolver = NO_DNS) -> IpvsTable:
     r = run(["-R"], table, stdin=text, resolver=resolver)
     assert (r.status, r.err) == (0, ""), r.err
     return r.table

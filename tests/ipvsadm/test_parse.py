@@ -6,14 +6,14 @@ from ipaddress import ip_address
 
 import pytest
 
-from gridlb.ipvsadm.parse import Cmd, inet_aton, parse_command, string_to_number
+from gridlb.ipvsadm.parse import Cmd, Command, inet_aton, parse_command, string_to_number
 from gridlb.table import ForwardMethod, RealKey, ServiceKey
 from tests.ipvsadm.helpers import NO_DNS, restore, run
 
 TRYHELP = "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n"
 
 
-def parse(line: str):  # type: ignore[no-untyped-def]
+def parse(line: str) -> Command:
     return parse_command(["ipvsadm", *line.split()], NO_DNS)
 
 

@@ -150,6 +150,13 @@ def gen_ops(
     return seq
 
 
+def _added(op: Op) -> tuple[IPAddress, int, int]:
+    """The (address, port, weight) of an "add" op."""
+    _, addr, port, weight = op
+    assert isinstance(addr, IPv4Address | IPv6Address) and isinstance(port, int) and isinstance(weight, int)
+    return addr, port, weight
+
+
 @dataclass(frozen=True)
 class Setup:
     """Kernel settings of one scenario: lblc/lblcr table bits and expiration (s), twos' random stream."""
@@ -249,20 +256,23 @@ def run_scenario(
     for op in seq:
         kind = op[0]
         if kind == "init":
-            for _, addr, port, weight in op[1]:  # type: ignore[attr-defined]
-                add(addr, port, weight, hooks=False)
+            initial = op[1]
+            assert isinstance(initial, list)
+            for added in initial:
+                add(*_added(added), hooks=False)
             k.ip_vs_bind_scheduler(svc)
             sched.update(shown())
         elif kind == "add":
-            _, addr, port, weight = op
             before = len(mine.dests)
-            add(addr, port, weight, hooks=True)  # type: ignore[arg-type]
+            add(*_added(op), hooks=True)
             if len(mine.dests) != before:
                 sched.update(shown())
         elif kind in ("del", "edit", "counters"):
             if not mine.dests:
                 continue
-            i = op[1] % len(mine.dests)  # type: ignore[operator]
+            index = op[1]
+            assert isinstance(index, int)
+            i = index % len(mine.dests)
             view = mine.dests[i]
             dest = ref_dests[view.key]
             if kind == "del":

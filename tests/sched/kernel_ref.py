@@ -16,7 +16,7 @@ the tests drive both with the same operations and compare every pick.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 # ---- C integer helpers --------------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ def list_del_rcu(entry: ListHead) -> None:
     """list_del_rcu(): unlink; entry->next stays valid, entry->prev is poisoned."""
     entry.next.prev = entry.prev
     entry.prev.next = entry.next
-    entry.prev = None  # type: ignore[assignment]  # LIST_POISON2
+    entry.prev = None  # type: ignore[assignment]  # deliberate: LIST_POISON2, a later use fails
 
 
 def list_empty(head: ListHead) -> bool:
@@ -956,10 +956,13 @@ class LblcEntry:
     lastuse: int
 
 
+E = TypeVar("E")  # the entry: LblcEntry or LblcrEntry
+
+
 @dataclass(eq=False)
-class LblcTable:
+class LblcTable(Generic[E]):
     bits: int
-    bucket: list[list[Any]]  # hlist_head[]: index 0 is the first node
+    bucket: list[list[E]]  # hlist_head[]: index 0 is the first node
     periodic_timer: TimerList
     svc: Service
     entries: int = 0
@@ -969,29 +972,29 @@ class LblcTable:
     dead: bool = False
 
 
-def ip_vs_lblc_hashkey(tbl: LblcTable, af: int, addr: bytes) -> int:
+def ip_vs_lblc_hashkey(tbl: LblcTable[E], af: int, addr: bytes) -> int:
     return hash_32(addr_fold_ntohl(af, addr), tbl.bits)
 
 
-def ip_vs_lblc_del(tbl: LblcTable, en: Any, hash_: int) -> None:
+def ip_vs_lblc_del(tbl: LblcTable[LblcEntry], en: LblcEntry, hash_: int) -> None:
     tbl.bucket[hash_].remove(en)  # hlist_del_rcu; the entry is freed after a grace period
 
 
-def ip_vs_lblc_hash(tbl: LblcTable, en: LblcEntry) -> None:
+def ip_vs_lblc_hash(tbl: LblcTable[LblcEntry], en: LblcEntry) -> None:
     h = ip_vs_lblc_hashkey(tbl, en.af, en.addr)
     tbl.bucket[h].insert(0, en)  # hlist_add_head_rcu
     tbl.entries += 1
 
 
-def ip_vs_lblc_get(af: int, tbl: LblcTable, addr: bytes) -> LblcEntry | None:
+def ip_vs_lblc_get(af: int, tbl: LblcTable[LblcEntry], addr: bytes) -> LblcEntry | None:
     h = ip_vs_lblc_hashkey(tbl, af, addr)
     for en in tbl.bucket[h]:
         if ip_vs_addr_equal(af, en.addr, addr):
-            return en  # type: ignore[no-any-return]
+            return en
     return None
 
 
-def ip_vs_lblc_new(tbl: LblcTable, daddr: bytes, af: int, dest: Dest) -> LblcEntry | None:
+def ip_vs_lblc_new(tbl: LblcTable[LblcEntry], daddr: bytes, af: int, dest: Dest) -> LblcEntry | None:
     en = ip_vs_lblc_get(af, tbl, daddr)
     if en is not None:
         if en.dest is dest:
@@ -1003,7 +1006,7 @@ def ip_vs_lblc_new(tbl: LblcTable, daddr: bytes, af: int, dest: Dest) -> LblcEnt
 
 
 def ip_vs_lblc_full_check(svc: Service) -> None:
-    tbl: LblcTable = svc.sched_data
+    tbl: LblcTable[LblcEntry] = svc.sched_data
     now = svc.ipvs.jiffies
     mask = (1 << tbl.bits) - 1
     j = tbl.rover
@@ -1018,7 +1021,7 @@ def ip_vs_lblc_full_check(svc: Service) -> None:
 
 
 def ip_vs_lblc_check_expire(t: TimerList) -> None:
-    tbl: LblcTable = t.function.tbl
+    tbl: LblcTable[LblcEntry] = t.function.tbl
     svc = tbl.svc
     now = svc.ipvs.jiffies
     mask = (1 << tbl.bits) - 1
@@ -1060,7 +1063,9 @@ class _TimerFn:
 def ip_vs_lblc_init_svc(svc: Service) -> int:
     bits = svc.ipvs.lblc_tab_bits
     fn = _TimerFn(ip_vs_lblc_check_expire)
-    tbl = LblcTable(bits=bits, bucket=[[] for _ in range(1 << bits)], periodic_timer=TimerList(fn), svc=svc)
+    tbl: LblcTable[LblcEntry] = LblcTable(
+        bits=bits, bucket=[[] for _ in range(1 << bits)], periodic_timer=TimerList(fn), svc=svc
+    )
     fn.tbl = tbl
     svc.sched_data = tbl
     tbl.max_size = (1 << bits) * 16
@@ -1073,7 +1078,7 @@ def ip_vs_lblc_init_svc(svc: Service) -> int:
 
 
 def ip_vs_lblc_schedule(svc: Service, iph: Iph) -> Dest | None:
-    tbl: LblcTable = svc.sched_data
+    tbl: LblcTable[LblcEntry] = svc.sched_data
     en = ip_vs_lblc_get(svc.af, tbl, iph.daddr)
     dest: Dest | None
     if en is not None:
@@ -1173,7 +1178,7 @@ class LblcrEntry:
     lastuse: int
 
 
-def ip_vs_lblcr_new(tbl: LblcTable, daddr: bytes, af: int, dest: Dest) -> LblcrEntry:
+def ip_vs_lblcr_new(tbl: LblcTable[LblcrEntry], daddr: bytes, af: int, dest: Dest) -> LblcrEntry:
     ipvs = tbl.svc.ipvs
     en = ip_vs_lblcr_get(af, tbl, daddr)
     if en is None:
@@ -1187,20 +1192,20 @@ def ip_vs_lblcr_new(tbl: LblcTable, daddr: bytes, af: int, dest: Dest) -> LblcrE
     return en
 
 
-def ip_vs_lblcr_get(af: int, tbl: LblcTable, addr: bytes) -> LblcrEntry | None:
+def ip_vs_lblcr_get(af: int, tbl: LblcTable[LblcrEntry], addr: bytes) -> LblcrEntry | None:
     h = ip_vs_lblc_hashkey(tbl, af, addr)
     for en in tbl.bucket[h]:
         if ip_vs_addr_equal(af, en.addr, addr):
-            return en  # type: ignore[no-any-return]
+            return en
     return None
 
 
-def ip_vs_lblcr_free(tbl: LblcTable, en: LblcrEntry, hash_: int) -> None:
+def ip_vs_lblcr_free(tbl: LblcTable[LblcrEntry], en: LblcrEntry, hash_: int) -> None:
     tbl.bucket[hash_].remove(en)  # hlist_del_rcu + ip_vs_dest_set_eraseall
 
 
 def ip_vs_lblcr_full_check(svc: Service) -> None:
-    tbl: LblcTable = svc.sched_data
+    tbl: LblcTable[LblcrEntry] = svc.sched_data
     now = svc.ipvs.jiffies
     mask = (1 << tbl.bits) - 1
     j = tbl.rover
@@ -1215,7 +1220,7 @@ def ip_vs_lblcr_full_check(svc: Service) -> None:
 
 
 def ip_vs_lblcr_check_expire(t: TimerList) -> None:
-    tbl: LblcTable = t.function.tbl
+    tbl: LblcTable[LblcrEntry] = t.function.tbl
     svc = tbl.svc
     now = svc.ipvs.jiffies
     mask = (1 << tbl.bits) - 1
@@ -1246,7 +1251,9 @@ def ip_vs_lblcr_check_expire(t: TimerList) -> None:
 def ip_vs_lblcr_init_svc(svc: Service) -> int:
     bits = svc.ipvs.lblcr_tab_bits
     fn = _TimerFn(ip_vs_lblcr_check_expire)
-    tbl = LblcTable(bits=bits, bucket=[[] for _ in range(1 << bits)], periodic_timer=TimerList(fn), svc=svc)
+    tbl: LblcTable[LblcrEntry] = LblcTable(
+        bits=bits, bucket=[[] for _ in range(1 << bits)], periodic_timer=TimerList(fn), svc=svc
+    )
     fn.tbl = tbl
     svc.sched_data = tbl
     tbl.max_size = (1 << bits) * 16
@@ -1259,7 +1266,7 @@ def ip_vs_lblcr_init_svc(svc: Service) -> int:
 
 
 def ip_vs_lblcr_schedule(svc: Service, iph: Iph) -> Dest | None:
-    tbl: LblcTable = svc.sched_data
+    tbl: LblcTable[LblcrEntry] = svc.sched_data
     ipvs = svc.ipvs
     en = ip_vs_lblcr_get(svc.af, tbl, iph.daddr)
     if en is not None:

@@ -6,6 +6,7 @@ from ipaddress import ip_address
 
 from gridlb.sched import create_scheduler
 from gridlb.sched._locality import HZ
+from gridlb.sched.lblc import LocalityBasedLeastConnection
 from tests.sched import kernel_ref as k
 from tests.sched.common import PICKS_REQUIRED, flow, rk, scripted, view
 from tests.sched.harness import check_scheduler
@@ -111,5 +112,6 @@ def test_lblc_replacing_an_entry_counts_it_twice_as_the_kernel_does() -> None:
     s = create_scheduler("lblc")
     assert s.pick([view(2, weight=10), view(1, weight=10)], flow(), 0.0) == rk(2)
     assert s.pick([view(2, weight=0), view(1, weight=10)], flow(), 1.0) == rk(1)
-    cache = s.cache  # type: ignore[attr-defined]
+    assert isinstance(s, LocalityBasedLeastConnection)
+    cache = s.cache
     assert (len(cache), cache.entries) == (1, 2)
