@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -44,11 +45,29 @@ SETTINGS = {
 }
 
 
-def make_router(lab: Lab, impl: str, settings: PairSettings, node: str, workdir: Path) -> Router:
+class PairRouter(Protocol):
+    """What the benchmark does with a router of the pair (Router and DirectorRouter both have it)."""
+
+    log: Path
+
+    def start(self) -> None: ...
+
+    def wait_ready(self) -> None: ...
+
+    def holds_vip(self, family: int = 4) -> bool: ...
+
+    def kill_hard(self) -> None: ...
+
+    def drop_vips(self) -> None: ...
+
+    def stop_clean(self, timeout_s: float | None = None) -> None: ...
+
+
+def make_router(lab: Lab, impl: str, settings: PairSettings, node: str, workdir: Path) -> PairRouter:
     """A router of the pair: keepalived, gridlb's VRRP daemon, or the full director ("director")."""
     spec = RouterSpec(node, impl, 100, "BACKUP", listen_port=PORT)
     if impl == "director":  # `gridlb director run`: VRRP + the proxy dataplane relaying to rs1
-        return DirectorRouter(lab, settings, spec, workdir / impl)  # type: ignore[return-value]
+        return DirectorRouter(lab, settings, spec, workdir / impl)
     return Router(lab, settings, spec, workdir / impl)
 
 

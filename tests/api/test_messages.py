@@ -15,6 +15,7 @@ from gridlb.api.messages import (
     DrainRequest,
     ErrorCode,
     RemoveRequest,
+    Request,
     StatusRequest,
     TableRequest,
     decode_line,
@@ -56,8 +57,8 @@ from gridlb.table import (
         RemoveRequest("127.0.0.2", "", True, 12.5),
     ],
 )
-def test_request_round_trip(request_: object) -> None:
-    line = encode(request_to_json(request_, 7))  # type: ignore[arg-type]
+def test_request_round_trip(request_: Request) -> None:
+    line = encode(request_to_json(request_, 7))
     env = decode_line(line)
     assert env.request == request_ and env.id == 7
 

@@ -129,7 +129,8 @@ async def test_add_remove_and_errors(env: Env, capsys: pytest.CaptureFixture[str
     assert code == 0 and out.startswith("draining 127.44.0.3:2811 out of TCP 127.44.0.1:2811")
     assert env.dp.weights(SVC)["127.44.0.3:2811"] == 0
     env.dp.set_active(SVC, B, 0)
-    await env.daemon.director.resync()  # type: ignore[union-attr]
+    assert env.daemon.director is not None
+    await env.daemon.director.resync()
     assert "127.44.0.3:2811" not in env.dp.weights(SVC)
 
     code, _, err = await env.run(capsys, "drain", "127.44.0.9")

@@ -66,7 +66,7 @@ def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         lines = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -77,7 +77,7 @@ def test_demo_as_nobody_from_a_fresh_venv(workdir: Path) -> None:
             if line.startswith("Stop with Ctrl-C"):
                 break
         text = "".join(lines)
-        assert "Stop with Ctrl-C" in text, text + (proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+        assert "Stop with Ctrl-C" in text, text + (proc.stderr.read() if proc.poll() is not None else "")
         assert "gridlb gridftp-client get ftp://127.0.0.1:2811/hello.txt" in text
         assert "globus-url-copy ftp://127.0.0.1:2811/" in text
         m = re.search(r"serving (\S+)", text)

@@ -18,7 +18,7 @@ from gridlb.config.import_keepalived import (
     supported_keywords,
 )
 from gridlb.config.keepalived_conf import Node, emit, parse_file, parse_text
-from gridlb.config.load import ConfigErrors
+from gridlb.config.load import ConfigErrors, Site
 from gridlb.config.schema import CHECKER_BLOCKS, InitialState
 from gridlb.errors import ConfigError
 from gridlb.render.keepalived import render_site
@@ -72,7 +72,7 @@ def test_corpus_imports_cleanly(path: Path) -> None:
     assert len(site.directors) == 1
 
 
-def _site(name: str):  # type: ignore[no-untyped-def]
+def _site(name: str) -> Site:
     return import_file(str(DATA / name)).site()
 
 
@@ -297,7 +297,9 @@ def test_samples_read_as_keepalived_reads_them() -> None:
     sync = import_file(f"{base}vrrp.sync").site()
     assert sync.keepalived.vrrp_sync_groups["G2"].group == ("VI_3", "VI_4")
     codes = import_file(f"{base}status_code").site()
-    (url1, url2) = codes.virtual_servers["tcp-192.168.200.100-443"].real_servers[0].ssl_get.url  # type: ignore[union-attr]
+    ssl_get = codes.virtual_servers["tcp-192.168.200.100-443"].real_servers[0].ssl_get
+    assert ssl_get is not None
+    (url1, url2) = ssl_get.url
     assert url1.status_code == ("200-299", "400-499", "503", "505") and url1.accepts(404)
     assert not url1.accepts(502) and url2.accepts(200) and not url2.accepts(201)
     rules = import_file(f"{base}vrrp.rules").site()

@@ -240,6 +240,7 @@ def test_director_says_at_start_which_checkers_it_does_not_run() -> None:
     from gridlb.director.config import DirectorConfig
 
     corpus = Path(__file__).resolve().parents[1] / "data" / "keepalived" / "16-every-checker.conf"
+    from gridlb.config.schema import GridlbSettings
     from gridlb.dataplane import base
     from gridlb.table import ForwardMethod, Proto
 
@@ -256,14 +257,14 @@ def test_director_says_at_start_which_checkers_it_does_not_run() -> None:
         def unavailable(self) -> str:
             return ""
 
-        def create(self, settings: object, hooks: object) -> object:
+        def create(self, settings: GridlbSettings, hooks: base.DataplaneHooks) -> base.Dataplane:
             raise NotImplementedError
 
     config = DirectorConfig.from_site(import_file(str(corpus)).site(), [str(corpus)])
     config = dataclasses.replace(
         config, settings=config.settings.model_copy(update={"dataplane": "everything"})
     )
-    base.register(Everything())  # type: ignore[arg-type]
+    base.register(Everything())
     try:
         _, said = config.check_dataplane()
     finally:

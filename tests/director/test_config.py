@@ -4,9 +4,9 @@ lvs_sync_daemon_interface and connection sync."""
 from __future__ import annotations
 
 from gridlb.config.load import Site, parse_text, site_from_mapping
-from gridlb.config.schema import GridftpService
+from gridlb.config.schema import GridftpService, GridlbSettings
 from gridlb.dataplane import base
-from gridlb.dataplane.base import Capabilities
+from gridlb.dataplane.base import Capabilities, Dataplane, DataplaneHooks
 from gridlb.director.config import DirectorConfig
 from gridlb.table import ForwardMethod, ServiceKey
 
@@ -98,10 +98,10 @@ def test_proxy_workers_with_another_dataplane_is_said_at_start() -> None:
         def unavailable(self) -> str:
             return ""
 
-        def create(self, settings: object, hooks: object) -> object:
+        def create(self, settings: GridlbSettings, hooks: DataplaneHooks) -> Dataplane:
             raise NotImplementedError
 
-    base.register(Other())  # type: ignore[arg-type]
+    base.register(Other())
     try:
         _, said = config("other-dp", "  proxy: {workers: 2}\n").check_dataplane()
         _, proxy_said = config("proxy", "  proxy: {workers: 2}\n").check_dataplane()

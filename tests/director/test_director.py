@@ -219,7 +219,8 @@ async def test_add_and_remove_now(h: Harness) -> None:
     assert str(D) not in h.weights()
     h.check(D, UP, HealthState.UP)
     await h.settle()
-    assert h.dp.table.service(SVC).dests[0].key == D  # type: ignore[union-attr]
+    svc = h.dp.table.service(SVC)
+    assert svc is not None and svc.dests[0].key == D
     await h.director.call(RemoveRequest(str(A)))
     assert str(A) not in h.weights()
     await h.director.call(RemoveRequest(str(D)))

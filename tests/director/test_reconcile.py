@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from gridlb.config.load import load_site, site_from_mapping
 from gridlb.director.overrides import Overrides
 from gridlb.director.reconcile import (
+    Desired,
     HealthState,
+    RealDecision,
     RealHealth,
     RealPlan,
     Reason,
@@ -30,17 +32,26 @@ SORRY = RealKey.parse("10.0.9.9:2811")
 DOWN = RealHealth(HealthState.DOWN)
 
 
-def plan(*weights: int, inhibit: bool = False, **kw: object) -> ServicePlan:
+def plan(
+    *weights: int, inhibit: bool = False, quorum: int = 1, sorry: SorryServer | None = None
+) -> ServicePlan:
     reals = tuple(
         RealPlan(k, DestSpec(weight=w), inhibit_on_failure=inhibit)
         for k, w in zip((A, B, C), weights, strict=False)
     )
-    return ServicePlan(SVC, reals=reals, **kw)  # type: ignore[arg-type]
+    return ServicePlan(SVC, reals=reals, quorum=quorum, sorry=sorry)
 
 
-def weights(desired: object) -> dict[RealKey, int]:
-    svc = desired.table.service(SVC)  # type: ignore[attr-defined]
+def weights(desired: Desired) -> dict[RealKey, int]:
+    svc = desired.table.service(SVC)
     return {} if svc is None else {d.key: d.spec.weight for d in svc.dests}
+
+
+def decision(desired: Desired, key: RealKey) -> RealDecision:
+    """The decision on `key` in SVC (there must be one)."""
+    made = desired.decision(SVC, key)
+    assert made is not None
+    return made
 
 
 def test_all_up_gives_configured_weights_newest_first() -> None:
@@ -57,14 +68,14 @@ def test_down_is_removed_or_inhibited() -> None:
     assert weights(build_table([plan(1, 2, 3)], {(SVC, B): DOWN}, Overrides())) == {A: 1, C: 3}
     d = build_table([plan(1, 2, 3, inhibit=True)], {(SVC, B): DOWN}, Overrides())
     assert weights(d) == {A: 1, B: 0, C: 3}
-    assert d.decision(SVC, B).reason is Reason.INHIBITED  # type: ignore[union-attr]
+    assert decision(d, B).reason is Reason.INHIBITED
 
 
 def test_refusing_drained_dynamic_and_retiring() -> None:
     health = {(SVC, A): RealHealth(HealthState.REFUSING), (SVC, C): RealHealth(HealthState.UP, weight=7)}
     d = build_table([plan(1, 2, 3)], health, Overrides().drain(B))
     assert weights(d) == {A: 0, B: 0, C: 7}
-    assert [d.decision(SVC, k).reason for k in (A, B, C)] == [  # type: ignore[union-attr]
+    assert [decision(d, k).reason for k in (A, B, C)] == [
         Reason.REFUSING,
         Reason.DRAINED,
         Reason.DYNAMIC,
@@ -82,7 +93,7 @@ def test_runtime_add_and_remove() -> None:
     assert weights(d) == {B: 2, SORRY: 5}
     svc = d.table.service(SVC)
     assert svc is not None and svc.dests[0].key == SORRY  # added last = newest = first
-    assert d.decision(SVC, SORRY).runtime_added  # type: ignore[union-attr]
+    assert decision(d, SORRY).runtime_added
     # re-adding a removed configured server brings it back
     assert A in weights(build_table([plan(1, 2)], {}, o.add(SVC, A, 4)))
 
@@ -101,7 +112,7 @@ def test_sorry_server_replaces_pool_without_quorum() -> None:
     d = build_table([p], health, Overrides(), d.quorum_up)
     assert not d.quorum_up[SVC]
     assert weights(d) == {SORRY: 1}
-    assert d.decision(SVC, C).reason is Reason.NO_QUORUM  # type: ignore[union-attr]
+    assert decision(d, C).reason is Reason.NO_QUORUM
     # back: quorum regained, sorry server gone
     d = build_table([p], {}, Overrides(), d.quorum_up)
     assert d.quorum_up[SVC] and weights(d) == {A: 1, B: 1, C: 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -157,20 +158,20 @@ def test_jitter_out_of_range() -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("make", "message"),
     [
-        ({"delay_loop_s": 0}, "delay_loop_s"),
-        ({"connect_timeout_s": -1}, "connect_timeout_s"),
-        ({"retry": -1}, "retry"),
-        ({"delay_before_retry_s": -0.5}, "delay_before_retry_s"),
-        ({"warmup_s": -1}, "warmup_s"),
-        ({"rise": 0}, "rise"),
-        ({"fall": 0}, "fall"),
+        (lambda: CheckPolicy(delay_loop_s=0), "delay_loop_s"),
+        (lambda: CheckPolicy(connect_timeout_s=-1), "connect_timeout_s"),
+        (lambda: CheckPolicy(retry=-1), "retry"),
+        (lambda: CheckPolicy(delay_before_retry_s=-0.5), "delay_before_retry_s"),
+        (lambda: CheckPolicy(warmup_s=-1), "warmup_s"),
+        (lambda: CheckPolicy(rise=0), "rise"),
+        (lambda: CheckPolicy(fall=0), "fall"),
     ],
 )
-def test_policy_validation(changes: dict[str, float], message: str) -> None:
+def test_policy_validation(make: Callable[[], CheckPolicy], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        CheckPolicy(**changes)  # type: ignore[arg-type]
+        make()
 
 
 @pytest.mark.parametrize(

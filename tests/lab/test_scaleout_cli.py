@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gridlb.api.messages import ApiError, DirectorDrainRequest
+from gridlb.api.server import PeerCred
 from gridlb.config.load import load_site
 from gridlb.director.daemon import DaemonOptions, DirectorDaemon
 from gridlb.director.director import DirectorConfig
@@ -96,7 +97,7 @@ def test_director_drain_on_a_director_without_scaleout_is_refused(tmp_path: Path
     async def main() -> str:
         daemon = DirectorDaemon(config, DaemonOptions(install_signals=False, vrrp=False, metrics_listen=""))
         try:
-            await daemon.handle(DirectorDrainRequest(), None)  # type: ignore[arg-type]
+            await daemon.handle(DirectorDrainRequest(), PeerCred(os.getpid(), os.getuid(), os.getgid()))
         except ApiError as exc:
             return exc.message
         finally:

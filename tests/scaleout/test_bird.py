@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_real_bird_router_sees_the_announcement_and_the_withdrawal(tmp_path: Pat
     need_tool("bird", "birdc", "ip")
     prefix = f"glbSoB{int(time.time() * 1000) % 100000}"
     r, d = f"{prefix}-r", f"{prefix}-d"
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
     try:
         for ns in (r, d):
             sh("ip", "netns", "add", ns)
@@ -124,7 +125,7 @@ def test_real_bird_router_sees_the_announcement_and_the_withdrawal(tmp_path: Pat
                 "PATH": "/usr/sbin:/usr/bin:/bin",
             },
         )
-        procs.append(speaker)  # type: ignore[arg-type]
+        procs.append(speaker)
         assert speaker.stdin is not None and speaker.stdout is not None
 
         def ask(line: str) -> str:
@@ -159,10 +160,10 @@ def test_real_bird_router_sees_the_announcement_and_the_withdrawal(tmp_path: Pat
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
-def wait_for(cond: object, timeout_s: float) -> bool:
+def wait_for(cond: Callable[[], object], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
+        if cond():
             return True
         time.sleep(0.1)
     return False

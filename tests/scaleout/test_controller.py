@@ -10,6 +10,7 @@ from gridlb.config.schema import ScaleoutSettings
 from gridlb.scaleout.bird import BirdPlan, BirdSpeaker
 from gridlb.scaleout.controller import ScaleoutController
 from gridlb.scaleout.decide import VipDecision
+from gridlb.status import DirectorStatus
 
 VIP = ip_address("10.0.9.1")
 
@@ -20,10 +21,10 @@ def test_metrics_show_announced_vips_drain_changes_and_restarts() -> None:
     )
     speaker = BirdSpeaker(so, BirdPlan.from_settings("dir1", so, [VIP]))
 
-    async def status() -> None:
+    async def status() -> DirectorStatus:
         raise AssertionError("not called")
 
-    c = ScaleoutController(so, speaker, lambda: {VIP: ()}, status)  # type: ignore[arg-type]
+    c = ScaleoutController(so, speaker, lambda: {VIP: ()}, status)
     c.decisions = (VipDecision(VIP, True, "up"),)
     c.counts.update({"announce": 2, "withdraw": 1})
     c.drained, c.restarts = True, 3
