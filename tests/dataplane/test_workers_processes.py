@@ -120,3 +120,21 @@ def test_no_worker_outlives_a_killed_director(tmp_path: Path) -> None:
     for p in left:  # do not leave them behind if the test fails
         os.kill(p, signal.SIGKILL)
     assert not left, f"worker processes {left} outlived their director"
+
+
+def test_a_pool_whose_workers_cannot_start_raises_that_error_and_frees_its_shared_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The monitor thread's start failure reaches the caller: no pool half up, no /dev/shm left."""
+    from gridlb.dataplane import workers as workers_mod
+
+    def refuse(self: workers_mod.ProcessPool, spec: workers_mod.WorkerSpec) -> workers_mod._Worker:
+        raise OSError(24, "Too many open files (test)")
+
+    shm = Path("/dev/shm")
+    before = set(shm.iterdir()) if shm.is_dir() else set()
+    monkeypatch.setattr(workers_mod.ProcessPool, "_spawn", refuse)
+    with pytest.raises(OSError, match="Too many open files"):
+        workers_mod.ProcessPool(2)
+    after = set(shm.iterdir()) if shm.is_dir() else set()
+    assert after <= before

@@ -225,5 +225,4 @@ def _exec(state: system.LabState, node: str, command: list[str]) -> int:
         return EXIT_USAGE
     full = system.exec_argv(state, node, argv)
     sys.stdout.flush()
-    os.execvp(full[0], full)
-    return EXIT_USAGE  # pragma: no cover (execvp does not return)
+    os.execvp(full[0], full)  # does not return

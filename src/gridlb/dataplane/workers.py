@@ -584,12 +584,13 @@ class ProcessPool:
         self._monitor = threading.Thread(target=self._run, name="gridlb-workers", daemon=True)
         self._monitor.start()
         self._started.wait()
-        if self._start_error is not None:
+        error = self._start_failure()
+        if error is not None:
             self._monitor.join(10)
             self.log.close()
             self.counters.close()
             self.lock.close()
-            raise self._start_error
+            raise error
 
     @property
     def size(self) -> int:
@@ -635,6 +636,10 @@ class ProcessPool:
             w.proc.join(5)
         w.ctl.close()
         w.events.close()
+
+    def _start_failure(self) -> BaseException | None:
+        """Return what stopped the monitor thread from starting the workers (set by that thread)."""
+        return self._start_error
 
     def _run(self) -> None:
         try:
