@@ -1,11 +1,13 @@
 """Benchmark of the proxy dataplane against haproxy (default and 256 KiB buffers) and a direct connection.
 
-Placement (as in research/perf-anchors.md): the proxy under test runs alone on CPU 1; the
+Placement: the proxy under test runs alone on CPU 1; the
 backends and the load generator run on CPU 0. Every system balances least-connection over 3
 banner backends ("220 ..." then close, like an FTP greeting) and 3 bulk senders (the client sends
 `<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time (with its worker
-processes) is read from /proc/PID/stat before and after each load run, so "µs per connection"
-and "CPU-s per GB" do not depend on the load side's ceiling. haproxy runs from a config in a
+processes) is read before and after each load run, so "µs per connection" and "CPU-s per GB" do
+not depend on the load side's ceiling: the run time of each of its threads in nanoseconds
+(/proc/PID/task/TID/schedstat), or /proc/PID/stat's clock ticks (10 ms) for a run in which a thread
+started or ended. haproxy runs from a config in a
 temp dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems
 (each round runs every system once); every figure is the median over the rounds, shown with its
 spread (min–max), and every ratio to haproxy is taken within a round (same minute, same foreign
@@ -90,6 +92,22 @@ def cpu_s(pid: int) -> tuple[float, float]:
             u, s = cpu_s(int(child))
             user, system = user + u, system + s
     return user, system
+
+
+def run_ns(pid: int) -> dict[int, int]:
+    """Return {thread id: nanoseconds on a CPU} of every live thread of `pid` and its descendants.
+
+    The scheduler's own count (the first field of /proc/PID/task/TID/schedstat) is exact where
+    /proc/PID/stat's user and system times come in clock ticks (10 ms): a bulk test's relay CPU is a
+    few ticks. A thread that ends takes its count with it, so a run is measured this way only when
+    the same threads live before and after it (`measure`).
+    """
+    out: dict[int, int] = {}
+    for p in processes(pid):
+        for stat in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                out[int(stat.parent.name)] = int(stat.read_text().split()[0])
+    return out
 
 
 def processes(pid: int) -> list[int]:
@@ -507,7 +525,9 @@ def measure(
     procs = processes(pid) if pid else []
     split0 = [cpu_s_own(p) for p in procs]
     cs0 = ctx_switches(pid) if pid else 0
+    ns0 = run_ns(pid) if pid else {}
     res = loadgen(args, timeout_s)
+    ns1 = run_ns(pid) if pid else {}
     if pid:
         res["ctx_switches"] = ctx_switches(pid) - cs0
         # each process's own (user, system) seconds: the director, then each worker process
@@ -520,6 +540,11 @@ def measure(
     res["cpu_user_s"] = after[0] - before[0]
     res["cpu_sys_s"] = after[1] - before[1]
     res["cpu_s"] = res["cpu_user_s"] + res["cpu_sys_s"]
+    if ns0 and ns0.keys() == ns1.keys():  # the same threads throughout: their exact run time
+        res["cpu_s"] = (sum(ns1.values()) - sum(ns0.values())) / 1e9
+        res["cpu_clock"] = "ns"
+    elif pid:
+        res["cpu_clock"] = "ticks"
     res["test"] = test
     return res
 
@@ -667,7 +692,8 @@ def per_round(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
         if c64 := t.get("c64"):
             f["us_conn"] = c64["cpu_s"] * 1e6 / max(1, c64["conns"])
             f["cps64"] = c64["cps"]
-            f["user_share"] = c64["cpu_user_s"] / c64["cpu_s"] if c64["cpu_s"] else 0.0
+            ticks = c64["cpu_user_s"] + c64["cpu_sys_s"]  # the user/system split comes in ticks only
+            f["user_share"] = c64["cpu_user_s"] / ticks if ticks else 0.0
             if "ctx_switches" in c64:
                 f["cs_conn"] = c64["ctx_switches"] / max(1, c64["conns"])
             for i, (u, sy) in enumerate(c64.get("cpu_split_s", ())):
@@ -758,6 +784,12 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
             _, lo, hi = fig(name, key)
             parts.append(f"{label} {lo:{fmt}}–{hi:{fmt}}")
         print(f"  {name:<13} " + ", ".join(parts))
+    # Proxy CPU: exact per-thread run time, unless a thread came or went during the run (then ticks)
+    clocks = [run.get("cpu_clock") for runs in results.values() for run in runs if "cpu_clock" in run]
+    print(
+        f"proxy CPU time: exact (ns) in {clocks.count('ns')} of {len(clocks)} load runs, "
+        f"clock ticks ({1000 // HZ} ms) in {clocks.count('ticks')}"
+    )
     dp_errors: dict[str, int] = {}
     for run in results["gridlb"]:
         for k, v in run.get("dataplane_errors", {}).items():
