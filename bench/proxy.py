@@ -1,14 +1,13 @@
 """Benchmark of the proxy dataplane against haproxy (default and 256 KiB buffers) and a direct connection.
 
-Placement: the proxy under test runs alone on CPU 1; the
-backends and the load generator run on CPU 0. Every system balances least-connection over 3
-banner backends ("220 ..." then close, like an FTP greeting) and 3 bulk senders (the client sends
-`<MiB>\\n`, the sender writes that many MiB and closes). The proxy's CPU time (with its worker
-processes) is read before and after each load run, so "µs per connection" and "CPU-s per GB" do
-not depend on the load side's ceiling: the run time of each of its threads in nanoseconds
-(/proc/PID/task/TID/schedstat), or /proc/PID/stat's clock ticks (10 ms) for a run in which a thread
-started or ended. haproxy runs from a config in a
-temp dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems
+Placement: the proxy under test runs alone on CPU 1; the backends and the load generator run on
+CPU 0. Every system balances least-connection over 3 banner backends ("220 ..." then close, like an
+FTP greeting) and 3 bulk senders (the client sends `<MiB>\\n`, the sender writes that many MiB and
+closes). The proxy's CPU time (with its worker processes) is read before and after each load run,
+so "µs per connection" and "CPU-s per GB" do not depend on the load side's ceiling: the run time
+of each of its threads in nanoseconds (/proc/PID/task/TID/schedstat), or /proc/PID/stat's clock
+ticks (10 ms) for a run in which a thread started or ended. haproxy runs from a config in a temp
+dir, started and killed by PID. All traffic is on 127.0.0.1. Rounds interleave the systems
 (each round runs every system once); every figure is the median over the rounds, shown with its
 spread (min–max), and every ratio to haproxy is taken within a round (same minute, same foreign
 load) before its median.
