@@ -12,14 +12,17 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from gridlb.lab.netns import Lab
 from gridlb.lab.system import LabOptions, running
+
+T = TypeVar("T")
 
 REQUIRE_PRIVILEGED = os.environ.get("GRIDLB_REQUIRE_PRIVILEGED") == "1"
 #: The checkout: tests run gridlb from its `src` and `.venv`.
@@ -99,3 +102,28 @@ def reachable_by_others() -> Iterator[None]:
     finally:
         for d, mode in changed.items():
             d.chmod(mode)
+
+
+def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy and return that; AssertionError naming `what`.
+
+    The predicate is asked at least once, and once more at the deadline.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def time_until(cond: Callable[[], object], timeout_s: float, interval_s: float = 0.01) -> float | None:
+    """Return how many seconds `cond` took to hold (polled every `interval_s`), or None after `timeout_s`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(interval_s)
+    return None

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.director.loopback import PORT, Loopback, wait_for
+from tests.director.loopback import PORT, Loopback
+from tests.support import wait_for
 
 
 @pytest.fixture

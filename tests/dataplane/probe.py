@@ -262,8 +262,9 @@ def wait_no_close_wait(prefix: str, timeout_s: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Full-size run: a director and three real servers on loopback, rounds of poisoning, globus-url-copy."""
-    from tests.director.loopback import PORT, Loopback, wait_for
+    from tests.director.loopback import PORT, Loopback
     from tests.gridftp.helpers import guc
+    from tests.support import wait_for
 
     ap = argparse.ArgumentParser(prog="python -m tests.dataplane.probe", description=main.__doc__)
     ap.add_argument("--rounds", type=int, default=10)

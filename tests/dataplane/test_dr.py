@@ -15,13 +15,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.dataplane.dr_lab import LINE_READER, DrLab, HeldConnections, connect_many
-from tests.support import need_root, need_tool
+from tests.support import need_root, need_tool, wait_for
 
 pytestmark = pytest.mark.privileged
 
@@ -238,17 +238,6 @@ def vrrp_head(t: DrLab, node: str, state: str, priority: int) -> str:
     )
 
 
-def wait_for(what: str, pred: Callable[[], object], timeout_s: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def pair() -> Iterator[DrLab]:
     need_root()
@@ -268,7 +257,7 @@ def test_established_connections_keep_their_real_server_after_a_failover(pair: D
     for node, state, prio in (("dir1", "MASTER", 150), ("dir2", "BACKUP", 100)):
         head = vrrp_head(t, node, state, prio)
         t.start_director(t.site({4: PORT}, node=node, head=head, gridlb_extra=sync), node)
-    wait_for("dir1 to hold the VIP", lambda: t.lab.has_address("dir1", t.lab.vip4))
+    wait_for(lambda: t.lab.has_address("dir1", t.lab.vip4), 20, "dir1 to hold the VIP")
     assert not t.lab.has_address("dir2", t.lab.vip4)
 
     held = HeldConnections(t, t.vip4, PORT, 6, gap_s=0.2)
@@ -281,17 +270,18 @@ def test_established_connections_keep_their_real_server_after_a_failover(pair: D
     master = t.gridlb("ipvsadm", "--socket", str(t.socket_of("dir1")), "-Lnc").stdout
     want = sorted(x.split()[-1] for x in master.splitlines() if "ESTABLISHED" in x)
     assert len(want) == 6
-    wait_for("the backup to learn the 6 flows", lambda: synced() == want, 10)
+    wait_for(lambda: synced() == want, 10, "the backup to learn the 6 flows")
 
     # The master dies: its process is killed and its link goes down (its kernel table forwards no more).
     proc = t.directors["dir1"]
     proc.kill()
     proc.wait(timeout=10)
     t.lab.exec("dir1", ["ip", "link", "set", "eth0", "down"])
-    wait_for("dir2 to take the VIP", lambda: t.lab.has_address("dir2", t.lab.vip4))
+    wait_for(lambda: t.lab.has_address("dir2", t.lab.vip4), 20, "dir2 to take the VIP")
     wait_for(
-        "the client to follow the VIP",
         lambda: t.lab.neigh_mac("client", t.lab.vip4) == t.lab.node("dir2").mac,
+        20,
+        "the client to follow the VIP",
     )
     assert held.ping() == [True] * 6  # every established connection reached its own real server again
     again = connect_many(t, t.vip4, PORT, 3, gap_s=0.2)

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.dataplane.probe import Phase, run_round, wait_no_close_wait
-from tests.director.loopback import PORT, Loopback, wait_for
+from tests.director.loopback import PORT, Loopback
 from tests.gridftp.helpers import guc
-from tests.support import need_tool
+from tests.support import need_tool, wait_for
 
 _nets = itertools.count(150 + os.getpid() % 80)
 

@@ -23,24 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.gridftp.client import GridftpClient
-from tests.support import ROOT, reachable_by_others
+from tests.support import ROOT, reachable_by_others, wait_for
 
 GRIDLB = [sys.executable, "-m", "gridlb"]
 PORT = 2811
 #: Makes the test-only dataplane known to a director process (and to `gridlb lint` run by a test).
 PLUGIN_ENV = {"GRIDLB_DATAPLANE_MODULES": "asyncio=tests.director.asyncio_dataplane"}
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; AssertionError naming `what` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class RealServer:

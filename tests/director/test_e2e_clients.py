@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.director.loopback import GRIDLB, PORT, metric, wait_for
-from tests.support import ROOT, need_tool
+from tests.director.loopback import GRIDLB, PORT, metric
+from tests.support import ROOT, need_tool, wait_for
 
 DATA_PORTS = (61000, 61015)  # above the ephemeral ports: no client connection holds one
 PAYLOAD = os.urandom(1 << 20) + b"tail"

@@ -23,8 +23,8 @@ import pytest
 from gridlb.api.client import ControlClient
 from gridlb.gridftp.client import GridftpClient
 from gridlb.table import IpvsTable, ServiceKey
-from tests.director.loopback import PORT, Loopback, Transfer, load, metric, wait_for
-from tests.support import need_root
+from tests.director.loopback import PORT, Loopback, Transfer, load, metric
+from tests.support import need_root, wait_for
 
 _nets = itertools.count(10 + os.getpid() % 100)
 

@@ -27,8 +27,8 @@ from gridlb.lab import system
 from gridlb.lab.director_pair import DirectorRouter
 from gridlb.lab.netns import Lab
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, instance_names
-from tests.director.loopback import wait_for
 from tests.support import lab as lab_up
+from tests.support import wait_for
 
 pytestmark = pytest.mark.privileged
 

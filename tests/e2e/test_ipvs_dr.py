@@ -17,9 +17,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from gridlb.api.client import ControlClient
 from gridlb.errors import GridlbError
 from gridlb.lab.netns import Lab
 from tests.support import lab as lab_up
-from tests.support import need_root, need_tool
+from tests.support import need_root, need_tool, wait_for
 
 pytestmark = [pytest.mark.ipvs, pytest.mark.privileged]
 
@@ -73,17 +72,6 @@ for line in sys.stdin:
     elif cmd[0] == "ping":
         print(json.dumps([ask(c) for c in conns]), flush=True)
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(step_s)
 
 
 class Holder:

@@ -11,29 +11,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.health.xrootd_server import XrootdServer
-from tests.support import need_tool
+from tests.support import need_tool, wait_for
 
 VIP = "127.7.12.57"
 GRIDFTP_RS = "127.7.12.58"
 GRIDLB = [sys.executable, "-m", "gridlb"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class Director:

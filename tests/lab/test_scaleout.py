@@ -15,8 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 
 from gridlb.api.client import ControlClient
 from gridlb.lab import scaleout, system
-from tests.support import need_root, need_tool
+from tests.support import need_root, need_tool, time_until
 
 pytestmark = pytest.mark.privileged
 
@@ -98,16 +97,6 @@ def conns_by_real(state: system.LabState, directors: list[str]) -> dict[str, int
 
 def connect_burst(state: system.LabState, n: int = CONNECTS) -> int:
     return int(in_node(state, "remote", sys.executable, "-c", CONNECT_SCRIPT, state.vip4, str(n)))
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float) -> float | None:
-    """Return how long `cond` took to become true, or None after `timeout_s`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(0.01)
-    return None
 
 
 def director_addr(state: system.LabState, node: str) -> str:
@@ -185,7 +174,7 @@ def test_drain_withdraws_and_no_new_flow_reaches_the_drained_director(lab: syste
     gridlb = [sys.executable, "-m", "gridlb"]
     out = in_node(lab, "dir2", *gridlb, "director", "drain", "--socket", sock)
     assert out.strip() == f"director drained: withdrew {lab.vip4}"
-    took = wait_for(lambda: director_addr(lab, "dir2") not in scaleout.nexthops(lab), 5)
+    took = time_until(lambda: director_addr(lab, "dir2") not in scaleout.nexthops(lab), 5)
     assert took is not None
     assert "[dir2 " not in scaleout.rib(lab)
     print(f"\ndrain: gone from the router's FIB {took * 1000:.0f} ms after the reply")
@@ -197,8 +186,8 @@ def test_drain_withdraws_and_no_new_flow_reaches_the_drained_director(lab: syste
     assert status(lab, "dir2")["scaleout"]["drained"] is True
     out = in_node(lab, "dir2", *gridlb, "director", "undrain", "--socket", sock)
     assert out.strip() == f"director undrained: announcing {lab.vip4}"
-    assert wait_for(lambda: director_addr(lab, "dir2") in scaleout.nexthops(lab), 5) is not None
-    assert wait_for(lambda: scaleout.balanced(lab), 30) is not None  # buckets back to dir2
+    assert time_until(lambda: director_addr(lab, "dir2") in scaleout.nexthops(lab), 5) is not None
+    assert time_until(lambda: scaleout.balanced(lab), 30) is not None  # buckets back to dir2
 
 
 PORTS = list(range(62000, 62150))  # above the ephemeral range
@@ -216,7 +205,7 @@ def only_through(state: system.LabState, node: str | None) -> None:
     want = sorted(
         director_addr(state, f"dir{i + 1}") for i in range(DIRECTORS) if node in (None, f"dir{i + 1}")
     )
-    assert wait_for(lambda: sorted(scaleout.nexthops(state)) == want, 10) is not None
+    assert time_until(lambda: sorted(scaleout.nexthops(state)) == want, 10) is not None
 
 
 def test_every_director_sends_a_flow_to_the_same_real_server(lab: system.LabState) -> None:
@@ -264,9 +253,9 @@ def test_a_speaker_that_dies_is_started_again_and_announces_again(lab: system.La
     birds = [c for c in children(director.pid) if Path(f"/proc/{c}/comm").read_text().strip() == "bird"]
     assert len(birds) == 1
     os.kill(birds[0], signal.SIGKILL)
-    gone = wait_for(lambda: director_addr(lab, "dir1") not in scaleout.nexthops(lab), 5)
+    gone = time_until(lambda: director_addr(lab, "dir1") not in scaleout.nexthops(lab), 5)
     assert gone is not None
-    back = wait_for(lambda: director_addr(lab, "dir1") in scaleout.nexthops(lab), 20)
+    back = time_until(lambda: director_addr(lab, "dir1") in scaleout.nexthops(lab), 20)
     assert back is not None
     print(f"\nspeaker killed: route gone after {gone * 1000:.0f} ms, back {back:.1f} s later")
     assert status(lab, "dir1")["scaleout"]["restarts"] == 1
@@ -276,13 +265,13 @@ def test_a_speaker_that_dies_is_started_again_and_announces_again(lab: system.La
 def test_director_killed_withdraws_at_once_and_a_silent_one_within_the_hold_time(
     lab: system.LabState,
 ) -> None:
-    assert wait_for(lambda: scaleout.balanced(lab), 30) is not None  # after the undrain and restart above
+    assert time_until(lambda: scaleout.balanced(lab), 30) is not None  # after the undrain and restart above
     proc = next(p for p in lab.procs if p.node == "dir3" and p.role == "director")
     with scaleout.HeldFlows(lab, PORTS, sys.executable) as flows:
         places = flows.places()
         assert len(places) == len(PORTS) and flows.probe() == []
         os.kill(proc.pid, signal.SIGKILL)  # its BIRD dies with it (PR_SET_PDEATHSIG) and closes the session
-        killed = wait_for(
+        killed = time_until(
             lambda: director_addr(lab, "dir3") not in scaleout.nexthops(lab), scaleout.HOLD_TIME_S + 2
         )
         assert killed is not None
@@ -302,7 +291,7 @@ def test_director_killed_withdraws_at_once_and_a_silent_one_within_the_hold_time
     # a director that goes silent (its link down: no FIN, no keepalive) is dropped by the hold timer
     in_node(lab, "dir1", "ip", "link", "set", "eth0", "down")
     try:
-        silent = wait_for(
+        silent = time_until(
             lambda: director_addr(lab, "dir1") not in scaleout.nexthops(lab), scaleout.HOLD_TIME_S + 2
         )
     finally:
@@ -315,13 +304,13 @@ def test_director_killed_withdraws_at_once_and_a_silent_one_within_the_hold_time
     )
     assert connect_burst(lab, 30) == 30
     # it comes back once its link does (BIRD reconnects)
-    assert wait_for(lambda: director_addr(lab, "dir1") in scaleout.nexthops(lab), 20) is not None
+    assert time_until(lambda: director_addr(lab, "dir1") in scaleout.nexthops(lab), 20) is not None
 
 
 def test_clean_stop_withdraws_before_the_director_exits(lab: system.LabState) -> None:
     proc = next(p for p in lab.procs if p.node == "dir2" and p.role == "director")
     os.kill(proc.pid, signal.SIGTERM)
-    assert wait_for(lambda: not system.alive(proc), 20) is not None
+    assert time_until(lambda: not system.alive(proc), 20) is not None
     assert director_addr(lab, "dir2") not in scaleout.nexthops(lab)
     log = Path(proc.log).read_text()
     assert f"scale-out: withdraw {lab.vip4} (director shutting down)" in log

@@ -23,7 +23,7 @@ import pytest
 
 from gridlb.api.client import ControlClient
 from gridlb.lab import scaleout, system
-from tests.support import need_root, need_tool
+from tests.support import need_root, need_tool, time_until
 
 pytestmark = pytest.mark.privileged
 
@@ -86,15 +86,6 @@ def adopted(state: system.LabState, node: str) -> int:
 
 def addr(state: system.LabState, node: str) -> str:
     return state.nodes[node]["ipv4"]
-
-
-def wait_for(cond: Any, timeout_s: float) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(0.01)
-    return None
 
 
 def start_transfers(state: system.LabState, out: Path, n: int, name: str) -> list[subprocess.Popen[bytes]]:
@@ -187,7 +178,7 @@ def test_drained_director_withdraws_its_transfers_finish_and_no_new_flow_reaches
         time.sleep(2)
         with ControlClient(sock(lab, "dir2"), timeout_s=20) as client:
             client.director_drain()
-        assert wait_for(lambda: addr(lab, "dir2") not in scaleout.nexthops(lab), 5) is not None
+        assert time_until(lambda: addr(lab, "dir2") not in scaleout.nexthops(lab), 5) is not None
         base = conns(lab)["dir2"]
         failed, bad = finish(procs, tmp_path, big_sha(lab))
     assert (failed, bad) == (0, 0)
@@ -197,8 +188,8 @@ def test_drained_director_withdraws_its_transfers_finish_and_no_new_flow_reaches
     assert conns(lab)["dir2"] == base  # no new connection reached the drained director
     with ControlClient(sock(lab, "dir2"), timeout_s=20) as client:
         client.director_undrain()
-    assert wait_for(lambda: addr(lab, "dir2") in scaleout.nexthops(lab), 10) is not None
-    assert wait_for(lambda: scaleout.balanced(lab), 30) is not None
+    assert time_until(lambda: addr(lab, "dir2") in scaleout.nexthops(lab), 10) is not None
+    assert time_until(lambda: scaleout.balanced(lab), 30) is not None
 
 
 def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState, tmp_path: Path) -> None:
@@ -214,7 +205,7 @@ def test_director_killed_during_thirty_transfers_fails_none(lab: system.LabState
         proc = next(p for p in lab.procs if p.node == "dir3" and p.role == "director")
         assert conns(lab)["dir3"] > 0
         os.kill(proc.pid, signal.SIGKILL)
-        took = wait_for(lambda: addr(lab, "dir3") not in scaleout.nexthops(lab), scaleout.HOLD_TIME_S + 2)
+        took = time_until(lambda: addr(lab, "dir3") not in scaleout.nexthops(lab), scaleout.HOLD_TIME_S + 2)
         running = sum(p.poll() is None for p in procs)
         # a further command on every session, those through dir3 too: their packets now reach dir1 or
         # dir2, which know no flow for them and forward them by the same Maglev table

@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from gridlb.config.schema import ScaleoutSettings
 from gridlb.errors import ConfigError
 from gridlb.scaleout.bird import BirdPlan, parse_protocols, render_config
-from tests.support import need_root, need_tool
+from tests.support import need_root, need_tool, wait_for
 
 VIP4 = ip_address("10.0.9.1")
 VIP6 = ip_address("fd00:9::1")
@@ -135,17 +134,29 @@ def test_real_bird_router_sees_the_announcement_and_the_withdrawal(tmp_path: Pat
             return speaker.stdout.readline().strip()
 
         assert ask("start") == "started"
-        assert wait_for(lambda: "Established" in sh("birdc", "-s", rsock, "show", "protocols", "dir1"), 20)
+        wait_for(
+            lambda: "Established" in sh("birdc", "-s", rsock, "show", "protocols", "dir1"),
+            20,
+            "the BGP session",
+        )
         assert "10.0.9.1/32" not in rib()  # nothing announced yet
         assert ask("announce") == "changed"
-        assert wait_for(lambda: "10.0.9.1/32" in rib() and "via 10.93.1.2" in fib(), 10)
+        wait_for(
+            lambda: "10.0.9.1/32" in rib() and "via 10.93.1.2" in fib(),
+            10,
+            "the route in the RIB and the FIB",
+        )
         assert ask("announce") == "same"  # desired state: no second reconfigure
         assert ask("withdraw") == "changed"
-        assert wait_for(lambda: "10.0.9.1/32" not in rib() and fib() == "", 10)
+        wait_for(
+            lambda: "10.0.9.1/32" not in rib() and fib() == "",
+            10,
+            "the route withdrawn from the RIB and the FIB",
+        )
         assert ask("announce") == "changed"
-        assert wait_for(lambda: "10.0.9.1/32" in rib(), 10)
+        wait_for(lambda: "10.0.9.1/32" in rib(), 10, "the route announced again")
         assert ask("stop") == "stopped"  # clean stop: withdraw, then BIRD closes the session
-        assert wait_for(lambda: "10.0.9.1/32" not in rib(), 10)
+        wait_for(lambda: "10.0.9.1/32" not in rib(), 10, "the route withdrawn when the speaker stops")
         assert speaker.wait(timeout=10) == 0
     finally:
         for p in procs:
@@ -158,15 +169,6 @@ def test_real_bird_router_sees_the_announcement_and_the_withdrawal(tmp_path: Pat
             ).stdout.split():
                 subprocess.run(["kill", "-9", pid], check=False)
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
-
-
-def wait_for(cond: Callable[[], object], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 SPEAKER_SCRIPT = """
