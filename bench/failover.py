@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from gridlb.lab.director_pair import DirectorRouter, start_banner
 from gridlb.lab.netns import Lab
 from gridlb.lab.system import LabOptions, running
-from gridlb.lab.vrrp_pair import PROBE, PairSettings, Router, RouterSpec, touch_neighbour, wait_for
+from gridlb.lab.vrrp_pair import PROBE, PairSettings, Router, RouterSpec, time_until, touch_neighbour
 
 PORT = 2811
 SETTINGS = {
@@ -81,7 +81,7 @@ def run_pair(lab: Lab, impl: str, settings: PairSettings, trials: int, workdir: 
     try:
         routers["dir1"].start()
         routers["dir1"].wait_ready()
-        if wait_for(lambda: routers["dir1"].holds_vip(), down_s + 2) is None:
+        if time_until(lambda: routers["dir1"].holds_vip(), down_s + 2) is None:
             raise RuntimeError(f"{impl}: dir1 never became master: {routers['dir1'].log.read_text()[-1500:]}")
         routers["dir2"].start()
         routers["dir2"].wait_ready()

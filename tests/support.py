@@ -21,6 +21,7 @@ import pytest
 
 from gridlb.lab.netns import Lab
 from gridlb.lab.system import LabOptions, running
+from gridlb.lab.vrrp_pair import time_until as time_until  # the lab's: seconds until a condition held
 
 T = TypeVar("T")
 
@@ -117,13 +118,3 @@ def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, int
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
-
-
-def time_until(cond: Callable[[], object], timeout_s: float, interval_s: float = 0.01) -> float | None:
-    """Return how many seconds `cond` took to hold (polled every `interval_s`), or None after `timeout_s`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(interval_s)
-    return None

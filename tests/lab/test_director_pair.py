@@ -9,8 +9,9 @@ import pytest
 
 from gridlb.lab.director_pair import DirectorRouter, start_banner
 from gridlb.lab.netns import Lab
-from gridlb.lab.vrrp_pair import PROBE, PairSettings, RouterSpec, vip_of, wait_for
+from gridlb.lab.vrrp_pair import PROBE, PairSettings, RouterSpec, vip_of
 from tests.support import lab as lab_up
+from tests.support import time_until
 
 pytestmark = pytest.mark.privileged
 
@@ -34,13 +35,13 @@ def test_director_pair_v4_v6_crash(tmp_path: Path) -> None:
         d1.wait_ready()
         d2.wait_ready()
         both = (4, 6)
-        assert wait_for(lambda: all(d1.holds_vip(f) for f in both), 10) is not None, d1.dump_json()
+        assert time_until(lambda: all(d1.holds_vip(f) for f in both), 10) is not None, d1.dump_json()
         states = [i["state"] for i in d1.status()["instances"]]
         assert states == ["MASTER", "MASTER"]
         for fam in both:
             assert probe(lab, fam, "dir1"), d1.log.read_text()[-2000:]
         d1.kill_hard()
-        assert wait_for(lambda: all(d2.holds_vip(f) for f in both), 10) is not None, d2.dump_json()
+        assert time_until(lambda: all(d2.holds_vip(f) for f in both), 10) is not None, d2.dump_json()
         for fam in both:
             assert probe(lab, fam, "dir2"), d2.log.read_text()[-2000:]
         assert [i["state"] for i in d2.status()["instances"]] == ["MASTER", "MASTER"]

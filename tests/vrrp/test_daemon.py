@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from gridlb.lab.netns import Lab
-from gridlb.lab.vrrp_pair import wait_for
-from tests.support import need_root
+from tests.support import need_root, time_until
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -89,8 +88,8 @@ def test_stale_vip_tracking_and_notify(lab: Lab, tmp_path: Path) -> None:
         return log.read_text().splitlines() if log.exists() else []
 
     # The stale VIP is removed before joining as BACKUP, then (alone) it becomes MASTER.
-    assert wait_for(lambda: status.exists(), 10) is not None
-    assert wait_for(lambda: "INSTANCE VI_1 MASTER 100" in notes(), 10) is not None, (
+    assert time_until(lambda: status.exists(), 10) is not None
+    assert time_until(lambda: "INSTANCE VI_1 MASTER 100" in notes(), 10) is not None, (
         tmp_path / "daemon.log"
     ).read_text()
     assert notes()[0] == "INSTANCE VI_1 BACKUP 100"
@@ -98,16 +97,16 @@ def test_stale_vip_tracking_and_notify(lab: Lab, tmp_path: Path) -> None:
     assert json.loads(status.read_text())["instances"][0]["stale_vips_removed"] == [f"{lab.vip4}/24"]
     # Tracked interface loses carrier -> FAULT, VIP removed; back -> BACKUP -> MASTER.
     lab.exec(ns, ["ip", "link", "set", "trk1", "down"])
-    assert wait_for(lambda: not has_vip() and "INSTANCE VI_1 FAULT 100" in notes(), 5) is not None
+    assert time_until(lambda: not has_vip() and "INSTANCE VI_1 FAULT 100" in notes(), 5) is not None
     lab.exec(ns, ["ip", "link", "set", "trk1", "up"])
-    assert wait_for(lambda: has_vip() and notes().count("INSTANCE VI_1 MASTER 100") == 2, 5) is not None
+    assert time_until(lambda: has_vip() and notes().count("INSTANCE VI_1 MASTER 100") == 2, 5) is not None
     # Tracked script fails -> FAULT; succeeds again -> MASTER.
     flag.unlink()
-    assert wait_for(lambda: not has_vip() and notes().count("INSTANCE VI_1 FAULT 100") == 2, 5) is not None
+    assert time_until(lambda: not has_vip() and notes().count("INSTANCE VI_1 FAULT 100") == 2, 5) is not None
     flag.write_text("")
-    assert wait_for(lambda: has_vip() and notes().count("INSTANCE VI_1 MASTER 100") == 3, 5) is not None
+    assert time_until(lambda: has_vip() and notes().count("INSTANCE VI_1 MASTER 100") == 3, 5) is not None
     # Clean stop: VIP removed, notify STOP.
     proc.terminate()
     assert proc.wait(timeout=10) == 0
     assert not has_vip()
-    assert wait_for(lambda: "INSTANCE VI_1 STOP 100" in notes(), 5) is not None
+    assert time_until(lambda: "INSTANCE VI_1 STOP 100" in notes(), 5) is not None

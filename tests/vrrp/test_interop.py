@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from gridlb.lab.netns import Lab
-from gridlb.lab.vrrp_pair import PairSettings, Router, RouterSpec, touch_neighbour, vip_of, wait_for
+from gridlb.lab.vrrp_pair import PairSettings, Router, RouterSpec, touch_neighbour, vip_of
 from gridlb.vrrp.packet import Advert, AuthType, encode, pass_auth_data
-from tests.support import need_tool
+from tests.support import need_tool, time_until
 
 pytestmark = pytest.mark.privileged
 
@@ -52,11 +52,11 @@ def test_failover_both_ways(lab: Lab, tmp_path: Path, version: int, master_impl:
         # 1. Election: the MASTER-configured, higher-priority router takes the VIPs; the backup stays quiet.
         m.start()
         m.wait_ready()
-        assert wait_for(lambda: holds(m), down_s(s, 150) + slack) is not None, m.log.read_text()
+        assert time_until(lambda: holds(m), down_s(s, 150) + slack) is not None, m.log.read_text()
         b.start()
         b.wait_ready()
-        assert wait_for(lambda: holds(m) and holds_none(b), 0.5) is not None
-        assert wait_for(lambda: not (holds(m) and holds_none(b)), down_s(s, 100) + 1.0) is None, (
+        assert time_until(lambda: holds(m) and holds_none(b), 0.5) is not None
+        assert time_until(lambda: not (holds(m) and holds_none(b)), down_s(s, 100) + 1.0) is None, (
             b.log.read_text()
         )
         for fam in s.families:
@@ -65,8 +65,8 @@ def test_failover_both_ways(lab: Lab, tmp_path: Path, version: int, master_impl:
 
         # 2. SIGKILL of the master: the backup takes over; GARP / unsolicited NA move the client's entry.
         m.kill_hard()
-        assert wait_for(lambda: holds(b), down_s(s, 100) + slack) is not None, b.log.read_text()
-        assert wait_for(lambda: client_sees(lab, b), slack) is not None, lab.exec(
+        assert time_until(lambda: holds(b), down_s(s, 100) + slack) is not None, b.log.read_text()
+        assert time_until(lambda: client_sees(lab, b), slack) is not None, lab.exec(
             "client", ["ip", "neigh"]
         ).stdout
         assert holds(m)  # a crash leaves the VIPs behind on the dead director
@@ -74,10 +74,10 @@ def test_failover_both_ways(lab: Lab, tmp_path: Path, version: int, master_impl:
         # 3. The old master restarts: it drops the stale VIPs first, joins as BACKUP, then preempts back.
         m.start()
         m.wait_ready()
-        assert wait_for(lambda: holds(m) and holds_none(b), down_s(s, 150) + slack) is not None, (
+        assert time_until(lambda: holds(m) and holds_none(b), down_s(s, 150) + slack) is not None, (
             m.log.read_text()
         )
-        assert wait_for(lambda: client_sees(lab, m), slack) is not None
+        assert time_until(lambda: client_sees(lab, m), slack) is not None
         if master_impl == "gridlb":
             removed = {i["name"]: i["stale_vips_removed"] for i in m.status()["instances"]}
             assert all(removed[f"VI_{f}"] for f in s.families), removed
@@ -85,17 +85,19 @@ def test_failover_both_ways(lab: Lab, tmp_path: Path, version: int, master_impl:
         # 4. Clean stop of the master (priority-0 advert): the backup takes over after Skew_Time.
         m.stop_clean()
         assert holds_none(m)
-        assert wait_for(lambda: holds(b), 1.0 + slack) is not None, b.log.read_text()
-        assert wait_for(lambda: client_sees(lab, b), slack) is not None
+        assert time_until(lambda: holds(b), 1.0 + slack) is not None, b.log.read_text()
+        assert time_until(lambda: client_sees(lab, b), slack) is not None
 
         # 5. nopreempt: the higher-priority router comes back with nopreempt and stays BACKUP.
         m2 = Router(lab, s, RouterSpec("dir1", master_impl, 150, "BACKUP", nopreempt=True), tmp_path)
         m2.start()
         m2.wait_ready()
-        assert wait_for(lambda: holds(m2) or not holds(b), down_s(s, 150) + 2 * s.advert_int_s + 1.0) is None
+        assert (
+            time_until(lambda: holds(m2) or not holds(b), down_s(s, 150) + 2 * s.advert_int_s + 1.0) is None
+        )
         # ...until the lower-priority master goes away: then it takes over.
         b.kill_hard()
-        assert wait_for(lambda: holds(m2), down_s(s, 150) + slack) is not None, m2.log.read_text()
+        assert time_until(lambda: holds(m2), down_s(s, 150) + slack) is not None, m2.log.read_text()
         m2.stop_clean()
     finally:
         for r in (m, b):
@@ -109,7 +111,7 @@ def test_foreign_and_malformed_adverts_are_counted_and_dropped(lab: Lab, tmp_pat
     m = Router(lab, s, RouterSpec("dir1", "gridlb", 100, "MASTER"), tmp_path)
     m.start()
     m.wait_ready()
-    assert wait_for(lambda: holds(m), down_s(s, 100) + 2.0) is not None
+    assert time_until(lambda: holds(m), down_s(s, 100) + 2.0) is not None
     me = lab.node("dir1").ipv4
     vip = lab.vip4
     good_auth = pass_auth_data(s.auth_pass)
@@ -142,13 +144,13 @@ def test_foreign_and_malformed_adverts_are_counted_and_dropped(lab: Lab, tmp_pat
         st = m.status()
         return dict(st["instances"][0]["drops"]) if st else {}
 
-    assert wait_for(lambda: all(drops().get(k, 0) >= n for k in cases), 5.0) is not None, drops()
+    assert time_until(lambda: all(drops().get(k, 0) >= n for k in cases), 5.0) is not None, drops()
     assert {k: drops()[k] for k in cases} == dict.fromkeys(cases, n)
     assert m.status()["instances"][0]["state"] == "MASTER" and holds(m)
     # Positive control: the same advert from the configured peer is accepted and preempts us.
     lab.exec("dir2", [sys.executable, "-c", code, str(me), v2().hex(), "255", "1"])
-    assert wait_for(lambda: holds_none(m), 2.0) is not None
-    assert m.status()["instances"][0]["state"] == "BACKUP" or wait_for(
+    assert time_until(lambda: holds_none(m), 2.0) is not None
+    assert m.status()["instances"][0]["state"] == "BACKUP" or time_until(
         lambda: m.status()["instances"][0]["state"] == "BACKUP", 2.0
     )
     m.stop_clean()

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from gridlb.lab.netns import Lab
-from gridlb.lab.vrrp_pair import PairSettings, Router, RouterSpec, touch_neighbour, wait_for
+from gridlb.lab.vrrp_pair import PairSettings, Router, RouterSpec, touch_neighbour
+from tests.support import time_until
 
 pytestmark = pytest.mark.privileged
 
@@ -91,7 +92,7 @@ def test_first_syn_after_takeover_is_answered(lab: Lab, tmp_path: Path) -> None:
     try:
         routers["dir1"].start()
         routers["dir1"].wait_ready()
-        assert wait_for(routers["dir1"].holds_vip, 5.0) is not None, routers["dir1"].log.read_text()
+        assert time_until(routers["dir1"].holds_vip, 5.0) is not None, routers["dir1"].log.read_text()
         routers["dir2"].start()
         routers["dir2"].wait_ready()
         time.sleep(0.5)

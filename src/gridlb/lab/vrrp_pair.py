@@ -283,13 +283,13 @@ class Router(PairMember):
         return data
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> float | None:
-    """Poll `predicate` until true; return the seconds it took, or None on timeout."""
+def time_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.01) -> float | None:
+    """Poll `predicate` every `interval_s` until it holds; return the seconds it took, or None on timeout."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if predicate():
             return time.monotonic() - start
-        time.sleep(step_s)
+        time.sleep(interval_s)
     return None
 
 
