@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -118,3 +119,23 @@ def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, int
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def freeze(pid: int, timeout_s: float = 5.0) -> None:
+    """SIGSTOP `pid` and wait until every thread of it has stopped.
+
+    kill(2) returns once the signal is queued: a thread busy on another CPU may still answer a
+    request made right after it. `SIGCONT` undoes this.
+    """
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            # the state is the first field after the command name, which ends at the last ")"
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+        except FileNotFoundError:  # a thread ended between the listing and the read: look again
+            return False
+        return all(state in ("T", "t", "Z", "X") for state in states)
+
+    wait_for(stopped, timeout_s, f"every thread of process {pid} to stop", interval_s=0.002)

@@ -1,12 +1,17 @@
-"""Tests of the shared test helpers' polling: `wait_for` returns the value or names what it waited for."""
+"""Tests of the shared test helpers: polling (`wait_for`, `time_until`) and stopping a process (`freeze`)."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support import time_until, wait_for
+from tests.support import freeze, time_until, wait_for
 
 
 def test_wait_for_returns_the_first_truthy_value() -> None:
@@ -26,3 +31,23 @@ def test_time_until_returns_the_seconds_it_took_or_none() -> None:
     took = time_until(lambda: next(calls) >= 3, 5)
     assert took is not None and 0 < took < 5
     assert time_until(lambda: False, 0.03) is None
+
+
+def test_freeze_returns_once_every_thread_has_stopped() -> None:
+    code = (
+        "import threading, time\n"
+        "for _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "print(flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"\n"
+        freeze(proc.pid)
+        tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+        assert len(tasks) == 4
+        assert all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+        os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        proc.kill()
+        proc.wait(10)

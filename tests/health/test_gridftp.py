@@ -24,8 +24,8 @@ from gridlb.health.base import Verdict, create_checker
 from gridlb.health.gridftp import GridftpChecker, classify_banner, data_address_fault
 from gridlb.health.tcp import TcpChecker
 from gridlb.lab.netns import Lab
+from tests.support import freeze, need_tool
 from tests.support import lab as lab_up
-from tests.support import need_tool
 
 GLOBUS_BANNER = b"220 vm GridFTP Server 13.24 (gcc64, 1653033972-1) [Grid Community Toolkit 6.2] ready.\r\n"
 BUSY = b"421 Service busy: Connection limit exceeded. Please try again later. Closing control connection.\r\n"
@@ -447,7 +447,7 @@ async def test_globus_refusing_at_its_connection_limit(globus: Callable[..., Glo
 
 async def test_globus_hung_is_down_by_timeout(globus: Callable[..., Globus]) -> None:
     g = globus()
-    os.kill(g.proc.pid, signal.SIGSTOP)
+    freeze(g.proc.pid)
     try:
         verdict, reason = await run_check(g.target, timeout_s=0.5)
         assert (verdict, reason) == (Verdict.DOWN, f"no banner from {g.target} within 0.5 s")

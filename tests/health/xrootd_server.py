@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import need_tool
+from tests.support import freeze, need_tool
 
 CANARY = b"gridlb xrootd canary\n"
 
@@ -91,7 +91,7 @@ class XrootdServer:
 
     def pause(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        freeze(self.proc.pid)  # returns once every thread has stopped
 
     def resume(self) -> None:
         assert self.proc is not None
