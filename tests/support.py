@@ -106,11 +106,17 @@ def reachable_by_others() -> Iterator[None]:
             d.chmod(mode)
 
 
-def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], timeout_s: float, what: str, interval_s: float | None = None
+) -> T:
     """Poll `predicate` until it returns something truthy and return that; AssertionError naming `what`.
 
-    The predicate is asked at least once, and once more at the deadline.
+    The predicate is asked at least once, and once more at the deadline. By default it is asked every
+    50 ms, and every 100 ms in the VM tier, where each poll (often a process) runs under emulation and
+    takes CPU from the system under test.
     """
+    if interval_s is None:
+        interval_s = 0.1 if IN_VM else 0.05
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
