@@ -127,6 +127,17 @@ def wait_for(
         time.sleep(interval_s)
 
 
+def thread_states(pid: int) -> list[str]:
+    """The scheduler state (R, S, D, T, Z, ...) of every thread of `pid`, from /proc/PID/task/*/stat.
+
+    Raises FileNotFoundError when a thread ends between the listing and the read.
+    """
+    # the state is the first field after the command name, which ends at the last ")"
+    return [
+        (t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()
+    ]
+
+
 def freeze(pid: int, timeout_s: float = 5.0) -> None:
     """SIGSTOP `pid` and wait until every thread of it has stopped.
 
@@ -137,9 +148,7 @@ def freeze(pid: int, timeout_s: float = 5.0) -> None:
 
     def stopped() -> bool:
         try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-            # the state is the first field after the command name, which ends at the last ")"
-            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+            states = thread_states(pid)
         except FileNotFoundError:  # a thread ended between the listing and the read: look again
             return False
         return all(state in ("T", "t", "Z", "X") for state in states)

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support import freeze, time_until, wait_for
+from tests.support import freeze, thread_states, time_until, wait_for
 
 
 def test_wait_for_returns_the_first_truthy_value() -> None:
@@ -44,9 +43,7 @@ def test_freeze_returns_once_every_thread_has_stopped() -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"\n"
         freeze(proc.pid)
-        tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
-        assert len(tasks) == 4
-        assert all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+        assert thread_states(proc.pid) == ["T"] * 4
         os.kill(proc.pid, signal.SIGCONT)
     finally:
         proc.kill()
