@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,6 +120,18 @@ class Director:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
+    def only_real(self) -> dict[str, Any]:
+        """The status of the director's only real server."""
+        with self.client() as c:
+            (service,) = c.status()["services"]
+        (real,) = service["reals"]
+        return dict(real)
+
+    def check_age(self) -> float | None:
+        """Seconds since the latest check of the director's only real server (None before the first)."""
+        last = self.only_real()["last_check"]
+        return None if last is None else float(last["age_s"])
+
     def ipvsadm(self, *args: str) -> str:
         return run("ip", "netns", "exec", self.ns, "ipvsadm", *args)
 
@@ -203,13 +216,31 @@ def test_health_change_reaches_the_kernel_within_one_interval(netns: Lab, tmp_pa
     director.start()
     try:
         line = f"-a -t {vip}:2811 -r {rip}:2811 -g -w 1\n"
-        wait_for(lambda: line in director.ipvsadm("-Sn"), 60, "the real server to pass its first check")
+        # Without alpha a real server is in the table before its first check, so wait for a check.
+        wait_for(lambda: line in director.ipvsadm("-Sn"), 60, "the real server in the kernel's table")
+        # The server dies halfway between two checks: the next check is due one interval after the
+        # last one, so it comes half an interval after the death. (Killed just after a check, it
+        # would come a whole interval later, and the bound below would then also have to hold the
+        # netlink change and the ipvsadm poll that sees it: a race under emulation.)
+        age = wait_for(
+            lambda: (a,) if (a := director.check_age()) is not None and a < CHECK_INTERVAL_S / 4 else None,
+            3 * CHECK_INTERVAL_S,
+            "a fresh check",
+        )[0]
+        assert director.only_real()["last_check"]["verdict"] == "up"
+        assert line in director.ipvsadm("-Sn")
+        time.sleep(CHECK_INTERVAL_S / 2 - age)
         listener.kill()
         listener.wait(timeout=10)
         down_at = time.monotonic()
         wait_for(lambda: line not in director.ipvsadm("-Sn"), 30, "the failed check to reach the kernel")
         took = time.monotonic() - down_at
+        # A check that came later than its interval, or a change that took more than half an
+        # interval to reach the kernel after it (here it takes about 0.05 s), fails this bound.
         assert took <= CHECK_INTERVAL_S, f"the kernel changed {took:.1f} s after the server died"
+        real = director.only_real()
+        assert real["last_check"]["verdict"] == "down", real
+        assert real["health"] == "down", real
         director.assert_same_listings()
     finally:
         director.stop()
