@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from tests.dataplane.dr_lab import DrLab  # noqa: E402
 
 from gridlb.dataplane.dr_rules import DestRule, FlowKey, Ruleset, transaction  # noqa: E402
+from gridlb.lab import procfs  # noqa: E402
 
 PORT = 2811  # GridFTP
 BANNER_PORT = 2899  # the name servers (pps and connections/s)
@@ -61,7 +62,6 @@ MARK_TTL, MARK_ID = 61, 0x6B6B
 #: that can forward (the floor for any netdev DR on this path), and straight to the real server.
 PATHS = ("dr", "bare", "direct")
 SINK_TABLE = "gridlb_bench"
-TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 #: Opens N connections to VIP:PORT, prints "local-port name" for each, then waits for stdin to close.
 HOLD = r"""
@@ -156,7 +156,7 @@ def softirq_s() -> float:
     """CPU-seconds the whole machine has spent in softirq (from /proc/stat)."""
     with open("/proc/stat") as f:
         fields = f.readline().split()
-    return int(fields[7]) * TICK_S
+    return int(fields[7]) / procfs.TICKS_PER_S
 
 
 def _bytes(mac: str) -> str:
@@ -373,8 +373,7 @@ def tracked_flows(t: DrLab) -> int:
 
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system, every thread) process `pid` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
+    return sum(procfs.cpu_times(pid))
 
 
 def spread(xs: list[float], spec: str) -> str:

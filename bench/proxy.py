@@ -51,8 +51,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from gridlb.lab import procfs  # noqa: E402
+
 BANNER = b"220 gridlb-bench GridFTP-like ready\r\n"
-HZ = os.sysconf("SC_CLK_TCK")
 LOAD_CPU = 0
 PROXY_CPU = 1
 HOST = "127.0.0.1"
@@ -81,11 +82,7 @@ def free_ports(n: int) -> list[int]:
 def cpu_s(pid: int) -> tuple[float, float]:
     """Return (user, system) CPU seconds of process `pid` (all its threads) and of its live descendants
     (gridlb's relay worker processes)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    user, system = int(fields[11]) / HZ, int(fields[12]) / HZ
+    user, system = procfs.cpu_times(pid)
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         for child in task.read_text().split():
             u, s = cpu_s(int(child))
@@ -137,11 +134,7 @@ def ctx_switches(pid: int) -> int:
 
 def cpu_s_own(pid: int) -> tuple[float, float]:
     """Return (user, system) CPU seconds of process `pid` alone (all its threads, no descendant)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    return int(fields[11]) / HZ, int(fields[12]) / HZ
+    return procfs.cpu_times(pid)
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> bool:
@@ -787,7 +780,7 @@ def report(results: dict[str, list[dict[str, Any]]], ours_info: dict[str, Any]) 
     clocks = [run.get("cpu_clock") for runs in results.values() for run in runs if "cpu_clock" in run]
     print(
         f"proxy CPU time: exact (ns) in {clocks.count('ns')} of {len(clocks)} load runs, "
-        f"clock ticks ({1000 // HZ} ms) in {clocks.count('ticks')}"
+        f"clock ticks ({1000 // procfs.TICKS_PER_S} ms) in {clocks.count('ticks')}"
     )
     dp_errors: dict[str, int] = {}
     for run in results["gridlb"]:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gridlb.lab import procfs
 from gridlb.lab.netns import Lab
 from gridlb.lab.system import LabOptions, running
 from gridlb.lab.vrrp_pair import time_until as time_until  # the lab's: seconds until a condition held
@@ -127,17 +128,6 @@ def wait_for(
         time.sleep(interval_s)
 
 
-def thread_states(pid: int) -> list[str]:
-    """The scheduler state (R, S, D, T, Z, ...) of every thread of `pid`, from /proc/PID/task/*/stat.
-
-    Raises FileNotFoundError when a thread ends between the listing and the read.
-    """
-    # the state is the first field after the command name, which ends at the last ")"
-    return [
-        (t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()
-    ]
-
-
 def freeze(pid: int, timeout_s: float = 5.0) -> None:
     """SIGSTOP `pid` and wait until every thread of it has stopped.
 
@@ -147,10 +137,6 @@ def freeze(pid: int, timeout_s: float = 5.0) -> None:
     os.kill(pid, signal.SIGSTOP)
 
     def stopped() -> bool:
-        try:
-            states = thread_states(pid)
-        except FileNotFoundError:  # a thread ended between the listing and the read: look again
-            return False
-        return all(state in ("T", "t", "Z", "X") for state in states)
+        return all(state in ("T", "t", "Z", "X") for state in procfs.thread_states(pid))
 
     wait_for(stopped, timeout_s, f"every thread of process {pid} to stop", interval_s=0.002)

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.support import freeze, thread_states, time_until, wait_for
+from gridlb.lab.procfs import thread_states
+from tests.support import freeze, time_until, wait_for
 
 
 def test_wait_for_returns_the_first_truthy_value() -> None:

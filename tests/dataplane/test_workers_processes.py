@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gridlb.dataplane.proxy import ProxyDataplane, ProxyOptions
+from gridlb.lab import procfs
 from gridlb.table import AddDest, AddService, DestSpec, Op, ServiceKey, ServiceSpec, Timeouts
 from tests.dataplane.servers import free_port
 from tests.dataplane.test_workers import HOST, NameServers, figure, greet, totals
@@ -32,15 +33,6 @@ async def dp() -> AsyncIterator[ProxyDataplane]:
     d = ProxyDataplane(timeouts=Timeouts(tcpfin=3600), options=ProxyOptions(workers=2))
     yield d
     await d.close()
-
-
-def gone(pid: int) -> bool:
-    """True when `pid` no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def test_a_killed_worker_is_restarted_counted_and_its_connections_unbound(
@@ -65,7 +57,7 @@ async def test_a_killed_worker_is_restarted_counted_and_its_connections_unbound(
             break
     else:
         pytest.fail("worker 0 was not restarted")
-    assert now[1] == pids[1] and gone(pids[0])
+    assert now[1] == pids[1] and not procfs.exists(pids[0])
     assert (await dp.counters()).errors.get("worker exited: signal 9") == 1
     # the dead worker's connections died with it: only worker 1's still count, all of them active
     active = sum(a for a, _ in totals(await dp.dump(), key, servers).values())
@@ -81,9 +73,9 @@ async def test_a_killed_worker_is_restarted_counted_and_its_connections_unbound(
 async def test_close_ends_every_worker_process(servers: NameServers) -> None:
     d = ProxyDataplane(options=ProxyOptions(workers=2))
     pids = await figure(d, "pid")
-    assert all(not gone(p) for p in pids)
+    assert all(procfs.exists(p) for p in pids)
     await d.close(0.0)
-    assert all(gone(p) for p in pids)
+    assert all(not procfs.exists(p) for p in pids)
 
 
 def test_no_worker_outlives_a_killed_director(tmp_path: Path) -> None:
@@ -109,14 +101,14 @@ def test_no_worker_outlives_a_killed_director(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and all(not gone(p) for p in pids)
+        assert len(pids) == 2 and all(procfs.exists(p) for p in pids)
     finally:
         proc.kill()  # no chance to close anything
         proc.wait(10)
     deadline = time.monotonic() + 10
-    while not all(gone(p) for p in pids) and time.monotonic() < deadline:
+    while any(procfs.exists(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [p for p in pids if not gone(p)]
+    left = [p for p in pids if procfs.exists(p)]
     for p in left:  # do not leave them behind if the test fails
         os.kill(p, signal.SIGKILL)
     assert not left, f"worker processes {left} outlived their director"

@@ -23,6 +23,7 @@ from gridlb.gridftp.protocol import ReplyParser
 from gridlb.health.base import Verdict, create_checker
 from gridlb.health.gridftp import GridftpChecker, classify_banner, data_address_fault
 from gridlb.health.tcp import TcpChecker
+from gridlb.lab import procfs
 from gridlb.lab.netns import Lab
 from tests.support import freeze, need_tool
 from tests.support import lab as lab_up
@@ -305,16 +306,8 @@ async def test_canary_cksm(
 
 
 def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
+    pids = (int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+    return [kid for kid in pids if procfs.parent(kid) == pid]
 
 
 def _kill(pid: int) -> None:

@@ -13,26 +13,18 @@ import pytest
 
 from gridlb.health.base import Verdict, create_checker
 from gridlb.health.script import ScriptChecker, ScriptUser, script_problem, verdict_for_status
+from gridlb.lab import procfs
 from gridlb.table import RealKey
 from tests.support import need_root
 
 RS = RealKey.parse("127.0.0.61:2811")
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def wait_gone(pid: int) -> bool:
     deadline = time.monotonic() + 5
-    while alive(pid) and time.monotonic() < deadline:
+    while procfs.exists(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return not alive(pid)
+    return not procfs.exists(pid)
 
 
 def kill_quietly(pid: int) -> None:

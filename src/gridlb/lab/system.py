@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gridlb.errors import GridlbError
-from gridlb.lab import scaleout
+from gridlb.lab import procfs, scaleout
 from gridlb.lab.netns import Lab, LabSpec, gridlb_env, kill_all_in
 from gridlb.lab.vrrp_pair import PairSettings, RouterSpec, gridlb_site, vip_of
 
@@ -149,22 +149,9 @@ def load_state(name: str) -> LabState:
         raise LabStateError(f"{path}: unreadable state file ({exc}); remove the lab by hand") from None
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
 def alive(proc: Proc) -> bool:
     """True while the recorded process (same PID and start time) runs and is not a zombie."""
-    if _start_time(proc.pid) != proc.start:
-        return False
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
+    return procfs.start_time(proc.pid) == proc.start and procfs.exists(proc.pid)
 
 
 # ------------------------------------------------------------------------------------------- site files
@@ -272,7 +259,7 @@ class _Builder:
                 env=gridlb_env(),
                 start_new_session=True,  # outlives `gridlb lab up`; not killed by its terminal's signals
             )
-        start = _start_time(popen.pid)
+        start = procfs.start_time(popen.pid)
         proc = Proc(node, role, popen.pid, start if start is not None else -1, str(log))
         self.procs.append(proc)
         state_path(self.options.name).write_text(self.state().to_json())
