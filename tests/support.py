@@ -128,6 +128,25 @@ def wait_for(
         time.sleep(interval_s)
 
 
+@contextlib.contextmanager
+def sleeping_threads(count: int = 4) -> Iterator[int]:
+    """Run a Python process of `count` sleeping threads; yield its PID once all exist; kill it after."""
+    code = (
+        "import sys, threading, time\n"
+        "for _ in range(int(sys.argv[1]) - 1):\n"
+        "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "print(flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(count)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait(10)
+
+
 def freeze(pid: int, timeout_s: float = 5.0) -> None:
     """SIGSTOP `pid` and wait until every thread of it has stopped.
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from gridlb.lab.procfs import thread_states
-from tests.support import freeze, time_until, wait_for
+from tests.support import freeze, sleeping_threads, time_until, wait_for
 
 
 def test_wait_for_returns_the_first_truthy_value() -> None:
@@ -34,18 +32,7 @@ def test_time_until_returns_the_seconds_it_took_or_none() -> None:
 
 
 def test_freeze_returns_once_every_thread_has_stopped() -> None:
-    code = (
-        "import threading, time\n"
-        "for _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
-        "print(flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == b"\n"
-        freeze(proc.pid)
-        assert thread_states(proc.pid) == ["T"] * 4
-        os.kill(proc.pid, signal.SIGCONT)
-    finally:
-        proc.kill()
-        proc.wait(10)
+    with sleeping_threads(4) as pid:
+        freeze(pid)
+        assert thread_states(pid) == ["T"] * 4
+        os.kill(pid, signal.SIGCONT)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from gridlb.lab import procfs
+from tests.support import sleeping_threads
 
 
 def test_this_process_runs_under_its_parent_and_spends_cpu() -> None:
@@ -43,22 +44,11 @@ def test_a_zombie_does_not_exist_and_a_reaped_child_is_gone() -> None:
 
 
 def test_every_thread_is_listed() -> None:
-    code = (
-        "import threading, time\n"
-        "for _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
-        "print(flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == b"\n"
-        states = procfs.thread_states(child.pid)
+    with sleeping_threads(4) as pid:
+        states = procfs.thread_states(pid)
         assert len(states) == 4 and set(states) <= {"S", "R"}, states
-        tid = next(t for t in map(int, os.listdir(f"/proc/{child.pid}/task")) if t != child.pid)
-        assert procfs.state(child.pid, tid) in ("S", "R")
-    finally:
-        child.kill()
-        child.wait(10)
+        tid = next(t for t in map(int, os.listdir(f"/proc/{pid}/task")) if t != pid)
+        assert procfs.state(pid, tid) in ("S", "R")
 
 
 def test_a_command_name_with_a_parenthesis_and_spaces(tmp_path: Path) -> None:
