@@ -132,11 +132,6 @@ def ctx_switches(pid: int) -> int:
     return total
 
 
-def cpu_s_own(pid: int) -> tuple[float, float]:
-    """Return (user, system) CPU seconds of process `pid` alone (all its threads, no descendant)."""
-    return procfs.cpu_times(pid)
-
-
 def wait_port(port: int, timeout_s: float = 10.0) -> bool:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -515,7 +510,7 @@ def measure(
     before = cpu_s(pid) if pid else (0.0, 0.0)
     back0 = sum(cpu_s(backends)) if backends else 0.0
     procs = processes(pid) if pid else []
-    split0 = [cpu_s_own(p) for p in procs]
+    split0 = [procfs.cpu_times(p) for p in procs]  # each alone, no descendant
     cs0 = ctx_switches(pid) if pid else 0
     ns0 = run_ns(pid) if pid else {}
     res = loadgen(args, timeout_s)
@@ -524,7 +519,7 @@ def measure(
         res["ctx_switches"] = ctx_switches(pid) - cs0
         # each process's own (user, system) seconds: the director, then each worker process
         res["cpu_split_s"] = [
-            (a[0] - b[0], a[1] - b[1]) for a, b in zip(map(cpu_s_own, procs), split0, strict=True)
+            (a[0] - b[0], a[1] - b[1]) for a, b in zip(map(procfs.cpu_times, procs), split0, strict=True)
         ]
     if backends:
         res["backend_cpu_s"] = sum(cpu_s(backends)) - back0

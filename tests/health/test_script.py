@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,13 @@ from gridlb.health.base import Verdict, create_checker
 from gridlb.health.script import ScriptChecker, ScriptUser, script_problem, verdict_for_status
 from gridlb.lab import procfs
 from gridlb.table import RealKey
-from tests.support import need_root
+from tests.support import need_root, time_until
 
 RS = RealKey.parse("127.0.0.61:2811")
 
 
 def wait_gone(pid: int) -> bool:
-    deadline = time.monotonic() + 5
-    while procfs.exists(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not procfs.exists(pid)
+    return time_until(lambda: not procfs.exists(pid), 5, interval_s=0.02) is not None
 
 
 def kill_quietly(pid: int) -> None:

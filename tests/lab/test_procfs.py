@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from gridlb.lab import procfs
-from tests.support import sleeping_threads
+from tests.support import sleeping_threads, wait_for
 
 
 def test_this_process_runs_under_its_parent_and_spends_cpu() -> None:
@@ -29,10 +29,7 @@ def test_this_process_runs_under_its_parent_and_spends_cpu() -> None:
 
 def test_a_zombie_does_not_exist_and_a_reaped_child_is_gone() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.monotonic() + 10
-    while procfs.state(child.pid) != "Z" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert procfs.state(child.pid) == "Z"  # exited, not yet reaped
+    wait_for(lambda: procfs.state(child.pid) == "Z", 10, "the child to exit (a zombie: not yet reaped)")
     assert not procfs.exists(child.pid)
     assert procfs.parent(child.pid) == os.getpid()
     child.wait()
@@ -57,10 +54,8 @@ def test_a_command_name_with_a_parenthesis_and_spaces(tmp_path: Path) -> None:
     odd.symlink_to(sys.executable)
     child = subprocess.Popen([str(odd), "-c", "import time; time.sleep(60)"])
     try:
-        deadline = time.monotonic() + 10
-        while "x) 1" not in Path(f"/proc/{child.pid}/stat").read_text() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert "(x) 1 (2)" in Path(f"/proc/{child.pid}/stat").read_text()
+        stat = Path(f"/proc/{child.pid}/stat")
+        wait_for(lambda: "(x) 1 (2)" in stat.read_text(), 10, "the child to exec under its odd name")
         assert procfs.parent(child.pid) == os.getpid()
         assert procfs.state(child.pid) in ("S", "R")
     finally:
