@@ -182,6 +182,10 @@ def test_warnings_for_what_the_site_does_not_keep() -> None:
         ),
         ("vrrp_instance VI {\n interface em1\n}\n", "e.conf:1: error: virtual_router_id: required"),
         ("virtual_server group G {\n}\n", "e.conf:1: error: virtual_server: no virtual_server_group named G"),
+        (  # a nameless group beside a named one that no virtual_server uses (found by the fuzz test)
+            "virtual_server_group\nvirtual_server_group 1 {\n}\n",
+            "e.conf:1: error: virtual_server_group: expects `virtual_server_group NAME { ... }`",
+        ),
         ("vrrp_sync_groop G {\n}\n", "did you mean 'vrrp_sync_group'?"),
         ("vrrp_instanse VI {\n}\n", "did you mean 'vrrp_instance'?"),
         (

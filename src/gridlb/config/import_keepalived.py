@@ -914,6 +914,7 @@ class _Reader:
         settings: dict[str, Any] = {}
         mail: dict[str, Any] = {}
         groups: dict[str, list[tuple[str, ...]]] = {}
+        group_nodes: dict[str, Node] = {}
         sync_nodes: list[Node] = []
         extra: dict[str, Any] = {}
         vrrp_version: int | None = None
@@ -928,6 +929,7 @@ class _Reader:
                     self.out.errors.append(self.error(node, "expects `virtual_server_group NAME { ... }`"))
                     continue
                 groups[node.args[0]] = self.vs_group(node)
+                group_nodes[node.args[0]] = node
         used_groups: set[str] = set()
         for node in nodes:
             try:
@@ -936,9 +938,8 @@ class _Reader:
                 )
             except ConfigError as exc:
                 self.out.errors.append(exc)
-        for name in groups:
+        for name, node in group_nodes.items():
             if name not in used_groups:
-                node = next(n for n in nodes if n.keyword == "virtual_server_group" and n.args[0] == name)
                 self.warn(node, "no virtual_server uses this group; dropped")
         self._scripts_in_use(instances, scripts)
         syncs: dict[str, Any] = {}
